@@ -1,0 +1,335 @@
+//! Which links carry each frame: policy behind one trait, mechanism in the session.
+//!
+//! The session owns the mechanism (queues, sealing, per-link accounting) and asks a [`Scheduler`]
+//! only to choose. A scheduler sees each link through a [`LinkView`]: its state, priority, delay
+//! estimate, rate and how much the session has already queued on it. That is enough for an
+//! earliest-delivery scheduler, and [`Scheduler::reschedule`] is the hook for re-sending a frame
+//! on another link before a deadline.
+
+use core::fmt;
+use std::time::{Duration, Instant};
+
+use crate::monitor::LinkState;
+use crate::{FrameSeq, LinkId, LinkSet};
+
+/// After a more preferred link comes back, active-backup waits this long (the link staying up
+/// throughout) before it moves the stream back to it.
+pub const FAILBACK_HOLD: Duration = Duration::from_secs(2);
+/// The rate assumed for a link with no configured rate and no measurement yet.
+pub const DEFAULT_LINK_RATE_BPS: u64 = 10_000_000;
+
+/// How a session spreads frames over its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Every frame on every usable link; the receiver keeps the first copy. Hitless failover.
+    #[default]
+    Redundant,
+    /// One link by priority carries data; the others carry probes only.
+    ActiveBackup,
+    /// Each frame on the link where it is expected to arrive first.
+    Bond,
+}
+
+impl Mode {
+    /// The name used in config and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Redundant => "redundant",
+            Self::ActiveBackup => "active-backup",
+            Self::Bond => "bond",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "redundant" => Some(Self::Redundant),
+            "active-backup" => Some(Self::ActiveBackup),
+            "bond" => Some(Self::Bond),
+            _ => None,
+        }
+    }
+
+    /// The scheduler that implements the mode.
+    pub fn scheduler(self) -> Box<dyn Scheduler> {
+        match self {
+            Self::Redundant => Box::new(Redundant),
+            Self::ActiveBackup => Box::new(ActiveBackup::default()),
+            Self::Bond => Box::new(Bond),
+        }
+    }
+}
+
+/// What a scheduler knows of one link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkView {
+    /// The link.
+    pub id: LinkId,
+    /// Its state.
+    pub state: LinkState,
+    /// Its priority: lower is preferred.
+    pub priority: u8,
+    /// Since when it has been usable without interruption.
+    pub usable_since: Option<Instant>,
+    /// Whether it has carrier (a down link with carrier may only be blackholed).
+    pub carrier: bool,
+    /// Estimated one-way delay to the peer.
+    pub one_way_delay: Duration,
+    /// Estimated capacity in bits per second.
+    pub rate_bps: u64,
+    /// How long what is already queued on it takes to drain at `rate_bps`.
+    pub queue_delay: Duration,
+    /// Forward loss (0..=1).
+    pub loss: f64,
+}
+
+impl LinkView {
+    /// When a frame of `len` bytes sent now is expected to arrive, relative to now.
+    pub fn expected_arrival(&self, len: usize) -> Duration {
+        let serialization = Duration::from_secs_f64(len as f64 * 8.0 / self.rate_bps.max(1) as f64);
+        self.one_way_delay + self.queue_delay + serialization
+    }
+}
+
+/// What a scheduler knows of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// The frame's sequence.
+    pub seq: FrameSeq,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
+/// A scheduling policy.
+pub trait Scheduler: Send + fmt::Debug {
+    /// Chooses the links that carry `frame`. An empty set drops it (counted by the session).
+    fn schedule(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView]) -> LinkSet;
+
+    /// Chooses a link to re-send `frame` on, one that has not carried it yet, where it can still
+    /// arrive within `budget`. The default picks the earliest expected arrival.
+    fn reschedule(
+        &mut self,
+        _now: Instant,
+        frame: &FrameMeta,
+        tried: LinkSet,
+        budget: Duration,
+        links: &[LinkView],
+    ) -> Option<LinkId> {
+        links
+            .iter()
+            .filter(|l| l.state.is_usable() && !tried.contains(l.id))
+            .map(|l| (l.expected_arrival(frame.len), l.id))
+            .filter(|(arrival, _)| *arrival <= budget)
+            .min_by_key(|(arrival, id)| (*arrival, *id))
+            .map(|(_, id)| id)
+    }
+}
+
+/// When no link is usable, frames still go out on the links most likely to work (proving ones
+/// first, then down links that keep carrier), rather than being dropped before they are tried.
+fn fallback(links: &[LinkView]) -> LinkSet {
+    let probing: LinkSet = links
+        .iter()
+        .filter(|l| l.state == LinkState::Probing && l.carrier)
+        .map(|l| l.id)
+        .collect();
+    if !probing.is_empty() {
+        return probing;
+    }
+    links.iter().filter(|l| l.carrier).map(|l| l.id).collect()
+}
+
+/// Every frame on every usable link (SMPTE 2022-7 style).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Redundant;
+
+impl Scheduler for Redundant {
+    fn schedule(&mut self, _now: Instant, _frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
+        let usable: LinkSet = links
+            .iter()
+            .filter(|l| l.state.is_usable())
+            .map(|l| l.id)
+            .collect();
+        if usable.is_empty() {
+            fallback(links)
+        } else {
+            usable
+        }
+    }
+}
+
+/// One link carries data, chosen by health then priority, with fail-back hysteresis.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ActiveBackup {
+    active: Option<LinkId>,
+}
+
+impl ActiveBackup {
+    /// The link carrying data, if one was chosen.
+    pub const fn active(&self) -> Option<LinkId> {
+        self.active
+    }
+
+    fn rank(link: &LinkView) -> (bool, u8, LinkId) {
+        (link.state != LinkState::Up, link.priority, link.id)
+    }
+}
+
+impl Scheduler for ActiveBackup {
+    fn schedule(&mut self, now: Instant, _frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
+        let best = links
+            .iter()
+            .filter(|l| l.state.is_usable())
+            .min_by_key(|l| Self::rank(l));
+        let Some(best) = best else {
+            self.active = None;
+            return fallback(links);
+        };
+        let current = self
+            .active
+            .and_then(|id| links.iter().find(|l| l.id == id && l.state.is_usable()));
+        let chosen = match current {
+            Some(current) if current.id == best.id => current.id,
+            Some(current) => {
+                let settled = best
+                    .usable_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= FAILBACK_HOLD);
+                if settled { best.id } else { current.id }
+            }
+            None => best.id,
+        };
+        self.active = Some(chosen);
+        [chosen].into_iter().collect()
+    }
+}
+
+/// A first bond: each frame on the usable link where it is expected to arrive first, from the
+/// link's delay, rate and what is already queued on it. Degraded links are used only when no
+/// link is up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Bond;
+
+impl Scheduler for Bond {
+    fn schedule(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
+        let pick = |state: LinkState| {
+            links
+                .iter()
+                .filter(|l| l.state == state)
+                .min_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id))
+                .map(|l| l.id)
+        };
+        match pick(LinkState::Up).or_else(|| pick(LinkState::Degraded)) {
+            Some(id) => [id].into_iter().collect(),
+            None => fallback(links),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u8, state: LinkState, priority: u8, owd_ms: u64) -> LinkView {
+        LinkView {
+            id: LinkId::new(id),
+            state,
+            priority,
+            usable_since: None,
+            carrier: true,
+            one_way_delay: Duration::from_millis(owd_ms),
+            rate_bps: 10_000_000,
+            queue_delay: Duration::ZERO,
+            loss: 0.0,
+        }
+    }
+
+    fn now() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    const FRAME: FrameMeta = FrameMeta {
+        seq: FrameSeq(0),
+        len: 1000,
+    };
+
+    #[test]
+    fn redundant_uses_every_usable_link() {
+        let links = [
+            view(0, LinkState::Up, 0, 10),
+            view(1, LinkState::Degraded, 0, 10),
+            view(2, LinkState::Down, 0, 10),
+        ];
+        let set = Redundant.schedule(now(), &FRAME, &links);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![LinkId::new(0), LinkId::new(1)]
+        );
+    }
+
+    #[test]
+    fn with_no_usable_link_frames_go_to_probing_links() {
+        let links = [
+            view(0, LinkState::Down, 0, 10),
+            view(1, LinkState::Probing, 0, 10),
+        ];
+        assert_eq!(
+            Redundant
+                .schedule(now(), &FRAME, &links)
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![LinkId::new(1)]
+        );
+    }
+
+    #[test]
+    fn active_backup_prefers_up_over_degraded_and_fails_back_after_the_hold() {
+        let t = now();
+        let mut s = ActiveBackup::default();
+        let mut links = [
+            view(0, LinkState::Down, 0, 10),
+            view(1, LinkState::Degraded, 1, 10),
+            view(2, LinkState::Up, 2, 10),
+        ];
+        assert!(s.schedule(t, &FRAME, &links).contains(LinkId::new(2)));
+        links[0].state = LinkState::Up;
+        links[0].usable_since = Some(t);
+        assert!(
+            s.schedule(t + FAILBACK_HOLD / 2, &FRAME, &links)
+                .contains(LinkId::new(2))
+        );
+        assert!(
+            s.schedule(t + FAILBACK_HOLD, &FRAME, &links)
+                .contains(LinkId::new(0))
+        );
+    }
+
+    #[test]
+    fn bond_picks_the_earliest_expected_arrival() {
+        let mut links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
+        assert!(
+            Bond.schedule(now(), &FRAME, &links)
+                .contains(LinkId::new(0))
+        );
+        links[0].queue_delay = Duration::from_millis(61);
+        assert!(
+            Bond.schedule(now(), &FRAME, &links)
+                .contains(LinkId::new(1))
+        );
+    }
+
+    #[test]
+    fn reschedule_never_picks_a_tried_link_or_one_that_misses_the_budget() {
+        let links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
+        let tried: LinkSet = [LinkId::new(0)].into_iter().collect();
+        let mut s = Bond;
+        assert_eq!(
+            s.reschedule(now(), &FRAME, tried, Duration::from_millis(100), &links),
+            Some(LinkId::new(1))
+        );
+        assert_eq!(
+            s.reschedule(now(), &FRAME, tried, Duration::from_millis(50), &links),
+            None
+        );
+    }
+}

@@ -1,0 +1,963 @@
+//! The session: the one public state machine of the engine.
+//!
+//! A [`Session`] is one end of a bonded tunnel (an edge, or the gateway's state for one edge).
+//! It owns the links, their monitors, the scheduler, the send queue, the dedup window and the
+//! reorder buffer. It never reads a clock, never draws randomness from anywhere but its seed, and
+//! never touches a socket.
+//!
+//! # Call order
+//! 1. Feed inputs: [`Session::handle_frame`] (a frame from the local TAP),
+//!    [`Session::handle_datagram`] (a UDP payload from a link), [`Session::handle_link_event`]
+//!    (carrier from netlink), [`Session::handle_timeout`] (when [`Session::poll_timeout`] is due).
+//! 2. After *any* input, drain [`Session::poll_transmit`], [`Session::poll_frame`] and
+//!    [`Session::poll_event`] until each returns `None`.
+//! 3. Sleep until [`Session::poll_timeout`], or the next input, whichever is first.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::crypto::{PathNonce, Protection, SessionKeys};
+use crate::monitor::{LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, Transition};
+use crate::reorder::{Arrival, ReorderBuffer};
+use crate::rng::Rng;
+use crate::scheduler::{DEFAULT_LINK_RATE_BPS, FrameMeta, LinkView, Mode, Scheduler};
+use crate::stats::{LinkStats, SessionStats};
+use crate::window::{SeqWindow, Verdict};
+use crate::wire::{
+    ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN,
+    GrePacket, GreRepr, LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
+};
+use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber, SessionIndex};
+
+pub use crate::stats::DropReason;
+
+/// The most a gap is held by default, however the links measure.
+pub const DEFAULT_LATENCY_BUDGET: Duration = Duration::from_millis(300);
+/// The reorder hold is the measured delay spread (jitter included) plus this margin.
+pub const REORDER_MARGIN: Duration = Duration::from_millis(5);
+/// The frame rate the dedup window is sized for by default, with the latency budget.
+pub const DEFAULT_MAX_FRAME_RATE: u32 = 100_000;
+/// Per-path replay windows cover reordering within one link only.
+pub const PATH_REPLAY_WINDOW: usize = 4096;
+/// Frames queued for sending before the oldest is dropped.
+pub const MAX_QUEUED_FRAMES: usize = 4096;
+/// Ethernet header length: the shortest frame the engine carries.
+pub const MIN_FRAME_LEN: usize = 14;
+
+/// Which end of the tunnel a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The rig: its links are configured, each sends to the gateway's fixed address.
+    Edge,
+    /// The datacenter: links appear as they prove the key, each at the address it last proved
+    /// from (so NAT rebinding and a modem's new IP are followed).
+    Gateway,
+}
+
+/// One link of an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Its id, below [`MAX_LINKS`].
+    pub id: LinkId,
+    /// Lower is preferred (active-backup order, bond tie-break).
+    pub priority: u8,
+    /// Its capacity in bits per second, if known.
+    pub rate_bps: Option<u64>,
+    /// Where to send on this link (the gateway's address).
+    pub remote: SocketAddr,
+}
+
+/// A session's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How frames are spread over links.
+    pub mode: Mode,
+    /// The most a gap is held before the frames behind it are released.
+    pub latency_budget: Duration,
+    /// How often each link is probed.
+    pub probe_interval: Duration,
+    /// The frame rate the dedup window is sized for.
+    pub max_frame_rate: u32,
+    /// The edge's links (the gateway's list is empty: it learns links).
+    pub links: Vec<LinkConfig>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            latency_budget: DEFAULT_LATENCY_BUDGET,
+            probe_interval: PROBE_INTERVAL,
+            max_frame_rate: DEFAULT_MAX_FRAME_RATE,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// A config the session cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A link id at or above [`MAX_LINKS`].
+    #[error("link id {0} is out of range (0..{MAX_LINKS})")]
+    LinkOutOfRange(u8),
+    /// Two links with one id.
+    #[error("link id {0} is configured twice")]
+    DuplicateLink(u8),
+    /// An edge with no links.
+    #[error("an edge needs at least one link")]
+    NoLinks,
+    /// A zero probe interval or latency budget.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+/// A carrier change reported by the OS (netlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkEvent {
+    /// The interface has carrier again.
+    CarrierUp,
+    /// The interface lost carrier: the link goes down at once.
+    CarrierDown,
+}
+
+/// Something the session wants the driver to know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// A link changed state.
+    LinkState {
+        /// The link.
+        link: LinkId,
+        /// What changed, and why.
+        transition: Transition,
+        /// Its measurements at the time.
+        quality: LinkQuality,
+    },
+    /// A link's remote address changed, proven by an authenticated packet (gateway only).
+    PathChanged {
+        /// The link.
+        link: LinkId,
+        /// The old address, if any.
+        from: Option<SocketAddr>,
+        /// The new address.
+        to: SocketAddr,
+    },
+}
+
+/// A datagram to send: its bytes are in the buffer passed to [`Session::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// The link (socket) to send it on.
+    pub link: LinkId,
+    /// Where to send it.
+    pub destination: SocketAddr,
+}
+
+/// A frame delivered by [`Session::poll_frame`]; its bytes are in the buffer passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// The frame's sequence.
+    pub seq: FrameSeq,
+    /// How long it waited in the reorder buffer.
+    pub held: Duration,
+}
+
+/// What a [`Session::poll_timeout`] deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// A link's probe tick.
+    Probe(LinkId),
+    /// A link's probe or feedback timeout.
+    LinkTimeout(LinkId),
+    /// The reorder buffer gives up a gap.
+    Reorder,
+}
+
+/// One link's state inside the session.
+#[derive(Debug)]
+struct Link {
+    id: LinkId,
+    priority: u8,
+    rate_bps: Option<u64>,
+    remote: Option<SocketAddr>,
+    next_pn: u64,
+    replay: SeqWindow,
+    monitor: LinkMonitor,
+    next_probe: Instant,
+    probe_due: bool,
+    reply_due: Option<(u32, u32)>,
+    backlog_bytes: f64,
+    backlog_at: Instant,
+    stats: LinkStats,
+}
+
+impl Link {
+    fn new(
+        id: LinkId,
+        priority: u8,
+        rate_bps: Option<u64>,
+        remote: Option<SocketAddr>,
+        first_probe: Instant,
+    ) -> Self {
+        Self {
+            id,
+            priority,
+            rate_bps,
+            remote,
+            next_pn: 0,
+            replay: SeqWindow::new(PATH_REPLAY_WINDOW),
+            monitor: LinkMonitor::new(),
+            next_probe: first_probe,
+            probe_due: false,
+            reply_due: None,
+            backlog_bytes: 0.0,
+            backlog_at: first_probe,
+            stats: LinkStats::default(),
+        }
+    }
+
+    fn rate_bps(&self) -> u64 {
+        self.rate_bps.unwrap_or_else(|| {
+            let measured = (self.monitor.quality().delivery_rate * 8.0) as u64;
+            measured.max(DEFAULT_LINK_RATE_BPS)
+        })
+    }
+
+    fn drain_backlog(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.backlog_at).as_secs_f64();
+        self.backlog_bytes = (self.backlog_bytes - elapsed * self.rate_bps() as f64 / 8.0).max(0.0);
+        self.backlog_at = now;
+    }
+
+    fn view(&self) -> LinkView {
+        let quality = self.monitor.quality();
+        let rate_bps = self.rate_bps();
+        LinkView {
+            id: self.id,
+            state: self.monitor.state(),
+            priority: self.priority,
+            usable_since: self.monitor.usable_since(),
+            carrier: self.monitor.carrier(),
+            one_way_delay: quality
+                .srtt
+                .map_or(Duration::from_millis(50), |rtt| rtt / 2),
+            rate_bps,
+            queue_delay: Duration::from_secs_f64(self.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
+            loss: quality.tx_loss,
+        }
+    }
+
+    fn report(&self) -> Option<LinkReport> {
+        let (highest, received, bytes) = self.monitor.rx_counters();
+        Some(LinkReport {
+            link: self.id,
+            highest: highest? as u32,
+            received: received as u32,
+            received_bytes: bytes as u32,
+        })
+    }
+}
+
+/// A frame waiting to be sealed onto the links chosen for it.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    frame: Vec<u8>,
+    links: LinkSet,
+}
+
+/// One end of a bonded tunnel. See the [module docs](self) for the call order.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    config: SessionConfig,
+    epoch: Instant,
+    rng: Rng,
+    local_index: SessionIndex,
+    remote_index: SessionIndex,
+    protection: Box<dyn Protection>,
+    links: Vec<Option<Link>>,
+    scheduler: Box<dyn Scheduler>,
+    next_frame_seq: u64,
+    queue: VecDeque<Pending>,
+    reorder: ReorderBuffer,
+    /// The first one-way delay sample: later samples are relative to it, so the two clocks'
+    /// offset cancels and only differences between links matter.
+    owd_base: Option<u32>,
+    events: VecDeque<Event>,
+    stats: SessionStats,
+    views: Vec<LinkView>,
+    scratch: Vec<u8>,
+    pool: Vec<Vec<u8>>,
+}
+
+impl Session {
+    /// Builds a session from the keys a handshake produced.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the links or durations make no sense.
+    pub fn new(
+        role: Role,
+        config: SessionConfig,
+        keys: SessionKeys,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        if config.probe_interval.is_zero() {
+            return Err(ConfigError::Zero("probe interval"));
+        }
+        if config.latency_budget.is_zero() {
+            return Err(ConfigError::Zero("latency budget"));
+        }
+        if role == Role::Edge && config.links.is_empty() {
+            return Err(ConfigError::NoLinks);
+        }
+        let mut rng = Rng::new(seed);
+        let mut links: Vec<Option<Link>> = (0..MAX_LINKS).map(|_| None).collect();
+        for link in &config.links {
+            let slot = link
+                .id
+                .index()
+                .ok_or(ConfigError::LinkOutOfRange(link.id.get()))?;
+            if links[slot].is_some() {
+                return Err(ConfigError::DuplicateLink(link.id.get()));
+            }
+            // Spread the first probes over the first interval so links do not tick in lockstep.
+            let offset =
+                Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
+            links[slot] = Some(Link::new(
+                link.id,
+                link.priority,
+                link.rate_bps,
+                Some(link.remote),
+                now + offset,
+            ));
+        }
+        let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
+        Ok(Self {
+            role,
+            scheduler: config.mode.scheduler(),
+            reorder: ReorderBuffer::new(config.latency_budget, window),
+            config,
+            epoch: now,
+            rng,
+            local_index: keys.local_index,
+            remote_index: keys.remote_index,
+            protection: keys.protection,
+            links,
+            next_frame_seq: 0,
+            queue: VecDeque::new(),
+            owd_base: None,
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            views: Vec::with_capacity(MAX_LINKS),
+            scratch: Vec::new(),
+            pool: Vec::new(),
+        })
+    }
+
+    /// This end's role.
+    pub const fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session index the peer addresses this end by.
+    pub const fn local_index(&self) -> SessionIndex {
+        self.local_index
+    }
+
+    /// The scheduling mode.
+    pub const fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Session-wide counters.
+    pub fn stats(&self) -> SessionStats {
+        let reorder = self.reorder.stats();
+        SessionStats {
+            frames_delivered: reorder.released,
+            frames_lost: reorder.lost,
+            frames_late: reorder.late,
+            frames_reordered: reorder.reordered,
+            duplicate_copies: reorder.duplicates,
+            ..self.stats
+        }
+    }
+
+    /// The links this session has, in id order.
+    pub fn links(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.links.iter().flatten().map(|l| l.id)
+    }
+
+    /// A link's state, if the session has the link.
+    pub fn link_state(&self, link: LinkId) -> Option<LinkState> {
+        self.link(link).map(|l| l.monitor.state())
+    }
+
+    /// A link's measurements.
+    pub fn link_quality(&self, link: LinkId) -> Option<LinkQuality> {
+        self.link(link).map(|l| l.monitor.quality())
+    }
+
+    /// A link's counters.
+    pub fn link_stats(&self, link: LinkId) -> Option<LinkStats> {
+        self.link(link).map(|l| l.stats)
+    }
+
+    /// A link's current remote address.
+    pub fn link_remote(&self, link: LinkId) -> Option<SocketAddr> {
+        self.link(link).and_then(|l| l.remote)
+    }
+
+    /// The current reorder hold.
+    pub const fn reorder_hold(&self) -> Duration {
+        self.reorder.hold()
+    }
+
+    /// Takes in a frame from the local side and schedules it onto links.
+    ///
+    /// # Errors
+    /// A [`DropReason`] (also counted) if the frame is dropped: bad length, or no link.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.stats.frames_in += 1;
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
+            return Err(self.count(DropReason::BadFrameLength));
+        }
+        let seq = self.next_frame_seq;
+        self.next_frame_seq += 1;
+        self.views.clear();
+        for link in self.links.iter_mut().flatten() {
+            link.drain_backlog(now);
+            self.views.push(link.view());
+        }
+        let meta = FrameMeta {
+            seq: FrameSeq(seq),
+            len: frame.len(),
+        };
+        let mut chosen = self.scheduler.schedule(now, &meta, &self.views);
+        for id in chosen.iter() {
+            match self.link_mut(id) {
+                Some(link) if link.remote.is_some() => {
+                    link.backlog_bytes += (frame.len() + crate::wire::DATA_OVERHEAD) as f64;
+                }
+                _ => chosen.remove(id),
+            }
+        }
+        if chosen.is_empty() {
+            return Err(self.count(DropReason::NoLink));
+        }
+        if self.queue.len() >= MAX_QUEUED_FRAMES {
+            if let Some(old) = self.queue.pop_front() {
+                self.pool.push(old.frame);
+            }
+            self.count(DropReason::QueueFull);
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        self.queue.push_back(Pending {
+            seq,
+            frame: buf,
+            links: chosen,
+        });
+        Ok(())
+    }
+
+    /// Takes in one UDP payload received on `link` from `from`.
+    ///
+    /// `link` is the socket it arrived on (edge) or the link its Key names (gateway demux).
+    ///
+    /// # Errors
+    /// A [`DropReason`] (also counted) if the datagram is dropped. Duplicate copies of a frame
+    /// are not errors; they are counted in [`SessionStats::duplicate_copies`].
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        self.open_datagram(now, link, from, datagram)
+            .map_err(|reason| self.count(reason))
+    }
+
+    /// Takes in a carrier change for a link.
+    pub fn handle_link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+        let Some(l) = self.link_mut(link) else { return };
+        let up = event == LinkEvent::CarrierUp;
+        let transition = l.monitor.on_carrier(now, up);
+        if up {
+            // Probe at once: the sooner a restored link proves itself, the sooner it helps.
+            l.next_probe = now;
+        }
+        self.emit_transition(link, transition);
+    }
+
+    /// Runs timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let interval = self.config.probe_interval;
+        let mut transitions = Vec::new();
+        for link in self.links.iter_mut().flatten() {
+            if link.next_probe <= now {
+                link.monitor.on_tick(now);
+                if link.monitor.can_probe() && link.remote.is_some() {
+                    link.probe_due = true;
+                }
+                // A little jitter keeps the links' probes (and the two ends') from locking step.
+                let jitter =
+                    Duration::from_micros(self.rng.below(interval.as_micros() as u64 / 10));
+                let late = link.next_probe + interval <= now;
+                let base = if late { now } else { link.next_probe };
+                link.next_probe = base + interval + jitter;
+            }
+            if let Some(t) = link.monitor.handle_timeout(now) {
+                transitions.push((link.id, t));
+            }
+        }
+        for (id, t) in transitions {
+            self.emit_transition(id, Some(t));
+        }
+        self.update_hold(now);
+        self.reorder.handle_timeout(now);
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        for slot in 0..MAX_LINKS {
+            let Some(link) = self.links[slot].as_mut() else {
+                continue;
+            };
+            if let Some((echo_seq, echo_ts)) = link.reply_due.take() {
+                let reply = [ControlMessage::ProbeReply { echo_seq, echo_ts }];
+                if let Some(t) = self.seal_control(now, slot, &reply, buf) {
+                    return Some(t);
+                }
+            }
+        }
+        for slot in 0..MAX_LINKS {
+            let Some(link) = self.links[slot].as_mut() else {
+                continue;
+            };
+            if !std::mem::take(&mut link.probe_due) {
+                continue;
+            }
+            let priority = link.priority;
+            let mut messages = Vec::with_capacity(MAX_LINKS + 1);
+            messages.push(ControlMessage::Probe { priority });
+            messages.extend(
+                self.links
+                    .iter()
+                    .flatten()
+                    .filter_map(Link::report)
+                    .map(ControlMessage::Report),
+            );
+            if let Some(t) = self.seal_control(now, slot, &messages, buf) {
+                if let Some(link) = self.links[slot].as_mut() {
+                    let pn = link.next_pn - 1;
+                    link.monitor.on_probe_sent(now, pn);
+                    link.stats.probes_sent += 1;
+                }
+                return Some(t);
+            }
+        }
+        while let Some(pending) = self.queue.front_mut() {
+            let Some(id) = pending.links.pop_first() else {
+                if let Some(done) = self.queue.pop_front() {
+                    self.pool.push(done.frame);
+                }
+                continue;
+            };
+            let seq = pending.seq;
+            let Some(slot) = id.index() else { continue };
+            if let Some(t) = self.seal_data(now, slot, seq, buf) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The next frame for the local side, in order, written into `buf`.
+    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        let released = self.reorder.pop()?;
+        buf.clear();
+        buf.extend_from_slice(&released.frame);
+        self.reorder.recycle(released.frame);
+        Some(Delivered {
+            seq: released.seq,
+            held: released.held,
+        })
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] is next due, and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
+        let mut best: Option<(Instant, TimerKind)> = None;
+        let mut consider = |at: Instant, kind: TimerKind| {
+            if best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, kind));
+            }
+        };
+        for link in self.links.iter().flatten() {
+            consider(link.next_probe, TimerKind::Probe(link.id));
+            if let Some(at) = link.monitor.poll_timeout() {
+                consider(at, TimerKind::LinkTimeout(link.id));
+            }
+        }
+        if let Some(at) = self.reorder.poll_timeout() {
+            consider(at, TimerKind::Reorder);
+        }
+        best
+    }
+
+    fn open_datagram(
+        &mut self,
+        now: Instant,
+        via: LinkId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let packet = GrePacket::new_checked(datagram).map_err(|_| DropReason::BadHeader)?;
+        let repr = GreRepr::parse(&packet).map_err(|_| DropReason::UnknownProtocol)?;
+        if repr.key.index != self.local_index {
+            return Err(DropReason::UnknownSession);
+        }
+        if repr.key.link != via {
+            return Err(DropReason::BadLink);
+        }
+        let slot = via.index().ok_or(DropReason::BadLink)?;
+        let aad_len = match repr.protocol {
+            Protocol::Ethernet => GRE_HEADER_LEN,
+            Protocol::Control => {
+                let kind = packet.payload().first().ok_or(DropReason::BadHeader)?;
+                match ControlType::from_u8(*kind) {
+                    Some(ControlType::Sealed) => GRE_HEADER_LEN + 1,
+                    Some(_) => return Err(DropReason::UnexpectedHandshake),
+                    None => return Err(DropReason::UnknownControlType),
+                }
+            }
+        };
+        let expected = match &self.links[slot] {
+            Some(link) => link.replay.highest().map_or(0, |h| h + 1),
+            None if self.role == Role::Gateway => 0,
+            None => return Err(DropReason::BadLink),
+        };
+        let pn = expand_u32(expected, repr.sequence);
+        if let Some(link) = &self.links[slot] {
+            match link.replay.check(pn) {
+                Verdict::Accept => {}
+                Verdict::Duplicate => return Err(DropReason::Replay),
+                Verdict::TooOld => return Err(DropReason::TooOld),
+            }
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(datagram);
+        let nonce = PathNonce {
+            link: via,
+            packet_number: PacketNumber(pn),
+        };
+        let plain_len = self
+            .protection
+            .open(nonce, &mut self.scratch, aad_len)
+            .map_err(|_| DropReason::OpenFailed)?;
+
+        // Authenticated: from here on the packet may change state.
+        if self.links[slot].is_none() {
+            self.links[slot] = Some(Link::new(via, 0, None, None, now));
+        }
+        let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
+        let newest = link.replay.highest().is_none_or(|h| pn > h);
+        link.replay.mark(pn);
+        if self.role == Role::Gateway && newest && link.remote != Some(from) {
+            // Only the newest authenticated packet moves a path: a replayed or delayed one never
+            // drags the path back to an address the peer has left.
+            let old = link.remote.replace(from);
+            tracing::info!(link = %via, ?old, new = %from, "path moved");
+            self.events.push_back(Event::PathChanged {
+                link: via,
+                from: old,
+                to: from,
+            });
+        }
+        let plain = &self.scratch[aad_len..aad_len + plain_len];
+        let local_ts = Self::timestamp(self.epoch, now);
+        let (send_ts, body) = match repr.protocol {
+            Protocol::Ethernet => {
+                let (header, _) = DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
+                (header.send_ts, None)
+            }
+            Protocol::Control => {
+                let (header, messages) =
+                    ControlHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
+                (header.send_ts, Some(messages))
+            }
+        };
+        let base = *self.owd_base.get_or_insert(local_ts.wrapping_sub(send_ts));
+        let owd_us = i64::from(local_ts.wrapping_sub(send_ts).wrapping_sub(base) as i32);
+        link.monitor
+            .on_packet_received(now, pn, datagram.len(), owd_us);
+        link.stats.rx_packets += 1;
+        link.stats.rx_bytes += datagram.len() as u64;
+
+        match body {
+            None => {
+                let (header, frame) =
+                    DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
+                link.stats.rx_frames += 1;
+                let seq = expand_u32(self.reorder.expected(), header.frame_seq);
+                match self.reorder.insert(now, seq, frame) {
+                    Arrival::Ready | Arrival::Held => link.stats.rx_frames_first += 1,
+                    Arrival::Duplicate | Arrival::Late => {}
+                }
+                tracing::trace!(link = %via, seq, "frame");
+                Ok(())
+            }
+            Some(messages) => {
+                let messages: Vec<ControlMessage> = ControlMessages::new(messages)
+                    .collect::<Result<_, WireError>>()
+                    .map_err(|_| DropReason::BadPayload)?;
+                self.handle_control(now, slot, repr.sequence, send_ts, &messages);
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_control(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        seq: u32,
+        send_ts: u32,
+        messages: &[ControlMessage],
+    ) {
+        for message in messages {
+            match *message {
+                ControlMessage::Probe { priority } => {
+                    if let Some(link) = self.links[slot].as_mut() {
+                        if self.role == Role::Gateway {
+                            link.priority = priority;
+                        }
+                        link.reply_due = Some((seq, send_ts));
+                    }
+                }
+                ControlMessage::ProbeReply { echo_seq, .. } => {
+                    let Some(link) = self.links[slot].as_mut() else {
+                        continue;
+                    };
+                    let transition = link.monitor.on_probe_reply(now, echo_seq);
+                    let id = link.id;
+                    self.emit_transition(id, transition);
+                }
+                ControlMessage::Report(report) => {
+                    if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
+                        link.monitor.on_report(now, &report);
+                    }
+                }
+            }
+        }
+    }
+
+    fn seal_control(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        messages: &[ControlMessage],
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let ts = Self::timestamp(self.epoch, now);
+        let build = |buf: &mut Vec<u8>| {
+            buf.push(ControlType::Sealed.to_u8());
+            let aad_len = buf.len();
+            buf.extend_from_slice(&ts.to_be_bytes());
+            for message in messages {
+                message.emit(buf);
+            }
+            aad_len
+        };
+        self.seal(slot, Protocol::Control, build, buf)
+    }
+
+    fn seal_data(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        seq: u64,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let ts = Self::timestamp(self.epoch, now);
+        let pending = self.queue.front()?;
+        let header = DataHeader {
+            frame_seq: seq as u32,
+            send_ts: ts,
+            flags: 0,
+            fragment: 0,
+        };
+        let frame = &pending.frame;
+        let build = |buf: &mut Vec<u8>| {
+            let aad_len = buf.len();
+            buf.resize(aad_len + crate::wire::DATA_HEADER_LEN, 0);
+            // The buffer was just sized for the header, so emitting cannot fail.
+            let _ = header.emit(&mut buf[aad_len..]);
+            buf.extend_from_slice(frame);
+            aad_len
+        };
+        let transmit = Self::seal_with(
+            &mut self.links,
+            &*self.protection,
+            self.remote_index,
+            slot,
+            Protocol::Ethernet,
+            build,
+            buf,
+        );
+        match transmit {
+            Ok(t) => {
+                self.stats.frame_copies_sent += 1;
+                if let Some(link) = self.links[slot].as_mut() {
+                    link.stats.tx_frames += 1;
+                    let pn = link.next_pn - 1;
+                    link.monitor.on_data_sent(now, pn);
+                }
+                t
+            }
+            Err(reason) => {
+                self.count(reason);
+                None
+            }
+        }
+    }
+
+    fn seal(
+        &mut self,
+        slot: usize,
+        protocol: Protocol,
+        build: impl FnOnce(&mut Vec<u8>) -> usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        match Self::seal_with(
+            &mut self.links,
+            &*self.protection,
+            self.remote_index,
+            slot,
+            protocol,
+            build,
+            buf,
+        ) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.count(reason);
+                None
+            }
+        }
+    }
+
+    /// Writes GRE header + body into `buf` and seals it on the link in `slot`. `Ok(None)` when the
+    /// link cannot send (no remote address or no carrier).
+    fn seal_with(
+        links: &mut [Option<Link>],
+        protection: &dyn Protection,
+        remote_index: SessionIndex,
+        slot: usize,
+        protocol: Protocol,
+        build: impl FnOnce(&mut Vec<u8>) -> usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Transmit>, DropReason> {
+        let Some(link) = links.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(None);
+        };
+        let Some(destination) = link.remote.filter(|_| link.monitor.carrier()) else {
+            return Ok(None);
+        };
+        let pn = link.next_pn;
+        buf.clear();
+        buf.resize(GRE_HEADER_LEN, 0);
+        let repr = GreRepr {
+            protocol,
+            key: PathKey {
+                index: remote_index,
+                link: link.id,
+            },
+            sequence: pn as u32,
+        };
+        repr.emit(buf).map_err(|_| DropReason::SealFailed)?;
+        let aad_len = build(buf);
+        let nonce = PathNonce {
+            link: link.id,
+            packet_number: PacketNumber(pn),
+        };
+        protection
+            .seal(nonce, buf, aad_len)
+            .map_err(|_| DropReason::SealFailed)?;
+        link.next_pn += 1;
+        link.stats.tx_packets += 1;
+        link.stats.tx_bytes += buf.len() as u64;
+        tracing::trace!(link = %link.id, pn, len = buf.len(), "sealed");
+        Ok(Some(Transmit {
+            link: link.id,
+            destination,
+        }))
+    }
+
+    /// Sets the reorder hold from the links' one-way delay windows: the latest a frame can
+    /// arrive minus the earliest another can, plus a margin.
+    fn update_hold(&mut self, now: Instant) {
+        let ranges = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state() != LinkState::Down)
+            .filter_map(|l| l.monitor.delay_range(now));
+        let span = ranges.fold(None, |acc: Option<(i64, i64)>, (lo, hi)| match acc {
+            None => Some((lo, hi)),
+            Some((a, b)) => Some((a.min(lo), b.max(hi))),
+        });
+        if let Some((lo, hi)) = span {
+            let spread = Duration::from_micros((hi - lo).max(0) as u64);
+            self.reorder.set_hold(spread + REORDER_MARGIN);
+        }
+    }
+
+    fn emit_transition(&mut self, link: LinkId, transition: Option<Transition>) {
+        let Some(transition) = transition else { return };
+        let Some(quality) = self.link_quality(link) else {
+            return;
+        };
+        tracing::info!(
+            %link,
+            from = transition.from.as_str(),
+            to = transition.to.as_str(),
+            reason = ?transition.reason,
+            rtt = ?quality.srtt,
+            tx_loss = quality.tx_loss,
+            rx_loss = quality.rx_loss,
+            "link state"
+        );
+        self.events.push_back(Event::LinkState {
+            link,
+            transition,
+            quality,
+        });
+    }
+
+    fn count(&mut self, reason: DropReason) -> DropReason {
+        self.stats.drops.add(reason);
+        tracing::trace!(reason = reason.as_str(), "drop");
+        reason
+    }
+
+    fn link(&self, link: LinkId) -> Option<&Link> {
+        self.links.get(link.index()?)?.as_ref()
+    }
+
+    fn link_mut(&mut self, link: LinkId) -> Option<&mut Link> {
+        self.links.get_mut(link.index()?)?.as_mut()
+    }
+
+    /// Microseconds since the session started, wrapping at 2³².
+    fn timestamp(epoch: Instant, now: Instant) -> u32 {
+        now.saturating_duration_since(epoch).as_micros() as u32
+    }
+}

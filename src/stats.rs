@@ -1,0 +1,160 @@
+//! Counters for a session and its links, and the reasons a datagram or frame is dropped.
+
+/// Why the engine dropped a datagram or a frame. Every drop is counted under one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+pub enum DropReason {
+    /// The GRE header is truncated or has flags or a version braid does not send.
+    #[error("bad header")]
+    BadHeader,
+    /// A GRE protocol type braid does not speak.
+    #[error("unknown protocol")]
+    UnknownProtocol,
+    /// A control type braid does not speak.
+    #[error("unknown control type")]
+    UnknownControlType,
+    /// The Key names another session (or none).
+    #[error("unknown session")]
+    UnknownSession,
+    /// The Key names a link this session does not have, or it arrived on another link's socket.
+    #[error("bad link")]
+    BadLink,
+    /// The path packet number was already seen: a replay or a duplicate on the wire.
+    #[error("replay")]
+    Replay,
+    /// The path packet number is behind the replay window.
+    #[error("too old")]
+    TooOld,
+    /// The AEAD tag did not verify.
+    #[error("failed to open")]
+    OpenFailed,
+    /// Authenticated, but the inner payload is malformed.
+    #[error("bad payload")]
+    BadPayload,
+    /// A handshake message reached an established session.
+    #[error("unexpected handshake")]
+    UnexpectedHandshake,
+    /// An outgoing frame is larger than the engine carries, or shorter than an Ethernet header.
+    #[error("bad frame length")]
+    BadFrameLength,
+    /// No link could carry an outgoing frame.
+    #[error("no link")]
+    NoLink,
+    /// The send queue was full: the driver is not draining `poll_transmit`.
+    #[error("queue full")]
+    QueueFull,
+    /// The AEAD refused to seal.
+    #[error("seal failed")]
+    SealFailed,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Self; 14] = [
+        Self::BadHeader,
+        Self::UnknownProtocol,
+        Self::UnknownControlType,
+        Self::UnknownSession,
+        Self::BadLink,
+        Self::Replay,
+        Self::TooOld,
+        Self::OpenFailed,
+        Self::BadPayload,
+        Self::UnexpectedHandshake,
+        Self::BadFrameLength,
+        Self::NoLink,
+        Self::QueueFull,
+        Self::SealFailed,
+    ];
+
+    /// A snake_case name for metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadHeader => "bad_header",
+            Self::UnknownProtocol => "unknown_protocol",
+            Self::UnknownControlType => "unknown_control_type",
+            Self::UnknownSession => "unknown_session",
+            Self::BadLink => "bad_link",
+            Self::Replay => "replay",
+            Self::TooOld => "too_old",
+            Self::OpenFailed => "open_failed",
+            Self::BadPayload => "bad_payload",
+            Self::UnexpectedHandshake => "unexpected_handshake",
+            Self::BadFrameLength => "bad_frame_length",
+            Self::NoLink => "no_link",
+            Self::QueueFull => "queue_full",
+            Self::SealFailed => "seal_failed",
+        }
+    }
+
+    const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        self.0[reason.slot()] += 1;
+    }
+
+    /// The count for one reason.
+    pub const fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.slot()]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Each reason with its count, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+}
+
+/// Session-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Frames handed in by the local side.
+    pub frames_in: u64,
+    /// Frame copies sealed onto links (a redundant frame counts once per link).
+    pub frame_copies_sent: u64,
+    /// Frames delivered to the local side, in order.
+    pub frames_delivered: u64,
+    /// Frames the reorder buffer gave up on.
+    pub frames_lost: u64,
+    /// Frames that arrived after their gap was given up.
+    pub frames_late: u64,
+    /// Frames delivered after waiting for a gap.
+    pub frames_reordered: u64,
+    /// Duplicate copies discarded (redundancy working, not an error).
+    pub duplicate_copies: u64,
+    /// Drops by reason.
+    pub drops: DropCounts,
+}
+
+/// Per-link counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Datagram bytes sent.
+    pub tx_bytes: u64,
+    /// Frame copies sent.
+    pub tx_frames: u64,
+    /// Authenticated datagrams received.
+    pub rx_packets: u64,
+    /// Authenticated datagram bytes received.
+    pub rx_bytes: u64,
+    /// Frame copies received (including duplicates).
+    pub rx_frames: u64,
+    /// Frames this link delivered first (its share of the stream).
+    pub rx_frames_first: u64,
+    /// Probes sent.
+    pub probes_sent: u64,
+}

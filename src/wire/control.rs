@@ -1,0 +1,204 @@
+//! Messages inside a sealed control packet: type-length-value, so a newer peer's additions are
+//! skipped rather than refused.
+
+use super::{WireError, read_u32};
+use crate::LinkId;
+
+const PROBE: u8 = 1;
+const PROBE_REPLY: u8 = 2;
+const REPORT: u8 = 3;
+
+const PROBE_LEN: usize = 1;
+const PROBE_REPLY_LEN: usize = 8;
+const REPORT_LEN: usize = 13;
+
+/// What one peer has received from the other on one link, cumulatively (all counters wrap).
+///
+/// The sender of the link's traffic compares two reports to learn its forward loss and delivery
+/// rate on that link, from the link's own sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkReport {
+    /// The link reported on.
+    pub link: LinkId,
+    /// Low 32 bits of the highest path packet number received on the link.
+    pub highest: u32,
+    /// Packets received on the link (wrapping).
+    pub received: u32,
+    /// Datagram bytes received on the link (wrapping).
+    pub received_bytes: u32,
+}
+
+/// One control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlMessage {
+    /// Asks for an immediate [`ControlMessage::ProbeReply`] on the same link.
+    Probe {
+        /// The sender's priority for this link (lower is preferred), so both ends agree.
+        priority: u8,
+    },
+    /// Answers a probe.
+    ProbeReply {
+        /// Low 32 bits of the probe's path packet number.
+        echo_seq: u32,
+        /// The probe's send timestamp, echoed.
+        echo_ts: u32,
+    },
+    /// A receive report for one link.
+    Report(LinkReport),
+}
+
+impl ControlMessage {
+    /// Appends the message to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        match *self {
+            Self::Probe { priority } => {
+                out.extend_from_slice(&[PROBE, PROBE_LEN as u8, priority]);
+            }
+            Self::ProbeReply { echo_seq, echo_ts } => {
+                out.extend_from_slice(&[PROBE_REPLY, PROBE_REPLY_LEN as u8]);
+                out.extend_from_slice(&echo_seq.to_be_bytes());
+                out.extend_from_slice(&echo_ts.to_be_bytes());
+            }
+            Self::Report(report) => {
+                out.extend_from_slice(&[REPORT, REPORT_LEN as u8, report.link.get()]);
+                out.extend_from_slice(&report.highest.to_be_bytes());
+                out.extend_from_slice(&report.received.to_be_bytes());
+                out.extend_from_slice(&report.received_bytes.to_be_bytes());
+            }
+        }
+    }
+
+    /// The encoded length of the message.
+    pub const fn encoded_len(&self) -> usize {
+        2 + match self {
+            Self::Probe { .. } => PROBE_LEN,
+            Self::ProbeReply { .. } => PROBE_REPLY_LEN,
+            Self::Report(_) => REPORT_LEN,
+        }
+    }
+
+    fn parse(kind: u8, body: &[u8]) -> Result<Option<Self>, WireError> {
+        let exact = |len: usize| {
+            if body.len() == len {
+                Ok(())
+            } else {
+                Err(WireError::Malformed)
+            }
+        };
+        Ok(Some(match kind {
+            PROBE => {
+                exact(PROBE_LEN)?;
+                Self::Probe { priority: body[0] }
+            }
+            PROBE_REPLY => {
+                exact(PROBE_REPLY_LEN)?;
+                Self::ProbeReply {
+                    echo_seq: read_u32(body, 0..4),
+                    echo_ts: read_u32(body, 4..8),
+                }
+            }
+            REPORT => {
+                exact(REPORT_LEN)?;
+                Self::Report(LinkReport {
+                    link: LinkId::new(body[0]),
+                    highest: read_u32(body, 1..5),
+                    received: read_u32(body, 5..9),
+                    received_bytes: read_u32(body, 9..13),
+                })
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// An iterator over the messages of a control payload.
+///
+/// It yields `Err` once, and then stops, at the first malformed message.
+#[derive(Debug, Clone)]
+pub struct ControlMessages<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> ControlMessages<'a> {
+    /// Iterates over the messages in `bytes`.
+    pub const fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+}
+
+impl Iterator for ControlMessages<'_> {
+    type Item = Result<ControlMessage, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let [kind, len, rest @ ..] = self.rest else {
+                if self.rest.is_empty() {
+                    return None;
+                }
+                self.rest = &[];
+                return Some(Err(WireError::Truncated));
+            };
+            let len = usize::from(*len);
+            let Some((body, rest)) = rest.split_at_checked(len) else {
+                self.rest = &[];
+                return Some(Err(WireError::Truncated));
+            };
+            self.rest = rest;
+            match ControlMessage::parse(*kind, body) {
+                Ok(Some(message)) => return Some(Ok(message)),
+                Ok(None) => continue,
+                Err(error) => {
+                    self.rest = &[];
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_unknown_ones_are_skipped() {
+        let messages = [
+            ControlMessage::Probe { priority: 3 },
+            ControlMessage::ProbeReply {
+                echo_seq: 9,
+                echo_ts: 77,
+            },
+            ControlMessage::Report(LinkReport {
+                link: LinkId::new(1),
+                highest: 5,
+                received: 4,
+                received_bytes: 4000,
+            }),
+        ];
+        let mut out = Vec::new();
+        messages[0].emit(&mut out);
+        out.extend_from_slice(&[200, 3, 1, 2, 3]);
+        messages[1].emit(&mut out);
+        messages[2].emit(&mut out);
+        let parsed: Vec<_> = ControlMessages::new(&out)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(parsed, messages);
+        let len: usize = messages.iter().map(ControlMessage::encoded_len).sum();
+        assert_eq!(out.len(), len + 5);
+    }
+
+    #[test]
+    fn a_truncated_message_yields_one_error_and_stops() {
+        let mut out = Vec::new();
+        ControlMessage::ProbeReply {
+            echo_seq: 1,
+            echo_ts: 2,
+        }
+        .emit(&mut out);
+        out.truncate(out.len() - 1);
+        let mut it = ControlMessages::new(&out);
+        assert_eq!(it.next(), Some(Err(WireError::Truncated)));
+        assert_eq!(it.next(), None);
+    }
+}
