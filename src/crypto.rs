@@ -94,9 +94,7 @@ pub struct Aead {
 impl fmt::Debug for Aead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Key material is never printed.
-        f.debug_struct("Aead")
-            .field("cipher", &self.cipher)
-            .finish_non_exhaustive()
+        f.debug_struct("Aead").field("cipher", &self.cipher).finish_non_exhaustive()
     }
 }
 
@@ -105,25 +103,14 @@ impl Aead {
     ///
     /// # Errors
     /// [`CryptoError::Key`] if aws-lc refuses a key.
-    pub fn new(
-        cipher: Cipher,
-        seal_key: &[u8; 32],
-        open_key: &[u8; 32],
-    ) -> Result<Self, CryptoError> {
+    pub fn new(cipher: Cipher, seal_key: &[u8; 32], open_key: &[u8; 32]) -> Result<Self, CryptoError> {
         let algorithm = match cipher {
             Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
             Cipher::Aes256Gcm => &AES_256_GCM,
         };
-        let key = |bytes: &[u8; 32]| {
-            UnboundKey::new(algorithm, bytes)
-                .map(LessSafeKey::new)
-                .map_err(|_| CryptoError::Key)
-        };
-        Ok(Self {
-            cipher,
-            seal_key: key(seal_key)?,
-            open_key: key(open_key)?,
-        })
+        let key =
+            |bytes: &[u8; 32]| UnboundKey::new(algorithm, bytes).map(LessSafeKey::new).map_err(|_| CryptoError::Key);
+        Ok(Self { cipher, seal_key: key(seal_key)?, open_key: key(open_key)? })
     }
 
     /// The cipher in use.
@@ -137,11 +124,7 @@ impl Protection for Aead {
         let (aad, payload) = buf.split_at_mut_checked(aad_len).ok_or(CryptoError::Seal)?;
         let tag = self
             .seal_key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce.to_bytes()),
-                Aad::from(&*aad),
-                payload,
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce.to_bytes()), Aad::from(&*aad), payload)
             .map_err(|_| CryptoError::Seal)?;
         buf.extend_from_slice(tag.as_ref());
         Ok(())
@@ -153,11 +136,7 @@ impl Protection for Aead {
             return Err(CryptoError::Open);
         }
         self.open_key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce.to_bytes()),
-                Aad::from(&*aad),
-                payload,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(nonce.to_bytes()), Aad::from(&*aad), payload)
             .map(|plain| plain.len())
             .map_err(|_| CryptoError::Open)
     }
@@ -169,17 +148,11 @@ mod tests {
 
     fn pair(cipher: Cipher) -> (Aead, Aead) {
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        (
-            Aead::new(cipher, &a, &b).unwrap(),
-            Aead::new(cipher, &b, &a).unwrap(),
-        )
+        (Aead::new(cipher, &a, &b).unwrap(), Aead::new(cipher, &b, &a).unwrap())
     }
 
     fn nonce(link: u8, pn: u64) -> PathNonce {
-        PathNonce {
-            link: LinkId::new(link),
-            packet_number: PacketNumber(pn),
-        }
+        PathNonce { link: LinkId::new(link), packet_number: PacketNumber(pn) }
     }
 
     #[test]
@@ -203,25 +176,10 @@ mod tests {
 
         let mut header = sealed.clone();
         header[0] ^= 1;
-        assert_eq!(
-            gateway.open(nonce(1, 7), &mut header, 6),
-            Err(CryptoError::Open)
-        );
-        assert_eq!(
-            gateway.open(nonce(2, 7), &mut sealed.clone(), 6),
-            Err(CryptoError::Open)
-        );
-        assert_eq!(
-            gateway.open(nonce(1, 8), &mut sealed.clone(), 6),
-            Err(CryptoError::Open)
-        );
-        assert_eq!(
-            edge.open(nonce(1, 7), &mut sealed, 6),
-            Err(CryptoError::Open)
-        );
-        assert_eq!(
-            gateway.open(nonce(1, 7), &mut [0u8; 20], 6),
-            Err(CryptoError::Open)
-        );
+        assert_eq!(gateway.open(nonce(1, 7), &mut header, 6), Err(CryptoError::Open));
+        assert_eq!(gateway.open(nonce(2, 7), &mut sealed.clone(), 6), Err(CryptoError::Open));
+        assert_eq!(gateway.open(nonce(1, 8), &mut sealed.clone(), 6), Err(CryptoError::Open));
+        assert_eq!(edge.open(nonce(1, 7), &mut sealed, 6), Err(CryptoError::Open));
+        assert_eq!(gateway.open(nonce(1, 7), &mut [0u8; 20], 6), Err(CryptoError::Open));
     }
 }

@@ -34,9 +34,7 @@ pub mod testing;
 
 pub use monitor::LinkState;
 pub use scheduler::Mode;
-pub use session::{
-    DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit,
-};
+pub use session::{DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit};
 
 use core::fmt;
 
@@ -61,11 +59,7 @@ impl LinkId {
 
     /// The link as an index into per-link tables, or `None` if it is not below [`MAX_LINKS`].
     pub const fn index(self) -> Option<usize> {
-        if (self.0 as usize) < MAX_LINKS {
-            Some(self.0 as usize)
-        } else {
-            None
-        }
+        if (self.0 as usize) < MAX_LINKS { Some(self.0 as usize) } else { None }
     }
 }
 

@@ -163,10 +163,7 @@ struct CounterWindow {
 impl CounterWindow {
     fn push(&mut self, sample: CounterSample) {
         while self.samples.len() > 1
-            && self
-                .samples
-                .get(1)
-                .is_some_and(|s| sample.at.saturating_duration_since(s.at) >= QUALITY_WINDOW)
+            && self.samples.get(1).is_some_and(|s| sample.at.saturating_duration_since(s.at) >= QUALITY_WINDOW)
         {
             self.samples.pop_front();
         }
@@ -193,11 +190,7 @@ impl CounterWindow {
             return 0.0;
         };
         let secs = new.at.saturating_duration_since(old.at).as_secs_f64();
-        if secs <= 0.0 {
-            0.0
-        } else {
-            new.bytes.saturating_sub(old.bytes) as f64 / secs
-        }
+        if secs <= 0.0 { 0.0 } else { new.bytes.saturating_sub(old.bytes) as f64 / secs }
     }
 }
 
@@ -232,13 +225,13 @@ impl DelayWindow {
     }
 
     fn range(&self, now: Instant) -> Option<(i64, i64)> {
-        self.buckets
-            .iter()
-            .filter(|(start, _, _)| now.saturating_duration_since(*start) < DELAY_WINDOW)
-            .fold(None, |acc, &(_, lo, hi)| match acc {
+        self.buckets.iter().filter(|(start, _, _)| now.saturating_duration_since(*start) < DELAY_WINDOW).fold(
+            None,
+            |acc, &(_, lo, hi)| match acc {
                 None => Some((lo, hi)),
                 Some((a, b)) => Some((a.min(lo), b.max(hi))),
-            })
+            },
+        )
     }
 }
 
@@ -399,11 +392,7 @@ impl LinkMonitor {
                 self.set_state(now, LinkState::Probing, StateReason::ReplyOnDownLink)
             }
             LinkState::Probing if self.good_probes >= self.probes_to_come_up() => {
-                let to = if self.quality_is_bad() {
-                    LinkState::Degraded
-                } else {
-                    LinkState::Up
-                };
+                let to = if self.quality_is_bad() { LinkState::Degraded } else { LinkState::Up };
                 self.set_state(now, to, StateReason::ProbesAnswered)
             }
             _ => None,
@@ -427,10 +416,7 @@ impl LinkMonitor {
         self.report = Some(sample);
         self.tx_window.push(sample);
         self.last_report = Some(now);
-        if self
-            .unconfirmed_data
-            .is_some_and(|d| sample.highest >= d.seq)
-        {
+        if self.unconfirmed_data.is_some_and(|d| sample.highest >= d.seq) {
             self.unconfirmed_data = None;
         }
     }
@@ -491,10 +477,8 @@ impl LinkMonitor {
             .get(MISSED_PROBES_DOWN - 1)
             .filter(|_| self.state != LinkState::Down)
             .map(|p| p.sent + timeout);
-        let feedback = self
-            .unconfirmed_data
-            .filter(|_| self.state.is_usable())
-            .map(|d| d.sent + timeout + FEEDBACK_GRACE);
+        let feedback =
+            self.unconfirmed_data.filter(|_| self.state.is_usable()).map(|d| d.sent + timeout + FEEDBACK_GRACE);
         match (probes, feedback) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -503,10 +487,7 @@ impl LinkMonitor {
 
     fn missed_probes(&self, now: Instant) -> usize {
         let timeout = self.probe_timeout();
-        self.outstanding
-            .iter()
-            .take_while(|p| p.sent + timeout <= now)
-            .count()
+        self.outstanding.iter().take_while(|p| p.sent + timeout <= now).count()
     }
 
     fn feedback_stalled(&self, now: Instant) -> bool {
@@ -515,20 +496,12 @@ impl LinkMonitor {
         };
         let deadline = data.sent + self.probe_timeout() + FEEDBACK_GRACE;
         // Only a report sent after the data should have arrived counts as silence about it.
-        now >= deadline
-            && self
-                .last_report
-                .is_some_and(|r| r >= deadline - FEEDBACK_GRACE)
+        now >= deadline && self.last_report.is_some_and(|r| r >= deadline - FEEDBACK_GRACE)
     }
 
     fn sample_rx(&mut self, now: Instant) {
         if let Some(highest) = self.rx_highest {
-            self.rx_window.push(CounterSample {
-                at: now,
-                highest,
-                received: self.rx_received,
-                bytes: self.rx_bytes,
-            });
+            self.rx_window.push(CounterSample { at: now, highest, received: self.rx_received, bytes: self.rx_bytes });
         }
     }
 
@@ -575,12 +548,7 @@ impl LinkMonitor {
         }
     }
 
-    fn set_state(
-        &mut self,
-        now: Instant,
-        to: LinkState,
-        reason: StateReason,
-    ) -> Option<Transition> {
+    fn set_state(&mut self, now: Instant, to: LinkState, reason: StateReason) -> Option<Transition> {
         let from = self.state;
         if from == to {
             return None;
@@ -666,15 +634,8 @@ mod tests {
             }
         }
         let detection = t - cut;
-        assert!(
-            detection <= Duration::from_millis(250),
-            "detected after {detection:?}"
-        );
-        assert_eq!(
-            m.probes_to_come_up(),
-            UP_AFTER_PROBES * 2,
-            "one flap doubles the probes needed"
-        );
+        assert!(detection <= Duration::from_millis(250), "detected after {detection:?}");
+        assert_eq!(m.probes_to_come_up(), UP_AFTER_PROBES * 2, "one flap doubles the probes needed");
     }
 
     #[test]
@@ -683,10 +644,7 @@ mod tests {
         let mut m = LinkMonitor::new();
         let t = bring_up(&mut m, t0, Duration::from_millis(30));
         let tr = m.on_carrier(t, false).unwrap();
-        assert_eq!(
-            (tr.from, tr.to, tr.reason),
-            (LinkState::Up, LinkState::Down, StateReason::CarrierLost)
-        );
+        assert_eq!((tr.from, tr.to, tr.reason), (LinkState::Up, LinkState::Down, StateReason::CarrierLost));
         assert!(!m.can_probe());
         let tr = m.on_carrier(t, true).unwrap();
         assert_eq!(tr.to, LinkState::Probing);

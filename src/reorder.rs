@@ -145,13 +145,7 @@ impl ReorderBuffer {
             return Arrival::Ready;
         }
         self.held_bytes += buf.len();
-        self.held.insert(
-            seq,
-            Held {
-                frame: buf,
-                arrived: now,
-            },
-        );
+        self.held.insert(seq, Held { frame: buf, arrived: now });
         self.arrivals.push_back((now, seq));
         if self.held_bytes > MAX_HELD_BYTES {
             self.give_up_gap(now);
@@ -168,9 +162,7 @@ impl ReorderBuffer {
 
     /// When the oldest held frame's hold runs out, if any frame is held.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.arrivals
-            .front()
-            .map(|&(arrived, _)| arrived + self.hold)
+        self.arrivals.front().map(|&(arrived, _)| arrived + self.hold)
     }
 
     /// The next released frame, in order.
@@ -204,11 +196,7 @@ impl ReorderBuffer {
             self.stats.reordered += 1;
             self.release(seq, held.frame, now.saturating_duration_since(held.arrived));
         }
-        while self
-            .arrivals
-            .front()
-            .is_some_and(|&(_, seq)| seq < self.next)
-        {
+        while self.arrivals.front().is_some_and(|&(_, seq)| seq < self.next) {
             self.arrivals.pop_front();
         }
     }
@@ -216,11 +204,7 @@ impl ReorderBuffer {
     fn release(&mut self, seq: u64, frame: Vec<u8>, held: Duration) {
         self.next = seq + 1;
         self.stats.released += 1;
-        self.ready.push_back(Released {
-            seq: FrameSeq(seq),
-            frame,
-            held,
-        });
+        self.ready.push_back(Released { seq: FrameSeq(seq), frame, held });
     }
 }
 
@@ -248,10 +232,7 @@ mod tests {
         assert_eq!(b.insert(t, 2, b"c"), Arrival::Held);
         assert_eq!(b.insert(t, 3, b"d"), Arrival::Held);
         assert_eq!(drain(&mut b), vec![0]);
-        assert_eq!(
-            b.insert(t + Duration::from_millis(30), 1, b"b"),
-            Arrival::Ready
-        );
+        assert_eq!(b.insert(t + Duration::from_millis(30), 1, b"b"), Arrival::Ready);
         assert_eq!(drain(&mut b), vec![1, 2, 3]);
         assert_eq!(b.stats().lost, 0);
         assert_eq!(b.stats().reordered, 2);
@@ -268,14 +249,8 @@ mod tests {
         b.handle_timeout(t + Duration::from_millis(60));
         assert_eq!(drain(&mut b), vec![3]);
         assert_eq!(b.stats().lost, 2);
-        assert_eq!(
-            b.insert(t + Duration::from_millis(70), 1, b"b"),
-            Arrival::Late
-        );
-        assert_eq!(
-            b.insert(t + Duration::from_millis(70), 3, b"d"),
-            Arrival::Duplicate
-        );
+        assert_eq!(b.insert(t + Duration::from_millis(70), 1, b"b"), Arrival::Late);
+        assert_eq!(b.insert(t + Duration::from_millis(70), 3, b"d"), Arrival::Duplicate);
         assert!(drain(&mut b).is_empty());
     }
 

@@ -21,11 +21,7 @@ impl Rng {
 
     /// A uniform value in `0..bound` (0 if `bound` is 0).
     pub const fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next_u64() % bound
-        }
+        if bound == 0 { 0 } else { self.next_u64() % bound }
     }
 
     /// A uniform value in `[0, 1)`.

@@ -128,11 +128,7 @@ pub trait Scheduler: Send + fmt::Debug {
 /// When no link is usable, frames still go out on the links most likely to work (proving ones
 /// first, then down links that keep carrier), rather than being dropped before they are tried.
 fn fallback(links: &[LinkView]) -> LinkSet {
-    let probing: LinkSet = links
-        .iter()
-        .filter(|l| l.state == LinkState::Probing && l.carrier)
-        .map(|l| l.id)
-        .collect();
+    let probing: LinkSet = links.iter().filter(|l| l.state == LinkState::Probing && l.carrier).map(|l| l.id).collect();
     if !probing.is_empty() {
         return probing;
     }
@@ -145,16 +141,8 @@ pub struct Redundant;
 
 impl Scheduler for Redundant {
     fn schedule(&mut self, _now: Instant, _frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
-        let usable: LinkSet = links
-            .iter()
-            .filter(|l| l.state.is_usable())
-            .map(|l| l.id)
-            .collect();
-        if usable.is_empty() {
-            fallback(links)
-        } else {
-            usable
-        }
+        let usable: LinkSet = links.iter().filter(|l| l.state.is_usable()).map(|l| l.id).collect();
+        if usable.is_empty() { fallback(links) } else { usable }
     }
 }
 
@@ -177,23 +165,17 @@ impl ActiveBackup {
 
 impl Scheduler for ActiveBackup {
     fn schedule(&mut self, now: Instant, _frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
-        let best = links
-            .iter()
-            .filter(|l| l.state.is_usable())
-            .min_by_key(|l| Self::rank(l));
+        let best = links.iter().filter(|l| l.state.is_usable()).min_by_key(|l| Self::rank(l));
         let Some(best) = best else {
             self.active = None;
             return fallback(links);
         };
-        let current = self
-            .active
-            .and_then(|id| links.iter().find(|l| l.id == id && l.state.is_usable()));
+        let current = self.active.and_then(|id| links.iter().find(|l| l.id == id && l.state.is_usable()));
         let chosen = match current {
             Some(current) if current.id == best.id => current.id,
             Some(current) => {
-                let settled = best
-                    .usable_since
-                    .is_some_and(|since| now.saturating_duration_since(since) >= FAILBACK_HOLD);
+                let settled =
+                    best.usable_since.is_some_and(|since| now.saturating_duration_since(since) >= FAILBACK_HOLD);
                 if settled { best.id } else { current.id }
             }
             None => best.id,
@@ -248,74 +230,41 @@ mod tests {
         Instant::now()
     }
 
-    const FRAME: FrameMeta = FrameMeta {
-        seq: FrameSeq(0),
-        len: 1000,
-    };
+    const FRAME: FrameMeta = FrameMeta { seq: FrameSeq(0), len: 1000 };
 
     #[test]
     fn redundant_uses_every_usable_link() {
-        let links = [
-            view(0, LinkState::Up, 0, 10),
-            view(1, LinkState::Degraded, 0, 10),
-            view(2, LinkState::Down, 0, 10),
-        ];
+        let links =
+            [view(0, LinkState::Up, 0, 10), view(1, LinkState::Degraded, 0, 10), view(2, LinkState::Down, 0, 10)];
         let set = Redundant.schedule(now(), &FRAME, &links);
-        assert_eq!(
-            set.iter().collect::<Vec<_>>(),
-            vec![LinkId::new(0), LinkId::new(1)]
-        );
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![LinkId::new(0), LinkId::new(1)]);
     }
 
     #[test]
     fn with_no_usable_link_frames_go_to_probing_links() {
-        let links = [
-            view(0, LinkState::Down, 0, 10),
-            view(1, LinkState::Probing, 0, 10),
-        ];
-        assert_eq!(
-            Redundant
-                .schedule(now(), &FRAME, &links)
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![LinkId::new(1)]
-        );
+        let links = [view(0, LinkState::Down, 0, 10), view(1, LinkState::Probing, 0, 10)];
+        assert_eq!(Redundant.schedule(now(), &FRAME, &links).iter().collect::<Vec<_>>(), vec![LinkId::new(1)]);
     }
 
     #[test]
     fn active_backup_prefers_up_over_degraded_and_fails_back_after_the_hold() {
         let t = now();
         let mut s = ActiveBackup::default();
-        let mut links = [
-            view(0, LinkState::Down, 0, 10),
-            view(1, LinkState::Degraded, 1, 10),
-            view(2, LinkState::Up, 2, 10),
-        ];
+        let mut links =
+            [view(0, LinkState::Down, 0, 10), view(1, LinkState::Degraded, 1, 10), view(2, LinkState::Up, 2, 10)];
         assert!(s.schedule(t, &FRAME, &links).contains(LinkId::new(2)));
         links[0].state = LinkState::Up;
         links[0].usable_since = Some(t);
-        assert!(
-            s.schedule(t + FAILBACK_HOLD / 2, &FRAME, &links)
-                .contains(LinkId::new(2))
-        );
-        assert!(
-            s.schedule(t + FAILBACK_HOLD, &FRAME, &links)
-                .contains(LinkId::new(0))
-        );
+        assert!(s.schedule(t + FAILBACK_HOLD / 2, &FRAME, &links).contains(LinkId::new(2)));
+        assert!(s.schedule(t + FAILBACK_HOLD, &FRAME, &links).contains(LinkId::new(0)));
     }
 
     #[test]
     fn bond_picks_the_earliest_expected_arrival() {
         let mut links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
-        assert!(
-            Bond.schedule(now(), &FRAME, &links)
-                .contains(LinkId::new(0))
-        );
+        assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(0)));
         links[0].queue_delay = Duration::from_millis(61);
-        assert!(
-            Bond.schedule(now(), &FRAME, &links)
-                .contains(LinkId::new(1))
-        );
+        assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(1)));
     }
 
     #[test]
@@ -323,13 +272,7 @@ mod tests {
         let links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
         let tried: LinkSet = [LinkId::new(0)].into_iter().collect();
         let mut s = Bond;
-        assert_eq!(
-            s.reschedule(now(), &FRAME, tried, Duration::from_millis(100), &links),
-            Some(LinkId::new(1))
-        );
-        assert_eq!(
-            s.reschedule(now(), &FRAME, tried, Duration::from_millis(50), &links),
-            None
-        );
+        assert_eq!(s.reschedule(now(), &FRAME, tried, Duration::from_millis(100), &links), Some(LinkId::new(1)));
+        assert_eq!(s.reschedule(now(), &FRAME, tried, Duration::from_millis(50), &links), None);
     }
 }

@@ -25,8 +25,8 @@ use crate::scheduler::{DEFAULT_LINK_RATE_BPS, FrameMeta, LinkView, Mode, Schedul
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::{SeqWindow, Verdict};
 use crate::wire::{
-    ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN,
-    GrePacket, GreRepr, LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
+    ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN, GrePacket, GreRepr,
+    LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
 };
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber, SessionIndex};
 
@@ -192,13 +192,7 @@ struct Link {
 }
 
 impl Link {
-    fn new(
-        id: LinkId,
-        priority: u8,
-        rate_bps: Option<u64>,
-        remote: Option<SocketAddr>,
-        first_probe: Instant,
-    ) -> Self {
+    fn new(id: LinkId, priority: u8, rate_bps: Option<u64>, remote: Option<SocketAddr>, first_probe: Instant) -> Self {
         Self {
             id,
             priority,
@@ -238,9 +232,7 @@ impl Link {
             priority: self.priority,
             usable_since: self.monitor.usable_since(),
             carrier: self.monitor.carrier(),
-            one_way_delay: quality
-                .srtt
-                .map_or(Duration::from_millis(50), |rtt| rtt / 2),
+            one_way_delay: quality.srtt.map_or(Duration::from_millis(50), |rtt| rtt / 2),
             rate_bps,
             queue_delay: Duration::from_secs_f64(self.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
             loss: quality.tx_loss,
@@ -315,23 +307,13 @@ impl Session {
         let mut rng = Rng::new(seed);
         let mut links: Vec<Option<Link>> = (0..MAX_LINKS).map(|_| None).collect();
         for link in &config.links {
-            let slot = link
-                .id
-                .index()
-                .ok_or(ConfigError::LinkOutOfRange(link.id.get()))?;
+            let slot = link.id.index().ok_or(ConfigError::LinkOutOfRange(link.id.get()))?;
             if links[slot].is_some() {
                 return Err(ConfigError::DuplicateLink(link.id.get()));
             }
             // Spread the first probes over the first interval so links do not tick in lockstep.
-            let offset =
-                Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
-            links[slot] = Some(Link::new(
-                link.id,
-                link.priority,
-                link.rate_bps,
-                Some(link.remote),
-                now + offset,
-            ));
+            let offset = Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
+            links[slot] = Some(Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now + offset));
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
@@ -430,10 +412,7 @@ impl Session {
             link.drain_backlog(now);
             self.views.push(link.view());
         }
-        let meta = FrameMeta {
-            seq: FrameSeq(seq),
-            len: frame.len(),
-        };
+        let meta = FrameMeta { seq: FrameSeq(seq), len: frame.len() };
         let mut chosen = self.scheduler.schedule(now, &meta, &self.views);
         for id in chosen.iter() {
             match self.link_mut(id) {
@@ -455,11 +434,7 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Pending {
-            seq,
-            frame: buf,
-            links: chosen,
-        });
+        self.queue.push_back(Pending { seq, frame: buf, links: chosen });
         Ok(())
     }
 
@@ -477,8 +452,7 @@ impl Session {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        self.open_datagram(now, link, from, datagram)
-            .map_err(|reason| self.count(reason))
+        self.open_datagram(now, link, from, datagram).map_err(|reason| self.count(reason))
     }
 
     /// Takes in a carrier change for a link.
@@ -504,8 +478,7 @@ impl Session {
                     link.probe_due = true;
                 }
                 // A little jitter keeps the links' probes (and the two ends') from locking step.
-                let jitter =
-                    Duration::from_micros(self.rng.below(interval.as_micros() as u64 / 10));
+                let jitter = Duration::from_micros(self.rng.below(interval.as_micros() as u64 / 10));
                 let late = link.next_probe + interval <= now;
                 let base = if late { now } else { link.next_probe };
                 link.next_probe = base + interval + jitter;
@@ -544,13 +517,7 @@ impl Session {
             let priority = link.priority;
             let mut messages = Vec::with_capacity(MAX_LINKS + 1);
             messages.push(ControlMessage::Probe { priority });
-            messages.extend(
-                self.links
-                    .iter()
-                    .flatten()
-                    .filter_map(Link::report)
-                    .map(ControlMessage::Report),
-            );
+            messages.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
             if let Some(t) = self.seal_control(now, slot, &messages, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
                     let pn = link.next_pn - 1;
@@ -582,10 +549,7 @@ impl Session {
         buf.clear();
         buf.extend_from_slice(&released.frame);
         self.reorder.recycle(released.frame);
-        Some(Delivered {
-            seq: released.seq,
-            held: released.held,
-        })
+        Some(Delivered { seq: released.seq, held: released.held })
     }
 
     /// The next event.
@@ -655,14 +619,8 @@ impl Session {
         }
         self.scratch.clear();
         self.scratch.extend_from_slice(datagram);
-        let nonce = PathNonce {
-            link: via,
-            packet_number: PacketNumber(pn),
-        };
-        let plain_len = self
-            .protection
-            .open(nonce, &mut self.scratch, aad_len)
-            .map_err(|_| DropReason::OpenFailed)?;
+        let nonce = PathNonce { link: via, packet_number: PacketNumber(pn) };
+        let plain_len = self.protection.open(nonce, &mut self.scratch, aad_len).map_err(|_| DropReason::OpenFailed)?;
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
@@ -676,11 +634,7 @@ impl Session {
             // drags the path back to an address the peer has left.
             let old = link.remote.replace(from);
             tracing::info!(link = %via, ?old, new = %from, "path moved");
-            self.events.push_back(Event::PathChanged {
-                link: via,
-                from: old,
-                to: from,
-            });
+            self.events.push_back(Event::PathChanged { link: via, from: old, to: from });
         }
         let plain = &self.scratch[aad_len..aad_len + plain_len];
         let local_ts = Self::timestamp(self.epoch, now);
@@ -690,22 +644,19 @@ impl Session {
                 (header.send_ts, None)
             }
             Protocol::Control => {
-                let (header, messages) =
-                    ControlHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
+                let (header, messages) = ControlHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
                 (header.send_ts, Some(messages))
             }
         };
         let base = *self.owd_base.get_or_insert(local_ts.wrapping_sub(send_ts));
         let owd_us = i64::from(local_ts.wrapping_sub(send_ts).wrapping_sub(base) as i32);
-        link.monitor
-            .on_packet_received(now, pn, datagram.len(), owd_us);
+        link.monitor.on_packet_received(now, pn, datagram.len(), owd_us);
         link.stats.rx_packets += 1;
         link.stats.rx_bytes += datagram.len() as u64;
 
         match body {
             None => {
-                let (header, frame) =
-                    DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
+                let (header, frame) = DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
                 link.stats.rx_frames += 1;
                 let seq = expand_u32(self.reorder.expected(), header.frame_seq);
                 match self.reorder.insert(now, seq, frame) {
@@ -725,14 +676,7 @@ impl Session {
         }
     }
 
-    fn handle_control(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        seq: u32,
-        send_ts: u32,
-        messages: &[ControlMessage],
-    ) {
+    fn handle_control(&mut self, now: Instant, slot: usize, seq: u32, send_ts: u32, messages: &[ControlMessage]) {
         for message in messages {
             match *message {
                 ControlMessage::Probe { priority } => {
@@ -780,21 +724,10 @@ impl Session {
         self.seal(slot, Protocol::Control, build, buf)
     }
 
-    fn seal_data(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        seq: u64,
-        buf: &mut Vec<u8>,
-    ) -> Option<Transmit> {
+    fn seal_data(&mut self, now: Instant, slot: usize, seq: u64, buf: &mut Vec<u8>) -> Option<Transmit> {
         let ts = Self::timestamp(self.epoch, now);
         let pending = self.queue.front()?;
-        let header = DataHeader {
-            frame_seq: seq as u32,
-            send_ts: ts,
-            flags: 0,
-            fragment: 0,
-        };
+        let header = DataHeader { frame_seq: seq as u32, send_ts: ts, flags: 0, fragment: 0 };
         let frame = &pending.frame;
         let build = |buf: &mut Vec<u8>| {
             let aad_len = buf.len();
@@ -837,15 +770,7 @@ impl Session {
         build: impl FnOnce(&mut Vec<u8>) -> usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
-        match Self::seal_with(
-            &mut self.links,
-            &*self.protection,
-            self.remote_index,
-            slot,
-            protocol,
-            build,
-            buf,
-        ) {
+        match Self::seal_with(&mut self.links, &*self.protection, self.remote_index, slot, protocol, build, buf) {
             Ok(t) => t,
             Err(reason) => {
                 self.count(reason);
@@ -874,31 +799,16 @@ impl Session {
         let pn = link.next_pn;
         buf.clear();
         buf.resize(GRE_HEADER_LEN, 0);
-        let repr = GreRepr {
-            protocol,
-            key: PathKey {
-                index: remote_index,
-                link: link.id,
-            },
-            sequence: pn as u32,
-        };
+        let repr = GreRepr { protocol, key: PathKey { index: remote_index, link: link.id }, sequence: pn as u32 };
         repr.emit(buf).map_err(|_| DropReason::SealFailed)?;
         let aad_len = build(buf);
-        let nonce = PathNonce {
-            link: link.id,
-            packet_number: PacketNumber(pn),
-        };
-        protection
-            .seal(nonce, buf, aad_len)
-            .map_err(|_| DropReason::SealFailed)?;
+        let nonce = PathNonce { link: link.id, packet_number: PacketNumber(pn) };
+        protection.seal(nonce, buf, aad_len).map_err(|_| DropReason::SealFailed)?;
         link.next_pn += 1;
         link.stats.tx_packets += 1;
         link.stats.tx_bytes += buf.len() as u64;
         tracing::trace!(link = %link.id, pn, len = buf.len(), "sealed");
-        Ok(Some(Transmit {
-            link: link.id,
-            destination,
-        }))
+        Ok(Some(Transmit { link: link.id, destination }))
     }
 
     /// Sets the reorder hold from the links' one-way delay windows: the latest a frame can
@@ -935,11 +845,7 @@ impl Session {
             rx_loss = quality.rx_loss,
             "link state"
         );
-        self.events.push_back(Event::LinkState {
-            link,
-            transition,
-            quality,
-        });
+        self.events.push_back(Event::LinkState { link, transition, quality });
     }
 
     fn count(&mut self, reason: DropReason) -> DropReason {

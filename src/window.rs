@@ -35,11 +35,7 @@ impl SeqWindow {
     /// [`MIN_WINDOW`]..=[`MAX_WINDOW`]).
     pub fn new(size: usize) -> Self {
         let size = size.clamp(MIN_WINDOW, MAX_WINDOW).next_power_of_two();
-        Self {
-            bits: vec![0; size / 64],
-            size: size as u64,
-            highest: None,
-        }
+        Self { bits: vec![0; size / 64], size: size as u64, highest: None }
     }
 
     /// A window that covers `budget` of traffic at up to `max_rate` sequence numbers per second,
@@ -70,11 +66,7 @@ impl SeqWindow {
         if highest - seq >= self.size {
             return Verdict::TooOld;
         }
-        if self.bit(seq) {
-            Verdict::Duplicate
-        } else {
-            Verdict::Accept
-        }
+        if self.bit(seq) { Verdict::Duplicate } else { Verdict::Accept }
     }
 
     /// Marks `seq` as seen and returns what it was before.
@@ -156,17 +148,8 @@ mod tests {
 
     #[test]
     fn the_size_follows_budget_and_rate() {
-        assert_eq!(
-            SeqWindow::for_budget(Duration::from_millis(300), 10_000).size(),
-            8192
-        );
-        assert_eq!(
-            SeqWindow::for_budget(Duration::from_millis(10), 100).size(),
-            MIN_WINDOW as u64
-        );
-        assert_eq!(
-            SeqWindow::for_budget(Duration::from_secs(10), 1_000_000).size(),
-            MAX_WINDOW as u64
-        );
+        assert_eq!(SeqWindow::for_budget(Duration::from_millis(300), 10_000).size(), 8192);
+        assert_eq!(SeqWindow::for_budget(Duration::from_millis(10), 100).size(), MIN_WINDOW as u64);
+        assert_eq!(SeqWindow::for_budget(Duration::from_secs(10), 1_000_000).size(), MAX_WINDOW as u64);
     }
 }

@@ -79,11 +79,7 @@ impl ControlMessage {
 
     fn parse(kind: u8, body: &[u8]) -> Result<Option<Self>, WireError> {
         let exact = |len: usize| {
-            if body.len() == len {
-                Ok(())
-            } else {
-                Err(WireError::Malformed)
-            }
+            if body.len() == len { Ok(()) } else { Err(WireError::Malformed) }
         };
         Ok(Some(match kind {
             PROBE => {
@@ -92,10 +88,7 @@ impl ControlMessage {
             }
             PROBE_REPLY => {
                 exact(PROBE_REPLY_LEN)?;
-                Self::ProbeReply {
-                    echo_seq: read_u32(body, 0..4),
-                    echo_ts: read_u32(body, 4..8),
-                }
+                Self::ProbeReply { echo_seq: read_u32(body, 0..4), echo_ts: read_u32(body, 4..8) }
             }
             REPORT => {
                 exact(REPORT_LEN)?;
@@ -164,25 +157,15 @@ mod tests {
     fn messages_round_trip_and_unknown_ones_are_skipped() {
         let messages = [
             ControlMessage::Probe { priority: 3 },
-            ControlMessage::ProbeReply {
-                echo_seq: 9,
-                echo_ts: 77,
-            },
-            ControlMessage::Report(LinkReport {
-                link: LinkId::new(1),
-                highest: 5,
-                received: 4,
-                received_bytes: 4000,
-            }),
+            ControlMessage::ProbeReply { echo_seq: 9, echo_ts: 77 },
+            ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
         out.extend_from_slice(&[200, 3, 1, 2, 3]);
         messages[1].emit(&mut out);
         messages[2].emit(&mut out);
-        let parsed: Vec<_> = ControlMessages::new(&out)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let parsed: Vec<_> = ControlMessages::new(&out).collect::<Result<_, _>>().unwrap();
         assert_eq!(parsed, messages);
         let len: usize = messages.iter().map(ControlMessage::encoded_len).sum();
         assert_eq!(out.len(), len + 5);
@@ -191,11 +174,7 @@ mod tests {
     #[test]
     fn a_truncated_message_yields_one_error_and_stops() {
         let mut out = Vec::new();
-        ControlMessage::ProbeReply {
-            echo_seq: 1,
-            echo_ts: 2,
-        }
-        .emit(&mut out);
+        ControlMessage::ProbeReply { echo_seq: 1, echo_ts: 2 }.emit(&mut out);
         out.truncate(out.len() - 1);
         let mut it = ControlMessages::new(&out);
         assert_eq!(it.next(), Some(Err(WireError::Truncated)));

@@ -69,13 +69,8 @@ impl GreRepr {
     /// # Errors
     /// [`WireError::UnknownProtocol`] for a protocol type braid does not speak.
     pub fn parse<T: AsRef<[u8]>>(packet: &GrePacket<T>) -> Result<Self, WireError> {
-        let protocol =
-            Protocol::from_u16(packet.protocol_raw()).ok_or(WireError::UnknownProtocol)?;
-        Ok(Self {
-            protocol,
-            key: PathKey::from_u32(packet.key()),
-            sequence: packet.sequence(),
-        })
+        let protocol = Protocol::from_u16(packet.protocol_raw()).ok_or(WireError::UnknownProtocol)?;
+        Ok(Self { protocol, key: PathKey::from_u32(packet.key()), sequence: packet.sequence() })
     }
 
     /// Writes the header into the first [`GRE_HEADER_LEN`] bytes of `out`.
@@ -98,9 +93,7 @@ mod tests {
     use super::*;
     use crate::{LinkId, SessionIndex};
 
-    const SAMPLE: [u8; 12] = [
-        0x30, 0x00, 0x65, 0x58, 0x12, 0x34, 0x56, 0x02, 0x00, 0x00, 0x01, 0x00,
-    ];
+    const SAMPLE: [u8; 12] = [0x30, 0x00, 0x65, 0x58, 0x12, 0x34, 0x56, 0x02, 0x00, 0x00, 0x01, 0x00];
 
     #[test]
     fn a_data_header_parses_to_its_fields() {
@@ -119,17 +112,11 @@ mod tests {
     fn a_header_with_the_checksum_bit_is_refused() {
         let mut bytes = SAMPLE;
         bytes[0] |= 0x80;
-        assert_eq!(
-            GrePacket::new_checked(&bytes[..]).unwrap_err(),
-            WireError::BadFlags
-        );
+        assert_eq!(GrePacket::new_checked(&bytes[..]).unwrap_err(), WireError::BadFlags);
     }
 
     #[test]
     fn a_short_header_is_truncated() {
-        assert_eq!(
-            GrePacket::new_checked(&SAMPLE[..11]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(GrePacket::new_checked(&SAMPLE[..11]).unwrap_err(), WireError::Truncated);
     }
 }

@@ -66,9 +66,7 @@ impl ControlHeader {
         if payload.len() < CONTROL_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let header = Self {
-            send_ts: read_u32(payload, field::CONTROL_SEND_TS),
-        };
+        let header = Self { send_ts: read_u32(payload, field::CONTROL_SEND_TS) };
         Ok((header, &payload[CONTROL_HEADER_LEN..]))
     }
 
@@ -77,9 +75,7 @@ impl ControlHeader {
     /// # Errors
     /// [`WireError::Truncated`] if `out` is too short.
     pub fn emit(&self, out: &mut [u8]) -> Result<(), WireError> {
-        let out = out
-            .get_mut(..CONTROL_HEADER_LEN)
-            .ok_or(WireError::Truncated)?;
+        let out = out.get_mut(..CONTROL_HEADER_LEN).ok_or(WireError::Truncated)?;
         out[field::CONTROL_SEND_TS].copy_from_slice(&self.send_ts.to_be_bytes());
         Ok(())
     }

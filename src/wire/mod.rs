@@ -141,10 +141,7 @@ impl PathKey {
 
     /// Unpacks the 32-bit GRE Key field.
     pub const fn from_u32(value: u32) -> Self {
-        Self {
-            index: SessionIndex::from_wire(value >> 8),
-            link: LinkId::new((value & 0xff) as u8),
-        }
+        Self { index: SessionIndex::from_wire(value >> 8), link: LinkId::new((value & 0xff) as u8) }
     }
 }
 
@@ -231,10 +228,7 @@ mod tests {
 
     #[test]
     fn path_key_packs_index_and_link() {
-        let key = PathKey {
-            index: SessionIndex::from_wire(0xabcdef),
-            link: LinkId::new(7),
-        };
+        let key = PathKey { index: SessionIndex::from_wire(0xabcdef), link: LinkId::new(7) };
         assert_eq!(key.to_u32(), 0xabcd_ef07);
         assert_eq!(PathKey::from_u32(0xabcd_ef07), key);
     }
