@@ -1,1 +1,14 @@
-fn main() {}
+//! `braid-gateway`: runs in the datacenter and terminates the bonded tunnels of many edges.
+//!
+//! For now the binary only parses its command line; the driver comes with the I/O layer.
+
+use clap::Parser;
+
+/// The command line; the about text is the crate description.
+#[derive(Debug, Parser)]
+#[command(name = "braid-gateway", version = env!("CARGO_PKG_VERSION"), about, long_about = None)]
+struct Cli {}
+
+fn main() {
+    let _cli = Cli::parse();
+}
