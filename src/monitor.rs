@@ -13,10 +13,18 @@
 //!            N good probes (N grows with flaps)          loss/RTT bad
 //! Probing ────────────────────────────────────▶ Up ◀────────────────▶ Degraded
 //!    ▲                                           │  loss/RTT good again    │
-//!    │ a reply                                   │ missed probes, stalled  │
+//!    │ a reply                                   │ silence, stalled        │
 //!    │ (or carrier back)                         ▼ feedback, carrier lost  │
 //!    └──────────────────────────────────────── Down ◀──────────────────────┘
 //! ```
+//!
+//! A link goes down on evidence about each direction, not on a run of lost probe replies (which
+//! a link with 5% loss each way produces every few hundred probes):
+//! * **silence**: nothing authenticated arrived on the link for [`LinkMonitor::silence_timeout`],
+//!   although the peer probes it every interval and answers our probes: the way back is dead;
+//! * **stalled feedback**: the peer's reports (which arrive on every link) stopped confirming the
+//!   packets we sent on this link, probes or data: the way out is dead;
+//! * **carrier loss** reported by the OS: at once.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,8 +33,9 @@ use crate::wire::{LinkReport, expand_u32};
 
 /// How often every link is probed, busy or idle.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
-/// A link goes down when this many consecutive probes are unanswered past their timeout.
-pub const MISSED_PROBES_DOWN: usize = 3;
+/// A link goes down when it has been silent for the probe timeout plus this many more probe
+/// intervals (so about this many of the peer's probes and replies in a row were missed).
+pub const MISSED_PROBES_DOWN: u32 = 3;
 /// The probe timeout before any RTT sample.
 pub const INITIAL_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The least margin over the smoothed RTT a probe gets before it counts as missed (RFC 6298's
@@ -38,19 +47,26 @@ pub const UP_AFTER_PROBES: u32 = 4;
 pub const MAX_FLAP_PENALTY: u32 = 5;
 /// The flap penalty drops by one after this long without a down transition.
 pub const FLAP_DECAY: Duration = Duration::from_secs(10);
-/// Loss and rate are measured over this window.
+/// Loss and rate are measured over at least this window.
 pub const QUALITY_WINDOW: Duration = Duration::from_secs(2);
-/// A link whose loss in either direction reaches this is degraded.
+/// The loss window stretches past [`QUALITY_WINDOW`] until it spans this many expected packets
+/// (a link that carries only probes sees about 40 a second), up to [`MAX_QUALITY_WINDOW`].
+pub const LOSS_TARGET_SAMPLES: u64 = 200;
+/// The longest the loss window stretches.
+pub const MAX_QUALITY_WINDOW: Duration = Duration::from_secs(10);
+/// The loss threshold between up and degraded, in either direction.
+///
+/// A link is degraded when its loss is above this with 95% confidence (the Wilson score interval's
+/// lower bound), and up again when its loss is below it with 95% confidence (the upper bound).
+/// The width of the interval is the hysteresis, and it is honest about how much was measured:
+/// 10% observed over 80 probes does not degrade a link, 30% does.
 pub const DEGRADED_LOSS: f64 = 0.10;
-/// A degraded link recovers when its loss falls to this (hysteresis).
-pub const RECOVERED_LOSS: f64 = 0.03;
+/// z for the 95% confidence interval of a loss estimate.
+pub const LOSS_CONFIDENCE_Z: f64 = 1.96;
 /// A link whose smoothed RTT rises this far above its minimum is degraded (a filling buffer).
 pub const DEGRADED_RTT_RISE: Duration = Duration::from_millis(150);
 /// Loss is judged only once this many packets were expected in the window.
 pub const MIN_LOSS_SAMPLES: u64 = 20;
-/// Data sent on a link must show up in the peer's reports within the probe timeout plus this;
-/// otherwise the forward direction has stalled and the link goes down.
-pub const FEEDBACK_GRACE: Duration = Duration::from_millis(100);
 /// One-way delay minimum and maximum are kept over this window (in [`DELAY_BUCKETS`] buckets).
 pub const DELAY_WINDOW: Duration = Duration::from_secs(2);
 /// Buckets of the delay window.
@@ -146,6 +162,17 @@ struct Outstanding {
     sent: Instant,
 }
 
+/// Where the tx loss window stands after an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebase {
+    /// Measuring normally.
+    Done,
+    /// Waiting for the first packet sent after the outage.
+    AwaitSend,
+    /// Waiting for a report that covers this packet number.
+    AwaitReport(u64),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct CounterSample {
     at: Instant,
@@ -162,9 +189,15 @@ struct CounterWindow {
 
 impl CounterWindow {
     fn push(&mut self, sample: CounterSample) {
-        while self.samples.len() > 1
-            && self.samples.get(1).is_some_and(|s| sample.at.saturating_duration_since(s.at) >= QUALITY_WINDOW)
-        {
+        // Drop the oldest sample while the window without it is still long and large enough,
+        // or while it is older than the longest window.
+        while let (Some(oldest), Some(second)) = (self.samples.front(), self.samples.get(1)) {
+            let enough = sample.at.saturating_duration_since(second.at) >= QUALITY_WINDOW
+                && sample.highest.saturating_sub(second.highest) >= LOSS_TARGET_SAMPLES;
+            let stale = sample.at.saturating_duration_since(oldest.at) > MAX_QUALITY_WINDOW;
+            if !(enough || stale) {
+                break;
+            }
             self.samples.pop_front();
         }
         self.samples.push_back(sample);
@@ -175,14 +208,14 @@ impl CounterWindow {
     }
 
     /// Loss over the window, once enough packets were expected.
-    fn loss(&self) -> Option<f64> {
+    fn loss(&self) -> Option<LossEstimate> {
         let (old, new) = self.span()?;
         let expected = new.highest.saturating_sub(old.highest);
         if expected < MIN_LOSS_SAMPLES {
             return None;
         }
         let received = new.received.saturating_sub(old.received).min(expected);
-        Some(1.0 - received as f64 / expected as f64)
+        Some(LossEstimate::new(expected - received, expected))
     }
 
     fn rate(&self) -> f64 {
@@ -191,6 +224,26 @@ impl CounterWindow {
         };
         let secs = new.at.saturating_duration_since(old.at).as_secs_f64();
         if secs <= 0.0 { 0.0 } else { new.bytes.saturating_sub(old.bytes) as f64 / secs }
+    }
+}
+
+/// A loss rate with its 95% Wilson score interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LossEstimate {
+    rate: f64,
+    lower: f64,
+    upper: f64,
+}
+
+impl LossEstimate {
+    fn new(lost: u64, expected: u64) -> Self {
+        let n = expected as f64;
+        let p = lost as f64 / n;
+        let z2 = LOSS_CONFIDENCE_Z * LOSS_CONFIDENCE_Z;
+        let denominator = 1.0 + z2 / n;
+        let center = (p + z2 / (2.0 * n)) / denominator;
+        let half = LOSS_CONFIDENCE_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
+        Self { rate: p, lower: (center - half).max(0.0), upper: (center + half).min(1.0) }
     }
 }
 
@@ -244,7 +297,9 @@ pub struct LinkMonitor {
     good_probes: u32,
     flap_penalty: u32,
     last_down: Option<Instant>,
+    interval: Duration,
     outstanding: VecDeque<Outstanding>,
+    last_rx: Instant,
     srtt: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
@@ -257,15 +312,21 @@ pub struct LinkMonitor {
     // What the peer reports it received from us on this link.
     report: Option<CounterSample>,
     tx_window: CounterWindow,
-    /// The first data packet sent since the peer last reported progress, and when.
-    unconfirmed_data: Option<Outstanding>,
+    /// After an outage, loss is measured afresh: the rx window from the first packet received
+    /// after it, the tx window from the first report that covers a packet sent after it.
+    rx_rebase: bool,
+    tx_rebase: Rebase,
+    /// The first packet sent since the peer last reported progress on this link, and when.
+    unconfirmed: Option<Outstanding>,
     last_report: Option<Instant>,
 }
 
 impl LinkMonitor {
-    /// A new link starts probing.
-    pub fn new() -> Self {
+    /// A new link starts probing at `now`, probed every `interval`.
+    pub fn new(now: Instant, interval: Duration) -> Self {
         Self {
+            interval,
+            last_rx: now,
             state: LinkState::Probing,
             carrier: true,
             usable_since: None,
@@ -283,7 +344,9 @@ impl LinkMonitor {
             delay: DelayWindow::default(),
             report: None,
             tx_window: CounterWindow::default(),
-            unconfirmed_data: None,
+            rx_rebase: false,
+            tx_rebase: Rebase::Done,
+            unconfirmed: None,
             last_report: None,
         }
     }
@@ -321,14 +384,19 @@ impl LinkMonitor {
         }
     }
 
+    /// How long the link may be silent, or leave our packets unconfirmed, before it goes down.
+    pub fn silence_timeout(&self) -> Duration {
+        self.probe_timeout() + self.interval * (MISSED_PROBES_DOWN - 1)
+    }
+
     /// The measurements so far.
     pub fn quality(&self) -> LinkQuality {
         LinkQuality {
             srtt: self.srtt,
             rttvar: self.rttvar,
             min_rtt: self.min_rtt,
-            rx_loss: self.rx_window.loss().unwrap_or(0.0),
-            tx_loss: self.tx_window.loss().unwrap_or(0.0),
+            rx_loss: self.rx_window.loss().map_or(0.0, |l| l.rate),
+            tx_loss: self.tx_window.loss().map_or(0.0, |l| l.rate),
             delivery_rate: self.tx_window.rate(),
             jitter: Duration::from_micros(self.delay.jitter_us as u64),
         }
@@ -355,17 +423,25 @@ impl LinkMonitor {
             self.outstanding.pop_front();
         }
         self.outstanding.push_back(Outstanding { seq, sent: now });
+        self.on_packet_sent(now, seq);
     }
 
-    /// Records a data packet sent with path packet number `seq`.
-    pub fn on_data_sent(&mut self, now: Instant, seq: u64) {
-        if self.unconfirmed_data.is_none() {
-            self.unconfirmed_data = Some(Outstanding { seq, sent: now });
+    /// Records any packet sent with path packet number `seq`.
+    pub fn on_packet_sent(&mut self, now: Instant, seq: u64) {
+        // Packets sent into a down link prove nothing once it is back: feedback is tracked
+        // afresh from the first packet sent after it starts probing again.
+        if self.tx_rebase == Rebase::AwaitSend && self.state != LinkState::Down {
+            self.tx_rebase = Rebase::AwaitReport(seq);
+        }
+        if self.unconfirmed.is_none() && self.state != LinkState::Down {
+            self.unconfirmed = Some(Outstanding { seq, sent: now });
         }
     }
 
     /// Records an authenticated packet from the peer on this link.
     pub fn on_packet_received(&mut self, now: Instant, seq: u64, len: usize, owd_us: i64) {
+        self.last_rx = now;
+        self.rx_rebase = false;
         self.rx_highest = Some(self.rx_highest.map_or(seq, |h| h.max(seq)));
         self.rx_received += 1;
         self.rx_bytes += len as u64;
@@ -400,7 +476,7 @@ impl LinkMonitor {
     }
 
     /// Handles the peer's report of what it received from us on this link.
-    pub fn on_report(&mut self, now: Instant, report: &LinkReport) {
+    pub fn on_report(&mut self, now: Instant, report: &LinkReport) -> Option<Transition> {
         let expand = |prev: Option<u64>, low: u32| expand_u32(prev.map_or(0, |p| p + 1), low);
         let previous = self.report;
         let sample = CounterSample {
@@ -411,22 +487,31 @@ impl LinkMonitor {
         };
         if previous.is_some_and(|p| sample.highest < p.highest) {
             // A report overtaken by a newer one on a faster link.
-            return;
+            return None;
         }
         self.report = Some(sample);
-        self.tx_window.push(sample);
-        self.last_report = Some(now);
-        if self.unconfirmed_data.is_some_and(|d| sample.highest >= d.seq) {
-            self.unconfirmed_data = None;
+        match self.tx_rebase {
+            Rebase::Done => self.tx_window.push(sample),
+            Rebase::AwaitReport(first) if sample.highest >= first => {
+                self.tx_rebase = Rebase::Done;
+                self.tx_window.push(sample);
+            }
+            Rebase::AwaitSend | Rebase::AwaitReport(_) => {}
         }
+        self.last_report = Some(now);
+        if self.unconfirmed.is_some_and(|d| sample.highest >= d.seq) {
+            self.unconfirmed = None;
+        }
+        self.check_liveness(now)
     }
 
     /// The interface lost or regained carrier.
     pub fn on_carrier(&mut self, now: Instant, up: bool) -> Option<Transition> {
         self.carrier = up;
         self.outstanding.clear();
-        self.unconfirmed_data = None;
+        self.unconfirmed = None;
         self.good_probes = 0;
+        self.last_rx = now;
         if up {
             (self.state == LinkState::Down)
                 .then(|| self.set_state(now, LinkState::Probing, StateReason::CarrierRestored))
@@ -444,19 +529,8 @@ impl LinkMonitor {
 
     /// Checks timeouts and quality; call at every probe tick and at [`Self::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Transition> {
-        if self.missed_probes(now) >= MISSED_PROBES_DOWN {
-            self.good_probes = 0;
-            if self.state != LinkState::Down {
-                return self.set_state(now, LinkState::Down, StateReason::ProbesMissed);
-            }
-            return None;
-        }
-        if self.feedback_stalled(now) {
-            self.unconfirmed_data = None;
-            self.good_probes = 0;
-            if self.state.is_usable() {
-                return self.set_state(now, LinkState::Down, StateReason::FeedbackStalled);
-            }
+        if let Some(transition) = self.check_liveness(now) {
+            return Some(transition);
         }
         match self.state {
             LinkState::Up if self.quality_is_bad() => {
@@ -469,37 +543,37 @@ impl LinkMonitor {
         }
     }
 
-    /// When the monitor next needs [`Self::handle_timeout`], apart from the probe tick.
+    /// When the link will have been silent too long, unless something arrives first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timeout = self.probe_timeout();
-        let probes = self
-            .outstanding
-            .get(MISSED_PROBES_DOWN - 1)
-            .filter(|_| self.state != LinkState::Down)
-            .map(|p| p.sent + timeout);
-        let feedback =
-            self.unconfirmed_data.filter(|_| self.state.is_usable()).map(|d| d.sent + timeout + FEEDBACK_GRACE);
-        match (probes, feedback) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        (self.state != LinkState::Down && self.carrier).then(|| self.last_rx + self.silence_timeout())
+    }
+
+    fn check_liveness(&mut self, now: Instant) -> Option<Transition> {
+        if self.state == LinkState::Down || !self.carrier {
+            return None;
         }
-    }
-
-    fn missed_probes(&self, now: Instant) -> usize {
-        let timeout = self.probe_timeout();
-        self.outstanding.iter().take_while(|p| p.sent + timeout <= now).count()
-    }
-
-    fn feedback_stalled(&self, now: Instant) -> bool {
-        let Some(data) = self.unconfirmed_data else {
-            return false;
+        let reason = if now >= self.last_rx + self.silence_timeout() {
+            StateReason::ProbesMissed
+        } else if self.feedback_stalled(now) {
+            StateReason::FeedbackStalled
+        } else {
+            return None;
         };
-        let deadline = data.sent + self.probe_timeout() + FEEDBACK_GRACE;
-        // Only a report sent after the data should have arrived counts as silence about it.
-        now >= deadline && self.last_report.is_some_and(|r| r >= deadline - FEEDBACK_GRACE)
+        self.set_state(now, LinkState::Down, reason)
+    }
+
+    /// Whether the peer's reports, sent after our oldest unconfirmed packet should have reached
+    /// it, still leave that packet unconfirmed after the silence timeout.
+    fn feedback_stalled(&self, now: Instant) -> bool {
+        let Some(first) = self.unconfirmed else { return false };
+        now >= first.sent + self.silence_timeout()
+            && self.last_report.is_some_and(|at| at >= first.sent + self.probe_timeout())
     }
 
     fn sample_rx(&mut self, now: Instant) {
+        if self.rx_rebase {
+            return;
+        }
         if let Some(highest) = self.rx_highest {
             self.rx_window.push(CounterSample { at: now, highest, received: self.rx_received, bytes: self.rx_bytes });
         }
@@ -520,10 +594,8 @@ impl LinkMonitor {
         }
     }
 
-    fn loss(&self) -> f64 {
-        let rx = self.rx_window.loss().unwrap_or(0.0);
-        let tx = self.tx_window.loss().unwrap_or(0.0);
-        rx.max(tx)
+    fn losses(&self) -> impl Iterator<Item = LossEstimate> {
+        [self.rx_window.loss(), self.tx_window.loss()].into_iter().flatten()
     }
 
     fn rtt_risen(&self) -> bool {
@@ -531,11 +603,11 @@ impl LinkMonitor {
     }
 
     fn quality_is_bad(&self) -> bool {
-        self.loss() >= DEGRADED_LOSS || self.rtt_risen()
+        self.losses().any(|l| l.lower >= DEGRADED_LOSS) || self.rtt_risen()
     }
 
     fn quality_is_good(&self) -> bool {
-        self.loss() <= RECOVERED_LOSS && !self.rtt_risen()
+        self.losses().all(|l| l.upper < DEGRADED_LOSS) && !self.rtt_risen()
     }
 
     fn decay_penalty(&mut self, now: Instant) {
@@ -559,6 +631,16 @@ impl LinkMonitor {
             }
             self.last_down = Some(now);
             self.good_probes = 0;
+            self.unconfirmed = None;
+            self.outstanding.clear();
+        }
+        if from == LinkState::Down {
+            // What was measured across the outage says nothing about the link now.
+            self.rx_window = CounterWindow::default();
+            self.tx_window = CounterWindow::default();
+            self.rx_rebase = true;
+            self.tx_rebase = Rebase::AwaitSend;
+            self.unconfirmed = None;
         }
         if to.is_usable() && !from.is_usable() {
             self.usable_since = Some(now);
@@ -570,32 +652,52 @@ impl LinkMonitor {
     }
 }
 
-impl Default for LinkMonitor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::LinkId;
+
+    const RTT: Duration = Duration::from_millis(30);
 
     fn start() -> Instant {
         #[allow(clippy::disallowed_methods)]
         Instant::now()
     }
 
-    /// Probes every interval, answered after `rtt`, until the link is up; returns the time.
-    fn bring_up(m: &mut LinkMonitor, t0: Instant, rtt: Duration) -> Instant {
+    /// One probe interval on a working link: a probe out, its reply back after `RTT`.
+    fn answered_probe(m: &mut LinkMonitor, t: Instant, seq: u64) {
+        m.on_probe_sent(t, seq);
+        m.on_packet_received(t + RTT, seq, 100, 0);
+        m.on_probe_reply(t + RTT, seq as u32);
+        m.handle_timeout(t + RTT);
+    }
+
+    /// Probes every interval, answered, until the link is up; returns the time.
+    fn bring_up(m: &mut LinkMonitor, t0: Instant) -> Instant {
         let mut t = t0;
-        for seq in 0.. {
-            m.on_probe_sent(t, seq);
-            m.on_probe_reply(t + rtt, seq as u32);
-            m.handle_timeout(t + rtt);
+        for seq in 0..1000 {
+            answered_probe(m, t, seq);
             t += PROBE_INTERVAL;
-            if m.state() == LinkState::Up || seq > 1000 {
+            if m.state() == LinkState::Up {
                 break;
+            }
+        }
+        t
+    }
+
+    /// Advances through timeouts only (nothing arrives) until `until` or the link is down.
+    fn run_silent(m: &mut LinkMonitor, mut t: Instant, until: Instant) -> Instant {
+        let mut seq = 10_000;
+        while t < until && m.state() != LinkState::Down {
+            m.on_probe_sent(t, seq);
+            seq += 1;
+            let next = t + PROBE_INTERVAL;
+            match m.poll_timeout().filter(|d| *d < next) {
+                Some(deadline) => {
+                    m.handle_timeout(deadline);
+                    t = if m.state() == LinkState::Down { deadline } else { next };
+                }
+                None => t = next,
             }
         }
         t
@@ -604,48 +706,85 @@ mod tests {
     #[test]
     fn a_link_comes_up_after_consecutive_answered_probes() {
         let t0 = start();
-        let mut m = LinkMonitor::new();
-        let t = bring_up(&mut m, t0, Duration::from_millis(30));
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let t = bring_up(&mut m, t0);
         assert_eq!(m.state(), LinkState::Up);
         assert_eq!(t, t0 + PROBE_INTERVAL * UP_AFTER_PROBES);
-        assert_eq!(m.quality().srtt, Some(Duration::from_millis(30)));
+        assert_eq!(m.quality().srtt, Some(RTT));
     }
 
     #[test]
-    fn unanswered_probes_take_a_link_down_within_the_detection_time() {
+    fn a_silent_link_goes_down_within_the_detection_time() {
         let t0 = start();
-        let mut m = LinkMonitor::new();
-        let mut t = bring_up(&mut m, t0, Duration::from_millis(30));
-        let cut = t;
-        let mut seq = 100;
-        while m.state() != LinkState::Down {
-            m.on_probe_sent(t, seq);
-            seq += 1;
-            let next = t + PROBE_INTERVAL;
-            while let Some(deadline) = m.poll_timeout().filter(|d| *d < next) {
-                m.handle_timeout(deadline);
-                if m.state() == LinkState::Down {
-                    t = deadline;
-                    break;
-                }
-            }
-            if m.state() != LinkState::Down {
-                t = next;
-            }
-        }
-        let detection = t - cut;
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let cut = bring_up(&mut m, t0);
+        let down = run_silent(&mut m, cut, cut + Duration::from_secs(2));
+        assert_eq!(m.state(), LinkState::Down);
+        let detection = down - cut;
         assert!(detection <= Duration::from_millis(250), "detected after {detection:?}");
         assert_eq!(m.probes_to_come_up(), UP_AFTER_PROBES * 2, "one flap doubles the probes needed");
     }
 
     #[test]
+    fn a_link_whose_reports_stop_confirming_our_packets_goes_down_although_the_peer_is_heard() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut t = bring_up(&mut m, t0);
+        let report = |highest: u32| LinkReport { link: LinkId::new(0), highest, received: highest, received_bytes: 0 };
+        m.on_report(t, &report(3));
+        let cut = t;
+        let mut seq = 100;
+        while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
+            // Our probes vanish, yet the peer's packets and reports (stuck at 3) keep coming.
+            m.on_probe_sent(t, seq);
+            seq += 1;
+            m.on_packet_received(t, seq, 100, 0);
+            m.on_report(t, &report(3));
+            m.handle_timeout(t);
+            t += Duration::from_millis(10);
+        }
+        assert_eq!(m.state(), LinkState::Down);
+        assert!(t - cut <= Duration::from_millis(250), "detected after {:?}", t - cut);
+    }
+
+    #[test]
+    fn isolated_losses_never_take_a_link_down() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut t = bring_up(&mut m, t0);
+        for seq in 100..1100u64 {
+            // Every third probe and its reply are lost; the peer's own probes still arrive.
+            if seq % 3 == 0 {
+                m.on_probe_sent(t, seq);
+                m.on_packet_received(t + PROBE_INTERVAL / 2, seq, 100, 0);
+                m.handle_timeout(t + PROBE_INTERVAL / 2);
+            } else {
+                answered_probe(&mut m, t, seq);
+            }
+            assert!(m.state().is_usable(), "went {:?} at probe {seq}", m.state());
+            t += PROBE_INTERVAL;
+        }
+    }
+
+    #[test]
+    fn the_loss_interval_is_wide_on_few_samples_and_narrow_on_many() {
+        let few = LossEstimate::new(8, 80);
+        assert!(few.lower < DEGRADED_LOSS, "10% of 80 is not confidently above 10%: {few:?}");
+        let bad = LossEstimate::new(24, 80);
+        assert!(bad.lower >= DEGRADED_LOSS, "30% of 80 is: {bad:?}");
+        let fine = LossEstimate::new(10, 1000);
+        assert!(fine.upper < DEGRADED_LOSS, "1% of 1000 is confidently below 10%: {fine:?}");
+    }
+
+    #[test]
     fn carrier_loss_takes_a_link_down_at_once_and_carrier_back_probes_again() {
         let t0 = start();
-        let mut m = LinkMonitor::new();
-        let t = bring_up(&mut m, t0, Duration::from_millis(30));
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let t = bring_up(&mut m, t0);
         let tr = m.on_carrier(t, false).unwrap();
         assert_eq!((tr.from, tr.to, tr.reason), (LinkState::Up, LinkState::Down, StateReason::CarrierLost));
         assert!(!m.can_probe());
+        assert_eq!(m.poll_timeout(), None);
         let tr = m.on_carrier(t, true).unwrap();
         assert_eq!(tr.to, LinkState::Probing);
     }
@@ -653,28 +792,27 @@ mod tests {
     #[test]
     fn reported_forward_loss_degrades_a_link_and_recovery_restores_it() {
         let t0 = start();
-        let mut m = LinkMonitor::new();
-        let mut t = bring_up(&mut m, t0, Duration::from_millis(30));
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut t = bring_up(&mut m, t0);
         let report = |highest: u32, received: u32| LinkReport {
             link: LinkId::new(0),
             highest,
             received,
             received_bytes: received * 100,
         };
+        // Ten packets a probe interval, the tenth a probe; the peer reports 8 of each 10 received.
         for i in 0..40u32 {
-            m.on_report(t, &report(i * 10, i * 8));
-            m.on_probe_sent(t, 1000 + u64::from(i));
-            m.on_probe_reply(t, 1000 + i);
-            m.handle_timeout(t);
+            let probe = 100 + 10 * i + 9;
+            answered_probe(&mut m, t, u64::from(probe));
+            m.on_report(t + RTT, &report(probe, 8 * (i + 1)));
             t += PROBE_INTERVAL;
         }
         assert_eq!(m.state(), LinkState::Degraded);
         assert!((m.quality().tx_loss - 0.2).abs() < 0.01);
         for i in 40..120u32 {
-            m.on_report(t, &report(i * 10, 320 + (i - 40) * 10));
-            m.on_probe_sent(t, 1000 + u64::from(i));
-            m.on_probe_reply(t, 1000 + i);
-            m.handle_timeout(t);
+            let probe = 100 + 10 * i + 9;
+            answered_probe(&mut m, t, u64::from(probe));
+            m.on_report(t + RTT, &report(probe, 320 + (i - 39) * 10));
             t += PROBE_INTERVAL;
         }
         assert_eq!(m.state(), LinkState::Up);

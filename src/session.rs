@@ -192,7 +192,14 @@ struct Link {
 }
 
 impl Link {
-    fn new(id: LinkId, priority: u8, rate_bps: Option<u64>, remote: Option<SocketAddr>, first_probe: Instant) -> Self {
+    fn new(
+        id: LinkId,
+        priority: u8,
+        rate_bps: Option<u64>,
+        remote: Option<SocketAddr>,
+        first_probe: Instant,
+        interval: Duration,
+    ) -> Self {
         Self {
             id,
             priority,
@@ -200,7 +207,7 @@ impl Link {
             remote,
             next_pn: 0,
             replay: SeqWindow::new(PATH_REPLAY_WINDOW),
-            monitor: LinkMonitor::new(),
+            monitor: LinkMonitor::new(first_probe, interval),
             next_probe: first_probe,
             probe_due: false,
             reply_due: None,
@@ -313,7 +320,14 @@ impl Session {
             }
             // Spread the first probes over the first interval so links do not tick in lockstep.
             let offset = Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
-            links[slot] = Some(Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now + offset));
+            links[slot] = Some(Link::new(
+                link.id,
+                link.priority,
+                link.rate_bps,
+                Some(link.remote),
+                now + offset,
+                config.probe_interval,
+            ));
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
@@ -624,7 +638,7 @@ impl Session {
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
-            self.links[slot] = Some(Link::new(via, 0, None, None, now));
+            self.links[slot] = Some(Link::new(via, 0, None, None, now, self.config.probe_interval));
         }
         let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
         let newest = link.replay.highest().is_none_or(|h| pn > h);
@@ -697,7 +711,9 @@ impl Session {
                 }
                 ControlMessage::Report(report) => {
                     if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
-                        link.monitor.on_report(now, &report);
+                        let transition = link.monitor.on_report(now, &report);
+                        let id = link.id;
+                        self.emit_transition(id, transition);
                     }
                 }
             }
@@ -752,7 +768,7 @@ impl Session {
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.tx_frames += 1;
                     let pn = link.next_pn - 1;
-                    link.monitor.on_data_sent(now, pn);
+                    link.monitor.on_packet_sent(now, pn);
                 }
                 t
             }

@@ -1,0 +1,592 @@
+//! A deterministic, seeded simulation of an edge and a gateway over virtual links.
+//!
+//! Time is virtual: the loop jumps from one event to the next (a frame from the source, a packet
+//! arriving, a session timer, a scripted action), so a minute of traffic runs in well under a
+//! second and the same seed always gives the same run. The links model what the lab's kernel
+//! cannot: one-way delay, jitter with or without reordering, random and bursty loss, a rate with
+//! a bounded queue, a blackhole, carrier loss and NAT rebinding.
+
+#![allow(dead_code, clippy::disallowed_methods, unreachable_pub)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use braid::crypto::Cipher;
+use braid::monitor::LinkState;
+use braid::rng::Rng;
+use braid::session::{Event, LinkConfig, LinkEvent, Role, Session, SessionConfig};
+use braid::{LinkId, Mode};
+
+/// Gilbert–Elliott bursty loss: a good and a bad state, each with its own loss rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// Per-packet chance of moving from good to bad.
+    pub enter_bad: f64,
+    /// Per-packet chance of moving from bad to good.
+    pub leave_bad: f64,
+    /// Loss rate while bad.
+    pub bad_loss: f64,
+}
+
+/// How one direction of a virtual link behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub delay: Duration,
+    /// Uniform in ±jitter around the delay.
+    pub jitter: Duration,
+    /// Whether jitter may reorder packets; if not, a packet never overtakes the one before it.
+    pub reorder: bool,
+    /// Random loss rate.
+    pub loss: f64,
+    pub burst: Option<Burst>,
+    /// Bits per second, or unlimited.
+    pub rate_bps: Option<u64>,
+    /// The most queueing delay before tail drop, when rate-limited.
+    pub queue_limit: Duration,
+}
+
+impl Profile {
+    pub fn new(delay_ms: u64) -> Self {
+        Self {
+            delay: Duration::from_millis(delay_ms),
+            jitter: Duration::ZERO,
+            reorder: false,
+            loss: 0.0,
+            burst: None,
+            rate_bps: None,
+            queue_limit: Duration::from_millis(200),
+        }
+    }
+
+    pub fn jitter_ms(mut self, ms: u64) -> Self {
+        self.jitter = Duration::from_millis(ms);
+        self
+    }
+
+    pub fn loss(mut self, loss: f64) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    pub fn reordering(mut self) -> Self {
+        self.reorder = true;
+        self
+    }
+
+    pub fn rate_mbps(mut self, mbps: f64) -> Self {
+        self.rate_bps = Some((mbps * 1e6) as u64);
+        self
+    }
+
+    pub fn burst(mut self, burst: Burst) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// 20 Mbit/s, 15 ms, a little jitter: a DSL line.
+    pub fn dsl() -> Self {
+        Self::new(15).jitter_ms(2).rate_mbps(20.0)
+    }
+
+    /// 10 Mbit/s, 40 ms ± 10 ms: a good LTE modem.
+    pub fn lte_good() -> Self {
+        Self::new(40).jitter_ms(10).rate_mbps(10.0)
+    }
+
+    /// 8 Mbit/s, 70 ms ± 25 ms: a poor LTE modem.
+    pub fn lte_bad() -> Self {
+        Self::new(70).jitter_ms(25).rate_mbps(8.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    order: u64,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Direction {
+    profile: Profile,
+    busy_until: Instant,
+    last_delivery: Instant,
+    bad: bool,
+    queue: BinaryHeap<Reverse<InFlight>>,
+}
+
+impl Direction {
+    fn new(profile: Profile, now: Instant) -> Self {
+        Self { profile, busy_until: now, last_delivery: now, bad: false, queue: BinaryHeap::new() }
+    }
+
+    fn send(&mut self, now: Instant, bytes: &[u8], rng: &mut Rng, order: u64) -> bool {
+        let p = self.profile;
+        if let Some(burst) = p.burst {
+            let flip = if self.bad { burst.leave_bad } else { burst.enter_bad };
+            if rng.unit() < flip {
+                self.bad = !self.bad;
+            }
+            if self.bad && rng.unit() < burst.bad_loss {
+                return false;
+            }
+        }
+        if rng.unit() < p.loss {
+            return false;
+        }
+        let mut depart = now;
+        if let Some(rate) = p.rate_bps {
+            let start = self.busy_until.max(now);
+            if start.saturating_duration_since(now) > p.queue_limit {
+                return false;
+            }
+            // Outer IPv4 + UDP headers count against the rate too.
+            let wire = (bytes.len() + 28) as f64 * 8.0 / rate as f64;
+            self.busy_until = start + Duration::from_secs_f64(wire);
+            depart = self.busy_until;
+        }
+        let jitter_us = p.jitter.as_micros() as i64;
+        let offset = if jitter_us == 0 { 0 } else { rng.below(2 * jitter_us as u64 + 1) as i64 - jitter_us };
+        let delay = Duration::from_micros((p.delay.as_micros() as i64 + offset).max(0) as u64);
+        let mut at = depart + delay;
+        if !p.reorder {
+            at = at.max(self.last_delivery);
+        }
+        self.last_delivery = self.last_delivery.max(at);
+        self.queue.push(Reverse(InFlight { at, order, bytes: bytes.to_vec() }));
+        true
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse(f)| f.at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.next_at()? <= now { self.queue.pop().map(|Reverse(f)| f.bytes) } else { None }
+    }
+}
+
+/// One virtual uplink: two directions, carrier, blackhole and the NAT mapping the gateway sees.
+#[derive(Debug)]
+pub struct VirtualLink {
+    up: Direction,
+    down: Direction,
+    pub carrier: bool,
+    pub blackhole: bool,
+    /// The address the gateway sees for this link (the ISP's NAT mapping).
+    pub nat: SocketAddr,
+    pub sent_up: u64,
+    pub sent_down: u64,
+}
+
+/// A scripted change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    CarrierDown(u8),
+    CarrierUp(u8),
+    Blackhole(u8),
+    Restore(u8),
+    /// The ISP's NAT gives the link a new public port.
+    Rebind(u8),
+    SetProfile(u8, Profile),
+}
+
+/// What the gateway's side delivered, frame by frame.
+#[derive(Debug, Default)]
+pub struct Sink {
+    /// When each frame (by source index) was sent.
+    pub sent_at: Vec<Instant>,
+    /// How many times each frame was delivered.
+    pub delivered: Vec<u32>,
+    pub out_of_order: u64,
+    pub highest: Option<u64>,
+    /// One-way latency of each first delivery.
+    pub latency: Vec<Duration>,
+    /// Reorder hold of each delivered frame.
+    pub held: Vec<Duration>,
+    /// Longest time between two deliveries while the source was running.
+    pub max_gap: Duration,
+    last_delivery: Option<Instant>,
+    /// (time, delivering link) is not visible at the sink; frames carry only their index.
+    pub delivered_at: Vec<Option<Instant>>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    pub sent: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub max_gap: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub hold_p99: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent={} lost={} dup={} reordered={} max_gap_ms={:.1} p50_ms={:.1} p99_ms={:.1} hold_p99_ms={:.1}",
+            self.sent,
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            ms(self.max_gap),
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.hold_p99)
+        )
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+/// A constant-rate source of numbered frames at the edge.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    interval: Duration,
+    size: usize,
+    next_at: Instant,
+    until: Instant,
+}
+
+/// An edge and a gateway over virtual links.
+pub struct Sim {
+    pub start: Instant,
+    pub now: Instant,
+    pub edge: Session,
+    pub gateway: Session,
+    pub links: Vec<VirtualLink>,
+    pub sink: Sink,
+    pub gateway_addr: SocketAddr,
+    /// Every link state change at the edge: (time since start, link, new state).
+    pub edge_states: Vec<(Duration, LinkId, LinkState)>,
+    pub gateway_states: Vec<(Duration, LinkId, LinkState)>,
+    rng: Rng,
+    source: Option<Source>,
+    actions: Vec<(Instant, Action)>,
+    order: u64,
+    next_port: u16,
+    buf: Vec<u8>,
+    steps: u64,
+}
+
+/// How long after the stream ends every frame has either arrived or been given up.
+pub const DRAIN: Duration = Duration::from_millis(500);
+
+/// The most loop steps one run may take: a runaway timer fails the test instead of hanging it.
+pub const MAX_STEPS: u64 = 20_000_000;
+
+impl Sim {
+    /// Builds a sim with one link per profile (the same profile both ways), links numbered in
+    /// order with priority equal to their number.
+    pub fn new(seed: u64, mode: Mode, profiles: &[Profile]) -> Self {
+        Self::with_config(seed, SessionConfig { mode, ..SessionConfig::default() }, profiles)
+    }
+
+    pub fn with_config(seed: u64, config: SessionConfig, profiles: &[Profile]) -> Self {
+        let start = Instant::now();
+        let gateway_addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4754));
+        let mut edge_config = config.clone();
+        edge_config.links = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| LinkConfig {
+                id: LinkId::new(i as u8),
+                priority: i as u8,
+                rate_bps: p.rate_bps,
+                remote: gateway_addr,
+            })
+            .collect();
+        let gateway_config = SessionConfig { links: Vec::new(), ..config };
+        let (edge_keys, gateway_keys) = braid::testing::key_pair(seed, Cipher::ChaCha20Poly1305);
+        let edge = Session::new(Role::Edge, edge_config, edge_keys, start, seed).expect("edge config");
+        let gateway =
+            Session::new(Role::Gateway, gateway_config, gateway_keys, start, seed ^ 0x5a5a).expect("gw config");
+        let links = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| VirtualLink {
+                up: Direction::new(*p, start),
+                down: Direction::new(*p, start),
+                carrier: true,
+                blackhole: false,
+                nat: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, i as u8 + 1), 40_000)),
+                sent_up: 0,
+                sent_down: 0,
+            })
+            .collect();
+        Self {
+            start,
+            now: start,
+            edge,
+            gateway,
+            links,
+            sink: Sink::default(),
+            gateway_addr,
+            edge_states: Vec::new(),
+            gateway_states: Vec::new(),
+            rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1),
+            source: None,
+            actions: Vec::new(),
+            order: 0,
+            next_port: 40_001,
+            buf: Vec::with_capacity(2048),
+            steps: 0,
+        }
+    }
+
+    pub fn at(&self, secs: f64) -> Instant {
+        self.start + Duration::from_secs_f64(secs)
+    }
+
+    /// Schedules an action at `secs` after the start.
+    pub fn schedule(&mut self, secs: f64, action: Action) {
+        let at = self.at(secs);
+        self.actions.push((at, action));
+        self.actions.sort_by_key(|(at, _)| *at);
+    }
+
+    /// Streams `size`-byte frames at `mbps` from `from` to `until` seconds.
+    pub fn stream(&mut self, from: f64, until: f64, mbps: f64, size: usize) {
+        let interval = Duration::from_secs_f64(size as f64 * 8.0 / (mbps * 1e6));
+        self.source = Some(Source { interval, size, next_at: self.at(from), until: self.at(until) });
+    }
+
+    /// Runs until `secs` after the start.
+    pub fn run_until(&mut self, secs: f64) {
+        let end = self.at(secs);
+        loop {
+            self.steps += 1;
+            assert!(self.steps < MAX_STEPS, "the simulation ran away at {:?}", self.now - self.start);
+            let Some(next) = self.next_event().filter(|t| *t <= end) else {
+                self.now = end;
+                break;
+            };
+            self.now = self.now.max(next);
+            self.step();
+        }
+    }
+
+    /// The figures of the run. The stream must have ended at least [`DRAIN`] before now, so that
+    /// frames still in flight are never counted as lost.
+    pub fn report(&self) -> Report {
+        if let Some(source) = self.source {
+            assert!(
+                self.now >= source.until + DRAIN,
+                "report() while frames may be in flight: the stream ends at {:?}, now is {:?}",
+                source.until - self.start,
+                self.now - self.start
+            );
+        }
+        let sent = self.sink.sent_at.len() as u64;
+        let delivered = self.sink.delivered.iter().filter(|&&n| n > 0).count() as u64;
+        let duplicated = self.sink.delivered.iter().map(|&n| u64::from(n.saturating_sub(1))).sum();
+        Report {
+            sent,
+            lost: sent - delivered,
+            duplicated,
+            out_of_order: self.sink.out_of_order,
+            max_gap: self.sink.max_gap,
+            p50: percentile(&self.sink.latency, 0.50),
+            p99: percentile(&self.sink.latency, 0.99),
+            hold_p99: percentile(&self.sink.held, 0.99),
+        }
+    }
+
+    /// The edge's link state over time, as a compact string for failure messages.
+    pub fn state_log(&self) -> String {
+        self.edge_states
+            .iter()
+            .map(|(t, l, s)| format!("{:.3}s {l} {}", t.as_secs_f64(), s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn next_event(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.source.filter(|s| s.next_at <= s.until).map(|s| s.next_at));
+        consider(self.edge.poll_timeout().map(|(t, _)| t));
+        consider(self.gateway.poll_timeout().map(|(t, _)| t));
+        consider(self.actions.first().map(|(t, _)| *t));
+        for link in &self.links {
+            consider(link.up.next_at());
+            consider(link.down.next_at());
+        }
+        next
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while self.actions.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, action) = self.actions.remove(0);
+            self.apply(action);
+        }
+        if let Some(mut source) = self.source {
+            while source.next_at <= now && source.next_at <= source.until {
+                let index = self.sink.sent_at.len() as u64;
+                let mut frame = vec![0u8; source.size.max(22)];
+                frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+                frame[14..22].copy_from_slice(&index.to_be_bytes());
+                self.sink.sent_at.push(now);
+                self.sink.delivered.push(0);
+                self.sink.delivered_at.push(None);
+                let _ = self.edge.handle_frame(now, &frame);
+                source.next_at += source.interval;
+            }
+            self.source = Some(source);
+        }
+        for i in 0..self.links.len() {
+            while let Some(bytes) = self.links[i].up.pop_due(now) {
+                let from = self.links[i].nat;
+                let _ = self.gateway.handle_datagram(now, LinkId::new(i as u8), from, &bytes);
+            }
+            while let Some(bytes) = self.links[i].down.pop_due(now) {
+                let _ = self.edge.handle_datagram(now, LinkId::new(i as u8), self.gateway_addr, &bytes);
+            }
+        }
+        if self.edge.poll_timeout().is_some_and(|(t, _)| t <= now) {
+            self.edge.handle_timeout(now);
+        }
+        if self.gateway.poll_timeout().is_some_and(|(t, _)| t <= now) {
+            self.gateway.handle_timeout(now);
+        }
+        self.drain();
+    }
+
+    fn apply(&mut self, action: Action) {
+        let now = self.now;
+        match action {
+            Action::CarrierDown(l) => {
+                let link = &mut self.links[usize::from(l)];
+                // Packets already past the interface are in the network and still arrive, as
+                // in the lab when a veth goes down; nothing new leaves or enters.
+                link.carrier = false;
+                self.edge.handle_link_event(now, LinkId::new(l), LinkEvent::CarrierDown);
+            }
+            Action::CarrierUp(l) => {
+                self.links[usize::from(l)].carrier = true;
+                self.edge.handle_link_event(now, LinkId::new(l), LinkEvent::CarrierUp);
+            }
+            Action::Blackhole(l) => self.links[usize::from(l)].blackhole = true,
+            Action::Restore(l) => self.links[usize::from(l)].blackhole = false,
+            Action::Rebind(l) => {
+                let port = self.next_port;
+                self.next_port += 1;
+                let link = &mut self.links[usize::from(l)];
+                link.nat.set_port(port);
+            }
+            Action::SetProfile(l, profile) => {
+                let link = &mut self.links[usize::from(l)];
+                link.up.profile = profile;
+                link.down.profile = profile;
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        let now = self.now;
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let mut progress = false;
+            while let Some(t) = self.edge.poll_transmit(now, &mut buf) {
+                progress = true;
+                self.order += 1;
+                let link = &mut self.links[usize::from(t.link.get())];
+                assert_eq!(t.destination, self.gateway_addr, "the edge sends only to the gateway");
+                if link.carrier && !link.blackhole {
+                    link.sent_up += 1;
+                    link.up.send(now, &buf, &mut self.rng, self.order);
+                }
+            }
+            while let Some(t) = self.gateway.poll_transmit(now, &mut buf) {
+                progress = true;
+                self.order += 1;
+                let link = &mut self.links[usize::from(t.link.get())];
+                // A packet to a stale NAT mapping goes nowhere.
+                if link.carrier && !link.blackhole && t.destination == link.nat {
+                    link.sent_down += 1;
+                    link.down.send(now, &buf, &mut self.rng, self.order);
+                }
+            }
+            while let Some(delivered) = self.gateway.poll_frame(&mut buf) {
+                progress = true;
+                self.sink.held.push(delivered.held);
+                self.deliver(&buf);
+            }
+            while self.edge.poll_frame(&mut buf).is_some() {
+                progress = true;
+            }
+            while let Some(event) = self.edge.poll_event() {
+                progress = true;
+                if let Event::LinkState { link, transition, .. } = event {
+                    self.edge_states.push((now - self.start, link, transition.to));
+                }
+            }
+            while let Some(event) = self.gateway.poll_event() {
+                progress = true;
+                if let Event::LinkState { link, transition, .. } = event {
+                    self.gateway_states.push((now - self.start, link, transition.to));
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.buf = buf;
+    }
+
+    fn deliver(&mut self, frame: &[u8]) {
+        let now = self.now;
+        let Some(index) = frame.get(14..22).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))) else {
+            return;
+        };
+        let Some(count) = self.sink.delivered.get_mut(index as usize) else { return };
+        *count += 1;
+        if *count == 1 {
+            self.sink.latency.push(now - self.sink.sent_at[index as usize]);
+            self.sink.delivered_at[index as usize] = Some(now);
+        }
+        if self.sink.highest.is_some_and(|h| index < h) {
+            self.sink.out_of_order += 1;
+        }
+        self.sink.highest = Some(self.sink.highest.map_or(index, |h| h.max(index)));
+        let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
+        if let Some(last) = self.sink.last_delivery
+            && streaming
+        {
+            self.sink.max_gap = self.sink.max_gap.max(now - last);
+        }
+        self.sink.last_delivery = Some(now);
+    }
+
+    /// The largest gap between deliveries within `[from, to]` seconds.
+    pub fn max_gap_between(&self, from: f64, to: f64) -> Duration {
+        let (from, to) = (self.at(from), self.at(to));
+        let mut times: Vec<Instant> =
+            self.sink.delivered_at.iter().flatten().copied().filter(|t| *t >= from && *t <= to).collect();
+        times.sort_unstable();
+        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO)
+    }
+}

@@ -1,0 +1,225 @@
+//! Deterministic simulations of an edge and a gateway over seeded virtual links.
+//!
+//! Each scenario states its figures in its name, prints them, and asserts them. Runs are
+//! reproducible: a failing seed is printed and can be run again alone.
+
+mod sim;
+
+use std::time::Duration;
+
+use braid::Mode;
+use braid::monitor::{LinkState, PROBE_INTERVAL};
+use sim::{Action, Burst, Profile, Sim, ms};
+
+fn three_field_links() -> [Profile; 3] {
+    [Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]
+}
+
+/// The redundant cut timeline: link 0 loses carrier, link 1 is blackholed, both come back,
+/// then link 2's NAT mapping changes.
+fn redundant_cuts(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, Mode::Redundant, &three_field_links());
+    sim.stream(1.0, 6.0, 2.0, 1000);
+    sim.schedule(2.0, Action::CarrierDown(0));
+    sim.schedule(3.0, Action::Blackhole(1));
+    sim.schedule(4.0, Action::CarrierUp(0));
+    sim.schedule(4.0, Action::Restore(1));
+    sim.schedule(5.0, Action::Rebind(2));
+    sim.run_until(7.0);
+    sim
+}
+
+#[test]
+fn redundant_three_links_lose_nothing_through_a_cut_a_blackhole_and_a_rebind_over_100_seeds() {
+    let mut worst_gap = Duration::ZERO;
+    for seed in 0..100 {
+        let sim = redundant_cuts(seed);
+        let r = sim.report();
+        assert!(r.sent > 1000, "seed {seed}: only {} frames sent", r.sent);
+        assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "seed {seed}: {r}\n{}", sim.state_log());
+        assert_eq!(
+            sim.gateway.link_remote(braid::LinkId::new(2)),
+            Some(sim.links[2].nat),
+            "seed {seed}: the gateway follows the rebound NAT mapping"
+        );
+        for link in 0..3 {
+            assert!(
+                sim.edge.link_state(braid::LinkId::new(link)).is_some_and(LinkState::is_usable),
+                "seed {seed}: link {link} is back in use at the end: {}",
+                sim.state_log()
+            );
+        }
+        worst_gap = worst_gap.max(r.max_gap);
+        if seed == 0 {
+            println!("RESULT scenario=sim-redundant-cuts seed=0 {r}");
+        }
+    }
+    println!("redundant-cuts: 100 seeds, lost=0 dup=0 reordered=0, worst max_gap_ms={:.1}", ms(worst_gap));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let (a, b) = (redundant_cuts(7), redundant_cuts(7));
+    assert_eq!(a.report(), b.report());
+    assert_eq!(a.state_log(), b.state_log());
+    assert_eq!(a.edge.stats(), b.edge.stats());
+    assert_eq!(a.gateway.stats(), b.gateway.stats());
+}
+
+#[test]
+fn redundant_three_links_with_5_percent_loss_each_lose_at_most_the_product_of_the_loss_rates() {
+    let p = 0.05;
+    let links = three_field_links().map(|l| l.loss(p));
+    let mut sim = Sim::new(11, Mode::Redundant, &links);
+    sim.stream(1.0, 101.0, 3.2, 200);
+    sim.run_until(102.0);
+    let r = sim.report();
+    let n = r.sent as f64;
+    let expected = n * p.powi(3);
+    // Four standard deviations of a binomial count above the product: one run in ~30 000 would
+    // fail by chance if the links were exactly independent, and the seed is fixed.
+    let bound = expected + 4.0 * (expected * (1.0 - p.powi(3))).sqrt();
+    println!(
+        "RESULT scenario=sim-redundant-loss mode=redundant {r} loss_rate={:.6} product={:.6} bound_frames={bound:.0}",
+        r.lost as f64 / n,
+        p.powi(3)
+    );
+    assert!(r.sent >= 200_000, "{r}");
+    assert!((r.lost as f64) <= bound, "lost {} of {} frames, bound {bound:.0}: {r}", r.lost, r.sent);
+    assert_eq!((r.duplicated, r.out_of_order), (0, 0), "{r}");
+    for link in 0..3 {
+        let state = sim.edge.link_state(braid::LinkId::new(link));
+        assert_eq!(state, Some(LinkState::Up), "5% loss is below the degraded threshold: {}", sim.state_log());
+    }
+}
+
+/// Active-backup over the three field links, streaming 2 Mbit/s from 1 s until `until`.
+fn active_backup(seed: u64, until: f64) -> Sim {
+    let mut sim = Sim::new(seed, Mode::ActiveBackup, &three_field_links());
+    sim.stream(1.0, until, 2.0, 1000);
+    sim
+}
+
+fn frames_sent_on(sim: &Sim, link: u8) -> u64 {
+    sim.edge.link_stats(braid::LinkId::new(link)).map_or(0, |s| s.tx_frames)
+}
+
+#[test]
+fn active_backup_bridges_a_blackholed_primary_within_the_detection_time() {
+    let mut worst = Duration::ZERO;
+    for seed in 0..20 {
+        let mut sim = active_backup(seed, 4.5);
+        sim.schedule(3.0, Action::Blackhole(0));
+        sim.run_until(5.0);
+        let gap = sim.max_gap_between(2.5, 5.0);
+        worst = worst.max(gap);
+        assert!(gap <= Duration::from_millis(300), "seed {seed}: gap {gap:?} after a blackhole; {}", sim.state_log());
+        assert!(frames_sent_on(&sim, 1) > 0, "seed {seed}: the first backup took over");
+        assert_eq!(frames_sent_on(&sim, 2), 0, "seed {seed}: the second backup stayed idle");
+    }
+    println!("RESULT scenario=sim-active-backup-blackhole mode=active-backup max_gap_ms={:.1} (20 seeds)", ms(worst));
+}
+
+#[test]
+fn active_backup_bridges_a_carrier_loss_within_one_probe_interval() {
+    let mut worst = Duration::ZERO;
+    for seed in 0..20 {
+        let mut sim = active_backup(seed, 4.5);
+        sim.schedule(3.0, Action::CarrierDown(0));
+        sim.run_until(5.0);
+        let gap = sim.max_gap_between(2.5, 5.0);
+        worst = worst.max(gap);
+        assert!(gap <= PROBE_INTERVAL, "seed {seed}: gap {gap:?} after carrier loss; {}", sim.state_log());
+        let r = sim.report();
+        assert_eq!(r.lost, 0, "seed {seed}: carrier loss is seen at once, so nothing is sent into it: {r}");
+    }
+    println!("RESULT scenario=sim-active-backup-carrier mode=active-backup max_gap_ms={:.1} (20 seeds)", ms(worst));
+}
+
+#[test]
+fn active_backup_fails_back_only_after_the_hysteresis() {
+    let mut sim = active_backup(3, 10.0);
+    sim.schedule(2.0, Action::Blackhole(0));
+    sim.schedule(4.0, Action::Restore(0));
+    sim.run_until(4.0);
+    let on_primary = frames_sent_on(&sim, 0);
+    // Up after its probes, then the fail-back hold: no data on the primary before both.
+    sim.run_until(4.0 + braid::scheduler::FAILBACK_HOLD.as_secs_f64());
+    assert_eq!(frames_sent_on(&sim, 0), on_primary, "failed back early: {}", sim.state_log());
+    sim.run_until(8.0);
+    assert!(frames_sent_on(&sim, 0) > on_primary, "never failed back: {}", sim.state_log());
+    let on_backup = frames_sent_on(&sim, 1);
+    sim.run_until(9.0);
+    assert_eq!(frames_sent_on(&sim, 1), on_backup, "the backup went idle again after fail-back");
+}
+
+#[test]
+fn active_backup_never_returns_to_a_primary_that_flaps_every_200_ms() {
+    let mut sim = active_backup(5, 8.0);
+    let mut t = 2.0;
+    while t < 8.0 {
+        sim.schedule(t, Action::Blackhole(0));
+        sim.schedule(t + 0.2, Action::Restore(0));
+        t += 0.4;
+    }
+    sim.run_until(2.5);
+    let on_primary = frames_sent_on(&sim, 0);
+    sim.run_until(8.0);
+    assert_eq!(frames_sent_on(&sim, 0), on_primary, "data went back to a flapping link: {}", sim.state_log());
+    sim.run_until(8.5);
+    let usable_while_flapping = sim
+        .edge_states
+        .iter()
+        .filter(|(at, link, state)| link.get() == 0 && at.as_secs_f64() > 2.5 && state.is_usable())
+        .count();
+    assert_eq!(usable_while_flapping, 0, "the flapping link came up: {}", sim.state_log());
+    let r = sim.report();
+    println!("RESULT scenario=sim-active-backup-flap mode=active-backup {r}");
+}
+
+#[test]
+fn bond_over_20_and_80_ms_links_delivers_in_order_with_the_hold_bounded_by_the_spread() {
+    let jitter = Duration::from_millis(5);
+    let links = [Profile::new(20).jitter_ms(5).rate_mbps(10.0), Profile::new(80).jitter_ms(5).rate_mbps(10.0)];
+    let mut sim = Sim::new(21, Mode::Bond, &links);
+    sim.stream(1.0, 11.0, 12.0, 1200);
+    sim.run_until(12.0);
+    let r = sim.report();
+    let spread = Duration::from_millis(60);
+    let bound = spread + 2 * jitter + Duration::from_millis(5);
+    println!("RESULT scenario=sim-bond-reorder mode=bond {r} hold_bound_ms={:.1}", ms(bound));
+    assert_eq!(r.out_of_order, 0, "{r}");
+    assert_eq!(r.lost, 0, "{r}");
+    assert!(frames_sent_on(&sim, 1) > 0, "12 Mbit/s needs the slow link too");
+    assert!(r.hold_p99 <= bound, "p99 hold {:?} above {bound:?}: {r}", r.hold_p99);
+}
+
+#[test]
+fn a_backup_that_degrades_while_idle_is_seen_as_degraded_before_it_is_used() {
+    let mut sim = active_backup(9, 9.0);
+    sim.schedule(2.0, Action::SetProfile(1, Profile::lte_good().loss(0.3)));
+    sim.schedule(6.0, Action::Blackhole(0));
+    sim.run_until(6.0);
+    assert_eq!(frames_sent_on(&sim, 1), 0, "the backup was idle");
+    assert_eq!(
+        sim.edge.link_state(braid::LinkId::new(1)),
+        Some(LinkState::Degraded),
+        "probes alone showed the idle backup's loss: {}",
+        sim.state_log()
+    );
+    sim.run_until(9.0);
+    assert!(frames_sent_on(&sim, 2) > 0, "the stream moved to the healthy backup: {}", sim.state_log());
+    assert_eq!(frames_sent_on(&sim, 1), 0, "the degraded backup was passed over");
+}
+
+#[test]
+fn bursty_loss_on_one_link_is_masked_by_redundancy() {
+    let burst = Burst { enter_bad: 0.01, leave_bad: 0.2, bad_loss: 0.8 };
+    let links = [Profile::dsl().burst(burst), Profile::lte_good()];
+    let mut sim = Sim::new(4, Mode::Redundant, &links);
+    sim.stream(1.0, 21.0, 4.0, 1000);
+    sim.run_until(22.0);
+    let r = sim.report();
+    println!("RESULT scenario=sim-redundant-burst mode=redundant {r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+}
