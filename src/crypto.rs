@@ -74,14 +74,17 @@ pub trait Protection: Send + fmt::Debug {
 }
 
 /// The keys one end of a session holds, as the handshake hands them over.
+///
+/// Only the handshake (and, with the `test-util` feature, [`crate::testing`]) can make one, so
+/// no session runs without real keys.
 #[derive(Debug)]
 pub struct SessionKeys {
     /// This end's session index (the Key the peer sends to).
-    pub local_index: SessionIndex,
+    pub(crate) local_index: SessionIndex,
     /// The peer's session index (the Key this end sends to).
-    pub remote_index: SessionIndex,
+    pub(crate) remote_index: SessionIndex,
     /// Seals with this end's sending key, opens with its receiving key.
-    pub protection: Box<dyn Protection>,
+    pub(crate) protection: Box<dyn Protection>,
 }
 
 /// AEAD protection from aws-lc-rs, one key per direction.

@@ -17,6 +17,10 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod crypto;
+pub mod edge;
+pub mod gateway;
+pub mod handshake;
+pub mod keys;
 pub mod monitor;
 pub mod reorder;
 pub mod rng;

@@ -82,8 +82,13 @@ impl ReorderBuffer {
     /// A buffer that expects frame 0 first, holds gaps for at most `budget`, and remembers
     /// `window` as a [`SeqWindow`] sized for the same budget.
     pub fn new(budget: Duration, window: SeqWindow) -> Self {
+        Self::starting_at(budget, window, 0)
+    }
+
+    /// A buffer that expects frame `next` first.
+    pub fn starting_at(budget: Duration, window: SeqWindow, next: u64) -> Self {
         Self {
-            next: 0,
+            next,
             held: BTreeMap::new(),
             arrivals: VecDeque::new(),
             held_bytes: 0,

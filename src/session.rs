@@ -44,6 +44,12 @@ pub const PATH_REPLAY_WINDOW: usize = 4096;
 pub const MAX_QUEUED_FRAMES: usize = 4096;
 /// Ethernet header length: the shortest frame the engine carries.
 pub const MIN_FRAME_LEN: usize = 14;
+/// After new keys take over, the previous ones still open packets this long, so packets in
+/// flight on a slow link when the keys changed are not lost.
+pub const KEY_GRACE: Duration = Duration::from_secs(10);
+/// Keys this old are never used to seal (the edge rekeys long before, at
+/// [`crate::edge::REKEY_AFTER_TIME`]).
+pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 
 /// Which end of the tunnel a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +113,9 @@ pub enum ConfigError {
     /// An edge with no links.
     #[error("an edge needs at least one link")]
     NoLinks,
+    /// Two allowed edges with one public key.
+    #[error("edge {0:?} has the same public key as an earlier edge")]
+    DuplicateEdgeKey(String),
     /// A zero probe interval or latency budget.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
@@ -132,6 +141,13 @@ pub enum Event {
         transition: Transition,
         /// Its measurements at the time.
         quality: LinkQuality,
+    },
+    /// A handshake completed and its keys are in use (or, at the gateway, installed).
+    Handshake {
+        /// This end's index for the new keys.
+        index: SessionIndex,
+        /// Whether the peer continued the session rather than starting afresh.
+        resumed: bool,
     },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
@@ -171,6 +187,40 @@ pub enum TimerKind {
     LinkTimeout(LinkId),
     /// The reorder buffer gives up a gap.
     Reorder,
+    /// The previous keys stop opening packets.
+    KeyRetire,
+    /// A handshake is due: first, retry, rekey, or a gateway/session deadline.
+    Handshake,
+}
+
+/// One generation of keys.
+#[derive(Debug)]
+struct KeyGen {
+    local_index: SessionIndex,
+    remote_index: SessionIndex,
+    protection: Box<dyn Protection>,
+    created: Instant,
+    sealed: u64,
+}
+
+impl KeyGen {
+    fn new(keys: SessionKeys, now: Instant) -> Self {
+        Self {
+            local_index: keys.local_index,
+            remote_index: keys.remote_index,
+            protection: keys.protection,
+            created: now,
+            sealed: 0,
+        }
+    }
+}
+
+/// Which generation of keys a datagram was addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    Current,
+    Previous,
+    Next,
 }
 
 /// One link's state inside the session.
@@ -272,9 +322,11 @@ pub struct Session {
     config: SessionConfig,
     epoch: Instant,
     rng: Rng,
-    local_index: SessionIndex,
-    remote_index: SessionIndex,
-    protection: Box<dyn Protection>,
+    current: KeyGen,
+    /// The keys before the last rekey, and when they stop opening packets.
+    previous: Option<(KeyGen, Instant)>,
+    /// Keys the gateway answered a rekey with, used once the edge proves it has them.
+    next: Option<KeyGen>,
     links: Vec<Option<Link>>,
     scheduler: Box<dyn Scheduler>,
     next_frame_seq: u64,
@@ -337,9 +389,9 @@ impl Session {
             config,
             epoch: now,
             rng,
-            local_index: keys.local_index,
-            remote_index: keys.remote_index,
-            protection: keys.protection,
+            current: KeyGen::new(keys, now),
+            previous: None,
+            next: None,
             links,
             next_frame_seq: 0,
             queue: VecDeque::new(),
@@ -359,7 +411,58 @@ impl Session {
 
     /// The session index the peer addresses this end by.
     pub const fn local_index(&self) -> SessionIndex {
-        self.local_index
+        self.current.local_index
+    }
+
+    /// Every index this end answers to now: current, previous (in its grace) and next keys.
+    pub fn local_indices(&self) -> impl Iterator<Item = SessionIndex> + '_ {
+        let previous = self.previous.as_ref().map(|(k, _)| k.local_index);
+        let next = self.next.as_ref().map(|k| k.local_index);
+        core::iter::once(self.current.local_index).chain(previous).chain(next)
+    }
+
+    /// When the current keys were installed.
+    pub const fn keys_created(&self) -> Instant {
+        self.current.created
+    }
+
+    /// Packets sealed with the current keys.
+    pub const fn keys_used(&self) -> u64 {
+        self.current.sealed
+    }
+
+    /// Whether every link is down (the peer may have restarted, or the network is gone).
+    pub fn all_links_down(&self) -> bool {
+        self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down)
+    }
+
+    /// The sequence the next frame handed in will get.
+    pub const fn next_frame_seq(&self) -> u64 {
+        self.next_frame_seq
+    }
+
+    /// Installs keys from a new handshake.
+    ///
+    /// `confirmed` keys (the initiator's, once it has the response) take over sealing at once;
+    /// unconfirmed ones (the responder's) wait until a packet opens under them. Either way the
+    /// keys they replace keep opening packets for [`KEY_GRACE`].
+    pub fn install_keys(&mut self, now: Instant, keys: SessionKeys, confirmed: bool) {
+        let generation = KeyGen::new(keys, now);
+        if confirmed {
+            let old = std::mem::replace(&mut self.current, generation);
+            self.previous = Some((old, now + KEY_GRACE));
+            self.next = None;
+        } else {
+            self.next = Some(generation);
+        }
+        tracing::info!(index = ?self.current.local_index, confirmed, "keys installed");
+    }
+
+    /// Restarts the receive side at frame sequence `next`: a peer that started a new session
+    /// numbers its frames from there.
+    pub fn restart_receive(&mut self, next: u64) {
+        let window = SeqWindow::for_budget(self.config.latency_budget, self.config.max_frame_rate);
+        self.reorder = ReorderBuffer::starting_at(self.config.latency_budget, window, next);
     }
 
     /// The scheduling mode.
@@ -504,6 +607,9 @@ impl Session {
         for (id, t) in transitions {
             self.emit_transition(id, Some(t));
         }
+        if self.previous.as_ref().is_some_and(|(_, retire)| *retire <= now) {
+            self.previous = None;
+        }
         self.update_hold(now);
         self.reorder.handle_timeout(now);
     }
@@ -588,6 +694,9 @@ impl Session {
         if let Some(at) = self.reorder.poll_timeout() {
             consider(at, TimerKind::Reorder);
         }
+        if let Some((_, retire)) = &self.previous {
+            consider(*retire, TimerKind::KeyRetire);
+        }
         best
     }
 
@@ -600,9 +709,15 @@ impl Session {
     ) -> Result<(), DropReason> {
         let packet = GrePacket::new_checked(datagram).map_err(|_| DropReason::BadHeader)?;
         let repr = GreRepr::parse(&packet).map_err(|_| DropReason::UnknownProtocol)?;
-        if repr.key.index != self.local_index {
+        let generation = if repr.key.index == self.current.local_index {
+            Generation::Current
+        } else if self.previous.as_ref().is_some_and(|(k, _)| k.local_index == repr.key.index) {
+            Generation::Previous
+        } else if self.next.as_ref().is_some_and(|k| k.local_index == repr.key.index) {
+            Generation::Next
+        } else {
             return Err(DropReason::UnknownSession);
-        }
+        };
         if repr.key.link != via {
             return Err(DropReason::BadLink);
         }
@@ -634,7 +749,21 @@ impl Session {
         self.scratch.clear();
         self.scratch.extend_from_slice(datagram);
         let nonce = PathNonce { link: via, packet_number: PacketNumber(pn) };
-        let plain_len = self.protection.open(nonce, &mut self.scratch, aad_len).map_err(|_| DropReason::OpenFailed)?;
+        let keys = match generation {
+            Generation::Current => Some(&self.current),
+            Generation::Previous => self.previous.as_ref().map(|(k, _)| k),
+            Generation::Next => self.next.as_ref(),
+        };
+        let keys = keys.ok_or(DropReason::UnknownSession)?;
+        let plain_len = keys.protection.open(nonce, &mut self.scratch, aad_len).map_err(|_| DropReason::OpenFailed)?;
+        if generation == Generation::Next
+            && let Some(next) = self.next.take()
+        {
+            // The peer proved it holds the new keys: they take over sealing.
+            let old = std::mem::replace(&mut self.current, next);
+            self.previous = Some((old, now + KEY_GRACE));
+            tracing::info!(index = ?self.current.local_index, "new keys confirmed");
+        }
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
@@ -737,7 +866,7 @@ impl Session {
             }
             aad_len
         };
-        self.seal(slot, Protocol::Control, build, buf)
+        self.seal(now, slot, Protocol::Control, build, buf)
     }
 
     fn seal_data(&mut self, now: Instant, slot: usize, seq: u64, buf: &mut Vec<u8>) -> Option<Transmit> {
@@ -753,15 +882,7 @@ impl Session {
             buf.extend_from_slice(frame);
             aad_len
         };
-        let transmit = Self::seal_with(
-            &mut self.links,
-            &*self.protection,
-            self.remote_index,
-            slot,
-            Protocol::Ethernet,
-            build,
-            buf,
-        );
+        let transmit = Self::seal_with(&mut self.links, &mut self.current, now, slot, Protocol::Ethernet, build, buf);
         match transmit {
             Ok(t) => {
                 self.stats.frame_copies_sent += 1;
@@ -781,12 +902,13 @@ impl Session {
 
     fn seal(
         &mut self,
+        now: Instant,
         slot: usize,
         protocol: Protocol,
         build: impl FnOnce(&mut Vec<u8>) -> usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
-        match Self::seal_with(&mut self.links, &*self.protection, self.remote_index, slot, protocol, build, buf) {
+        match Self::seal_with(&mut self.links, &mut self.current, now, slot, protocol, build, buf) {
             Ok(t) => t,
             Err(reason) => {
                 self.count(reason);
@@ -799,8 +921,8 @@ impl Session {
     /// link cannot send (no remote address or no carrier).
     fn seal_with(
         links: &mut [Option<Link>],
-        protection: &dyn Protection,
-        remote_index: SessionIndex,
+        keys: &mut KeyGen,
+        now: Instant,
         slot: usize,
         protocol: Protocol,
         build: impl FnOnce(&mut Vec<u8>) -> usize,
@@ -812,6 +934,10 @@ impl Session {
         let Some(destination) = link.remote.filter(|_| link.monitor.carrier()) else {
             return Ok(None);
         };
+        if now.saturating_duration_since(keys.created) >= REJECT_AFTER_TIME {
+            return Err(DropReason::KeyExpired);
+        }
+        let remote_index = keys.remote_index;
         let pn = link.next_pn;
         buf.clear();
         buf.resize(GRE_HEADER_LEN, 0);
@@ -819,7 +945,8 @@ impl Session {
         repr.emit(buf).map_err(|_| DropReason::SealFailed)?;
         let aad_len = build(buf);
         let nonce = PathNonce { link: link.id, packet_number: PacketNumber(pn) };
-        protection.seal(nonce, buf, aad_len).map_err(|_| DropReason::SealFailed)?;
+        keys.protection.seal(nonce, buf, aad_len).map_err(|_| DropReason::SealFailed)?;
+        keys.sealed += 1;
         link.next_pn += 1;
         link.stats.tx_packets += 1;
         link.stats.tx_bytes += buf.len() as u64;

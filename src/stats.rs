@@ -45,11 +45,32 @@ pub enum DropReason {
     /// The AEAD refused to seal.
     #[error("seal failed")]
     SealFailed,
+    /// The keys are past their lifetime and no rekey has succeeded.
+    #[error("keys expired")]
+    KeyExpired,
+    /// A handshake message's mac1 did not verify: the sender does not know our public key.
+    #[error("bad mac")]
+    BadMac,
+    /// A handshake message did not decrypt, or is malformed.
+    #[error("handshake failed")]
+    HandshakeFailed,
+    /// A handshake from a static key that is not on the allowlist.
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// A handshake initiation with a timestamp not newer than the last one.
+    #[error("handshake replay")]
+    HandshakeReplay,
+    /// A handshake initiation refused (or answered with a cookie) under load.
+    #[error("handshake rate limited")]
+    HandshakeRateLimited,
+    /// A frame to send before any session exists.
+    #[error("no session")]
+    NoSession,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 21] = [
         Self::BadHeader,
         Self::UnknownProtocol,
         Self::UnknownControlType,
@@ -64,6 +85,13 @@ impl DropReason {
         Self::NoLink,
         Self::QueueFull,
         Self::SealFailed,
+        Self::KeyExpired,
+        Self::BadMac,
+        Self::HandshakeFailed,
+        Self::UnknownPeer,
+        Self::HandshakeReplay,
+        Self::HandshakeRateLimited,
+        Self::NoSession,
     ];
 
     /// A snake_case name for metrics and logs.
@@ -83,6 +111,13 @@ impl DropReason {
             Self::NoLink => "no_link",
             Self::QueueFull => "queue_full",
             Self::SealFailed => "seal_failed",
+            Self::KeyExpired => "key_expired",
+            Self::BadMac => "bad_mac",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::UnknownPeer => "unknown_peer",
+            Self::HandshakeReplay => "handshake_replay",
+            Self::HandshakeRateLimited => "handshake_rate_limited",
+            Self::NoSession => "no_session",
         }
     }
 
@@ -114,6 +149,21 @@ impl DropCounts {
     /// Each reason with its count, in a fixed order.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+}
+
+impl core::fmt::Display for DropCounts {
+    /// The non-zero counts as `reason=count`, space-separated.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        for (reason, count) in self.iter().filter(|(_, n)| *n > 0) {
+            if !first {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}={count}", reason.as_str())?;
+            first = false;
+        }
+        Ok(())
     }
 }
 

@@ -14,10 +14,154 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use braid::crypto::Cipher;
+use braid::edge::{Edge, EdgeConfig};
+use braid::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
+use braid::keys::{PrivateKey, Psk};
 use braid::monitor::LinkState;
 use braid::rng::Rng;
-use braid::session::{Event, LinkConfig, LinkEvent, Role, Session, SessionConfig};
+use braid::session::{Delivered, DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, Transmit};
 use braid::{LinkId, Mode};
+
+/// One end of the tunnel as the simulation drives it: a bare session, or an endpoint with the
+/// handshake.
+pub trait End {
+    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason>;
+    fn datagram(&mut self, now: Instant, link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason>;
+    fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent);
+    fn timeout(&mut self, now: Instant);
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
+    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered>;
+    fn event(&mut self) -> Option<Event>;
+    fn deadline(&self) -> Option<Instant>;
+}
+
+impl End for Session {
+    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.handle_frame(now, frame)
+    }
+    fn datagram(&mut self, now: Instant, link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        self.handle_datagram(now, link, from, bytes)
+    }
+    fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+        self.handle_link_event(now, link, event);
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit(now, buf)
+    }
+    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.poll_frame(buf)
+    }
+    fn event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.poll_timeout().map(|(t, _)| t)
+    }
+}
+
+impl End for Edge {
+    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.handle_frame(now, frame)
+    }
+    fn datagram(&mut self, now: Instant, link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        self.handle_datagram(now, link, from, bytes)
+    }
+    fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+        self.handle_link_event(now, link, event);
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit(now, buf)
+    }
+    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.poll_frame(buf)
+    }
+    fn event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.poll_timeout().map(|(t, _)| t)
+    }
+}
+
+/// The gateway's first allowed edge is the one the simulation streams to and from.
+impl End for Gateway {
+    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.handle_frame(now, PeerId(0), frame)
+    }
+    fn datagram(&mut self, now: Instant, _link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        self.handle_datagram(now, from, bytes)
+    }
+    fn link_event(&mut self, _now: Instant, _link: LinkId, _event: LinkEvent) {}
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit(now, buf)
+    }
+    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.poll_frame(buf).map(|(_, d)| d)
+    }
+    fn event(&mut self) -> Option<Event> {
+        self.poll_event().map(|(_, e)| e)
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.poll_timeout().map(|(t, _)| t)
+    }
+}
+
+/// Keys and settings for a secured pair.
+#[derive(Debug, Clone)]
+pub struct Security {
+    pub edge_key: PrivateKey,
+    pub gateway_key: PrivateKey,
+    /// The key the gateway's allowlist holds for the edge (normally the edge's own public key).
+    pub allowed_edge: Option<PrivateKey>,
+    pub edge_psk: Option<Psk>,
+    pub gateway_psk: Option<Psk>,
+    /// The gateway key the edge pins (normally the gateway's).
+    pub pinned_gateway: Option<PrivateKey>,
+    pub cipher: Cipher,
+    pub handshake_rate: u32,
+}
+
+impl Security {
+    pub fn new() -> Self {
+        Self {
+            edge_key: PrivateKey::from_bytes([0x11; 32]),
+            gateway_key: PrivateKey::from_bytes([0x22; 32]),
+            allowed_edge: None,
+            edge_psk: None,
+            gateway_psk: None,
+            pinned_gateway: None,
+            cipher: Cipher::ChaCha20Poly1305,
+            handshake_rate: braid::gateway::DEFAULT_HANDSHAKE_RATE,
+        }
+    }
+
+    pub fn gateway(&self, config: &SessionConfig, now: Instant, seed: u64) -> Gateway {
+        let allowed = self.allowed_edge.as_ref().unwrap_or(&self.edge_key).public();
+        let config = GatewayConfig {
+            private_key: self.gateway_key.clone(),
+            edges: vec![EdgeEntry { name: "rig".into(), public_key: allowed, psk: self.gateway_psk.clone() }],
+            session: SessionConfig { links: Vec::new(), ..config.clone() },
+            handshake_rate: self.handshake_rate,
+        };
+        Gateway::new(config, now, seed_bytes(seed ^ 0x6a7e)).expect("gateway config")
+    }
+}
+
+pub fn seed_bytes(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&seed.to_le_bytes());
+    out[8] = 1;
+    out
+}
 
 /// Gilbert–Elliott bursty loss: a good and a bad state, each with its own loss rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,6 +357,58 @@ pub struct Sink {
     pub delivered_at: Vec<Option<Instant>>,
 }
 
+impl Sink {
+    /// The next numbered frame from a source, recorded as sent at `now`.
+    fn next_frame(&mut self, now: Instant, size: usize) -> Vec<u8> {
+        let index = self.sent_at.len() as u64;
+        let mut frame = vec![0u8; size.max(22)];
+        frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        frame[14..22].copy_from_slice(&index.to_be_bytes());
+        self.sent_at.push(now);
+        self.delivered.push(0);
+        self.delivered_at.push(None);
+        frame
+    }
+
+    fn deliver(&mut self, now: Instant, frame: &[u8], streaming: bool) {
+        let Some(index) = frame.get(14..22).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))) else {
+            return;
+        };
+        let Some(count) = self.delivered.get_mut(index as usize) else { return };
+        *count += 1;
+        if *count == 1 {
+            self.latency.push(now - self.sent_at[index as usize]);
+            self.delivered_at[index as usize] = Some(now);
+        }
+        if self.highest.is_some_and(|h| index < h) {
+            self.out_of_order += 1;
+        }
+        self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
+        if let Some(last) = self.last_delivery
+            && streaming
+        {
+            self.max_gap = self.max_gap.max(now - last);
+        }
+        self.last_delivery = Some(now);
+    }
+}
+
+fn report_of(sink: &Sink) -> Report {
+    let sent = sink.sent_at.len() as u64;
+    let delivered = sink.delivered.iter().filter(|&&n| n > 0).count() as u64;
+    let duplicated = sink.delivered.iter().map(|&n| u64::from(n.saturating_sub(1))).sum();
+    Report {
+        sent,
+        lost: sent - delivered,
+        duplicated,
+        out_of_order: sink.out_of_order,
+        max_gap: sink.max_gap,
+        p50: percentile(&sink.latency, 0.50),
+        p99: percentile(&sink.latency, 0.99),
+        hold_p99: percentile(&sink.held, 0.99),
+    }
+}
+
 /// The figures of one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
@@ -267,11 +463,21 @@ struct Source {
 }
 
 /// An edge and a gateway over virtual links.
-pub struct Sim {
+pub struct Sim<E: End = Session, G: End = Session> {
     pub start: Instant,
     pub now: Instant,
-    pub edge: Session,
-    pub gateway: Session,
+    pub edge: E,
+    pub gateway: G,
+    /// Frames the edge received from the gateway's reverse stream, by index.
+    pub reverse: Sink,
+    /// Every datagram the edge put on a link, when capturing: (link, bytes).
+    pub captured: Vec<(u8, Vec<u8>)>,
+    pub capture: bool,
+    /// Datagrams to hand the gateway at a time, as if from an address: (at, from, bytes).
+    injections: Vec<(Instant, SocketAddr, Vec<u8>)>,
+    pub injected_results: Vec<Result<(), DropReason>>,
+    /// Addresses the gateway sent to that are no link's current NAT mapping.
+    pub misdirected: Vec<SocketAddr>,
     pub links: Vec<VirtualLink>,
     pub sink: Sink,
     pub gateway_addr: SocketAddr,
@@ -280,6 +486,7 @@ pub struct Sim {
     pub gateway_states: Vec<(Duration, LinkId, LinkState)>,
     rng: Rng,
     source: Option<Source>,
+    reverse_source: Option<Source>,
     actions: Vec<(Instant, Action)>,
     order: u64,
     next_port: u16,
@@ -293,6 +500,44 @@ pub const DRAIN: Duration = Duration::from_millis(500);
 /// The most loop steps one run may take: a runaway timer fails the test instead of hanging it.
 pub const MAX_STEPS: u64 = 20_000_000;
 
+/// The edge's side of each link: the gateway address and the links' settings.
+fn edge_session_config(config: &SessionConfig, profiles: &[Profile], gateway_addr: SocketAddr) -> SessionConfig {
+    let mut edge_config = config.clone();
+    edge_config.links = profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| LinkConfig {
+            id: LinkId::new(i as u8),
+            priority: i as u8,
+            rate_bps: p.rate_bps,
+            remote: gateway_addr,
+        })
+        .collect();
+    edge_config
+}
+
+fn gateway_addr() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4754))
+}
+
+impl Sim<Edge, Gateway> {
+    /// An edge and a gateway endpoint that must complete a real handshake first.
+    pub fn secure(seed: u64, config: SessionConfig, profiles: &[Profile], security: &Security) -> Self {
+        let start = Instant::now();
+        let pinned = security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public();
+        let edge_config = EdgeConfig {
+            private_key: security.edge_key.clone(),
+            gateway_key: pinned,
+            psk: security.edge_psk.clone(),
+            cipher: security.cipher,
+            session: edge_session_config(&config, profiles, gateway_addr()),
+        };
+        let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
+        let gateway = security.gateway(&config, start, seed);
+        Self::assemble(seed, start, edge, gateway, profiles)
+    }
+}
+
 impl Sim {
     /// Builds a sim with one link per profile (the same profile both ways), links numbered in
     /// order with priority equal to their number.
@@ -302,23 +547,19 @@ impl Sim {
 
     pub fn with_config(seed: u64, config: SessionConfig, profiles: &[Profile]) -> Self {
         let start = Instant::now();
-        let gateway_addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4754));
-        let mut edge_config = config.clone();
-        edge_config.links = profiles
-            .iter()
-            .enumerate()
-            .map(|(i, p)| LinkConfig {
-                id: LinkId::new(i as u8),
-                priority: i as u8,
-                rate_bps: p.rate_bps,
-                remote: gateway_addr,
-            })
-            .collect();
+        let edge_config = edge_session_config(&config, profiles, gateway_addr());
         let gateway_config = SessionConfig { links: Vec::new(), ..config };
         let (edge_keys, gateway_keys) = braid::testing::key_pair(seed, Cipher::ChaCha20Poly1305);
         let edge = Session::new(Role::Edge, edge_config, edge_keys, start, seed).expect("edge config");
         let gateway =
             Session::new(Role::Gateway, gateway_config, gateway_keys, start, seed ^ 0x5a5a).expect("gw config");
+        Self::assemble(seed, start, edge, gateway, profiles)
+    }
+}
+
+impl<E: End, G: End> Sim<E, G> {
+    fn assemble(seed: u64, start: Instant, edge: E, gateway: G, profiles: &[Profile]) -> Self {
+        let gateway_addr = gateway_addr();
         let links = profiles
             .iter()
             .enumerate()
@@ -337,6 +578,12 @@ impl Sim {
             now: start,
             edge,
             gateway,
+            reverse: Sink::default(),
+            captured: Vec::new(),
+            capture: false,
+            injections: Vec::new(),
+            injected_results: Vec::new(),
+            misdirected: Vec::new(),
             links,
             sink: Sink::default(),
             gateway_addr,
@@ -344,6 +591,7 @@ impl Sim {
             gateway_states: Vec::new(),
             rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1),
             source: None,
+            reverse_source: None,
             actions: Vec::new(),
             order: 0,
             next_port: 40_001,
@@ -369,6 +617,24 @@ impl Sim {
         self.source = Some(Source { interval, size, next_at: self.at(from), until: self.at(until) });
     }
 
+    /// Streams from the gateway to the edge as well (its frames land in [`Sim::reverse`]).
+    pub fn stream_reverse(&mut self, from: f64, until: f64, mbps: f64, size: usize) {
+        let interval = Duration::from_secs_f64(size as f64 * 8.0 / (mbps * 1e6));
+        self.reverse_source = Some(Source { interval, size, next_at: self.at(from), until: self.at(until) });
+    }
+
+    /// Hands `bytes` to the gateway at `secs`, as if sent from `from` (an attacker, a replay).
+    pub fn inject(&mut self, secs: f64, from: SocketAddr, bytes: Vec<u8>) {
+        let at = self.at(secs);
+        self.injections.push((at, from, bytes));
+        self.injections.sort_by_key(|(at, _, _)| *at);
+    }
+
+    /// The reverse stream's figures (frames still in flight at the end count as lost).
+    pub fn reverse_report(&self) -> Report {
+        report_of(&self.reverse)
+    }
+
     /// Runs until `secs` after the start.
     pub fn run_until(&mut self, secs: f64) {
         let end = self.at(secs);
@@ -387,7 +653,7 @@ impl Sim {
     /// The figures of the run. The stream must have ended at least [`DRAIN`] before now, so that
     /// frames still in flight are never counted as lost.
     pub fn report(&self) -> Report {
-        if let Some(source) = self.source {
+        for source in [self.source, self.reverse_source].into_iter().flatten() {
             assert!(
                 self.now >= source.until + DRAIN,
                 "report() while frames may be in flight: the stream ends at {:?}, now is {:?}",
@@ -395,19 +661,7 @@ impl Sim {
                 self.now - self.start
             );
         }
-        let sent = self.sink.sent_at.len() as u64;
-        let delivered = self.sink.delivered.iter().filter(|&&n| n > 0).count() as u64;
-        let duplicated = self.sink.delivered.iter().map(|&n| u64::from(n.saturating_sub(1))).sum();
-        Report {
-            sent,
-            lost: sent - delivered,
-            duplicated,
-            out_of_order: self.sink.out_of_order,
-            max_gap: self.sink.max_gap,
-            p50: percentile(&self.sink.latency, 0.50),
-            p99: percentile(&self.sink.latency, 0.99),
-            hold_p99: percentile(&self.sink.held, 0.99),
-        }
+        report_of(&self.sink)
     }
 
     /// The edge's link state over time, as a compact string for failure messages.
@@ -419,6 +673,16 @@ impl Sim {
             .join(", ")
     }
 
+    /// Datagrams on the wire from the edge to the gateway on a link right now.
+    pub fn in_flight_up(&self, link: usize) -> u64 {
+        self.links[link].up.queue.len() as u64
+    }
+
+    /// Replaces the gateway (a restart: all its state is gone).
+    pub fn replace_gateway(&mut self, gateway: G) {
+        self.gateway = gateway;
+    }
+
     fn next_event(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Option<Instant>| {
@@ -427,9 +691,11 @@ impl Sim {
             }
         };
         consider(self.source.filter(|s| s.next_at <= s.until).map(|s| s.next_at));
-        consider(self.edge.poll_timeout().map(|(t, _)| t));
-        consider(self.gateway.poll_timeout().map(|(t, _)| t));
+        consider(self.reverse_source.filter(|s| s.next_at <= s.until).map(|s| s.next_at));
+        consider(self.edge.deadline());
+        consider(self.gateway.deadline());
         consider(self.actions.first().map(|(t, _)| *t));
+        consider(self.injections.first().map(|(t, _, _)| *t));
         for link in &self.links {
             consider(link.up.next_at());
             consider(link.down.next_at());
@@ -445,32 +711,39 @@ impl Sim {
         }
         if let Some(mut source) = self.source {
             while source.next_at <= now && source.next_at <= source.until {
-                let index = self.sink.sent_at.len() as u64;
-                let mut frame = vec![0u8; source.size.max(22)];
-                frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-                frame[14..22].copy_from_slice(&index.to_be_bytes());
-                self.sink.sent_at.push(now);
-                self.sink.delivered.push(0);
-                self.sink.delivered_at.push(None);
-                let _ = self.edge.handle_frame(now, &frame);
+                let frame = self.sink.next_frame(now, source.size);
+                let _ = self.edge.frame(now, &frame);
                 source.next_at += source.interval;
             }
             self.source = Some(source);
         }
+        if let Some(mut source) = self.reverse_source {
+            while source.next_at <= now && source.next_at <= source.until {
+                let frame = self.reverse.next_frame(now, source.size);
+                let _ = self.gateway.frame(now, &frame);
+                source.next_at += source.interval;
+            }
+            self.reverse_source = Some(source);
+        }
+        while self.injections.first().is_some_and(|(t, _, _)| *t <= now) {
+            let (_, from, bytes) = self.injections.remove(0);
+            let result = self.gateway.datagram(now, LinkId::new(0), from, &bytes);
+            self.injected_results.push(result);
+        }
         for i in 0..self.links.len() {
             while let Some(bytes) = self.links[i].up.pop_due(now) {
                 let from = self.links[i].nat;
-                let _ = self.gateway.handle_datagram(now, LinkId::new(i as u8), from, &bytes);
+                let _ = self.gateway.datagram(now, LinkId::new(i as u8), from, &bytes);
             }
             while let Some(bytes) = self.links[i].down.pop_due(now) {
-                let _ = self.edge.handle_datagram(now, LinkId::new(i as u8), self.gateway_addr, &bytes);
+                let _ = self.edge.datagram(now, LinkId::new(i as u8), self.gateway_addr, &bytes);
             }
         }
-        if self.edge.poll_timeout().is_some_and(|(t, _)| t <= now) {
-            self.edge.handle_timeout(now);
+        if self.edge.deadline().is_some_and(|t| t <= now) {
+            self.edge.timeout(now);
         }
-        if self.gateway.poll_timeout().is_some_and(|(t, _)| t <= now) {
-            self.gateway.handle_timeout(now);
+        if self.gateway.deadline().is_some_and(|t| t <= now) {
+            self.gateway.timeout(now);
         }
         self.drain();
     }
@@ -483,11 +756,11 @@ impl Sim {
                 // Packets already past the interface are in the network and still arrive, as
                 // in the lab when a veth goes down; nothing new leaves or enters.
                 link.carrier = false;
-                self.edge.handle_link_event(now, LinkId::new(l), LinkEvent::CarrierDown);
+                self.edge.link_event(now, LinkId::new(l), LinkEvent::CarrierDown);
             }
             Action::CarrierUp(l) => {
                 self.links[usize::from(l)].carrier = true;
-                self.edge.handle_link_event(now, LinkId::new(l), LinkEvent::CarrierUp);
+                self.edge.link_event(now, LinkId::new(l), LinkEvent::CarrierUp);
             }
             Action::Blackhole(l) => self.links[usize::from(l)].blackhole = true,
             Action::Restore(l) => self.links[usize::from(l)].blackhole = false,
@@ -510,9 +783,12 @@ impl Sim {
         let mut buf = std::mem::take(&mut self.buf);
         loop {
             let mut progress = false;
-            while let Some(t) = self.edge.poll_transmit(now, &mut buf) {
+            while let Some(t) = self.edge.transmit(now, &mut buf) {
                 progress = true;
                 self.order += 1;
+                if self.capture {
+                    self.captured.push((t.link.get(), buf.clone()));
+                }
                 let link = &mut self.links[usize::from(t.link.get())];
                 assert_eq!(t.destination, self.gateway_addr, "the edge sends only to the gateway");
                 if link.carrier && !link.blackhole {
@@ -520,31 +796,38 @@ impl Sim {
                     link.up.send(now, &buf, &mut self.rng, self.order);
                 }
             }
-            while let Some(t) = self.gateway.poll_transmit(now, &mut buf) {
+            while let Some(t) = self.gateway.transmit(now, &mut buf) {
                 progress = true;
                 self.order += 1;
-                let link = &mut self.links[usize::from(t.link.get())];
-                // A packet to a stale NAT mapping goes nowhere.
-                if link.carrier && !link.blackhole && t.destination == link.nat {
+                // A packet to a stale NAT mapping (or to an attacker) goes nowhere near the edge.
+                let Some(link) = self.links.iter_mut().find(|l| l.nat == t.destination) else {
+                    self.misdirected.push(t.destination);
+                    continue;
+                };
+                if link.carrier && !link.blackhole {
                     link.sent_down += 1;
                     link.down.send(now, &buf, &mut self.rng, self.order);
                 }
             }
-            while let Some(delivered) = self.gateway.poll_frame(&mut buf) {
+            let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
+            while let Some(delivered) = self.gateway.deliver(&mut buf) {
                 progress = true;
                 self.sink.held.push(delivered.held);
-                self.deliver(&buf);
+                self.sink.deliver(now, &buf, streaming);
             }
-            while self.edge.poll_frame(&mut buf).is_some() {
+            let streaming = self.reverse_source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
+            while let Some(delivered) = self.edge.deliver(&mut buf) {
                 progress = true;
+                self.reverse.held.push(delivered.held);
+                self.reverse.deliver(now, &buf, streaming);
             }
-            while let Some(event) = self.edge.poll_event() {
+            while let Some(event) = self.edge.event() {
                 progress = true;
                 if let Event::LinkState { link, transition, .. } = event {
                     self.edge_states.push((now - self.start, link, transition.to));
                 }
             }
-            while let Some(event) = self.gateway.poll_event() {
+            while let Some(event) = self.gateway.event() {
                 progress = true;
                 if let Event::LinkState { link, transition, .. } = event {
                     self.gateway_states.push((now - self.start, link, transition.to));
@@ -555,30 +838,6 @@ impl Sim {
             }
         }
         self.buf = buf;
-    }
-
-    fn deliver(&mut self, frame: &[u8]) {
-        let now = self.now;
-        let Some(index) = frame.get(14..22).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))) else {
-            return;
-        };
-        let Some(count) = self.sink.delivered.get_mut(index as usize) else { return };
-        *count += 1;
-        if *count == 1 {
-            self.sink.latency.push(now - self.sink.sent_at[index as usize]);
-            self.sink.delivered_at[index as usize] = Some(now);
-        }
-        if self.sink.highest.is_some_and(|h| index < h) {
-            self.sink.out_of_order += 1;
-        }
-        self.sink.highest = Some(self.sink.highest.map_or(index, |h| h.max(index)));
-        let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
-        if let Some(last) = self.sink.last_delivery
-            && streaming
-        {
-            self.sink.max_gap = self.sink.max_gap.max(now - last);
-        }
-        self.sink.last_delivery = Some(now);
     }
 
     /// The largest gap between deliveries within `[from, to]` seconds.

@@ -1,0 +1,373 @@
+//! The edge endpoint: a [`Session`] plus the handshake that keys it and keeps it keyed.
+//!
+//! The edge initiates. It sends an initiation on every link that has carrier (the first to get
+//! through wins; the gateway refuses the copies as replays), retries every
+//! [`HANDSHAKE_RETRY`], rekeys every [`REKEY_AFTER_TIME`] without interrupting the stream, and
+//! starts a new handshake when every link has gone silent, which is how it finds a gateway that
+//! restarted and lost its sessions.
+//!
+//! The call order is the session's: `handle_*`, then drain `poll_*`, then sleep until
+//! [`Edge::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::crypto::{Aead, Cipher, SessionKeys};
+use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
+use crate::keys::{PrivateKey, Psk, PublicKey};
+use crate::session::{
+    ConfigError, Delivered, DropReason, Event, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit,
+};
+use crate::stats::DropCounts;
+use crate::wire::{ControlType, GrePacket, GreRepr, PathKey, Protocol};
+use crate::{LinkId, LinkSet, SessionIndex};
+
+/// The edge starts a new handshake when its keys are this old.
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// ... or when it has sealed this many packets with them, far below any AEAD limit.
+pub const REKEY_AFTER_PACKETS: u64 = 1 << 32;
+/// An unanswered initiation is sent again (with a fresh ephemeral key) after this long.
+pub const HANDSHAKE_RETRY: Duration = Duration::from_millis(500);
+/// A cookie from the gateway is used for this long.
+pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// What the edge needs to know.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The edge's static private key.
+    pub private_key: PrivateKey,
+    /// The gateway's public key, pinned.
+    pub gateway_key: PublicKey,
+    /// The optional pre-shared key the gateway holds for this edge.
+    pub psk: Option<Psk>,
+    /// The data-plane cipher.
+    pub cipher: Cipher,
+    /// Links, mode and budgets; each link's `remote` is the gateway's address.
+    pub session: SessionConfig,
+}
+
+/// Edge-level counters (the session has its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EdgeStats {
+    /// Initiations sent (one per attempt, however many links carried it).
+    pub handshakes_started: u64,
+    /// Handshakes completed.
+    pub handshakes_completed: u64,
+    /// Cookie replies received (the gateway is under load).
+    pub cookies: u64,
+    /// Drops outside the session, by reason.
+    pub drops: DropCounts,
+}
+
+#[derive(Debug)]
+struct Pending {
+    initiation: Initiation,
+    sent_at: Instant,
+}
+
+/// The edge's end of the tunnel.
+#[derive(Debug)]
+pub struct Edge {
+    config: EdgeConfig,
+    rng: CryptoRng,
+    start: Instant,
+    unix_nanos_at_start: u64,
+    epoch: u64,
+    session_seed: u64,
+    session: Option<Session>,
+    pending: Option<Pending>,
+    /// The initiation body, and the links it still has to go out on.
+    init_body: Vec<u8>,
+    init_due: LinkSet,
+    retry_at: Option<Instant>,
+    /// The gateway's cookie for each link's source address, and when it came.
+    cookies: [Option<([u8; 16], Instant)>; crate::MAX_LINKS],
+    carrier: LinkSet,
+    events: VecDeque<Event>,
+    stats: EdgeStats,
+}
+
+impl Edge {
+    /// An edge that starts its first handshake at once.
+    ///
+    /// `unix_nanos` is the wall-clock time at `now` (for the initiation's replay timestamp);
+    /// `seed` must come from the OS's entropy outside tests.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the session config is unusable.
+    pub fn new(config: EdgeConfig, now: Instant, unix_nanos: u64, seed: [u8; 32]) -> Result<Self, ConfigError> {
+        if config.session.links.is_empty() {
+            return Err(ConfigError::NoLinks);
+        }
+        let mut rng = CryptoRng::new(seed);
+        let carrier = config.session.links.iter().map(|l| l.id).collect();
+        let mut edge = Self {
+            epoch: rng.next_u64(),
+            session_seed: rng.next_u64(),
+            rng,
+            config,
+            start: now,
+            unix_nanos_at_start: unix_nanos,
+            session: None,
+            pending: None,
+            init_body: Vec::new(),
+            init_due: LinkSet::EMPTY,
+            retry_at: None,
+            cookies: [None; crate::MAX_LINKS],
+            carrier,
+            events: VecDeque::new(),
+            stats: EdgeStats::default(),
+        };
+        edge.initiate(now);
+        Ok(edge)
+    }
+
+    /// The session, once a handshake has completed.
+    pub const fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Edge-level counters.
+    pub const fn stats(&self) -> EdgeStats {
+        self.stats
+    }
+
+    /// Takes in a frame from the TAP.
+    ///
+    /// # Errors
+    /// [`DropReason::NoSession`] before the first handshake completes, or the session's reason.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        match self.session.as_mut() {
+            Some(session) => session.handle_frame(now, frame),
+            None => {
+                self.stats.drops.add(DropReason::NoSession);
+                Err(DropReason::NoSession)
+            }
+        }
+    }
+
+    /// Takes in a UDP payload that arrived on `link` from `from`.
+    ///
+    /// # Errors
+    /// The [`DropReason`] if it was dropped (also counted).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        self.route(now, link, from, datagram)
+    }
+
+    fn drop(&mut self, reason: DropReason) -> DropReason {
+        self.stats.drops.add(reason);
+        reason
+    }
+
+    /// Takes in a carrier change.
+    pub fn handle_link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+        match event {
+            LinkEvent::CarrierUp => self.carrier.insert(link),
+            LinkEvent::CarrierDown => {
+                self.carrier.remove(link);
+                self.init_due.remove(link);
+            }
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.handle_link_event(now, link, event);
+        }
+    }
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(session) = self.session.as_mut() {
+            session.handle_timeout(now);
+        }
+        if self.retry_at.is_some_and(|at| at <= now) || self.needs_handshake(now) {
+            self.initiate(now);
+        }
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        while let Some(link) = self.init_due.pop_first() {
+            let Some(remote) = self.config.session.links.iter().find(|l| l.id == link).map(|l| l.remote) else {
+                continue;
+            };
+            buf.clear();
+            buf.resize(crate::wire::GRE_HEADER_LEN, 0);
+            let repr = GreRepr {
+                protocol: Protocol::Control,
+                key: PathKey { index: SessionIndex::default(), link },
+                sequence: 0,
+            };
+            if repr.emit(buf).is_ok() {
+                buf.extend_from_slice(&self.init_body);
+                let cookie = link
+                    .index()
+                    .and_then(|i| self.cookies[i])
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
+                    .map(|(cookie, _)| cookie);
+                handshake::set_mac2(&mut buf[crate::wire::GRE_HEADER_LEN..], cookie.as_ref());
+                return Some(Transmit { link, destination: remote });
+            }
+        }
+        self.session.as_mut()?.poll_transmit(now, buf)
+    }
+
+    /// The next frame for the TAP, written into `buf`.
+    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.session.as_mut()?.poll_frame(buf)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front().or_else(|| self.session.as_mut()?.poll_event())
+    }
+
+    /// When [`Edge::handle_timeout`] is next due, and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
+        let session = self.session.as_ref().and_then(Session::poll_timeout);
+        let handshake = self.retry_at.or_else(|| self.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
+        match (session, handshake) {
+            (Some(s), Some(h)) if h < s.0 => Some((h, TimerKind::Handshake)),
+            (Some(s), _) => Some(s),
+            (None, Some(h)) => Some((h, TimerKind::Handshake)),
+            (None, None) => None,
+        }
+    }
+
+    fn needs_handshake(&self, now: Instant) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        let Some(session) = &self.session else { return true };
+        now.saturating_duration_since(session.keys_created()) >= REKEY_AFTER_TIME
+            || session.keys_used() >= REKEY_AFTER_PACKETS
+            || session.all_links_down()
+    }
+
+    fn initiate(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let payload = InitPayload {
+            timestamp: Tai64n::from_unix_nanos(self.unix_nanos_at_start.saturating_add(elapsed)),
+            cipher: self.config.cipher,
+            epoch: self.epoch,
+            next_frame_seq: self.session.as_ref().map_or(0, Session::next_frame_seq),
+        };
+        let local_index = self.rng.session_index();
+        let initiation = handshake::initiate(
+            &self.config.private_key,
+            &self.config.gateway_key,
+            self.config.psk.as_ref(),
+            &mut self.rng,
+            local_index,
+            &payload,
+            &mut self.init_body,
+        );
+        // Retry with a little jitter, so many edges behind one outage do not retry in step.
+        let jitter = Duration::from_micros(self.rng.next_u64() % (HANDSHAKE_RETRY.as_micros() as u64 / 5));
+        self.retry_at = Some(now + HANDSHAKE_RETRY + jitter);
+        match initiation {
+            Ok(initiation) => {
+                self.stats.handshakes_started += 1;
+                self.init_due = self.carrier;
+                self.pending = Some(Pending { initiation, sent_at: now });
+                tracing::debug!(index = ?local_index, "handshake initiated");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not build a handshake initiation");
+                self.pending = None;
+            }
+        }
+    }
+
+    fn route(&mut self, now: Instant, link: LinkId, from: SocketAddr, datagram: &[u8]) -> Result<(), DropReason> {
+        let Ok(packet) = GrePacket::new_checked(datagram) else { return Err(self.drop(DropReason::BadHeader)) };
+        let Ok(repr) = GreRepr::parse(&packet) else { return Err(self.drop(DropReason::UnknownProtocol)) };
+        if repr.protocol == Protocol::Control {
+            let body = packet.payload();
+            let outcome = match body.first().copied().and_then(ControlType::from_u8) {
+                Some(ControlType::Sealed) => None,
+                Some(ControlType::HandshakeResponse) => Some(self.handle_response(now, repr.key.index, body)),
+                Some(ControlType::CookieReply) => Some(self.handle_cookie(now, link, repr.key.index, body)),
+                Some(ControlType::HandshakeInitiation) => Some(Err(DropReason::UnexpectedHandshake)),
+                None => Some(Err(DropReason::UnknownControlType)),
+            };
+            if let Some(outcome) = outcome {
+                return outcome.map_err(|reason| self.drop(reason));
+            }
+        }
+        match self.session.as_mut() {
+            // The session counts its own drops.
+            Some(session) => session.handle_datagram(now, link, from, datagram),
+            None => Err(self.drop(DropReason::NoSession)),
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, index: SessionIndex, body: &[u8]) -> Result<(), DropReason> {
+        let pending = self.pending.take_if(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
+        let sent_at = pending.sent_at;
+        let (remote_index, payload, split) = match pending.initiation.finish(body) {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(%error, "handshake response refused");
+                return Err(if error == handshake::HandshakeError::BadMac {
+                    DropReason::BadMac
+                } else {
+                    DropReason::HandshakeFailed
+                });
+            }
+        };
+        let protection = Aead::new(self.config.cipher, &split.initiator_to_responder, &split.responder_to_initiator)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let keys = SessionKeys { local_index: index, remote_index, protection: Box::new(protection) };
+        self.retry_at = None;
+        self.init_due = LinkSet::EMPTY;
+        self.stats.handshakes_completed += 1;
+        let rtt = now.saturating_duration_since(sent_at);
+        match self.session.as_mut() {
+            Some(session) => {
+                session.install_keys(now, keys, true);
+                if !payload.resumed {
+                    // The gateway started afresh (it restarted): its frames count from its start.
+                    session.restart_receive(payload.next_frame_seq);
+                }
+            }
+            None => {
+                let mut session = Session::new(Role::Edge, self.config.session.clone(), keys, now, self.session_seed)
+                    .map_err(|_| DropReason::HandshakeFailed)?;
+                session.restart_receive(payload.next_frame_seq);
+                self.session = Some(session);
+            }
+        }
+        tracing::info!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
+        self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
+        Ok(())
+    }
+
+    fn handle_cookie(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        index: SessionIndex,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
+        let pending =
+            self.pending.as_ref().filter(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
+        let cookie = handshake::open_cookie_reply(&self.config.gateway_key, &pending.initiation.mac1, body)
+            .ok_or(DropReason::HandshakeFailed)?;
+        let slot = link.index().ok_or(DropReason::BadLink)?;
+        self.stats.cookies += 1;
+        self.cookies[slot] = Some((cookie, now));
+        // The gateway is loaded, not gone: the same initiation goes again on this link, now
+        // with mac2. It was refused before any handshake work, so it is no replay, and the
+        // copies on other links carry on undisturbed.
+        if self.carrier.contains(link) {
+            self.init_due.insert(link);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,443 @@
+//! The gateway endpoint: one UDP port for many edges, each with its own session.
+//!
+//! Datagrams are demultiplexed by the GRE Key (the session index), never by source address, so a
+//! modem's new IP or a NAT rebinding keeps its session. A handshake initiation goes through, in
+//! order of cost: the length check, mac1 (one hash), the rate limit (a cookie reply under load),
+//! the Noise DH, the allowlist and the replay timestamp. Only then does a session exist, and it
+//! becomes *live* only when the edge proves it holds the keys with a packet that opens. Nothing is
+//! ever sent to an address that has not proven the key, except the small cookie reply.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::crypto::{Aead, SessionKeys};
+use crate::handshake::{self, CryptoRng, ResponsePayload, Tai64n};
+use crate::keys::{PrivateKey, Psk, PublicKey};
+use crate::session::{
+    ConfigError, Delivered, DropReason, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, TimerKind, Transmit,
+};
+use crate::stats::DropCounts;
+use crate::wire::{ControlType, GRE_HEADER_LEN, GrePacket, GreRepr, PathKey, Protocol};
+use crate::{LinkId, SessionIndex};
+
+/// Handshakes per second the gateway does before it asks for cookies.
+pub const DEFAULT_HANDSHAKE_RATE: u32 = 50;
+/// Handshakes per second one source address may do, even with a valid cookie.
+pub const PER_SOURCE_HANDSHAKE_RATE: f64 = 5.0;
+/// The cookie secret changes this often; the previous one is still accepted.
+pub const COOKIE_ROTATION: Duration = Duration::from_secs(120);
+/// A new session whose edge never proves the keys is dropped after this long.
+pub const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Source addresses tracked for rate limiting before the table is cleared.
+const MAX_TRACKED_SOURCES: usize = 16_384;
+
+/// One allowed edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeEntry {
+    /// Its name, for logs and metrics.
+    pub name: String,
+    /// Its static public key.
+    pub public_key: PublicKey,
+    /// Its optional pre-shared key.
+    pub psk: Option<Psk>,
+}
+
+/// What the gateway needs to know.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The gateway's static private key.
+    pub private_key: PrivateKey,
+    /// The allowlist.
+    pub edges: Vec<EdgeEntry>,
+    /// Mode and budgets for every session (links are learned).
+    pub session: SessionConfig,
+    /// Handshakes per second before cookies are required.
+    pub handshake_rate: u32,
+}
+
+/// Identifies an allowed edge: its position in the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub usize);
+
+/// Gateway-level counters (each session has its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// Handshakes answered.
+    pub handshakes: u64,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+    /// Sessions that became live.
+    pub sessions_started: u64,
+    /// Drops outside any session, by reason.
+    pub drops: DropCounts,
+}
+
+#[derive(Debug)]
+struct Peer {
+    entry: EdgeEntry,
+    last_timestamp: Option<Tai64n>,
+    live: Option<Session>,
+    epoch: Option<u64>,
+    candidate: Option<(Session, u64, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn full(rate: f64, now: Instant) -> Self {
+        Self { tokens: rate, at: now }
+    }
+
+    fn take(&mut self, now: Instant, rate: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The gateway's end of every edge's tunnel.
+#[derive(Debug)]
+pub struct Gateway {
+    private_key: PrivateKey,
+    public_key: PublicKey,
+    mac1_key: [u8; 32],
+    template: SessionConfig,
+    handshake_rate: f64,
+    rng: CryptoRng,
+    peers: Vec<Peer>,
+    by_key: BTreeMap<PublicKey, usize>,
+    by_index: BTreeMap<u32, usize>,
+    cookie_secret: [u8; 32],
+    previous_cookie_secret: [u8; 32],
+    cookie_rotated: Instant,
+    global: TokenBucket,
+    per_source: BTreeMap<IpAddr, TokenBucket>,
+    out: VecDeque<(Transmit, Vec<u8>)>,
+    events: VecDeque<(PeerId, Event)>,
+    stats: GatewayStats,
+    cursor: usize,
+}
+
+impl Gateway {
+    /// A gateway with no sessions yet. `seed` must come from the OS's entropy outside tests.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if two edges share a key.
+    pub fn new(config: GatewayConfig, now: Instant, seed: [u8; 32]) -> Result<Self, ConfigError> {
+        let mut rng = CryptoRng::new(seed);
+        let mut by_key = BTreeMap::new();
+        for (i, edge) in config.edges.iter().enumerate() {
+            if by_key.insert(edge.public_key, i).is_some() {
+                return Err(ConfigError::DuplicateEdgeKey(edge.name.clone()));
+            }
+        }
+        let public_key = config.private_key.public();
+        let rate = f64::from(config.handshake_rate.max(1));
+        Ok(Self {
+            mac1_key: handshake::mac1_key(&public_key),
+            public_key,
+            private_key: config.private_key,
+            template: SessionConfig { links: Vec::new(), ..config.session },
+            handshake_rate: rate,
+            cookie_secret: rng.fork(),
+            previous_cookie_secret: rng.fork(),
+            rng,
+            peers: config
+                .edges
+                .into_iter()
+                .map(|entry| Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None })
+                .collect(),
+            by_key,
+            by_index: BTreeMap::new(),
+            cookie_rotated: now,
+            global: TokenBucket::full(rate, now),
+            per_source: BTreeMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: GatewayStats::default(),
+            cursor: 0,
+        })
+    }
+
+    /// The gateway's public key (what edges pin).
+    pub const fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Gateway-level counters.
+    pub const fn stats(&self) -> GatewayStats {
+        self.stats
+    }
+
+    /// The allowed edges, in allowlist order.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, &str)> {
+        self.peers.iter().enumerate().map(|(i, p)| (PeerId(i), p.entry.name.as_str()))
+    }
+
+    /// The live session of an edge.
+    pub fn session(&self, peer: PeerId) -> Option<&Session> {
+        self.peers.get(peer.0)?.live.as_ref()
+    }
+
+    /// Takes in one UDP payload from `from`.
+    ///
+    /// # Errors
+    /// The [`DropReason`] if it was dropped (counted by the gateway or the session).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<(), DropReason> {
+        let Ok(packet) = GrePacket::new_checked(datagram) else { return Err(self.drop(DropReason::BadHeader)) };
+        let Ok(repr) = GreRepr::parse(&packet) else { return Err(self.drop(DropReason::UnknownProtocol)) };
+        if repr.protocol == Protocol::Control {
+            let body = packet.payload();
+            let outcome = match body.first().copied().and_then(ControlType::from_u8) {
+                Some(ControlType::Sealed) => None,
+                Some(ControlType::HandshakeInitiation) => Some(self.handle_initiation(now, repr.key.link, from, body)),
+                Some(ControlType::HandshakeResponse | ControlType::CookieReply) => {
+                    Some(Err(DropReason::UnexpectedHandshake))
+                }
+                None => Some(Err(DropReason::UnknownControlType)),
+            };
+            if let Some(outcome) = outcome {
+                return outcome.map_err(|reason| self.drop(reason));
+            }
+        }
+        let Some(&slot) = self.by_index.get(&repr.key.index.get()) else {
+            return Err(self.drop(DropReason::UnknownSession));
+        };
+        let peer = &mut self.peers[slot];
+        if let Some((candidate, epoch, _)) = peer.candidate.as_mut()
+            && candidate.local_indices().any(|i| i == repr.key.index)
+        {
+            candidate.handle_datagram(now, repr.key.link, from, datagram)?;
+            // The edge proved the new session's keys: it replaces whatever was live.
+            let epoch = *epoch;
+            let promoted = peer.candidate.take().map(|(s, _, _)| s);
+            let old = std::mem::replace(&mut peer.live, promoted);
+            peer.epoch = Some(epoch);
+            self.stats.sessions_started += 1;
+            tracing::info!(edge = %peer.entry.name, "session live");
+            if let Some(old) = old {
+                for index in old.local_indices() {
+                    self.by_index.remove(&index.get());
+                }
+            }
+            return Ok(());
+        }
+        match peer.live.as_mut() {
+            Some(session) => session.handle_datagram(now, repr.key.link, from, datagram),
+            None => Err(self.drop(DropReason::UnknownSession)),
+        }
+    }
+
+    /// Takes in a frame from an edge's TAP, to send to that edge.
+    ///
+    /// # Errors
+    /// [`DropReason::NoSession`] if the edge has no live session, or the session's reason.
+    pub fn handle_frame(&mut self, now: Instant, peer: PeerId, frame: &[u8]) -> Result<(), DropReason> {
+        match self.peers.get_mut(peer.0).and_then(|p| p.live.as_mut()) {
+            Some(session) => session.handle_frame(now, frame),
+            None => Err(self.drop(DropReason::NoSession)),
+        }
+    }
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.cookie_rotated) >= COOKIE_ROTATION {
+            self.previous_cookie_secret = self.cookie_secret;
+            self.cookie_secret = self.rng.fork();
+            self.cookie_rotated = now;
+            self.per_source.clear();
+        }
+        for peer in &mut self.peers {
+            if let Some(session) = peer.live.as_mut() {
+                session.handle_timeout(now);
+                if now.saturating_duration_since(session.keys_created()) >= REJECT_AFTER_TIME {
+                    tracing::info!(edge = %peer.entry.name, "session expired without a rekey");
+                    peer.live = None;
+                    peer.epoch = None;
+                }
+            }
+            if peer.candidate.as_ref().is_some_and(|(_, _, at)| now.saturating_duration_since(*at) >= CANDIDATE_TIMEOUT)
+            {
+                peer.candidate = None;
+            }
+        }
+        // Forget indices whose keys retired or whose session ended.
+        let peers = &self.peers;
+        self.by_index.retain(|&index, &mut slot| {
+            let peer = &peers[slot];
+            let owns = |s: &Session| s.local_indices().any(|i| i.get() == index);
+            peer.live.as_ref().is_some_and(owns) || peer.candidate.as_ref().is_some_and(|(s, _, _)| owns(s))
+        });
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((transmit, bytes)) = self.out.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(transmit);
+        }
+        // Round-robin, so one busy edge cannot starve the others.
+        let n = self.peers.len();
+        for step in 0..n {
+            let slot = (self.cursor + step) % n;
+            if let Some(transmit) = self.peers[slot].live.as_mut().and_then(|s| s.poll_transmit(now, buf)) {
+                self.cursor = (slot + 1) % n;
+                return Some(transmit);
+            }
+        }
+        None
+    }
+
+    /// The next frame from an edge, written into `buf`.
+    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(PeerId, Delivered)> {
+        self.peers.iter_mut().enumerate().find_map(|(i, p)| p.live.as_mut()?.poll_frame(buf).map(|d| (PeerId(i), d)))
+    }
+
+    /// The next event, with the edge it concerns.
+    pub fn poll_event(&mut self) -> Option<(PeerId, Event)> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.peers.iter_mut().enumerate().find_map(|(i, p)| p.live.as_mut()?.poll_event().map(|e| (PeerId(i), e)))
+    }
+
+    /// When [`Gateway::handle_timeout`] is next due, and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
+        let mut best = Some((self.cookie_rotated + COOKIE_ROTATION, TimerKind::Handshake));
+        let mut consider = |candidate: Option<(Instant, TimerKind)>| {
+            if let Some(c) = candidate
+                && best.is_none_or(|b| c.0 < b.0)
+            {
+                best = Some(c);
+            }
+        };
+        for peer in &self.peers {
+            if let Some(session) = &peer.live {
+                consider(session.poll_timeout());
+                consider(Some((session.keys_created() + REJECT_AFTER_TIME, TimerKind::Handshake)));
+            }
+            if let Some((_, _, at)) = &peer.candidate {
+                consider(Some((*at + CANDIDATE_TIMEOUT, TimerKind::Handshake)));
+            }
+        }
+        best
+    }
+
+    fn drop(&mut self, reason: DropReason) -> DropReason {
+        self.stats.drops.add(reason);
+        reason
+    }
+
+    fn handle_initiation(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        from: SocketAddr,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
+        if body.len() != handshake::INIT_LEN {
+            return Err(DropReason::HandshakeFailed);
+        }
+        if !handshake::check_mac1(body, &self.mac1_key) {
+            return Err(DropReason::BadMac);
+        }
+        if !self.global.take(now, self.handshake_rate) {
+            // Under load: only senders that prove they receive at their address get through,
+            // and each of those only so often.
+            let cookie_ok = [self.cookie_secret, self.previous_cookie_secret]
+                .iter()
+                .any(|secret| handshake::check_mac2(body, &handshake::cookie_for(secret, from)));
+            if !cookie_ok {
+                self.send_cookie(link, from, body);
+                return Err(DropReason::HandshakeRateLimited);
+            }
+            if self.per_source.len() >= MAX_TRACKED_SOURCES {
+                self.per_source.clear();
+            }
+            let bucket = self.per_source.entry(from.ip()).or_insert(TokenBucket::full(PER_SOURCE_HANDSHAKE_RATE, now));
+            if !bucket.take(now, PER_SOURCE_HANDSHAKE_RATE) {
+                return Err(DropReason::HandshakeRateLimited);
+            }
+        }
+        let read = handshake::read_initiation(&self.private_key, &mut self.rng, body)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let slot = *self.by_key.get(&read.peer).ok_or(DropReason::UnknownPeer)?;
+        if self.peers[slot].last_timestamp.is_some_and(|last| read.payload.timestamp <= last) {
+            return Err(DropReason::HandshakeReplay);
+        }
+        let local_index = loop {
+            let index = self.rng.session_index();
+            if !self.by_index.contains_key(&index.get()) {
+                break index;
+            }
+        };
+        let sender_index = read.sender_index;
+        let payload = read.payload;
+        let peer = &mut self.peers[slot];
+        let resumed = peer.live.is_some() && peer.epoch == Some(payload.epoch);
+        let next_frame_seq = if resumed { peer.live.as_ref().map_or(0, Session::next_frame_seq) } else { 0 };
+        let mut response = Vec::with_capacity(GRE_HEADER_LEN + handshake::RESPONSE_LEN);
+        let split = read
+            .respond(peer.entry.psk.as_ref(), local_index, &ResponsePayload { resumed, next_frame_seq }, &mut response)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let protection = Aead::new(payload.cipher, &split.responder_to_initiator, &split.initiator_to_responder)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let keys = SessionKeys { local_index, remote_index: sender_index, protection: Box::new(protection) };
+        peer.last_timestamp = Some(payload.timestamp);
+        if resumed {
+            if let Some(session) = peer.live.as_mut() {
+                session.install_keys(now, keys, false);
+            }
+        } else {
+            if let Some((old, _, _)) = peer.candidate.take() {
+                for index in old.local_indices() {
+                    self.by_index.remove(&index.get());
+                }
+            }
+            let seed = self.rng.next_u64();
+            let mut session = Session::new(Role::Gateway, self.template.clone(), keys, now, seed)
+                .map_err(|_| DropReason::HandshakeFailed)?;
+            session.restart_receive(payload.next_frame_seq);
+            peer.candidate = Some((session, payload.epoch, now));
+        }
+        self.by_index.insert(local_index.get(), slot);
+        self.stats.handshakes += 1;
+        tracing::info!(edge = %self.peers[slot].entry.name, %from, resumed, "handshake");
+        self.events.push_back((PeerId(slot), Event::Handshake { index: local_index, resumed }));
+        self.queue_control(link, sender_index, from, &response);
+        Ok(())
+    }
+
+    fn send_cookie(&mut self, link: LinkId, from: SocketAddr, body: &[u8]) {
+        let (Some(mac1), Some(sender)) = (handshake::mac1_of(body), body.get(1..5)) else { return };
+        let sender = SessionIndex::from_wire(u32::from_be_bytes([sender[0], sender[1], sender[2], sender[3]]));
+        let cookie = handshake::cookie_for(&self.cookie_secret, from);
+        let mut reply = Vec::with_capacity(handshake::COOKIE_REPLY_LEN);
+        handshake::cookie_reply(&self.public_key, &mut self.rng, &mac1, &cookie, &mut reply);
+        if !reply.is_empty() {
+            self.stats.cookies_sent += 1;
+            self.queue_control(link, sender, from, &reply);
+        }
+    }
+
+    fn queue_control(&mut self, link: LinkId, index: SessionIndex, to: SocketAddr, body: &[u8]) {
+        let mut bytes = vec![0u8; GRE_HEADER_LEN];
+        let repr = GreRepr { protocol: Protocol::Control, key: PathKey { index, link }, sequence: 0 };
+        if repr.emit(&mut bytes).is_ok() {
+            bytes.extend_from_slice(body);
+            self.out.push_back((Transmit { link, destination: to }, bytes));
+        }
+    }
+}

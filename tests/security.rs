@@ -1,0 +1,322 @@
+//! Security scenarios: real handshakes between an `Edge` and a `Gateway` over simulated links,
+//! with an attacker who replays, forges, spoofs and floods.
+
+mod sim;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use braid::LinkId;
+use braid::SessionIndex;
+use braid::crypto::Cipher;
+use braid::edge::REKEY_AFTER_TIME;
+use braid::gateway::{Gateway, PeerId};
+use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
+use braid::keys::{PrivateKey, Psk};
+use braid::session::{DropReason, SessionConfig};
+use sim::{Action, Profile, Security, Sim, ms};
+
+type SecureSim = Sim<braid::edge::Edge, Gateway>;
+
+fn attacker() -> SocketAddr {
+    SocketAddr::from(([127, 0, 9, 9], 666))
+}
+
+fn two_links() -> [Profile; 2] {
+    [Profile::dsl(), Profile::lte_good()]
+}
+
+fn secure(seed: u64, security: &Security) -> SecureSim {
+    Sim::secure(seed, SessionConfig::default(), &two_links(), security)
+}
+
+fn gateway_drops(sim: &SecureSim, reason: DropReason) -> u64 {
+    let outside = sim.gateway.stats().drops.get(reason);
+    let inside = sim.gateway.session(PeerId(0)).map_or(0, |s| s.stats().drops.get(reason));
+    outside + inside
+}
+
+/// The first captured datagram of a kind: data (`0x6558`) or a control type byte.
+fn captured(sim: &SecureSim, data: bool, control_type: u8) -> Vec<u8> {
+    sim.captured
+        .iter()
+        .map(|(_, bytes)| bytes)
+        .find(|b| if data { b[2..4] == [0x65, 0x58] } else { b[2..4] == [0x88, 0xb5] && b[12] == control_type })
+        .cloned()
+        .expect("a captured datagram of that kind")
+}
+
+#[test]
+fn a_handshake_keys_a_session_that_carries_frames_both_ways_with_either_cipher() {
+    for cipher in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
+        let security = Security { cipher, ..Security::new() };
+        let mut sim = secure(1, &security);
+        sim.stream(1.0, 5.0, 2.0, 1000);
+        sim.stream_reverse(1.0, 5.0, 2.0, 1000);
+        sim.run_until(6.0);
+        let (up, down) = (sim.report(), sim.reverse_report());
+        println!("RESULT scenario=sim-handshake cipher={cipher:?} up: {up} down: {down}");
+        assert_eq!((up.lost, up.duplicated, up.out_of_order), (0, 0, 0), "{cipher:?} edge to gateway: {up}");
+        assert_eq!((down.lost, down.duplicated, down.out_of_order), (0, 0, 0), "{cipher:?} gateway to edge: {down}");
+        assert_eq!(sim.edge.stats().handshakes_completed, 1);
+        assert_eq!(sim.gateway.stats().sessions_started, 1);
+        // The initiation went out on both links; the slower copy is a replay of the first.
+        assert_eq!(gateway_drops(&sim, DropReason::HandshakeReplay), 1);
+        assert!(sim.misdirected.is_empty(), "the gateway sent to {:?}", sim.misdirected);
+    }
+}
+
+#[test]
+fn rekeying_under_traffic_over_links_300_ms_apart_loses_no_frame() {
+    let config = SessionConfig { latency_budget: Duration::from_millis(500), ..SessionConfig::default() };
+    let links = [Profile::new(10).jitter_ms(2), Profile::new(310).jitter_ms(2)];
+    let mut sim = Sim::secure(2, config, &links, &Security::new());
+    let end = 2.0 * REKEY_AFTER_TIME.as_secs_f64() + 10.0;
+    sim.stream(1.0, end, 0.5, 500);
+    sim.stream_reverse(1.0, end, 0.5, 500);
+    sim.run_until(end + 1.0);
+    let (up, down) = (sim.report(), sim.reverse_report());
+    println!(
+        "RESULT scenario=sim-rekey mode=redundant handshakes={} up: {up} down: {down}",
+        sim.edge.stats().handshakes_completed
+    );
+    assert!(sim.edge.stats().handshakes_completed >= 3, "rekeyed twice: {:?}", sim.edge.stats());
+    assert_eq!((up.lost, up.duplicated, up.out_of_order), (0, 0, 0), "edge to gateway: {up}");
+    assert_eq!((down.lost, down.duplicated, down.out_of_order), (0, 0, 0), "gateway to edge: {down}");
+    let gateway = sim.gateway.session(PeerId(0)).expect("live session");
+    let edge = sim.edge.session().expect("edge session");
+    assert_eq!(gateway.stats().drops.total(), 0, "{:?}", gateway.stats().drops);
+    assert_eq!(edge.stats().drops.total(), 0, "{:?}", edge.stats().drops);
+    // Every copy on the slow link opened, including those in flight across each key change.
+    let slow = LinkId::new(1);
+    assert_eq!(gateway.link_stats(slow).unwrap().rx_frames, edge.link_stats(slow).unwrap().tx_frames);
+}
+
+#[test]
+fn a_replayed_data_packet_or_initiation_is_rejected_and_nothing_is_delivered_twice() {
+    let mut sim = secure(3, &Security::new());
+    sim.capture = true;
+    sim.stream(1.0, 4.0, 2.0, 1000);
+    sim.run_until(2.0);
+    let data = captured(&sim, true, 0);
+    let init = captured(&sim, false, 1);
+    let from = sim.links[0].nat;
+    sim.inject(2.5, from, data.clone());
+    sim.inject(2.6, attacker(), data);
+    sim.inject(2.7, from, init);
+    sim.run_until(5.0);
+    let r = sim.report();
+    assert_eq!(r.duplicated, 0, "{r}");
+    assert_eq!(sim.injected_results.len(), 3);
+    assert!(
+        matches!(sim.injected_results[0], Err(DropReason::Replay | DropReason::TooOld)),
+        "{:?}",
+        sim.injected_results
+    );
+    assert!(matches!(sim.injected_results[1], Err(DropReason::Replay | DropReason::TooOld)));
+    assert_eq!(sim.injected_results[2], Err(DropReason::HandshakeReplay));
+}
+
+/// Sets a datagram's GRE Sequence.
+fn with_sequence(mut datagram: Vec<u8>, sequence: u32) -> Vec<u8> {
+    datagram[8..12].copy_from_slice(&sequence.to_be_bytes());
+    datagram
+}
+
+#[test]
+fn a_forged_packet_is_rejected_never_moves_a_path_and_never_burns_a_sequence_number() {
+    let mut sim = secure(4, &Security::new());
+    sim.capture = true;
+    sim.stream(1.0, 4.0, 2.0, 1000);
+    sim.run_until(2.0);
+    let data = captured(&sim, true, 0);
+    // Sequence numbers link 0 will use in the next 100 ms: forgeries must reach the AEAD, and
+    // must not stop the real packets with those numbers from opening.
+    let next = sim.edge.session().unwrap().link_stats(LinkId::new(0)).unwrap().tx_packets as u32;
+    let mut tag = with_sequence(data.clone(), next + 5);
+    *tag.last_mut().unwrap() ^= 1;
+    let mut ciphertext = with_sequence(data.clone(), next + 6);
+    ciphertext[20] ^= 0x80;
+    let sequence_only = with_sequence(data, next + 7);
+    for forged in [tag, ciphertext, sequence_only] {
+        sim.inject(2.0, attacker(), forged);
+    }
+    sim.run_until(5.0);
+    assert_eq!(sim.injected_results, vec![Err(DropReason::OpenFailed); 3]);
+    let gateway = sim.gateway.session(PeerId(0)).expect("live session");
+    let edge = sim.edge.session().expect("edge session");
+    let link = LinkId::new(0);
+    assert_eq!(
+        gateway.link_stats(link).unwrap().rx_packets,
+        edge.link_stats(link).unwrap().tx_packets - sim.in_flight_up(0),
+        "every real packet that arrived opened, including those numbered like the forgeries"
+    );
+    assert_eq!(gateway.stats().drops.get(DropReason::OpenFailed), 3);
+    assert_eq!(gateway.stats().drops.total(), 3, "{:?}", gateway.stats().drops);
+    for link in 0..2u8 {
+        assert_eq!(gateway.link_remote(LinkId::new(link)), Some(sim.links[usize::from(link)].nat));
+    }
+    assert!(sim.misdirected.is_empty(), "nothing is ever sent to the attacker: {:?}", sim.misdirected);
+    assert_eq!(sim.report().lost, 0);
+}
+
+#[test]
+fn an_edge_not_on_the_allowlist_is_refused() {
+    let security = Security { allowed_edge: Some(PrivateKey::from_bytes([0x33; 32])), ..Security::new() };
+    let mut sim = secure(5, &security);
+    sim.run_until(3.0);
+    assert!(sim.edge.session().is_none());
+    assert!(gateway_drops(&sim, DropReason::UnknownPeer) >= 2, "{:?}", sim.gateway.stats());
+    assert_eq!(sim.gateway.stats().handshakes, 0);
+}
+
+#[test]
+fn a_wrong_psk_is_refused_and_the_right_one_works() {
+    let psk = |b: u8| Some(Psk([b; 32]));
+    let wrong = Security { edge_psk: psk(1), gateway_psk: psk(2), ..Security::new() };
+    let mut sim = secure(6, &wrong);
+    sim.run_until(3.0);
+    assert!(sim.edge.session().is_none(), "the edge refuses the gateway's response");
+    assert!(sim.edge.stats().drops.get(DropReason::HandshakeFailed) >= 2, "{:?}", sim.edge.stats());
+    assert!(sim.gateway.session(PeerId(0)).is_none(), "the gateway's candidate session never goes live");
+
+    let right = Security { edge_psk: psk(1), gateway_psk: psk(1), ..Security::new() };
+    let mut sim = secure(6, &right);
+    sim.stream(1.0, 2.0, 1.0, 500);
+    sim.run_until(3.0);
+    assert_eq!(sim.report().lost, 0);
+}
+
+#[test]
+fn an_edge_pinning_the_wrong_gateway_key_is_dropped_before_any_diffie_hellman() {
+    let security = Security { pinned_gateway: Some(PrivateKey::from_bytes([0x44; 32])), ..Security::new() };
+    let mut sim = secure(7, &security);
+    sim.run_until(3.0);
+    assert!(sim.edge.session().is_none());
+    assert!(gateway_drops(&sim, DropReason::BadMac) >= 2);
+    assert_eq!(gateway_drops(&sim, DropReason::HandshakeFailed), 0, "no Noise work was done");
+}
+
+#[test]
+fn an_authenticated_address_change_moves_the_path_and_the_reverse_stream_follows() {
+    let mut sim = secure(8, &Security::new());
+    sim.stream(1.0, 6.0, 1.0, 500);
+    sim.stream_reverse(1.0, 6.0, 1.0, 500);
+    // One link at a time, as NATs do; the other link carries the stream while the gateway
+    // learns the new mapping from the edge's next packet. (If every link rebinds in the same
+    // instant, the gateway's frames in flight to the old mappings are lost: nothing can know.)
+    sim.schedule(3.0, Action::Rebind(0));
+    sim.schedule(4.0, Action::Rebind(1));
+    sim.run_until(7.0);
+    let session = sim.gateway.session(PeerId(0)).expect("live session");
+    for link in 0..2u8 {
+        assert_eq!(session.link_remote(LinkId::new(link)), Some(sim.links[usize::from(link)].nat));
+    }
+    let (up, down) = (sim.report(), sim.reverse_report());
+    assert_eq!(up.lost, 0, "{up}");
+    assert_eq!(down.lost, 0, "the gateway's frames follow the new mappings: {down}");
+}
+
+/// Initiations with a valid mac1 (the attacker knows the gateway's public key) from a key the
+/// gateway does not allow.
+fn attacker_initiations(gateway: &PrivateKey, count: usize) -> Vec<Vec<u8>> {
+    let mut rng = CryptoRng::new([0x55; 32]);
+    let key = PrivateKey::from_bytes([0x66; 32]);
+    (0..count)
+        .map(|i| {
+            let payload = InitPayload {
+                timestamp: Tai64n::from_unix_nanos(1_700_000_000_000_000_000 + i as u64),
+                cipher: Cipher::ChaCha20Poly1305,
+                epoch: 1,
+                next_frame_seq: 0,
+            };
+            let mut body = Vec::new();
+            handshake::initiate(
+                &key,
+                &gateway.public(),
+                None,
+                &mut rng,
+                SessionIndex::from_wire(9),
+                &payload,
+                &mut body,
+            )
+            .expect("initiation");
+            let mut datagram = vec![0x30, 0, 0x88, 0xb5, 0, 0, 0, 0, 0, 0, 0, 0];
+            datagram.extend_from_slice(&body);
+            datagram
+        })
+        .collect()
+}
+
+#[test]
+fn a_flood_of_garbage_and_initiations_is_counted_and_dropped_while_the_stream_flows() {
+    let security = Security::new();
+    let mut sim = secure(9, &security);
+    sim.stream(1.0, 6.0, 2.0, 1000);
+    let mut rng = braid::rng::Rng::new(99);
+    let mut garbage = 0;
+    for i in 0..5000 {
+        let len = rng.below(200) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        if i % 2 == 0 && bytes.len() > 12 {
+            // Half of it looks like braid: a valid GRE header, random Key and payload.
+            bytes[..4].copy_from_slice(&[0x30, 0, 0x65, 0x58]);
+        }
+        sim.inject(1.5 + i as f64 * 0.0005, attacker(), bytes);
+        garbage += 1;
+    }
+    let inits = attacker_initiations(&security.gateway_key, 200);
+    let flood = 2000;
+    for i in 0..flood {
+        sim.inject(2.0 + i as f64 * 0.001, attacker(), inits[i % inits.len()].clone());
+    }
+    sim.run_until(7.0);
+    let r = sim.report();
+    let stats = sim.gateway.stats();
+    println!("RESULT scenario=sim-hostile {r} drops: {} cookies={}", stats.drops, stats.cookies_sent);
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+    assert_eq!(sim.injected_results.len(), garbage + flood);
+    assert!(sim.injected_results.iter().all(Result::is_err), "nothing the attacker sent was accepted");
+    // Within the rate, the attacker's initiations cost a DH and are refused for their key;
+    // beyond it, they get cookies the attacker's address would have to answer.
+    let refused = gateway_drops(&sim, DropReason::UnknownPeer) + gateway_drops(&sim, DropReason::HandshakeReplay);
+    assert!(refused <= 50 + 2 * 50 + 10, "DH work stayed near the rate limit: {refused}");
+    assert!(stats.cookies_sent >= 1000, "the flood was answered with cookies: {stats:?}");
+    assert_eq!(
+        sim.gateway.stats().drops.total() + sim.gateway.session(PeerId(0)).map_or(0, |s| s.stats().drops.total()) - 1,
+        (garbage + flood) as u64,
+        "every datagram is counted under a reason (plus the edge's second initiation copy)"
+    );
+}
+
+#[test]
+fn a_restarted_gateway_is_found_and_the_stream_flows_again_within_2_s_even_under_a_handshake_flood() {
+    let security = Security::new();
+    let mut sim = secure(10, &security);
+    sim.stream(1.0, 9.0, 2.0, 1000);
+    sim.stream_reverse(1.0, 9.0, 0.5, 500);
+    let inits = attacker_initiations(&security.gateway_key, 100);
+    for i in 0..6000 {
+        sim.inject(3.0 + i as f64 * 0.0005, attacker(), inits[i % inits.len()].clone());
+    }
+    sim.run_until(4.0);
+    let fresh = security.gateway(&SessionConfig::default(), sim.now, 1234);
+    sim.replace_gateway(fresh);
+    sim.run_until(10.0);
+    let gap = sim.max_gap_between(3.5, 9.0);
+    let r = sim.report();
+    println!(
+        "RESULT scenario=sim-gateway-restart max_gap_ms={:.1} lost={} cookies={} edge_cookies={}",
+        ms(gap),
+        r.lost,
+        sim.gateway.stats().cookies_sent,
+        sim.edge.stats().cookies
+    );
+    assert!(gap <= Duration::from_secs(2), "stream resumed after {gap:?}");
+    assert!(sim.gateway.session(PeerId(0)).is_some(), "a new live session");
+    assert!(sim.edge.stats().cookies >= 1, "the edge got in with a cookie: {:?}", sim.edge.stats());
+    let down = sim.reverse_report();
+    assert!(down.out_of_order == 0 && down.duplicated == 0, "{down}");
+    let tail = sim.reverse.delivered.iter().rev().take(100).filter(|&&n| n == 1).count();
+    assert_eq!(tail, 100, "the gateway's new stream reaches the edge");
+}
