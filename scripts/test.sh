@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The project's one test command, run by developers and by CI (.ci/run).
+#
+# In order: system packages for the lab, formatting, clippy, the engine built without the
+# runtime, every test of the workspace, then a 20-second fuzz smoke run of each fuzz target.
+# Stops at the first failing step. With CI=true, a skipped fuzz run is a failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_TARGETS=(datagram session)
+
+step_no=0
+banner() {
+    step_no=$((step_no + 1))
+    printf '\n==== [%d] %s ====\n' "$step_no" "$*"
+}
+
+fail() {
+    printf '\nFAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# The netns lab drives real clients (iperf3, ffmpeg), checks the wire format with tshark and
+# impairs links with ip and nft. Nothing in the tests needs them yet, so a failed install warns
+# instead of failing the run.
+ensure_packages() {
+    local missing=()
+    local cmd
+    for cmd in iperf3 ffmpeg tshark ip nft; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "all present: iperf3 ffmpeg tshark ip nft"
+        return 0
+    fi
+    echo "missing commands: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables)"
+        return 0
+    fi
+    echo "installing iperf3 ffmpeg tshark iproute2 nftables with apt-get"
+    # tshark's postinst asks whether non-root users may capture; answer no, without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    local log
+    log=$(mktemp)
+    if DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            iperf3 ffmpeg tshark iproute2 nftables >>"$log" 2>&1; then
+        echo "installed ($(grep -c '^Setting up ' "$log" || true) packages set up)"
+    else
+        tail -n 20 "$log"
+        echo "WARNING: apt-get install failed; the lab will not run on this machine"
+    fi
+    rm -f "$log"
+}
+
+ensure_rust_components() {
+    command -v cargo >/dev/null 2>&1 || fail "cargo not found: install the Rust toolchain (rust-version is in Cargo.toml)"
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        echo "adding rustfmt and clippy"
+        rustup component add rustfmt clippy
+    fi
+}
+
+# Runs `cargo test`, keeps its output, and sums the per-binary "test result" lines.
+tests_passed=""
+tests_failed=""
+tests_ignored=""
+run_tests() {
+    local log rc=0
+    log=$(mktemp)
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || rc=$?
+    if grep -q '^test result: ' "$log"; then
+        read -r tests_passed tests_failed tests_ignored < <(
+            sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored;.*/\1 \2 \3/p' "$log" |
+                awk '{ p += $1; f += $2; i += $3 } END { print p + 0, f + 0, i + 0 }'
+        )
+    fi
+    rm -f "$log"
+    if [[ $rc -ne 0 ]]; then
+        [[ -n $tests_passed ]] && echo "${tests_passed} passed, ${tests_failed} failed"
+        fail "cargo test (exit $rc)"
+    fi
+}
+
+fuzz_smoke() {
+    local reason=""
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        reason="no nightly toolchain (cargo-fuzz needs nightly: rustup toolchain install nightly)"
+    elif ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "cargo-fuzz is not installed: cargo install cargo-fuzz --locked"
+        cargo install cargo-fuzz --locked || reason="installing cargo-fuzz failed"
+    fi
+    if [[ -n $reason ]]; then
+        echo "SKIP fuzz: $reason"
+        [[ ${CI:-} == true ]] && fail "fuzz skipped under CI"
+        return 0
+    fi
+    local target scratch
+    for target in "${FUZZ_TARGETS[@]}"; do
+        echo "--- fuzz $target for ${FUZZ_SECONDS}s"
+        # libFuzzer writes new inputs into the first corpus directory only, so a scratch
+        # directory goes first and the committed seeds are read, never changed.
+        scratch=$(mktemp -d)
+        # Every new input prints a NEW or REDUCE line; keep the log to pulses, stats and crashes.
+        if ! (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 |
+            { grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE) ' || true; }); then
+            rm -rf "$scratch"
+            fail "fuzz target $target (the crashing input is under fuzz/artifacts/$target/)"
+        fi
+        rm -rf "$scratch"
+    done
+}
+
+banner "system packages"
+ensure_packages
+ensure_rust_components
+
+banner "cargo fmt --check"
+cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
+
+banner "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+
+banner "cargo check -p braid --no-default-features (the engine needs no runtime)"
+cargo check -p braid --no-default-features
+
+banner "cargo test --workspace"
+run_tests
+
+banner "fuzz smoke run"
+fuzz_smoke
+
+printf '\n==== all steps passed ====\n'
+if [[ -n $tests_passed ]]; then
+    [[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
+    echo "${tests_passed} passed, ${tests_failed} failed"
+fi
