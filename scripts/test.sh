@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=(datagram session)
+FUZZ_TARGETS=(datagram session handshake)
 
 step_no=0
 banner() {

@@ -614,16 +614,9 @@ mod tests {
         let mut rng = CryptoRng::new([3; 32]);
         let mut init = Vec::new();
         let psk = Psk([8; 32]);
-        let pending = initiate(
-            &edge,
-            &gateway.public(),
-            Some(&psk),
-            &mut rng,
-            SessionIndex::from_wire(5),
-            &payload(),
-            &mut init,
-        )
-        .unwrap();
+        let pending =
+            initiate(&edge, &gateway.public(), Some(&psk), &mut rng, SessionIndex::from_wire(5), &payload(), &mut init)
+                .unwrap();
         let read = read_initiation(&gateway, &mut rng, &init).unwrap();
         let mut response = Vec::new();
         read.respond(

@@ -24,12 +24,12 @@ pub enum KeyError {
     #[error("not a base64 key of 32 bytes (44 characters, as `braid-edge keygen` prints)")]
     Format,
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The private key file is readable by group or others.
     #[error("{path}: private key is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
@@ -97,7 +97,7 @@ impl PrivateKey {
         let mut bytes = [0u8; KEY_LEN];
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| KeyError::Io {
             path: "getrandom".into(),
-            source: std::io::Error::other("the OS random source failed"),
+            error: std::io::Error::other("the OS random source failed"),
         })?;
         Ok(Self(bytes))
     }
@@ -130,7 +130,7 @@ impl PrivateKey {
     /// # Errors
     /// [`KeyError::Io`], [`KeyError::Permissions`] or [`KeyError::Format`].
     pub fn read_file(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |error| KeyError::Io { path: path.display().to_string(), error };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -150,7 +150,7 @@ impl PrivateKey {
     /// # Errors
     /// [`KeyError::Io`] if the file exists or cannot be written.
     pub fn write_file(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |error| KeyError::Io { path: path.display().to_string(), error };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -165,6 +165,17 @@ impl PrivateKey {
         text.zeroize();
         written.map_err(io)
     }
+}
+
+/// Generates a private key from the OS's entropy, writes it to `path` (mode 0600, never over an
+/// existing file) and returns its public key: what `keygen` does in both binaries.
+///
+/// # Errors
+/// [`KeyError::Io`] if there is no entropy or the file cannot be created.
+pub fn generate_key_file(path: &Path) -> Result<PublicKey, KeyError> {
+    let key = PrivateKey::generate_from_os()?;
+    key.write_file(path)?;
+    Ok(key.public())
 }
 
 impl fmt::Debug for PrivateKey {

@@ -14,7 +14,8 @@ fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let datagrams = datagram_corpus();
     let sessions = session_corpus(&datagrams);
-    for (target, files) in [("datagram", &datagrams), ("session", &sessions)] {
+    let handshakes = handshake_corpus();
+    for (target, files) in [("datagram", &datagrams), ("session", &sessions), ("handshake", &handshakes)] {
         let dir = root.join(target);
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
@@ -247,4 +248,40 @@ fn ethernet_frame(len: usize, seed: u8) -> Vec<u8> {
     frame.extend((0..len.saturating_sub(14)).map(|i| seed.wrapping_add(i as u8)));
     frame.truncate(len);
     frame
+}
+
+/// A real initiation from an edge (on each link), the gateway's real response and a cookie
+/// reply under load, alone and in sequences, plus damaged copies.
+fn handshake_corpus() -> Vec<(String, Vec<u8>)> {
+    use braid_fuzz::handshake::{SOURCES, edge, encode, gateway};
+    let now = base_time();
+    let mut edge = edge(now);
+    let mut buf = Vec::new();
+    let mut initiations = Vec::new();
+    while let Some(t) = edge.poll_transmit(now, &mut buf) {
+        initiations.push((t.link, buf.clone()));
+    }
+    let mut gw = gateway(now);
+    let mut answers = Vec::new();
+    // The third copy exceeds the gateway's rate (2/s) and is answered with a cookie.
+    for (i, (_, init)) in initiations.iter().chain(initiations.iter()).enumerate() {
+        let _ = gw.handle_datagram(now, SOURCES[i % 2], init);
+        while gw.poll_transmit(now, &mut buf).is_some() {
+            answers.push(buf.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (_, init)) in initiations.iter().enumerate() {
+        out.push((format!("initiation-{i}"), encode([init.as_slice()])));
+        let mut flipped = init.clone();
+        flipped[40] ^= 1;
+        out.push((format!("initiation-{i}-flipped"), encode([flipped.as_slice()])));
+    }
+    for (i, answer) in answers.iter().enumerate() {
+        out.push((format!("answer-{i}-{}b", answer.len()), encode([answer.as_slice()])));
+    }
+    let all: Vec<&[u8]> =
+        initiations.iter().map(|(_, b)| b.as_slice()).chain(answers.iter().map(Vec::as_slice)).collect();
+    out.push(("everything".into(), encode(all)));
+    out
 }

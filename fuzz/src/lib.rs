@@ -2,6 +2,8 @@
 //!
 //! * [`parse_datagram`]: arbitrary bytes through every parser a datagram meets.
 //! * [`run_session`]: arbitrary [`Step`]s through a gateway [`Session`] and its edge peer.
+//! * [`handshake::run_handshake`]: arbitrary datagrams at a `Gateway`'s and an `Edge`'s
+//!   handshake surface.
 //!
 //! A session input is a sequence of steps, each a 4-byte header and maybe a body:
 //!
@@ -16,6 +18,8 @@
 //! into a capture list, and the input decides which captured datagrams reach the gateway, in which
 //! order, how often and with which byte flipped. The gateway's own datagrams go straight back to
 //! the edge, so probes are answered and links come up.
+
+pub mod handshake;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
