@@ -20,7 +20,7 @@ use crate::session::{
     ConfigError, Delivered, DropReason, Event, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit,
 };
 use crate::stats::DropCounts;
-use crate::wire::{ControlType, GrePacket, GreRepr, PathKey, Protocol};
+use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
 
 /// The edge starts a new handshake when its keys are this old.
@@ -150,7 +150,7 @@ impl Edge {
     /// Takes in a UDP payload that arrived on `link` from `from`.
     ///
     /// # Errors
-    /// The [`DropReason`] if it was dropped (also counted).
+    /// The [`DropReason`] if it was dropped (also counted, by the edge or its session).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -158,7 +158,20 @@ impl Edge {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        self.route(now, link, from, datagram)
+        let outcome = match wire::classify(datagram) {
+            Err(reason) => Err(reason),
+            Ok((repr, Kind::Handshake(kind, body))) => match kind {
+                ControlType::HandshakeResponse => self.handle_response(now, repr.key.index, body),
+                ControlType::CookieReply => self.handle_cookie(now, link, repr.key.index, body),
+                ControlType::HandshakeInitiation | ControlType::Sealed => Err(DropReason::UnexpectedHandshake),
+            },
+            // The session counts its own drops.
+            Ok((_, Kind::Data | Kind::SealedControl)) => match self.session.as_mut() {
+                Some(session) => return session.handle_datagram(now, link, from, datagram),
+                None => Err(DropReason::NoSession),
+            },
+        };
+        outcome.map_err(|reason| self.drop(reason))
     }
 
     fn drop(&mut self, reason: DropReason) -> DropReason {
@@ -281,29 +294,6 @@ impl Edge {
                 tracing::warn!(%error, "could not build a handshake initiation");
                 self.pending = None;
             }
-        }
-    }
-
-    fn route(&mut self, now: Instant, link: LinkId, from: SocketAddr, datagram: &[u8]) -> Result<(), DropReason> {
-        let Ok(packet) = GrePacket::new_checked(datagram) else { return Err(self.drop(DropReason::BadHeader)) };
-        let Ok(repr) = GreRepr::parse(&packet) else { return Err(self.drop(DropReason::UnknownProtocol)) };
-        if repr.protocol == Protocol::Control {
-            let body = packet.payload();
-            let outcome = match body.first().copied().and_then(ControlType::from_u8) {
-                Some(ControlType::Sealed) => None,
-                Some(ControlType::HandshakeResponse) => Some(self.handle_response(now, repr.key.index, body)),
-                Some(ControlType::CookieReply) => Some(self.handle_cookie(now, link, repr.key.index, body)),
-                Some(ControlType::HandshakeInitiation) => Some(Err(DropReason::UnexpectedHandshake)),
-                None => Some(Err(DropReason::UnknownControlType)),
-            };
-            if let Some(outcome) = outcome {
-                return outcome.map_err(|reason| self.drop(reason));
-            }
-        }
-        match self.session.as_mut() {
-            // The session counts its own drops.
-            Some(session) => session.handle_datagram(now, link, from, datagram),
-            None => Err(self.drop(DropReason::NoSession)),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::session::{
     ConfigError, Delivered, DropReason, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, TimerKind, Transmit,
 };
 use crate::stats::DropCounts;
-use crate::wire::{ControlType, GRE_HEADER_LEN, GrePacket, GreRepr, PathKey, Protocol};
+use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, SessionIndex};
 
 /// Handshakes per second the gateway does before it asks for cookies.
@@ -195,22 +195,17 @@ impl Gateway {
     /// # Errors
     /// The [`DropReason`] if it was dropped (counted by the gateway or the session).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<(), DropReason> {
-        let Ok(packet) = GrePacket::new_checked(datagram) else { return Err(self.drop(DropReason::BadHeader)) };
-        let Ok(repr) = GreRepr::parse(&packet) else { return Err(self.drop(DropReason::UnknownProtocol)) };
-        if repr.protocol == Protocol::Control {
-            let body = packet.payload();
-            let outcome = match body.first().copied().and_then(ControlType::from_u8) {
-                Some(ControlType::Sealed) => None,
-                Some(ControlType::HandshakeInitiation) => Some(self.handle_initiation(now, repr.key.link, from, body)),
-                Some(ControlType::HandshakeResponse | ControlType::CookieReply) => {
-                    Some(Err(DropReason::UnexpectedHandshake))
-                }
-                None => Some(Err(DropReason::UnknownControlType)),
-            };
-            if let Some(outcome) = outcome {
+        let repr = match wire::classify(datagram) {
+            Err(reason) => return Err(self.drop(reason)),
+            Ok((repr, Kind::Handshake(kind, body))) => {
+                let outcome = match kind {
+                    ControlType::HandshakeInitiation => self.handle_initiation(now, repr.key.link, from, body),
+                    _ => Err(DropReason::UnexpectedHandshake),
+                };
                 return outcome.map_err(|reason| self.drop(reason));
             }
-        }
+            Ok((repr, Kind::Data | Kind::SealedControl)) => repr,
+        };
         let Some(&slot) = self.by_index.get(&repr.key.index.get()) else {
             return Err(self.drop(DropReason::UnknownSession));
         };

@@ -16,6 +16,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod crypto;
 pub mod edge;
 pub mod gateway;

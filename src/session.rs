@@ -25,7 +25,7 @@ use crate::scheduler::{DEFAULT_LINK_RATE_BPS, FrameMeta, LinkView, Mode, Schedul
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::{SeqWindow, Verdict};
 use crate::wire::{
-    ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN, GrePacket, GreRepr,
+    self, ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN, GreRepr, Kind,
     LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
 };
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber, SessionIndex};
@@ -707,8 +707,11 @@ impl Session {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let packet = GrePacket::new_checked(datagram).map_err(|_| DropReason::BadHeader)?;
-        let repr = GreRepr::parse(&packet).map_err(|_| DropReason::UnknownProtocol)?;
+        let (repr, kind) = wire::classify(datagram)?;
+        let aad_len = match kind {
+            Kind::Data | Kind::SealedControl => kind.aad_len(),
+            Kind::Handshake(..) => return Err(DropReason::UnexpectedHandshake),
+        };
         let generation = if repr.key.index == self.current.local_index {
             Generation::Current
         } else if self.previous.as_ref().is_some_and(|(k, _)| k.local_index == repr.key.index) {
@@ -722,17 +725,6 @@ impl Session {
             return Err(DropReason::BadLink);
         }
         let slot = via.index().ok_or(DropReason::BadLink)?;
-        let aad_len = match repr.protocol {
-            Protocol::Ethernet => GRE_HEADER_LEN,
-            Protocol::Control => {
-                let kind = packet.payload().first().ok_or(DropReason::BadHeader)?;
-                match ControlType::from_u8(*kind) {
-                    Some(ControlType::Sealed) => GRE_HEADER_LEN + 1,
-                    Some(_) => return Err(DropReason::UnexpectedHandshake),
-                    None => return Err(DropReason::UnknownControlType),
-                }
-            }
-        };
         let expected = match &self.links[slot] {
             Some(link) => link.replay.highest().map_or(0, |h| h + 1),
             None if self.role == Role::Gateway => 0,

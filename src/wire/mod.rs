@@ -40,6 +40,7 @@ pub use control::{ControlMessage, ControlMessages, LinkReport};
 pub use gre::{GrePacket, GreRepr};
 pub use inner::{ControlHeader, DataHeader};
 
+use crate::stats::DropReason;
 use crate::{LinkId, SessionIndex};
 
 /// The UDP port braid uses when none is configured (registered for GRE-in-UDP by RFC 8086).
@@ -163,6 +164,49 @@ pub enum WireError {
     /// A field holds a value outside its range.
     #[error("malformed field")]
     Malformed,
+}
+
+/// What an incoming datagram is, from its cleartext alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// A sealed Ethernet frame.
+    Data,
+    /// Sealed probes, replies and reports.
+    SealedControl,
+    /// A handshake message, with its body from the control-type byte on.
+    Handshake(ControlType, &'a [u8]),
+}
+
+impl Kind<'_> {
+    /// Bytes at the front of the datagram that are associated data for the AEAD.
+    pub const fn aad_len(&self) -> usize {
+        match self {
+            Self::Data => GRE_HEADER_LEN,
+            Self::SealedControl | Self::Handshake(..) => GRE_HEADER_LEN + 1,
+        }
+    }
+}
+
+/// Parses the cleartext of an incoming datagram: the GRE header and, for control, its type.
+///
+/// # Errors
+/// [`DropReason::BadHeader`], [`DropReason::UnknownProtocol`] or
+/// [`DropReason::UnknownControlType`].
+pub fn classify(datagram: &[u8]) -> Result<(GreRepr, Kind<'_>), DropReason> {
+    let packet = GrePacket::new_checked(datagram).map_err(|_| DropReason::BadHeader)?;
+    let repr = GreRepr::parse(&packet).map_err(|_| DropReason::UnknownProtocol)?;
+    let kind = match repr.protocol {
+        Protocol::Ethernet => Kind::Data,
+        Protocol::Control => {
+            let body = &datagram[GRE_HEADER_LEN..];
+            match ControlType::from_u8(*body.first().ok_or(DropReason::BadHeader)?) {
+                Some(ControlType::Sealed) => Kind::SealedControl,
+                Some(handshake) => Kind::Handshake(handshake, body),
+                None => return Err(DropReason::UnknownControlType),
+            }
+        }
+    };
+    Ok((repr, kind))
 }
 
 /// Expands the low 32 bits of a counter to the 64-bit value closest to `expected`.

@@ -35,59 +35,46 @@ pub trait End {
     fn deadline(&self) -> Option<Instant>;
 }
 
-impl End for Session {
-    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
-        self.handle_frame(now, frame)
-    }
-    fn datagram(&mut self, now: Instant, link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
-        self.handle_datagram(now, link, from, bytes)
-    }
-    fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
-        self.handle_link_event(now, link, event);
-    }
-    fn timeout(&mut self, now: Instant) {
-        self.handle_timeout(now);
-    }
-    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.poll_transmit(now, buf)
-    }
-    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
-        self.poll_frame(buf)
-    }
-    fn event(&mut self) -> Option<Event> {
-        self.poll_event()
-    }
-    fn deadline(&self) -> Option<Instant> {
-        self.poll_timeout().map(|(t, _)| t)
-    }
+/// A session and an edge endpoint have the same inputs and outputs; the harness delegates.
+macro_rules! end_by_delegation {
+    ($type:ty) => {
+        impl End for $type {
+            fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+                self.handle_frame(now, frame)
+            }
+            fn datagram(
+                &mut self,
+                now: Instant,
+                link: LinkId,
+                from: SocketAddr,
+                bytes: &[u8],
+            ) -> Result<(), DropReason> {
+                self.handle_datagram(now, link, from, bytes)
+            }
+            fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+                self.handle_link_event(now, link, event);
+            }
+            fn timeout(&mut self, now: Instant) {
+                self.handle_timeout(now);
+            }
+            fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+                self.poll_transmit(now, buf)
+            }
+            fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+                self.poll_frame(buf)
+            }
+            fn event(&mut self) -> Option<Event> {
+                self.poll_event()
+            }
+            fn deadline(&self) -> Option<Instant> {
+                self.poll_timeout().map(|(t, _)| t)
+            }
+        }
+    };
 }
 
-impl End for Edge {
-    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
-        self.handle_frame(now, frame)
-    }
-    fn datagram(&mut self, now: Instant, link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
-        self.handle_datagram(now, link, from, bytes)
-    }
-    fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
-        self.handle_link_event(now, link, event);
-    }
-    fn timeout(&mut self, now: Instant) {
-        self.handle_timeout(now);
-    }
-    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.poll_transmit(now, buf)
-    }
-    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
-        self.poll_frame(buf)
-    }
-    fn event(&mut self) -> Option<Event> {
-        self.poll_event()
-    }
-    fn deadline(&self) -> Option<Instant> {
-        self.poll_timeout().map(|(t, _)| t)
-    }
-}
+end_by_delegation!(Session);
+end_by_delegation!(Edge);
 
 /// The gateway's first allowed edge is the one the simulation streams to and from.
 impl End for Gateway {
