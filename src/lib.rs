@@ -18,6 +18,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod config;
 pub mod crypto;
 pub mod edge;
 pub mod gateway;
