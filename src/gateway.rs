@@ -185,6 +185,50 @@ impl Gateway {
         self.peers.iter().enumerate().map(|(i, p)| (PeerId(i), p.entry.name.as_str()))
     }
 
+    /// Replaces the allowlist (a reload). An edge whose public key stays keeps its sessions, with
+    /// its name and PSK updated; a removed edge's sessions end. Returns, for each new position,
+    /// the edge's old position if it was already allowed, so the driver can keep its TAP.
+    ///
+    /// # Errors
+    /// [`ConfigError::DuplicateEdgeKey`] (and nothing changes) if two edges share a key.
+    pub fn set_edges(&mut self, edges: Vec<EdgeEntry>) -> Result<Vec<Option<PeerId>>, ConfigError> {
+        let mut by_key = BTreeMap::new();
+        for (i, edge) in edges.iter().enumerate() {
+            if by_key.insert(edge.public_key, i).is_some() {
+                return Err(ConfigError::DuplicateEdgeKey(edge.name.clone()));
+            }
+        }
+        let mut old: Vec<Option<Peer>> = std::mem::take(&mut self.peers).into_iter().map(Some).collect();
+        let mut moved = Vec::with_capacity(edges.len());
+        for entry in edges {
+            let previous = self.by_key.get(&entry.public_key).copied();
+            let peer = match previous.and_then(|slot| old.get_mut(slot)?.take()) {
+                Some(mut peer) => {
+                    peer.entry = entry;
+                    peer
+                }
+                None => Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None },
+            };
+            moved.push(previous.map(PeerId));
+            self.peers.push(peer);
+        }
+        for removed in old.into_iter().flatten() {
+            tracing::info!(edge = %removed.entry.name, "edge removed from the allowlist");
+        }
+        self.by_key = by_key;
+        self.by_index.clear();
+        for (slot, peer) in self.peers.iter().enumerate() {
+            let candidate = peer.candidate.as_ref().map(|(s, _, _)| s);
+            for session in peer.live.iter().chain(candidate) {
+                for index in session.local_indices() {
+                    self.by_index.insert(index.get(), slot);
+                }
+            }
+        }
+        self.cursor = 0;
+        Ok(moved)
+    }
+
     /// The live session of an edge.
     pub fn session(&self, peer: PeerId) -> Option<&Session> {
         self.peers.get(peer.0)?.live.as_ref()

@@ -970,7 +970,7 @@ impl Session {
         let Some(quality) = self.link_quality(link) else {
             return;
         };
-        tracing::info!(
+        tracing::debug!(
             %link,
             from = transition.from.as_str(),
             to = transition.to.as_str(),

@@ -1,11 +1,41 @@
 //! The tokio I/O layer: the only place that reads the clock and touches the OS.
 //!
-//! It grows the TAP device, the per-uplink sockets and the netlink watch with the binaries; here
-//! is the piece every driver loop shares: sleeping until the engine's next deadline.
+//! * [`tap`]: the TAP devices (tun-rs), optionally joined to a bridge;
+//! * [`udp`]: one UDP socket per uplink, bound to its interface (SO_BINDTODEVICE) and/or source
+//!   address, and the gateway's listening sockets;
+//! * [`netlink`]: carrier, operstate and address changes of the uplinks, from rtnetlink;
+//! * [`edge`] and [`gateway`]: the driver loops. Each `select!`s over its TAPs, sockets, netlink
+//!   and `sleep_until(poll_timeout)`, and drains the engine's `poll_*` outputs after every input,
+//!   with reused buffers and no per-packet tasks or channels.
 
-use std::time::Instant;
+#[cfg(feature = "cli")]
+pub mod edge;
+#[cfg(feature = "cli")]
+pub mod gateway;
+pub mod netlink;
+pub mod tap;
+pub mod udp;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::session::{Session, TimerKind};
+
+/// An OS-level failure, with what braid was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct IoError {
+    /// What braid was doing.
+    pub what: String,
+    /// What the OS said.
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// Wraps an OS error with what braid was doing.
+    pub fn new(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self { what: what.into(), source }
+    }
+}
 
 /// Sleeps until the session's next deadline (forever if it has none), and returns its reason.
 pub async fn sleep_until_timeout(session: &Session) -> Option<TimerKind> {
@@ -22,4 +52,37 @@ pub async fn sleep_until_timeout(session: &Session) -> Option<TimerKind> {
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> Instant {
     Instant::now()
+}
+
+/// Wall-clock time in Unix nanoseconds, for handshake timestamps.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// 32 bytes from the OS's entropy, to seed the engine's CSPRNG.
+///
+/// # Errors
+/// [`IoError`] if the OS has none to give.
+pub fn os_seed() -> Result<[u8; 32], IoError> {
+    let mut seed = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut seed)
+        .map_err(|_| IoError::new("reading the OS random source", std::io::Error::other("getrandom failed")))?;
+    Ok(seed)
+}
+
+/// A future that resolves on SIGINT or SIGTERM.
+///
+/// # Errors
+/// [`IoError`] if the signal handlers cannot be installed.
+pub fn shutdown_signal() -> Result<impl Future<Output = &'static str>, IoError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| IoError::new("installing the SIGINT handler", e))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| IoError::new("installing the SIGTERM handler", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
 }

@@ -1,0 +1,230 @@
+//! The edge's driver loop.
+
+use std::future::poll_fn;
+use std::io;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+use tun_rs::AsyncDevice;
+
+use super::netlink::{NetEvent, Netlink};
+use super::udp::{bind_uplink, poll_recv_any};
+use super::{IoError, now, os_seed, shutdown_signal, tap, unix_nanos};
+use crate::LinkId;
+use crate::config::{EdgeSettings, UplinkSettings};
+use crate::edge::Edge;
+use crate::session::{Event, LinkEvent};
+
+/// How often uplinks without a socket (interface missing, no address yet) are tried again.
+pub const UPLINK_RETRY: Duration = Duration::from_secs(1);
+/// Large enough for any datagram or jumbo frame.
+const BUFFER: usize = 65_536;
+
+/// One uplink as the driver sees it.
+#[derive(Debug)]
+struct Uplink {
+    settings: UplinkSettings,
+    index: Option<u32>,
+    carrier: bool,
+}
+
+enum Input {
+    Shutdown(&'static str),
+    Net(NetEvent),
+    Timeout,
+    Retry,
+    Tap(io::Result<usize>),
+    Udp(usize, io::Result<(usize, std::net::SocketAddr)>),
+}
+
+/// Runs an edge until SIGINT or SIGTERM, on a current-thread tokio runtime. The TAP is removed on
+/// the way out.
+///
+/// # Errors
+/// [`IoError`] if the TAP, netlink or the runtime cannot be set up, or the TAP fails.
+pub fn run(settings: EdgeSettings) -> Result<(), IoError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IoError::new("starting the tokio runtime", e))?;
+    runtime.block_on(drive(settings))
+}
+
+async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    let mut netlink = Netlink::open()?;
+    let tap =
+        tap::open(&settings.tap.name, settings.tap.mtu, settings.tap.mac, settings.tap.bridge.as_deref(), &netlink)
+            .await?;
+    let ipv6 = settings.edge.session.links.first().is_some_and(|l| l.remote.is_ipv6());
+    let mut edge = Edge::new(settings.edge.clone(), now(), unix_nanos(), os_seed()?)
+        .map_err(|e| IoError::new("starting the edge", io::Error::other(e)))?;
+    let mut uplinks: Vec<Uplink> =
+        settings.uplinks.iter().map(|u| Uplink { settings: u.clone(), index: None, carrier: false }).collect();
+    let mut sockets: Vec<Option<UdpSocket>> = uplinks.iter().map(|_| None).collect();
+    for (slot, uplink) in uplinks.iter_mut().enumerate() {
+        if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
+            uplink.index = Some(index);
+            uplink.carrier = carrier;
+        } else {
+            warn!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "interface missing; waiting for it");
+        }
+        if !uplink.carrier {
+            edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
+        }
+        sockets[slot] = open_socket(uplink, ipv6);
+    }
+    info!(tap = %settings.tap.name, uplinks = uplinks.len(), "edge running");
+
+    let mut tap_buf = vec![0u8; BUFFER];
+    let mut udp_buf = vec![0u8; BUFFER];
+    let mut out = Vec::with_capacity(BUFFER);
+    let mut cursor = 0;
+    let mut retry = tokio::time::interval(UPLINK_RETRY);
+    loop {
+        let deadline = edge.poll_timeout().map(|(at, _)| at);
+        let input = tokio::select! {
+            biased;
+            signal = &mut shutdown => Input::Shutdown(signal),
+            Some(event) = netlink.next() => Input::Net(event),
+            () = sleep_until(deadline) => Input::Timeout,
+            _ = retry.tick() => Input::Retry,
+            result = tap.recv(&mut tap_buf) => Input::Tap(result),
+            (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut cursor)) => Input::Udp(slot, result),
+        };
+        match input {
+            Input::Shutdown(signal) => {
+                info!(signal, "shutting down");
+                break;
+            }
+            Input::Timeout => edge.handle_timeout(now()),
+            Input::Tap(Ok(len)) => {
+                let _ = edge.handle_frame(now(), &tap_buf[..len]);
+            }
+            Input::Tap(Err(error)) => return Err(IoError::new("reading the TAP", error)),
+            Input::Udp(slot, Ok((len, from))) => {
+                let _ = edge.handle_datagram(now(), LinkId::new(slot as u8), from, &udp_buf[..len]);
+            }
+            Input::Udp(slot, Err(error)) => {
+                // An ICMP error (port unreachable while the gateway restarts) lands here: not fatal.
+                tracing::debug!(uplink = %uplinks[slot].settings.name, %error, "receive error");
+            }
+            Input::Net(event) => on_net_event(&mut edge, &mut uplinks, &mut sockets, event, ipv6),
+            Input::Retry => {
+                for (slot, uplink) in uplinks.iter_mut().enumerate() {
+                    if sockets[slot].is_none() && uplink.carrier {
+                        sockets[slot] = open_socket(uplink, ipv6);
+                    }
+                }
+            }
+        }
+        drain(&mut edge, &tap, &sockets, &uplinks, &mut out);
+    }
+    Ok(())
+}
+
+fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<UdpSocket> {
+    if !uplink.carrier {
+        return None;
+    }
+    match bind_uplink(&uplink.settings.interface, uplink.settings.source, ipv6) {
+        Ok(socket) => {
+            info!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "uplink socket ready");
+            Some(socket)
+        }
+        Err(error) => {
+            warn!(uplink = %uplink.settings.name, %error, "uplink not usable yet; retrying");
+            None
+        }
+    }
+}
+
+fn on_net_event(
+    edge: &mut Edge,
+    uplinks: &mut [Uplink],
+    sockets: &mut [Option<UdpSocket>],
+    event: NetEvent,
+    ipv6: bool,
+) {
+    match event {
+        NetEvent::Link { name, index, carrier } => {
+            let Some(slot) = uplinks.iter().position(|u| u.settings.interface == name) else { return };
+            let uplink = &mut uplinks[slot];
+            uplink.index = Some(index);
+            if uplink.carrier == carrier {
+                return;
+            }
+            uplink.carrier = carrier;
+            info!(uplink = %uplink.settings.name, interface = %name, carrier, "carrier changed");
+            let event = if carrier { LinkEvent::CarrierUp } else { LinkEvent::CarrierDown };
+            edge.handle_link_event(now(), uplink.settings.id, event);
+            if carrier && sockets[slot].is_none() {
+                sockets[slot] = open_socket(uplink, ipv6);
+            }
+        }
+        NetEvent::Gone { index } => {
+            let Some(slot) = uplinks.iter().position(|u| u.index == Some(index)) else { return };
+            let uplink = &mut uplinks[slot];
+            warn!(uplink = %uplink.settings.name, "interface removed; waiting for it to come back");
+            uplink.index = None;
+            uplink.carrier = false;
+            sockets[slot] = None;
+            edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
+        }
+        NetEvent::Address { index } => {
+            let Some(slot) = uplinks.iter().position(|u| u.index == Some(index)) else { return };
+            // A new address (a modem's new IP): a fresh socket picks it up; the gateway follows
+            // the first authenticated packet from it.
+            info!(uplink = %uplinks[slot].settings.name, "address changed; rebinding");
+            sockets[slot] = open_socket(&uplinks[slot], ipv6);
+        }
+    }
+}
+
+fn drain(edge: &mut Edge, tap: &AsyncDevice, sockets: &[Option<UdpSocket>], uplinks: &[Uplink], out: &mut Vec<u8>) {
+    let now = now();
+    while let Some(transmit) = edge.poll_transmit(now, out) {
+        let socket = transmit.link.index().and_then(|i| sockets.get(i)).and_then(Option::as_ref);
+        if let Some(socket) = socket
+            && let Err(error) = socket.try_send_to(out, transmit.destination)
+        {
+            tracing::trace!(link = %transmit.link, %error, "send failed");
+        }
+    }
+    while edge.poll_frame(out).is_some() {
+        if let Err(error) = tap.try_send(out) {
+            tracing::trace!(%error, "TAP write failed");
+        }
+    }
+    while let Some(event) = edge.poll_event() {
+        log_event(&event, |link| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str()));
+    }
+}
+
+/// Logs an engine event at INFO, naming the link.
+pub fn log_event<'a>(event: &Event, name: impl Fn(LinkId) -> &'a str) {
+    match event {
+        Event::LinkState { link, transition, quality } => info!(
+            link = name(*link),
+            from = transition.from.as_str(),
+            to = transition.to.as_str(),
+            reason = ?transition.reason,
+            rtt = ?quality.srtt,
+            tx_loss = quality.tx_loss,
+            rx_loss = quality.rx_loss,
+            "link state"
+        ),
+        Event::Handshake { index, resumed } => info!(?index, resumed, "handshake complete"),
+        Event::PathChanged { link, from, to } => info!(link = name(*link), ?from, %to, "path moved"),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,188 @@
+//! The gateway's driver loop.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::task::{Context, Poll};
+
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use tun_rs::AsyncDevice;
+
+use super::edge::{log_event, sleep_until};
+use super::netlink::Netlink;
+use super::udp::{bind_listen, poll_recv_any};
+use super::{IoError, now, os_seed, shutdown_signal, tap};
+use crate::config::{GatewaySettings, TapSettings, load_gateway};
+use crate::gateway::{Gateway, PeerId};
+
+const BUFFER: usize = 65_536;
+
+enum Input {
+    Shutdown(&'static str),
+    Reload,
+    Timeout,
+    Tap(usize, io::Result<usize>),
+    Udp(io::Result<(usize, SocketAddr)>),
+}
+
+/// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
+/// allowlist from the config file without disturbing the other edges' sessions. The TAPs are
+/// removed on the way out.
+///
+/// # Errors
+/// [`IoError`] if a socket, a TAP or the runtime cannot be set up.
+pub fn run(settings: GatewaySettings) -> Result<(), IoError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IoError::new("starting the tokio runtime", e))?;
+    runtime.block_on(drive(settings))
+}
+
+async fn open_taps(settings: &[TapSettings], netlink: &Netlink) -> Result<Vec<AsyncDevice>, IoError> {
+    let mut taps = Vec::with_capacity(settings.len());
+    for tap in settings {
+        taps.push(tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?);
+    }
+    Ok(taps)
+}
+
+async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| IoError::new("installing the SIGHUP handler", e))?;
+    let netlink = Netlink::open()?;
+    let mut taps = open_taps(&settings.taps, &netlink).await?;
+    let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
+    let sockets: Vec<Option<UdpSocket>> =
+        settings.listen.iter().map(|&a| bind_listen(a).map(Some)).collect::<Result<_, _>>()?;
+    let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
+        .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
+    info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
+
+    let mut tap_buf = vec![0u8; BUFFER];
+    let mut udp_buf = vec![0u8; BUFFER];
+    let mut out = Vec::with_capacity(BUFFER);
+    let (mut tap_cursor, mut udp_cursor) = (0, 0);
+    loop {
+        let deadline = gateway.poll_timeout().map(|(at, _)| at);
+        let input = tokio::select! {
+            biased;
+            signal = &mut shutdown => Input::Shutdown(signal),
+            _ = hangup.recv() => Input::Reload,
+            () = sleep_until(deadline) => Input::Timeout,
+            (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, &mut tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
+            (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut udp_cursor)) => Input::Udp(result),
+        };
+        match input {
+            Input::Shutdown(signal) => {
+                info!(signal, "shutting down");
+                break;
+            }
+            Input::Reload => match reload(&settings.path, &mut gateway, &mut taps, &netlink).await {
+                Ok(new_names) => names = new_names,
+                Err(error) => warn!(%error, "reload refused; keeping the running allowlist"),
+            },
+            Input::Timeout => gateway.handle_timeout(now()),
+            Input::Tap(slot, Ok(len)) => {
+                let _ = gateway.handle_frame(now(), PeerId(slot), &tap_buf[..len]);
+            }
+            Input::Tap(slot, Err(error)) => warn!(edge = %names[slot], %error, "TAP read failed"),
+            Input::Udp(Ok((len, from))) => {
+                let _ = gateway.handle_datagram(now(), from, &udp_buf[..len]);
+            }
+            Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
+        }
+        drain(&mut gateway, &taps, &sockets, &names, &mut out);
+    }
+    Ok(())
+}
+
+/// Reloads the allowlist: TAPs of kept edges stay, new edges get theirs, removed ones go.
+async fn reload(
+    path: &Path,
+    gateway: &mut Gateway,
+    taps: &mut Vec<AsyncDevice>,
+    netlink: &Netlink,
+) -> Result<Vec<String>, IoError> {
+    let settings = load_gateway(path).map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())))?;
+    let moved = gateway
+        .set_edges(settings.gateway.edges.clone())
+        .map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())))?;
+    let mut old: Vec<Option<AsyncDevice>> = std::mem::take(taps).into_iter().map(Some).collect();
+    for (slot, previous) in moved.iter().enumerate() {
+        let kept = previous.and_then(|PeerId(i)| old.get_mut(i)?.take());
+        let device = match kept {
+            Some(device) => device,
+            None => {
+                let tap = &settings.taps[slot];
+                tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?
+            }
+        };
+        taps.push(device);
+    }
+    let names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
+    info!(edges = ?names, "allowlist reloaded");
+    Ok(names)
+}
+
+fn poll_recv_taps(
+    cx: &mut Context<'_>,
+    taps: &[AsyncDevice],
+    buf: &mut [u8],
+    cursor: &mut usize,
+) -> Poll<(usize, io::Result<usize>)> {
+    let n = taps.len();
+    for step in 0..n {
+        let i = (*cursor + step) % n;
+        if let Poll::Ready(result) = taps[i].poll_recv(cx, buf) {
+            *cursor = (i + 1) % n;
+            return Poll::Ready((i, result));
+        }
+    }
+    Poll::Pending
+}
+
+fn drain(
+    gateway: &mut Gateway,
+    taps: &[AsyncDevice],
+    sockets: &[Option<UdpSocket>],
+    names: &[String],
+    out: &mut Vec<u8>,
+) {
+    let now = now();
+    while let Some(transmit) = gateway.poll_transmit(now, out) {
+        // Answer from a socket of the destination's family.
+        let socket = sockets
+            .iter()
+            .flatten()
+            .find(|s| s.local_addr().is_ok_and(|local| local.is_ipv6() == transmit.destination.is_ipv6()));
+        if let Some(socket) = socket
+            && let Err(error) = socket.try_send_to(out, transmit.destination)
+        {
+            tracing::trace!(%error, "send failed");
+        }
+    }
+    while let Some((PeerId(slot), _)) = gateway.poll_frame(out) {
+        if let Some(tap) = taps.get(slot)
+            && let Err(error) = tap.try_send(out)
+        {
+            tracing::trace!(%error, "TAP write failed");
+        }
+    }
+    while let Some((PeerId(slot), event)) = gateway.poll_event() {
+        let edge = names.get(slot).map_or("?", String::as_str);
+        let span = tracing::info_span!("edge", edge);
+        let _guard = span.enter();
+        log_event(&event, |link| LINK_NAMES.get(usize::from(link.get())).copied().unwrap_or("link?"));
+    }
+}
+
+/// The gateway knows links by number only (the edge names them).
+const LINK_NAMES: [&str; 16] = [
+    "link0", "link1", "link2", "link3", "link4", "link5", "link6", "link7", "link8", "link9", "link10", "link11",
+    "link12", "link13", "link14", "link15",
+];
