@@ -10,7 +10,7 @@ use tun_rs::AsyncDevice;
 
 use super::netlink::{NetEvent, Netlink};
 use super::udp::{bind_uplink, poll_recv_any};
-use super::{IoError, now, os_seed, shutdown_signal, tap, unix_nanos};
+use super::{IoError, now, os_seed, shutdown_signal, status, tap, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
 use crate::edge::Edge;
@@ -36,6 +36,7 @@ enum Input {
     Retry,
     Tap(io::Result<usize>),
     Udp(usize, io::Result<(usize, std::net::SocketAddr)>),
+    Status(io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>),
 }
 
 /// Runs an edge until SIGINT or SIGTERM, on a current-thread tokio runtime. The TAP is removed on
@@ -76,7 +77,8 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
         }
         sockets[slot] = open_socket(uplink, ipv6);
     }
-    info!(tap = %settings.tap.name, uplinks = uplinks.len(), "edge running");
+    let status_listener = status::listen(settings.status_listen).await?;
+    info!(tap = %settings.tap.name, uplinks = uplinks.len(), status = %settings.status_listen, "edge running");
 
     let mut tap_buf = vec![0u8; BUFFER];
     let mut udp_buf = vec![0u8; BUFFER];
@@ -91,6 +93,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
             Some(event) = netlink.next() => Input::Net(event),
             () = sleep_until(deadline) => Input::Timeout,
             _ = retry.tick() => Input::Retry,
+            accepted = status_listener.accept() => Input::Status(accepted),
             result = tap.recv(&mut tap_buf) => Input::Tap(result),
             (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut cursor)) => Input::Udp(slot, result),
         };
@@ -112,6 +115,12 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 tracing::debug!(uplink = %uplinks[slot].settings.name, %error, "receive error");
             }
             Input::Net(event) => on_net_event(&mut edge, &mut uplinks, &mut sockets, event, ipv6),
+            Input::Status(Ok((stream, _))) => {
+                let names =
+                    |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+                status::reply(stream, status::edge_json(edge.session(), names));
+            }
+            Input::Status(Err(error)) => tracing::debug!(%error, "status accept failed"),
             Input::Retry => {
                 for (slot, uplink) in uplinks.iter_mut().enumerate() {
                     if sockets[slot].is_none() && uplink.carrier {

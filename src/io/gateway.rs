@@ -14,7 +14,7 @@ use tun_rs::AsyncDevice;
 use super::edge::{log_event, sleep_until};
 use super::netlink::Netlink;
 use super::udp::{bind_listen, poll_recv_any};
-use super::{IoError, now, os_seed, shutdown_signal, tap};
+use super::{IoError, now, os_seed, shutdown_signal, status, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::gateway::{Gateway, PeerId};
 
@@ -26,6 +26,7 @@ enum Input {
     Timeout,
     Tap(usize, io::Result<usize>),
     Udp(io::Result<(usize, SocketAddr)>),
+    Status(io::Result<(tokio::net::TcpStream, SocketAddr)>),
 }
 
 /// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
@@ -61,6 +62,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
         settings.listen.iter().map(|&a| bind_listen(a).map(Some)).collect::<Result<_, _>>()?;
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
+    let status_listener = status::listen(settings.status_listen).await?;
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
     let mut tap_buf = vec![0u8; BUFFER];
@@ -74,6 +76,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
             signal = &mut shutdown => Input::Shutdown(signal),
             _ = hangup.recv() => Input::Reload,
             () = sleep_until(deadline) => Input::Timeout,
+            accepted = status_listener.accept() => Input::Status(accepted),
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, &mut tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
             (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut udp_cursor)) => Input::Udp(result),
         };
@@ -95,6 +98,8 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 let _ = gateway.handle_datagram(now(), from, &udp_buf[..len]);
             }
             Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
+            Input::Status(Ok((stream, _))) => status::reply(stream, gateway_json(&gateway, &names)),
+            Input::Status(Err(error)) => tracing::debug!(%error, "status accept failed"),
         }
         drain(&mut gateway, &taps, &sockets, &names, &mut out);
     }
@@ -179,6 +184,30 @@ fn drain(
         let _guard = span.enter();
         log_event(&event, |link| LINK_NAMES.get(usize::from(link.get())).copied().unwrap_or("link?"));
     }
+}
+
+/// The gateway's snapshot: every allowed edge and its live session.
+fn gateway_json(gateway: &Gateway, names: &[String]) -> String {
+    let edges: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let session = gateway.session(PeerId(i)).map_or_else(
+                || "null".to_string(),
+                |s| status::session_json(s, |l| LINK_NAMES.get(usize::from(l.get())).copied().unwrap_or("link?")),
+            );
+            format!("{{\"name\":\"{}\",\"session\":{session}}}", status::escape(name))
+        })
+        .collect();
+    let stats = gateway.stats();
+    format!(
+        "{{\"version\":{},\"role\":\"gateway\",\"handshakes\":{},\"cookies_sent\":{},\"drops\":{},\"edges\":[{}]}}\n",
+        status::SCHEMA_VERSION,
+        stats.handshakes,
+        stats.cookies_sent,
+        stats.drops.total(),
+        edges.join(",")
+    )
 }
 
 /// The gateway knows links by number only (the edge names them).

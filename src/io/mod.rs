@@ -13,6 +13,7 @@ pub mod edge;
 #[cfg(feature = "cli")]
 pub mod gateway;
 pub mod netlink;
+pub mod status;
 pub mod tap;
 pub mod udp;
 
@@ -35,6 +36,14 @@ impl IoError {
     pub fn new(what: impl Into<String>, source: std::io::Error) -> Self {
         Self { what: what.into(), source }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (INFO by default: link state changes, handshakes,
+/// paths; per-packet events are TRACE).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Sleeps until the session's next deadline (forever if it has none), and returns its reason.
