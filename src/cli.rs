@@ -1,9 +1,10 @@
 //! Command-line pieces both binaries share, so `braid-edge` and `braid-gateway` behave alike.
 
 use core::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{EdgeSettings, GatewaySettings, cipher_name, load_edge, load_gateway};
 use crate::keys::{KeyError, PrivateKey, PublicKey, generate_key_file};
 
 /// Key management subcommands.
@@ -48,4 +49,78 @@ pub fn finish<T: Display, E: Display>(result: Result<T, E>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `braid-edge check-config`: a summary of the config on stdout and exit 0, or its first problem
+/// (file, line, key) on stderr and exit 1.
+pub fn check_edge_config(path: &Path) -> ExitCode {
+    finish(load_edge(path).map(|settings| edge_summary(&settings)))
+}
+
+/// `braid-gateway check-config`: as [`check_edge_config`], for a gateway config.
+pub fn check_gateway_config(path: &Path) -> ExitCode {
+    finish(load_gateway(path).map(|settings| gateway_summary(&settings)))
+}
+
+/// One paragraph saying what an edge would run with.
+pub fn edge_summary(settings: &EdgeSettings) -> String {
+    let edge = &settings.edge;
+    let gateway = edge.session.links.first().map_or_else(|| "?".into(), |link| link.remote.to_string());
+    let uplinks: Vec<String> = settings
+        .uplinks
+        .iter()
+        .zip(&edge.session.links)
+        .map(|(uplink, link)| {
+            let source = uplink.source.map(|ip| format!(" from {ip}")).unwrap_or_default();
+            let rate = link.rate_bps.map(|bps| format!(", {} Mbit/s", bps as f64 / 1e6)).unwrap_or_default();
+            format!("{} on {}{source} ({}, priority {}{rate})", uplink.name, uplink.interface, uplink.id, link.priority)
+        })
+        .collect();
+    format!(
+        "{}: OK. Edge to gateway {gateway} (key {}{}), mode {}, cipher {}, latency budget {} ms; {}; {} uplink{}: {}; \
+         status on {}.",
+        settings.path.display(),
+        edge.gateway_key,
+        if edge.psk.is_some() { ", with a PSK" } else { "" },
+        edge.session.mode.as_str(),
+        cipher_name(edge.cipher),
+        edge.session.latency_budget.as_millis(),
+        tap_summary(&settings.tap),
+        uplinks.len(),
+        if uplinks.len() == 1 { "" } else { "s" },
+        uplinks.join(", "),
+        settings.status_listen,
+    )
+}
+
+/// One paragraph saying what a gateway would run with.
+pub fn gateway_summary(settings: &GatewaySettings) -> String {
+    let gateway = &settings.gateway;
+    let listen: Vec<String> = settings.listen.iter().map(ToString::to_string).collect();
+    let edges: Vec<String> = gateway
+        .edges
+        .iter()
+        .zip(&settings.taps)
+        .map(|(edge, tap)| {
+            format!("{} on {}{}", edge.name, tap_summary(tap), if edge.psk.is_some() { " with a PSK" } else { "" })
+        })
+        .collect();
+    format!(
+        "{}: OK. Gateway listening on {}, mode {}, latency budget {} ms, {} handshakes/s before cookies; \
+         {} allowed edge{}: {}; status on {}.",
+        settings.path.display(),
+        listen.join(" and "),
+        gateway.session.mode.as_str(),
+        gateway.session.latency_budget.as_millis(),
+        gateway.handshake_rate,
+        edges.len(),
+        if edges.len() == 1 { "" } else { "s" },
+        edges.join(", "),
+        settings.status_listen,
+    )
+}
+
+fn tap_summary(tap: &crate::config::TapSettings) -> String {
+    let bridge = tap.bridge.as_ref().map(|b| format!(", in bridge {b}")).unwrap_or_default();
+    format!("TAP {} (MTU {}{bridge})", tap.name, tap.mtu)
 }

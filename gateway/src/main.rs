@@ -1,11 +1,12 @@
 //! `braid-gateway`: runs in the datacenter and terminates the bonded tunnels of many edges on one UDP port.
 //!
-//! The tunnel itself (`run`, `check-config`, `status`) comes with the I/O layer; key
-//! management is here already.
+//! The tunnel itself (`run`, `status`) comes with the I/O layer; key management and
+//! `check-config` are here already.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use braid::cli::{KeyCommand, finish};
+use braid::cli::{KeyCommand, check_gateway_config, finish};
 use clap::{Parser, Subcommand};
 
 /// The command line; the about text is the crate description.
@@ -20,10 +21,17 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Key(KeyCommand),
+    /// Checks a config file: prints what would run, or the first problem (file, line and key).
+    CheckConfig {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Key(command) => finish(command.run()),
+        Command::CheckConfig { config } => check_gateway_config(&config),
     }
 }
