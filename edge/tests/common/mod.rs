@@ -1,0 +1,116 @@
+//! `check-config` run as an operator would, shared by `edge/tests/check_config.rs` and
+//! `gateway/tests/check_config.rs` (the gateway's includes this file by path): one good config per
+//! binary, and bad ones made from it by one replacement each.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use braid::keys::PrivateKey;
+
+/// A public key for configs to pin or allow (any valid one will do).
+pub(crate) const PEER_KEY: &str = "Q/Z88tzFtLwu2PasXmQFaLD+cbsVj/eF/+y1aVAZ5gw=";
+
+/// A binary and the configs it is tested with.
+#[derive(Debug)]
+pub(crate) struct Binary {
+    /// Its path (`env!("CARGO_BIN_EXE_…")`).
+    pub(crate) exe: &'static str,
+    /// A config it accepts; its private key is `key.key` (line 1) next to it, and `{peer}` stands
+    /// for [`PEER_KEY`].
+    pub(crate) good: &'static str,
+    /// What its summary of `good` contains.
+    pub(crate) summary: &'static str,
+    /// Configs it refuses.
+    pub(crate) bad: &'static [Bad],
+}
+
+/// A bad config: the good one with `from` replaced by `to`, and where the error must point.
+#[derive(Debug)]
+pub(crate) struct Bad {
+    /// What is wrong, for failure messages.
+    pub(crate) what: &'static str,
+    /// The text to replace in the good config.
+    pub(crate) from: &'static str,
+    /// Its replacement.
+    pub(crate) to: &'static str,
+    /// The line the error names.
+    pub(crate) line: usize,
+    /// The key the error names.
+    pub(crate) key: &'static str,
+    /// A part of the error's message.
+    pub(crate) message: &'static str,
+}
+
+impl Binary {
+    /// Runs `check-config` on the good config.
+    pub(crate) fn accepts_its_good_config(&self) {
+        let scratch = Scratch::new(self, "good");
+        let out = scratch.check(self, &self.good_config());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(self.summary), "{stdout}\nshould contain: {}", self.summary);
+    }
+
+    /// Runs `check-config` on each bad config, and on the good one with a key others can read.
+    pub(crate) fn refuses_each_bad_config_naming_file_line_and_key(&self) {
+        let scratch = Scratch::new(self, "bad");
+        for bad in self.bad {
+            assert!(self.good.contains(bad.from), "{}: {:?} is not in the good config", bad.what, bad.from);
+            let out = scratch.check(self, &self.good_config().replace(bad.from, bad.to));
+            assert_refused(&out, &scratch.config(), bad.line, bad.key, bad.message, bad.what);
+        }
+        let key = scratch.dir.join("key.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = scratch.check(self, &self.good_config());
+        let fix = format!("run `chmod 600 {}`", key.display());
+        assert_refused(&out, &scratch.config(), 1, "private_key_file", &fix, "a world-readable private key");
+    }
+
+    fn good_config(&self) -> String {
+        self.good.replace("{peer}", PEER_KEY)
+    }
+}
+
+#[track_caller]
+fn assert_refused(out: &Output, config: &Path, line: usize, key: &str, message: &str, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    let located = format!("error: {}:{line}: {key}: ", config.display());
+    assert!(stderr.starts_with(&located), "{what}: {stderr}\nshould start with: {located}");
+    assert!(stderr.contains(message), "{what}: {stderr}\nshould contain: {message}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(out.stdout.is_empty(), "{what}: nothing on stdout");
+}
+
+/// A directory with `key.key` (mode 0600), removed on drop.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(binary: &Binary, name: &str) -> Self {
+        let exe = Path::new(binary.exe).file_name().and_then(|n| n.to_str()).unwrap_or("braid");
+        let dir = std::env::temp_dir().join(format!("{exe}-check-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        PrivateKey::from_bytes([1; 32]).write_file(&dir.join("key.key")).expect("key file");
+        Self { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("braid.yaml")
+    }
+
+    fn check(&self, binary: &Binary, config: &str) -> Output {
+        std::fs::write(self.config(), config).expect("config file");
+        let path = self.config();
+        Command::new(binary.exe).arg("check-config").arg("--config").arg(&path).output().expect("the binary runs")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
