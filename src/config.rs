@@ -549,7 +549,9 @@ fn unique<'a>(
     match earlier.into_iter().position(|v| v == value) {
         Some(first) => Err(problem(
             key,
-            format!("{value:?} is also the {field} of {list}[{first}]; expected a {field} unique in {list}"),
+            format!(
+                "{value:?} is also the {field} of {list}[{first}]; expected a unique {field} in each entry of {list}"
+            ),
         )),
         None => Ok(()),
     }
