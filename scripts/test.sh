@@ -28,26 +28,26 @@ fail() {
 ensure_packages() {
     local missing=()
     local cmd
-    for cmd in iperf3 ffmpeg tshark ip nft; do
+    for cmd in iperf3 ffmpeg tshark ip nft ping; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "all present: iperf3 ffmpeg tshark ip nft"
+        echo "all present: iperf3 ffmpeg tshark ip nft ping"
         return 0
     fi
     echo "missing commands: ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
-        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables)"
+        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables iputils-ping)"
         return 0
     fi
-    echo "installing iperf3 ffmpeg tshark iproute2 nftables with apt-get"
+    echo "installing iperf3 ffmpeg tshark iproute2 nftables iputils-ping with apt-get"
     # tshark's postinst asks whether non-root users may capture; answer no, without a prompt.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     local log
     log=$(mktemp)
     if DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            iperf3 ffmpeg tshark iproute2 nftables >>"$log" 2>&1; then
+            iperf3 ffmpeg tshark iproute2 nftables iputils-ping >>"$log" 2>&1; then
         echo "installed ($(grep -c '^Setting up ' "$log" || true) packages set up)"
     else
         tail -n 20 "$log"

@@ -124,3 +124,37 @@ fn tap_summary(tap: &crate::config::TapSettings) -> String {
     let bridge = tap.bridge.as_ref().map(|b| format!(", in bridge {b}")).unwrap_or_default();
     format!("TAP {} (MTU {}{bridge})", tap.name, tap.mtu)
 }
+
+/// `run`: loads the edge config and runs until SIGINT or SIGTERM.
+pub fn run_edge(path: &Path) -> ExitCode {
+    crate::io::init_logging();
+    match crate::config::load_edge(path) {
+        Ok(settings) => finish(crate::io::edge::run(settings).map(|()| "stopped")),
+        Err(error) => finish::<&str, _>(Err(error)),
+    }
+}
+
+/// `run`: loads the gateway config and runs until SIGINT or SIGTERM (SIGHUP reloads the edges).
+pub fn run_gateway(path: &Path) -> ExitCode {
+    crate::io::init_logging();
+    match crate::config::load_gateway(path) {
+        Ok(settings) => finish(crate::io::gateway::run(settings).map(|()| "stopped")),
+        Err(error) => finish::<&str, _>(Err(error)),
+    }
+}
+
+/// `status`: prints the running edge's JSON snapshot, found through its config.
+pub fn status_edge(path: &Path) -> ExitCode {
+    match crate::config::load_edge(path) {
+        Ok(settings) => finish(crate::io::status::fetch(settings.status_listen).map(|s| s.trim_end().to_string())),
+        Err(error) => finish::<&str, _>(Err(error)),
+    }
+}
+
+/// `status`: prints the running gateway's JSON snapshot, found through its config.
+pub fn status_gateway(path: &Path) -> ExitCode {
+    match crate::config::load_gateway(path) {
+        Ok(settings) => finish(crate::io::status::fetch(settings.status_listen).map(|s| s.trim_end().to_string())),
+        Err(error) => finish::<&str, _>(Err(error)),
+    }
+}

@@ -333,7 +333,7 @@ impl Edge {
                 self.session = Some(session);
             }
         }
-        tracing::info!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
+        tracing::debug!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
         self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
         Ok(())
     }

@@ -182,13 +182,28 @@ fn on_net_event(
             sockets[slot] = None;
             edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
         }
-        NetEvent::Address { index } => {
+        NetEvent::Address { index, address } => {
             let Some(slot) = uplinks.iter().position(|u| u.index == Some(index)) else { return };
+            if !address_matters(&uplinks[slot].settings, address, ipv6) {
+                return;
+            }
             // A new address (a modem's new IP): a fresh socket picks it up; the gateway follows
             // the first authenticated packet from it.
-            info!(uplink = %uplinks[slot].settings.name, "address changed; rebinding");
+            info!(uplink = %uplinks[slot].settings.name, ?address, "address changed; rebinding");
             sockets[slot] = open_socket(&uplinks[slot], ipv6);
         }
+    }
+}
+
+/// Whether an address change on an uplink calls for a new socket: the configured source address,
+/// or a routable address of the gateway's family (a link-local IPv6 address appearing, say, does
+/// not, and rebinding for it would only move the NAT mapping).
+fn address_matters(uplink: &UplinkSettings, address: Option<std::net::IpAddr>, ipv6: bool) -> bool {
+    match (uplink.source, address) {
+        (Some(source), Some(address)) => source == address,
+        (Some(_), None) | (None, None) => true,
+        (None, Some(std::net::IpAddr::V4(_))) => !ipv6,
+        (None, Some(std::net::IpAddr::V6(v6))) => ipv6 && (v6.segments()[0] & 0xffc0) != 0xfe80,
     }
 }
 

@@ -6,6 +6,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::SocketAddr as NetlinkAddr;
 use rtnetlink::{Handle, LinkUnspec, MulticastGroup, new_multicast_connection};
@@ -33,6 +34,8 @@ pub enum NetEvent {
     Address {
         /// The interface's index.
         index: u32,
+        /// The address, when the message carried one.
+        address: Option<std::net::IpAddr>,
     },
 }
 
@@ -97,8 +100,12 @@ impl Netlink {
             let event = match message {
                 RouteNetlinkMessage::NewLink(link) => link_event(&link),
                 RouteNetlinkMessage::DelLink(link) => Some(NetEvent::Gone { index: link.header.index }),
-                RouteNetlinkMessage::NewAddress(address) | RouteNetlinkMessage::DelAddress(address) => {
-                    Some(NetEvent::Address { index: address.header.index })
+                RouteNetlinkMessage::NewAddress(message) | RouteNetlinkMessage::DelAddress(message) => {
+                    let address = message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    });
+                    Some(NetEvent::Address { index: message.header.index, address })
                 }
                 _ => None,
             };
