@@ -121,6 +121,25 @@ fn an_edge_with_three_natted_uplinks_carries_ping_arp_ipv6_and_iperf3_to_the_gat
     assert!(during.contains(" 0% packet loss"), "ping lost packets with one uplink down: {during}");
     lab.exec(&rig1.name, &["ip", "link", "set", "up1", "up"]);
 
+    // A modem unplugged and plugged in again: the interface disappears, the edge waits for it,
+    // and takes it back into use when it returns.
+    lab.exec(&rig1.name, &["ip", "link", "del", "up3"]);
+    assert!(
+        lab.wait_for(Duration::from_secs(3), || lab.log("edge1").contains("interface removed")),
+        "{}",
+        lab.log("edge1")
+    );
+    lab.link(("isp13", "int0", "192.168.3.1/24"), (&rig1.name, "up3", "192.168.3.2/24"));
+    lab.exec(&rig1.name, &["ip", "route", "add", "default", "via", "192.168.3.1", "dev", "up3", "metric", "30"]);
+    let back = lab.wait_for(Duration::from_secs(10), || {
+        serde_json::from_str::<serde_json::Value>(&status()).ok().is_some_and(|v| {
+            v["session"]["links"]
+                .as_array()
+                .is_some_and(|links| links.iter().any(|l| l["name"] == "isp3" && l["state"] == "up"))
+        })
+    });
+    assert!(back, "isp3 did not come back: {}\n{}", status(), lab.log("edge1"));
+
     // SIGTERM: a clean exit that removes the TAP.
     assert!(lab.stop("edge1"), "the edge did not exit on SIGTERM\n{}", lab.log("edge1"));
     let tap = lab.try_exec(&rig1.name, &["ip", "link", "show", "braid0"]);
