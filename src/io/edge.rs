@@ -4,12 +4,12 @@ use std::future::poll_fn;
 use std::io;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
+use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::netlink::{NetEvent, Netlink};
-use super::udp::{bind_uplink, poll_recv_any};
+use super::udp::bind_uplink;
 use super::{IoError, now, os_seed, shutdown_signal, status, tap, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
@@ -35,7 +35,7 @@ enum Input {
     Timeout,
     Retry,
     Tap(io::Result<usize>),
-    Udp(usize, io::Result<(usize, std::net::SocketAddr)>),
+    Udp(usize, io::Result<usize>),
     Status(io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>),
 }
 
@@ -64,7 +64,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
         .map_err(|e| IoError::new("starting the edge", io::Error::other(e)))?;
     let mut uplinks: Vec<Uplink> =
         settings.uplinks.iter().map(|u| Uplink { settings: u.clone(), index: None, carrier: false }).collect();
-    let mut sockets: Vec<Option<UdpSocket>> = uplinks.iter().map(|_| None).collect();
+    let mut sockets: Vec<Option<BatchSocket>> = uplinks.iter().map(|_| None).collect();
     for (slot, uplink) in uplinks.iter_mut().enumerate() {
         if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
             uplink.index = Some(index);
@@ -81,7 +81,8 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
     info!(tap = %settings.tap.name, uplinks = uplinks.len(), status = %settings.status_listen, "edge running");
 
     let mut tap_buf = vec![0u8; BUFFER];
-    let mut udp_buf = vec![0u8; BUFFER];
+    let mut batch = RecvBatch::new();
+    let mut sends = SendBatch::default();
     let mut out = Vec::with_capacity(BUFFER);
     let mut cursor = 0;
     let mut retry = tokio::time::interval(UPLINK_RETRY);
@@ -95,7 +96,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
             _ = retry.tick() => Input::Retry,
             accepted = status_listener.accept() => Input::Status(accepted),
             result = tap.recv(&mut tap_buf) => Input::Tap(result),
-            (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut cursor)) => Input::Udp(slot, result),
+            (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut cursor)) => Input::Udp(slot, result),
         };
         match input {
             Input::Shutdown(signal) => {
@@ -107,8 +108,11 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 let _ = edge.handle_frame(now(), &tap_buf[..len]);
             }
             Input::Tap(Err(error)) => return Err(IoError::new("reading the TAP", error)),
-            Input::Udp(slot, Ok((len, from))) => {
-                let _ = edge.handle_datagram(now(), LinkId::new(slot as u8), from, &udp_buf[..len]);
+            Input::Udp(slot, Ok(count)) => {
+                let now = now();
+                for (from, datagram) in batch.datagrams(count) {
+                    let _ = edge.handle_datagram(now, LinkId::new(slot as u8), from, datagram);
+                }
             }
             Input::Udp(slot, Err(error)) => {
                 // An ICMP error (port unreachable while the gateway restarts) lands here: not fatal.
@@ -129,16 +133,18 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 }
             }
         }
-        drain(&mut edge, &tap, &sockets, &uplinks, &mut out);
+        drain(&mut edge, &tap, &sockets, &uplinks, &mut out, &mut sends);
     }
     Ok(())
 }
 
-fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<UdpSocket> {
+fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<BatchSocket> {
     if !uplink.carrier {
         return None;
     }
-    match bind_uplink(&uplink.settings.interface, uplink.settings.source, ipv6) {
+    let socket = bind_uplink(&uplink.settings.interface, uplink.settings.source, ipv6)
+        .and_then(|s| BatchSocket::new(s).map_err(|e| IoError::new("enabling batched I/O", e)));
+    match socket {
         Ok(socket) => {
             info!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "uplink socket ready");
             Some(socket)
@@ -153,7 +159,7 @@ fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<UdpSocket> {
 fn on_net_event(
     edge: &mut Edge,
     uplinks: &mut [Uplink],
-    sockets: &mut [Option<UdpSocket>],
+    sockets: &mut [Option<BatchSocket>],
     event: NetEvent,
     ipv6: bool,
 ) {
@@ -207,16 +213,21 @@ fn address_matters(uplink: &UplinkSettings, address: Option<std::net::IpAddr>, i
     }
 }
 
-fn drain(edge: &mut Edge, tap: &AsyncDevice, sockets: &[Option<UdpSocket>], uplinks: &[Uplink], out: &mut Vec<u8>) {
+fn drain(
+    edge: &mut Edge,
+    tap: &AsyncDevice,
+    sockets: &[Option<BatchSocket>],
+    uplinks: &[Uplink],
+    out: &mut Vec<u8>,
+    sends: &mut SendBatch,
+) {
     let now = now();
     while let Some(transmit) = edge.poll_transmit(now, out) {
-        let socket = transmit.link.index().and_then(|i| sockets.get(i)).and_then(Option::as_ref);
-        if let Some(socket) = socket
-            && let Err(error) = socket.try_send_to(out, transmit.destination)
-        {
-            tracing::trace!(link = %transmit.link, %error, "send failed");
+        if let Some(slot) = transmit.link.index() {
+            sends.push(sockets, slot, transmit.destination, out);
         }
     }
+    sends.flush(sockets);
     while edge.poll_frame(out).is_some() {
         if let Err(error) = tap.try_send(out) {
             tracing::trace!(%error, "TAP write failed");

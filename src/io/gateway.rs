@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
 
-use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
+use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::edge::{log_event, sleep_until};
 use super::netlink::Netlink;
-use super::udp::{bind_listen, poll_recv_any};
+use super::udp::bind_listen;
 use super::{IoError, now, os_seed, shutdown_signal, status, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::gateway::{Gateway, PeerId};
@@ -25,7 +25,7 @@ enum Input {
     Reload,
     Timeout,
     Tap(usize, io::Result<usize>),
-    Udp(io::Result<(usize, SocketAddr)>),
+    Udp(io::Result<usize>),
     Status(io::Result<(tokio::net::TcpStream, SocketAddr)>),
 }
 
@@ -58,15 +58,22 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
     let netlink = Netlink::open()?;
     let mut taps = open_taps(&settings.taps, &netlink).await?;
     let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
-    let sockets: Vec<Option<UdpSocket>> =
-        settings.listen.iter().map(|&a| bind_listen(a).map(Some)).collect::<Result<_, _>>()?;
+    let sockets: Vec<Option<BatchSocket>> = settings
+        .listen
+        .iter()
+        .map(|&a| {
+            bind_listen(a)
+                .and_then(|s| BatchSocket::new(s).map(Some).map_err(|e| IoError::new("enabling batched I/O", e)))
+        })
+        .collect::<Result<_, _>>()?;
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
     let status_listener = status::listen(settings.status_listen).await?;
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
     let mut tap_buf = vec![0u8; BUFFER];
-    let mut udp_buf = vec![0u8; BUFFER];
+    let mut batch = RecvBatch::new();
+    let mut sends = SendBatch::default();
     let mut out = Vec::with_capacity(BUFFER);
     let (mut tap_cursor, mut udp_cursor) = (0, 0);
     loop {
@@ -78,7 +85,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
             () = sleep_until(deadline) => Input::Timeout,
             accepted = status_listener.accept() => Input::Status(accepted),
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, &mut tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
-            (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut udp_buf, &mut udp_cursor)) => Input::Udp(result),
+            (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut udp_cursor)) => Input::Udp(result),
         };
         match input {
             Input::Shutdown(signal) => {
@@ -94,14 +101,17 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 let _ = gateway.handle_frame(now(), PeerId(slot), &tap_buf[..len]);
             }
             Input::Tap(slot, Err(error)) => warn!(edge = %names[slot], %error, "TAP read failed"),
-            Input::Udp(Ok((len, from))) => {
-                let _ = gateway.handle_datagram(now(), from, &udp_buf[..len]);
+            Input::Udp(Ok(count)) => {
+                let now = now();
+                for (from, datagram) in batch.datagrams(count) {
+                    let _ = gateway.handle_datagram(now, from, datagram);
+                }
             }
             Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
             Input::Status(Ok((stream, _))) => status::reply(stream, gateway_json(&gateway, &names)),
             Input::Status(Err(error)) => tracing::debug!(%error, "status accept failed"),
         }
-        drain(&mut gateway, &taps, &sockets, &names, &mut out);
+        drain(&mut gateway, &taps, &sockets, &names, &mut out, &mut sends);
     }
     Ok(())
 }
@@ -154,23 +164,22 @@ fn poll_recv_taps(
 fn drain(
     gateway: &mut Gateway,
     taps: &[AsyncDevice],
-    sockets: &[Option<UdpSocket>],
+    sockets: &[Option<BatchSocket>],
     names: &[String],
     out: &mut Vec<u8>,
+    sends: &mut SendBatch,
 ) {
     let now = now();
     while let Some(transmit) = gateway.poll_transmit(now, out) {
         // Answer from a socket of the destination's family.
-        let socket = sockets
-            .iter()
-            .flatten()
-            .find(|s| s.local_addr().is_ok_and(|local| local.is_ipv6() == transmit.destination.is_ipv6()));
-        if let Some(socket) = socket
-            && let Err(error) = socket.try_send_to(out, transmit.destination)
-        {
-            tracing::trace!(%error, "send failed");
+        let family = |s: &Option<BatchSocket>| {
+            s.as_ref().is_some_and(|s| s.local_addr().is_ipv6() == transmit.destination.is_ipv6())
+        };
+        if let Some(slot) = sockets.iter().position(family) {
+            sends.push(sockets, slot, transmit.destination, out);
         }
     }
+    sends.flush(sockets);
     while let Some((PeerId(slot), _)) = gateway.poll_frame(out) {
         if let Some(tap) = taps.get(slot)
             && let Err(error) = tap.try_send(out)

@@ -8,6 +8,7 @@
 //!   and `sleep_until(poll_timeout)`, and drains the engine's `poll_*` outputs after every input,
 //!   with reused buffers and no per-packet tasks or channels.
 
+pub mod batch;
 #[cfg(feature = "cli")]
 pub mod edge;
 #[cfg(feature = "cli")]

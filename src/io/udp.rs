@@ -2,10 +2,8 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
 use super::IoError;
@@ -54,25 +52,4 @@ fn finish(socket: Socket, local: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&local.into())?;
     UdpSocket::from_std(socket.into())
-}
-
-/// Polls every socket in `sockets`, starting after the one that was ready last, so a busy link
-/// cannot starve the others. Yields the index, the length and the source.
-pub fn poll_recv_any(
-    cx: &mut Context<'_>,
-    sockets: &[Option<UdpSocket>],
-    buf: &mut [u8],
-    cursor: &mut usize,
-) -> Poll<(usize, io::Result<(usize, SocketAddr)>)> {
-    let n = sockets.len();
-    for step in 0..n {
-        let i = (*cursor + step) % n;
-        let Some(socket) = &sockets[i] else { continue };
-        let mut read = ReadBuf::new(buf);
-        if let Poll::Ready(result) = socket.poll_recv_from(cx, &mut read) {
-            *cursor = (i + 1) % n;
-            return Poll::Ready((i, result.map(|from| (read.filled().len(), from))));
-        }
-    }
-    Poll::Pending
 }
