@@ -7,6 +7,55 @@ use std::process::ExitCode;
 use crate::config::{EdgeSettings, GatewaySettings, cipher_name, load_edge, load_gateway};
 use crate::keys::{KeyError, PrivateKey, PublicKey, generate_key_file};
 
+/// Which daemon a command line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// `braid-edge`.
+    Edge,
+    /// `braid-gateway`.
+    Gateway,
+}
+
+/// The subcommands both binaries have.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Runs the tunnel until SIGINT or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Prints the running daemon's status (JSON, schema version 1).
+    Status {
+        /// The config file (it names the status address).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    #[command(flatten)]
+    Key(KeyCommand),
+    /// Checks a config file: prints what would run, or the first problem (file, line and key).
+    CheckConfig {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+impl Command {
+    /// Runs the command for `daemon` and returns the process's exit code.
+    pub fn run(self, daemon: Daemon) -> ExitCode {
+        match (self, daemon) {
+            (Self::Run { config }, Daemon::Edge) => run_edge(&config),
+            (Self::Run { config }, Daemon::Gateway) => run_gateway(&config),
+            (Self::Status { config }, Daemon::Edge) => status_edge(&config),
+            (Self::Status { config }, Daemon::Gateway) => status_gateway(&config),
+            (Self::CheckConfig { config }, Daemon::Edge) => check_edge_config(&config),
+            (Self::CheckConfig { config }, Daemon::Gateway) => check_gateway_config(&config),
+            (Self::Key(command), _) => finish(command.run()),
+        }
+    }
+}
+
 /// Key management subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeyCommand {

@@ -970,16 +970,7 @@ impl Session {
         let Some(quality) = self.link_quality(link) else {
             return;
         };
-        tracing::debug!(
-            %link,
-            from = transition.from.as_str(),
-            to = transition.to.as_str(),
-            reason = ?transition.reason,
-            rtt = ?quality.srtt,
-            tx_loss = quality.tx_loss,
-            rx_loss = quality.rx_loss,
-            "link state"
-        );
+        // The driver logs the event (naming the link); the engine only reports it.
         self.events.push_back(Event::LinkState { link, transition, quality });
     }
 
