@@ -184,3 +184,70 @@ fn two_edges_share_one_gateway_port_and_a_reload_adds_one_without_disturbing_the
     assert!(lab.log("gateway").contains("allowlist reloaded"), "{}", lab.log("gateway"));
     assert!(lab.stop("gateway"), "the gateway did not exit on SIGTERM");
 }
+
+/// Parses ping's summary: (packet loss %, average RTT in ms).
+fn ping_summary(text: &str) -> (f64, f64) {
+    let loss = text
+        .split([',', '\n'])
+        .find_map(|part| part.trim().strip_suffix("% packet loss").and_then(|n| n.parse().ok()))
+        .unwrap_or(100.0);
+    let avg = text
+        .lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    (loss, avg)
+}
+
+#[test]
+fn the_impairment_forwarder_delays_and_drops_as_set_between_real_namespaces() {
+    if !root_or_skip("netns impairment forwarder") {
+        return;
+    }
+    let mut lab = Lab::new("c");
+    for ns in ["a", "imp", "b"] {
+        lab.add_ns(ns);
+    }
+    lab.link(("a", "eth0", "10.9.0.1/24"), ("imp", "va", ""));
+    lab.link(("b", "eth0", "10.9.0.2/24"), ("imp", "vb", ""));
+    let profile = lab.write("link.profile", "delay_ms=20 jitter_ms=0");
+    let impair = binary("braid-impair");
+    let p = profile.to_str().unwrap();
+    lab.spawn(
+        "imp",
+        "impair",
+        &[impair.to_str().unwrap(), "--a", "ta", "--b", "tb", "--up", p, "--down", p, "--seed", "3"],
+    );
+    let ready =
+        lab.wait_for(Duration::from_secs(5), || lab.try_exec("imp", &["ip", "link", "show", "tb"]).status.success());
+    assert!(ready, "braid-impair made no TAPs: {}", lab.log("impair"));
+    lab.bridge("imp", "bra", &["va", "ta"]);
+    lab.bridge("imp", "brb", &["vb", "tb"]);
+    assert!(ping_until(&lab, "a", "10.9.0.2", Duration::from_secs(5)), "{}", lab.log("impair"));
+
+    // 20 ms each way: the round trip is 40 ms, within 5 ms of scheduling slack.
+    let out = lab.exec("a", &["ping", "-c", "20", "-i", "0.05", "10.9.0.2"]);
+    let (loss, rtt) = ping_summary(&String::from_utf8_lossy(&out.stdout));
+    println!("RESULT scenario=impair-delay set_rtt_ms=40 measured_rtt_ms={rtt:.1} lost_percent={loss}");
+    assert!((40.0..45.0).contains(&rtt), "RTT {rtt} ms for 20 ms each way");
+    assert_eq!(loss, 0.0);
+
+    // 20% loss each way: a round trip survives with 0.8² = 64%, so 36% of pings are lost.
+    std::fs::write(&profile, "delay_ms=1 loss=0.2").unwrap();
+    lab.signal("impair", "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = lab.try_exec("a", &["ping", "-c", "400", "-i", "0.005", "-W", "1", "10.9.0.2"]);
+    let (loss, _) = ping_summary(&String::from_utf8_lossy(&out.stdout));
+    // 400 round trips: sigma = sqrt(0.36 * 0.64 / 400) = 2.4 points; allow four sigma.
+    println!("RESULT scenario=impair-loss set_loss_each_way=0.2 expected_ping_loss_percent=36 measured={loss}");
+    assert!((26.4..45.6).contains(&loss), "ping loss {loss}% for 20% each way (expected 36 ± 9.6)");
+
+    // A blackhole drops everything while the interfaces stay up.
+    std::fs::write(&profile, "blackhole=1").unwrap();
+    lab.signal("impair", "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = lab.try_exec("a", &["ping", "-c", "5", "-i", "0.1", "-W", "1", "10.9.0.2"]);
+    assert_eq!(ping_summary(&String::from_utf8_lossy(&out.stdout)).0, 100.0, "the blackhole let pings through");
+}
