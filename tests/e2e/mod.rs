@@ -93,6 +93,13 @@ impl Lab {
         run(&["ip", "netns", "add", &ns]);
         self.namespaces.push(ns.clone());
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        // Bridged frames must not pass through netfilter (br_netfilter is loaded on many hosts):
+        // conntrack would see them before routing and skip their NAT.
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"])
+            .args(["net.bridge.bridge-nf-call-ip6tables=0"])
+            .stderr(Stdio::null())
+            .status();
         ns
     }
 
