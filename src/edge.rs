@@ -29,6 +29,9 @@ pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
 pub const REKEY_AFTER_PACKETS: u64 = 1 << 32;
 /// An unanswered initiation is sent again (with a fresh ephemeral key) after this long.
 pub const HANDSHAKE_RETRY: Duration = Duration::from_millis(500);
+/// When every link is down, a new handshake (the gateway may have restarted) is started at most
+/// this often, and not within this long of the last one completing.
+pub const DEAD_GATEWAY_HANDSHAKE: Duration = Duration::from_secs(2);
 /// A cookie from the gateway is used for this long.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
@@ -70,6 +73,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct Edge {
     config: EdgeConfig,
+    local_public: PublicKey,
     rng: CryptoRng,
     start: Instant,
     unix_nanos_at_start: u64,
@@ -81,6 +85,7 @@ pub struct Edge {
     init_body: Vec<u8>,
     init_due: LinkSet,
     retry_at: Option<Instant>,
+    last_completed: Option<Instant>,
     /// The gateway's cookie for each link's source address, and when it came.
     cookies: [Option<([u8; 16], Instant)>; crate::MAX_LINKS],
     carrier: LinkSet,
@@ -106,6 +111,7 @@ impl Edge {
             epoch: rng.next_u64(),
             session_seed: rng.next_u64(),
             rng,
+            local_public: config.private_key.public(),
             config,
             start: now,
             unix_nanos_at_start: unix_nanos,
@@ -114,6 +120,7 @@ impl Edge {
             init_body: Vec::new(),
             init_due: LinkSet::EMPTY,
             retry_at: None,
+            last_completed: None,
             cookies: [None; crate::MAX_LINKS],
             carrier,
             events: VecDeque::new(),
@@ -257,9 +264,10 @@ impl Edge {
             return false;
         }
         let Some(session) = &self.session else { return true };
+        let settled = self.last_completed.is_none_or(|at| now.saturating_duration_since(at) >= DEAD_GATEWAY_HANDSHAKE);
         now.saturating_duration_since(session.keys_created()) >= REKEY_AFTER_TIME
             || session.keys_used() >= REKEY_AFTER_PACKETS
-            || session.all_links_down()
+            || (session.all_links_down() && settled)
     }
 
     fn initiate(&mut self, now: Instant) {
@@ -298,7 +306,13 @@ impl Edge {
     }
 
     fn handle_response(&mut self, now: Instant, index: SessionIndex, body: &[u8]) -> Result<(), DropReason> {
-        let pending = self.pending.take_if(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
+        if self.pending.as_ref().is_none_or(|p| p.initiation.local_index != index) {
+            return Err(DropReason::UnknownSession);
+        }
+        // Junk must not cancel the handshake: only a response with a valid mac1 (the sender
+        // knows this edge's public key) is allowed to consume the pending initiation.
+        handshake::check_response(body, &self.local_public).map_err(|_| DropReason::BadMac)?;
+        let pending = self.pending.take().ok_or(DropReason::UnknownSession)?;
         let sent_at = pending.sent_at;
         let (remote_index, payload, split) = match pending.initiation.finish(body) {
             Ok(done) => done,
@@ -314,16 +328,13 @@ impl Edge {
         let protection = Aead::new(self.config.cipher, &split.initiator_to_responder, &split.responder_to_initiator)
             .map_err(|_| DropReason::HandshakeFailed)?;
         let keys = SessionKeys { local_index: index, remote_index, protection: Box::new(protection) };
-        self.retry_at = None;
-        self.init_due = LinkSet::EMPTY;
-        self.stats.handshakes_completed += 1;
         let rtt = now.saturating_duration_since(sent_at);
         match self.session.as_mut() {
             Some(session) => {
                 session.install_keys(now, keys, true);
                 if !payload.resumed {
-                    // The gateway started afresh (it restarted): its frames count from its start.
-                    session.restart_receive(payload.next_frame_seq);
+                    // The gateway started afresh (it restarted): nothing of the old one applies.
+                    session.peer_restarted(now, payload.next_frame_seq);
                 }
             }
             None => {
@@ -333,6 +344,10 @@ impl Edge {
                 self.session = Some(session);
             }
         }
+        self.retry_at = None;
+        self.init_due = LinkSet::EMPTY;
+        self.last_completed = Some(now);
+        self.stats.handshakes_completed += 1;
         tracing::debug!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
         self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
         Ok(())

@@ -229,6 +229,11 @@ impl Gateway {
         Ok(moved)
     }
 
+    /// The current position of the edge with `key` in the allowlist.
+    pub fn peer_of(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied().map(PeerId)
+    }
+
     /// The live session of an edge.
     pub fn session(&self, peer: PeerId) -> Option<&Session> {
         self.peers.get(peer.0)?.live.as_ref()

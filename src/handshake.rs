@@ -426,6 +426,21 @@ pub fn initiate(
     Ok(Initiation { state, local_index, mac1, local_public: local.public() })
 }
 
+/// Checks a response body's length, type and mac1 (addressed to `initiator`), without touching
+/// any handshake state: junk is refused before it can disturb a pending initiation.
+///
+/// # Errors
+/// [`HandshakeError::Malformed`] or [`HandshakeError::BadMac`].
+pub fn check_response(body: &[u8], initiator: &PublicKey) -> Result<(), HandshakeError> {
+    if body.len() != RESPONSE_LEN || body[0] != ControlType::HandshakeResponse.to_u8() {
+        return Err(HandshakeError::Malformed);
+    }
+    if !check_mac1(body, &mac1_key(initiator)) {
+        return Err(HandshakeError::BadMac);
+    }
+    Ok(())
+}
+
 impl Initiation {
     /// Reads the response body and yields the gateway's index, its payload and the keys.
     ///
@@ -433,12 +448,7 @@ impl Initiation {
     /// [`HandshakeError::Malformed`], [`HandshakeError::BadMac`] or [`HandshakeError::Noise`]
     /// (a wrong PSK or gateway key shows up here).
     pub fn finish(mut self, body: &[u8]) -> Result<(SessionIndex, ResponsePayload, SplitKeys), HandshakeError> {
-        if body.len() != RESPONSE_LEN || body[0] != ControlType::HandshakeResponse.to_u8() {
-            return Err(HandshakeError::Malformed);
-        }
-        if !check_mac1(body, &mac1_key(&self.local_public)) {
-            return Err(HandshakeError::BadMac);
-        }
+        check_response(body, &self.local_public)?;
         let remote_index = read_index(body)?;
         let mut payload = [0u8; RESPONSE_PAYLOAD_LEN + 16];
         let len = self

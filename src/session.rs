@@ -465,6 +465,30 @@ impl Session {
         self.reorder = ReorderBuffer::starting_at(self.config.latency_budget, window, next);
     }
 
+    /// The peer is a new session (it restarted and lost its state) keyed by the current keys:
+    /// forget everything that belonged to the old one. Its path counters, clock and frame
+    /// sequence start afresh, so the replay windows, receive counters, delay base and reorder
+    /// buffer do too; the old keys are useless; and this end's path counters restart as well,
+    /// since the new peer's windows start at zero (safe: the keys are new, so no nonce repeats).
+    pub fn peer_restarted(&mut self, now: Instant, next_frame: u64) {
+        self.restart_receive(next_frame);
+        self.previous = None;
+        self.next = None;
+        self.owd_base = None;
+        let interval = self.config.probe_interval;
+        for link in self.links.iter_mut().flatten() {
+            let carrier = link.monitor.carrier();
+            link.replay = SeqWindow::new(PATH_REPLAY_WINDOW);
+            link.next_pn = 0;
+            link.reply_due = None;
+            link.monitor = LinkMonitor::new(now, interval);
+            if !carrier {
+                link.monitor.on_carrier(now, false);
+            }
+            link.next_probe = now;
+        }
+    }
+
     /// The scheduling mode.
     pub const fn mode(&self) -> Mode {
         self.config.mode

@@ -164,8 +164,19 @@ fn two_edges_share_one_gateway_port_and_a_reload_adds_one_without_disturbing_the
     assert!(ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)), "rig 1\n{}", lab.log("gateway"));
     assert!(!ping_until(&lab, "cam2", &rig2.ingest, Duration::from_secs(2)), "rig 2 got in before it was allowed");
 
-    // Allow rig 2 and reload (SIGHUP) while rig 1 streams.
+    // Allow rig 2 and reload (SIGHUP) while rig 1 streams. First a reload that cannot be applied
+    // (rig 2's TAP name is taken): it is refused whole, and rig 1 carries on.
     lab.spawn("cam1", "ping1", &["ping", "-i", "0.05", "-c", "200", &rig1.ingest]);
+    let config = gateway_config(&lab, &gateway_key, &[&rig1, &rig2]);
+    let text = std::fs::read_to_string(&config).unwrap().replace("tap: braid-r2", "tap: wan");
+    std::fs::write(&config, text).unwrap();
+    lab.signal("gateway", "HUP");
+    assert!(
+        lab.wait_for(Duration::from_secs(3), || lab.log("gateway").contains("reload refused")),
+        "{}",
+        lab.log("gateway")
+    );
+    assert!(!ping_until(&lab, "cam2", &rig2.ingest, Duration::from_secs(1)), "a refused reload admitted rig 2");
     gateway_config(&lab, &gateway_key, &[&rig1, &rig2]);
     lab.signal("gateway", "HUP");
     assert!(

@@ -320,3 +320,54 @@ fn a_restarted_gateway_is_found_and_the_stream_flows_again_within_2_s_even_under
     let tail = sim.reverse.delivered.iter().rev().take(100).filter(|&&n| n == 1).count();
     assert_eq!(tail, 100, "the gateway's new stream reaches the edge");
 }
+
+#[test]
+fn after_a_gateway_restart_late_in_a_busy_session_both_directions_recover_without_a_handshake_storm() {
+    // Past the 4096-packet replay window in both directions before the restart, so the new
+    // gateway's counters start far below the old ones.
+    let security = Security::new();
+    let mut sim = secure(12, &security);
+    sim.stream(1.0, 24.0, 4.0, 500);
+    sim.stream_reverse(1.0, 24.0, 4.0, 500);
+    sim.run_until(15.0);
+    let handshakes_before = sim.edge.stats().handshakes_completed;
+    let fresh = security.gateway(&SessionConfig::default(), sim.now, 77);
+    sim.replace_gateway(fresh);
+    sim.run_until(25.0);
+    let up_gap = sim.max_gap_between(14.5, 23.0);
+    let down_tail = sim.reverse.delivered.iter().rev().skip(50).take(1000).filter(|&&n| n == 1).count();
+    let handshakes = sim.edge.stats().handshakes_completed - handshakes_before;
+    println!(
+        "RESULT scenario=sim-late-gateway-restart up_max_gap_ms={:.1} down_tail_delivered={down_tail}/1000 handshakes={handshakes}",
+        ms(up_gap)
+    );
+    assert!(up_gap <= Duration::from_secs(2), "edge to gateway resumed after {up_gap:?}");
+    assert_eq!(down_tail, 1000, "gateway to edge flows again after the restart");
+    assert!(handshakes <= 3, "a handshake storm: {handshakes} handshakes after one restart");
+    let edge = sim.edge.session().expect("edge session");
+    assert!(edge.links().all(|l| edge.link_state(l).is_some_and(braid::LinkState::is_usable)), "links back up");
+}
+
+#[test]
+fn a_junk_response_does_not_cancel_the_pending_handshake() {
+    let mut sim = secure(13, &Security::new());
+    sim.capture = true;
+    sim.schedule(0.0, Action::Restore(0));
+    sim.run_until(0.001);
+    // The initiation is on the wire; forge a response to its (cleartext) sender index.
+    let init = captured(&sim, false, 1);
+    // Key = the initiator's 24-bit index (the low three bytes of the sender index) and link 0.
+    let mut junk = vec![0x30, 0, 0x88, 0xb5];
+    junk.extend_from_slice(&init[14..17]);
+    junk.push(0);
+    junk.extend_from_slice(&[0, 0, 0, 0]);
+    junk.push(2);
+    junk.resize(12 + braid::handshake::RESPONSE_LEN, 0);
+    let result = sim.edge.handle_datagram(sim.now, LinkId::new(0), sim.gateway_addr, &junk);
+    assert_eq!(result, Err(DropReason::BadMac));
+    sim.stream(0.5, 2.0, 1.0, 500);
+    sim.run_until(3.0);
+    assert_eq!(sim.edge.stats().handshakes_completed, 1, "the real response still completed the handshake");
+    assert_eq!(sim.edge.stats().handshakes_started, 1, "without a retry: the junk cancelled nothing");
+    assert_eq!(sim.report().lost, 0);
+}

@@ -17,6 +17,8 @@ use tokio::net::UdpSocket;
 pub const RECV_SLOTS: usize = 16;
 /// Bytes per receive buffer: room for a GRO batch of full-size datagrams.
 pub const SLOT_LEN: usize = 65_536;
+/// The most bytes one GSO send carries: the largest UDP payload over IPv4 (65535 − 20 − 8).
+pub const GSO_MAX_BYTES: usize = 65_507;
 /// The largest datagram sent as a GSO segment: one that fits a 1500-byte path over IPv6 (and so
 /// over IPv4). The kernel refuses GSO segments larger than the path MTU, so a larger datagram
 /// (a full 1500-byte frame plus braid's overhead) goes out alone.
@@ -173,7 +175,7 @@ impl SendBatch {
             && self.socket == socket
             && datagram.len() == self.segment
             && self.count < limit
-            && self.buf.len() + datagram.len() <= SLOT_LEN;
+            && self.buf.len() + datagram.len() <= GSO_MAX_BYTES;
         if !joins {
             self.flush(sockets);
             self.socket = socket;
@@ -204,6 +206,35 @@ mod tests {
         let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         std.set_nonblocking(true).unwrap();
         BatchSocket::new(UdpSocket::from_std(std).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_full_batch_never_exceeds_the_largest_udp_payload() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (tx, rx) = (socket(), socket());
+            let sockets = [Some(tx)];
+            let mut sends = SendBatch::default();
+            // 64 × 1024 = 65536 bytes would be one byte too many for a single send.
+            for i in 0..64u8 {
+                sends.push(&sockets, 0, rx.local_addr(), &[i; 1024]);
+                assert!(sends.buf.len() <= GSO_MAX_BYTES);
+            }
+            sends.flush(&sockets);
+            let mut batch = RecvBatch::new();
+            let mut got = 0;
+            for _ in 0..64 {
+                let receive = std::future::poll_fn(|cx| rx.poll_recv(cx, &mut batch));
+                match tokio::time::timeout(std::time::Duration::from_millis(500), receive).await {
+                    Ok(Ok(count)) => got += batch.datagrams(count).count(),
+                    _ => break,
+                }
+                if got == 64 {
+                    break;
+                }
+            }
+            assert_eq!(got, 64, "every datagram of the batch arrived");
+        });
     }
 
     #[test]

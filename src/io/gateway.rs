@@ -56,7 +56,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
     tokio::pin!(shutdown);
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| IoError::new("installing the SIGHUP handler", e))?;
     let netlink = Netlink::open()?;
-    let mut taps = open_taps(&settings.taps, &netlink).await?;
+    let mut taps: Vec<Option<AsyncDevice>> = open_taps(&settings.taps, &netlink).await?.into_iter().map(Some).collect();
     let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
     let sockets: Vec<Option<BatchSocket>> = settings
         .listen
@@ -92,15 +92,23 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 info!(signal, "shutting down");
                 break;
             }
-            Input::Reload => match reload(&settings.path, &mut gateway, &mut taps, &netlink).await {
-                Ok(new_names) => names = new_names,
-                Err(error) => warn!(%error, "reload refused; keeping the running allowlist"),
-            },
+            Input::Reload => {
+                if let Err(error) = reload(&settings.path, &mut gateway, &mut taps, &mut names, &netlink).await {
+                    warn!(%error, "reload refused; the running allowlist is unchanged");
+                }
+            }
             Input::Timeout => gateway.handle_timeout(now()),
             Input::Tap(slot, Ok(len)) => {
                 let _ = gateway.handle_frame(now(), PeerId(slot), &tap_buf[..len]);
             }
-            Input::Tap(slot, Err(error)) => warn!(edge = %names[slot], %error, "TAP read failed"),
+            Input::Tap(slot, Err(error)) => {
+                // A TAP that fails to read (deleted from outside, say) would fail again at once:
+                // close it rather than spin, and say so.
+                tracing::error!(edge = names.get(slot).map_or("?", String::as_str), %error, "TAP failed; closing it");
+                if let Some(tap) = taps.get_mut(slot) {
+                    *tap = None;
+                }
+            }
             Input::Udp(Ok(count)) => {
                 let now = now();
                 for (from, datagram) in batch.datagrams(count) {
@@ -117,43 +125,52 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
 }
 
 /// Reloads the allowlist: TAPs of kept edges stay, new edges get theirs, removed ones go.
+/// Reloads the allowlist, all or nothing: the TAPs of new edges are opened first, and only then
+/// are the allowlist, the TAPs and the names swapped together. Kept edges keep their TAPs and
+/// sessions; removed edges' TAPs are closed (and so removed).
 async fn reload(
     path: &Path,
     gateway: &mut Gateway,
-    taps: &mut Vec<AsyncDevice>,
+    taps: &mut Vec<Option<AsyncDevice>>,
+    names: &mut Vec<String>,
     netlink: &Netlink,
-) -> Result<Vec<String>, IoError> {
-    let settings = load_gateway(path).map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())))?;
-    let moved = gateway
-        .set_edges(settings.gateway.edges.clone())
-        .map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())))?;
-    let mut old: Vec<Option<AsyncDevice>> = std::mem::take(taps).into_iter().map(Some).collect();
-    for (slot, previous) in moved.iter().enumerate() {
-        let kept = previous.and_then(|PeerId(i)| old.get_mut(i)?.take());
-        let device = match kept {
-            Some(device) => device,
+) -> Result<(), IoError> {
+    let refused = |e: String| IoError::new("reloading", io::Error::other(e));
+    let settings = load_gateway(path).map_err(|e| refused(e.to_string()))?;
+    let previous: Vec<Option<PeerId>> = settings.gateway.edges.iter().map(|e| gateway.peer_of(&e.public_key)).collect();
+    let mut opened = Vec::with_capacity(previous.len());
+    for (slot, before) in previous.iter().enumerate() {
+        opened.push(match before {
+            Some(_) => None,
             None => {
                 let tap = &settings.taps[slot];
-                tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?
+                Some(tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?)
             }
-        };
-        taps.push(device);
+        });
     }
-    let names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
+    let moved = gateway.set_edges(settings.gateway.edges.clone()).map_err(|e| refused(e.to_string()))?;
+    let mut old = std::mem::take(taps);
+    *taps = moved
+        .iter()
+        .zip(opened)
+        .map(|(before, new)| new.or_else(|| before.and_then(|PeerId(i)| old.get_mut(i)?.take())))
+        .collect();
+    *names = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
     info!(edges = ?names, "allowlist reloaded");
-    Ok(names)
+    Ok(())
 }
 
 fn poll_recv_taps(
     cx: &mut Context<'_>,
-    taps: &[AsyncDevice],
+    taps: &[Option<AsyncDevice>],
     buf: &mut [u8],
     cursor: &mut usize,
 ) -> Poll<(usize, io::Result<usize>)> {
     let n = taps.len();
     for step in 0..n {
         let i = (*cursor + step) % n;
-        if let Poll::Ready(result) = taps[i].poll_recv(cx, buf) {
+        let Some(tap) = &taps[i] else { continue };
+        if let Poll::Ready(result) = tap.poll_recv(cx, buf) {
             *cursor = (i + 1) % n;
             return Poll::Ready((i, result));
         }
@@ -163,7 +180,7 @@ fn poll_recv_taps(
 
 fn drain(
     gateway: &mut Gateway,
-    taps: &[AsyncDevice],
+    taps: &[Option<AsyncDevice>],
     sockets: &[Option<BatchSocket>],
     names: &[String],
     out: &mut Vec<u8>,
@@ -181,7 +198,7 @@ fn drain(
     }
     sends.flush(sockets);
     while let Some((PeerId(slot), _)) = gateway.poll_frame(out) {
-        if let Some(tap) = taps.get(slot)
+        if let Some(Some(tap)) = taps.get(slot)
             && let Err(error) = tap.try_send(out)
         {
             tracing::trace!(%error, "TAP write failed");
