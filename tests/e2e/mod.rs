@@ -63,23 +63,30 @@ pub fn run(args: &[&str]) -> Output {
     out
 }
 
+/// Labs run one at a time: each drives real traffic, and two at once on a small machine would
+/// measure each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The lab: namespaces, processes and a scratch directory, all removed on drop.
 pub struct Lab {
     pub prefix: String,
     namespaces: Vec<String>,
     children: Vec<(String, Child)>,
     pub dir: PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
     /// A lab whose namespace names start with a prefix unique to this process and `tag`.
     pub fn new(tag: &str) -> Self {
+        // A test that failed while holding the lock poisons it; the next lab still runs.
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         remove_stale_namespaces();
         let prefix = format!("brt{}{tag}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self { prefix, namespaces: Vec::new(), children: Vec::new(), dir }
+        Self { prefix, namespaces: Vec::new(), children: Vec::new(), dir, _serial: serial }
     }
 
     /// The full name of namespace `short`.
