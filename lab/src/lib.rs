@@ -62,6 +62,75 @@ impl Default for Profile {
     }
 }
 
+impl Profile {
+    /// A clean link with a one-way delay.
+    pub fn new(delay_ms: u64) -> Self {
+        Self { delay: ms(delay_ms), ..Self::default() }
+    }
+
+    /// With uniform jitter of ± `ms`.
+    #[must_use]
+    pub fn jitter_ms(mut self, ms: u64) -> Self {
+        self.jitter = Duration::from_millis(ms);
+        self
+    }
+
+    /// With random loss.
+    #[must_use]
+    pub fn loss(mut self, loss: f64) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    /// With jitter allowed to reorder.
+    #[must_use]
+    pub fn reordering(mut self) -> Self {
+        self.reorder = true;
+        self
+    }
+
+    /// With a rate limit.
+    #[must_use]
+    pub fn rate_mbps(mut self, mbps: f64) -> Self {
+        self.rate_bps = Some((mbps * 1e6) as u64);
+        self
+    }
+
+    /// With bursty loss.
+    #[must_use]
+    pub fn burst(mut self, burst: Burst) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Without random or bursty loss.
+    #[must_use]
+    pub fn lossless(mut self) -> Self {
+        self.loss = 0.0;
+        self.burst = None;
+        self
+    }
+
+    /// The `dsl` preset: 20 Mbit/s, 15 ms ± 2.
+    pub fn dsl() -> Self {
+        preset_or_default("dsl")
+    }
+
+    /// The `lte-good` preset: 10 Mbit/s, 40 ms ± 10.
+    pub fn lte_good() -> Self {
+        preset_or_default("lte-good")
+    }
+
+    /// The `lte-bad` preset: 8 Mbit/s, 70 ms ± 25, bursty loss.
+    pub fn lte_bad() -> Self {
+        preset_or_default("lte-bad")
+    }
+}
+
+fn preset_or_default(name: &str) -> Profile {
+    preset(name).unwrap_or_default()
+}
+
 /// A named preset, as the lab's scenarios use them.
 pub fn preset(name: &str) -> Option<Profile> {
     let base = Profile::default();
@@ -201,6 +270,12 @@ impl Link {
 
     /// Takes in a frame at `now`; returns whether it will be delivered.
     pub fn offer(&mut self, now: Instant, frame: &[u8]) -> bool {
+        self.offer_sized(now, frame, frame.len())
+    }
+
+    /// Takes in a frame that occupies `wire_len` bytes on the link (a UDP payload plus the
+    /// headers the caller does not carry, say).
+    pub fn offer_sized(&mut self, now: Instant, frame: &[u8], wire_len: usize) -> bool {
         self.stats.offered += 1;
         let p = self.profile;
         let mut lost = p.blackhole || frame.len().saturating_sub(14) > p.mtu;
@@ -218,7 +293,7 @@ impl Link {
             if start.saturating_duration_since(now) > p.queue {
                 lost = true;
             } else if !lost {
-                let wire = Duration::from_secs_f64(frame.len() as f64 * 8.0 / rate as f64);
+                let wire = Duration::from_secs_f64(wire_len as f64 * 8.0 / rate as f64);
                 self.busy_until = Some(start + wire);
                 depart = start + wire;
             }
@@ -238,6 +313,11 @@ impl Link {
         self.order += 1;
         self.queue.push(Reverse(InFlight { due, order: self.order, frame: frame.to_vec() }));
         true
+    }
+
+    /// Frames in flight.
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
     }
 
     /// When the next frame is due.

@@ -8,8 +8,6 @@
 
 #![allow(dead_code, clippy::disallowed_methods, unreachable_pub)]
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,6 @@ use braid::edge::{Edge, EdgeConfig};
 use braid::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
 use braid::keys::{PrivateKey, Psk};
 use braid::monitor::LinkState;
-use braid::rng::Rng;
 use braid::session::{Delivered, DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, Transmit};
 use braid::{LinkId, Mode};
 
@@ -150,160 +147,20 @@ pub fn seed_bytes(seed: u64) -> [u8; 32] {
     out
 }
 
-/// Gilbert–Elliott bursty loss: a good and a bad state, each with its own loss rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Burst {
-    /// Per-packet chance of moving from good to bad.
-    pub enter_bad: f64,
-    /// Per-packet chance of moving from bad to good.
-    pub leave_bad: f64,
-    /// Loss rate while bad.
-    pub bad_loss: f64,
-}
+/// The link model is the lab's own (`braid-impair` runs the same code between TAPs), so a
+/// simulated link and a lab link mean the same thing.
+#[allow(unused_imports)]
+pub use braid_lab::{Burst, Link, Profile};
 
-/// How one direction of a virtual link behaves.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Profile {
-    pub delay: Duration,
-    /// Uniform in ±jitter around the delay.
-    pub jitter: Duration,
-    /// Whether jitter may reorder packets; if not, a packet never overtakes the one before it.
-    pub reorder: bool,
-    /// Random loss rate.
-    pub loss: f64,
-    pub burst: Option<Burst>,
-    /// Bits per second, or unlimited.
-    pub rate_bps: Option<u64>,
-    /// The most queueing delay before tail drop, when rate-limited.
-    pub queue_limit: Duration,
-}
-
-impl Profile {
-    pub fn new(delay_ms: u64) -> Self {
-        Self {
-            delay: Duration::from_millis(delay_ms),
-            jitter: Duration::ZERO,
-            reorder: false,
-            loss: 0.0,
-            burst: None,
-            rate_bps: None,
-            queue_limit: Duration::from_millis(200),
-        }
-    }
-
-    pub fn jitter_ms(mut self, ms: u64) -> Self {
-        self.jitter = Duration::from_millis(ms);
-        self
-    }
-
-    pub fn loss(mut self, loss: f64) -> Self {
-        self.loss = loss;
-        self
-    }
-
-    pub fn reordering(mut self) -> Self {
-        self.reorder = true;
-        self
-    }
-
-    pub fn rate_mbps(mut self, mbps: f64) -> Self {
-        self.rate_bps = Some((mbps * 1e6) as u64);
-        self
-    }
-
-    pub fn burst(mut self, burst: Burst) -> Self {
-        self.burst = Some(burst);
-        self
-    }
-
-    /// 20 Mbit/s, 15 ms, a little jitter: a DSL line.
-    pub fn dsl() -> Self {
-        Self::new(15).jitter_ms(2).rate_mbps(20.0)
-    }
-
-    /// 10 Mbit/s, 40 ms ± 10 ms: a good LTE modem.
-    pub fn lte_good() -> Self {
-        Self::new(40).jitter_ms(10).rate_mbps(10.0)
-    }
-
-    /// 8 Mbit/s, 70 ms ± 25 ms: a poor LTE modem.
-    pub fn lte_bad() -> Self {
-        Self::new(70).jitter_ms(25).rate_mbps(8.0)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct InFlight {
-    at: Instant,
-    order: u64,
-    bytes: Vec<u8>,
-}
-
-#[derive(Debug)]
-struct Direction {
-    profile: Profile,
-    busy_until: Instant,
-    last_delivery: Instant,
-    bad: bool,
-    queue: BinaryHeap<Reverse<InFlight>>,
-}
-
-impl Direction {
-    fn new(profile: Profile, now: Instant) -> Self {
-        Self { profile, busy_until: now, last_delivery: now, bad: false, queue: BinaryHeap::new() }
-    }
-
-    fn send(&mut self, now: Instant, bytes: &[u8], rng: &mut Rng, order: u64) -> bool {
-        let p = self.profile;
-        if let Some(burst) = p.burst {
-            let flip = if self.bad { burst.leave_bad } else { burst.enter_bad };
-            if rng.unit() < flip {
-                self.bad = !self.bad;
-            }
-            if self.bad && rng.unit() < burst.bad_loss {
-                return false;
-            }
-        }
-        if rng.unit() < p.loss {
-            return false;
-        }
-        let mut depart = now;
-        if let Some(rate) = p.rate_bps {
-            let start = self.busy_until.max(now);
-            if start.saturating_duration_since(now) > p.queue_limit {
-                return false;
-            }
-            // Outer IPv4 + UDP headers count against the rate too.
-            let wire = (bytes.len() + 28) as f64 * 8.0 / rate as f64;
-            self.busy_until = start + Duration::from_secs_f64(wire);
-            depart = self.busy_until;
-        }
-        let jitter_us = p.jitter.as_micros() as i64;
-        let offset = if jitter_us == 0 { 0 } else { rng.below(2 * jitter_us as u64 + 1) as i64 - jitter_us };
-        let delay = Duration::from_micros((p.delay.as_micros() as i64 + offset).max(0) as u64);
-        let mut at = depart + delay;
-        if !p.reorder {
-            at = at.max(self.last_delivery);
-        }
-        self.last_delivery = self.last_delivery.max(at);
-        self.queue.push(Reverse(InFlight { at, order, bytes: bytes.to_vec() }));
-        true
-    }
-
-    fn next_at(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse(f)| f.at)
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.next_at()? <= now { self.queue.pop().map(|Reverse(f)| f.bytes) } else { None }
-    }
-}
+/// Outer IPv4 + UDP headers: they count against a link's rate, though the sim carries only the
+/// UDP payload.
+const OUTER_HEADERS: usize = 28;
 
 /// One virtual uplink: two directions, carrier, blackhole and the NAT mapping the gateway sees.
 #[derive(Debug)]
 pub struct VirtualLink {
-    up: Direction,
-    down: Direction,
+    up: Link,
+    down: Link,
     pub carrier: bool,
     pub blackhole: bool,
     /// The address the gateway sees for this link (the ISP's NAT mapping).
@@ -471,11 +328,9 @@ pub struct Sim<E: End = Session, G: End = Session> {
     /// Every link state change at the edge: (time since start, link, new state).
     pub edge_states: Vec<(Duration, LinkId, LinkState)>,
     pub gateway_states: Vec<(Duration, LinkId, LinkState)>,
-    rng: Rng,
     source: Option<Source>,
     reverse_source: Option<Source>,
     actions: Vec<(Instant, Action)>,
-    order: u64,
     next_port: u16,
     buf: Vec<u8>,
     steps: u64,
@@ -551,8 +406,8 @@ impl<E: End, G: End> Sim<E, G> {
             .iter()
             .enumerate()
             .map(|(i, p)| VirtualLink {
-                up: Direction::new(*p, start),
-                down: Direction::new(*p, start),
+                up: Link::new(*p, seed.wrapping_mul(31).wrapping_add(2 * i as u64 + 1)),
+                down: Link::new(*p, seed.wrapping_mul(31).wrapping_add(2 * i as u64 + 2)),
                 carrier: true,
                 blackhole: false,
                 nat: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, i as u8 + 1), 40_000)),
@@ -576,11 +431,9 @@ impl<E: End, G: End> Sim<E, G> {
             gateway_addr,
             edge_states: Vec::new(),
             gateway_states: Vec::new(),
-            rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1),
             source: None,
             reverse_source: None,
             actions: Vec::new(),
-            order: 0,
             next_port: 40_001,
             buf: Vec::with_capacity(2048),
             steps: 0,
@@ -662,7 +515,7 @@ impl<E: End, G: End> Sim<E, G> {
 
     /// Datagrams on the wire from the edge to the gateway on a link right now.
     pub fn in_flight_up(&self, link: usize) -> u64 {
-        self.links[link].up.queue.len() as u64
+        self.links[link].up.in_flight() as u64
     }
 
     /// Replaces the gateway (a restart: all its state is gone).
@@ -684,8 +537,8 @@ impl<E: End, G: End> Sim<E, G> {
         consider(self.actions.first().map(|(t, _)| *t));
         consider(self.injections.first().map(|(t, _, _)| *t));
         for link in &self.links {
-            consider(link.up.next_at());
-            consider(link.down.next_at());
+            consider(link.up.next_due());
+            consider(link.down.next_due());
         }
         next
     }
@@ -759,8 +612,8 @@ impl<E: End, G: End> Sim<E, G> {
             }
             Action::SetProfile(l, profile) => {
                 let link = &mut self.links[usize::from(l)];
-                link.up.profile = profile;
-                link.down.profile = profile;
+                link.up.set_profile(profile);
+                link.down.set_profile(profile);
             }
         }
     }
@@ -772,7 +625,6 @@ impl<E: End, G: End> Sim<E, G> {
             let mut progress = false;
             while let Some(t) = self.edge.transmit(now, &mut buf) {
                 progress = true;
-                self.order += 1;
                 if self.capture {
                     self.captured.push((t.link.get(), buf.clone()));
                 }
@@ -780,12 +632,11 @@ impl<E: End, G: End> Sim<E, G> {
                 assert_eq!(t.destination, self.gateway_addr, "the edge sends only to the gateway");
                 if link.carrier && !link.blackhole {
                     link.sent_up += 1;
-                    link.up.send(now, &buf, &mut self.rng, self.order);
+                    link.up.offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
                 }
             }
             while let Some(t) = self.gateway.transmit(now, &mut buf) {
                 progress = true;
-                self.order += 1;
                 // A packet to a stale NAT mapping (or to an attacker) goes nowhere near the edge.
                 let Some(link) = self.links.iter_mut().find(|l| l.nat == t.destination) else {
                     self.misdirected.push(t.destination);
@@ -793,7 +644,7 @@ impl<E: End, G: End> Sim<E, G> {
                 };
                 if link.carrier && !link.blackhole {
                     link.sent_down += 1;
-                    link.down.send(now, &buf, &mut self.rng, self.order);
+                    link.down.offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
                 }
             }
             let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
