@@ -166,22 +166,25 @@ stream_with_timeline() { # name rate secs timeline-function
     in_ns ing iperf3 -s -1 -J >"$RUN/iperf-server.json" 2>/dev/null &
     local server=$!
     sleep 0.5
-    in_ns cam ping -i 0.02 -w "$secs" 10.77.0.20 >"$RUN/ping.txt" 2>&1 &
+    in_ns cam ping -D -i 0.02 -w "$secs" 10.77.0.20 >"$RUN/ping.txt" 2>&1 &
     in_ns cam iperf3 -c 10.77.0.20 -u -b "$rate" -l 1200 -t "$secs" -J >"$RUN/iperf-client.json" 2>/dev/null &
     local client=$!
     "$timeline" "$secs"
     wait "$client" || true
     wait "$server" || true
-    local sent lost ooo p50 p99
+    local sent lost ooo p50 p99 gap
     sent=$(jq '.end.sum.packets // 0' "$RUN/iperf-server.json")
     lost=$(jq '.end.sum.lost_packets // 0' "$RUN/iperf-server.json")
     ooo=$(jq '[.intervals[].streams[0].out_of_order // 0] | add // 0' "$RUN/iperf-server.json")
     read -r p50 p99 < <(grep -o 'time=[0-9.]*' "$RUN/ping.txt" | cut -d= -f2 | sort -n |
         awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}')
+    # The longest silence between two ping replies (every 20 ms): how long the stream stalled.
+    gap=$(grep -o '^\[[0-9.]*\]' "$RUN/ping.txt" | tr -d '[]' |
+        awk 'NR > 1 { d = ($1 - p) * 1000; if (d > m) m = d } { p = $1 } END { printf "%.0f", m }')
     echo
-    echo "RESULT scenario=$name mode=${MODE:-redundant} sent=$sent lost=$lost dup=- reordered=$ooo max_gap_ms=- p50_ms=$p50 p99_ms=$p99 goodput_mbps=- cc_errors=-"
-    printf '\n%-16s %-10s %8s %6s %10s %8s %8s\n' scenario mode sent lost reordered p50_ms p99_ms
-    printf '%-16s %-10s %8s %6s %10s %8s %8s\n' "$name" "${MODE:-redundant}" "$sent" "$lost" "$ooo" "$p50" "$p99"
+    echo "RESULT scenario=$name mode=${MODE:-redundant} sent=$sent lost=$lost dup=- reordered=$ooo max_gap_ms=$gap p50_ms=$p50 p99_ms=$p99 goodput_mbps=- cc_errors=-"
+    printf '\n%-18s %-14s %8s %6s %10s %11s %8s %8s\n' scenario mode sent lost reordered max_gap_ms p50_ms p99_ms
+    printf '%-18s %-14s %8s %6s %10s %11s %8s %8s\n' "$name" "${MODE:-redundant}" "$sent" "$lost" "$ooo" "$gap" "$p50" "$p99"
 }
 
 cuts_timeline() { # secs
@@ -200,10 +203,38 @@ cuts_timeline() { # secs
 
 quiet_timeline() { sleep "$1"; }
 
+# The first uplink is blackholed for 200 ms, then restored for 200 ms, for 10 s from 4 s on.
+flap_timeline() { # secs
+    sleep 4
+    log "flap: ${PROFILES[0]} every 200 ms for 10 s"
+    for _ in $(seq 25); do
+        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
+        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
+    done
+    log "links: $(link_states)"
+    sleep $(($1 - 14))
+}
+
+# The gateway is killed (SIGKILL: no goodbye) at 6 s and started again right away.
+restart_timeline() { # secs
+    sleep 6
+    log "gateway: SIGKILL and restart"
+    pkill -9 -f "braid-gateway run --config $RUN/gateway.yaml" || true
+    sleep 0.2
+    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" >>"$RUN/gateway.log" 2>&1 &
+    for t in $(seq 2 2 $(($1 - 8))); do sleep 2; log "links: $(link_states)"; done
+}
+
 scenario_baseline() { stream_with_timeline baseline 4M 10 quiet_timeline; }
 scenario_redundant_cuts() { stream_with_timeline redundant-cuts 4M 26 cuts_timeline; }
+scenario_active_backup_cuts() { stream_with_timeline active-backup-cuts 4M 26 cuts_timeline; }
+scenario_flap() { stream_with_timeline flap 4M 20 flap_timeline; }
+scenario_gateway_restart() { stream_with_timeline gateway-restart 4M 16 restart_timeline; }
 
-SCENARIOS=(baseline redundant-cuts)
+SCENARIOS=(baseline redundant-cuts active-backup-cuts flap gateway-restart)
+
+# The mode a scenario runs in.
+mode_of() { [[ $1 == active-backup-* ]] && echo active-backup || echo redundant; }
 
 case ${1:-} in
     list) printf '%s\n' "${SCENARIOS[@]}" ;;
@@ -216,6 +247,7 @@ case ${1:-} in
         trap down EXIT
         for name in "$@"; do
             [[ " ${SCENARIOS[*]} " == *" $name "* ]] || die "no scenario $name (try: scripts/lab.sh list)"
+            MODE=$(mode_of "$name")
             up
             "scenario_${name//-/_}"
         done
