@@ -140,16 +140,7 @@ pub fn poll_recv_any(
     batch: &mut RecvBatch,
     cursor: &mut usize,
 ) -> Poll<(usize, io::Result<usize>)> {
-    let n = sockets.len();
-    for step in 0..n {
-        let i = (*cursor + step) % n;
-        let Some(socket) = &sockets[i] else { continue };
-        if let Poll::Ready(result) = socket.poll_recv(cx, batch) {
-            *cursor = (i + 1) % n;
-            return Poll::Ready((i, result));
-        }
-    }
-    Poll::Pending
+    super::poll_round_robin(cx, sockets, cursor, |socket, cx| socket.poll_recv(cx, batch))
 }
 
 /// Coalesces outgoing datagrams into GSO batches, one pending batch at a time.

@@ -10,7 +10,7 @@ use tun_rs::AsyncDevice;
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::netlink::{NetEvent, Netlink};
 use super::udp::bind_uplink;
-use super::{IoError, now, os_seed, shutdown_signal, status, tap, unix_nanos};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, status, tap, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
 use crate::edge::Edge;
@@ -253,13 +253,5 @@ pub fn log_event<'a>(event: &Event, name: impl Fn(LinkId) -> &'a str) {
         ),
         Event::Handshake { index, resumed } => info!(?index, resumed, "handshake complete"),
         Event::PathChanged { link, from, to } => info!(link = name(*link), ?from, %to, "path moved"),
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-pub async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -11,10 +11,10 @@ use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
-use super::edge::{log_event, sleep_until};
+use super::edge::log_event;
 use super::netlink::Netlink;
 use super::udp::bind_listen;
-use super::{IoError, now, os_seed, shutdown_signal, status, tap};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, status, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::gateway::{Gateway, PeerId};
 
@@ -166,16 +166,7 @@ fn poll_recv_taps(
     buf: &mut [u8],
     cursor: &mut usize,
 ) -> Poll<(usize, io::Result<usize>)> {
-    let n = taps.len();
-    for step in 0..n {
-        let i = (*cursor + step) % n;
-        let Some(tap) = &taps[i] else { continue };
-        if let Poll::Ready(result) = tap.poll_recv(cx, buf) {
-            *cursor = (i + 1) % n;
-            return Poll::Ready((i, result));
-        }
-    }
-    Poll::Pending
+    super::poll_round_robin(cx, taps, cursor, |tap, cx| tap.poll_recv(cx, buf))
 }
 
 fn drain(

@@ -18,9 +18,8 @@ pub mod status;
 pub mod tap;
 pub mod udp;
 
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use crate::session::{Session, TimerKind};
 
 /// An OS-level failure, with what braid was doing.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +46,32 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Sleeps until the session's next deadline (forever if it has none), and returns its reason.
-pub async fn sleep_until_timeout(session: &Session) -> Option<TimerKind> {
-    match session.poll_timeout() {
-        Some((deadline, kind)) => {
-            tokio::time::sleep_until(deadline.into()).await;
-            Some(kind)
-        }
+/// Sleeps until `deadline`, or forever without one.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Polls each present item in turn, starting after the one that was ready last, so one busy
+/// source cannot starve the others. Yields the index of the first ready one and its result.
+pub fn poll_round_robin<T, R>(
+    cx: &mut Context<'_>,
+    items: &[Option<T>],
+    cursor: &mut usize,
+    mut poll: impl FnMut(&T, &mut Context<'_>) -> Poll<R>,
+) -> Poll<(usize, R)> {
+    let n = items.len();
+    for step in 0..n {
+        let i = (*cursor + step) % n;
+        let Some(item) = &items[i] else { continue };
+        if let Poll::Ready(result) = poll(item, cx) {
+            *cursor = (i + 1) % n;
+            return Poll::Ready((i, result));
+        }
+    }
+    Poll::Pending
 }
 
 /// The clock the driver hands to the engine.
