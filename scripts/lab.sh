@@ -138,7 +138,7 @@ up() {
             # The modem: edge's upN ⇄ e0, bridged with TAP ta; braid-impair moves frames ta⇄tb;
             # tb is the ISP's router interface.
             veth edge "up$u" "192.168.$u.2/24" "$isp" e0 ""
-            echo "preset=${PROFILES[$((u - 1))]}" >"$(profile_file "$u")"
+            echo "preset=${PROFILES[$((u - 1))]}${LINK_EXTRA:+ $LINK_EXTRA}" >"$(profile_file "$u")"
             in_ns "$isp" "$BIN/braid-impair" --a "ta$u" --b tb --up "$(profile_file "$u")" --down "$(profile_file "$u")" \
                 --seed "$((SEED * 10 + u))" >"$RUN/impair$u.log" 2>&1 &
             for _ in $(seq 50); do in_ns "$isp" ip link show tb >/dev/null 2>&1 && break; sleep 0.1; done
@@ -182,6 +182,7 @@ gateway:
   address: $GW_PUBLIC:4754
   public_key: $gw_pub
 mode: ${MODE:-redundant}
+path_mtu: ${PATH_MTU:-1500}
 tap:
   name: braid0
   bridge: br-lan
@@ -192,6 +193,7 @@ EOF
 private_key_file: $RUN/gateway.key
 listen: ["$GW_PUBLIC:4754"]
 mode: ${MODE:-redundant}
+path_mtu: ${PATH_MTU:-1500}
 edges:
   - name: rig
     public_key: $edge_pub
@@ -470,12 +472,32 @@ scenario_ffmpeg_redundant() {
     ffmpeg_stream srt
 }
 
-SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap)
+# Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
+# when ICMP is filtered), and braid is told so (`path_mtu: 1420`). A full 1500-byte packet must
+# cross the TAP's 1500-byte MTU with DF set, in pieces inside the tunnel; TCP goodput over the
+# one remaining link is reported against its rate.
+scenario_mtu() {
+    local ping_out loss
+    ping_out=$(in_ns cam ping -M do -s 1472 -c 50 -i 0.02 "$INGEST" 2>&1 || true)
+    loss=$(grep -o '[0-9.]*% packet loss' <<<"$ping_out" | cut -d% -f1)
+    in_ns edge ip link set up1 down
+    in_ns edge ip link set up3 down
+    sleep 1
+    in_ns ing iperf3 -s -D
+    sleep 0.3
+    local goodput
+    goodput=$(in_ns cam iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
+    result mtu "${MODE:-redundant}" 50 - - - - - - "$(printf '%.1f' "$goodput")" - \
+        "ping_1500_df_loss_pct=${loss:-100} link=${PROFILES[1]} link_rate_mbps=10 goodput_share=$(awk -v g="$goodput" 'BEGIN { printf "%.2f", g / 10 }')"
+}
+
+SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap mtu)
 
 # The mode and topology a scenario runs in.
 configure() { # name
-    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0
+    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA=""
     case $1 in
+        mtu) PATH_MTU=1420 LINK_EXTRA="mtu=1420" ;;
         baseline) IMPAIR=0 DIRECT=1 ;;
         active-backup-*) MODE=active-backup ;;
         hostile) CAPTURE_TUNNEL=1 ;;

@@ -99,6 +99,11 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// The path MTUs a config may set (`path_mtu`): the IPv6 minimum up to jumbo frames.
+pub const PATH_MTU_RANGE: core::ops::RangeInclusive<i64> = 1280..=9000;
+/// What IP and UDP take of a path's MTU: the IPv6 header (40) and UDP (8), so one setting serves
+/// either family.
+pub const IP_UDP_OVERHEAD: usize = 48;
 /// The TAP MTU when the config names none.
 pub const DEFAULT_TAP_MTU: u16 = 1500;
 /// The TAP MTUs a config may set: the IPv4 minimum up to jumbo frames.
@@ -221,6 +226,7 @@ struct EdgeFile {
     mode: Option<String>,
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
+    path_mtu: Option<i64>,
     tap: Option<TapFile>,
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
@@ -267,6 +273,7 @@ struct GatewayFile {
     mode: Option<String>,
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
+    path_mtu: Option<i64>,
     handshake_rate: Option<i64>,
     edges: Vec<AllowedEdgeFile>,
     status: Option<StatusFile>,
@@ -309,6 +316,7 @@ fn expected(key: &str) -> String {
         "mode" => MODE_RULE.into(),
         "latency_budget_ms" => range_rule(&LATENCY_BUDGET_MS_RANGE, "milliseconds"),
         "retransmit" => "true or false".into(),
+        "path_mtu" => range_rule(&PATH_MTU_RANGE, "bytes"),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
         "name" if key == "tap.name" => format!("an interface name of {INTERFACE_RULE}"),
@@ -356,7 +364,7 @@ fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Problem
         Some("aes-256-gcm") => Cipher::Aes256Gcm,
         Some(other) => return Err(problem("cipher", format!("{other:?} is not a cipher; expected {CIPHER_RULE}"))),
     };
-    let mut session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit)?;
+    let mut session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu)?;
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -433,7 +441,7 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
             addresses
         }
     };
-    let session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit)?;
+    let session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu)?;
     let handshake_rate = match file.handshake_rate {
         None => DEFAULT_HANDSHAKE_RATE,
         Some(rate) => in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")?,
@@ -479,6 +487,7 @@ fn session(
     mode: Option<&str>,
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
+    path_mtu: Option<i64>,
 ) -> Result<SessionConfig, Problem> {
     let mode = match mode {
         None => Mode::default(),
@@ -487,6 +496,10 @@ fn session(
     };
     let mut session = SessionConfig { mode, ..SessionConfig::default() };
     session.retransmit = retransmit.unwrap_or(session.retransmit);
+    if let Some(mtu) = path_mtu {
+        let mtu: usize = in_range("path_mtu", mtu, &PATH_MTU_RANGE, "bytes")?;
+        session.max_datagram = mtu - IP_UDP_OVERHEAD;
+    }
     if let Some(ms) = latency_budget_ms {
         let ms: u32 = in_range("latency_budget_ms", ms, &LATENCY_BUDGET_MS_RANGE, "milliseconds")?;
         session.latency_budget = Duration::from_millis(u64::from(ms));
@@ -1020,7 +1033,7 @@ mod tests {
         let scratch = Scratch::new("edge-full");
         let yaml = edge_yaml()
             .replace("  - name: lte\n", "  - name: lte\n    source: 10.0.0.2\n    priority: 7\n    rate_mbps: 2.5\n")
-            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\n\
+            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\npath_mtu: 1420\n\
                tap:\n  name: tap9\n  mtu: 9000\n  mac: 02:00:00:00:00:0a\n  bridge: br0\n\
                status:\n  listen: \"[::1]:9000\"\n";
         let settings = scratch.edge(&yaml).unwrap();
@@ -1036,6 +1049,7 @@ mod tests {
                 mode: Mode::ActiveBackup,
                 latency_budget: Duration::from_millis(120),
                 retransmit: false,
+                max_datagram: 1420 - 48,
                 links: vec![
                     LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote },
                     LinkConfig { id: LinkId::new(1), priority: 7, rate_bps: Some(2_500_000), remote },

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod edge;
+pub mod fragment;
 pub mod gateway;
 pub mod handshake;
 pub mod keys;

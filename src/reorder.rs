@@ -124,6 +124,11 @@ impl ReorderBuffer {
         self.hold = hold.min(self.budget);
     }
 
+    /// Whether frame `seq` was already delivered, is held, or was given up.
+    pub fn has(&self, seq: u64) -> bool {
+        seq < self.next || self.seen.check(seq) != Verdict::Accept
+    }
+
     /// Frame `seq` was asked for again: hold its gap for the whole budget.
     pub fn await_retransmit(&mut self, seq: u64) {
         self.awaiting = self.awaiting.max(seq + 1);

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::crypto::{PathNonce, Protection, SessionKeys};
+use crate::fragment::{Joined, Piece, Reassembly, Split, emit_piece_header};
 use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, StateReason, Transition};
 use crate::reorder::{Arrival, ReorderBuffer};
 use crate::retransmit::{Gaps, MAX_MISSING, NakTiming, SentFrames};
@@ -26,8 +27,8 @@ use crate::scheduler::{DEFAULT_LINK_RATE_BPS, FrameMeta, LinkView, Mode, Schedul
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::{SeqWindow, Verdict};
 use crate::wire::{
-    self, ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, FLAG_RETRANSMIT, GRE_HEADER_LEN,
-    GreRepr, Kind, LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
+    self, ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, FLAG_RETRANSMIT, FRAGMENT_PIECE,
+    GRE_HEADER_LEN, GreRepr, Kind, LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
 };
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber, SessionIndex};
 
@@ -37,6 +38,9 @@ pub use crate::stats::DropReason;
 pub const DEFAULT_LATENCY_BUDGET: Duration = Duration::from_millis(500);
 /// The reorder hold is the measured delay spread (jitter included) plus this margin.
 pub const REORDER_MARGIN: Duration = Duration::from_millis(5);
+/// The largest UDP payload by default: a 1500-byte path less IPv6 and UDP headers (48 bytes),
+/// so one setting serves either family.
+pub const DEFAULT_MAX_DATAGRAM: usize = 1500 - 48;
 /// The frame rate the dedup window is sized for by default, with the latency budget.
 pub const DEFAULT_MAX_FRAME_RATE: u32 = 100_000;
 /// Per-path replay windows cover reordering within one link only.
@@ -105,6 +109,8 @@ pub struct SessionConfig {
     pub links: Vec<LinkConfig>,
     /// Whether missing frames are asked for again (NAK) and re-sent within the budget.
     pub retransmit: bool,
+    /// The largest UDP payload a link's path carries: larger frames are split in the tunnel.
+    pub max_datagram: usize,
 }
 
 impl Default for SessionConfig {
@@ -116,6 +122,7 @@ impl Default for SessionConfig {
             max_frame_rate: DEFAULT_MAX_FRAME_RATE,
             links: Vec::new(),
             retransmit: true,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
         }
     }
 }
@@ -351,6 +358,9 @@ struct Pending {
     retransmit: bool,
     /// The links a copy actually went out on.
     sent_on: LinkSet,
+    /// The link whose pieces are going out, and the next piece.
+    current: Option<LinkId>,
+    piece: u8,
 }
 
 /// One end of a bonded tunnel. See the [module docs](self) for the call order.
@@ -376,6 +386,8 @@ pub struct Session {
     reorder: ReorderBuffer,
     /// Frames missing on the receive side, and the NAKs for them.
     gaps: Gaps,
+    /// Frames arriving in pieces.
+    reassembly: Reassembly,
     /// NAKs (and answers to the peer's NAKs) to send, and the links they still go out on.
     feedback: Vec<ControlMessage>,
     feedback_links: LinkSet,
@@ -436,6 +448,7 @@ impl Session {
             sent: SentFrames::new(config.latency_budget),
             delayed: VecDeque::new(),
             gaps: Gaps::default(),
+            reassembly: Reassembly::default(),
             feedback: Vec::new(),
             feedback_links: LinkSet::default(),
             config,
@@ -628,7 +641,15 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Pending { seq, frame: buf, links: chosen, retransmit: false, sent_on: LinkSet::EMPTY });
+        self.queue.push_back(Pending {
+            seq,
+            frame: buf,
+            links: chosen,
+            retransmit: false,
+            sent_on: LinkSet::EMPTY,
+            current: None,
+            piece: 0,
+        });
         Ok(())
     }
 
@@ -696,6 +717,7 @@ impl Session {
         self.collect_naks(now);
         self.reorder.handle_timeout(now);
         self.gaps.forget_below(self.reorder.expected());
+        self.reassembly.expire(now, self.config.latency_budget, self.reorder.expected());
         let pool = &mut self.pool;
         self.sent.expire(now, |buf| pool.push(buf));
         self.pool.truncate(MAX_POOLED);
@@ -756,16 +778,32 @@ impl Session {
         if let Some(t) = self.send_naks(now, buf) {
             return Some(t);
         }
+        let max_datagram = self.config.max_datagram;
         while let Some(pending) = self.queue.front_mut() {
-            let Some(id) = pending.links.pop_first() else {
-                if let Some(done) = self.queue.pop_front() {
-                    self.keep_sent(now, done);
+            // One link at a time, each piece of the frame in turn.
+            let id = match pending.current {
+                Some(id) => id,
+                None => {
+                    let Some(id) = pending.links.pop_first() else {
+                        if let Some(done) = self.queue.pop_front() {
+                            self.keep_sent(now, done);
+                        }
+                        continue;
+                    };
+                    pending.current = Some(id);
+                    pending.piece = 0;
+                    id
                 }
-                continue;
             };
+            let split = Split::new(pending.frame.len(), max_datagram);
+            let piece = usize::from(pending.piece);
+            pending.piece += 1;
+            if usize::from(pending.piece) >= split.pieces() {
+                pending.current = None;
+            }
             let seq = pending.seq;
             let Some(slot) = id.index() else { continue };
-            if let Some(t) = self.seal_data(now, slot, seq, buf) {
+            if let Some(t) = self.seal_data(now, slot, seq, split, piece, buf) {
                 return Some(t);
             }
         }
@@ -915,6 +953,27 @@ impl Session {
                 link.highest_frame = link.highest_frame.max(Some(seq));
                 link.last_data = Some(now);
                 link.ack_due = true;
+                let joined;
+                let frame = if header.fragment == FRAGMENT_PIECE {
+                    let piece = Piece::parse(frame).map_err(|_| DropReason::BadPayload)?;
+                    if self.reorder.has(seq) {
+                        // A piece of a frame already delivered or held: a redundant copy.
+                        self.stats.duplicate_pieces += 1;
+                        return Ok(());
+                    }
+                    match self.reassembly.add(now, seq, piece) {
+                        Joined::Frame(frame) => {
+                            self.stats.frames_reassembled += 1;
+                            joined = frame;
+                            &joined[..]
+                        }
+                        Joined::Waiting => return Ok(()),
+                        Joined::Inconsistent => return Err(DropReason::BadPayload),
+                    }
+                } else {
+                    frame
+                };
+                let Some(link) = self.links[slot].as_mut() else { return Err(DropReason::BadLink) };
                 match self.reorder.insert(now, seq, frame) {
                     Arrival::Ready | Arrival::Held => {
                         link.stats.rx_frames_first += 1;
@@ -1011,32 +1070,50 @@ impl Session {
         transmit
     }
 
-    fn seal_data(&mut self, now: Instant, slot: usize, seq: u64, buf: &mut Vec<u8>) -> Option<Transmit> {
+    /// Seals piece `piece` of the frame at the front of the queue (the whole frame if `split`
+    /// has one piece) onto the link in `slot`.
+    fn seal_data(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        seq: u64,
+        split: Split,
+        piece: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         let ts = Self::timestamp(self.epoch, now);
         let pending = self.queue.front()?;
         let retransmit = pending.retransmit;
         let flags = if retransmit { FLAG_RETRANSMIT } else { 0 };
-        let header = DataHeader { frame_seq: seq as u32, send_ts: ts, flags, fragment: 0 };
+        let whole = split.pieces() == 1;
+        let fragment = if whole { 0 } else { FRAGMENT_PIECE };
+        let header = DataHeader { frame_seq: seq as u32, send_ts: ts, flags, fragment };
         let frame = &pending.frame;
+        let range = split.range(piece);
         let build = |buf: &mut Vec<u8>| {
             let aad_len = buf.len();
             buf.resize(aad_len + crate::wire::DATA_HEADER_LEN, 0);
             // The buffer was just sized for the header, so emitting cannot fail.
             let _ = header.emit(&mut buf[aad_len..]);
-            buf.extend_from_slice(frame);
+            if !whole {
+                emit_piece_header(range.start, frame.len(), buf);
+            }
+            buf.extend_from_slice(&frame[range]);
             aad_len
         };
         let transmit = Self::seal_with(&mut self.links, &mut self.current, now, slot, Protocol::Ethernet, build, buf);
+        let first_piece = piece == 0;
         match transmit {
             Ok(t) => {
-                self.stats.frame_copies_sent += 1;
-                self.stats.frames_retransmitted += u64::from(retransmit && t.is_some());
+                self.stats.frame_copies_sent += u64::from(first_piece);
+                self.stats.frames_retransmitted += u64::from(retransmit && t.is_some() && first_piece);
+                self.stats.frames_fragmented += u64::from(!whole && first_piece && t.is_some());
                 if let (Some(t), Some(pending)) = (t, self.queue.front_mut()) {
                     pending.sent_on.insert(t.link);
                 }
                 if let Some(link) = self.links[slot].as_mut() {
-                    link.stats.tx_frames += 1;
-                    link.stats.tx_retransmits += u64::from(retransmit);
+                    link.stats.tx_frames += u64::from(first_piece);
+                    link.stats.tx_retransmits += u64::from(retransmit && first_piece);
                     let pn = link.next_pn - 1;
                     link.monitor.on_packet_sent(now, pn);
                     link.monitor.on_data_sent(now);
@@ -1299,14 +1376,22 @@ impl Session {
             };
             let frame = copy(&mut self.pool, &mut self.sent);
             self.charge(links, frame.len());
-            self.queue.push_front(Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY });
+            self.queue.push_front(Pending {
+                seq,
+                frame,
+                links,
+                retransmit: true,
+                sent_on: LinkSet::EMPTY,
+                current: None,
+                piece: 0,
+            });
             if let Some(id) = second {
                 let frame = copy(&mut self.pool, &mut self.sent);
                 let links: LinkSet = [id].into_iter().collect();
                 self.charge(links, frame.len());
                 self.delayed.push_back((
                     now + RESEND_SPACING,
-                    Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY },
+                    Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY, current: None, piece: 0 },
                 ));
             }
         }
@@ -1362,7 +1447,15 @@ impl Session {
                 frame.extend_from_slice(&sent.frame);
             }
             self.charge(links, frame.len());
-            self.queue.push_front(Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY });
+            self.queue.push_front(Pending {
+                seq,
+                frame,
+                links,
+                retransmit: true,
+                sent_on: LinkSet::EMPTY,
+                current: None,
+                piece: 0,
+            });
         }
     }
 

@@ -190,6 +190,12 @@ pub struct SessionStats {
     pub frames_retransmitted: u64,
     /// Gaps filled by a re-sent copy: frames retransmission saved.
     pub frames_recovered: u64,
+    /// Frame copies sent in pieces, because they were larger than one datagram on the path.
+    pub frames_fragmented: u64,
+    /// Frames joined again from pieces.
+    pub frames_reassembled: u64,
+    /// Pieces of frames already delivered or held (redundant copies), discarded.
+    pub duplicate_pieces: u64,
     /// Drops by reason.
     pub drops: DropCounts,
 }

@@ -273,3 +273,33 @@ fn retransmission_saves_every_burst_loss_on_a_lone_bursty_link_over_20_seeds() {
     assert!(lost_without > 0, "the link must lose frames for the comparison to mean anything");
     assert!(recovered >= lost_without / 2, "recovered {recovered}, while {lost_without} were lost without ARQ");
 }
+
+/// Two `lte-good` links whose path carries datagrams of at most about 1400 bytes, streaming
+/// full-size 1514-byte Ethernet frames at 4 Mbit/s, with the tunnel's datagram limit set.
+fn small_path(seed: u64, max_datagram: usize) -> Sim {
+    let config = SessionConfig { mode: Mode::Redundant, max_datagram, ..SessionConfig::default() };
+    let path = Profile { mtu: 1400, ..Profile::lte_good() };
+    let mut sim = Sim::with_config(seed, config, &[path, path]);
+    sim.stream(1.0, 4.0, 4.0, 1514);
+    sim.run_until(5.0);
+    sim
+}
+
+#[test]
+fn full_size_frames_cross_a_1420_byte_path_in_pieces_and_arrive_whole() {
+    let sim = small_path(1, 1420 - 48);
+    let r = sim.report();
+    assert!(r.sent > 900, "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}\n{:?}", sim.gateway.stats());
+    assert_eq!(sim.edge.stats().frames_fragmented, 2 * r.sent, "every copy on both links went in pieces");
+    assert!(sim.gateway.stats().frames_reassembled >= r.sent, "{:?}", sim.gateway.stats());
+    println!(
+        "RESULT scenario=sim-fragmentation sent={} lost=0 fragmented={} reassembled={} duplicate_pieces={}",
+        r.sent,
+        sim.edge.stats().frames_fragmented,
+        sim.gateway.stats().frames_reassembled,
+        sim.gateway.stats().duplicate_pieces
+    );
+    let unsplit = small_path(1, 9000).report();
+    assert_eq!(unsplit.lost, unsplit.sent, "without pieces the path carries none of these frames: {unsplit}");
+}

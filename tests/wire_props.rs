@@ -109,7 +109,7 @@ proptest! {
     }
 
     #[test]
-    fn a_data_header_with_a_fragment_number_is_malformed(header: [u8; DATA_HEADER_LEN - 1], fragment in 1u8..) {
+    fn a_data_header_with_an_unknown_fragment_kind_is_malformed(header: [u8; DATA_HEADER_LEN - 1], fragment in 2u8..) {
         let mut bytes = header.to_vec();
         bytes.push(fragment);
         prop_assert_eq!(DataHeader::parse(&bytes).unwrap_err(), WireError::Malformed);

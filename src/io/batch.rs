@@ -40,9 +40,10 @@ impl BatchSocket {
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let local = socket.local_addr()?;
-        // quinn-udp sets DF (QUIC discovers the path MTU itself). Until braid splits large frames
-        // inside the tunnel, a full-size frame needs the kernel to fragment the outer datagram,
-        // so go back to the kernel's usual mode for UDP: fragment to the path MTU.
+        // quinn-udp sets DF (QUIC discovers the path MTU itself). braid splits frames to the
+        // configured `path_mtu` inside the tunnel, but braid does not probe paths yet: if a path
+        // is smaller than configured, the kernel's usual mode for UDP (fragment to the path MTU)
+        // still gets the datagram through, where DF would drop it.
         use rustix::net::sockopt;
         if local.is_ipv4() {
             sockopt::set_ip_mtu_discover(&socket, sockopt::Ipv4PathMtuDiscovery::WANT)?;

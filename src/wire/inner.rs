@@ -4,6 +4,8 @@ use super::{CONTROL_HEADER_LEN, DATA_HEADER_LEN, WireError, field, read_u32};
 
 /// [`DataHeader::flags`]: this copy answers a NAK (a retransmission).
 pub const FLAG_RETRANSMIT: u8 = 0x01;
+/// [`DataHeader::fragment`]: the payload is a piece of a frame ([`crate::fragment`]).
+pub const FRAGMENT_PIECE: u8 = 1;
 
 /// The header in front of an Ethernet frame inside a sealed data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,7 +16,7 @@ pub struct DataHeader {
     pub send_ts: u32,
     /// Flags ([`FLAG_RETRANSMIT`]); bits braid does not know are ignored.
     pub flags: u8,
-    /// Reserved for in-tunnel fragmentation; 0 means a whole frame.
+    /// 0 for a whole frame, [`FRAGMENT_PIECE`] for a piece of one; other values are refused.
     pub fragment: u8,
 }
 
@@ -33,7 +35,7 @@ impl DataHeader {
             flags: payload[field::DATA_FLAGS],
             fragment: payload[field::DATA_FRAGMENT],
         };
-        if header.fragment != 0 {
+        if header.fragment > FRAGMENT_PIECE {
             return Err(WireError::Malformed);
         }
         Ok((header, &payload[DATA_HEADER_LEN..]))
