@@ -332,3 +332,39 @@ pub fn table(status: &crate::io::status::Status) -> String {
 fn rate(bps: f64) -> String {
     if bps >= 1e6 { format!("{:.1} Mb/s", bps / 1e6) } else { format!("{:.0} kb/s", bps / 1e3) }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::io::status::{Body, EdgeView, GatewayBody, Safety, Status};
+
+    #[test]
+    fn the_table_names_each_edge_with_its_safety_and_says_when_it_has_no_session() {
+        let edge = |name: &str| EdgeView {
+            name: name.into(),
+            session: None,
+            safety: Safety::of(None),
+            transitions: Vec::new(),
+        };
+        let status = Status {
+            version: crate::io::status::SCHEMA_VERSION,
+            time_unix_ms: 0,
+            uptime_s: 61.0,
+            body: Body::Gateway(GatewayBody {
+                handshakes: 0,
+                cookies_sent: 0,
+                sessions: 0,
+                sessions_started: 0,
+                drops: 0,
+                drops_by_reason: BTreeMap::new(),
+                edges: vec![edge("van-1"), edge("van-2")],
+            }),
+        };
+        let text = table(&status);
+        assert!(text.starts_with("braid gateway · up 61 s\n"), "{text}");
+        assert!(text.contains("van-1: stream DOWN (no session yet)"), "{text}");
+        assert!(text.contains("van-2: stream DOWN"), "{text}");
+    }
+}

@@ -234,7 +234,6 @@ pub fn key_at(text: &str, line: usize) -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EdgeFile {
-    name: Option<String>,
     private_key_file: PathBuf,
     gateway: PeerFile,
     cipher: Option<String>,
@@ -243,6 +242,7 @@ struct EdgeFile {
     tap: Option<TapFile>,
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
