@@ -239,6 +239,7 @@ struct EdgeFile {
     cipher: Option<String>,
     mode: Option<String>,
     latency_budget_ms: Option<i64>,
+    retransmit: Option<bool>,
     tap: Option<TapFile>,
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
@@ -287,6 +288,7 @@ struct GatewayFile {
     listen: Option<Vec<String>>,
     mode: Option<String>,
     latency_budget_ms: Option<i64>,
+    retransmit: Option<bool>,
     handshake_rate: Option<i64>,
     edges: Vec<AllowedEdgeFile>,
     status: Option<StatusFile>,
@@ -330,6 +332,7 @@ fn expected(key: &str) -> String {
         "cipher" => CIPHER_RULE.into(),
         "mode" => MODE_RULE.into(),
         "latency_budget_ms" => range_rule(&LATENCY_BUDGET_MS_RANGE, "milliseconds"),
+        "retransmit" => "true or false".into(),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
         "name" if key == "tap.name" => format!("an interface name of {INTERFACE_RULE}"),
@@ -380,7 +383,7 @@ fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Problem
         Some("aes-256-gcm") => Cipher::Aes256Gcm,
         Some(other) => return Err(problem("cipher", format!("{other:?} is not a cipher; expected {CIPHER_RULE}"))),
     };
-    let mut session = session(file.mode.as_deref(), file.latency_budget_ms)?;
+    let mut session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit)?;
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -468,7 +471,7 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
             addresses
         }
     };
-    let session = session(file.mode.as_deref(), file.latency_budget_ms)?;
+    let session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit)?;
     let handshake_rate = match file.handshake_rate {
         None => DEFAULT_HANDSHAKE_RATE,
         Some(rate) => in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")?,
@@ -510,13 +513,18 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
 }
 
 /// The session settings both ends share: the mode and the latency budget.
-fn session(mode: Option<&str>, latency_budget_ms: Option<i64>) -> Result<SessionConfig, Problem> {
+fn session(
+    mode: Option<&str>,
+    latency_budget_ms: Option<i64>,
+    retransmit: Option<bool>,
+) -> Result<SessionConfig, Problem> {
     let mode = match mode {
         None => Mode::default(),
         Some(name) => Mode::from_name(name)
             .ok_or_else(|| problem("mode", format!("{name:?} is not a mode; expected {MODE_RULE}")))?,
     };
     let mut session = SessionConfig { mode, ..SessionConfig::default() };
+    session.retransmit = retransmit.unwrap_or(session.retransmit);
     if let Some(ms) = latency_budget_ms {
         let ms: u32 = in_range("latency_budget_ms", ms, &LATENCY_BUDGET_MS_RANGE, "milliseconds")?;
         session.latency_budget = Duration::from_millis(u64::from(ms));
@@ -1096,7 +1104,7 @@ mod tests {
         let scratch = Scratch::new("edge-full");
         let yaml = edge_yaml()
             .replace("  - name: lte\n", "  - name: lte\n    source: 10.0.0.2\n    priority: 7\n    rate_mbps: 2.5\n")
-            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\n\
+            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\n\
                tap:\n  name: tap9\n  mtu: 9000\n  mac: 02:00:00:00:00:0a\n  bridge: br0\n\
                status:\n  listen: \"[::1]:9000\"\n";
         let settings = scratch.edge(&yaml).unwrap();
@@ -1111,6 +1119,7 @@ mod tests {
             SessionConfig {
                 mode: Mode::ActiveBackup,
                 latency_budget: Duration::from_millis(120),
+                retransmit: false,
                 links: vec![
                     LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote },
                     LinkConfig { id: LinkId::new(1), priority: 7, rate_bps: Some(2_500_000), remote },

@@ -27,6 +27,7 @@ pub mod handshake;
 pub mod keys;
 pub mod monitor;
 pub mod reorder;
+pub mod retransmit;
 pub mod rng;
 pub mod scheduler;
 pub mod session;
@@ -181,6 +182,14 @@ impl FromIterator<LinkId> for LinkSet {
             set.insert(link);
         }
         set
+    }
+}
+
+impl Extend<LinkId> for LinkSet {
+    fn extend<I: IntoIterator<Item = LinkId>>(&mut self, iter: I) {
+        for link in iter {
+            self.insert(link);
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! the missing frames as lost and releases what it holds. The hold is set by the session from the
 //! measured delay spread between links plus jitter, and is capped by the latency budget. A frame
 //! is never delivered twice, and frames come out in ascending order.
+//!
+//! A gap with a frame asked for again ([`ReorderBuffer::await_retransmit`]) is held for the
+//! whole latency budget instead, since the retransmission takes a round trip.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -59,6 +62,8 @@ pub struct ReorderStats {
 struct Held {
     frame: Vec<u8>,
     arrived: Instant,
+    /// A frame the sender said will not come: a placeholder, counted lost when passed.
+    gone: bool,
 }
 
 /// Restores order within a time budget.
@@ -74,6 +79,8 @@ pub struct ReorderBuffer {
     ready: VecDeque<Released>,
     hold: Duration,
     budget: Duration,
+    /// Frames below this were asked for again: their gaps are held for the budget.
+    awaiting: u64,
     pool: Vec<Vec<u8>>,
     stats: ReorderStats,
 }
@@ -96,6 +103,7 @@ impl ReorderBuffer {
             ready: VecDeque::new(),
             hold: budget,
             budget,
+            awaiting: 0,
             pool: Vec::new(),
             stats: ReorderStats::default(),
         }
@@ -114,6 +122,21 @@ impl ReorderBuffer {
     /// Sets the hold time, capped by the latency budget.
     pub fn set_hold(&mut self, hold: Duration) {
         self.hold = hold.min(self.budget);
+    }
+
+    /// Frame `seq` was asked for again: hold its gap for the whole budget.
+    pub fn await_retransmit(&mut self, seq: u64) {
+        self.awaiting = self.awaiting.max(seq + 1);
+    }
+
+    /// The sender says frame `seq` will not come: stop waiting for it. It counts as lost.
+    pub fn abandon(&mut self, now: Instant, seq: u64) {
+        if seq < self.next || self.seen.check(seq) != Verdict::Accept {
+            return;
+        }
+        self.seen.mark(seq);
+        self.held.insert(seq, Held { frame: Vec::new(), arrived: now, gone: true });
+        self.drain_in_order(now);
     }
 
     /// The counters so far.
@@ -150,7 +173,7 @@ impl ReorderBuffer {
             return Arrival::Ready;
         }
         self.held_bytes += buf.len();
-        self.held.insert(seq, Held { frame: buf, arrived: now });
+        self.held.insert(seq, Held { frame: buf, arrived: now, gone: false });
         self.arrivals.push_back((now, seq));
         if self.held_bytes > MAX_HELD_BYTES {
             self.give_up_gap(now);
@@ -167,7 +190,8 @@ impl ReorderBuffer {
 
     /// When the oldest held frame's hold runs out, if any frame is held.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.arrivals.front().map(|&(arrived, _)| arrived + self.hold)
+        let hold = if self.next < self.awaiting { self.budget } else { self.hold };
+        self.arrivals.front().map(|&(arrived, _)| arrived + hold)
     }
 
     /// The next released frame, in order.
@@ -197,6 +221,11 @@ impl ReorderBuffer {
                 break;
             }
             let (seq, held) = entry.remove_entry();
+            if held.gone {
+                self.stats.lost += 1;
+                self.next = seq + 1;
+                continue;
+            }
             self.held_bytes -= held.frame.len();
             self.stats.reordered += 1;
             self.release(seq, held.frame, now.saturating_duration_since(held.arrived));
@@ -257,6 +286,33 @@ mod tests {
         assert_eq!(b.insert(t + Duration::from_millis(70), 1, b"b"), Arrival::Late);
         assert_eq!(b.insert(t + Duration::from_millis(70), 3, b"d"), Arrival::Duplicate);
         assert!(drain(&mut b).is_empty());
+    }
+
+    #[test]
+    fn a_gap_awaiting_a_retransmission_is_held_for_the_budget() {
+        let (mut b, t) = buffer(50);
+        b.insert(t, 0, b"a");
+        b.insert(t, 2, b"c");
+        b.await_retransmit(1);
+        assert_eq!(b.poll_timeout(), Some(t + Duration::from_millis(300)));
+        assert_eq!(b.insert(t + Duration::from_millis(200), 1, b"b"), Arrival::Ready);
+        assert_eq!(drain(&mut b), vec![0, 1, 2]);
+        b.insert(t + Duration::from_millis(200), 4, b"e");
+        assert_eq!(b.poll_timeout(), Some(t + Duration::from_millis(250)), "a later gap gets the usual hold");
+    }
+
+    #[test]
+    fn a_frame_the_sender_gave_up_on_releases_what_waited_behind_it() {
+        let (mut b, t) = buffer(50);
+        b.insert(t, 0, b"a");
+        b.insert(t, 3, b"d");
+        b.await_retransmit(2);
+        b.abandon(t, 1);
+        assert_eq!(drain(&mut b), vec![0], "frame 2 is still awaited");
+        b.abandon(t, 2);
+        assert_eq!(drain(&mut b), vec![3]);
+        assert_eq!(b.stats().lost, 2);
+        assert_eq!(b.insert(t, 2, b"c"), Arrival::Duplicate, "a frame given up stays given up");
     }
 
     #[test]

@@ -105,6 +105,16 @@ pub trait Scheduler: Send + fmt::Debug {
     /// Chooses the links that carry `frame`. An empty set drops it (counted by the session).
     fn schedule(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView]) -> LinkSet;
 
+    /// Chooses the links that carry a copy of `frame` re-sent in answer to a NAK that came in on
+    /// `via`. The default is what [`Scheduler::schedule`] would choose now, plus `via`: the link
+    /// that just proved it works. The session sends a second copy, a little later, on `via` if
+    /// it is chosen (else on the first link chosen), since the NAK means a loss just happened.
+    fn retransmit(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
+        let mut set = self.schedule(now, frame, links);
+        set.extend(via);
+        set
+    }
+
     /// Chooses a link to re-send `frame` on, one that has not carried it yet, where it can still
     /// arrive within `budget`. The default picks the earliest expected arrival.
     fn reschedule(
@@ -183,6 +193,12 @@ impl Scheduler for ActiveBackup {
         self.active = Some(chosen);
         [chosen].into_iter().collect()
     }
+
+    /// Only the active link carries data, re-sent frames included (after a failover, it is the
+    /// link that survived).
+    fn retransmit(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView], _via: Option<LinkId>) -> LinkSet {
+        self.schedule(now, frame, links)
+    }
 }
 
 /// A first bond: each frame on the usable link where it is expected to arrive first, from the
@@ -204,6 +220,19 @@ impl Scheduler for Bond {
             Some(id) => [id].into_iter().collect(),
             None => fallback(links),
         }
+    }
+
+    /// The two usable links where the copy arrives first, and `via`: a second loss on one link
+    /// does not lose the frame again.
+    fn retransmit(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
+        let mut usable: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable()).collect();
+        if usable.is_empty() {
+            return fallback(links);
+        }
+        usable.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
+        let mut set: LinkSet = usable.iter().take(2).map(|l| l.id).collect();
+        set.extend(via);
+        set
     }
 }
 
@@ -231,6 +260,15 @@ mod tests {
     }
 
     const FRAME: FrameMeta = FrameMeta { seq: FrameSeq(0), len: 1000 };
+
+    #[test]
+    fn bond_resends_on_the_two_links_where_a_copy_arrives_first() {
+        let links = [view(0, LinkState::Up, 0, 80), view(1, LinkState::Up, 0, 10), view(2, LinkState::Degraded, 0, 20)];
+        let set = Bond.retransmit(now(), &FRAME, &links, None);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![LinkId::new(1), LinkId::new(2)]);
+        let set = Bond.retransmit(now(), &FRAME, &links, Some(LinkId::new(0)));
+        assert_eq!(set.len(), 3, "the link the NAK came in on proved it works");
+    }
 
     #[test]
     fn redundant_uses_every_usable_link() {

@@ -20,20 +20,21 @@ use std::time::{Duration, Instant};
 use crate::crypto::{PathNonce, Protection, SessionKeys};
 use crate::monitor::{LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, Transition};
 use crate::reorder::{Arrival, ReorderBuffer};
+use crate::retransmit::{Gaps, MAX_MISSING, NakTiming, SentFrames};
 use crate::rng::Rng;
 use crate::scheduler::{DEFAULT_LINK_RATE_BPS, FrameMeta, LinkView, Mode, Scheduler};
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::{SeqWindow, Verdict};
 use crate::wire::{
-    self, ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, GRE_HEADER_LEN, GreRepr, Kind,
-    LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
+    self, ControlHeader, ControlMessage, ControlMessages, ControlType, DataHeader, FLAG_RETRANSMIT, GRE_HEADER_LEN,
+    GreRepr, Kind, LinkReport, MAX_FRAME_LEN, PathKey, Protocol, WireError, expand_u32,
 };
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber, SessionIndex};
 
 pub use crate::stats::DropReason;
 
 /// The most a gap is held by default, however the links measure.
-pub const DEFAULT_LATENCY_BUDGET: Duration = Duration::from_millis(300);
+pub const DEFAULT_LATENCY_BUDGET: Duration = Duration::from_millis(500);
 /// The reorder hold is the measured delay spread (jitter included) plus this margin.
 pub const REORDER_MARGIN: Duration = Duration::from_millis(5);
 /// The frame rate the dedup window is sized for by default, with the latency budget.
@@ -47,6 +48,21 @@ pub const MIN_FRAME_LEN: usize = 14;
 /// After new keys take over, the previous ones still open packets this long, so packets in
 /// flight on a slow link when the keys changed are not lost.
 pub const KEY_GRACE: Duration = Duration::from_secs(10);
+/// A link that delivered a data frame this recently counts as carrying data: a frame it has
+/// passed is not coming on it.
+pub const DATA_RECENT: Duration = Duration::from_millis(50);
+/// The retransmission timeout assumed before any RTT is measured.
+pub const DEFAULT_RTO: Duration = Duration::from_millis(200);
+/// One frame is re-sent at most this often (or every half RTT, if longer), however many NAKs
+/// ask for it: the copies of one NAK sent on two links bring one retransmission.
+pub const MIN_RESEND_GAP: Duration = Duration::from_millis(10);
+/// A re-sent frame goes out twice on the link the NAK came in on (the freshest proof that it
+/// works), this far apart, so that one loss burst does not take both copies.
+pub const RESEND_SPACING: Duration = Duration::from_millis(10);
+/// Spare frame buffers kept for reuse.
+const MAX_POOLED: usize = 1024;
+/// NAK ranges in one control packet.
+pub const MAX_NAKS_PER_PACKET: usize = 32;
 /// Keys this old are never used to seal (the edge rekeys long before, at
 /// [`crate::edge::REKEY_AFTER_TIME`]).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
@@ -87,6 +103,8 @@ pub struct SessionConfig {
     pub max_frame_rate: u32,
     /// The edge's links (the gateway's list is empty: it learns links).
     pub links: Vec<LinkConfig>,
+    /// Whether missing frames are asked for again (NAK) and re-sent within the budget.
+    pub retransmit: bool,
 }
 
 impl Default for SessionConfig {
@@ -97,6 +115,7 @@ impl Default for SessionConfig {
             probe_interval: PROBE_INTERVAL,
             max_frame_rate: DEFAULT_MAX_FRAME_RATE,
             links: Vec::new(),
+            retransmit: true,
         }
     }
 }
@@ -187,6 +206,10 @@ pub enum TimerKind {
     LinkTimeout(LinkId),
     /// The reorder buffer gives up a gap.
     Reorder,
+    /// A missing frame is due to be asked for again.
+    Nak,
+    /// A spaced second copy of a re-sent frame is due.
+    Resend,
     /// The previous keys stop opening packets.
     KeyRetire,
     /// A handshake is due: first, retry, rekey, or a gateway/session deadline.
@@ -238,6 +261,9 @@ struct Link {
     reply_due: Option<(u32, u32)>,
     backlog_bytes: f64,
     backlog_at: Instant,
+    /// The highest frame sequence that arrived on this link, and when the last data came.
+    highest_frame: Option<u64>,
+    last_data: Option<Instant>,
     stats: LinkStats,
 }
 
@@ -263,6 +289,8 @@ impl Link {
             reply_due: None,
             backlog_bytes: 0.0,
             backlog_at: first_probe,
+            highest_frame: None,
+            last_data: None,
             stats: LinkStats::default(),
         }
     }
@@ -313,6 +341,8 @@ struct Pending {
     seq: u64,
     frame: Vec<u8>,
     links: LinkSet,
+    /// A copy answering a NAK: it is not kept for retransmission again.
+    retransmit: bool,
 }
 
 /// One end of a bonded tunnel. See the [module docs](self) for the call order.
@@ -331,7 +361,16 @@ pub struct Session {
     scheduler: Box<dyn Scheduler>,
     next_frame_seq: u64,
     queue: VecDeque<Pending>,
+    /// Frames sent, kept for the budget to answer NAKs.
+    sent: SentFrames,
+    /// Second copies of re-sent frames, each with the time it joins the queue.
+    delayed: VecDeque<(Instant, Pending)>,
     reorder: ReorderBuffer,
+    /// Frames missing on the receive side, and the NAKs for them.
+    gaps: Gaps,
+    /// NAKs (and answers to the peer's NAKs) to send, and the links they still go out on.
+    feedback: Vec<ControlMessage>,
+    feedback_links: LinkSet,
     /// The first one-way delay sample: later samples are relative to it, so the two clocks'
     /// offset cancels and only differences between links matter.
     owd_base: Option<u32>,
@@ -386,6 +425,11 @@ impl Session {
             role,
             scheduler: config.mode.scheduler(),
             reorder: ReorderBuffer::new(config.latency_budget, window),
+            sent: SentFrames::new(config.latency_budget),
+            delayed: VecDeque::new(),
+            gaps: Gaps::default(),
+            feedback: Vec::new(),
+            feedback_links: LinkSet::default(),
             config,
             epoch: now,
             rng,
@@ -463,6 +507,7 @@ impl Session {
     pub fn restart_receive(&mut self, next: u64) {
         let window = SeqWindow::for_budget(self.config.latency_budget, self.config.max_frame_rate);
         self.reorder = ReorderBuffer::starting_at(self.config.latency_budget, window, next);
+        self.gaps.clear();
     }
 
     /// The peer is a new session (it restarted and lost its state) keyed by the current keys:
@@ -575,7 +620,7 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Pending { seq, frame: buf, links: chosen });
+        self.queue.push_back(Pending { seq, frame: buf, links: chosen, retransmit: false });
         Ok(())
     }
 
@@ -635,7 +680,17 @@ impl Session {
             self.previous = None;
         }
         self.update_hold(now);
+        while self.delayed.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, pending)) = self.delayed.pop_front() {
+                self.queue.push_front(pending);
+            }
+        }
+        self.collect_naks(now);
         self.reorder.handle_timeout(now);
+        self.gaps.forget_below(self.reorder.expected());
+        let pool = &mut self.pool;
+        self.sent.expire(now, |buf| pool.push(buf));
+        self.pool.truncate(MAX_POOLED);
     }
 
     /// The next datagram to send, written into `buf`.
@@ -671,10 +726,13 @@ impl Session {
                 return Some(t);
             }
         }
+        if let Some(t) = self.send_naks(now, buf) {
+            return Some(t);
+        }
         while let Some(pending) = self.queue.front_mut() {
             let Some(id) = pending.links.pop_first() else {
                 if let Some(done) = self.queue.pop_front() {
-                    self.pool.push(done.frame);
+                    self.keep_sent(now, done);
                 }
                 continue;
             };
@@ -717,6 +775,14 @@ impl Session {
         }
         if let Some(at) = self.reorder.poll_timeout() {
             consider(at, TimerKind::Reorder);
+        }
+        if self.config.retransmit
+            && let Some(at) = self.gaps.next_due(&self.nak_timing(None))
+        {
+            consider(at, TimerKind::Nak);
+        }
+        if let Some((at, _)) = self.delayed.front() {
+            consider(*at, TimerKind::Resend);
         }
         if let Some((_, retire)) = &self.previous {
             consider(*retire, TimerKind::KeyRetire);
@@ -817,12 +883,23 @@ impl Session {
             None => {
                 let (header, frame) = DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
                 link.stats.rx_frames += 1;
-                let seq = expand_u32(self.reorder.expected(), header.frame_seq);
+                let expected = self.reorder.expected();
+                let seq = expand_u32(expected, header.frame_seq);
+                link.highest_frame = link.highest_frame.max(Some(seq));
+                link.last_data = Some(now);
                 match self.reorder.insert(now, seq, frame) {
-                    Arrival::Ready | Arrival::Held => link.stats.rx_frames_first += 1,
+                    Arrival::Ready | Arrival::Held => {
+                        link.stats.rx_frames_first += 1;
+                        if header.flags & FLAG_RETRANSMIT != 0 {
+                            self.stats.frames_recovered += 1;
+                        }
+                        self.gaps.on_frame(now, seq, expected);
+                    }
                     Arrival::Duplicate | Arrival::Late => {}
                 }
                 tracing::trace!(link = %via, seq, "frame");
+                self.gaps.forget_below(self.reorder.expected());
+                self.collect_naks(now);
                 Ok(())
             }
             Some(messages) => {
@@ -861,6 +938,14 @@ impl Session {
                         self.emit_transition(id, transition);
                     }
                 }
+                ControlMessage::Nak { first, count } => self.resend(now, slot, first, count),
+                ControlMessage::Gone { first, count } => {
+                    let first = expand_u32(self.reorder.expected(), first);
+                    for seq in first..first + u64::from(count).min(MAX_MISSING as u64) {
+                        self.reorder.abandon(now, seq);
+                    }
+                    self.gaps.forget_below(self.reorder.expected());
+                }
             }
         }
     }
@@ -888,7 +973,9 @@ impl Session {
     fn seal_data(&mut self, now: Instant, slot: usize, seq: u64, buf: &mut Vec<u8>) -> Option<Transmit> {
         let ts = Self::timestamp(self.epoch, now);
         let pending = self.queue.front()?;
-        let header = DataHeader { frame_seq: seq as u32, send_ts: ts, flags: 0, fragment: 0 };
+        let retransmit = pending.retransmit;
+        let flags = if retransmit { FLAG_RETRANSMIT } else { 0 };
+        let header = DataHeader { frame_seq: seq as u32, send_ts: ts, flags, fragment: 0 };
         let frame = &pending.frame;
         let build = |buf: &mut Vec<u8>| {
             let aad_len = buf.len();
@@ -902,8 +989,10 @@ impl Session {
         match transmit {
             Ok(t) => {
                 self.stats.frame_copies_sent += 1;
+                self.stats.frames_retransmitted += u64::from(retransmit && t.is_some());
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.tx_frames += 1;
+                    link.stats.tx_retransmits += u64::from(retransmit);
                     let pn = link.next_pn - 1;
                     link.monitor.on_packet_sent(now, pn);
                 }
@@ -986,6 +1075,201 @@ impl Session {
         if let Some((lo, hi)) = span {
             let spread = Duration::from_micros((hi - lo).max(0) as u64);
             self.reorder.set_hold(spread + REORDER_MARGIN);
+        }
+    }
+
+    /// A frame has gone out on every link chosen for it: keep it to answer NAKs.
+    fn keep_sent(&mut self, now: Instant, done: Pending) {
+        if done.retransmit || !self.config.retransmit {
+            self.pool.push(done.frame);
+        } else if let Some(buf) = self.sent.insert(now, done.seq, done.frame) {
+            self.pool.push(buf);
+        }
+    }
+
+    /// How missing frames are timed, from the links as they measure now. With `now`, only links
+    /// that carried data within [`DATA_RECENT`] count as having passed a frame; without it (for
+    /// a wake-up time) every link that ever carried data counts, which can only make a NAK later.
+    fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
+        let carrying =
+            self.links.iter().flatten().filter(|l| l.monitor.state() != LinkState::Down).filter(|l| {
+                match (now, l.last_data) {
+                    (Some(now), Some(at)) => now.saturating_duration_since(at) <= DATA_RECENT,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                }
+            });
+        let passed_everywhere = carrying.map(|l| l.highest_frame.map_or(0, |h| h + 1)).min().unwrap_or(0);
+        let rto = self.nak_route().first().map_or(DEFAULT_RTO, |(_, rto)| *rto);
+        let rtt = self.best_rtt().unwrap_or(DEFAULT_RTO);
+        NakTiming {
+            passed_everywhere,
+            hold: self.reorder.hold(),
+            rto,
+            last_useful: self.config.latency_budget.saturating_sub(rtt),
+        }
+    }
+
+    /// The links a NAK goes out on, best first (lowest retransmission timeout): at most two,
+    /// and never one that is down.
+    fn nak_route(&self) -> Vec<(LinkId, Duration)> {
+        let mut route: Vec<(LinkId, Duration)> = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state() != LinkState::Down && l.monitor.carrier() && l.remote.is_some())
+            .map(|l| (l.id, l.monitor.probe_timeout()))
+            .collect();
+        route.sort_by_key(|&(id, rto)| (rto, id));
+        route.truncate(2);
+        route
+    }
+
+    /// The lowest smoothed RTT of the links that are not down.
+    fn best_rtt(&self) -> Option<Duration> {
+        self.links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state() != LinkState::Down)
+            .filter_map(|l| l.monitor.quality().srtt)
+            .min()
+    }
+
+    /// Moves the missing frames that are due into the NAK to send.
+    fn collect_naks(&mut self, now: Instant) {
+        if !self.config.retransmit || self.gaps.is_empty() {
+            return;
+        }
+        let timing = self.nak_timing(Some(now));
+        let mut due = Vec::new();
+        self.gaps.take_due(now, &timing, &mut due);
+        let Some(&last) = due.last() else { return };
+        self.reorder.await_retransmit(last);
+        self.stats.frames_nacked += due.len() as u64;
+        tracing::trace!(frames = due.len(), "nak");
+        self.queue_feedback(&due, |first, count| ControlMessage::Nak { first, count });
+    }
+
+    /// Queues ascending frame sequences as ranges of `message`, to go out on the NAK route.
+    fn queue_feedback(&mut self, seqs: &[u64], message: fn(u32, u16) -> ControlMessage) {
+        let mut run: Option<(u64, u16)> = None;
+        for &seq in seqs {
+            run = match run {
+                Some((first, count)) if first + u64::from(count) == seq && count < u16::MAX => Some((first, count + 1)),
+                Some((first, count)) => {
+                    self.feedback.push(message(first as u32, count));
+                    Some((seq, 1))
+                }
+                None => Some((seq, 1)),
+            };
+        }
+        if let Some((first, count)) = run {
+            self.feedback.push(message(first as u32, count));
+        }
+        if self.feedback_links.is_empty() {
+            self.feedback_links = self.nak_route().into_iter().map(|(id, _)| id).collect();
+        }
+    }
+
+    /// Seals the next NAK packet onto the next link of its route.
+    fn send_naks(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        while !self.feedback.is_empty() {
+            let Some(id) = self.feedback_links.pop_first() else {
+                self.feedback.clear();
+                return None;
+            };
+            let take = self.feedback.len().min(MAX_NAKS_PER_PACKET);
+            let messages: Vec<ControlMessage> = self.feedback[..take].to_vec();
+            if self.feedback_links.is_empty() {
+                self.feedback.drain(..take);
+                if !self.feedback.is_empty() {
+                    self.feedback_links = self.nak_route().into_iter().map(|(id, _)| id).collect();
+                }
+            }
+            if let Some(t) = id.index().and_then(|slot| self.seal_control(now, slot, &messages, buf)) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Answers a NAK that came in on the link in `via`: re-sends the frames it names that are
+    /// still kept and can still arrive within the budget, ahead of new frames, on the links the
+    /// scheduler's retransmission policy picks; and a second copy [`RESEND_SPACING`] later, on
+    /// `via` if the policy picked it, else on the first link picked. Frames that cannot be
+    /// re-sent are answered with `Gone`, so the peer stops waiting for them.
+    fn resend(&mut self, now: Instant, via: usize, first: u32, count: u16) {
+        if !self.config.retransmit {
+            return;
+        }
+        let first = expand_u32(self.next_frame_seq, first);
+        let count = u64::from(count).min(MAX_MISSING as u64);
+        self.views.clear();
+        for link in self.links.iter_mut().flatten() {
+            link.drain_backlog(now);
+            if link.remote.is_some() && link.monitor.carrier() {
+                self.views.push(link.view());
+            }
+        }
+        let via = self.views.iter().find(|v| v.id.index() == Some(via)).map(|v| v.id);
+        let guard = self.best_rtt().map_or(MIN_RESEND_GAP, |rtt| (rtt / 2).max(MIN_RESEND_GAP));
+        let budget = self.config.latency_budget;
+        // Frames from here on are still queued for their first sending: not gone.
+        let queued = self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq);
+        let mut resent = Vec::new();
+        let mut gone = Vec::new();
+        for seq in first..first + count {
+            let Some(sent) = self.sent.get_mut(seq) else {
+                if seq < queued {
+                    gone.push(seq);
+                }
+                continue;
+            };
+            let meta = FrameMeta { seq: FrameSeq(seq), len: sent.frame.len() };
+            let links = self.scheduler.retransmit(now, &meta, &self.views, via);
+            let arrival =
+                self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();
+            if arrival.is_none_or(|a| now.saturating_duration_since(sent.at) + a > budget) {
+                gone.push(seq);
+                continue;
+            }
+            if sent.resent_at.is_some_and(|at| now.saturating_duration_since(at) < guard) {
+                continue;
+            }
+            sent.resent_at = Some(now);
+            resent.push((seq, links));
+        }
+        if !gone.is_empty() {
+            self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
+        }
+        for &(seq, links) in resent.iter().rev() {
+            let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
+            let copy = |pool: &mut Vec<Vec<u8>>, sent: &mut SentFrames| {
+                let mut buf = pool.pop().unwrap_or_default();
+                buf.clear();
+                if let Some(sent) = sent.get_mut(seq) {
+                    buf.extend_from_slice(&sent.frame);
+                }
+                buf
+            };
+            let frame = copy(&mut self.pool, &mut self.sent);
+            self.charge(links, frame.len());
+            self.queue.push_front(Pending { seq, frame, links, retransmit: true });
+            if let Some(id) = second {
+                let frame = copy(&mut self.pool, &mut self.sent);
+                let links: LinkSet = [id].into_iter().collect();
+                self.charge(links, frame.len());
+                self.delayed.push_back((now + RESEND_SPACING, Pending { seq, frame, links, retransmit: true }));
+            }
+        }
+    }
+
+    /// Counts a frame about to be queued on `links` against their backlog.
+    fn charge(&mut self, links: LinkSet, len: usize) {
+        for id in links.iter() {
+            if let Some(link) = self.link_mut(id) {
+                link.backlog_bytes += (len + crate::wire::DATA_OVERHEAD) as f64;
+            }
         }
     }
 

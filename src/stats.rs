@@ -184,6 +184,12 @@ pub struct SessionStats {
     pub frames_reordered: u64,
     /// Duplicate copies discarded (redundancy working, not an error).
     pub duplicate_copies: u64,
+    /// Missing frames asked for again (each NAK of each frame counts).
+    pub frames_nacked: u64,
+    /// Frame copies re-sent in answer to the peer's NAKs.
+    pub frames_retransmitted: u64,
+    /// Gaps filled by a re-sent copy: frames retransmission saved.
+    pub frames_recovered: u64,
     /// Drops by reason.
     pub drops: DropCounts,
 }
@@ -197,6 +203,8 @@ pub struct LinkStats {
     pub tx_bytes: u64,
     /// Frame copies sent.
     pub tx_frames: u64,
+    /// Of those, copies re-sent in answer to a NAK.
+    pub tx_retransmits: u64,
     /// Authenticated datagrams received.
     pub rx_packets: u64,
     /// Authenticated datagram bytes received.

@@ -36,6 +36,8 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         (any::<u8>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(link, highest, received, bytes)| {
             ControlMessage::Report(LinkReport { link: LinkId::new(link), highest, received, received_bytes: bytes })
         }),
+        (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Nak { first, count }),
+        (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Gone { first, count }),
     ]
 }
 

@@ -7,10 +7,13 @@ use crate::LinkId;
 const PROBE: u8 = 1;
 const PROBE_REPLY: u8 = 2;
 const REPORT: u8 = 3;
+const NAK: u8 = 4;
+const GONE: u8 = 5;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
+const NAK_LEN: usize = 6;
 
 /// What one peer has received from the other on one link, cumulatively (all counters wrap).
 ///
@@ -45,6 +48,21 @@ pub enum ControlMessage {
     },
     /// A receive report for one link.
     Report(LinkReport),
+    /// Asks for frames that are missing by now to be sent again.
+    Nak {
+        /// Low 32 bits of the first missing frame sequence.
+        first: u32,
+        /// How many consecutive frames from `first` are missing (at least 1).
+        count: u16,
+    },
+    /// Answers a NAK: these frames will not come (no longer kept, or too late to be useful), so
+    /// the receiver stops waiting for them.
+    Gone {
+        /// Low 32 bits of the first frame sequence.
+        first: u32,
+        /// How many consecutive frames from `first` (at least 1).
+        count: u16,
+    },
 }
 
 impl ControlMessage {
@@ -65,6 +83,12 @@ impl ControlMessage {
                 out.extend_from_slice(&report.received.to_be_bytes());
                 out.extend_from_slice(&report.received_bytes.to_be_bytes());
             }
+            Self::Nak { first, count } | Self::Gone { first, count } => {
+                let kind = if matches!(self, Self::Nak { .. }) { NAK } else { GONE };
+                out.extend_from_slice(&[kind, NAK_LEN as u8]);
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+            }
         }
     }
 
@@ -74,6 +98,7 @@ impl ControlMessage {
             Self::Probe { .. } => PROBE_LEN,
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
+            Self::Nak { .. } | Self::Gone { .. } => NAK_LEN,
         }
     }
 
@@ -98,6 +123,16 @@ impl ControlMessage {
                     received: read_u32(body, 5..9),
                     received_bytes: read_u32(body, 9..13),
                 })
+            }
+            NAK | GONE => {
+                exact(NAK_LEN)?;
+                let first = read_u32(body, 0..4);
+                let count = u16::from_be_bytes([body[4], body[5]]);
+                match (kind, count) {
+                    (_, 0) => return Err(WireError::Malformed),
+                    (NAK, _) => Self::Nak { first, count },
+                    _ => Self::Gone { first, count },
+                }
             }
             _ => return Ok(None),
         }))
@@ -159,16 +194,25 @@ mod tests {
             ControlMessage::Probe { priority: 3 },
             ControlMessage::ProbeReply { echo_seq: 9, echo_ts: 77 },
             ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
+            ControlMessage::Nak { first: u32::MAX, count: 3 },
+            ControlMessage::Gone { first: 7, count: 1 },
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
         out.extend_from_slice(&[200, 3, 1, 2, 3]);
-        messages[1].emit(&mut out);
-        messages[2].emit(&mut out);
+        for message in &messages[1..] {
+            message.emit(&mut out);
+        }
         let parsed: Vec<_> = ControlMessages::new(&out).collect::<Result<_, _>>().unwrap();
         assert_eq!(parsed, messages);
         let len: usize = messages.iter().map(ControlMessage::encoded_len).sum();
         assert_eq!(out.len(), len + 5);
+    }
+
+    #[test]
+    fn a_nak_for_no_frames_is_malformed() {
+        let out = [NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 0];
+        assert_eq!(ControlMessages::new(&out).next(), Some(Err(WireError::Malformed)));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use super::{CONTROL_HEADER_LEN, DATA_HEADER_LEN, WireError, field, read_u32};
 
+/// [`DataHeader::flags`]: this copy answers a NAK (a retransmission).
+pub const FLAG_RETRANSMIT: u8 = 0x01;
+
 /// The header in front of an Ethernet frame inside a sealed data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DataHeader {
@@ -9,7 +12,7 @@ pub struct DataHeader {
     pub frame_seq: u32,
     /// When the sender sealed this copy, in µs of the sender's session clock (wrapping).
     pub send_ts: u32,
-    /// Reserved flags; braid sends 0 and ignores bits it does not know.
+    /// Flags ([`FLAG_RETRANSMIT`]); bits braid does not know are ignored.
     pub flags: u8,
     /// Reserved for in-tunnel fragmentation; 0 means a whole frame.
     pub fragment: u8,

@@ -38,7 +38,7 @@ mod inner;
 
 pub use control::{ControlMessage, ControlMessages, LinkReport};
 pub use gre::{GrePacket, GreRepr};
-pub use inner::{ControlHeader, DataHeader};
+pub use inner::{ControlHeader, DataHeader, FLAG_RETRANSMIT};
 
 use crate::stats::DropReason;
 use crate::{LinkId, SessionIndex};
