@@ -290,12 +290,13 @@ pub fn table(status: &crate::io::status::Status) -> String {
         let Some(session) = &edge.session else { continue };
         let _ = writeln!(
             out,
-            "  {} · delivered {} · lost {} · late {} · reordered {} · dup {} · drops {} · hold {:.0} ms",
+            "  {} · delivered {} · lost {} · late {} · reordered {} · recovered {} · dup {} · drops {} · hold {:.0} ms",
             session.mode,
             session.frames_delivered,
             session.frames_lost,
             session.frames_late,
             session.frames_reordered,
+            session.frames_recovered,
             session.duplicate_copies,
             session.drops,
             session.reorder_hold_ms

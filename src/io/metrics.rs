@@ -169,6 +169,13 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
             s.frames_reordered
         }),
         (counters("braid_session_duplicate_copies", "Duplicate frame copies discarded."), |s| s.duplicate_copies),
+        (counters("braid_session_frames_nacked", "Missing frames asked for again (each NAK of each frame)."), |s| {
+            s.frames_nacked
+        }),
+        (counters("braid_session_frames_retransmitted", "Frame copies re-sent in answer to the peer's NAKs."), |s| {
+            s.frames_retransmitted
+        }),
+        (counters("braid_session_frames_recovered", "Gaps filled by a re-sent copy."), |s| s.frames_recovered),
     ];
     let mut drops = counters("braid_session_drops", "Datagrams and frames the session dropped, by reason.");
     let mut state = gauges("braid_link_state", "1 for the link's current state, 0 for the others.");
@@ -192,7 +199,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         (counters("braid_link_duplicates", "Copies received after another link delivered the frame."), |l| {
             l.duplicates
         }),
-        (counters("braid_link_retransmits", "Frames re-sent on this link for another."), |l| l.retransmits),
+        (counters("braid_link_retransmits", "Frame copies re-sent on this link in answer to NAKs."), |l| l.retransmits),
         (counters("braid_link_state_changes", "Link state changes."), |l| l.state_changes),
     ];
     let mut holds: Vec<(Labels<'_>, &SessionView)> = Vec::new();
@@ -307,7 +314,7 @@ mod tests {
             rx_frames: 70,
             rx_frames_first: 40,
             duplicates: 30,
-            retransmits: 0,
+            retransmits: 3,
             tx_bps: 1e6,
             rx_bps: 9e5,
             tx_share: 1.0,
@@ -329,6 +336,9 @@ mod tests {
             frames_late: 1,
             frames_reordered: 5,
             duplicate_copies: 900,
+            frames_nacked: 4,
+            frames_retransmitted: 3,
+            frames_recovered: 2,
             drops: 7,
             drops_by_reason: BTreeMap::from([("replay".to_string(), 7)]),
             reorder_hold_ms: 45.0,
@@ -409,7 +419,8 @@ mod tests {
         assert_eq!(value(&scrape, "braid_link_packets", &[dsl[0], ("link", "lte"), ("direction", "tx")]), 101.0);
         assert_eq!(value(&scrape, "braid_link_stream_share_ratio", &[dsl[0], dsl[1], ("direction", "rx")]), 0.5);
         assert_eq!(value(&scrape, "braid_link_duplicates", &dsl), 30.0);
-        assert_eq!(value(&scrape, "braid_link_retransmits", &dsl), 0.0);
+        assert_eq!(value(&scrape, "braid_link_retransmits", &dsl), 3.0);
+        assert_eq!(value(&scrape, "braid_session_frames_recovered", &[dsl[0]]), 2.0);
         assert_eq!(value(&scrape, "braid_session_frames_lost", &[dsl[0]]), 2.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "replay")]), 7.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "open_failed")]), 0.0);

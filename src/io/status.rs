@@ -125,6 +125,12 @@ pub struct SessionView {
     pub frames_reordered: u64,
     /// Duplicate copies discarded.
     pub duplicate_copies: u64,
+    /// Missing frames asked for again (each NAK of each frame counts).
+    pub frames_nacked: u64,
+    /// Frame copies re-sent in answer to the peer's NAKs.
+    pub frames_retransmitted: u64,
+    /// Gaps filled by a re-sent copy: frames retransmission saved.
+    pub frames_recovered: u64,
     /// Drops, all reasons.
     pub drops: u64,
     /// Drops by reason (non-zero ones).
@@ -173,7 +179,7 @@ pub struct LinkView {
     pub rx_frames_first: u64,
     /// Copies received after another link had delivered the frame.
     pub duplicates: u64,
-    /// Frames re-sent on this link for another.
+    /// Frame copies re-sent on this link in answer to the peer's NAKs.
     pub retransmits: u64,
     /// Bits per second sent, over the last [`RATE_WINDOW`].
     pub tx_bps: f64,
@@ -459,7 +465,7 @@ impl Recorder {
                     rx_frames: counters.rx_frames,
                     rx_frames_first: counters.rx_frames_first,
                     duplicates: counters.rx_frames.saturating_sub(counters.rx_frames_first),
-                    retransmits: retransmits(&counters),
+                    retransmits: counters.tx_retransmits,
                     tx_bps: rate(delta(|s| s.tx_bytes, i)),
                     rx_bps: rate(delta(|s| s.rx_bytes, i)),
                     tx_share: ratio(delta(|s| s.tx_frames, i), frames_in),
@@ -477,6 +483,9 @@ impl Recorder {
             frames_late: stats.frames_late,
             frames_reordered: stats.frames_reordered,
             duplicate_copies: stats.duplicate_copies,
+            frames_nacked: stats.frames_nacked,
+            frames_retransmitted: stats.frames_retransmitted,
+            frames_recovered: stats.frames_recovered,
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             reorder_hold_ms: ms(session.reorder_hold()),
@@ -484,12 +493,6 @@ impl Recorder {
             hold: self.hold.clone(),
         }
     }
-}
-
-/// Frames re-sent on a link for another. The engine does not re-send yet (the scheduler's
-/// `reschedule` hook is where it will); when it counts them in [`LinkStats`], this reads it.
-const fn retransmits(_counters: &LinkStats) -> u64 {
-    0
 }
 
 /// The non-zero drop counts by name.
