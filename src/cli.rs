@@ -25,14 +25,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Shows the running daemon's links and sessions: a table, or JSON (schema version 2).
+    /// Shows the running daemon's links and sessions: a table on a terminal, JSON (schema
+    /// version 2) when piped, as scripts expect.
     Status {
         /// The config file (it names the status address and token).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Prints the JSON snapshot (docs/status.schema.json) instead of the table.
-        #[arg(long)]
+        /// Prints the JSON snapshot (docs/status.schema.json), even on a terminal.
+        #[arg(long, conflicts_with = "table")]
         json: bool,
+        /// Prints the table, even when piped.
+        #[arg(long)]
+        table: bool,
         /// Refreshes until Ctrl-C (or --count refreshes).
         #[arg(long)]
         watch: bool,
@@ -59,7 +63,9 @@ impl Command {
         match (self, daemon) {
             (Self::Run { config }, Daemon::Edge) => run_edge(&config),
             (Self::Run { config }, Daemon::Gateway) => run_gateway(&config),
-            (Self::Status { config, json, watch, interval_ms, count }, daemon) => {
+            (Self::Status { config, json, table, watch, interval_ms, count }, daemon) => {
+                // Piped output stays JSON (what scripts have parsed since schema v1).
+                let json = json || (!table && !std::io::IsTerminal::is_terminal(&std::io::stdout()));
                 let view = StatusView { json, watch, interval: std::time::Duration::from_millis(interval_ms), count };
                 status(daemon, &config, &view)
             }

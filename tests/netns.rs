@@ -102,10 +102,8 @@ fn an_edge_with_three_natted_uplinks_carries_ping_arp_ipv6_and_iperf3_to_the_gat
     lab.exec(&rig1.name, &["ip", "link", "set", "up1", "down"]);
     let edge_bin = binary("braid-edge");
     let status = || {
-        let out = lab.try_exec(
-            &rig1.name,
-            &[edge_bin.to_str().unwrap(), "status", "--json", "--config", rig1.config.to_str().unwrap()],
-        );
+        let out = lab
+            .try_exec(&rig1.name, &[edge_bin.to_str().unwrap(), "status", "--config", rig1.config.to_str().unwrap()]);
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let down = lab.wait_for(Duration::from_secs(3), || {

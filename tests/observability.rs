@@ -385,9 +385,17 @@ fn metrics_and_status_follow_the_traffic_and_a_cut_link_in_namespaces() {
     assert_schema_valid(&gateway_json);
     assert_eq!(gateway_json["edges"][0]["name"], "edge1");
 
-    // The table, once and watched (bounded by --count).
-    let table = lab
+    // Piped without a flag, `status` prints the JSON scripts have parsed since schema v1.
+    let piped = lab
         .exec(&edge_ns, &[binary("braid-edge").to_str().unwrap(), "status", "--config", rig1.config.to_str().unwrap()]);
+    let piped: Value = serde_json::from_slice(&piped.stdout).expect("piped status is JSON");
+    assert_eq!(piped["session"]["links"][0]["name"], "isp1", "{piped:#}");
+
+    // The table, once and watched (bounded by --count).
+    let table = lab.exec(
+        &edge_ns,
+        &[binary("braid-edge").to_str().unwrap(), "status", "--table", "--config", rig1.config.to_str().unwrap()],
+    );
     let table = String::from_utf8_lossy(&table.stdout);
     println!("{table}");
     assert!(table.contains("edge1: stream SAFE"), "{table}");
@@ -397,6 +405,7 @@ fn metrics_and_status_follow_the_traffic_and_a_cut_link_in_namespaces() {
         &[
             binary("braid-edge").to_str().unwrap(),
             "status",
+            "--table",
             "--watch",
             "--count",
             "2",
