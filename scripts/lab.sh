@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # braid's lab: a field rig and a datacenter in network namespaces on this machine, real clients
-# (iperf3, ping) through the tunnel, uplinks impaired and cut on a schedule.
+# (iperf3, ffmpeg, srt-live-transmit, ping) through the tunnel, uplinks impaired and cut on a
+# schedule, and one RESULT line per scenario.
 #
 #   scripts/lab.sh demo        the README's demo: redundant mode over 3 impaired uplinks, one cut,
 #                              one blackholed, both restored; live link state; a result table
@@ -10,42 +11,61 @@
 #
 # Topology (every address lives in namespaces this script creates; all are removed on exit):
 #   cam ─ br-lan ─ braid0 [edge] ═ upN ─ [ispN: braid-impair ta⇄tb, NAT] ─ inet ─ [gw] braid-rig ─ br-ing ─ ing
+#                                                                  attacker ─┘
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
+#
+# Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
+# scratch directory, so two labs can coexist); BIN (prebuilt binaries: skips the build).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
-P=blab                         # namespace prefix
-RUN=/tmp/braid-lab             # configs, keys, logs, profiles
-BIN="$ROOT/target/release"
+P=${LAB_PREFIX:-blab}              # namespace prefix
+RUN=${LAB_RUN:-/tmp/braid-lab}     # configs, keys, logs, captures
+BIN=${BIN:-}
 UPLINKS=3
 PROFILES=(dsl lte-good lte-bad)
 SEED=${SEED:-1}
+IMPAIR=1                           # 0: plain veths instead of braid-impair (baseline)
+GW_PUBLIC=10.200.0.2
+INGEST=10.77.0.20
 
 ns() { echo "$P-$1"; }
 in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+# In the background, so that $! is the command itself (and a signal to $! reaches it).
+bg_in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@" & }
 log() { printf '[lab %s] %s\n' "$(date +%T)" "$*"; }
 die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "needs root (namespaces, TAP, NAT): run it with sudo"; }
 
 ensure_tools() {
-    local missing=()
-    for cmd in ip nft iperf3 ping jq; do command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd"); done
+    local missing=() cmd
+    for cmd in ip nft iperf3 ping jq ffmpeg ffprobe tshark dumpcap srt-live-transmit conntrack; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
     [[ ${#missing[@]} -eq 0 ]] && return 0
-    log "installing ${missing[*]} (iproute2 nftables iperf3 iputils-ping jq)"
+    log "installing what provides ${missing[*]}"
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        iproute2 nftables iperf3 iputils-ping jq >/dev/null
+        iproute2 nftables iperf3 iputils-ping jq ffmpeg tshark srt-tools conntrack >/dev/null
 }
 
 build() {
+    if [[ -n $BIN ]]; then
+        for b in braid-edge braid-gateway braid-impair braid-labtool; do
+            [[ -x $BIN/$b ]] || die "BIN=$BIN has no $b"
+        done
+        return 0
+    fi
+    BIN="$ROOT/target/release"
     log "building (release)"
     cargo build --release --workspace --quiet
 }
 
 down() {
-    local pids
+    local pids n
     pids=$(pgrep -f "$RUN/" || true)
     [[ -n $pids ]] && kill $pids 2>/dev/null || true
     sleep 0.3
@@ -85,13 +105,26 @@ set_profile() { # link text
     pkill -HUP -f "braid-impair --a ta$1 " || true
 }
 
+# The ISP's NAT forgets its mappings: the uplink's next packet leaves from a new port (the
+# masquerade picks ports at random), as when a carrier-grade NAT times out or a modem re-attaches.
+rebind_uplink() {
+    in_ns "isp$1" conntrack -F >/dev/null 2>&1 || true
+}
+
 up() {
     down
     rm -rf "$RUN" && mkdir -p "$RUN"
-    for n in inet gw edge cam ing; do add_ns "$n"; done
-    veth inet gw0 10.200.0.1/24 gw wan 10.200.0.2/24
+    for n in inet gw edge cam ing attacker; do add_ns "$n"; done
+    veth inet gw0 10.200.0.1/24 gw wan "$GW_PUBLIC/24"
     in_ns gw ip route add default via 10.200.0.1
     in_ns inet sysctl -qw net.ipv4.ip_forward=1
+    veth inet a0 10.202.0.1/24 attacker eth0 10.202.0.2/24
+    in_ns attacker ip route add default via 10.202.0.1
+    if [[ ${CAPTURE_TUNNEL:-0} == 1 ]]; then
+        # The first seconds of tunnel traffic, handshakes included, for the attacker to replay.
+        in_ns inet dumpcap -q -i gw0 -f "udp port 4754" -a duration:8 -P -w "$RUN/tunnel.pcap" 2>"$RUN/dumpcap-tunnel.log" &
+        wait_for_capture "$RUN/dumpcap-tunnel.log"
+    fi
     for u in $(seq 1 "$UPLINKS"); do
         local isp="isp$u"
         add_ns "$isp"
@@ -100,36 +133,53 @@ up() {
         in_ns "$isp" sysctl -qw net.ipv4.ip_forward=1
         in_ns "$isp" nft add table ip nat
         in_ns "$isp" nft add chain ip nat post '{ type nat hook postrouting priority 100 ; }'
-        in_ns "$isp" nft add rule ip nat post oifname ext0 masquerade
-        # The modem: edge's upN ⇄ e0, bridged with TAP ta; braid-impair moves frames ta⇄tb; tb
-        # is the ISP's router interface.
-        veth edge "up$u" "192.168.$u.2/24" "$isp" e0 ""
-        echo "preset=${PROFILES[$((u - 1))]}" >"$(profile_file "$u")"
-        in_ns "$isp" "$BIN/braid-impair" --a "ta$u" --b tb --up "$(profile_file "$u")" --down "$(profile_file "$u")" \
-            --seed "$((SEED * 10 + u))" >"$RUN/impair$u.log" 2>&1 &
-        for _ in $(seq 50); do in_ns "$isp" ip link show tb >/dev/null 2>&1 && break; sleep 0.1; done
-        in_ns "$isp" ip link add bre type bridge
-        in_ns "$isp" ip link set bre up
-        in_ns "$isp" ip link set e0 master bre
-        in_ns "$isp" ip link set "ta$u" master bre
-        in_ns "$isp" ip addr add "192.168.$u.1/24" dev tb
+        in_ns "$isp" nft add rule ip nat post oifname ext0 masquerade random
+        if [[ $IMPAIR == 1 ]]; then
+            # The modem: edge's upN ⇄ e0, bridged with TAP ta; braid-impair moves frames ta⇄tb;
+            # tb is the ISP's router interface.
+            veth edge "up$u" "192.168.$u.2/24" "$isp" e0 ""
+            echo "preset=${PROFILES[$((u - 1))]}" >"$(profile_file "$u")"
+            in_ns "$isp" "$BIN/braid-impair" --a "ta$u" --b tb --up "$(profile_file "$u")" --down "$(profile_file "$u")" \
+                --seed "$((SEED * 10 + u))" >"$RUN/impair$u.log" 2>&1 &
+            for _ in $(seq 50); do in_ns "$isp" ip link show tb >/dev/null 2>&1 && break; sleep 0.1; done
+            in_ns "$isp" ip link add bre type bridge
+            in_ns "$isp" ip link set bre up
+            in_ns "$isp" ip link set e0 master bre
+            in_ns "$isp" ip link set "ta$u" master bre
+            in_ns "$isp" ip addr add "192.168.$u.1/24" dev tb
+        else
+            veth edge "up$u" "192.168.$u.2/24" "$isp" e0 "192.168.$u.1/24"
+        fi
         in_ns edge ip route add default via "192.168.$u.1" dev "up$u" metric "$((u * 10))"
     done
     veth cam eth0 10.77.0.10/24 edge lan ""
-    veth ing eth0 10.77.0.20/24 gw lan0 ""
+    veth ing eth0 "$INGEST/24" gw lan0 ""
     in_ns edge ip link add br-lan type bridge; in_ns edge ip link set br-lan up; in_ns edge ip link set lan master br-lan
     in_ns gw ip link add br-ing type bridge; in_ns gw ip link set br-ing up; in_ns gw ip link set lan0 master br-ing
+    if [[ ${DIRECT:-0} == 1 ]]; then
+        # A plain routed path from cam to ing over uplink 1, beside the tunnel: the baseline's
+        # yardstick.
+        veth cam eth1 10.78.0.10/24 edge dcam 10.78.0.1/24
+        veth ing eth1 10.79.0.20/24 gw ding 10.79.0.1/24
+        in_ns cam ip route add 10.79.0.0/24 via 10.78.0.1
+        in_ns ing ip route add default via 10.79.0.1
+        in_ns edge sysctl -qw net.ipv4.ip_forward=1
+        in_ns gw sysctl -qw net.ipv4.ip_forward=1
+        in_ns inet ip route add 10.79.0.0/24 via "$GW_PUBLIC"
+        in_ns isp1 ip route add 10.78.0.0/24 via 192.168.1.2
+    fi
 
     local gw_pub edge_pub uplinks=""
     gw_pub=$("$BIN/braid-gateway" keygen --out "$RUN/gateway.key")
     edge_pub=$("$BIN/braid-edge" keygen --out "$RUN/edge.key")
+    echo "$gw_pub" >"$RUN/gateway.pub"
     for u in $(seq 1 "$UPLINKS"); do uplinks+="  - name: ${PROFILES[$((u - 1))]}
     interface: up$u
 "; done
     cat >"$RUN/edge.yaml" <<EOF
 private_key_file: $RUN/edge.key
 gateway:
-  address: 10.200.0.2:4754
+  address: $GW_PUBLIC:4754
   public_key: $gw_pub
 mode: ${MODE:-redundant}
 tap:
@@ -140,7 +190,7 @@ $uplinks
 EOF
     cat >"$RUN/gateway.yaml" <<EOF
 private_key_file: $RUN/gateway.key
-listen: ["10.200.0.2:4754"]
+listen: ["$GW_PUBLIC:4754"]
 mode: ${MODE:-redundant}
 edges:
   - name: rig
@@ -148,11 +198,22 @@ edges:
     tap: braid-rig
     bridge: br-ing
 EOF
-    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" >"$RUN/gateway.log" 2>&1 &
+    start_gateway
     in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" >"$RUN/edge.log" 2>&1 &
-    for _ in $(seq 100); do in_ns cam ping -c1 -W1 10.77.0.20 >/dev/null 2>&1 && { log "tunnel up"; return 0; }; sleep 0.2; done
+    for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && { log "tunnel up"; return 0; }; sleep 0.2; done
     tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
     die "the tunnel did not come up"
+}
+
+start_gateway() {
+    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" >>"$RUN/gateway.log" 2>&1 &
+}
+
+gateway_alive() { pgrep -f "braid-gateway run --config $RUN/gateway.yaml" >/dev/null; }
+
+wait_for_capture() { # dumpcap's log
+    for _ in $(seq 100); do grep -q "Capturing on" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    die "dumpcap did not start: $(cat "$1")"
 }
 
 link_states() {
@@ -160,94 +221,282 @@ link_states() {
         jq -r '[.session.links[] | "\(.name)=\(.state)\(if .rtt_ms then "(\(.rtt_ms|floor)ms)" else "" end)"] | join("  ")' 2>/dev/null || echo "(no status)"
 }
 
-# Runs iperf3 UDP at RATE for SECS while the timeline runs; prints a RESULT line and a table.
-stream_with_timeline() { # name rate secs timeline-function
-    local name=$1 rate=$2 secs=$3 timeline=$4
-    in_ns ing iperf3 -s -1 -J >"$RUN/iperf-server.json" 2>/dev/null &
-    local server=$!
-    sleep 0.5
-    in_ns cam ping -D -i 0.02 -w "$secs" 10.77.0.20 >"$RUN/ping.txt" 2>&1 &
-    in_ns cam iperf3 -c 10.77.0.20 -u -b "$rate" -l 1200 -t "$secs" -J >"$RUN/iperf-client.json" 2>/dev/null &
-    local client=$!
-    "$timeline" "$secs"
-    wait "$client" || true
-    wait "$server" || true
-    local sent lost ooo p50 p99 gap
-    sent=$(jq '.end.sum.packets // 0' "$RUN/iperf-server.json")
-    lost=$(jq '.end.sum.lost_packets // 0' "$RUN/iperf-server.json")
-    ooo=$(jq '[.intervals[].streams[0].out_of_order // 0] | add // 0' "$RUN/iperf-server.json")
-    read -r p50 p99 < <(grep -o 'time=[0-9.]*' "$RUN/ping.txt" | cut -d= -f2 | sort -n |
-        awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}')
-    # The longest silence between two ping replies (every 20 ms): how long the stream stalled.
-    gap=$(grep -o '^\[[0-9.]*\]' "$RUN/ping.txt" | tr -d '[]' |
-        awk 'NR > 1 { d = ($1 - p) * 1000; if (d > m) m = d } { p = $1 } END { printf "%.0f", m }')
-    echo
-    echo "RESULT scenario=$name mode=${MODE:-redundant} sent=$sent lost=$lost dup=- reordered=$ooo max_gap_ms=$gap p50_ms=$p50 p99_ms=$p99 goodput_mbps=- cc_errors=-"
-    printf '\n%-18s %-14s %8s %6s %10s %11s %8s %8s\n' scenario mode sent lost reordered max_gap_ms p50_ms p99_ms
-    printf '%-18s %-14s %8s %6s %10s %11s %8s %8s\n' "$name" "${MODE:-redundant}" "$sent" "$lost" "$ooo" "$gap" "$p50" "$p99"
+# Frames sent on one link so far (data and probes), from the edge's status.
+link_tx() { # name
+    in_ns edge "$BIN/braid-edge" status --config "$RUN/edge.yaml" 2>/dev/null |
+        jq -r --arg n "$1" '.session.links[] | select(.name == $n) | .tx_packets' 2>/dev/null || echo 0
 }
 
-cuts_timeline() { # secs
-    local t=0 secs=$1
-    while ((t < secs)); do
-        case $t in
-            6) log "cut: ${PROFILES[0]} loses carrier"; in_ns edge ip link set up1 down ;;
-            12) log "cut: ${PROFILES[1]} blackholed"; set_profile 2 "preset=${PROFILES[1]} blackhole=1" ;;
-            18) log "restore both"; restore_uplink 1; set_profile 2 "preset=${PROFILES[1]}" ;;
-        esac
-        ((t % 2 == 0)) && log "links: $(link_states)"
-        sleep 1
-        t=$((t + 1))
+# Sleeps until T0 + $1 seconds.
+at() {
+    local wait
+    wait=$(awk -v t0="$T0" -v off="$1" -v now="$(date +%s.%N)" 'BEGIN { d = t0 + off - now; printf "%.3f", (d > 0 ? d : 0) }')
+    sleep "$wait"
+}
+
+# Runs the events of a timeline function: `EVENTS` lists "second:action" entries; link state is
+# printed every 2 s.
+run_timeline() { # secs
+    local secs=$1 t entry
+    for t in $(seq 1 "$secs"); do
+        at "$t"
+        for entry in "${EVENTS[@]}"; do
+            [[ ${entry%%:*} == "$t" ]] && "${entry#*:}"
+        done
+        ((t % 2 == 0)) && log "t=${t}s links: $(link_states)"
     done
 }
 
-quiet_timeline() { sleep "$1"; }
-
-# The first uplink is blackholed for 200 ms, then restored for 200 ms, for 10 s from 4 s on.
-flap_timeline() { # secs
-    sleep 4
-    log "flap: ${PROFILES[0]} every 200 ms for 10 s"
-    for _ in $(seq 25); do
-        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
-        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
-    done
-    log "links: $(link_states)"
-    sleep $(($1 - 14))
-}
-
-# The gateway is killed (SIGKILL: no goodbye) at 6 s and started again right away.
-restart_timeline() { # secs
-    sleep 6
+cut_carrier_1() { log "cut: ${PROFILES[0]} loses carrier"; in_ns edge ip link set up1 down; }
+blackhole_2() { log "cut: ${PROFILES[1]} blackholed"; set_profile 2 "preset=${PROFILES[1]} blackhole=1"; }
+restore_1_2() { log "restore ${PROFILES[0]} and ${PROFILES[1]}"; restore_uplink 1; set_profile 2 "preset=${PROFILES[1]}"; }
+rebind_3() { log "NAT rebinding on ${PROFILES[2]}"; rebind_uplink 3; }
+kill_gateway() {
     log "gateway: SIGKILL and restart"
     pkill -9 -f "braid-gateway run --config $RUN/gateway.yaml" || true
     sleep 0.2
-    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" >>"$RUN/gateway.log" 2>&1 &
-    for t in $(seq 2 2 $(($1 - 8))); do sleep 2; log "links: $(link_states)"; done
+    start_gateway
+}
+# Link 1 blackholed for 200 ms, then restored for 200 ms, 25 times (10 s), in the background.
+flap_1() {
+    log "flap: ${PROFILES[0]} every 200 ms for 10 s"
+    (for _ in $(seq 25); do
+        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
+        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
+    done) &
+}
+# Active-backup: link 1 (the primary again by now) flaps for 5 s; the stream must stay on the
+# backup rather than follow it. Its frame count before and after shows whether it carried data.
+flap_primary() {
+    FLAP_TX0=$(link_tx "${PROFILES[0]}")
+    log "flap: ${PROFILES[0]} every 200 ms for 5 s"
+    (for _ in $(seq 12); do
+        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
+        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
+    done) &
+}
+flap_primary_done() {
+    FLAP_TX1=$(link_tx "${PROFILES[0]}")
+    log "during the flap ${PROFILES[0]} sent $((FLAP_TX1 - FLAP_TX0)) packets (probes are 20/s; the stream is ~420/s)"
 }
 
-scenario_baseline() { stream_with_timeline baseline 4M 10 quiet_timeline; }
-scenario_redundant_cuts() { stream_with_timeline redundant-cuts 4M 26 cuts_timeline; }
-scenario_active_backup_cuts() { stream_with_timeline active-backup-cuts 4M 26 cuts_timeline; }
-scenario_flap() { stream_with_timeline flap 4M 20 flap_timeline; }
-scenario_gateway_restart() { stream_with_timeline gateway-restart 4M 16 restart_timeline; }
+# Percentiles of ping's RTTs: "p50 p99".
+ping_percentiles() { # file
+    grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -n |
+        awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}'
+}
 
-SCENARIOS=(baseline redundant-cuts active-backup-cuts flap gateway-restart)
+result() { # name mode sent lost dup reordered gap p50 p99 goodput cc [extra...]
+    local name=$1 mode=$2
+    shift 2
+    echo
+    echo "RESULT scenario=$name mode=$mode sent=$1 lost=$2 dup=$3 reordered=$4 max_gap_ms=$5 p50_ms=$6 p99_ms=$7 goodput_mbps=$8 cc_errors=$9${10:+ ${10}}"
+    printf '\n%-24s %-14s %8s %6s %5s %10s %11s %7s %7s %8s %6s\n' scenario mode sent lost dup reordered max_gap_ms p50_ms p99_ms goodput cc_err
+    printf '%-24s %-14s %8s %6s %5s %10s %11s %7s %7s %8s %6s\n' "$name" "$mode" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9"
+    [[ -n ${10:-} ]] && printf '%s\n' "${10}"
+    return 0
+}
 
-# The mode a scenario runs in.
-mode_of() { [[ $1 == active-backup-* ]] && echo active-backup || echo redundant; }
+# iperf3 UDP at RATE for SECS while the timeline runs, captured on the ingest side; ping for
+# latency. Leaves the figures in STREAM (the labtool's line) and PING (p50 p99).
+udp_stream() { # rate secs
+    local rate=$1 secs=$2
+    bg_in_ns ing dumpcap -q -i eth0 -f "udp dst port 5201" -P -w "$RUN/stream.pcap" 2>"$RUN/dumpcap.log"
+    local capture=$!
+    wait_for_capture "$RUN/dumpcap.log"
+    in_ns ing iperf3 -s -1 -J >"$RUN/iperf-server.json" 2>/dev/null &
+    local server=$!
+    sleep 0.5
+    T0=$(date +%s.%N)
+    in_ns cam ping -D -i 0.02 -w "$secs" "$INGEST" >"$RUN/ping.txt" 2>&1 &
+    in_ns cam iperf3 -c "$INGEST" -u -b "$rate" -l 1200 -t "$secs" -J >"$RUN/iperf-client.json" 2>/dev/null &
+    local client=$!
+    run_timeline "$secs"
+    wait "$client" || true
+    wait "$server" || true
+    sleep 1
+    kill -INT "$capture" 2>/dev/null || true
+    wait "$capture" || true
+    local sent
+    sent=$(jq '.end.sum.packets // 0' "$RUN/iperf-client.json")
+    local events
+    events=$(IFS=,; echo "${WINDOWS[*]:-}")
+    STREAM=$(tshark -r "$RUN/stream.pcap" -T fields -e frame.time_epoch -e udp.payload 2>/dev/null |
+        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --events "$events")
+    PING=$(ping_percentiles "$RUN/ping.txt")
+    log "stream: $STREAM"
+}
+
+field() { # key line
+    grep -o "\b$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2
+}
+
+# The RESULT line for a UDP stream, with extra fields.
+stream_result() { # name mode extra
+    local p50 p99
+    read -r p50 p99 <<<"$PING"
+    result "$1" "$2" "$(field sent "$STREAM")" "$(field lost "$STREAM")" "$(field dup "$STREAM")" \
+        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" - - "${3:-}"
+}
+
+window_gap() { # index
+    field window_gaps_ms "$STREAM" | cut -d, -f"$(($1 + 1))"
+}
+
+CUTS=("5:cut_carrier_1" "10:blackhole_2" "15:restore_1_2" "20:rebind_3")
+# Windows for the stalls each event causes: the one that begins in the second after it.
+CUT_WINDOWS=(5 6 10 11 15 16 20 21)
+
+scenario_baseline() {
+    local tunnel direct ping_t ping_d
+    log "TCP through braid (redundant over 3 unimpaired, uncapped uplinks), then the direct path"
+    in_ns ing iperf3 -s -D
+    sleep 0.3
+    tunnel=$(in_ns cam iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
+    direct=$(in_ns cam iperf3 -c 10.79.0.20 -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
+    in_ns cam ping -c 300 -i 0.01 -s 1200 "$INGEST" >"$RUN/ping-tunnel.txt"
+    in_ns cam ping -c 300 -i 0.01 -s 1200 10.79.0.20 >"$RUN/ping-direct.txt"
+    ping_t=$(ping_percentiles "$RUN/ping-tunnel.txt")
+    ping_d=$(ping_percentiles "$RUN/ping-direct.txt")
+    local ratio p50 p99
+    ratio=$(awk -v t="$tunnel" -v d="$direct" 'BEGIN { printf "%.3f", (d > 0 ? t / d : 0) }')
+    read -r p50 p99 <<<"$ping_t"
+    result baseline "${MODE:-redundant}" - - - - - "$p50" "$p99" "$(printf '%.0f' "$tunnel")" - \
+        "direct_goodput_mbps=$(printf '%.0f' "$direct") goodput_ratio=$ratio direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
+}
+
+scenario_redundant_cuts() {
+    EVENTS=("${CUTS[@]}") WINDOWS=("${CUT_WINDOWS[@]}")
+    udp_stream 4M 30
+    stream_result redundant-cuts redundant \
+        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7)"
+}
+
+scenario_active_backup_cuts() {
+    EVENTS=("${CUTS[@]}" "22:flap_primary" "27:flap_primary_done") WINDOWS=("${CUT_WINDOWS[@]}")
+    udp_stream 4M 30
+    stream_result active-backup-cuts active-backup \
+        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7) flap_primary_packets=$((FLAP_TX1 - FLAP_TX0))"
+}
+
+scenario_flap() {
+    EVENTS=("4:flap_1") WINDOWS=()
+    udp_stream 4M 16
+    stream_result flap redundant
+}
+
+scenario_gateway_restart() {
+    EVENTS=("6:kill_gateway") WINDOWS=(6 7)
+    udp_stream 4M 14
+    stream_result gateway-restart redundant "gap_after_restart_ms=$(window_gap 1)"
+}
+
+scenario_hostile() {
+    EVENTS=("5:attack") WINDOWS=()
+    udp_stream 4M 20
+    local alive=yes
+    gateway_alive || alive=no
+    local drops
+    drops=$(in_ns gw "$BIN/braid-gateway" status --config "$RUN/gateway.yaml" 2>/dev/null |
+        jq -r 'if .drops_by_reason then (.drops_by_reason | to_entries | map("\(.key)=\(.value)") | join(",")) else "total=\(.drops)" end' 2>/dev/null || echo none)
+    local attack
+    attack=$(for f in flood replay init; do printf '%s:%s,' "$f" "$(field sent "$(cat "$RUN/attack-$f.txt" 2>/dev/null)")"; done)
+    stream_result hostile redundant "gateway_alive=$alive attack_sent=${attack%,} gateway_drops=$drops"
+}
+
+# The attacker, on the internet side, for 10 s at once: random garbage at the gateway's port,
+# the first seconds of captured tunnel traffic (handshakes included) replayed, and a flood of
+# handshake initiations from keys on no allowlist.
+attack() {
+    log "attack: garbage, replayed tunnel packets and handshake initiations at $GW_PUBLIC:4754 for 10 s"
+    tshark -r "$RUN/tunnel.pcap" -T fields -e udp.payload >"$RUN/tunnel.hex" 2>/dev/null || true
+    local to="$GW_PUBLIC:4754"
+    in_ns attacker "$BIN/braid-labtool" flood --to "$to" --pps 5000 --secs 10 --seed "$SEED" >"$RUN/attack-flood.txt" 2>&1 &
+    in_ns attacker "$BIN/braid-labtool" replay --to "$to" --pps 3000 --secs 10 "$RUN/tunnel.hex" >"$RUN/attack-replay.txt" 2>&1 &
+    in_ns attacker "$BIN/braid-labtool" initiations --to "$to" --gateway-key "$(cat "$RUN/gateway.pub")" \
+        --pps 2000 --secs 10 --seed "$SEED" >"$RUN/attack-init.txt" 2>&1 &
+}
+
+# An ffmpeg test pattern, H.264 in constant-rate MPEG-TS at 6 Mbit/s (paced, as a broadcast
+# encoder sends it) for 30 s, through the redundant cuts. Over UDP, the TS checked is what
+# crossed the ingest LAN (captured there: braid's delivery, whatever the receiving socket's
+# buffer); over SRT, what srt-live-transmit received. Continuity counters and decoded frames
+# are checked.
+ffmpeg_stream() { # udp|srt
+    local transport=$1 secs=30 out="$RUN/ingest-$1.ts" url listen capture=""
+    case $transport in
+        udp)
+            listen="udp://:5000?rcvbuf=4194304"; url="udp://$INGEST:5000?pkt_size=1316&bitrate=6000000&burst_bits=100000"
+            bg_in_ns ing dumpcap -q -i eth0 -f "udp dst port 5000" -P -w "$RUN/ts.pcap" 2>"$RUN/dumpcap-ts.log"
+            capture=$!
+            wait_for_capture "$RUN/dumpcap-ts.log"
+            ;;
+        # SRT needs a latency above braid's budget (500 ms) plus a round trip: braid may hold a gap
+        # that long, and SRT drops what comes later than its latency.
+        srt) listen="srt://:5001?mode=listener&latency=1200"; url="srt://$INGEST:5001?mode=caller&latency=1200000&pkt_size=1316" ;;
+    esac
+    bg_in_ns ing srt-live-transmit -q "$listen" file://con >"$RUN/received-$transport.ts" 2>"$RUN/ingest-$transport.log"
+    local ingest=$!
+    sleep 0.5
+    EVENTS=("${CUTS[@]}") WINDOWS=()
+    T0=$(date +%s.%N)
+    in_ns cam ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$secs" \
+        -c:v libx264 -preset ultrafast -tune zerolatency -b:v 5M -maxrate 5M -bufsize 1M -g 30 \
+        -f mpegts -muxrate 6M "$url" >"$RUN/ffmpeg-$transport.log" 2>&1 &
+    local source=$!
+    run_timeline "$secs"
+    wait "$source" || true
+    sleep 3 # SRT delivers up to its latency late
+    kill "$ingest" 2>/dev/null || true
+    wait "$ingest" 2>/dev/null || true
+    if [[ -n $capture ]]; then
+        kill -INT "$capture" 2>/dev/null || true
+        wait "$capture" || true
+        tshark -r "$RUN/ts.pcap" -T fields -e udp.payload 2>/dev/null | "$BIN/braid-labtool" unhex >"$out"
+    else
+        cp "$RUN/received-$transport.ts" "$out"
+    fi
+    local ts frames freezes
+    ts=$("$BIN/braid-labtool" ts "$out")
+    frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | head -1 | tr -dc 0-9)
+    freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
+    log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
+    result "ffmpeg-redundant/$transport" redundant - - - - - - - - "$(field cc_errors "$ts")" \
+        "ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes"
+}
+
+scenario_ffmpeg_redundant() {
+    ffmpeg_stream udp
+    ffmpeg_stream srt
+}
+
+SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap)
+
+# The mode and topology a scenario runs in.
+configure() { # name
+    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0
+    case $1 in
+        baseline) IMPAIR=0 DIRECT=1 ;;
+        active-backup-*) MODE=active-backup ;;
+        hostile) CAPTURE_TUNNEL=1 ;;
+    esac
+}
 
 case ${1:-} in
     list) printf '%s\n' "${SCENARIOS[@]}" ;;
     down) need_root; down; log "down" ;;
-    up) need_root; ensure_tools; build; up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN" ;;
+    up) need_root; ensure_tools; build; configure "${2:-redundant-cuts}"; up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN" ;;
     run)
         shift
         [[ $# -gt 0 ]] || die "run which scenario? ($(printf '%s ' "${SCENARIOS[@]}"))"
+        for name in "$@"; do
+            [[ " ${SCENARIOS[*]} " == *" $name "* ]] || die "no scenario $name (try: scripts/lab.sh list)"
+        done
         need_root; ensure_tools; build
         trap down EXIT
         for name in "$@"; do
-            [[ " ${SCENARIOS[*]} " == *" $name "* ]] || die "no scenario $name (try: scripts/lab.sh list)"
-            MODE=$(mode_of "$name")
+            configure "$name"
+            log "=== $name ($MODE)"
             up
             "scenario_${name//-/_}"
         done
@@ -255,9 +504,11 @@ case ${1:-} in
     demo)
         need_root; ensure_tools; build
         trap down EXIT
+        configure redundant-cuts
         up
-        log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 26 s"
+        log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 30 s:"
+        log "${PROFILES[0]} loses carrier at 5 s, ${PROFILES[1]} is blackholed at 10 s, both return at 15 s, ${PROFILES[2]}'s NAT rebinds at 20 s"
         scenario_redundant_cuts
         ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

@@ -24,6 +24,10 @@
 //!   although the peer probes it every interval and answers our probes: the way back is dead;
 //! * **stalled feedback**: the peer's reports (which arrive on every link) stopped confirming the
 //!   packets we sent on this link, probes or data: the way out is dead;
+//! * **unanswered data**: while data flows on a link, the peer answers on that link at least every
+//!   [`ACK_INTERVAL`]; data left unanswered for a probe timeout (or one probe interval plus four
+//!   jitters, if sooner) plus that long means the link is dead, which is noticed well before the
+//!   silence timeout on a busy link;
 //! * **carrier loss** reported by the OS: at once.
 
 use std::collections::VecDeque;
@@ -36,6 +40,8 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// A link goes down when it has been silent for the probe timeout plus this many more probe
 /// intervals (so about this many of the peer's probes and replies in a row were missed).
 pub const MISSED_PROBES_DOWN: u32 = 3;
+/// While data arrives on a link, the receiver sends a report back on it at least this often.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(10);
 /// The probe timeout before any RTT sample.
 pub const INITIAL_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The least margin over the smoothed RTT a probe gets before it counts as missed (RFC 6298's
@@ -335,6 +341,8 @@ pub struct LinkMonitor {
     /// The first packet sent since the peer last reported progress on this link, and when.
     unconfirmed: Option<Outstanding>,
     last_report: Option<Instant>,
+    /// The first data packet sent since anything arrived on this link.
+    data_unanswered: Option<Instant>,
 }
 
 impl LinkMonitor {
@@ -363,6 +371,7 @@ impl LinkMonitor {
             rx_rebase: false,
             tx_rebase: Rebase::Done,
             unconfirmed: None,
+            data_unanswered: None,
             last_report: None,
         }
     }
@@ -403,6 +412,11 @@ impl LinkMonitor {
     /// How long the link may be silent, or leave our packets unconfirmed, before it goes down.
     pub fn silence_timeout(&self) -> Duration {
         self.probe_timeout() + self.interval * (MISSED_PROBES_DOWN - 1)
+    }
+
+    /// When an authenticated packet last arrived on the link (or carrier changed).
+    pub const fn last_heard(&self) -> Instant {
+        self.last_rx
     }
 
     /// The measurements so far.
@@ -454,9 +468,17 @@ impl LinkMonitor {
         }
     }
 
+    /// Records a data packet sent on this link (after [`Self::on_packet_sent`]).
+    pub fn on_data_sent(&mut self, now: Instant) {
+        if self.data_unanswered.is_none() && self.state != LinkState::Down && self.carrier {
+            self.data_unanswered = Some(now);
+        }
+    }
+
     /// Records an authenticated packet from the peer on this link.
     pub fn on_packet_received(&mut self, now: Instant, seq: u64, len: usize, owd_us: i64) {
         self.last_rx = now;
+        self.data_unanswered = None;
         self.rx_rebase = false;
         self.rx_highest = Some(self.rx_highest.map_or(seq, |h| h.max(seq)));
         self.rx_received += 1;
@@ -526,6 +548,7 @@ impl LinkMonitor {
         self.carrier = up;
         self.outstanding.clear();
         self.unconfirmed = None;
+        self.data_unanswered = None;
         self.good_probes = 0;
         self.last_rx = now;
         if up {
@@ -561,7 +584,21 @@ impl LinkMonitor {
 
     /// When the link will have been silent too long, unless something arrives first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state != LinkState::Down && self.carrier).then(|| self.last_rx + self.silence_timeout())
+        let silence = self.last_rx + self.silence_timeout();
+        let live = self.state != LinkState::Down && self.carrier;
+        live.then(|| self.data_deadline().map_or(silence, |d| d.min(silence)))
+    }
+
+    /// While data flows, when silence since the first data sent after the last arrival shows the
+    /// link dead. The peer answers data within [`ACK_INTERVAL`], and probes the link every
+    /// interval anyway; so the answer is due within the probe timeout, or within one probe
+    /// interval plus four jitters, whichever is sooner, plus [`ACK_INTERVAL`].
+    fn data_deadline(&self) -> Option<Instant> {
+        // Before an RTT is measured nothing says when an answer is due.
+        self.srtt?;
+        let jitter = Duration::from_micros(self.delay.jitter_us as u64);
+        let wait = self.probe_timeout().min(self.interval + jitter * 4 + MIN_RTT_MARGIN);
+        self.data_unanswered.map(|at| at + wait + ACK_INTERVAL)
     }
 
     fn check_liveness(&mut self, now: Instant) -> Option<Transition> {
@@ -570,7 +607,7 @@ impl LinkMonitor {
         }
         let reason = if now >= self.last_rx + self.silence_timeout() {
             StateReason::ProbesMissed
-        } else if self.feedback_stalled(now) {
+        } else if self.feedback_stalled(now) || self.data_deadline().is_some_and(|d| now >= d) {
             StateReason::FeedbackStalled
         } else {
             return None;
@@ -648,6 +685,7 @@ impl LinkMonitor {
             self.last_down = Some(now);
             self.good_probes = 0;
             self.unconfirmed = None;
+            self.data_unanswered = None;
             self.outstanding.clear();
         }
         if from == LinkState::Down {
@@ -761,6 +799,46 @@ mod tests {
         }
         assert_eq!(m.state(), LinkState::Down);
         assert!(t - cut <= Duration::from_millis(250), "detected after {:?}", t - cut);
+    }
+
+    #[test]
+    fn a_busy_link_whose_data_goes_unanswered_goes_down_a_probe_timeout_after_the_first_packet() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let cut = bring_up(&mut m, t0);
+        let mut t = cut;
+        let mut seq = 100;
+        while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
+            // Data every 2 ms into a blackhole; nothing comes back.
+            m.on_packet_sent(t, seq);
+            m.on_data_sent(t);
+            seq += 1;
+            m.handle_timeout(t);
+            t += Duration::from_millis(2);
+        }
+        assert_eq!(m.state(), LinkState::Down);
+        let detection = t - cut;
+        let bound = m.probe_timeout().min(PROBE_INTERVAL + MIN_RTT_MARGIN) + ACK_INTERVAL + Duration::from_millis(4);
+        assert!(detection <= bound, "detected after {detection:?}, bound {bound:?}");
+        assert!(detection < m.silence_timeout(), "faster than silence ({:?})", m.silence_timeout());
+    }
+
+    #[test]
+    fn answered_data_keeps_a_busy_link_up() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut t = bring_up(&mut m, t0);
+        for seq in 100..2100u64 {
+            m.on_packet_sent(t, seq);
+            m.on_data_sent(t);
+            if seq % 5 == 0 {
+                // The peer's answer to data sent one RTT ago, every 10 ms.
+                m.on_packet_received(t, seq, 80, 0);
+            }
+            m.handle_timeout(t);
+            assert!(m.state().is_usable(), "went {:?} at packet {seq}", m.state());
+            t += Duration::from_millis(2);
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::LinkSet;
+
 /// The most frame bytes kept for retransmission; past it the oldest frames are forgotten early.
 pub const MAX_SENT_BYTES: usize = 16 << 20;
 /// The most missing frames tracked at once: a gap wider than this is past saving by NAKs.
@@ -37,6 +39,8 @@ pub struct Sent {
     pub at: Instant,
     /// When it was last sent again, if it was.
     pub resent_at: Option<Instant>,
+    /// The links it went out on.
+    pub links: LinkSet,
     /// The frame.
     pub frame: Vec<u8>,
 }
@@ -49,12 +53,12 @@ impl SentFrames {
 
     /// Keeps `frame`, sent at `now`. Frames come in ascending sequence order; one that does not
     /// (or that the store has no room for) is handed back for reuse.
-    pub fn insert(&mut self, now: Instant, seq: u64, frame: Vec<u8>) -> Option<Vec<u8>> {
+    pub fn insert(&mut self, now: Instant, seq: u64, links: LinkSet, frame: Vec<u8>) -> Option<Vec<u8>> {
         if self.frames.back().is_some_and(|last| last.seq >= seq) || frame.len() > MAX_SENT_BYTES {
             return Some(frame);
         }
         self.bytes += frame.len();
-        self.frames.push_back(Sent { seq, at: now, resent_at: None, frame });
+        self.frames.push_back(Sent { seq, at: now, resent_at: None, links, frame });
         None
     }
 
@@ -77,6 +81,16 @@ impl SentFrames {
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Sent> {
         let i = self.frames.binary_search_by_key(&seq, |s| s.seq).ok()?;
         self.frames.get_mut(i)
+    }
+
+    /// Every kept frame, oldest first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Sent> {
+        self.frames.iter_mut()
+    }
+
+    /// The sequence after the newest frame kept: every frame below it has been sent.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.frames.back().map(|s| s.seq + 1)
     }
 
     /// How many frames are kept.
@@ -138,6 +152,18 @@ impl Gaps {
         }
         if self.highest.is_none_or(|h| seq > h) {
             self.highest = Some(seq);
+        }
+    }
+
+    /// Notes that the sender has sent every frame below `next`: those above the highest seen are
+    /// missing (lost at the tail of a burst, where no later frame shows the gap).
+    pub fn on_sent(&mut self, now: Instant, next: u64, expected: u64) {
+        if let Some(last) = next.checked_sub(1)
+            && self.highest.is_none_or(|h| last > h)
+            && last >= expected
+        {
+            self.on_frame(now, last, expected);
+            self.missing.insert(last, Missing { noticed: now, naks: 0, last_nak: None });
         }
     }
 
@@ -265,6 +291,19 @@ mod tests {
     }
 
     #[test]
+    fn frames_lost_at_the_tail_are_noticed_from_the_senders_announcement() {
+        let now = t0();
+        let mut gaps = Gaps::default();
+        gaps.on_frame(now, 0, 0);
+        gaps.on_sent(now, 3, 1);
+        assert_eq!(gaps.len(), 2, "frames 1 and 2");
+        gaps.on_sent(now, 3, 1);
+        assert_eq!(gaps.len(), 2, "announcing again changes nothing");
+        gaps.on_frame(now, 2, 1);
+        assert_eq!(gaps.len(), 1);
+    }
+
+    #[test]
     fn a_huge_jump_tracks_only_the_newest_missing_frames() {
         let now = t0();
         let mut gaps = Gaps::default();
@@ -276,9 +315,9 @@ mod tests {
     fn sent_frames_are_found_by_sequence_and_expire_with_time() {
         let now = t0();
         let mut sent = SentFrames::new(300 * MS);
-        assert!(sent.insert(now, 5, vec![5]).is_none());
-        assert!(sent.insert(now + 10 * MS, 7, vec![7]).is_none());
-        assert_eq!(sent.insert(now, 6, vec![6]), Some(vec![6]), "out of order is refused");
+        assert!(sent.insert(now, 5, LinkSet::EMPTY, vec![5]).is_none());
+        assert!(sent.insert(now + 10 * MS, 7, LinkSet::EMPTY, vec![7]).is_none());
+        assert_eq!(sent.insert(now, 6, LinkSet::EMPTY, vec![6]), Some(vec![6]), "out of order is refused");
         assert_eq!(sent.get_mut(7).map(|s| s.frame.clone()), Some(vec![7]));
         assert!(sent.get_mut(6).is_none());
         let mut recycled = Vec::new();

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::crypto::{PathNonce, Protection, SessionKeys};
-use crate::monitor::{LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, Transition};
+use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, StateReason, Transition};
 use crate::reorder::{Arrival, ReorderBuffer};
 use crate::retransmit::{Gaps, MAX_MISSING, NakTiming, SentFrames};
 use crate::rng::Rng;
@@ -264,6 +264,10 @@ struct Link {
     /// The highest frame sequence that arrived on this link, and when the last data came.
     highest_frame: Option<u64>,
     last_data: Option<Instant>,
+    /// When a control packet last went out on this link, and whether data that arrived since
+    /// is owed an answer ([`crate::monitor::ACK_INTERVAL`]).
+    last_control: Option<Instant>,
+    ack_due: bool,
     stats: LinkStats,
 }
 
@@ -291,6 +295,8 @@ impl Link {
             backlog_at: first_probe,
             highest_frame: None,
             last_data: None,
+            last_control: None,
+            ack_due: false,
             stats: LinkStats::default(),
         }
     }
@@ -343,6 +349,8 @@ struct Pending {
     links: LinkSet,
     /// A copy answering a NAK: it is not kept for retransmission again.
     retransmit: bool,
+    /// The links a copy actually went out on.
+    sent_on: LinkSet,
 }
 
 /// One end of a bonded tunnel. See the [module docs](self) for the call order.
@@ -620,7 +628,7 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Pending { seq, frame: buf, links: chosen, retransmit: false });
+        self.queue.push_back(Pending { seq, frame: buf, links: chosen, retransmit: false, sent_on: LinkSet::EMPTY });
         Ok(())
     }
 
@@ -650,7 +658,7 @@ impl Session {
             // Probe at once: the sooner a restored link proves itself, the sooner it helps.
             l.next_probe = now;
         }
-        self.emit_transition(link, transition);
+        self.emit_transition(now, link, transition);
     }
 
     /// Runs timers that are due at `now`.
@@ -674,7 +682,7 @@ impl Session {
             }
         }
         for (id, t) in transitions {
-            self.emit_transition(id, Some(t));
+            self.emit_transition(now, id, Some(t));
         }
         if self.previous.as_ref().is_some_and(|(_, retire)| *retire <= now) {
             self.previous = None;
@@ -707,6 +715,22 @@ impl Session {
             }
         }
         for slot in 0..MAX_LINKS {
+            // Data that arrived is answered on its link at least every ACK_INTERVAL, so the
+            // sender sees at once when a busy link stops carrying.
+            let Some(link) = self.links[slot].as_mut() else {
+                continue;
+            };
+            if !link.ack_due || link.last_control.is_some_and(|at| now.saturating_duration_since(at) < ACK_INTERVAL) {
+                continue;
+            }
+            link.ack_due = false;
+            let messages: Vec<ControlMessage> =
+                self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report).collect();
+            if let Some(t) = self.seal_control(now, slot, &messages, buf) {
+                return Some(t);
+            }
+        }
+        for slot in 0..MAX_LINKS {
             let Some(link) = self.links[slot].as_mut() else {
                 continue;
             };
@@ -714,8 +738,11 @@ impl Session {
                 continue;
             }
             let priority = link.priority;
-            let mut messages = Vec::with_capacity(MAX_LINKS + 1);
+            let mut messages = Vec::with_capacity(MAX_LINKS + 2);
             messages.push(ControlMessage::Probe { priority });
+            if let Some(next) = self.sent.next_seq() {
+                messages.push(ControlMessage::Sent { next: next as u32 });
+            }
             messages.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
             if let Some(t) = self.seal_control(now, slot, &messages, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
@@ -887,6 +914,7 @@ impl Session {
                 let seq = expand_u32(expected, header.frame_seq);
                 link.highest_frame = link.highest_frame.max(Some(seq));
                 link.last_data = Some(now);
+                link.ack_due = true;
                 match self.reorder.insert(now, seq, frame) {
                     Arrival::Ready | Arrival::Held => {
                         link.stats.rx_frames_first += 1;
@@ -929,16 +957,21 @@ impl Session {
                     };
                     let transition = link.monitor.on_probe_reply(now, echo_seq);
                     let id = link.id;
-                    self.emit_transition(id, transition);
+                    self.emit_transition(now, id, transition);
                 }
                 ControlMessage::Report(report) => {
                     if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
                         let transition = link.monitor.on_report(now, &report);
                         let id = link.id;
-                        self.emit_transition(id, transition);
+                        self.emit_transition(now, id, transition);
                     }
                 }
                 ControlMessage::Nak { first, count } => self.resend(now, slot, first, count),
+                ControlMessage::Sent { next } => {
+                    let expected = self.reorder.expected();
+                    self.gaps.on_sent(now, expand_u32(expected, next), expected);
+                    self.collect_naks(now);
+                }
                 ControlMessage::Gone { first, count } => {
                     let first = expand_u32(self.reorder.expected(), first);
                     for seq in first..first + u64::from(count).min(MAX_MISSING as u64) {
@@ -967,7 +1000,15 @@ impl Session {
             }
             aad_len
         };
-        self.seal(now, slot, Protocol::Control, build, buf)
+        let transmit = self.seal(now, slot, Protocol::Control, build, buf);
+        if transmit.is_some()
+            && let Some(link) = self.links[slot].as_mut()
+        {
+            // Any packet on the link answers the data that came in on it.
+            link.last_control = Some(now);
+            link.ack_due = false;
+        }
+        transmit
     }
 
     fn seal_data(&mut self, now: Instant, slot: usize, seq: u64, buf: &mut Vec<u8>) -> Option<Transmit> {
@@ -990,11 +1031,15 @@ impl Session {
             Ok(t) => {
                 self.stats.frame_copies_sent += 1;
                 self.stats.frames_retransmitted += u64::from(retransmit && t.is_some());
+                if let (Some(t), Some(pending)) = (t, self.queue.front_mut()) {
+                    pending.sent_on.insert(t.link);
+                }
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.tx_frames += 1;
                     link.stats.tx_retransmits += u64::from(retransmit);
                     let pn = link.next_pn - 1;
                     link.monitor.on_packet_sent(now, pn);
+                    link.monitor.on_data_sent(now);
                 }
                 t
             }
@@ -1082,7 +1127,7 @@ impl Session {
     fn keep_sent(&mut self, now: Instant, done: Pending) {
         if done.retransmit || !self.config.retransmit {
             self.pool.push(done.frame);
-        } else if let Some(buf) = self.sent.insert(now, done.seq, done.frame) {
+        } else if let Some(buf) = self.sent.insert(now, done.seq, done.sent_on, done.frame) {
             self.pool.push(buf);
         }
     }
@@ -1254,13 +1299,70 @@ impl Session {
             };
             let frame = copy(&mut self.pool, &mut self.sent);
             self.charge(links, frame.len());
-            self.queue.push_front(Pending { seq, frame, links, retransmit: true });
+            self.queue.push_front(Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY });
             if let Some(id) = second {
                 let frame = copy(&mut self.pool, &mut self.sent);
                 let links: LinkSet = [id].into_iter().collect();
                 self.charge(links, frame.len());
-                self.delayed.push_back((now + RESEND_SPACING, Pending { seq, frame, links, retransmit: true }));
+                self.delayed.push_back((
+                    now + RESEND_SPACING,
+                    Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY },
+                ));
             }
+        }
+    }
+
+    /// A link went down: the frames it carried in the time it takes to notice (and that went
+    /// on no link still usable) are probably lost, so they are re-sent now, on the links the
+    /// scheduler's retransmission policy picks, without waiting for the peer's NAK a round trip
+    /// later. Copies that did arrive are dropped by the peer's dedup.
+    fn resend_in_flight(&mut self, now: Instant, down: LinkId, reason: StateReason) {
+        let Some(link) = self.link(down) else { return };
+        if !self.config.retransmit || self.sent.is_empty() {
+            return;
+        }
+        // What a dead link swallowed: for a carrier loss, what was on the wire (one probe
+        // timeout); else everything sent since one RTT before the last packet heard on it (the
+        // peer had answered what came before).
+        let rtt = link.monitor.quality().srtt.unwrap_or(DEFAULT_RTO);
+        let since = match reason {
+            StateReason::CarrierLost => now.checked_sub(link.monitor.probe_timeout()),
+            _ => link.monitor.last_heard().checked_sub(rtt),
+        }
+        .unwrap_or(now);
+        self.views.clear();
+        for link in self.links.iter_mut().flatten() {
+            link.drain_backlog(now);
+            if link.remote.is_some() && link.monitor.carrier() {
+                self.views.push(link.view());
+            }
+        }
+        let usable: LinkSet = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.id).collect();
+        let budget = self.config.latency_budget;
+        let mut resend = Vec::new();
+        for sent in self.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(down)) {
+            if sent.links.iter().any(|id| usable.contains(id)) {
+                continue;
+            }
+            let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len() };
+            let links = self.scheduler.retransmit(now, &meta, &self.views, None);
+            let arrival =
+                self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();
+            if arrival.is_none_or(|a| now.saturating_duration_since(sent.at) + a > budget) {
+                continue;
+            }
+            sent.resent_at = Some(now);
+            resend.push((sent.seq, links));
+        }
+        tracing::debug!(link = %down, frames = resend.len(), "re-sending what a dead link swallowed");
+        for &(seq, links) in resend.iter().rev() {
+            let mut frame = self.pool.pop().unwrap_or_default();
+            frame.clear();
+            if let Some(sent) = self.sent.get_mut(seq) {
+                frame.extend_from_slice(&sent.frame);
+            }
+            self.charge(links, frame.len());
+            self.queue.push_front(Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY });
         }
     }
 
@@ -1273,8 +1375,11 @@ impl Session {
         }
     }
 
-    fn emit_transition(&mut self, link: LinkId, transition: Option<Transition>) {
+    fn emit_transition(&mut self, now: Instant, link: LinkId, transition: Option<Transition>) {
         let Some(transition) = transition else { return };
+        if transition.to == LinkState::Down {
+            self.resend_in_flight(now, link, transition.reason);
+        }
         let Some(quality) = self.link_quality(link) else {
             return;
         };

@@ -258,9 +258,10 @@ fn retransmission_saves_every_burst_loss_on_a_lone_bursty_link_over_20_seeds() {
         assert_eq!(
             (r.lost, r.duplicated, r.out_of_order),
             (0, 0, 0),
-            "seed {seed}: {r}\nedge: {:?}\ngateway: {:?}",
+            "seed {seed}: {r}\nedge: {:?}\ngateway: {:?}\n{}",
             sim.edge.stats(),
-            sim.gateway.stats()
+            sim.gateway.stats(),
+            sim.state_log()
         );
         nacked += sim.gateway.stats().frames_nacked;
         resent += sim.edge.stats().frames_retransmitted;

@@ -38,6 +38,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         }),
         (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Nak { first, count }),
         (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Gone { first, count }),
+        any::<u32>().prop_map(|next| ControlMessage::Sent { next }),
     ]
 }
 

@@ -6,6 +6,8 @@
 //! time, come out with [`Link::pop_due`], and [`Link::next_due`] says when to wake. The
 //! `braid-impair` binary drives two of them between two TAP devices.
 
+pub mod analyze;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};

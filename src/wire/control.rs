@@ -9,11 +9,13 @@ const PROBE_REPLY: u8 = 2;
 const REPORT: u8 = 3;
 const NAK: u8 = 4;
 const GONE: u8 = 5;
+const SENT: u8 = 6;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
+const SENT_LEN: usize = 4;
 
 /// What one peer has received from the other on one link, cumulatively (all counters wrap).
 ///
@@ -63,6 +65,12 @@ pub enum ControlMessage {
         /// How many consecutive frames from `first` (at least 1).
         count: u16,
     },
+    /// Every frame below this has been sent, so the receiver notices lost frames at the tail of
+    /// a burst, which no later frame would reveal.
+    Sent {
+        /// Low 32 bits of the sender's next frame sequence.
+        next: u32,
+    },
 }
 
 impl ControlMessage {
@@ -83,6 +91,10 @@ impl ControlMessage {
                 out.extend_from_slice(&report.received.to_be_bytes());
                 out.extend_from_slice(&report.received_bytes.to_be_bytes());
             }
+            Self::Sent { next } => {
+                out.extend_from_slice(&[SENT, SENT_LEN as u8]);
+                out.extend_from_slice(&next.to_be_bytes());
+            }
             Self::Nak { first, count } | Self::Gone { first, count } => {
                 let kind = if matches!(self, Self::Nak { .. }) { NAK } else { GONE };
                 out.extend_from_slice(&[kind, NAK_LEN as u8]);
@@ -99,6 +111,7 @@ impl ControlMessage {
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
             Self::Nak { .. } | Self::Gone { .. } => NAK_LEN,
+            Self::Sent { .. } => SENT_LEN,
         }
     }
 
@@ -123,6 +136,10 @@ impl ControlMessage {
                     received: read_u32(body, 5..9),
                     received_bytes: read_u32(body, 9..13),
                 })
+            }
+            SENT => {
+                exact(SENT_LEN)?;
+                Self::Sent { next: read_u32(body, 0..4) }
             }
             NAK | GONE => {
                 exact(NAK_LEN)?;
@@ -196,6 +213,7 @@ mod tests {
             ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
             ControlMessage::Nak { first: u32::MAX, count: 3 },
             ControlMessage::Gone { first: 7, count: 1 },
+            ControlMessage::Sent { next: 99 },
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);

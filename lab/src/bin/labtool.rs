@@ -1,0 +1,209 @@
+//! `braid-labtool`: the lab's measuring and attacking helpers.
+//!
+//! ```text
+//! braid-labtool stream --sent N --start EPOCH [--events S,S,...] < tshark-lines
+//! braid-labtool ts FILE
+//! braid-labtool unhex < tshark-lines > FILE
+//! braid-labtool flood --to ADDR --pps N --secs S [--seed N]
+//! braid-labtool replay --to ADDR --pps N --secs S FILE
+//! braid-labtool initiations --to ADDR --gateway-key BASE64 --pps N --secs S [--seed N]
+//! ```
+//! * `stream` reads `EPOCH HEX` lines (tshark's `frame.time_epoch` and `udp.payload` of an
+//!   iperf3 UDP stream captured on the ingest side) and prints loss, duplicates, reordering and
+//!   the longest stall, overall and per window between event times.
+//! * `ts` checks an MPEG-TS recording's continuity counters; `unhex` turns tshark's hex
+//!   `udp.payload` lines back into the bytes (a TS recording of what crossed the wire).
+//! * `flood` sends random garbage datagrams; `replay` sends the payloads of a file of hex lines
+//!   (captured tunnel packets) over and over; `initiations` sends fresh handshake initiations
+//!   from random keys, correctly addressed (mac1 verifies) but not on any allowlist.
+//!
+//! Every sending loop stops after `--secs`, whatever happens.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use braid::crypto::Cipher;
+use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
+use braid::keys::{PrivateKey, PublicKey};
+use braid::wire::{GRE_HEADER_LEN, GreRepr, PathKey, Protocol};
+use braid::{LinkId, SessionIndex};
+use braid_lab::analyze::{Arrival, StreamReport, TsReport};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("braid-labtool: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (command, rest) = args.split_first().ok_or("expected stream, ts, flood, replay or initiations")?;
+    let flags = Flags::parse(rest)?;
+    match command.as_str() {
+        "stream" => stream(&flags),
+        "ts" => {
+            let path = flags.positional.first().ok_or("ts FILE")?;
+            let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+            println!("{}", TsReport::check(&bytes));
+            Ok(())
+        }
+        "unhex" => {
+            let mut input = String::new();
+            std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
+            let bytes: Vec<u8> = input.lines().filter_map(hex).flatten().collect();
+            std::io::stdout().lock().write_all(&bytes).map_err(|e| format!("writing stdout: {e}"))
+        }
+        "flood" => {
+            let mut rng = CryptoRng::new(seed_bytes(flags.number("seed").unwrap_or(1)));
+            send_for(&flags, |buf| {
+                let len = 1 + (rng.next_u64() % 1400) as usize;
+                buf.resize(len, 0);
+                rng.fill(buf);
+            })
+        }
+        "replay" => {
+            let path = flags.positional.first().ok_or("replay FILE")?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            let packets: Vec<Vec<u8>> = text.lines().filter_map(hex).filter(|p| !p.is_empty()).collect();
+            if packets.is_empty() {
+                return Err(format!("{path}: no packets to replay"));
+            }
+            let mut next = packets.iter().cycle();
+            send_for(&flags, |buf| {
+                buf.clear();
+                buf.extend_from_slice(next.next().map_or(&[][..], Vec::as_slice));
+            })
+        }
+        "initiations" => {
+            let key = flags.text("gateway-key").ok_or("--gateway-key BASE64")?;
+            let gateway = PublicKey::from_base64(key).map_err(|e| format!("--gateway-key: {e}"))?;
+            let mut rng = CryptoRng::new(seed_bytes(flags.number("seed").unwrap_or(1)));
+            let mut body = Vec::new();
+            let mut nanos = 1u64 << 60;
+            send_for(&flags, |buf| {
+                let stranger = PrivateKey::generate(&mut rng);
+                nanos += 1;
+                let payload = InitPayload {
+                    timestamp: Tai64n::from_unix_nanos(nanos),
+                    cipher: Cipher::ChaCha20Poly1305,
+                    epoch: rng.next_u64(),
+                    next_frame_seq: 0,
+                };
+                let index = rng.session_index();
+                buf.clear();
+                if handshake::initiate(&stranger, &gateway, None, &mut rng, index, &payload, &mut body).is_ok() {
+                    buf.resize(GRE_HEADER_LEN, 0);
+                    let repr = GreRepr {
+                        protocol: Protocol::Control,
+                        key: PathKey { index: SessionIndex::default(), link: LinkId::new(0) },
+                        sequence: 0,
+                    };
+                    if repr.emit(buf).is_ok() {
+                        buf.extend_from_slice(&body);
+                    }
+                }
+            })
+        }
+        other => Err(format!("no command {other:?}; expected stream, ts, unhex, flood, replay or initiations")),
+    }
+}
+
+fn stream(flags: &Flags) -> Result<(), String> {
+    let sent = flags.number("sent").ok_or("--sent N")?;
+    let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
+    let events: Vec<f64> = match flags.text("events") {
+        None | Some("") => Vec::new(),
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| "--events: S,S,...")?,
+    };
+    let mut input = String::new();
+    std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
+    let arrivals: Vec<Arrival> = input.lines().filter_map(Arrival::parse).collect();
+    println!("{}", StreamReport::new(sent, start, &events, &arrivals));
+    Ok(())
+}
+
+/// Sends datagrams built by `fill` to `--to` at `--pps` for `--secs`, then prints the count.
+fn send_for(flags: &Flags, mut fill: impl FnMut(&mut Vec<u8>)) -> Result<(), String> {
+    let to: SocketAddr = flags.text("to").ok_or("--to ADDR")?.parse().map_err(|_| "--to: expected IP:PORT")?;
+    let pps = flags.number("pps").ok_or("--pps N")?.max(1);
+    let secs = flags.number("secs").ok_or("--secs S")?;
+    let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = UdpSocket::bind(bind).map_err(|e| format!("binding a socket: {e}"))?;
+    let interval = Duration::from_secs_f64(1.0 / pps as f64);
+    // The lab's only clock user outside the daemons: this is a load generator, not the engine.
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let (mut buf, mut sent, mut failed) = (Vec::with_capacity(1500), 0u64, 0u64);
+    let mut next = start;
+    #[allow(clippy::disallowed_methods)]
+    while Instant::now() < end {
+        fill(&mut buf);
+        if socket.send_to(&buf, to).is_ok() {
+            sent += 1
+        } else {
+            failed += 1
+        }
+        next += interval;
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > Duration::from_secs(1) {
+            next = now;
+        }
+    }
+    println!("sent={sent} failed={failed}");
+    Ok(())
+}
+
+fn hex(line: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = line.trim().bytes().filter(|b| *b != b':').collect();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
+}
+
+fn seed_bytes(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&seed.to_le_bytes());
+    out
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    named: Vec<(String, String)>,
+    positional: Vec<String>,
+}
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut flags = Self::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.strip_prefix("--") {
+                Some(name) => {
+                    let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                    flags.named.push((name.to_string(), value.clone()));
+                }
+                None => flags.positional.push(arg.clone()),
+            }
+        }
+        Ok(flags)
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.named.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        self.text(name)?.parse().ok()
+    }
+}
