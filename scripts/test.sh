@@ -23,31 +23,32 @@ fail() {
 }
 
 # The netns lab drives real clients (iperf3, ffmpeg), checks the wire format with tshark and
-# impairs links with ip and nft. Nothing in the tests needs them yet, so a failed install warns
-# instead of failing the run.
+# impairs links with ip and nft; the dashboard test drives headless Chromium through
+# chromedriver. A failed install warns here; the tests that need a missing tool then skip
+# (and fail under CI=true).
 ensure_packages() {
     local missing=()
     local cmd
-    for cmd in iperf3 ffmpeg tshark ip nft ping; do
+    for cmd in iperf3 ffmpeg tshark ip nft ping chromium chromedriver; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "all present: iperf3 ffmpeg tshark ip nft ping"
+        echo "all present: iperf3 ffmpeg tshark ip nft ping chromium chromedriver"
         return 0
     fi
     echo "missing commands: ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
-        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables iputils-ping)"
+        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver)"
         return 0
     fi
-    echo "installing iperf3 ffmpeg tshark iproute2 nftables iputils-ping with apt-get"
+    echo "installing iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver with apt-get"
     # tshark's postinst asks whether non-root users may capture; answer no, without a prompt.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     local log
     log=$(mktemp)
     if DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            iperf3 ffmpeg tshark iproute2 nftables iputils-ping >>"$log" 2>&1; then
+            iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver >>"$log" 2>&1; then
         echo "installed ($(grep -c '^Setting up ' "$log" || true) packages set up)"
     else
         tail -n 20 "$log"

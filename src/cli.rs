@@ -25,11 +25,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Prints the running daemon's status (JSON, schema version 1).
+    /// Shows the running daemon's links and sessions: a table on a terminal, JSON (schema
+    /// version 2) when piped, as scripts expect.
     Status {
-        /// The config file (it names the status address).
+        /// The config file (it names the status address and token).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Prints the JSON snapshot (docs/status.schema.json), even on a terminal.
+        #[arg(long, conflicts_with = "table")]
+        json: bool,
+        /// Prints the table, even when piped.
+        #[arg(long)]
+        table: bool,
+        /// Refreshes until Ctrl-C (or --count refreshes).
+        #[arg(long)]
+        watch: bool,
+        /// Milliseconds between refreshes with --watch.
+        #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(250..=60_000))]
+        interval_ms: u64,
+        /// Stops --watch after this many refreshes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     #[command(flatten)]
     Key(KeyCommand),
@@ -47,8 +63,12 @@ impl Command {
         match (self, daemon) {
             (Self::Run { config }, Daemon::Edge) => run_edge(&config),
             (Self::Run { config }, Daemon::Gateway) => run_gateway(&config),
-            (Self::Status { config }, Daemon::Edge) => status_edge(&config),
-            (Self::Status { config }, Daemon::Gateway) => status_gateway(&config),
+            (Self::Status { config, json, table, watch, interval_ms, count }, daemon) => {
+                // Piped output stays JSON (what scripts have parsed since schema v1).
+                let json = json || (!table && !std::io::IsTerminal::is_terminal(&std::io::stdout()));
+                let view = StatusView { json, watch, interval: std::time::Duration::from_millis(interval_ms), count };
+                status(daemon, &config, &view)
+            }
             (Self::CheckConfig { config }, Daemon::Edge) => check_edge_config(&config),
             (Self::CheckConfig { config }, Daemon::Gateway) => check_gateway_config(&config),
             (Self::Key(command), _) => finish(command.run()),
@@ -127,7 +147,7 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         .collect();
     format!(
         "{}: OK. Edge to gateway {gateway} (key {}{}), mode {}, cipher {}, latency budget {} ms; {}; {} uplink{}: {}; \
-         status on {}.",
+         status {}.",
         settings.path.display(),
         edge.gateway_key,
         if edge.psk.is_some() { ", with a PSK" } else { "" },
@@ -138,7 +158,7 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         uplinks.len(),
         if uplinks.len() == 1 { "" } else { "s" },
         uplinks.join(", "),
-        settings.status_listen,
+        status_summary(&settings.status),
     )
 }
 
@@ -156,7 +176,7 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         .collect();
     format!(
         "{}: OK. Gateway listening on {}, mode {}, latency budget {} ms, {} handshakes/s before cookies; \
-         {} allowed edge{}: {}; status on {}.",
+         {} allowed edge{}: {}; status {}.",
         settings.path.display(),
         listen.join(" and "),
         gateway.session.mode.as_str(),
@@ -165,8 +185,16 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         edges.len(),
         if edges.len() == 1 { "" } else { "s" },
         edges.join(", "),
-        settings.status_listen,
+        status_summary(&settings.status),
     )
+}
+
+fn status_summary(status: &crate::config::StatusSettings) -> String {
+    match (status.enabled, &status.token) {
+        (false, _) => "off".into(),
+        (true, None) => format!("on http://{}/", status.listen),
+        (true, Some(_)) => format!("on http://{}/ (token required)", status.listen),
+    }
 }
 
 fn tap_summary(tap: &crate::config::TapSettings) -> String {
@@ -192,18 +220,158 @@ pub fn run_gateway(path: &Path) -> ExitCode {
     }
 }
 
-/// `status`: prints the running edge's JSON snapshot, found through its config.
-pub fn status_edge(path: &Path) -> ExitCode {
-    match crate::config::load_edge(path) {
-        Ok(settings) => finish(crate::io::status::fetch(settings.status_listen).map(|s| s.trim_end().to_string())),
-        Err(error) => finish::<&str, _>(Err(error)),
-    }
+/// How `status` shows the snapshot.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    /// JSON instead of the table.
+    pub json: bool,
+    /// Refresh until Ctrl-C.
+    pub watch: bool,
+    /// Time between refreshes.
+    pub interval: std::time::Duration,
+    /// Stop after this many refreshes.
+    pub count: Option<u64>,
 }
 
-/// `status`: prints the running gateway's JSON snapshot, found through its config.
-pub fn status_gateway(path: &Path) -> ExitCode {
-    match crate::config::load_gateway(path) {
-        Ok(settings) => finish(crate::io::status::fetch(settings.status_listen).map(|s| s.trim_end().to_string())),
-        Err(error) => finish::<&str, _>(Err(error)),
+/// `status`: the running daemon's snapshot, found through its config, as a table or JSON; with
+/// `--watch`, refreshed until Ctrl-C.
+pub fn status(daemon: Daemon, path: &Path, view: &StatusView) -> ExitCode {
+    let settings = match daemon {
+        Daemon::Edge => crate::config::load_edge(path).map(|s| s.status),
+        Daemon::Gateway => crate::config::load_gateway(path).map(|s| s.status),
+    };
+    let settings = match settings {
+        Ok(settings) if settings.enabled => settings,
+        Ok(_) => return finish::<&str, _>(Err(format!("{}: status.enabled is false", path.display()))),
+        Err(error) => return finish::<&str, _>(Err(error)),
+    };
+    let endpoint = crate::io::status::Endpoint { address: settings.listen, token: settings.token };
+    let show = |view: &StatusView| {
+        endpoint.status().map(|(text, status)| if view.json { text.trim_end().to_owned() } else { table(&status) })
+    };
+    if !view.watch {
+        return finish(show(view));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return finish::<&str, _>(Err(error)),
+    };
+    runtime.block_on(async {
+        let mut shown = 0u64;
+        loop {
+            let text = match show(view) {
+                Ok(text) => text,
+                Err(error) => format!("error: {error}"),
+            };
+            if view.json {
+                println!("{text}");
+            } else {
+                // Home the cursor and clear the screen: the table redraws in place.
+                print!("\x1b[H\x1b[2J{text}\n(every {} ms; Ctrl-C to stop)\n", view.interval.as_millis());
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            shown += 1;
+            if view.count.is_some_and(|count| shown >= count) {
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(view.interval) => {}
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            }
+        }
+    })
+}
+
+/// The snapshot as a terminal table: one block per edge, one row per link.
+pub fn table(status: &crate::io::status::Status) -> String {
+    use core::fmt::Write as _;
+    let mut out = format!("braid {} · up {:.0} s\n", status.role(), status.uptime_s);
+    for edge in status.edges() {
+        let level = match edge.safety.level.as_str() {
+            "safe" => "SAFE",
+            "at_risk" => "AT RISK",
+            _ => "DOWN",
+        };
+        let _ = writeln!(out, "\n{}: stream {level} ({})", edge.name, edge.safety.reason);
+        let Some(session) = &edge.session else { continue };
+        let _ = writeln!(
+            out,
+            "  {} · delivered {} · lost {} · late {} · reordered {} · recovered {} · dup {} · drops {} · hold {:.0} ms",
+            session.mode,
+            session.frames_delivered,
+            session.frames_lost,
+            session.frames_late,
+            session.frames_reordered,
+            session.frames_recovered,
+            session.duplicate_copies,
+            session.drops,
+            session.reorder_hold_ms
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<9} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10} {:>6} {:>6}",
+            "LINK", "STATE", "RTT ms", "JIT ms", "LOSS>", "LOSS<", "OUT", "IN", "SHARE>", "1ST<"
+        );
+        for link in &session.links {
+            let rtt = link.rtt_ms.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<9} {:>8} {:>7.1} {:>6.1}% {:>6.1}% {:>10} {:>10} {:>5.0}% {:>5.0}%",
+                link.name,
+                link.state,
+                rtt,
+                link.jitter_ms,
+                link.tx_loss * 100.0,
+                link.rx_loss * 100.0,
+                rate(link.tx_bps),
+                rate(link.rx_bps),
+                link.tx_share * 100.0,
+                link.rx_share * 100.0
+            );
+        }
+        if let Some(last) = edge.transitions.last() {
+            let _ = writeln!(out, "  last change: {} {} → {} ({})", last.link, last.from, last.to, last.reason);
+        }
+    }
+    out
+}
+
+fn rate(bps: f64) -> String {
+    if bps >= 1e6 { format!("{:.1} Mb/s", bps / 1e6) } else { format!("{:.0} kb/s", bps / 1e3) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::io::status::{Body, EdgeView, GatewayBody, Safety, Status};
+
+    #[test]
+    fn the_table_names_each_edge_with_its_safety_and_says_when_it_has_no_session() {
+        let edge = |name: &str| EdgeView {
+            name: name.into(),
+            session: None,
+            safety: Safety::of(None),
+            transitions: Vec::new(),
+        };
+        let status = Status {
+            version: crate::io::status::SCHEMA_VERSION,
+            time_unix_ms: 0,
+            uptime_s: 61.0,
+            body: Body::Gateway(GatewayBody {
+                handshakes: 0,
+                cookies_sent: 0,
+                sessions: 0,
+                sessions_started: 0,
+                drops: 0,
+                drops_by_reason: BTreeMap::new(),
+                edges: vec![edge("van-1"), edge("van-2")],
+            }),
+        };
+        let text = table(&status);
+        assert!(text.starts_with("braid gateway · up 61 s\n"), "{text}");
+        assert!(text.contains("van-1: stream DOWN (no session yet)"), "{text}");
+        assert!(text.contains("van-2: stream DOWN"), "{text}");
     }
 }

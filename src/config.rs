@@ -47,19 +47,32 @@ pub struct UplinkSettings {
     pub source: Option<IpAddr>,
 }
 
+/// The local HTTP endpoint: `/status`, `/metrics` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    /// Where it listens (localhost by default).
+    pub listen: SocketAddr,
+    /// Whether it runs at all (and the driver takes snapshots).
+    pub enabled: bool,
+    /// The access token every request must carry, if any; required off loopback.
+    pub token: Option<String>,
+}
+
 /// Everything `braid-edge run` needs.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
     /// The config file it came from.
     pub path: PathBuf,
+    /// This edge's name in logs, metrics and the dashboard.
+    pub name: String,
     /// The engine's config (keys loaded, one link per uplink, each to the gateway's address).
     pub edge: EdgeConfig,
     /// The TAP.
     pub tap: TapSettings,
     /// The uplinks, in link-id order.
     pub uplinks: Vec<UplinkSettings>,
-    /// Where `status` is served (localhost by default).
-    pub status_listen: SocketAddr,
+    /// The status, metrics and dashboard endpoint.
+    pub status: StatusSettings,
 }
 
 /// Everything `braid-gateway run` needs.
@@ -73,8 +86,8 @@ pub struct GatewaySettings {
     pub listen: Vec<SocketAddr>,
     /// One TAP per allowed edge, in allowlist order (index = `PeerId`).
     pub taps: Vec<TapSettings>,
-    /// Where `status` is served (localhost by default).
-    pub status_listen: SocketAddr,
+    /// The status, metrics and dashboard endpoint.
+    pub status: StatusSettings,
 }
 
 /// A config the binaries refuse, located in its file.
@@ -116,6 +129,12 @@ pub const DEFAULT_GATEWAY_TAP_PREFIX: &str = "braid-";
 pub const DEFAULT_EDGE_STATUS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7474);
 /// Where the gateway serves `status` by default (localhost only).
 pub const DEFAULT_GATEWAY_STATUS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7475);
+/// The shortest access token a config may set.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// The longest access token a config may set.
+pub const MAX_TOKEN_LEN: usize = 256;
+/// The edge's name when the config names none and the host has no name.
+pub const DEFAULT_EDGE_NAME: &str = "edge";
 /// The gateway's UDP address when the config names none.
 pub const DEFAULT_GATEWAY_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
 /// The latency budgets a config may set, in milliseconds.
@@ -230,6 +249,7 @@ struct EdgeFile {
     tap: Option<TapFile>,
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +283,8 @@ struct UplinkFile {
 #[serde(deny_unknown_fields)]
 struct StatusFile {
     listen: Option<String>,
+    enabled: Option<bool>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +321,8 @@ const SOCKET_RULE: &str = "IP:port or \"[IPv6]:port\" (quoted), e.g. 127.0.0.1:7
 const KEY_RULE: &str = "a base64 key of 32 bytes (44 characters, as `keygen` and `pubkey` print)";
 const MODE_RULE: &str = "redundant, active-backup or bond";
 const CIPHER_RULE: &str = "chacha20-poly1305 or aes-256-gcm";
+const TOKEN_RULE: &str = "a file holding one token of 16 to 256 printable characters without spaces, mode 0600 \
+     (e.g. `head -c 24 /dev/urandom | base64 > status.token; chmod 600 status.token`)";
 const MAC_RULE: &str = "six hex bytes with ':' of a unicast address, e.g. 02:00:00:00:00:01";
 
 /// What a key accepts, for the parser's own errors (missing keys, wrong types).
@@ -321,6 +345,7 @@ fn expected(key: &str) -> String {
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
         "name" if key == "tap.name" => format!("an interface name of {INTERFACE_RULE}"),
         "tap" | "interface" | "bridge" => format!("an interface name of {INTERFACE_RULE}"),
+        "name" if key == "name" => "a name for logs, metrics and the dashboard".into(),
         "name" => "a name, unique in its list".into(),
         "mtu" => range_rule(&TAP_MTU_RANGE, "bytes"),
         "mac" => MAC_RULE.into(),
@@ -329,7 +354,9 @@ fn expected(key: &str) -> String {
         "source" => "an IP address of the uplink, e.g. 192.168.1.10".into(),
         "priority" => "an integer from 0 (most preferred) to 255".into(),
         "rate_mbps" => format!("a rate in Mbit/s above 0 and at most {MAX_RATE_MBPS}"),
-        "status" => "a mapping with listen".into(),
+        "status" => "a mapping with listen, enabled and token_file (all optional)".into(),
+        "enabled" => "true or false".into(),
+        "token_file" => TOKEN_RULE.into(),
         "listen" if key == "listen" => format!("a list of UDP addresses, each {SOCKET_RULE}"),
         "listen" => SOCKET_RULE.into(),
         _ => "a value of the right type".into(),
@@ -412,13 +439,24 @@ fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Problem
         session.links.push(LinkConfig { id, priority, rate_bps, remote });
         uplinks.push(UplinkSettings { id, name: uplink.name, interface: uplink.interface, source });
     }
-    let status_listen = status(file.status, DEFAULT_EDGE_STATUS)?;
+    let status = status(doc, file.status, DEFAULT_EDGE_STATUS)?;
+    let name = match file.name {
+        None => host_name(),
+        Some(name) if name.trim().is_empty() || name.chars().any(char::is_control) => {
+            return Err(problem(
+                "name",
+                format!("{name:?} is empty or has control characters; expected {}", expected("name")),
+            ));
+        }
+        Some(name) => name,
+    };
     Ok(EdgeSettings {
         path: doc.path.clone(),
+        name,
         edge: EdgeConfig { private_key, gateway_key, psk, cipher, session },
         tap,
         uplinks,
-        status_listen,
+        status,
     })
 }
 
@@ -472,13 +510,13 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
         edges.push(EdgeEntry { name: edge.name, public_key, psk });
         taps.push(tap);
     }
-    let status_listen = status(file.status, DEFAULT_GATEWAY_STATUS)?;
+    let status = status(doc, file.status, DEFAULT_GATEWAY_STATUS)?;
     Ok(GatewaySettings {
         path: doc.path.clone(),
         gateway: GatewayConfig { private_key, edges, session, handshake_rate },
         listen,
         taps,
-        status_listen,
+        status,
     })
 }
 
@@ -599,11 +637,57 @@ fn socket_address(key: &str, text: &str) -> Result<SocketAddr, Problem> {
     text.trim().parse().map_err(|_| problem(key, format!("{text:?} is not a socket address; expected {SOCKET_RULE}")))
 }
 
-fn status(status: Option<StatusFile>, default: SocketAddr) -> Result<SocketAddr, Problem> {
-    match status.unwrap_or_default().listen {
-        None => Ok(default),
-        Some(text) => socket_address("status.listen", &text),
+/// The status endpoint. Off loopback it must have a token: the dashboard shows where a rig is
+/// and how healthy its links are, and `/status` names the gateway.
+fn status(doc: &Document, status: Option<StatusFile>, default: SocketAddr) -> Result<StatusSettings, Problem> {
+    let file = status.unwrap_or_default();
+    let listen = match file.listen {
+        None => default,
+        Some(text) => socket_address("status.listen", &text)?,
+    };
+    let token = file.token_file.as_deref().map(|path| read_token(&doc.resolve(path))).transpose()?;
+    let enabled = file.enabled.unwrap_or(true);
+    if enabled && token.is_none() && !listen.ip().is_loopback() {
+        return Err(problem(
+            "status.listen",
+            format!(
+                "{listen} is not a loopback address, and without a token anyone who reaches it sees the rig; \
+                 expected a loopback address such as 127.0.0.1:{}, or status.token_file set to {TOKEN_RULE}",
+                listen.port()
+            ),
+        ));
     }
+    Ok(StatusSettings { listen, enabled, token })
+}
+
+/// Reads an access token: one line, refused if others can read the file (like a key).
+fn read_token(path: &Path) -> Result<String, Problem> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "status.token_file";
+    let shown = path.display();
+    let bad = |why: String| problem(key, format!("{why}; expected {TOKEN_RULE}"));
+    let mode = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {shown}: {e}")))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(problem(
+            key,
+            format!("{shown}: the token is readable by others (mode {:o}); run `chmod 600 {shown}`", mode & 0o777),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {shown}: {e}")))?;
+    let token = text.trim();
+    if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len()) || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad(format!("{shown} holds {} characters or some that are not printable", token.len())));
+    }
+    Ok(token.to_owned())
+}
+
+/// The host's name, the edge's name when the config sets none.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| DEFAULT_EDGE_NAME.to_owned())
 }
 
 /// The gateway's address: an IP (port 4754 if left out) or a host name, resolved now.
@@ -1073,7 +1157,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(settings.status_listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(settings.status.listen, "[::1]:9000".parse().unwrap());
     }
 
     #[test]
@@ -1086,7 +1170,7 @@ mod tests {
         assert_eq!(settings.edge.session.links[1].priority, 1, "priority defaults to the position");
         assert_eq!(settings.edge.session.links[1].remote, SocketAddr::new([203, 0, 113, 10].into(), DEFAULT_PORT));
         assert_eq!(settings.tap, TapSettings { name: "braid0".into(), mtu: 1500, mac: None, bridge: None });
-        assert_eq!(settings.status_listen, DEFAULT_EDGE_STATUS);
+        assert_eq!(settings.status.listen, DEFAULT_EDGE_STATUS);
     }
 
     #[test]
@@ -1380,7 +1464,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(settings.status_listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(settings.status.listen, "127.0.0.1:1".parse().unwrap());
     }
 
     #[test]
@@ -1391,7 +1475,7 @@ mod tests {
         assert_eq!(settings.gateway.handshake_rate, DEFAULT_HANDSHAKE_RATE);
         assert_eq!(settings.gateway.session, SessionConfig::default());
         assert_eq!(settings.taps.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["braid-0", "braid-1"]);
-        assert_eq!(settings.status_listen, DEFAULT_GATEWAY_STATUS);
+        assert_eq!(settings.status.listen, DEFAULT_GATEWAY_STATUS);
     }
 
     #[test]
@@ -1436,6 +1520,80 @@ mod tests {
         ] {
             assert_refused(scratch.gateway(&yaml), line, key, message);
         }
+    }
+
+    #[test]
+    fn the_status_endpoint_is_on_by_default_on_loopback_without_a_token() {
+        let scratch = Scratch::new("status-default");
+        let settings = scratch.edge(&edge_yaml()).unwrap();
+        assert_eq!(settings.status, StatusSettings { listen: DEFAULT_EDGE_STATUS, enabled: true, token: None });
+        assert!(!settings.name.is_empty(), "the edge is named after the host");
+        let settings = scratch.gateway(&gateway_yaml()).unwrap();
+        assert_eq!(settings.status, StatusSettings { listen: DEFAULT_GATEWAY_STATUS, enabled: true, token: None });
+    }
+
+    #[test]
+    fn an_edge_name_enabled_flag_and_token_file_are_read() {
+        let scratch = Scratch::new("status-full");
+        let token = scratch.write("status.token", "s3cret-token-0123456789\n");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let yaml = edge_yaml()
+            + "name: van-7\nstatus:\n  listen: 0.0.0.0:8080\n  enabled: false\n  token_file: status.token\n";
+        let settings = scratch.edge(&yaml).unwrap();
+        assert_eq!(settings.name, "van-7");
+        assert_eq!(
+            settings.status,
+            StatusSettings {
+                listen: "0.0.0.0:8080".parse().unwrap(),
+                enabled: false,
+                token: Some("s3cret-token-0123456789".into())
+            }
+        );
+        let gateway = gateway_yaml() + "status:\n  listen: \"[::]:7475\"\n  token_file: status.token\n";
+        assert_eq!(scratch.gateway(&gateway).unwrap().status.token.as_deref(), Some("s3cret-token-0123456789"));
+    }
+
+    #[test]
+    fn listening_off_loopback_without_a_token_is_refused_at_the_listen_line() {
+        let scratch = Scratch::new("status-public");
+        let error = assert_refused(
+            scratch.edge(&(edge_yaml() + "status:\n  listen: 0.0.0.0:7474\n")),
+            Some(11),
+            "status.listen",
+            "0.0.0.0:7474 is not a loopback address",
+        );
+        assert!(error.to_string().contains("edge.yaml:11: status.listen: "), "{error}");
+        assert!(error.message.contains("status.token_file"), "{error}");
+        assert_refused(
+            scratch.gateway(&(gateway_yaml() + "status:\n  listen: \"[::]:7475\"\n")),
+            Some(8),
+            "status.listen",
+            "is not a loopback address",
+        );
+        // Switched off, the address is never bound, so no token is needed.
+        let off = edge_yaml() + "status:\n  listen: 0.0.0.0:7474\n  enabled: false\n";
+        assert!(!scratch.edge(&off).unwrap().status.enabled);
+        assert!(scratch.edge(&(edge_yaml() + "status:\n  listen: \"[::1]:7474\"\n")).is_ok());
+    }
+
+    #[test]
+    fn a_weak_or_readable_token_file_is_refused_with_what_would_be_accepted() {
+        let scratch = Scratch::new("status-token");
+        let short = scratch.write("short.token", "tooshort\n");
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open = scratch.write("open.token", "a-long-enough-token-123456\n");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with = |file: &str| edge_yaml() + &format!("status:\n  token_file: {file}\n");
+        assert_refused(scratch.edge(&with("short.token")), Some(11), "status.token_file", "holds 8 characters");
+        assert_refused(scratch.edge(&with("open.token")), Some(11), "status.token_file", "run `chmod 600");
+        assert_refused(scratch.edge(&with("missing.token")), Some(11), "status.token_file", "cannot read");
+        assert_refused(
+            scratch.edge(&(edge_yaml() + "status:\n  enabled: maybe\n")),
+            Some(11),
+            "status.enabled",
+            "expected true or false",
+        );
+        assert_refused(scratch.edge(&(edge_yaml() + "name: \"\"\n")), Some(10), "name", "is empty");
     }
 
     #[test]

@@ -132,6 +132,22 @@ pub enum StateReason {
     ReplyOnDownLink,
 }
 
+impl StateReason {
+    /// A snake_case name for logs, status and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ProbesAnswered => "probes_answered",
+            Self::ProbesMissed => "probes_missed",
+            Self::FeedbackStalled => "feedback_stalled",
+            Self::CarrierLost => "carrier_lost",
+            Self::CarrierRestored => "carrier_restored",
+            Self::QualityDropped => "quality_dropped",
+            Self::QualityRecovered => "quality_recovered",
+            Self::ReplyOnDownLink => "reply_on_down_link",
+        }
+    }
+}
+
 /// A state change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Transition {

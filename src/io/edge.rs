@@ -9,8 +9,9 @@ use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::netlink::{NetEvent, Netlink};
+use super::status::{Board, Body, EdgeBody, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
-use super::{IoError, now, os_seed, shutdown_signal, sleep_until, status, tap, unix_nanos};
+use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
 use crate::edge::Edge;
@@ -36,7 +37,7 @@ enum Input {
     Retry,
     Tap(io::Result<usize>),
     Udp(usize, io::Result<usize>),
-    Status(io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>),
+    Snapshot,
 }
 
 /// Runs an edge until SIGINT or SIGTERM, on a current-thread tokio runtime. The TAP is removed on
@@ -77,8 +78,17 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
         }
         sockets[slot] = open_socket(uplink, ipv6);
     }
-    let status_listener = status::listen(settings.status_listen).await?;
-    info!(tap = %settings.tap.name, uplinks = uplinks.len(), status = %settings.status_listen, "edge running");
+    let mut observer = match settings.status.enabled {
+        true => {
+            let board = Board::default();
+            let bound = http::spawn(settings.status.listen, settings.status.token.clone(), board.clone(), "edge")?;
+            info!(%bound, token = settings.status.token.is_some(), "status, metrics and dashboard served");
+            Some(Observer::new(board, now(), unix_millis()))
+        }
+        false => None,
+    };
+    let mut recorder = Recorder::new();
+    info!(edge = %settings.name, tap = %settings.tap.name, uplinks = uplinks.len(), "edge running");
 
     let mut tap_buf = vec![0u8; BUFFER];
     let mut batch = RecvBatch::new();
@@ -94,7 +104,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
             Some(event) = netlink.next() => Input::Net(event),
             () = sleep_until(deadline) => Input::Timeout,
             _ = retry.tick() => Input::Retry,
-            accepted = status_listener.accept() => Input::Status(accepted),
+            () = tick(&mut observer) => Input::Snapshot,
             result = tap.recv(&mut tap_buf) => Input::Tap(result),
             (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut cursor)) => Input::Udp(slot, result),
         };
@@ -119,12 +129,11 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 tracing::debug!(uplink = %uplinks[slot].settings.name, %error, "receive error");
             }
             Input::Net(event) => on_net_event(&mut edge, &mut uplinks, &mut sockets, event, ipv6),
-            Input::Status(Ok((stream, _))) => {
-                let names =
-                    |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
-                status::reply(stream, status::edge_json(edge.session(), names));
+            Input::Snapshot => {
+                if let Some(observer) = &observer {
+                    observer.board.publish(snapshot(observer, &edge, &settings.name, &uplinks, &mut recorder));
+                }
             }
-            Input::Status(Err(error)) => tracing::debug!(%error, "status accept failed"),
             Input::Retry => {
                 for (slot, uplink) in uplinks.iter_mut().enumerate() {
                     if sockets[slot].is_none() && uplink.carrier {
@@ -133,9 +142,27 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 }
             }
         }
-        drain(&mut edge, &tap, &sockets, &uplinks, &mut out, &mut sends);
+        let recorder = observer.is_some().then_some(&mut recorder);
+        drain(&mut edge, &settings.name, &tap, &sockets, &uplinks, &mut out, &mut sends, recorder);
     }
     Ok(())
+}
+
+/// The edge's status as of now.
+fn snapshot(observer: &Observer, edge: &Edge, name: &str, uplinks: &[Uplink], recorder: &mut Recorder) -> Status {
+    let now = now();
+    let names = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+    let stats = edge.stats();
+    observer.status(
+        now,
+        Body::Edge(Box::new(EdgeBody {
+            edge: recorder.view(now, name, edge.session(), names),
+            handshakes_started: stats.handshakes_started,
+            handshakes_completed: stats.handshakes_completed,
+            drops: stats.drops.total(),
+            drops_by_reason: by_reason(&stats.drops),
+        })),
+    )
 }
 
 fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<BatchSocket> {
@@ -213,13 +240,16 @@ fn address_matters(uplink: &UplinkSettings, address: Option<std::net::IpAddr>, i
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drain(
     edge: &mut Edge,
+    name: &str,
     tap: &AsyncDevice,
     sockets: &[Option<BatchSocket>],
     uplinks: &[Uplink],
     out: &mut Vec<u8>,
     sends: &mut SendBatch,
+    mut recorder: Option<&mut Recorder>,
 ) {
     let now = now();
     while let Some(transmit) = edge.poll_transmit(now, out) {
@@ -228,30 +258,49 @@ fn drain(
         }
     }
     sends.flush(sockets);
-    while edge.poll_frame(out).is_some() {
+    while let Some(delivered) = edge.poll_frame(out) {
+        if let Some(recorder) = recorder.as_deref_mut() {
+            recorder.on_delivered(delivered.held);
+        }
         if let Err(error) = tap.try_send(out) {
             tracing::trace!(%error, "TAP write failed");
         }
     }
     while let Some(event) = edge.poll_event() {
-        log_event(&event, |link| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str()));
+        let link_name = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+        log_event(name, &event, link_name);
+        if let Some(recorder) = recorder.as_deref_mut() {
+            record_event(recorder, &event, link_name);
+        }
     }
 }
 
-/// Logs an engine event at INFO, naming the link.
-pub fn log_event<'a>(event: &Event, name: impl Fn(LinkId) -> &'a str) {
+/// Logs an engine event at INFO, naming the edge and the link. A link state change carries
+/// what the dashboard's log shows: from, to, the reason, and the RTT and loss at the time.
+pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str) {
     match event {
         Event::LinkState { link, transition, quality } => info!(
+            edge,
             link = name(*link),
             from = transition.from.as_str(),
             to = transition.to.as_str(),
-            reason = ?transition.reason,
-            rtt = ?quality.srtt,
+            reason = transition.reason.as_str(),
+            rtt_ms = quality.srtt.map(|rtt| (rtt.as_secs_f64() * 1e4).round() / 10.0),
             tx_loss = quality.tx_loss,
             rx_loss = quality.rx_loss,
             "link state"
         ),
-        Event::Handshake { index, resumed } => info!(?index, resumed, "handshake complete"),
-        Event::PathChanged { link, from, to } => info!(link = name(*link), ?from, %to, "path moved"),
+        Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
+        Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
+    }
+}
+
+/// Hands an engine event to an edge's recorder: a link state change for the log in `/status`,
+/// a fresh session (the peer restarted) to restart the rates.
+pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
+    match event {
+        Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
+        Event::Handshake { resumed: false, .. } => recorder.session_restarted(),
+        Event::Handshake { .. } | Event::PathChanged { .. } => {}
     }
 }

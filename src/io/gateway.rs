@@ -2,7 +2,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
 
@@ -11,10 +10,11 @@ use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
-use super::edge::log_event;
+use super::edge::{log_event, record_event};
 use super::netlink::Netlink;
+use super::status::{Board, Body, GatewayBody, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_listen;
-use super::{IoError, now, os_seed, shutdown_signal, sleep_until, status, tap};
+use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::gateway::{Gateway, PeerId};
 
@@ -26,7 +26,7 @@ enum Input {
     Timeout,
     Tap(usize, io::Result<usize>),
     Udp(io::Result<usize>),
-    Status(io::Result<(tokio::net::TcpStream, SocketAddr)>),
+    Snapshot,
 }
 
 /// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
@@ -68,7 +68,16 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
         .collect::<Result<_, _>>()?;
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
-    let status_listener = status::listen(settings.status_listen).await?;
+    let mut observer = match settings.status.enabled {
+        true => {
+            let board = Board::default();
+            let bound = http::spawn(settings.status.listen, settings.status.token.clone(), board.clone(), "gateway")?;
+            info!(%bound, token = settings.status.token.is_some(), "status, metrics and dashboard served");
+            Some(Observer::new(board, now(), unix_millis()))
+        }
+        false => None,
+    };
+    let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
     let mut tap_buf = vec![0u8; BUFFER];
@@ -83,7 +92,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
             signal = &mut shutdown => Input::Shutdown(signal),
             _ = hangup.recv() => Input::Reload,
             () = sleep_until(deadline) => Input::Timeout,
-            accepted = status_listener.accept() => Input::Status(accepted),
+            () = tick(&mut observer) => Input::Snapshot,
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, &mut tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
             (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut udp_cursor)) => Input::Udp(result),
         };
@@ -93,8 +102,18 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 break;
             }
             Input::Reload => {
-                if let Err(error) = reload(&settings.path, &mut gateway, &mut taps, &mut names, &netlink).await {
-                    warn!(%error, "reload refused; the running allowlist is unchanged");
+                match reload(&settings.path, &mut gateway, &mut taps, &mut names, &netlink).await {
+                    // Kept edges keep their history; new ones start afresh.
+                    Ok(moved) => {
+                        let mut old = std::mem::take(&mut recorders);
+                        recorders = moved
+                            .iter()
+                            .map(|before| {
+                                before.and_then(|PeerId(i)| old.get_mut(i).map(std::mem::take)).unwrap_or_default()
+                            })
+                            .collect();
+                    }
+                    Err(error) => warn!(%error, "reload refused; the running allowlist is unchanged"),
                 }
             }
             Input::Timeout => gateway.handle_timeout(now()),
@@ -116,10 +135,14 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 }
             }
             Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
-            Input::Status(Ok((stream, _))) => status::reply(stream, gateway_json(&gateway, &names)),
-            Input::Status(Err(error)) => tracing::debug!(%error, "status accept failed"),
+            Input::Snapshot => {
+                if let Some(observer) = &observer {
+                    observer.board.publish(snapshot(observer, &gateway, &names, &mut recorders));
+                }
+            }
         }
-        drain(&mut gateway, &taps, &sockets, &names, &mut out, &mut sends);
+        let recorders = if observer.is_some() { Some(&mut recorders[..]) } else { None };
+        drain(&mut gateway, &taps, &sockets, &names, &mut out, &mut sends, recorders);
     }
     Ok(())
 }
@@ -134,7 +157,7 @@ async fn reload(
     taps: &mut Vec<Option<AsyncDevice>>,
     names: &mut Vec<String>,
     netlink: &Netlink,
-) -> Result<(), IoError> {
+) -> Result<Vec<Option<PeerId>>, IoError> {
     let refused = |e: String| IoError::new("reloading", io::Error::other(e));
     let settings = load_gateway(path).map_err(|e| refused(e.to_string()))?;
     let previous: Vec<Option<PeerId>> = settings.gateway.edges.iter().map(|e| gateway.peer_of(&e.public_key)).collect();
@@ -157,7 +180,7 @@ async fn reload(
         .collect();
     *names = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
     info!(edges = ?names, "allowlist reloaded");
-    Ok(())
+    Ok(moved)
 }
 
 fn poll_recv_taps(
@@ -176,6 +199,7 @@ fn drain(
     names: &[String],
     out: &mut Vec<u8>,
     sends: &mut SendBatch,
+    mut recorders: Option<&mut [Recorder]>,
 ) {
     let now = now();
     while let Some(transmit) = gateway.poll_transmit(now, out) {
@@ -188,7 +212,10 @@ fn drain(
         }
     }
     sends.flush(sockets);
-    while let Some((PeerId(slot), _)) = gateway.poll_frame(out) {
+    while let Some((PeerId(slot), delivered)) = gateway.poll_frame(out) {
+        if let Some(recorder) = recorders.as_deref_mut().and_then(|r| r.get_mut(slot)) {
+            recorder.on_delivered(delivered.held);
+        }
         if let Some(Some(tap)) = taps.get(slot)
             && let Err(error) = tap.try_send(out)
         {
@@ -197,33 +224,38 @@ fn drain(
     }
     while let Some((PeerId(slot), event)) = gateway.poll_event() {
         let edge = names.get(slot).map_or("?", String::as_str);
-        let span = tracing::info_span!("edge", edge);
-        let _guard = span.enter();
-        log_event(&event, |link| LINK_NAMES.get(usize::from(link.get())).copied().unwrap_or("link?"));
+        log_event(edge, &event, link_name);
+        if let Some(recorder) = recorders.as_deref_mut().and_then(|r| r.get_mut(slot)) {
+            record_event(recorder, &event, link_name);
+        }
     }
 }
 
-/// The gateway's snapshot: every allowed edge and its live session.
-fn gateway_json(gateway: &Gateway, names: &[String]) -> String {
-    let edges: Vec<String> = names
+fn link_name(link: crate::LinkId) -> &'static str {
+    LINK_NAMES.get(usize::from(link.get())).copied().unwrap_or("link?")
+}
+
+/// The gateway's status as of now: every allowed edge and its live session.
+fn snapshot(observer: &Observer, gateway: &Gateway, names: &[String], recorders: &mut [Recorder]) -> Status {
+    let now = now();
+    let edges: Vec<_> = names
         .iter()
+        .zip(recorders.iter_mut())
         .enumerate()
-        .map(|(i, name)| {
-            let session = gateway.session(PeerId(i)).map_or_else(
-                || "null".to_string(),
-                |s| status::session_json(s, |l| LINK_NAMES.get(usize::from(l.get())).copied().unwrap_or("link?")),
-            );
-            format!("{{\"name\":\"{}\",\"session\":{session}}}", status::escape(name))
-        })
+        .map(|(i, (name, recorder))| recorder.view(now, name, gateway.session(PeerId(i)), link_name))
         .collect();
     let stats = gateway.stats();
-    format!(
-        "{{\"version\":{},\"role\":\"gateway\",\"handshakes\":{},\"cookies_sent\":{},\"drops\":{},\"edges\":[{}]}}\n",
-        status::SCHEMA_VERSION,
-        stats.handshakes,
-        stats.cookies_sent,
-        stats.drops.total(),
-        edges.join(",")
+    observer.status(
+        now,
+        Body::Gateway(GatewayBody {
+            handshakes: stats.handshakes,
+            cookies_sent: stats.cookies_sent,
+            sessions: edges.iter().filter(|e| e.session.is_some()).count() as u64,
+            sessions_started: stats.sessions_started,
+            drops: stats.drops.total(),
+            drops_by_reason: by_reason(&stats.drops),
+            edges,
+        }),
     )
 }
 

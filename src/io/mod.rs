@@ -6,13 +6,17 @@
 //! * [`netlink`]: carrier, operstate and address changes of the uplinks, from rtnetlink;
 //! * [`edge`] and [`gateway`]: the driver loops. Each `select!`s over its TAPs, sockets, netlink
 //!   and `sleep_until(poll_timeout)`, and drains the engine's `poll_*` outputs after every input,
-//!   with reused buffers and no per-packet tasks or channels.
+//!   with reused buffers and no per-packet tasks or channels;
+//! * [`status`], [`metrics`] and [`http`]: the snapshot the drivers publish every 250 ms, its
+//!   Prometheus encoding, and the HTTP endpoint (own thread) serving it with the dashboard.
 
 pub mod batch;
 #[cfg(feature = "cli")]
 pub mod edge;
 #[cfg(feature = "cli")]
 pub mod gateway;
+pub mod http;
+pub mod metrics;
 pub mod netlink;
 pub mod status;
 pub mod tap;
@@ -43,7 +47,9 @@ impl IoError {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: journald and log files get plain `key=value` fields.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -84,6 +90,11 @@ pub fn now() -> Instant {
 #[allow(clippy::disallowed_methods)]
 pub fn unix_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Wall-clock time in Unix milliseconds, for status snapshots and the link-state log.
+pub fn unix_millis() -> u64 {
+    unix_nanos() / 1_000_000
 }
 
 /// 32 bytes from the OS's entropy, to seed the engine's CSPRNG.

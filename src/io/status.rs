@@ -1,106 +1,634 @@
-//! A minimal status endpoint: a local TCP listener that answers every connection with one JSON
-//! snapshot (schema version 1) and closes it. `braid-edge status` and `braid-gateway status`
-//! print it. (Metrics, `--watch` and the dashboard come with the observability work.)
+//! The status snapshot: what `/status`, `/metrics`, the dashboard and `braid-* status` show.
+//!
+//! The driver owns a [`Recorder`] per edge. It sees every delivered frame (for the reorder hold
+//! histogram, a bucket increment and no lock) and every engine event (the link-state log and the
+//! last [`TRANSITION_HISTORY`] changes). Every [`SNAPSHOT_INTERVAL`] the driver builds a
+//! [`Status`] from the engine's accessors and the recorders and publishes it on a [`Board`]; the
+//! HTTP thread only ever reads the latest published snapshot. So the data path takes no lock per
+//! packet and serving a client costs the driver nothing.
+//!
+//! The JSON form is schema version [`SCHEMA_VERSION`], documented in `docs/status.schema.json`.
+//! Version 2 is a superset of version 1: every v1 field is still there with its meaning.
 
-use std::fmt::Write as _;
-use std::io::Read;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use serde::{Deserialize, Serialize};
 
 use super::IoError;
-use crate::LinkId;
-use crate::session::Session;
+use crate::session::{Event, Session};
+use crate::stats::{DropCounts, LinkStats};
+use crate::{LinkId, LinkState, MAX_LINKS};
 
-/// The schema version of the snapshot.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version of the JSON snapshot.
+pub const SCHEMA_VERSION: u32 = 2;
+/// How often the driver publishes a snapshot.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
+/// How many link state changes each edge keeps for `/status`.
+pub const TRANSITION_HISTORY: usize = 32;
+/// Bitrates and stream shares are measured over at least this window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The upper bounds of the reorder hold histogram's buckets, in seconds (plus `+Inf`).
+pub const HOLD_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 
-/// Binds the status listener.
-///
-/// # Errors
-/// [`IoError`] if the address cannot be bound.
-pub async fn listen(address: SocketAddr) -> Result<TcpListener, IoError> {
-    TcpListener::bind(address).await.map_err(|e| IoError::new(format!("serving status on {address}"), e))
+/// One snapshot of a running daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// [`SCHEMA_VERSION`].
+    pub version: u32,
+    /// When the snapshot was taken, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// Seconds since the daemon started.
+    pub uptime_s: f64,
+    /// The role and what is particular to it.
+    #[serde(flatten)]
+    pub body: Body,
 }
 
-/// Writes `snapshot` to a client and closes the connection, in a task of its own bounded by a
-/// short timeout, so a stuck client never stalls the driver.
-pub fn reply(mut stream: TcpStream, snapshot: String) {
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(snapshot.as_bytes())).await;
-    });
+/// What an edge or a gateway reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Body {
+    /// `braid-edge`: itself.
+    Edge(Box<EdgeBody>),
+    /// `braid-gateway`: every allowed edge.
+    Gateway(GatewayBody),
 }
 
-/// Reads a snapshot from a running daemon.
-///
-/// # Errors
-/// [`IoError`] if nothing answers at `address`.
-pub fn fetch(address: SocketAddr) -> Result<String, IoError> {
-    let what = || format!("reading status from {address} (is the daemon running?)");
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).map_err(|e| IoError::new(what(), e))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| IoError::new(what(), e))?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(|e| IoError::new(what(), e))?;
-    Ok(text)
+/// An edge's own report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeBody {
+    /// The edge, its session and its links.
+    #[serde(flatten)]
+    pub edge: EdgeView,
+    /// Handshakes initiated.
+    pub handshakes_started: u64,
+    /// Handshakes completed.
+    pub handshakes_completed: u64,
+    /// Drops outside the session.
+    pub drops: u64,
+    /// Drops outside the session, by reason (non-zero ones).
+    pub drops_by_reason: BTreeMap<String, u64>,
 }
 
-/// The edge's snapshot.
-pub fn edge_json<'a>(session: Option<&Session>, name: impl Fn(LinkId) -> &'a str) -> String {
-    let session = session.map_or_else(|| "null".to_string(), |s| session_json(s, name));
-    format!("{{\"version\":{SCHEMA_VERSION},\"role\":\"edge\",\"session\":{session}}}\n")
+/// A gateway's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayBody {
+    /// Handshakes answered.
+    pub handshakes: u64,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+    /// Edges with a live session now.
+    pub sessions: u64,
+    /// Sessions that became live since start.
+    pub sessions_started: u64,
+    /// Drops outside any session.
+    pub drops: u64,
+    /// Drops outside any session, by reason (non-zero ones).
+    pub drops_by_reason: BTreeMap<String, u64>,
+    /// Every allowed edge, in allowlist order.
+    pub edges: Vec<EdgeView>,
 }
 
-/// The JSON object for one session: its counters and each link, named by `name`.
-pub fn session_json<'a>(session: &Session, name: impl Fn(LinkId) -> &'a str) -> String {
-    let stats = session.stats();
-    let mut out = format!(
-        "{{\"mode\":\"{}\",\"frames_in\":{},\"frames_delivered\":{},\"frames_lost\":{},\"frames_late\":{},\"duplicate_copies\":{},\"drops\":{},\"reorder_hold_ms\":{:.1},\"links\":[",
-        session.mode().as_str(),
-        stats.frames_in,
-        stats.frames_delivered,
-        stats.frames_lost,
-        stats.frames_late,
-        stats.duplicate_copies,
-        stats.drops.total(),
-        session.reorder_hold().as_secs_f64() * 1000.0
-    );
-    for (i, link) in session.links().enumerate() {
-        let (Some(state), Some(quality), Some(counters)) =
-            (session.link_state(link), session.link_quality(link), session.link_stats(link))
-        else {
-            continue;
-        };
-        if i > 0 {
-            out.push(',');
-        }
-        let rtt = quality.srtt.map_or("null".to_string(), |r| format!("{:.1}", r.as_secs_f64() * 1000.0));
-        let _ = write!(
-            out,
-            "{{\"id\":{},\"name\":\"{}\",\"state\":\"{}\",\"rtt_ms\":{rtt},\"tx_loss\":{:.4},\"rx_loss\":{:.4},\"tx_packets\":{},\"rx_packets\":{}}}",
-            link.get(),
-            escape(name(link)),
-            state.as_str(),
-            quality.tx_loss,
-            quality.rx_loss,
-            counters.tx_packets,
-            counters.rx_packets
-        );
+/// One edge: its session (if any), whether its stream is safe, and its recent link changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeView {
+    /// The edge's name.
+    pub name: String,
+    /// The session, once a handshake has completed.
+    pub session: Option<SessionView>,
+    /// Whether the stream would survive losing a link.
+    pub safety: Safety,
+    /// The last link state changes, oldest first.
+    pub transitions: Vec<TransitionView>,
+}
+
+/// A session's counters and links.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// `redundant`, `active-backup` or `bond`.
+    pub mode: String,
+    /// Frames handed in by the local side.
+    pub frames_in: u64,
+    /// Frame copies sealed onto links.
+    pub frame_copies_sent: u64,
+    /// Frames delivered in order.
+    pub frames_delivered: u64,
+    /// Frames the reorder buffer gave up on.
+    pub frames_lost: u64,
+    /// Frames that arrived after their gap was given up.
+    pub frames_late: u64,
+    /// Frames delivered after waiting for a gap.
+    pub frames_reordered: u64,
+    /// Duplicate copies discarded.
+    pub duplicate_copies: u64,
+    /// Missing frames asked for again (each NAK of each frame counts).
+    pub frames_nacked: u64,
+    /// Frame copies re-sent in answer to the peer's NAKs.
+    pub frames_retransmitted: u64,
+    /// Gaps filled by a re-sent copy: frames retransmission saved.
+    pub frames_recovered: u64,
+    /// Drops, all reasons.
+    pub drops: u64,
+    /// Drops by reason (non-zero ones).
+    pub drops_by_reason: BTreeMap<String, u64>,
+    /// The reorder buffer's current hold limit, in milliseconds.
+    pub reorder_hold_ms: f64,
+    /// The links, in id order.
+    pub links: Vec<LinkView>,
+    /// How long delivered frames waited in the reorder buffer (not in the JSON; for metrics).
+    #[serde(skip)]
+    pub hold: HoldHistogram,
+}
+
+/// One link of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The link id.
+    pub id: u8,
+    /// Its name (the uplink's at the edge; `linkN` at the gateway).
+    pub name: String,
+    /// `probing`, `up`, `degraded` or `down`.
+    pub state: String,
+    /// Smoothed RTT, once measured.
+    pub rtt_ms: Option<f64>,
+    /// Lowest RTT seen.
+    pub min_rtt_ms: Option<f64>,
+    /// Interarrival jitter of the peer's packets.
+    pub jitter_ms: f64,
+    /// Loss from us to the peer (0..=1).
+    pub tx_loss: f64,
+    /// Loss from the peer to us (0..=1).
+    pub rx_loss: f64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Authenticated datagrams received.
+    pub rx_packets: u64,
+    /// Datagram bytes sent.
+    pub tx_bytes: u64,
+    /// Authenticated datagram bytes received.
+    pub rx_bytes: u64,
+    /// Frame copies sent.
+    pub tx_frames: u64,
+    /// Frame copies received.
+    pub rx_frames: u64,
+    /// Frames this link delivered first.
+    pub rx_frames_first: u64,
+    /// Copies received after another link had delivered the frame.
+    pub duplicates: u64,
+    /// Frame copies re-sent on this link in answer to the peer's NAKs.
+    pub retransmits: u64,
+    /// Bits per second sent, over the last [`RATE_WINDOW`].
+    pub tx_bps: f64,
+    /// Bits per second received, over the last [`RATE_WINDOW`].
+    pub rx_bps: f64,
+    /// Share of the frames handed in that this link carried, over the last [`RATE_WINDOW`]
+    /// (each link carries 1.0 in redundant mode; the shares sum to 1 in bond mode).
+    pub tx_share: f64,
+    /// Share of the delivered frames this link delivered first, over the last [`RATE_WINDOW`].
+    pub rx_share: f64,
+    /// State changes since start.
+    pub state_changes: u64,
+}
+
+/// Whether the stream survives the loss of one more link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safety {
+    /// `safe`: two or more links usable, so losing any one leaves the stream flowing;
+    /// `at_risk`: one usable link; `down`: none, or no session.
+    pub level: String,
+    /// Links up or degraded.
+    pub usable_links: u32,
+    /// Links the session has.
+    pub links: u32,
+    /// The level in words.
+    pub reason: String,
+}
+
+/// One link state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransitionView {
+    /// When, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// The link id.
+    pub link_id: u8,
+    /// The link's name.
+    pub link: String,
+    /// The old state.
+    pub from: String,
+    /// The new state.
+    pub to: String,
+    /// Why, e.g. `carrier_lost`, `probes_missed`, `probes_answered`.
+    pub reason: String,
+    /// Smoothed RTT at the time.
+    pub rtt_ms: Option<f64>,
+    /// Loss to the peer at the time.
+    pub tx_loss: f64,
+    /// Loss from the peer at the time.
+    pub rx_loss: f64,
+}
+
+/// Reorder hold times, in [`HOLD_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HoldHistogram {
+    /// Frames per bucket (not cumulative); the last one is `+Inf`.
+    pub counts: [u64; HOLD_BUCKETS.len() + 1],
+    /// The sum of all hold times, in seconds.
+    pub sum: f64,
+}
+
+impl HoldHistogram {
+    /// Counts one frame that waited `held`.
+    pub fn observe(&mut self, held: Duration) {
+        let seconds = held.as_secs_f64();
+        let bucket = HOLD_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(HOLD_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += seconds;
     }
-    out.push_str("]}");
-    out
+
+    /// All frames counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound, count)` per bucket, ending with `+Inf` (the encoder accumulates them).
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        HOLD_BUCKETS.iter().copied().chain([f64::INFINITY]).zip(self.counts).collect()
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, ending with `+Inf`, as Prometheus shows them.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        HOLD_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .map(|(bound, n)| {
+                total += n;
+                (bound, total)
+            })
+            .collect()
+    }
 }
 
-/// Escapes a string for a JSON string literal.
-pub fn escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => format!("\\u{:04x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
+impl Safety {
+    /// The safety of a session with these link states (none: no session).
+    pub fn of(states: Option<&[LinkState]>) -> Self {
+        let Some(states) = states else {
+            return Self { level: "down".into(), usable_links: 0, links: 0, reason: "no session yet".into() };
+        };
+        let usable = states.iter().filter(|s| s.is_usable()).count() as u32;
+        let links = states.len() as u32;
+        let (level, reason) = match usable {
+            0 => ("down", format!("no usable link of {links}")),
+            1 => ("at_risk", format!("1 of {links} links usable: losing it stops the stream")),
+            n => ("safe", format!("{n} of {links} links usable: the stream survives losing any one")),
+        };
+        Self { level: level.into(), usable_links: usable, links, reason }
+    }
+}
+
+impl Status {
+    /// Every edge in the snapshot: the edge itself, or all of a gateway's.
+    pub fn edges(&self) -> Vec<&EdgeView> {
+        match &self.body {
+            Body::Edge(edge) => vec![&edge.edge],
+            Body::Gateway(gateway) => gateway.edges.iter().collect(),
+        }
+    }
+
+    /// `edge` or `gateway`.
+    pub const fn role(&self) -> &'static str {
+        match self.body {
+            Body::Edge(_) => "edge",
+            Body::Gateway(_) => "gateway",
+        }
+    }
+}
+
+/// Where the driver publishes snapshots and the HTTP thread reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Board(Arc<Mutex<Option<Arc<Status>>>>);
+
+impl Board {
+    /// Replaces the published snapshot (a pointer swap under the lock).
+    pub fn publish(&self, status: Status) {
+        let status = Arc::new(status);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(status);
+        }
+    }
+
+    /// The latest snapshot, if one was published.
+    pub fn latest(&self) -> Option<Arc<Status>> {
+        self.0.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+/// What the driver remembers about one edge between snapshots.
+#[derive(Debug)]
+pub struct Recorder {
+    transitions: VecDeque<TransitionView>,
+    changes: [u64; MAX_LINKS],
+    hold: HoldHistogram,
+    /// Recent counters, oldest first, for rates and shares.
+    history: VecDeque<Sample>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    frames_in: u64,
+    links: [LinkStats; MAX_LINKS],
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    /// A recorder with nothing recorded.
+    pub fn new() -> Self {
+        Self {
+            transitions: VecDeque::with_capacity(TRANSITION_HISTORY),
+            changes: [0; MAX_LINKS],
+            hold: HoldHistogram::default(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Counts a delivered frame's reorder hold.
+    pub fn on_delivered(&mut self, held: Duration) {
+        self.hold.observe(held);
+    }
+
+    /// Records a link state change (other events are ignored).
+    pub fn on_event(&mut self, time_unix_ms: u64, event: &Event, link_name: &str) {
+        let Event::LinkState { link, transition, quality } = event else { return };
+        if let Some(i) = link.index() {
+            self.changes[i] += 1;
+        }
+        if self.transitions.len() == TRANSITION_HISTORY {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(TransitionView {
+            time_unix_ms,
+            link_id: link.get(),
+            link: link_name.to_owned(),
+            from: transition.from.as_str().into(),
+            to: transition.to.as_str().into(),
+            reason: transition.reason.as_str().into(),
+            rtt_ms: quality.srtt.map(ms),
+            tx_loss: quality.tx_loss,
+            rx_loss: quality.rx_loss,
+        });
+    }
+
+    /// Forgets the rate baseline of a session that was replaced (a restart): its counters start
+    /// again from zero. The log and the hold histogram (a counter for Prometheus) go on.
+    pub fn session_restarted(&mut self) {
+        self.history.clear();
+    }
+
+    /// The edge as of `now`, named `name`, with its links named by `link_name`.
+    pub fn view<'a>(
+        &mut self,
+        now: Instant,
+        name: &str,
+        session: Option<&Session>,
+        link_name: impl Fn(LinkId) -> &'a str,
+    ) -> EdgeView {
+        let session = session.map(|s| self.session_view(now, s, &link_name));
+        let states: Option<Vec<LinkState>> =
+            session.as_ref().map(|s| s.links.iter().map(|l| state_of(&l.state)).collect());
+        EdgeView {
+            name: name.to_owned(),
+            safety: Safety::of(states.as_deref()),
+            session,
+            transitions: self.transitions.iter().cloned().collect(),
+        }
+    }
+
+    fn session_view<'a>(
+        &mut self,
+        now: Instant,
+        session: &Session,
+        link_name: &impl Fn(LinkId) -> &'a str,
+    ) -> SessionView {
+        let stats = session.stats();
+        let mut sample = Sample { at: now, frames_in: stats.frames_in, links: [LinkStats::default(); MAX_LINKS] };
+        for link in session.links() {
+            if let (Some(i), Some(counters)) = (link.index(), session.link_stats(link)) {
+                sample.links[i] = counters;
+            }
+        }
+        // The oldest sample at least RATE_WINDOW old (or the oldest there is) is the baseline.
+        while self.history.len() > 1 && self.history[1].at + RATE_WINDOW <= now {
+            self.history.pop_front();
+        }
+        let base = self.history.front().copied().filter(|b| b.at < now);
+        self.history.push_back(sample);
+        let elapsed = base.map_or(0.0, |b| now.saturating_duration_since(b.at).as_secs_f64());
+        let delta =
+            |f: fn(&LinkStats) -> u64, i: usize| base.map_or(0, |b| f(&sample.links[i]).saturating_sub(f(&b.links[i])));
+        let frames_in = base.map_or(0, |b| sample.frames_in.saturating_sub(b.frames_in));
+        let first_total: u64 = (0..MAX_LINKS).map(|i| delta(|s| s.rx_frames_first, i)).sum();
+        let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+        let rate = |bytes: u64| if elapsed > 0.0 { bytes as f64 * 8.0 / elapsed } else { 0.0 };
+
+        let links = session
+            .links()
+            .filter_map(|link| {
+                let i = link.index()?;
+                let (state, quality, counters) =
+                    (session.link_state(link)?, session.link_quality(link)?, session.link_stats(link)?);
+                Some(LinkView {
+                    id: link.get(),
+                    name: link_name(link).to_owned(),
+                    state: state.as_str().into(),
+                    rtt_ms: quality.srtt.map(ms),
+                    min_rtt_ms: quality.min_rtt.map(ms),
+                    jitter_ms: ms(quality.jitter),
+                    tx_loss: quality.tx_loss,
+                    rx_loss: quality.rx_loss,
+                    tx_packets: counters.tx_packets,
+                    rx_packets: counters.rx_packets,
+                    tx_bytes: counters.tx_bytes,
+                    rx_bytes: counters.rx_bytes,
+                    tx_frames: counters.tx_frames,
+                    rx_frames: counters.rx_frames,
+                    rx_frames_first: counters.rx_frames_first,
+                    duplicates: counters.rx_frames.saturating_sub(counters.rx_frames_first),
+                    retransmits: counters.tx_retransmits,
+                    tx_bps: rate(delta(|s| s.tx_bytes, i)),
+                    rx_bps: rate(delta(|s| s.rx_bytes, i)),
+                    tx_share: ratio(delta(|s| s.tx_frames, i), frames_in),
+                    rx_share: ratio(delta(|s| s.rx_frames_first, i), first_total),
+                    state_changes: self.changes[i],
+                })
+            })
+            .collect();
+        SessionView {
+            mode: session.mode().as_str().into(),
+            frames_in: stats.frames_in,
+            frame_copies_sent: stats.frame_copies_sent,
+            frames_delivered: stats.frames_delivered,
+            frames_lost: stats.frames_lost,
+            frames_late: stats.frames_late,
+            frames_reordered: stats.frames_reordered,
+            duplicate_copies: stats.duplicate_copies,
+            frames_nacked: stats.frames_nacked,
+            frames_retransmitted: stats.frames_retransmitted,
+            frames_recovered: stats.frames_recovered,
+            drops: stats.drops.total(),
+            drops_by_reason: by_reason(&stats.drops),
+            reorder_hold_ms: ms(session.reorder_hold()),
+            links,
+            hold: self.hold.clone(),
+        }
+    }
+}
+
+/// The non-zero drop counts by name.
+pub fn by_reason(drops: &DropCounts) -> BTreeMap<String, u64> {
+    drops.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| (reason.as_str().to_owned(), n)).collect()
+}
+
+fn state_of(name: &str) -> LinkState {
+    match name {
+        "up" => LinkState::Up,
+        "degraded" => LinkState::Degraded,
+        "probing" => LinkState::Probing,
+        _ => LinkState::Down,
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The driver's side of the endpoint while it is enabled: the board it publishes on, the
+/// snapshot tick, and when the daemon started.
+#[derive(Debug)]
+pub struct Observer {
+    /// Where snapshots go.
+    pub board: Board,
+    interval: tokio::time::Interval,
+    started: Instant,
+    started_unix_ms: u64,
+}
+
+impl Observer {
+    /// An observer publishing on `board`, started at `now` (Unix time `now_unix_ms`).
+    pub fn new(board: Board, now: Instant, now_unix_ms: u64) -> Self {
+        let mut interval = tokio::time::interval(SNAPSHOT_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { board, interval, started: now, started_unix_ms: now_unix_ms }
+    }
+
+    /// A snapshot of `body` as of `now`.
+    pub fn status(&self, now: Instant, body: Body) -> Status {
+        let uptime = now.saturating_duration_since(self.started);
+        Status {
+            version: SCHEMA_VERSION,
+            time_unix_ms: self.started_unix_ms + uptime.as_millis() as u64,
+            uptime_s: (uptime.as_secs_f64() * 10.0).round() / 10.0,
+            body,
+        }
+    }
+}
+
+/// Resolves at the next snapshot tick, or never when the endpoint is off.
+pub async fn tick(observer: &mut Option<Observer>) {
+    match observer {
+        Some(observer) => {
+            observer.interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What to ask a running daemon for.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its access token, if it has one.
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// `GET path` from the daemon: the body of a 200 answer.
+    ///
+    /// # Errors
+    /// [`IoError`] if nothing answers, or the answer is not 200 OK.
+    pub fn get(&self, path: &str) -> Result<String, IoError> {
+        let address = self.address;
+        let what = || format!("reading {path} from {address} (is the daemon running?)");
+        let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+            .map_err(|e| IoError::new(what(), e))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| IoError::new(what(), e))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2))).map_err(|e| IoError::new(what(), e))?;
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).map_err(|e| IoError::new(what(), e))?;
+        let mut answer = Vec::new();
+        stream.take(16 << 20).read_to_end(&mut answer).map_err(|e| IoError::new(what(), e))?;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status_line = head.lines().next().unwrap_or_default();
+        if status_line.split_whitespace().nth(1) != Some("200") {
+            let why = format!("the daemon answered {status_line:?}: {}", body.trim());
+            return Err(IoError::new(what(), std::io::Error::other(why)));
+        }
+        // The server sends a Content-Length body; chunked encoding is not used for these.
+        Ok(body.to_owned())
+    }
+
+    /// The daemon's snapshot, parsed.
+    ///
+    /// # Errors
+    /// [`IoError`] if nothing answers or the answer is not a snapshot of this version.
+    pub fn status(&self) -> Result<(String, Status), IoError> {
+        let text = self.get("/status")?;
+        let status: Status = serde_json::from_str(&text).map_err(|e| {
+            IoError::new(format!("reading /status from {}", self.address), std::io::Error::other(e.to_string()))
+        })?;
+        Ok((text, status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_times_fall_in_the_first_bucket_they_fit_and_accumulate() {
+        let mut hold = HoldHistogram::default();
+        hold.observe(Duration::ZERO);
+        hold.observe(Duration::from_millis(3));
+        hold.observe(Duration::from_secs(5));
+        let cumulative = hold.cumulative();
+        assert_eq!(cumulative.first(), Some(&(0.001, 1)));
+        assert_eq!(cumulative[2], (0.005, 2));
+        assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 3)));
+        assert_eq!(hold.count(), 3);
+        assert!((hold.sum - 5.003).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stream_is_safe_with_two_usable_links_at_risk_with_one_and_down_with_none() {
+        use LinkState::{Degraded, Down, Probing, Up};
+        assert_eq!(Safety::of(Some(&[Up, Degraded, Down])).level, "safe");
+        assert_eq!(Safety::of(Some(&[Up, Down, Probing])).level, "at_risk");
+        assert_eq!(Safety::of(Some(&[Down, Probing])).level, "down");
+        assert_eq!(Safety::of(None).level, "down");
+        assert_eq!(Safety::of(Some(&[Up, Up, Down])).usable_links, 2);
+    }
 }
