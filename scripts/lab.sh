@@ -177,6 +177,7 @@ up() {
     interface: up$u
 "; done
     cat >"$RUN/edge.yaml" <<EOF
+name: rig
 private_key_file: $RUN/edge.key
 gateway:
   address: $GW_PUBLIC:4754
@@ -219,13 +220,13 @@ wait_for_capture() { # dumpcap's log
 }
 
 link_states() {
-    in_ns edge "$BIN/braid-edge" status --config "$RUN/edge.yaml" 2>/dev/null |
+    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
         jq -r '[.session.links[] | "\(.name)=\(.state)\(if .rtt_ms then "(\(.rtt_ms|floor)ms)" else "" end)"] | join("  ")' 2>/dev/null || echo "(no status)"
 }
 
 # Frames sent on one link so far (data and probes), from the edge's status.
 link_tx() { # name
-    in_ns edge "$BIN/braid-edge" status --config "$RUN/edge.yaml" 2>/dev/null |
+    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
         jq -r --arg n "$1" '.session.links[] | select(.name == $n) | .tx_packets' 2>/dev/null || echo 0
 }
 
@@ -245,8 +246,17 @@ run_timeline() { # secs
         for entry in "${EVENTS[@]}"; do
             [[ ${entry%%:*} == "$t" ]] && "${entry#*:}"
         done
-        ((t % 2 == 0)) && log "t=${t}s links: $(link_states)"
+        if [[ ${VIEW:-line} == table ]]; then
+            # The demo: the edge's live per-link view (`braid-edge status`), every 5 s.
+            ((t % 5 == 0)) && { log "t=${t}s"; link_table; }
+        else
+            ((t % 2 == 0)) && log "t=${t}s links: $(link_states)"
+        fi
     done
+}
+
+link_table() {
+    in_ns edge "$BIN/braid-edge" status --table --config "$RUN/edge.yaml" 2>/dev/null | sed 's/^/    /' || echo "    (no status)"
 }
 
 cut_carrier_1() { log "cut: ${PROFILES[0]} loses carrier"; in_ns edge ip link set up1 down; }
@@ -399,8 +409,10 @@ scenario_hostile() {
     local alive=yes
     gateway_alive || alive=no
     local drops
-    drops=$(in_ns gw "$BIN/braid-gateway" status --config "$RUN/gateway.yaml" 2>/dev/null |
-        jq -r 'if .drops_by_reason then (.drops_by_reason | to_entries | map("\(.key)=\(.value)") | join(",")) else "total=\(.drops)" end' 2>/dev/null || echo none)
+    drops=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+        jq -r '[.drops_by_reason, (.edges[]?.session.drops_by_reason // {})]
+            | reduce (.[] | to_entries[]) as $e ({}; .[$e.key] += $e.value)
+            | to_entries | map("\(.key)=\(.value)") | join(",")' 2>/dev/null || echo none)
     local attack
     attack=$(for f in flood replay init; do printf '%s:%s,' "$f" "$(field sent "$(cat "$RUN/attack-$f.txt" 2>/dev/null)")"; done)
     stream_result hostile redundant "gateway_alive=$alive attack_sent=${attack%,} gateway_drops=$drops"
@@ -530,7 +542,7 @@ case ${1:-} in
         up
         log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 30 s:"
         log "${PROFILES[0]} loses carrier at 5 s, ${PROFILES[1]} is blackholed at 10 s, both return at 15 s, ${PROFILES[2]}'s NAT rebinds at 20 s"
-        scenario_redundant_cuts
+        VIEW=table scenario_redundant_cuts
         ;;
     *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

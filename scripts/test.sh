@@ -26,29 +26,35 @@ fail() {
 # impairs links with ip and nft; the dashboard test drives headless Chromium through
 # chromedriver. A failed install warns here; the tests that need a missing tool then skip
 # (and fail under CI=true).
+# Each command the tests run, and the Debian package that provides it.
+NEEDED=(iperf3:iperf3 ffmpeg:ffmpeg ffprobe:ffmpeg tshark:tshark dumpcap:wireshark-common ip:iproute2
+    nft:nftables ping:iputils-ping jq:jq srt-live-transmit:srt-tools conntrack:conntrack
+    chromium:chromium chromedriver:chromium-driver)
+
 ensure_packages() {
-    local missing=()
-    local cmd
-    for cmd in iperf3 ffmpeg tshark ip nft ping chromium chromedriver; do
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    local missing=() packages=() pair
+    for pair in "${NEEDED[@]}"; do
+        if ! command -v "${pair%%:*}" >/dev/null 2>&1; then
+            missing+=("${pair%%:*}")
+            [[ " ${packages[*]} " == *" ${pair#*:} "* ]] || packages+=("${pair#*:}")
+        fi
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "all present: iperf3 ffmpeg tshark ip nft ping chromium chromedriver"
+        echo "all present: ${NEEDED[*]%%:*}"
         return 0
     fi
     echo "missing commands: ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
-        echo "not root: not installing (run as root, or apt-get install iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver)"
+        echo "not root: not installing (run as root, or apt-get install ${packages[*]})"
         return 0
     fi
-    echo "installing iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver with apt-get"
+    echo "installing ${packages[*]} with apt-get"
     # tshark's postinst asks whether non-root users may capture; answer no, without a prompt.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     local log
     log=$(mktemp)
     if DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            iperf3 ffmpeg tshark iproute2 nftables iputils-ping chromium chromium-driver >>"$log" 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}" >>"$log" 2>&1; then
         echo "installed ($(grep -c '^Setting up ' "$log" || true) packages set up)"
     else
         tail -n 20 "$log"
