@@ -269,23 +269,20 @@ kill_gateway() {
     sleep 0.2
     start_gateway
 }
-# Link 1 blackholed for 200 ms, then restored for 200 ms, 25 times (10 s), in the background.
-flap_1() {
-    log "flap: ${PROFILES[0]} every 200 ms for 10 s"
-    (for _ in $(seq 25); do
+# Link 1 blackholed for 200 ms, then restored for 200 ms, N times, in the background.
+flap_link_1() { # times
+    log "flap: ${PROFILES[0]} every 200 ms, $1 times"
+    (for _ in $(seq "$1"); do
         set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
         set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
     done) &
 }
+flap_1() { flap_link_1 25; }
 # Active-backup: link 1 (the primary again by now) flaps for 5 s; the stream must stay on the
 # backup rather than follow it. Its frame count before and after shows whether it carried data.
 flap_primary() {
     FLAP_TX0=$(link_tx "${PROFILES[0]}")
-    log "flap: ${PROFILES[0]} every 200 ms for 5 s"
-    (for _ in $(seq 12); do
-        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
-        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
-    done) &
+    flap_link_1 12
 }
 flap_primary_done() {
     FLAP_TX1=$(link_tx "${PROFILES[0]}")

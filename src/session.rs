@@ -363,6 +363,18 @@ struct Pending {
     piece: u8,
 }
 
+impl Pending {
+    /// A frame handed in, to go out on `links`.
+    const fn new(seq: u64, frame: Vec<u8>, links: LinkSet) -> Self {
+        Self { seq, frame, links, retransmit: false, sent_on: LinkSet::EMPTY, current: None, piece: 0 }
+    }
+
+    /// A copy of a frame sent before, to go out again on `links`.
+    fn resend(seq: u64, frame: Vec<u8>, links: LinkSet) -> Self {
+        Self { retransmit: true, ..Self::new(seq, frame, links) }
+    }
+}
+
 /// One end of a bonded tunnel. See the [module docs](self) for the call order.
 #[derive(Debug)]
 pub struct Session {
@@ -641,15 +653,7 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Pending {
-            seq,
-            frame: buf,
-            links: chosen,
-            retransmit: false,
-            sent_on: LinkSet::EMPTY,
-            current: None,
-            piece: 0,
-        });
+        self.queue.push_back(Pending::new(seq, buf, chosen));
         Ok(())
     }
 
@@ -1366,33 +1370,12 @@ impl Session {
         }
         for &(seq, links) in resent.iter().rev() {
             let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
-            let copy = |pool: &mut Vec<Vec<u8>>, sent: &mut SentFrames| {
-                let mut buf = pool.pop().unwrap_or_default();
-                buf.clear();
-                if let Some(sent) = sent.get_mut(seq) {
-                    buf.extend_from_slice(&sent.frame);
-                }
-                buf
-            };
-            let frame = copy(&mut self.pool, &mut self.sent);
-            self.charge(links, frame.len());
-            self.queue.push_front(Pending {
-                seq,
-                frame,
-                links,
-                retransmit: true,
-                sent_on: LinkSet::EMPTY,
-                current: None,
-                piece: 0,
-            });
+            self.queue_resend(seq, links);
             if let Some(id) = second {
-                let frame = copy(&mut self.pool, &mut self.sent);
+                let frame = self.copy_sent(seq);
                 let links: LinkSet = [id].into_iter().collect();
                 self.charge(links, frame.len());
-                self.delayed.push_back((
-                    now + RESEND_SPACING,
-                    Pending { seq, frame, links, retransmit: true, sent_on: LinkSet::EMPTY, current: None, piece: 0 },
-                ));
+                self.delayed.push_back((now + RESEND_SPACING, Pending::resend(seq, frame, links)));
             }
         }
     }
@@ -1441,22 +1424,25 @@ impl Session {
         }
         tracing::debug!(link = %down, frames = resend.len(), "re-sending what a dead link swallowed");
         for &(seq, links) in resend.iter().rev() {
-            let mut frame = self.pool.pop().unwrap_or_default();
-            frame.clear();
-            if let Some(sent) = self.sent.get_mut(seq) {
-                frame.extend_from_slice(&sent.frame);
-            }
-            self.charge(links, frame.len());
-            self.queue.push_front(Pending {
-                seq,
-                frame,
-                links,
-                retransmit: true,
-                sent_on: LinkSet::EMPTY,
-                current: None,
-                piece: 0,
-            });
+            self.queue_resend(seq, links);
         }
+    }
+
+    /// Queues a copy of kept frame `seq` on `links`, ahead of new frames.
+    fn queue_resend(&mut self, seq: u64, links: LinkSet) {
+        let frame = self.copy_sent(seq);
+        self.charge(links, frame.len());
+        self.queue.push_front(Pending::resend(seq, frame, links));
+    }
+
+    /// A copy of kept frame `seq`, in a pooled buffer.
+    fn copy_sent(&mut self, seq: u64) -> Vec<u8> {
+        let mut frame = self.pool.pop().unwrap_or_default();
+        frame.clear();
+        if let Some(sent) = self.sent.get_mut(seq) {
+            frame.extend_from_slice(&sent.frame);
+        }
+        frame
     }
 
     /// Counts a frame about to be queued on `links` against their backlog.
