@@ -3,8 +3,7 @@
 //! The session owns the mechanism (queues, sealing, per-link accounting) and asks a [`Scheduler`]
 //! only to choose. A scheduler sees each link through a [`LinkView`]: its state, priority, delay
 //! estimate, rate and how much the session has already queued on it. That is enough for an
-//! earliest-delivery scheduler, and [`Scheduler::reschedule`] is the hook for re-sending a frame
-//! on another link before a deadline.
+//! earliest-delivery scheduler, and [`Scheduler::retransmit`] chooses where a re-sent frame goes.
 
 use core::fmt;
 use std::time::{Duration, Instant};
@@ -113,25 +112,6 @@ pub trait Scheduler: Send + fmt::Debug {
         let mut set = self.schedule(now, frame, links);
         set.extend(via);
         set
-    }
-
-    /// Chooses a link to re-send `frame` on, one that has not carried it yet, where it can still
-    /// arrive within `budget`. The default picks the earliest expected arrival.
-    fn reschedule(
-        &mut self,
-        _now: Instant,
-        frame: &FrameMeta,
-        tried: LinkSet,
-        budget: Duration,
-        links: &[LinkView],
-    ) -> Option<LinkId> {
-        links
-            .iter()
-            .filter(|l| l.state.is_usable() && !tried.contains(l.id))
-            .map(|l| (l.expected_arrival(frame.len), l.id))
-            .filter(|(arrival, _)| *arrival <= budget)
-            .min_by_key(|(arrival, id)| (*arrival, *id))
-            .map(|(_, id)| id)
     }
 }
 
@@ -303,14 +283,5 @@ mod tests {
         assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(0)));
         links[0].queue_delay = Duration::from_millis(61);
         assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(1)));
-    }
-
-    #[test]
-    fn reschedule_never_picks_a_tried_link_or_one_that_misses_the_budget() {
-        let links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
-        let tried: LinkSet = [LinkId::new(0)].into_iter().collect();
-        let mut s = Bond;
-        assert_eq!(s.reschedule(now(), &FRAME, tried, Duration::from_millis(100), &links), Some(LinkId::new(1)));
-        assert_eq!(s.reschedule(now(), &FRAME, tried, Duration::from_millis(50), &links), None);
     }
 }
