@@ -176,6 +176,11 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
             s.frames_retransmitted
         }),
         (counters("braid_session_frames_recovered", "Gaps filled by a re-sent copy."), |s| s.frames_recovered),
+        (counters("braid_session_frames_fragmented", "Frame copies sent in pieces."), |s| s.frames_fragmented),
+        (counters("braid_session_frames_reassembled", "Frames joined again from pieces."), |s| s.frames_reassembled),
+        (counters("braid_session_duplicate_pieces", "Pieces of frames already delivered or held."), |s| {
+            s.duplicate_pieces
+        }),
     ];
     let mut drops = counters("braid_session_drops", "Datagrams and frames the session dropped, by reason.");
     let mut state = gauges("braid_link_state", "1 for the link's current state, 0 for the others.");
@@ -339,6 +344,9 @@ mod tests {
             frames_nacked: 4,
             frames_retransmitted: 3,
             frames_recovered: 2,
+            frames_fragmented: 6,
+            frames_reassembled: 5,
+            duplicate_pieces: 4,
             drops: 7,
             drops_by_reason: BTreeMap::from([("replay".to_string(), 7)]),
             reorder_hold_ms: 45.0,
@@ -421,6 +429,7 @@ mod tests {
         assert_eq!(value(&scrape, "braid_link_duplicates", &dsl), 30.0);
         assert_eq!(value(&scrape, "braid_link_retransmits", &dsl), 3.0);
         assert_eq!(value(&scrape, "braid_session_frames_recovered", &[dsl[0]]), 2.0);
+        assert_eq!(value(&scrape, "braid_session_frames_reassembled", &[dsl[0]]), 5.0);
         assert_eq!(value(&scrape, "braid_session_frames_lost", &[dsl[0]]), 2.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "replay")]), 7.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "open_failed")]), 0.0);

@@ -131,6 +131,12 @@ pub struct SessionView {
     pub frames_retransmitted: u64,
     /// Gaps filled by a re-sent copy: frames retransmission saved.
     pub frames_recovered: u64,
+    /// Frame copies sent in pieces (larger than one datagram on the path).
+    pub frames_fragmented: u64,
+    /// Frames joined again from pieces.
+    pub frames_reassembled: u64,
+    /// Pieces of frames already delivered or held, discarded.
+    pub duplicate_pieces: u64,
     /// Drops, all reasons.
     pub drops: u64,
     /// Drops by reason (non-zero ones).
@@ -486,6 +492,9 @@ impl Recorder {
             frames_nacked: stats.frames_nacked,
             frames_retransmitted: stats.frames_retransmitted,
             frames_recovered: stats.frames_recovered,
+            frames_fragmented: stats.frames_fragmented,
+            frames_reassembled: stats.frames_reassembled,
+            duplicate_pieces: stats.duplicate_pieces,
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             reorder_hold_ms: ms(session.reorder_hold()),
