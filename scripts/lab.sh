@@ -142,6 +142,13 @@ up() {
             in_ns "$isp" "$BIN/braid-impair" --a "ta$u" --b tb --up "$(profile_file "$u")" --down "$(profile_file "$u")" \
                 --seed "$((SEED * 10 + u))" >"$RUN/impair$u.log" 2>&1 &
             for _ in $(seq 50); do in_ns "$isp" ip link show tb >/dev/null 2>&1 && break; sleep 0.1; done
+            # The bridge must stay a plain wire: the ISP's kernel would otherwise answer the
+            # edge's ARP for tb's address from the bridge (at once, before tb's own delayed
+            # answer), and route frames sent to the bridge's MAC around the impairment.
+            in_ns "$isp" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.default.arp_ignore=1
+            in_ns "$isp" nft add table inet guard
+            in_ns "$isp" nft add chain inet guard through '{ type filter hook forward priority 0 ; }'
+            in_ns "$isp" nft add rule inet guard through iifname bre drop
             in_ns "$isp" ip link add bre type bridge
             in_ns "$isp" ip link set bre up
             in_ns "$isp" ip link set e0 master bre
@@ -292,6 +299,29 @@ flap_primary_done() {
     log "during the flap ${PROFILES[0]} sent $((FLAP_TX1 - FLAP_TX0)) packets (probes are 20/s; the stream is ~420/s)"
 }
 
+# Whether every datagram the edge sent on an uplink went through that uplink's impairment: each
+# braid-impair's count of frames offered (SIGUSR1) against the edge's count of datagrams sent.
+# A shortfall means traffic bypassed the emulated link, and the run's figures mean nothing.
+# Leaves "ok" or "bypass:LINK=OFFERED/SENT,..." in IMPAIR_CHECK.
+impair_check() {
+    IMPAIR_CHECK=ok
+    [[ $IMPAIR == 1 ]] || { IMPAIR_CHECK=-; return 0; }
+    local u name sent offered bad=""
+    pkill -USR1 -f "braid-impair --a ta[0-9]+ .*$RUN/" || true
+    sleep 0.3
+    for u in $(seq 1 "$UPLINKS"); do
+        name=${PROFILES[$((u - 1))]}
+        sent=$(link_tx "$name")
+        offered=$(grep -o '^counters: up offered=[0-9]*' "$RUN/impair$u.log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+        # Probes and ARP make the impairer see a little more than the data; never much less.
+        if ((${sent:-0} > 500 && ${offered:-0} * 10 < ${sent:-0} * 9)); then
+            bad+="$name=$offered/$sent,"
+        fi
+    done
+    [[ -z $bad ]] || { IMPAIR_CHECK="bypass:${bad%,}"; log "WARNING: traffic bypassed the impairment: ${bad%,}"; }
+    return 0
+}
+
 # Percentiles of ping's RTTs: "p50 p99".
 ping_percentiles() { # file
     grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -n |
@@ -328,6 +358,7 @@ udp_stream() { # rate secs
     run_timeline "$secs"
     wait "$client" || true
     wait "$server" || true
+    impair_check
     sleep 1
     kill -INT "$capture" 2>/dev/null || true
     wait "$capture" || true
@@ -350,7 +381,7 @@ stream_result() { # name mode extra
     local p50 p99
     read -r p50 p99 <<<"$PING"
     result "$1" "$2" "$(field sent "$STREAM")" "$(field lost "$STREAM")" "$(field dup "$STREAM")" \
-        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" - - "${3:-}"
+        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" - - "${3:+$3 }impair_check=$IMPAIR_CHECK"
 }
 
 window_gap() { # index

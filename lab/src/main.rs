@@ -6,7 +6,9 @@
 //! ```
 //! `--up` is the profile for frames from `a` to `b`, `--down` for `b` to `a` (see
 //! `braid_lab::Profile::parse`). SIGHUP re-reads both files, so a scenario changes a link
-//! mid-stream by rewriting a file; SIGINT or SIGTERM stops it and removes the TAPs.
+//! mid-stream by rewriting a file; SIGUSR1 prints the counters so far (the lab checks that
+//! every datagram of the tunnel went through the impairment); SIGINT or SIGTERM stops it and
+//! removes the TAPs.
 
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
@@ -94,12 +96,14 @@ async fn run(args: Args) -> Result<(), String> {
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
     let (mut buf_a, mut buf_b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
     loop {
         let due = [up.next_due(), down.next_due()].into_iter().flatten().min();
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr1.recv() => eprintln!("{}", counters("counters", &up, &down)),
             _ = hangup.recv() => match (load(&args.up), load(&args.down)) {
                 (Ok(u), Ok(d)) => {
                     up.set_profile(u);
@@ -123,10 +127,14 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = tap_a.try_send(&frame);
         }
     }
-    let (u, d) = (up.stats(), down.stats());
-    eprintln!(
-        "stopped: up offered={} delivered={} dropped={}; down offered={} delivered={} dropped={}",
-        u.offered, u.delivered, u.dropped, d.offered, d.delivered, d.dropped
-    );
+    eprintln!("{}", counters("stopped", &up, &down));
     Ok(())
+}
+
+fn counters(what: &str, up: &Link, down: &Link) -> String {
+    let (u, d) = (up.stats(), down.stats());
+    format!(
+        "{what}: up offered={} delivered={} dropped={}; down offered={} delivered={} dropped={}",
+        u.offered, u.delivered, u.dropped, d.offered, d.delivered, d.dropped
+    )
 }
