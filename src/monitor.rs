@@ -26,7 +26,7 @@
 //!   packets we sent on this link, probes or data: the way out is dead;
 //! * **unanswered data**: while data flows on a link, the peer answers on that link at least every
 //!   [`ACK_INTERVAL`]; data left unanswered for a probe timeout (or one probe interval plus four
-//!   jitters, if sooner) plus that long means the link is dead, which is noticed well before the
+//!   jitters, if sooner, but never less than one probe interval) plus that long means the link is dead, which is noticed well before the
 //!   silence timeout on a busy link;
 //! * **carrier loss** reported by the OS: at once.
 
@@ -597,7 +597,9 @@ impl LinkMonitor {
         // Before an RTT is measured nothing says when an answer is due.
         self.srtt?;
         let jitter = Duration::from_micros(self.delay.jitter_us as u64);
-        let wait = self.probe_timeout().min(self.interval + jitter * 4 + MIN_RTT_MARGIN);
+        // Never below one probe interval: on a link with a tiny RTT, a busy host's scheduling
+        // would otherwise pass for a dead link.
+        let wait = self.probe_timeout().min(self.interval + jitter * 4 + MIN_RTT_MARGIN).max(self.interval);
         self.data_unanswered.map(|at| at + wait + ACK_INTERVAL)
     }
 
@@ -818,7 +820,9 @@ mod tests {
         }
         assert_eq!(m.state(), LinkState::Down);
         let detection = t - cut;
-        let bound = m.probe_timeout().min(PROBE_INTERVAL + MIN_RTT_MARGIN) + ACK_INTERVAL + Duration::from_millis(4);
+        let bound = m.probe_timeout().min(PROBE_INTERVAL + MIN_RTT_MARGIN).max(PROBE_INTERVAL)
+            + ACK_INTERVAL
+            + Duration::from_millis(4);
         assert!(detection <= bound, "detected after {detection:?}, bound {bound:?}");
         assert!(detection < m.silence_timeout(), "faster than silence ({:?})", m.silence_timeout());
     }

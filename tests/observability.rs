@@ -309,7 +309,14 @@ fn metrics_and_status_follow_the_traffic_and_a_cut_link_in_namespaces() {
     let (mut lab, rig1, gateway_yaml) = lab_with_rig("m", |_| String::new());
     let edge_ns = rig1.name.clone();
     lab.spawn("ing1", "iperf3-server", &["iperf3", "-s"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Redundant mode sends on usable links only: the stream starts once all three are up.
+    let all_up = lab.wait_for(Duration::from_secs(10), || {
+        let scrape = scrape_in(&lab, &edge_ns, EDGE_STATUS);
+        ["isp1", "isp2", "isp3"]
+            .iter()
+            .all(|link| metric(&scrape, "braid_link_state", &[("link", link), ("state", "up")]) == Some(1.0))
+    });
+    assert!(all_up, "the three links did not come up within 10 s");
 
     let before = scrape_in(&lab, &edge_ns, EDGE_STATUS);
     let gateway_before = scrape_in(&lab, "gw", GATEWAY_STATUS);
