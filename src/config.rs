@@ -319,7 +319,7 @@ const INTERFACE_RULE: &str = "1-15 bytes without spaces, '/' or ':'";
 const ADDRESS_RULE: &str = "IP:port, \"[IPv6]:port\" (quoted) or host:port; the port is 1-65535, 4754 if left out";
 const SOCKET_RULE: &str = "IP:port or \"[IPv6]:port\" (quoted), e.g. 127.0.0.1:7474";
 const KEY_RULE: &str = "a base64 key of 32 bytes (44 characters, as `keygen` and `pubkey` print)";
-const MODE_RULE: &str = "redundant, active-backup or bond";
+const MODE_RULE: &str = "auto, redundant, active-backup or bond";
 const CIPHER_RULE: &str = "chacha20-poly1305 or aes-256-gcm";
 const TOKEN_RULE: &str = "a file holding one token of 16 to 256 printable characters without spaces, mode 0600 \
      (e.g. `head -c 24 /dev/urandom | base64 > status.token; chmod 600 status.token`)";
@@ -1165,7 +1165,7 @@ mod tests {
         let scratch = Scratch::new("edge-min");
         let settings = scratch.edge(&edge_yaml().replace("203.0.113.10:4754", "203.0.113.10")).unwrap();
         assert_eq!(settings.edge.cipher, Cipher::ChaCha20Poly1305);
-        assert_eq!(settings.edge.session.mode, Mode::Redundant);
+        assert_eq!(settings.edge.session.mode, Mode::Auto);
         assert_eq!(settings.edge.session.latency_budget, SessionConfig::default().latency_budget);
         assert_eq!(settings.edge.session.links[1].priority, 1, "priority defaults to the position");
         assert_eq!(settings.edge.session.links[1].remote, SocketAddr::new([203, 0, 113, 10].into(), DEFAULT_PORT));
@@ -1337,12 +1337,12 @@ mod tests {
             scratch.edge(&yaml),
             Some(10),
             "mode",
-            "\"fast\" is not a mode; expected redundant, active-backup or bond",
+            "\"fast\" is not a mode; expected auto, redundant, active-backup or bond",
         );
         let yaml = edge_yaml() + "cipher: aes\n";
         assert_refused(scratch.edge(&yaml), Some(10), "cipher", "expected chacha20-poly1305 or aes-256-gcm");
-        let yaml = gateway_yaml() + "mode: auto\n";
-        assert_refused(scratch.gateway(&yaml), Some(7), "mode", "\"auto\" is not a mode");
+        let yaml = gateway_yaml() + "mode: mirror\n";
+        assert_refused(scratch.gateway(&yaml), Some(7), "mode", "\"mirror\" is not a mode");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cc;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]

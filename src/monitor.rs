@@ -442,6 +442,12 @@ impl LinkMonitor {
         (self.rx_highest, self.rx_received, self.rx_bytes)
     }
 
+    /// The peer's newest report on this link, expanded: highest packet number and bytes
+    /// received in total.
+    pub fn reported(&self) -> Option<(u64, u64)> {
+        self.report.map(|r| (r.highest, r.bytes))
+    }
+
     /// Whether a probe may be sent: not while the interface has no carrier.
     pub const fn can_probe(&self) -> bool {
         self.carrier

@@ -21,12 +21,15 @@ pub const DEFAULT_LINK_RATE_BPS: u64 = 10_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     /// Every frame on every usable link; the receiver keeps the first copy. Hitless failover.
-    #[default]
     Redundant,
     /// One link by priority carries data; the others carry probes only.
     ActiveBackup,
     /// Each frame on the link where it is expected to arrive first.
     Bond,
+    /// Bond, and spare capacity spent on duplicates: small control frames first, then every
+    /// frame while capacity allows, and every frame on a link whose quality trends down.
+    #[default]
+    Auto,
 }
 
 impl Mode {
@@ -36,7 +39,14 @@ impl Mode {
             Self::Redundant => "redundant",
             Self::ActiveBackup => "active-backup",
             Self::Bond => "bond",
+            Self::Auto => "auto",
         }
+    }
+
+    /// Whether the mode spreads frames by the links' capacity (and so drops at the tunnel's
+    /// entry what no link has room for).
+    pub const fn spreads_by_capacity(self) -> bool {
+        matches!(self, Self::Bond | Self::Auto)
     }
 
     /// Parses a config name.
@@ -45,6 +55,7 @@ impl Mode {
             "redundant" => Some(Self::Redundant),
             "active-backup" => Some(Self::ActiveBackup),
             "bond" => Some(Self::Bond),
+            "auto" => Some(Self::Auto),
             _ => None,
         }
     }
@@ -55,6 +66,7 @@ impl Mode {
             Self::Redundant => Box::new(Redundant),
             Self::ActiveBackup => Box::new(ActiveBackup::default()),
             Self::Bond => Box::new(Bond),
+            Self::Auto => Box::new(Auto),
         }
     }
 }
@@ -97,6 +109,23 @@ pub struct FrameMeta {
     pub seq: FrameSeq,
     /// Its length in bytes.
     pub len: usize,
+    /// A small control frame (see [`is_critical`]).
+    pub critical: bool,
+}
+
+/// Frames up to this long are control frames worth a duplicate: ARP, TCP's bare ACKs, SYNs and
+/// FINs (66 to 86 bytes), SRT's control packets (ACK, NAK, ACKACK, keepalive), DNS queries,
+/// ICMP echoes and IPv6 neighbour discovery. They cost little to send twice, and losing one
+/// stalls far more than its own bytes (a TCP sender waits for the ACK; SRT's NAK is a
+/// retransmission request).
+pub const CRITICAL_FRAME_LEN: usize = 160;
+/// Ethertype of ARP.
+const ETHERTYPE_ARP: u16 = 0x0806;
+
+/// Whether an Ethernet frame is a small control frame that `auto` duplicates first.
+pub fn is_critical(frame: &[u8]) -> bool {
+    let ethertype = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    frame.len() <= CRITICAL_FRAME_LEN || ethertype == Some(ETHERTYPE_ARP)
 }
 
 /// A scheduling policy.
@@ -181,23 +210,26 @@ impl Scheduler for ActiveBackup {
     }
 }
 
-/// A first bond: each frame on the usable link where it is expected to arrive first, from the
-/// link's delay, rate and what is already queued on it. Degraded links are used only when no
-/// link is up.
+/// Earliest delivery: each frame on the usable link where it is expected to arrive first, from
+/// the link's one-way delay, the rate its congestion controller allows and what is already
+/// queued on it. Degraded links are used only when no link is up.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Bond;
 
+impl Bond {
+    /// The link where a frame of `len` bytes arrives first: an up link if any, else a degraded one.
+    fn earliest(len: usize, links: &[LinkView]) -> Option<&LinkView> {
+        let pick = |state: LinkState| {
+            links.iter().filter(|l| l.state == state).min_by_key(|l| (l.expected_arrival(len), l.priority, l.id))
+        };
+        pick(LinkState::Up).or_else(|| pick(LinkState::Degraded))
+    }
+}
+
 impl Scheduler for Bond {
     fn schedule(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
-        let pick = |state: LinkState| {
-            links
-                .iter()
-                .filter(|l| l.state == state)
-                .min_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id))
-                .map(|l| l.id)
-        };
-        match pick(LinkState::Up).or_else(|| pick(LinkState::Degraded)) {
-            Some(id) => [id].into_iter().collect(),
+        match Self::earliest(frame.len, links) {
+            Some(link) => [link.id].into_iter().collect(),
             None => fallback(links),
         }
     }
@@ -213,6 +245,53 @@ impl Scheduler for Bond {
         let mut set: LinkSet = usable.iter().take(2).map(|l| l.id).collect();
         set.extend(via);
         set
+    }
+}
+
+/// In `auto`, a link is spare while its queue is shorter than this: a duplicate there delays
+/// no first copy by more.
+pub const SPARE_QUEUE: Duration = Duration::from_millis(5);
+/// In `auto`, a link whose forward loss is above this trends down: its frames are duplicated.
+pub const TRENDING_LOSS: f64 = 0.02;
+
+/// Bond, plus duplicates on spare capacity. Each frame goes on its earliest link, as in
+/// [`Bond`]; a copy also goes on
+/// * the next-earliest link, for a small control frame ([`FrameMeta::critical`]) or a frame
+///   whose earliest link trends down (degraded, or losing more than [`TRENDING_LOSS`]), if that
+///   link has room at all;
+/// * every other usable link that is spare (queue under [`SPARE_QUEUE`]).
+///
+/// Under light load every frame thus travels twice or more and a cut costs nothing; as the
+/// load grows the links' queues leave no spare room, and `auto` becomes [`Bond`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Auto;
+
+impl Auto {
+    fn trends_down(link: &LinkView) -> bool {
+        link.state == LinkState::Degraded || link.loss > TRENDING_LOSS
+    }
+}
+
+impl Scheduler for Auto {
+    fn schedule(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView]) -> LinkSet {
+        let Some(first) = Bond::earliest(frame.len, links) else {
+            return fallback(links);
+        };
+        let mut set: LinkSet = [first.id].into_iter().collect();
+        let mut others: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable() && l.id != first.id).collect();
+        others.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
+        if (frame.critical || Self::trends_down(first))
+            && let Some(second) = others.first()
+            && second.queue_delay <= crate::session::MAX_QUEUE_DELAY
+        {
+            set.insert(second.id);
+        }
+        set.extend(others.iter().filter(|l| l.queue_delay < SPARE_QUEUE).map(|l| l.id));
+        set
+    }
+
+    fn retransmit(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
+        Bond.retransmit(now, frame, links, via)
     }
 }
 
@@ -239,7 +318,7 @@ mod tests {
         Instant::now()
     }
 
-    const FRAME: FrameMeta = FrameMeta { seq: FrameSeq(0), len: 1000 };
+    const FRAME: FrameMeta = FrameMeta { seq: FrameSeq(0), len: 1000, critical: false };
 
     #[test]
     fn bond_resends_on_the_two_links_where_a_copy_arrives_first() {

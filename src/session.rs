@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::cc::RateControl;
 use crate::crypto::{PathNonce, Protection, SessionKeys};
 use crate::fragment::{Joined, Piece, Reassembly, Split, emit_piece_header};
 use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, StateReason, Transition};
@@ -45,6 +46,17 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1500 - 48;
 pub const DEFAULT_MAX_FRAME_RATE: u32 = 100_000;
 /// Per-path replay windows cover reordering within one link only.
 pub const PATH_REPLAY_WINDOW: usize = 4096;
+/// A link's sent packets are sampled for RTT at most this often.
+pub const SENT_LOG_SPACING: Duration = Duration::from_millis(1);
+/// Sampled sent packets kept per link.
+const MAX_SENT_LOG: usize = 1024;
+/// A frame given to a link whose model queue is at least this long finds the link busy: the
+/// demand reached its rate, which may then grow.
+pub const BUSY_QUEUE: Duration = Duration::from_millis(2);
+/// In the modes that spread frames by capacity, a frame is dropped at the tunnel's entry
+/// rather than queued behind more than this on the link chosen for it (the modem's buffer is
+/// not to fill: inner TCP sees the drop and backs off at once).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(100);
 /// Frames queued for sending before the oldest is dropped.
 pub const MAX_QUEUED_FRAMES: usize = 4096;
 /// Ethernet header length: the shortest frame the engine carries.
@@ -217,6 +229,8 @@ pub enum TimerKind {
     Nak,
     /// A spaced second copy of a re-sent frame is due.
     Resend,
+    /// Data that arrived on a link is owed a report ([`ACK_INTERVAL`]).
+    Ack(LinkId),
     /// The previous keys stop opening packets.
     KeyRetire,
     /// A handshake is due: first, retry, rekey, or a gateway/session deadline.
@@ -253,12 +267,22 @@ enum Generation {
     Next,
 }
 
+/// A data packet sent, kept for an RTT sample and to check the scheduler's model.
+#[derive(Debug, Clone, Copy)]
+struct SentSample {
+    pn: u64,
+    at: Instant,
+    /// The queue the model expected ahead of it.
+    queue: Duration,
+    /// The link's datagram bytes sent once it was.
+    tx_bytes: u64,
+}
+
 /// One link's state inside the session.
 #[derive(Debug)]
 struct Link {
     id: LinkId,
     priority: u8,
-    rate_bps: Option<u64>,
     remote: Option<SocketAddr>,
     next_pn: u64,
     replay: SeqWindow,
@@ -268,6 +292,12 @@ struct Link {
     reply_due: Option<(u32, u32)>,
     backlog_bytes: f64,
     backlog_at: Instant,
+    cc: RateControl,
+    /// Data packets sent, sampled at most every [`SENT_LOG_SPACING`]: packet number, when, and
+    /// the queue the scheduler's model expected ahead of it. A report that covers one gives an
+    /// RTT sample, less the queue the model knew of. Only data: the peer answers data within
+    /// [`ACK_INTERVAL`], while the reports in its probes may come up to a probe interval late.
+    sent_log: VecDeque<SentSample>,
     /// The highest frame sequence that arrived on this link, and when the last data came.
     highest_frame: Option<u64>,
     last_data: Option<Instant>,
@@ -290,7 +320,6 @@ impl Link {
         Self {
             id,
             priority,
-            rate_bps,
             remote,
             next_pn: 0,
             replay: SeqWindow::new(PATH_REPLAY_WINDOW),
@@ -300,6 +329,8 @@ impl Link {
             reply_due: None,
             backlog_bytes: 0.0,
             backlog_at: first_probe,
+            cc: RateControl::new(first_probe, DEFAULT_LINK_RATE_BPS, rate_bps),
+            sent_log: VecDeque::new(),
             highest_frame: None,
             last_data: None,
             last_control: None,
@@ -309,10 +340,51 @@ impl Link {
     }
 
     fn rate_bps(&self) -> u64 {
-        self.rate_bps.unwrap_or_else(|| {
-            let measured = (self.monitor.quality().delivery_rate * 8.0) as u64;
-            measured.max(DEFAULT_LINK_RATE_BPS)
-        })
+        self.cc.rate_bps()
+    }
+
+    /// The model's queue ahead of a packet sent at `now`.
+    fn model_queue(&self, now: Instant) -> Duration {
+        let rate = self.rate_bps().max(1) as f64 / 8.0;
+        let drained = now.saturating_duration_since(self.backlog_at).as_secs_f64() * rate;
+        Duration::from_secs_f64((self.backlog_bytes - drained).max(0.0) / rate)
+    }
+
+    /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
+    fn log_sent(&mut self, now: Instant, pn: u64) {
+        if self.sent_log.back().is_some_and(|s| now.saturating_duration_since(s.at) < SENT_LOG_SPACING) {
+            return;
+        }
+        if self.sent_log.len() == MAX_SENT_LOG {
+            self.sent_log.pop_front();
+        }
+        let queue = self.model_queue(now);
+        self.sent_log.push_back(SentSample { pn, at: now, queue, tx_bytes: self.stats.tx_bytes });
+    }
+
+    /// Takes in the peer's report on this link, sent at `peer_ts` on its clock: the delivery
+    /// rate and an RTT sample for the controller.
+    fn on_report(&mut self, now: Instant, peer_ts: u32) {
+        let Some((highest, bytes)) = self.monitor.reported() else { return };
+        self.cc.on_delivered(peer_ts, bytes);
+        let mut newest = None;
+        while self.sent_log.front().is_some_and(|s| s.pn <= highest) {
+            newest = self.sent_log.pop_front();
+        }
+        let Some(sample) = newest else { return };
+        // A model queue as long as the whole RTT is the model's error (a rate set too low), not
+        // a measurement.
+        if let Some(rtt) = now.saturating_duration_since(sample.at).checked_sub(sample.queue).filter(|r| !r.is_zero()) {
+            self.cc.on_rtt(now, rtt);
+        }
+        // What was sent after the newest packet the peer has is all that can be queued: the
+        // model never holds more (a rate estimated too low would otherwise build a queue that
+        // exists only in the model).
+        self.drain_backlog(now);
+        let in_flight = self.stats.tx_bytes.saturating_sub(sample.tx_bytes) as f64;
+        self.backlog_bytes = self.backlog_bytes.min(in_flight);
+        let quality = self.monitor.quality();
+        self.cc.on_timeout(now, quality.jitter, self.cc.smoothed_rtt());
     }
 
     fn drain_backlog(&mut self, now: Instant) {
@@ -330,7 +402,8 @@ impl Link {
             priority: self.priority,
             usable_since: self.monitor.usable_since(),
             carrier: self.monitor.carrier(),
-            one_way_delay: quality.srtt.map_or(Duration::from_millis(50), |rtt| rtt / 2),
+            // The controller's RTT leaves out the queue the model accounts for already.
+            one_way_delay: self.cc.smoothed_rtt().or(quality.srtt).map_or(Duration::from_millis(50), |rtt| rtt / 2),
             rate_bps,
             queue_delay: Duration::from_secs_f64(self.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
             loss: quality.tx_loss,
@@ -600,6 +673,11 @@ impl Session {
         self.link(link).map(|l| l.monitor.quality())
     }
 
+    /// A link's congestion controller's estimates.
+    pub fn link_estimate(&self, link: LinkId) -> Option<crate::cc::Estimate> {
+        self.link(link).map(|l| l.cc.estimate())
+    }
+
     /// A link's counters.
     pub fn link_stats(&self, link: LinkId) -> Option<LinkStats> {
         self.link(link).map(|l| l.stats)
@@ -631,12 +709,25 @@ impl Session {
             link.drain_backlog(now);
             self.views.push(link.view());
         }
-        let meta = FrameMeta { seq: FrameSeq(seq), len: frame.len() };
+        let meta = FrameMeta { seq: FrameSeq(seq), len: frame.len(), critical: crate::scheduler::is_critical(frame) };
         let mut chosen = self.scheduler.schedule(now, &meta, &self.views);
+        let queue_of = |views: &[LinkView], id: LinkId| {
+            views.iter().find(|v| v.id == id).map_or(Duration::ZERO, |v| v.queue_delay)
+        };
+        if self.config.mode.spreads_by_capacity()
+            && !chosen.is_empty()
+            && chosen.iter().all(|id| queue_of(&self.views, id) > MAX_QUEUE_DELAY)
+        {
+            return Err(self.count(DropReason::OverCapacity));
+        }
         for id in chosen.iter() {
+            let busy = queue_of(&self.views, id) >= BUSY_QUEUE;
             match self.link_mut(id) {
                 Some(link) if link.remote.is_some() => {
                     link.backlog_bytes += (frame.len() + crate::wire::DATA_OVERHEAD) as f64;
+                    if busy {
+                        link.cc.on_busy();
+                    }
                 }
                 _ => chosen.remove(id),
             }
@@ -705,6 +796,9 @@ impl Session {
             if let Some(t) = link.monitor.handle_timeout(now) {
                 transitions.push((link.id, t));
             }
+            let jitter = link.monitor.quality().jitter;
+            let srtt = link.cc.smoothed_rtt();
+            link.cc.on_timeout(now, jitter, srtt);
         }
         for (id, t) in transitions {
             self.emit_transition(now, id, Some(t));
@@ -840,6 +934,11 @@ impl Session {
             consider(link.next_probe, TimerKind::Probe(link.id));
             if let Some(at) = link.monitor.poll_timeout() {
                 consider(at, TimerKind::LinkTimeout(link.id));
+            }
+            if link.ack_due {
+                // The first poll_transmit at or after this sends the report.
+                let at = link.last_control.map_or(link.next_probe, |t| t + ACK_INTERVAL);
+                consider(at, TimerKind::Ack(link.id));
             }
         }
         if let Some(at) = self.reorder.poll_timeout() {
@@ -1024,7 +1123,11 @@ impl Session {
                 }
                 ControlMessage::Report(report) => {
                     if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
+                        let before = link.monitor.reported();
                         let transition = link.monitor.on_report(now, &report);
+                        if link.monitor.reported() != before {
+                            link.on_report(now, send_ts);
+                        }
                         let id = link.id;
                         self.emit_transition(now, id, transition);
                     }
@@ -1105,10 +1208,20 @@ impl Session {
             buf.extend_from_slice(&frame[range]);
             aad_len
         };
+        // The first copy is every piece on the first link a frame goes out on.
+        let first_copy = !retransmit && pending.sent_on.iter().all(|l| l.index() == Some(slot));
         let transmit = Self::seal_with(&mut self.links, &mut self.current, now, slot, Protocol::Ethernet, build, buf);
         let first_piece = piece == 0;
         match transmit {
             Ok(t) => {
+                if t.is_some() {
+                    let bytes = buf.len() as u64;
+                    if first_copy {
+                        self.stats.data_bytes_first += bytes;
+                    } else {
+                        self.stats.data_bytes_extra += bytes;
+                    }
+                }
                 self.stats.frame_copies_sent += u64::from(first_piece);
                 self.stats.frames_retransmitted += u64::from(retransmit && t.is_some() && first_piece);
                 self.stats.frames_fragmented += u64::from(!whole && first_piece && t.is_some());
@@ -1121,6 +1234,7 @@ impl Session {
                     let pn = link.next_pn - 1;
                     link.monitor.on_packet_sent(now, pn);
                     link.monitor.on_data_sent(now);
+                    link.log_sent(now, pn);
                 }
                 t
             }
@@ -1351,7 +1465,7 @@ impl Session {
                 }
                 continue;
             };
-            let meta = FrameMeta { seq: FrameSeq(seq), len: sent.frame.len() };
+            let meta = FrameMeta { seq: FrameSeq(seq), len: sent.frame.len(), critical: false };
             let links = self.scheduler.retransmit(now, &meta, &self.views, via);
             let arrival =
                 self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();
@@ -1412,7 +1526,7 @@ impl Session {
             if sent.links.iter().any(|id| usable.contains(id)) {
                 continue;
             }
-            let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len() };
+            let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len(), critical: false };
             let links = self.scheduler.retransmit(now, &meta, &self.views, None);
             let arrival =
                 self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();

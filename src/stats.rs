@@ -66,11 +66,17 @@ pub enum DropReason {
     /// A frame to send before any session exists.
     #[error("no session")]
     NoSession,
+    /// An outgoing frame would wait behind more than
+    /// [`crate::session::MAX_QUEUE_DELAY`] on every link that could take it: the offered load
+    /// exceeds what the links carry, and the tunnel drops at its entry rather than fill the
+    /// modems' buffers.
+    #[error("over capacity")]
+    OverCapacity,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::BadHeader,
         Self::UnknownProtocol,
         Self::UnknownControlType,
@@ -92,6 +98,7 @@ impl DropReason {
         Self::HandshakeReplay,
         Self::HandshakeRateLimited,
         Self::NoSession,
+        Self::OverCapacity,
     ];
 
     /// A snake_case name for metrics and logs.
@@ -118,6 +125,7 @@ impl DropReason {
             Self::HandshakeReplay => "handshake_replay",
             Self::HandshakeRateLimited => "handshake_rate_limited",
             Self::NoSession => "no_session",
+            Self::OverCapacity => "over_capacity",
         }
     }
 
@@ -196,6 +204,11 @@ pub struct SessionStats {
     pub frames_reassembled: u64,
     /// Pieces of frames already delivered or held (redundant copies), discarded.
     pub duplicate_pieces: u64,
+    /// Datagram bytes of data sent as each frame's first copy.
+    pub data_bytes_first: u64,
+    /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity
+    /// duplicates and retransmissions (the overhead of the mode).
+    pub data_bytes_extra: u64,
     /// Drops by reason.
     pub drops: DropCounts,
 }

@@ -109,7 +109,7 @@ pub struct EdgeView {
 /// A session's counters and links.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
-    /// `redundant`, `active-backup` or `bond`.
+    /// `auto`, `redundant`, `active-backup` or `bond`.
     pub mode: String,
     /// Frames handed in by the local side.
     pub frames_in: u64,

@@ -1,0 +1,384 @@
+//! Per-link congestion control: how fast each link can carry, without filling its buffer.
+//!
+//! An LTE modem queues seconds of data before it drops any, so a sender that waits for loss has
+//! already added that much delay to the stream. [`RateControl`] is delay-based instead. It keeps
+//! one number per link, the rate the scheduler may put on it, and moves it on two measurements
+//! the peer's reports give:
+//! * the **delivery rate**: bytes the peer received on the link over the last
+//!   [`DELIVERY_WINDOW`], timed by the peer's own clock (its reports carry their send time), so
+//!   the way back's jitter does not distort it;
+//! * the **queueing delay**: the lowest RTT of the last [`RECENT_WINDOW`] minus the lowest over
+//!   [`MIN_RTT_WINDOW`]. Taking the lowest of recent samples filters the link's jitter; what is
+//!   left is a standing queue.
+//!
+//! Every [`UPDATE_INTERVAL`]:
+//! * a queue above the target ([`BASE_QUEUE_TARGET`] plus [`JITTER_ALLOWANCE`] times the link's
+//!   jitter) means the link carries less than we put on it: the rate drops to
+//!   [`DRAIN_FACTOR`] of what was delivered, so the queue drains (at most once per RTT, so a cut
+//!   is seen before the next);
+//! * a short queue while the scheduler kept the link busy (it had to wait for the link, so demand
+//!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`];
+//! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
+//!   capacity.
+//!
+//! A configured rate is the ceiling (a modem's plan); without one the rate starts at
+//! [`crate::scheduler::DEFAULT_LINK_RATE_BPS`] and finds its level within a second or two.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How often the rate is reconsidered.
+pub const UPDATE_INTERVAL: Duration = Duration::from_millis(50);
+/// The delivery rate is measured over this much of the peer's time.
+pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
+/// The queueing delay is the lowest RTT over this window minus the link's minimum.
+pub const RECENT_WINDOW: Duration = Duration::from_millis(100);
+/// The minimum RTT is kept over this window, so a route change that lengthens the path is
+/// learnt (in [`MIN_RTT_BUCKETS`] buckets).
+pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Buckets of the minimum RTT window.
+pub const MIN_RTT_BUCKETS: usize = 10;
+/// The standing queue a link may keep before its rate drops.
+pub const BASE_QUEUE_TARGET: Duration = Duration::from_millis(15);
+/// How many times the link's jitter is added to the target: a jittery link shows a queue that
+/// is only its jitter.
+pub const JITTER_ALLOWANCE: f64 = 2.0;
+/// The largest queue target, however jittery the link.
+pub const MAX_QUEUE_TARGET: Duration = Duration::from_millis(80);
+/// The rate's growth per update while the link is busy and its queue short.
+pub const PROBE_GAIN: f64 = 1.04;
+/// After a queue is seen, the rate is at most this share of what the link delivered...
+pub const DRAIN_FACTOR: f64 = 0.9;
+/// ... and lower for a longer queue, so the excess over the target drains in about this long...
+pub const DRAIN_TIME: Duration = Duration::from_millis(500);
+/// ... but never below this share.
+pub const MIN_DRAIN_FACTOR: f64 = 0.5;
+/// A queue is acted on only while the link delivers at least this many bits per second: below
+/// it, the link carries probes and a trickle, and what looks like a queue is its jitter.
+pub const MIN_DRAIN_EVIDENCE_BPS: f64 = 500_000.0;
+/// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
+pub const MIN_RATE_BPS: f64 = 200_000.0;
+
+/// Samples kept per window, whatever the packet rate.
+const MAX_SAMPLES: usize = 512;
+
+/// What the controller last decided, for status and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No decision yet.
+    Starting,
+    /// The queue was short and the link busy: the rate grew.
+    Probing,
+    /// The queue was short and the link not filled: the rate held.
+    Holding,
+    /// A queue built up: the rate dropped below the delivery rate.
+    Draining,
+}
+
+impl Phase {
+    /// A lower-case name for status.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Probing => "probing",
+            Self::Holding => "holding",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// What a controller estimates of its link, for status and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// The rate the link may be given, in bits per second.
+    pub rate_bps: u64,
+    /// What the controller last decided.
+    pub phase: Phase,
+    /// The standing queue, once measured.
+    pub queue_delay: Option<Duration>,
+    /// The lowest RTT over [`MIN_RTT_WINDOW`] (less the queue the scheduler's model knew of).
+    pub min_rtt: Option<Duration>,
+    /// Bits per second the peer received over [`DELIVERY_WINDOW`], once measured.
+    pub delivery_bps: Option<u64>,
+}
+
+/// One link's congestion controller. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RateControl {
+    rate_bps: f64,
+    ceiling_bps: Option<f64>,
+    /// Per-bucket minimum RTTs, oldest first: (bucket start, minimum).
+    min_rtt: VecDeque<(Instant, Duration)>,
+    recent: VecDeque<(Instant, Duration)>,
+    /// The RTT samples' EWMA (1/8, as RFC 6298).
+    smoothed: Option<Duration>,
+    /// The spread of the RTT samples within a recent window, smoothed (1/16 per update).
+    spread: Duration,
+    /// (peer time in microseconds, bytes the peer received in total).
+    delivered: VecDeque<(u64, u64)>,
+    last_peer_ts: Option<u64>,
+    busy: bool,
+    next_update: Instant,
+    last_drain: Option<Instant>,
+    phase: Phase,
+}
+
+impl RateControl {
+    /// A controller starting at `ceiling_bps` if set, else at `initial_bps`.
+    pub fn new(now: Instant, initial_bps: u64, ceiling_bps: Option<u64>) -> Self {
+        let ceiling_bps = ceiling_bps.map(|c| c as f64);
+        Self {
+            rate_bps: ceiling_bps.unwrap_or(initial_bps as f64).max(MIN_RATE_BPS),
+            ceiling_bps,
+            min_rtt: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
+            recent: VecDeque::new(),
+            smoothed: None,
+            spread: Duration::ZERO,
+            delivered: VecDeque::new(),
+            last_peer_ts: None,
+            busy: false,
+            next_update: now + UPDATE_INTERVAL,
+            last_drain: None,
+            phase: Phase::Starting,
+        }
+    }
+
+    /// The rate the link may be given, in bits per second.
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps as u64
+    }
+
+    /// What the controller last decided.
+    pub const fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Its estimates.
+    pub fn estimate(&self) -> Estimate {
+        Estimate {
+            rate_bps: self.rate_bps(),
+            phase: self.phase,
+            queue_delay: self.queue_delay(),
+            min_rtt: self.min_rtt(),
+            delivery_bps: self.delivery_rate().map(|d| (d * 8.0) as u64),
+        }
+    }
+
+    /// The lowest RTT over [`MIN_RTT_WINDOW`].
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.iter().map(|&(_, rtt)| rtt).min()
+    }
+
+    /// The smoothed RTT of the samples.
+    pub const fn smoothed_rtt(&self) -> Option<Duration> {
+        self.smoothed
+    }
+
+    /// The standing queue: the lowest recent RTT above the minimum.
+    pub fn queue_delay(&self) -> Option<Duration> {
+        let recent = self.recent.iter().map(|&(_, rtt)| rtt).min()?;
+        Some(recent.saturating_sub(self.min_rtt()?))
+    }
+
+    /// The bytes per second the peer received over the last [`DELIVERY_WINDOW`], once measured.
+    pub fn delivery_rate(&self) -> Option<f64> {
+        let (&(t0, b0), &(t1, b1)) = (self.delivered.front()?, self.delivered.back()?);
+        let span = t1.saturating_sub(t0);
+        // Less than half a window says little: one report's worth of bytes.
+        (span >= DELIVERY_WINDOW.as_micros() as u64 / 2).then(|| b1.saturating_sub(b0) as f64 * 1e6 / span as f64)
+    }
+
+    /// The standing queue a link may keep: [`BASE_QUEUE_TARGET`], plus its jitter as the larger
+    /// of [`JITTER_ALLOWANCE`] times the measured jitter (`jitter`, the peer's packets) and the
+    /// usual spread of our own RTT samples within a [`RECENT_WINDOW`]. On a jittery link a
+    /// packet that is held back holds back those behind it, so under load even the lowest recent
+    /// sample sits well above the link's minimum: the spread covers that. It is smoothed over
+    /// many windows, so the ramp of a queue building up does not raise the target with it.
+    pub fn queue_target(&self, jitter: Duration) -> Duration {
+        (BASE_QUEUE_TARGET + jitter.mul_f64(JITTER_ALLOWANCE).max(self.spread)).min(MAX_QUEUE_TARGET)
+    }
+
+    /// Takes in an RTT sample (a probe's reply, or a report covering a data packet).
+    pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        let bucket = MIN_RTT_WINDOW / MIN_RTT_BUCKETS as u32;
+        match self.min_rtt.back_mut() {
+            Some((start, min)) if now.saturating_duration_since(*start) < bucket => *min = (*min).min(rtt),
+            _ => self.min_rtt.push_back((now, rtt)),
+        }
+        while self.min_rtt.len() > MIN_RTT_BUCKETS {
+            self.min_rtt.pop_front();
+        }
+        if self.recent.len() == MAX_SAMPLES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, rtt));
+        self.smoothed = Some(self.smoothed.map_or(rtt, |s| (s * 7 + rtt) / 8));
+    }
+
+    /// Takes in the peer's count of bytes received on the link, with the peer's send time of the
+    /// report (microseconds, wrapping at 2³²) and the total expanded from the report.
+    pub fn on_delivered(&mut self, peer_ts: u32, bytes: u64) {
+        let ts = match self.last_peer_ts {
+            Some(last) => crate::wire::expand_u32(last, peer_ts),
+            None => u64::from(peer_ts),
+        };
+        if self.last_peer_ts.is_some_and(|last| ts <= last) {
+            return;
+        }
+        self.last_peer_ts = Some(ts);
+        if self.delivered.len() == MAX_SAMPLES {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back((ts, bytes));
+        let window = DELIVERY_WINDOW.as_micros() as u64;
+        while self.delivered.front().is_some_and(|&(t, _)| ts.saturating_sub(t) > window) {
+            self.delivered.pop_front();
+        }
+    }
+
+    /// The scheduler had to queue on this link: demand reached the rate.
+    pub fn on_busy(&mut self) {
+        self.busy = true;
+    }
+
+    /// When [`Self::on_timeout`] is next due.
+    pub const fn poll_timeout(&self) -> Instant {
+        self.next_update
+    }
+
+    /// Reconsiders the rate, if an update is due. `jitter` is the link's measured jitter and
+    /// `srtt` its smoothed RTT.
+    pub fn on_timeout(&mut self, now: Instant, jitter: Duration, srtt: Option<Duration>) {
+        if now < self.next_update {
+            return;
+        }
+        self.next_update = now + UPDATE_INTERVAL;
+        while self.recent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > RECENT_WINDOW) {
+            self.recent.pop_front();
+        }
+        let busy = std::mem::take(&mut self.busy);
+        let lo = self.recent.iter().map(|&(_, r)| r).min();
+        let hi = self.recent.iter().map(|&(_, r)| r).max();
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            self.spread = (self.spread * 15 + (hi - lo)) / 16;
+        }
+        let Some(queue) = self.queue_delay() else {
+            return;
+        };
+        let target = self.queue_target(jitter);
+        let rtt = srtt.unwrap_or(RECENT_WINDOW).max(UPDATE_INTERVAL);
+        if queue > target {
+            // One cut per RTT and window: the queue the last cut drains takes that long to show.
+            if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + RECENT_WINDOW) {
+                return;
+            }
+            // A queue on a link that carries next to nothing (probes) is its jitter, not ours.
+            if let Some(delivered) = self.delivery_rate().filter(|d| d * 8.0 >= MIN_DRAIN_EVIDENCE_BPS) {
+                // Below the delivery rate by enough to drain the excess within DRAIN_TIME.
+                let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();
+                let factor = (1.0 - excess).clamp(MIN_DRAIN_FACTOR, DRAIN_FACTOR);
+                self.rate_bps = self.rate_bps.min(delivered * 8.0) * factor;
+                self.last_drain = Some(now);
+                self.phase = Phase::Draining;
+            }
+        } else if busy {
+            let delivered = self.delivery_rate().map_or(0.0, |d| d * 8.0);
+            self.rate_bps = self.rate_bps.max(delivered) * PROBE_GAIN;
+            self.phase = Phase::Probing;
+        } else {
+            self.phase = Phase::Holding;
+        }
+        self.rate_bps = self.rate_bps.max(MIN_RATE_BPS);
+        if let Some(ceiling) = self.ceiling_bps {
+            self.rate_bps = self.rate_bps.min(ceiling);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    /// What a run of the controller over a modelled link showed.
+    struct Run {
+        cc: RateControl,
+        /// The share of the capacity used over the run's last half.
+        utilization: f64,
+        /// The longest queue over the run's last half.
+        settled_queue: Duration,
+        /// The longest queue over the whole run.
+        worst_queue: Duration,
+    }
+
+    /// A link of `capacity` bits per second and `base` RTT, fed with `demand` bits per second or
+    /// the controller's rate if lower, with a queue that grows when the feed exceeds the
+    /// capacity: a fluid model, stepped every 5 ms, with RTT samples and reports every step.
+    fn run(capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
+        let t0 = start();
+        let mut cc = RateControl::new(t0, initial, None);
+        let (mut queue_bits, mut delivered_bytes) = (0.0f64, 0u64);
+        let (mut worst_queue, mut settled_queue, mut settled_bits) = (Duration::ZERO, Duration::ZERO, 0.0);
+        let step = Duration::from_millis(5);
+        let steps = (secs / step.as_secs_f64()) as u32;
+        for i in 1..=steps {
+            let now = t0 + step * i;
+            let offered = demand.min(cc.rate_bps() as f64);
+            if demand > cc.rate_bps() as f64 {
+                cc.on_busy();
+            }
+            queue_bits += offered * step.as_secs_f64();
+            let served = queue_bits.min(capacity * step.as_secs_f64());
+            queue_bits -= served;
+            delivered_bytes += (served / 8.0) as u64;
+            let queue = Duration::from_secs_f64(queue_bits / capacity);
+            worst_queue = worst_queue.max(queue);
+            if i > steps / 2 {
+                settled_queue = settled_queue.max(queue);
+                settled_bits += served;
+            }
+            cc.on_rtt(now, base + queue);
+            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
+            cc.on_timeout(now, Duration::ZERO, Some(base + queue));
+        }
+        let utilization = settled_bits / (capacity * secs / 2.0);
+        println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
+        Run { cc, utilization, settled_queue, worst_queue }
+    }
+
+    #[test]
+    fn a_busy_link_with_no_queue_grows_to_use_its_capacity_with_a_short_queue() {
+        let r = run(20e6, Duration::from_millis(30), 5_000_000, 10.0, 100e6);
+        assert!(r.utilization >= 0.9, "used {:.2} of the capacity once settled", r.utilization);
+        assert!(r.settled_queue <= Duration::from_millis(60), "the queue reached {:?} once settled", r.settled_queue);
+    }
+
+    #[test]
+    fn a_rate_twice_the_capacity_drops_and_drains_the_queue_it_built() {
+        let r = run(5e6, Duration::from_millis(30), 10_000_000, 10.0, 100e6);
+        assert!(r.worst_queue <= Duration::from_millis(250), "the queue peaked at {:?}", r.worst_queue);
+        assert!(r.utilization >= 0.85, "used {:.2} of the capacity once settled", r.utilization);
+        assert!(r.settled_queue <= Duration::from_millis(60), "the queue reached {:?} once settled", r.settled_queue);
+    }
+
+    #[test]
+    fn an_idle_link_does_not_grow() {
+        let r = run(20e6, Duration::from_millis(30), 5_000_000, 3.0, 1e6);
+        assert_eq!(r.cc.rate_bps(), 5_000_000, "an app-limited link proves no capacity");
+    }
+
+    #[test]
+    fn a_configured_rate_is_the_ceiling() {
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 10_000_000, Some(8_000_000));
+        assert_eq!(cc.rate_bps(), 8_000_000);
+        cc.on_rtt(t0, Duration::from_millis(20));
+        cc.on_busy();
+        cc.on_timeout(t0 + UPDATE_INTERVAL, Duration::ZERO, None);
+        assert_eq!(cc.rate_bps(), 8_000_000);
+    }
+}
