@@ -56,6 +56,19 @@ pub const MIN_DRAIN_FACTOR: f64 = 0.5;
 /// A queue is acted on only while the link delivers at least this many bits per second: below
 /// it, the link carries probes and a trickle, and what looks like a queue is its jitter.
 pub const MIN_DRAIN_EVIDENCE_BPS: f64 = 500_000.0;
+/// A queue is ours to drain only while we put at least this share of the rate on the link: on
+/// a link the scheduler barely uses, a queue is the link's jitter or someone else's traffic,
+/// and cutting the rate to the trickle it delivers would keep the link out of use.
+pub const MIN_DRAIN_USE: f64 = 0.5;
+/// A link that delivers less than this share of what we put on it is overloaded: its capacity
+/// fell, and the rate follows the delivery rate down at once.
+pub const OVERLOAD_RATIO: f64 = 1.15;
+/// Otherwise a cut never takes the rate below this share of the best delivery rate of the last
+/// [`PROVEN_WINDOW`]: what the link carried a moment ago it still carries, and the queue is
+/// drained by the cut below it (a jittery link's noise must not halve its rate).
+pub const PROVEN_SHARE: f64 = 0.85;
+/// How long a delivery rate counts as proven.
+pub const PROVEN_WINDOW: Duration = Duration::from_secs(1);
 /// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
 pub const MIN_RATE_BPS: f64 = 200_000.0;
 
@@ -117,6 +130,10 @@ pub struct RateControl {
     /// (peer time in microseconds, bytes the peer received in total).
     delivered: VecDeque<(u64, u64)>,
     last_peer_ts: Option<u64>,
+    /// (when, bytes sent on the link in total), one per update, over [`DELIVERY_WINDOW`].
+    sent: VecDeque<(Instant, u64)>,
+    /// (when, delivery rate in bits per second), one per update, over [`PROVEN_WINDOW`].
+    proven: VecDeque<(Instant, f64)>,
     busy: bool,
     next_update: Instant,
     last_drain: Option<Instant>,
@@ -136,6 +153,8 @@ impl RateControl {
             spread: Duration::ZERO,
             delivered: VecDeque::new(),
             last_peer_ts: None,
+            sent: VecDeque::new(),
+            proven: VecDeque::new(),
             busy: false,
             next_update: now + UPDATE_INTERVAL,
             last_drain: None,
@@ -186,6 +205,13 @@ impl RateControl {
         let span = t1.saturating_sub(t0);
         // Less than half a window says little: one report's worth of bytes.
         (span >= DELIVERY_WINDOW.as_micros() as u64 / 2).then(|| b1.saturating_sub(b0) as f64 * 1e6 / span as f64)
+    }
+
+    /// The bits per second put on the link over the last [`DELIVERY_WINDOW`], once measured.
+    pub fn send_rate_bps(&self) -> Option<f64> {
+        let (&(t0, b0), &(t1, b1)) = (self.sent.front()?, self.sent.back()?);
+        let span = t1.saturating_duration_since(t0);
+        (span >= DELIVERY_WINDOW / 2).then(|| b1.saturating_sub(b0) as f64 * 8.0 / span.as_secs_f64())
     }
 
     /// The standing queue a link may keep: [`BASE_QUEUE_TARGET`], plus its jitter as the larger
@@ -247,12 +273,23 @@ impl RateControl {
     }
 
     /// Reconsiders the rate, if an update is due. `jitter` is the link's measured jitter and
-    /// `srtt` its smoothed RTT.
-    pub fn on_timeout(&mut self, now: Instant, jitter: Duration, srtt: Option<Duration>) {
+    /// `srtt` its smoothed RTT, `tx_bytes` the bytes sent on it in total. Returns whether an
+    /// update was due.
+    pub fn on_timeout(&mut self, now: Instant, jitter: Duration, srtt: Option<Duration>, tx_bytes: u64) -> bool {
         if now < self.next_update {
-            return;
+            return false;
         }
         self.next_update = now + UPDATE_INTERVAL;
+        self.sent.push_back((now, tx_bytes));
+        while self.sent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > DELIVERY_WINDOW) {
+            self.sent.pop_front();
+        }
+        if let Some(d) = self.delivery_rate() {
+            self.proven.push_back((now, d * 8.0));
+        }
+        while self.proven.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > PROVEN_WINDOW) {
+            self.proven.pop_front();
+        }
         while self.recent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > RECENT_WINDOW) {
             self.recent.pop_front();
         }
@@ -263,21 +300,29 @@ impl RateControl {
             self.spread = (self.spread * 15 + (hi - lo)) / 16;
         }
         let Some(queue) = self.queue_delay() else {
-            return;
+            return true;
         };
         let target = self.queue_target(jitter);
         let rtt = srtt.unwrap_or(RECENT_WINDOW).max(UPDATE_INTERVAL);
         if queue > target {
             // One cut per RTT and window: the queue the last cut drains takes that long to show.
             if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + RECENT_WINDOW) {
-                return;
+                return true;
             }
-            // A queue on a link that carries next to nothing (probes) is its jitter, not ours.
-            if let Some(delivered) = self.delivery_rate().filter(|d| d * 8.0 >= MIN_DRAIN_EVIDENCE_BPS) {
+            // A queue on a link that carries next to nothing (probes), or far less than its
+            // rate, is its jitter, not ours.
+            let ours = self.send_rate_bps().is_some_and(|sent| sent >= self.rate_bps * MIN_DRAIN_USE);
+            if let Some(delivered) = self.delivery_rate().filter(|d| ours && d * 8.0 >= MIN_DRAIN_EVIDENCE_BPS) {
                 // Below the delivery rate by enough to drain the excess within DRAIN_TIME.
                 let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();
                 let factor = (1.0 - excess).clamp(MIN_DRAIN_FACTOR, DRAIN_FACTOR);
-                self.rate_bps = self.rate_bps.min(delivered * 8.0) * factor;
+                let overloaded = self.send_rate_bps().is_some_and(|sent| sent > delivered * 8.0 * OVERLOAD_RATIO);
+                let floor = if overloaded {
+                    0.0
+                } else {
+                    self.proven.iter().map(|&(_, d)| d).fold(0.0, f64::max) * PROVEN_SHARE
+                };
+                self.rate_bps = (self.rate_bps.min(delivered * 8.0) * factor).max(floor.min(self.rate_bps));
                 self.last_drain = Some(now);
                 self.phase = Phase::Draining;
             }
@@ -292,6 +337,7 @@ impl RateControl {
         if let Some(ceiling) = self.ceiling_bps {
             self.rate_bps = self.rate_bps.min(ceiling);
         }
+        true
     }
 }
 
@@ -321,7 +367,7 @@ mod tests {
     fn run(capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
         let t0 = start();
         let mut cc = RateControl::new(t0, initial, None);
-        let (mut queue_bits, mut delivered_bytes) = (0.0f64, 0u64);
+        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
         let (mut worst_queue, mut settled_queue, mut settled_bits) = (Duration::ZERO, Duration::ZERO, 0.0);
         let step = Duration::from_millis(5);
         let steps = (secs / step.as_secs_f64()) as u32;
@@ -332,6 +378,7 @@ mod tests {
                 cc.on_busy();
             }
             queue_bits += offered * step.as_secs_f64();
+            sent_bytes += (offered * step.as_secs_f64() / 8.0) as u64;
             let served = queue_bits.min(capacity * step.as_secs_f64());
             queue_bits -= served;
             delivered_bytes += (served / 8.0) as u64;
@@ -343,7 +390,7 @@ mod tests {
             }
             cc.on_rtt(now, base + queue);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
-            cc.on_timeout(now, Duration::ZERO, Some(base + queue));
+            cc.on_timeout(now, Duration::ZERO, Some(base + queue), sent_bytes);
         }
         let utilization = settled_bits / (capacity * secs / 2.0);
         println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
@@ -378,7 +425,7 @@ mod tests {
         assert_eq!(cc.rate_bps(), 8_000_000);
         cc.on_rtt(t0, Duration::from_millis(20));
         cc.on_busy();
-        cc.on_timeout(t0 + UPDATE_INTERVAL, Duration::ZERO, None);
+        cc.on_timeout(t0 + UPDATE_INTERVAL, Duration::ZERO, None, 0);
         assert_eq!(cc.rate_bps(), 8_000_000);
     }
 }

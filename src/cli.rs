@@ -282,6 +282,11 @@ pub fn status(daemon: Daemon, path: &Path, view: &StatusView) -> ExitCode {
     })
 }
 
+/// Bytes sent beyond the first copies, as a share of the first copies' bytes ("-" before any).
+fn extra_share(extra: u64, first: u64) -> String {
+    if first == 0 { "-".to_owned() } else { format!("{:.1}%", extra as f64 * 100.0 / first as f64) }
+}
+
 /// The snapshot as a terminal table: one block per edge, one row per link.
 pub fn table(status: &crate::io::status::Status) -> String {
     use core::fmt::Write as _;
@@ -296,7 +301,7 @@ pub fn table(status: &crate::io::status::Status) -> String {
         let Some(session) = &edge.session else { continue };
         let _ = writeln!(
             out,
-            "  {} · delivered {} · lost {} · late {} · reordered {} · recovered {} · dup {} · drops {} · hold {:.0} ms",
+            "  {} · delivered {} · lost {} · late {} · reordered {} · recovered {} · dup {} · extra {} · drops {} · hold {:.0} ms",
             session.mode,
             session.frames_delivered,
             session.frames_lost,
@@ -304,6 +309,7 @@ pub fn table(status: &crate::io::status::Status) -> String {
             session.frames_reordered,
             session.frames_recovered,
             session.duplicate_copies,
+            extra_share(session.data_bytes_extra, session.data_bytes_first),
             session.drops,
             session.reorder_hold_ms
         );

@@ -272,8 +272,6 @@ enum Generation {
 struct SentSample {
     pn: u64,
     at: Instant,
-    /// The queue the model expected ahead of it.
-    queue: Duration,
     /// The link's datagram bytes sent once it was.
     tx_bytes: u64,
 }
@@ -294,8 +292,8 @@ struct Link {
     backlog_at: Instant,
     cc: RateControl,
     /// Data packets sent, sampled at most every [`SENT_LOG_SPACING`]: packet number, when, and
-    /// the queue the scheduler's model expected ahead of it. A report that covers one gives an
-    /// RTT sample, less the queue the model knew of. Only data: the peer answers data within
+    /// the link's bytes sent by then. A report that covers one gives an RTT sample and bounds
+    /// the model's backlog by what is really in flight. Only data: the peer answers data within
     /// [`ACK_INTERVAL`], while the reports in its probes may come up to a probe interval late.
     sent_log: VecDeque<SentSample>,
     /// The highest frame sequence that arrived on this link, and when the last data came.
@@ -343,13 +341,6 @@ impl Link {
         self.cc.rate_bps()
     }
 
-    /// The model's queue ahead of a packet sent at `now`.
-    fn model_queue(&self, now: Instant) -> Duration {
-        let rate = self.rate_bps().max(1) as f64 / 8.0;
-        let drained = now.saturating_duration_since(self.backlog_at).as_secs_f64() * rate;
-        Duration::from_secs_f64((self.backlog_bytes - drained).max(0.0) / rate)
-    }
-
     /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
     fn log_sent(&mut self, now: Instant, pn: u64) {
         if self.sent_log.back().is_some_and(|s| now.saturating_duration_since(s.at) < SENT_LOG_SPACING) {
@@ -358,8 +349,7 @@ impl Link {
         if self.sent_log.len() == MAX_SENT_LOG {
             self.sent_log.pop_front();
         }
-        let queue = self.model_queue(now);
-        self.sent_log.push_back(SentSample { pn, at: now, queue, tx_bytes: self.stats.tx_bytes });
+        self.sent_log.push_back(SentSample { pn, at: now, tx_bytes: self.stats.tx_bytes });
     }
 
     /// Takes in the peer's report on this link, sent at `peer_ts` on its clock: the delivery
@@ -372,11 +362,11 @@ impl Link {
             newest = self.sent_log.pop_front();
         }
         let Some(sample) = newest else { return };
-        // A model queue as long as the whole RTT is the model's error (a rate set too low), not
-        // a measurement.
-        if let Some(rtt) = now.saturating_duration_since(sample.at).checked_sub(sample.queue).filter(|r| !r.is_zero()) {
-            self.cc.on_rtt(now, rtt);
-        }
+        // The raw round trip, queue included: the controller's minimum filter finds the path's
+        // own delay, and what lies above it is the real queue (the model's guess of the queue
+        // must not be subtracted: a rate estimated too low would make every sample look short
+        // and poison the minimum).
+        self.cc.on_rtt(now, now.saturating_duration_since(sample.at));
         // What was sent after the newest packet the peer has is all that can be queued: the
         // model never holds more (a rate estimated too low would otherwise build a queue that
         // exists only in the model).
@@ -384,7 +374,15 @@ impl Link {
         let in_flight = self.stats.tx_bytes.saturating_sub(sample.tx_bytes) as f64;
         self.backlog_bytes = self.backlog_bytes.min(in_flight);
         let quality = self.monitor.quality();
-        self.cc.on_timeout(now, quality.jitter, self.cc.smoothed_rtt());
+        if self.cc.on_timeout(now, quality.jitter, self.cc.smoothed_rtt(), self.stats.tx_bytes) {
+            self.trace_cc();
+        }
+    }
+
+    fn trace_cc(&self) {
+        let e = self.cc.estimate();
+        tracing::debug!(link = %self.id, rate = e.rate_bps, phase = e.phase.as_str(), queue = ?e.queue_delay,
+            min_rtt = ?e.min_rtt, delivery = ?e.delivery_bps, model = self.backlog_bytes, "rate");
     }
 
     fn drain_backlog(&mut self, now: Instant) {
@@ -402,8 +400,13 @@ impl Link {
             priority: self.priority,
             usable_since: self.monitor.usable_since(),
             carrier: self.monitor.carrier(),
-            // The controller's RTT leaves out the queue the model accounts for already.
-            one_way_delay: self.cc.smoothed_rtt().or(quality.srtt).map_or(Duration::from_millis(50), |rtt| rtt / 2),
+            // The path's own delay and its usual jitter; the queue we add is the model's
+            // (`queue_delay`), so it is not counted twice.
+            one_way_delay: self
+                .cc
+                .min_rtt()
+                .or(quality.srtt)
+                .map_or(Duration::from_millis(50), |rtt| rtt / 2 + quality.jitter),
             rate_bps,
             queue_delay: Duration::from_secs_f64(self.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
             loss: quality.tx_loss,
@@ -798,7 +801,9 @@ impl Session {
             }
             let jitter = link.monitor.quality().jitter;
             let srtt = link.cc.smoothed_rtt();
-            link.cc.on_timeout(now, jitter, srtt);
+            if link.cc.on_timeout(now, jitter, srtt, link.stats.tx_bytes) {
+                link.trace_cc();
+            }
         }
         for (id, t) in transitions {
             self.emit_transition(now, id, Some(t));

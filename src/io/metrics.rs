@@ -175,6 +175,16 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         (counters("braid_session_frames_retransmitted", "Frame copies re-sent in answer to the peer's NAKs."), |s| {
             s.frames_retransmitted
         }),
+        (counters("braid_session_data_bytes_first", "Datagram bytes of data sent as each frame's first copy."), |s| {
+            s.data_bytes_first
+        }),
+        (
+            counters(
+                "braid_session_data_bytes_extra",
+                "Datagram bytes of data sent beyond the first copies: duplicates and retransmissions.",
+            ),
+            |s| s.data_bytes_extra,
+        ),
         (counters("braid_session_frames_recovered", "Gaps filled by a re-sent copy."), |s| s.frames_recovered),
         (counters("braid_session_frames_fragmented", "Frame copies sent in pieces."), |s| s.frames_fragmented),
         (counters("braid_session_frames_reassembled", "Frames joined again from pieces."), |s| s.frames_reassembled),
@@ -347,6 +357,8 @@ mod tests {
             frames_fragmented: 6,
             frames_reassembled: 5,
             duplicate_pieces: 4,
+            data_bytes_first: 600_000,
+            data_bytes_extra: 1_200_000,
             drops: 7,
             drops_by_reason: BTreeMap::from([("replay".to_string(), 7)]),
             reorder_hold_ms: 45.0,
@@ -430,6 +442,8 @@ mod tests {
         assert_eq!(value(&scrape, "braid_link_retransmits", &dsl), 3.0);
         assert_eq!(value(&scrape, "braid_session_frames_recovered", &[dsl[0]]), 2.0);
         assert_eq!(value(&scrape, "braid_session_frames_reassembled", &[dsl[0]]), 5.0);
+        assert_eq!(value(&scrape, "braid_session_data_bytes_first", &[dsl[0]]), 600_000.0);
+        assert_eq!(value(&scrape, "braid_session_data_bytes_extra", &[dsl[0]]), 1_200_000.0);
         assert_eq!(value(&scrape, "braid_session_frames_lost", &[dsl[0]]), 2.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "replay")]), 7.0);
         assert_eq!(value(&scrape, "braid_session_drops", &[dsl[0], ("reason", "open_failed")]), 0.0);

@@ -137,6 +137,13 @@ pub struct SessionView {
     pub frames_reassembled: u64,
     /// Pieces of frames already delivered or held, discarded.
     pub duplicate_pieces: u64,
+    /// Datagram bytes of data sent as each frame's first copy.
+    #[serde(default)]
+    pub data_bytes_first: u64,
+    /// Datagram bytes of data sent beyond the first copies (duplicates and retransmissions):
+    /// the mode's overhead.
+    #[serde(default)]
+    pub data_bytes_extra: u64,
     /// Drops, all reasons.
     pub drops: u64,
     /// Drops by reason (non-zero ones).
@@ -495,6 +502,8 @@ impl Recorder {
             frames_fragmented: stats.frames_fragmented,
             frames_reassembled: stats.frames_reassembled,
             duplicate_pieces: stats.duplicate_pieces,
+            data_bytes_first: stats.data_bytes_first,
+            data_bytes_extra: stats.data_bytes_extra,
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             reorder_hold_ms: ms(session.reorder_hold()),
