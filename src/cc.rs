@@ -13,9 +13,10 @@
 //!
 //! Every [`UPDATE_INTERVAL`]:
 //! * a queue above the target ([`BASE_QUEUE_TARGET`] plus [`JITTER_ALLOWANCE`] times the link's
-//!   jitter) means the link carries less than we put on it: the rate drops to
-//!   [`DRAIN_FACTOR`] of what was delivered, so the queue drains (at most once per RTT, so a cut
-//!   is seen before the next);
+//!   jitter) while the link delivers less than we put on it ([`OVERLOAD_RATIO`]) means the link
+//!   carries less than we give it: the rate drops to [`DRAIN_FACTOR`] of what was delivered, so
+//!   the queue drains (at most once per RTT, so a cut is seen before the next). A queue on a
+//!   link that delivers what it is given is its jitter, and changes nothing;
 //! * a short queue while the scheduler kept the link busy (it had to wait for the link, so demand
 //!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`];
 //! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
@@ -47,6 +48,14 @@ pub const JITTER_ALLOWANCE: f64 = 2.0;
 pub const MAX_QUEUE_TARGET: Duration = Duration::from_millis(80);
 /// The rate's growth per update while the link is busy and its queue short.
 pub const PROBE_GAIN: f64 = 1.04;
+/// The growth per update until the link first shows a queue (its capacity is unknown until
+/// then): the rate doubles in about three updates, so a stream that starts at once is not held
+/// at the starting rate for seconds.
+pub const STARTUP_GAIN: f64 = 1.25;
+/// ... while the queue is below this...
+pub const STARTUP_QUEUE: Duration = Duration::from_millis(5);
+/// ... and the link delivers at least this share of the rate.
+pub const STARTUP_DELIVERY: f64 = 0.8;
 /// After a queue is seen, the rate is at most this share of what the link delivered...
 pub const DRAIN_FACTOR: f64 = 0.9;
 /// ... and lower for a longer queue, so the excess over the target drains in about this long...
@@ -56,19 +65,9 @@ pub const MIN_DRAIN_FACTOR: f64 = 0.5;
 /// A queue is acted on only while the link delivers at least this many bits per second: below
 /// it, the link carries probes and a trickle, and what looks like a queue is its jitter.
 pub const MIN_DRAIN_EVIDENCE_BPS: f64 = 500_000.0;
-/// A queue is ours to drain only while we put at least this share of the rate on the link: on
-/// a link the scheduler barely uses, a queue is the link's jitter or someone else's traffic,
-/// and cutting the rate to the trickle it delivers would keep the link out of use.
-pub const MIN_DRAIN_USE: f64 = 0.5;
-/// A link that delivers less than this share of what we put on it is overloaded: its capacity
-/// fell, and the rate follows the delivery rate down at once.
-pub const OVERLOAD_RATIO: f64 = 1.15;
-/// Otherwise a cut never takes the rate below this share of the best delivery rate of the last
-/// [`PROVEN_WINDOW`]: what the link carried a moment ago it still carries, and the queue is
-/// drained by the cut below it (a jittery link's noise must not halve its rate).
-pub const PROVEN_SHARE: f64 = 0.85;
-/// How long a delivery rate counts as proven.
-pub const PROVEN_WINDOW: Duration = Duration::from_secs(1);
+/// A link that delivers less than we put on it, by this ratio, is overloaded: the queue it
+/// shows is ours, and the rate drops below what it delivers.
+pub const OVERLOAD_RATIO: f64 = 1.05;
 /// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
 pub const MIN_RATE_BPS: f64 = 200_000.0;
 
@@ -115,6 +114,19 @@ pub struct Estimate {
     pub delivery_bps: Option<u64>,
 }
 
+/// What the session measured of a link, for [`RateControl::on_timeout`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkSample {
+    /// The link's measured jitter.
+    pub jitter: Duration,
+    /// The controller's smoothed RTT, if any.
+    pub srtt: Option<Duration>,
+    /// Datagram bytes sent on the link in total.
+    pub tx_bytes: u64,
+    /// The link's forward loss rate (0..1).
+    pub loss: f64,
+}
+
 /// One link's congestion controller. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct RateControl {
@@ -132,12 +144,12 @@ pub struct RateControl {
     last_peer_ts: Option<u64>,
     /// (when, bytes sent on the link in total), one per update, over [`DELIVERY_WINDOW`].
     sent: VecDeque<(Instant, u64)>,
-    /// (when, delivery rate in bits per second), one per update, over [`PROVEN_WINDOW`].
-    proven: VecDeque<(Instant, f64)>,
     busy: bool,
     next_update: Instant,
     last_drain: Option<Instant>,
     phase: Phase,
+    /// Until the first cut, the rate grows by [`STARTUP_GAIN`].
+    starting: bool,
 }
 
 impl RateControl {
@@ -154,11 +166,11 @@ impl RateControl {
             delivered: VecDeque::new(),
             last_peer_ts: None,
             sent: VecDeque::new(),
-            proven: VecDeque::new(),
             busy: false,
             next_update: now + UPDATE_INTERVAL,
             last_drain: None,
             phase: Phase::Starting,
+            starting: true,
         }
     }
 
@@ -273,9 +285,10 @@ impl RateControl {
     }
 
     /// Reconsiders the rate, if an update is due. `jitter` is the link's measured jitter and
-    /// `srtt` its smoothed RTT, `tx_bytes` the bytes sent on it in total. Returns whether an
-    /// update was due.
-    pub fn on_timeout(&mut self, now: Instant, jitter: Duration, srtt: Option<Duration>, tx_bytes: u64) -> bool {
+    /// `srtt` its smoothed RTT, `tx_bytes` the bytes sent on it in total and `loss` its forward
+    /// loss rate. Returns whether an update was due.
+    pub fn on_timeout(&mut self, now: Instant, link: LinkSample) -> bool {
+        let LinkSample { jitter, srtt, tx_bytes, loss } = link;
         if now < self.next_update {
             return false;
         }
@@ -283,12 +296,6 @@ impl RateControl {
         self.sent.push_back((now, tx_bytes));
         while self.sent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > DELIVERY_WINDOW) {
             self.sent.pop_front();
-        }
-        if let Some(d) = self.delivery_rate() {
-            self.proven.push_back((now, d * 8.0));
-        }
-        while self.proven.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > PROVEN_WINDOW) {
-            self.proven.pop_front();
         }
         while self.recent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > RECENT_WINDOW) {
             self.recent.pop_front();
@@ -309,26 +316,34 @@ impl RateControl {
             if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + RECENT_WINDOW) {
                 return true;
             }
-            // A queue on a link that carries next to nothing (probes), or far less than its
-            // rate, is its jitter, not ours.
-            let ours = self.send_rate_bps().is_some_and(|sent| sent >= self.rate_bps * MIN_DRAIN_USE);
-            if let Some(delivered) = self.delivery_rate().filter(|d| ours && d * 8.0 >= MIN_DRAIN_EVIDENCE_BPS) {
+            // The queue is ours only while the link delivers less than we put on it: a queue on
+            // a link that carries what it is given is its jitter (a jittery link holds packets
+            // behind a late one), or someone else's traffic, and cutting the rate would not
+            // shorten it. Nor is a queue on a link that carries next to nothing (probes).
+            // What was lost on the way (the link's own loss) was not delivered either, and is no
+            // sign of a queue. A queue past MAX_QUEUE_TARGET is drained whatever its cause.
+            let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= MIN_DRAIN_EVIDENCE_BPS);
+            let arrived = self.send_rate_bps().map(|sent| sent * (1.0 - loss.clamp(0.0, 0.5)));
+            if let (Some(delivered), Some(arrived)) = (delivered, arrived)
+                && (arrived > delivered * OVERLOAD_RATIO || queue > MAX_QUEUE_TARGET)
+            {
                 // Below the delivery rate by enough to drain the excess within DRAIN_TIME.
                 let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();
                 let factor = (1.0 - excess).clamp(MIN_DRAIN_FACTOR, DRAIN_FACTOR);
-                let overloaded = self.send_rate_bps().is_some_and(|sent| sent > delivered * 8.0 * OVERLOAD_RATIO);
-                let floor = if overloaded {
-                    0.0
-                } else {
-                    self.proven.iter().map(|&(_, d)| d).fold(0.0, f64::max) * PROVEN_SHARE
-                };
-                self.rate_bps = (self.rate_bps.min(delivered * 8.0) * factor).max(floor.min(self.rate_bps));
+                self.rate_bps = self.rate_bps.min(delivered) * factor;
                 self.last_drain = Some(now);
                 self.phase = Phase::Draining;
+                self.starting = false;
+            } else {
+                self.phase = Phase::Holding;
             }
         } else if busy {
             let delivered = self.delivery_rate().map_or(0.0, |d| d * 8.0);
-            self.rate_bps = self.rate_bps.max(delivered) * PROBE_GAIN;
+            // Startup's fast growth only while the path shows no queue at all and carries what
+            // it is given (the queue shows only a window late).
+            let empty = queue < STARTUP_QUEUE && delivered >= self.rate_bps * STARTUP_DELIVERY;
+            self.rate_bps =
+                self.rate_bps.max(delivered) * if self.starting && empty { STARTUP_GAIN } else { PROBE_GAIN };
             self.phase = Phase::Probing;
         } else {
             self.phase = Phase::Holding;
@@ -390,7 +405,7 @@ mod tests {
             }
             cc.on_rtt(now, base + queue);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
-            cc.on_timeout(now, Duration::ZERO, Some(base + queue), sent_bytes);
+            cc.on_timeout(now, LinkSample { srtt: Some(base + queue), tx_bytes: sent_bytes, ..LinkSample::default() });
         }
         let utilization = settled_bits / (capacity * secs / 2.0);
         println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
@@ -425,7 +440,7 @@ mod tests {
         assert_eq!(cc.rate_bps(), 8_000_000);
         cc.on_rtt(t0, Duration::from_millis(20));
         cc.on_busy();
-        cc.on_timeout(t0 + UPDATE_INTERVAL, Duration::ZERO, None, 0);
+        cc.on_timeout(t0 + UPDATE_INTERVAL, LinkSample::default());
         assert_eq!(cc.rate_bps(), 8_000_000);
     }
 }

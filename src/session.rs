@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cc::RateControl;
+use crate::cc::{LinkSample, RateControl};
 use crate::crypto::{PathNonce, Protection, SessionKeys};
 use crate::fragment::{Joined, Piece, Reassembly, Split, emit_piece_header};
 use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, StateReason, Transition};
@@ -304,6 +304,10 @@ struct Link {
     last_control: Option<Instant>,
     ack_due: bool,
     stats: LinkStats,
+    /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
+    /// carries what the mode gives it, and the model's queue drains at least as fast as the
+    /// peer reports it delivers.
+    steered: bool,
 }
 
 impl Link {
@@ -334,11 +338,18 @@ impl Link {
             last_control: None,
             ack_due: false,
             stats: LinkStats::default(),
+            steered: false,
         }
     }
 
+    const fn steered(mut self, steered: bool) -> Self {
+        self.steered = steered;
+        self
+    }
+
     fn rate_bps(&self) -> u64 {
-        self.cc.rate_bps()
+        let rate = self.cc.rate_bps();
+        if self.steered { rate } else { rate.max(self.cc.estimate().delivery_bps.unwrap_or(0)) }
     }
 
     /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
@@ -373,9 +384,19 @@ impl Link {
         self.drain_backlog(now);
         let in_flight = self.stats.tx_bytes.saturating_sub(sample.tx_bytes) as f64;
         self.backlog_bytes = self.backlog_bytes.min(in_flight);
-        let quality = self.monitor.quality();
-        if self.cc.on_timeout(now, quality.jitter, self.cc.smoothed_rtt(), self.stats.tx_bytes) {
+        if self.cc.on_timeout(now, self.cc_sample()) {
             self.trace_cc();
+        }
+    }
+
+    /// What the controller needs of the link's measurements.
+    fn cc_sample(&self) -> LinkSample {
+        let quality = self.monitor.quality();
+        LinkSample {
+            jitter: quality.jitter,
+            srtt: self.cc.smoothed_rtt(),
+            tx_bytes: self.stats.tx_bytes,
+            loss: quality.tx_loss,
         }
     }
 
@@ -519,14 +540,17 @@ impl Session {
             }
             // Spread the first probes over the first interval so links do not tick in lockstep.
             let offset = Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
-            links[slot] = Some(Link::new(
-                link.id,
-                link.priority,
-                link.rate_bps,
-                Some(link.remote),
-                now + offset,
-                config.probe_interval,
-            ));
+            links[slot] = Some(
+                Link::new(
+                    link.id,
+                    link.priority,
+                    link.rate_bps,
+                    Some(link.remote),
+                    now + offset,
+                    config.probe_interval,
+                )
+                .steered(config.mode.spreads_by_capacity()),
+            );
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
@@ -799,9 +823,7 @@ impl Session {
             if let Some(t) = link.monitor.handle_timeout(now) {
                 transitions.push((link.id, t));
             }
-            let jitter = link.monitor.quality().jitter;
-            let srtt = link.cc.smoothed_rtt();
-            if link.cc.on_timeout(now, jitter, srtt, link.stats.tx_bytes) {
+            if link.cc.on_timeout(now, link.cc_sample()) {
                 link.trace_cc();
             }
         }
@@ -1022,7 +1044,10 @@ impl Session {
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
-            self.links[slot] = Some(Link::new(via, 0, None, None, now, self.config.probe_interval));
+            self.links[slot] = Some(
+                Link::new(via, 0, None, None, now, self.config.probe_interval)
+                    .steered(self.config.mode.spreads_by_capacity()),
+            );
         }
         let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
         let newest = link.replay.highest().is_none_or(|h| pn > h);
@@ -1470,6 +1495,25 @@ impl Session {
                 }
                 continue;
             };
+            // A NAK for a first copy that cannot have arrived yet is the peer's guess (it did
+            // not know the link carried data), not a loss: the copy is still on its way, and
+            // the peer asks again after its RTO if it never comes.
+            // Half the link's lowest RTT: no copy arrives sooner, whatever the jitter.
+            let links = &self.links;
+            let owd = |id: LinkId| {
+                id.index()
+                    .and_then(|i| links.get(i))
+                    .and_then(Option::as_ref)
+                    .and_then(|l| l.cc.min_rtt().or(l.monitor.quality().min_rtt))
+                    .map(|r| r / 2)
+            };
+            let in_flight = sent.links.iter().filter_map(owd).max();
+            let back = via.and_then(owd).unwrap_or_default();
+            if sent.resent_at.is_none() && in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back)
+            {
+                self.stats.naks_early += 1;
+                continue;
+            }
             let meta = FrameMeta { seq: FrameSeq(seq), len: sent.frame.len(), critical: false };
             let links = self.scheduler.retransmit(now, &meta, &self.views, via);
             let arrival =

@@ -159,8 +159,8 @@ const OUTER_HEADERS: usize = 28;
 /// One virtual uplink: two directions, carrier, blackhole and the NAT mapping the gateway sees.
 #[derive(Debug)]
 pub struct VirtualLink {
-    up: Link,
-    down: Link,
+    pub up: Link,
+    pub down: Link,
     pub carrier: bool,
     pub blackhole: bool,
     /// The address the gateway sees for this link (the ISP's NAT mapping).
@@ -342,8 +342,15 @@ pub const DRAIN: Duration = Duration::from_millis(500);
 /// The most loop steps one run may take: a runaway timer fails the test instead of hanging it.
 pub const MAX_STEPS: u64 = 20_000_000;
 
-/// The edge's side of each link: the gateway address and the links' settings.
-fn edge_session_config(config: &SessionConfig, profiles: &[Profile], gateway_addr: SocketAddr) -> SessionConfig {
+/// The edge's side of each link: the gateway address and the links' settings. With `rated`,
+/// each link's configured rate is its profile's (a modem's plan); without, the congestion
+/// controllers must find the rates.
+fn edge_session_config(
+    config: &SessionConfig,
+    profiles: &[Profile],
+    gateway_addr: SocketAddr,
+    rated: bool,
+) -> SessionConfig {
     let mut edge_config = config.clone();
     edge_config.links = profiles
         .iter()
@@ -351,7 +358,7 @@ fn edge_session_config(config: &SessionConfig, profiles: &[Profile], gateway_add
         .map(|(i, p)| LinkConfig {
             id: LinkId::new(i as u8),
             priority: i as u8,
-            rate_bps: p.rate_bps,
+            rate_bps: p.rate_bps.filter(|_| rated),
             remote: gateway_addr,
         })
         .collect();
@@ -372,7 +379,7 @@ impl Sim<Edge, Gateway> {
             gateway_key: pinned,
             psk: security.edge_psk.clone(),
             cipher: security.cipher,
-            session: edge_session_config(&config, profiles, gateway_addr()),
+            session: edge_session_config(&config, profiles, gateway_addr(), true),
         };
         let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
         let gateway = security.gateway(&config, start, seed);
@@ -388,8 +395,18 @@ impl Sim {
     }
 
     pub fn with_config(seed: u64, config: SessionConfig, profiles: &[Profile]) -> Self {
+        Self::build(seed, config, profiles, true)
+    }
+
+    /// As [`Sim::with_config`], but no link's rate is configured: the engine measures them, as
+    /// in the lab.
+    pub fn unrated(seed: u64, config: SessionConfig, profiles: &[Profile]) -> Self {
+        Self::build(seed, config, profiles, false)
+    }
+
+    fn build(seed: u64, config: SessionConfig, profiles: &[Profile], rated: bool) -> Self {
         let start = Instant::now();
-        let edge_config = edge_session_config(&config, profiles, gateway_addr());
+        let edge_config = edge_session_config(&config, profiles, gateway_addr(), rated);
         let gateway_config = SessionConfig { links: Vec::new(), ..config };
         let (edge_keys, gateway_keys) = braid::testing::key_pair(seed, Cipher::ChaCha20Poly1305);
         let edge = Session::new(Role::Edge, edge_config, edge_keys, start, seed).expect("edge config");
