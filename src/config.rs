@@ -246,6 +246,7 @@ struct EdgeFile {
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
     path_mtu: Option<i64>,
+    mss_clamp: Option<bool>,
     tap: Option<TapFile>,
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
@@ -296,6 +297,7 @@ struct GatewayFile {
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
     path_mtu: Option<i64>,
+    mss_clamp: Option<bool>,
     handshake_rate: Option<i64>,
     edges: Vec<AllowedEdgeFile>,
     status: Option<StatusFile>,
@@ -339,7 +341,7 @@ fn expected(key: &str) -> String {
         "cipher" => CIPHER_RULE.into(),
         "mode" => MODE_RULE.into(),
         "latency_budget_ms" => range_rule(&LATENCY_BUDGET_MS_RANGE, "milliseconds"),
-        "retransmit" => "true or false".into(),
+        "retransmit" | "mss_clamp" => "true or false".into(),
         "path_mtu" => range_rule(&PATH_MTU_RANGE, "bytes"),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
@@ -391,7 +393,8 @@ fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Problem
         Some("aes-256-gcm") => Cipher::Aes256Gcm,
         Some(other) => return Err(problem("cipher", format!("{other:?} is not a cipher; expected {CIPHER_RULE}"))),
     };
-    let mut session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu)?;
+    let mut session =
+        session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp)?;
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -479,7 +482,8 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
             addresses
         }
     };
-    let session = session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu)?;
+    let session =
+        session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp)?;
     let handshake_rate = match file.handshake_rate {
         None => DEFAULT_HANDSHAKE_RATE,
         Some(rate) => in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")?,
@@ -526,6 +530,7 @@ fn session(
     latency_budget_ms: Option<i64>,
     retransmit: Option<bool>,
     path_mtu: Option<i64>,
+    mss_clamp: Option<bool>,
 ) -> Result<SessionConfig, Problem> {
     let mode = match mode {
         None => Mode::default(),
@@ -534,6 +539,7 @@ fn session(
     };
     let mut session = SessionConfig { mode, ..SessionConfig::default() };
     session.retransmit = retransmit.unwrap_or(session.retransmit);
+    session.clamp_mss = mss_clamp.unwrap_or(session.clamp_mss);
     if let Some(mtu) = path_mtu {
         let mtu: usize = in_range("path_mtu", mtu, &PATH_MTU_RANGE, "bytes")?;
         session.max_datagram = mtu - IP_UDP_OVERHEAD;
@@ -1117,7 +1123,7 @@ mod tests {
         let scratch = Scratch::new("edge-full");
         let yaml = edge_yaml()
             .replace("  - name: lte\n", "  - name: lte\n    source: 10.0.0.2\n    priority: 7\n    rate_mbps: 2.5\n")
-            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\npath_mtu: 1420\n\
+            + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\npath_mtu: 1420\nmss_clamp: false\n\
                tap:\n  name: tap9\n  mtu: 9000\n  mac: 02:00:00:00:00:0a\n  bridge: br0\n\
                status:\n  listen: \"[::1]:9000\"\n";
         let settings = scratch.edge(&yaml).unwrap();
@@ -1134,6 +1140,7 @@ mod tests {
                 latency_budget: Duration::from_millis(120),
                 retransmit: false,
                 max_datagram: 1420 - 48,
+                clamp_mss: false,
                 links: vec![
                     LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote },
                     LinkConfig { id: LinkId::new(1), priority: 7, rate_bps: Some(2_500_000), remote },

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod keys;
 pub mod monitor;
+pub mod mss;
 pub mod reorder;
 pub mod retransmit;
 pub mod rng;

@@ -123,6 +123,9 @@ pub struct SessionConfig {
     pub retransmit: bool,
     /// The largest UDP payload a link's path carries: larger frames are split in the tunnel.
     pub max_datagram: usize,
+    /// Whether TCP SYNs crossing the tunnel have their MSS lowered so that segments fit one
+    /// datagram ([`crate::mss`]).
+    pub clamp_mss: bool,
 }
 
 impl Default for SessionConfig {
@@ -135,6 +138,7 @@ impl Default for SessionConfig {
             links: Vec::new(),
             retransmit: true,
             max_datagram: DEFAULT_MAX_DATAGRAM,
+            clamp_mss: true,
         }
     }
 }
@@ -771,6 +775,9 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
+        if self.config.clamp_mss && crate::mss::clamp(&mut buf, self.config.max_datagram).is_some() {
+            self.stats.mss_clamped += 1;
+        }
         self.queue.push_back(Pending::new(seq, buf, chosen));
         Ok(())
     }

@@ -204,6 +204,8 @@ pub struct SessionStats {
     pub frames_reassembled: u64,
     /// Pieces of frames already delivered or held (redundant copies), discarded.
     pub duplicate_pieces: u64,
+    /// TCP SYNs whose MSS was lowered to fit one datagram.
+    pub mss_clamped: u64,
     /// NAKs for frames whose first copy could not have arrived yet, left unanswered.
     pub naks_early: u64,
     /// Datagram bytes of data sent as each frame's first copy.
