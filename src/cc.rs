@@ -68,6 +68,8 @@ pub const MIN_DRAIN_EVIDENCE_BPS: f64 = 500_000.0;
 /// A link that delivers less than we put on it, by this ratio, is overloaded: the queue it
 /// shows is ours, and the rate drops below what it delivers.
 pub const OVERLOAD_RATIO: f64 = 1.05;
+/// The overload test needs the link to deliver at least this share of its rate.
+pub const MIN_DRAIN_USE: f64 = 0.5;
 /// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
 pub const MIN_RATE_BPS: f64 = 200_000.0;
 
@@ -324,8 +326,10 @@ impl RateControl {
             // sign of a queue. A queue past MAX_QUEUE_TARGET is drained whatever its cause.
             let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= MIN_DRAIN_EVIDENCE_BPS);
             let arrived = self.send_rate_bps().map(|sent| sent * (1.0 - loss.clamp(0.0, 0.5)));
+            // On a link given far less than its rate, the two rates over one window are noise.
+            let loaded = delivered.is_some_and(|d| d >= self.rate_bps * MIN_DRAIN_USE);
             if let (Some(delivered), Some(arrived)) = (delivered, arrived)
-                && (arrived > delivered * OVERLOAD_RATIO || queue > MAX_QUEUE_TARGET)
+                && ((loaded && arrived > delivered * OVERLOAD_RATIO) || queue > MAX_QUEUE_TARGET)
             {
                 // Below the delivery rate by enough to drain the excess within DRAIN_TIME.
                 let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();

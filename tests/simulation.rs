@@ -398,3 +398,28 @@ fn a_link_whose_capacity_falls_to_a_quarter_has_its_rate_follow_within_a_second_
     // the entry, counted.
     assert!(tail_drops > 0 && r.lost <= over, "dsl dropped {tail_drops}, entry {over}: {r}");
 }
+
+#[test]
+fn bond_with_2_percent_loss_on_every_link_at_three_quarters_of_the_sum_loses_almost_nothing() {
+    let config =
+        SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(300), ..SessionConfig::default() };
+    let links = [Profile::dsl().loss(0.02), Profile::lte_good().loss(0.02), Profile::lte_bad().loss(0.02)];
+    let mut sim = Sim::unrated(8, config, &links);
+    sim.stream(1.0, 11.0, 28.5, 1200);
+    sim.run_until(12.0);
+    let r = sim.report();
+    let (edge, gateway) = (sim.edge.stats(), sim.gateway.stats());
+    let extra = edge.data_bytes_extra as f64 / edge.data_bytes_first.max(1) as f64;
+    let over = edge.drops.get(braid::DropReason::OverCapacity);
+    println!(
+        "RESULT scenario=sim-bond-udp-loss mode=bond {r} loss_pct={:.4} extra_pct={:.1} over_capacity={over} nacked={} recovered={} resent={} naks_early={}",
+        r.lost as f64 * 100.0 / r.sent as f64,
+        extra * 100.0,
+        gateway.frames_nacked,
+        gateway.frames_recovered,
+        edge.frames_retransmitted,
+        edge.naks_early
+    );
+    assert!(r.lost as f64 <= r.sent as f64 * 0.0005, "{r}");
+    assert!(extra <= 0.15, "extra {extra:.3}");
+}
