@@ -102,7 +102,8 @@ restore_uplink() {
 
 set_profile() { # link text
     echo "$2" >"$(profile_file "$1")"
-    pkill -HUP -f "braid-impair --a ta$1 " || true
+    # This lab's impairer only (another lab may run beside it, under another LAB_RUN).
+    pkill -HUP -f "braid-impair --a ta$1 .*$RUN/" || true
 }
 
 # The ISP's NAT forgets its mappings: the uplink's next packet leaves from a new port (the
@@ -270,8 +271,10 @@ link_table() {
 }
 
 cut_carrier_1() { log "cut: ${PROFILES[0]} loses carrier"; in_ns edge ip link set up1 down; }
-blackhole_2() { log "cut: ${PROFILES[1]} blackholed"; set_profile 2 "preset=${PROFILES[1]} blackhole=1"; }
-restore_1_2() { log "restore ${PROFILES[0]} and ${PROFILES[1]}"; restore_uplink 1; set_profile 2 "preset=${PROFILES[1]}"; }
+cut_carrier_3() { log "cut: ${PROFILES[2]} loses carrier"; in_ns edge ip link set up3 down; }
+restore_3() { log "restore ${PROFILES[2]}"; restore_uplink 3; }
+blackhole_2() { log "cut: ${PROFILES[1]} blackholed"; set_profile 2 "preset=${PROFILES[1]}${LINK_EXTRA:+ $LINK_EXTRA} blackhole=1"; }
+restore_1_2() { log "restore ${PROFILES[0]} and ${PROFILES[1]}"; restore_uplink 1; set_profile 2 "preset=${PROFILES[1]}${LINK_EXTRA:+ $LINK_EXTRA}"; }
 rebind_3() { log "NAT rebinding on ${PROFILES[2]}"; rebind_uplink 3; }
 kill_gateway() {
     log "gateway: SIGKILL and restart"
@@ -283,8 +286,8 @@ kill_gateway() {
 flap_link_1() { # times
     log "flap: ${PROFILES[0]} every 200 ms, $1 times"
     (for _ in $(seq "$1"); do
-        set_profile 1 "preset=${PROFILES[0]} blackhole=1"; sleep 0.2
-        set_profile 1 "preset=${PROFILES[0]}"; sleep 0.2
+        set_profile 1 "preset=${PROFILES[0]}${LINK_EXTRA:+ $LINK_EXTRA} blackhole=1"; sleep 0.2
+        set_profile 1 "preset=${PROFILES[0]}${LINK_EXTRA:+ $LINK_EXTRA}"; sleep 0.2
     done) &
 }
 flap_1() { flap_link_1 25; }
@@ -376,12 +379,12 @@ field() { # key line
     grep -o "\b$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2
 }
 
-# The RESULT line for a UDP stream, with extra fields.
-stream_result() { # name mode extra
+# The RESULT line for a UDP stream, with extra fields (and a goodput, if measured).
+stream_result() { # name mode extra [goodput]
     local p50 p99
     read -r p50 p99 <<<"$PING"
     result "$1" "$2" "$(field sent "$STREAM")" "$(field lost "$STREAM")" "$(field dup "$STREAM")" \
-        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" - - "${3:+$3 }impair_check=$IMPAIR_CHECK"
+        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" "${4:--}" - "${3:+$3 }impair_check=$IMPAIR_CHECK"
 }
 
 window_gap() { # index
@@ -536,24 +539,173 @@ scenario_mtu() {
         "ping_1500_df_loss_pct=${loss:-100} link=${PROFILES[1]} link_rate_mbps=10 goodput_share=$(awk -v g="$goodput" 'BEGIN { printf "%.2f", g / 10 }')"
 }
 
-# Issue #6's bond-cut, as a measurement (#6 is open; no test asserts it yet): bond mode, UDP at
-# half the links' sum (38 Mbit/s), `dsl` loses carrier at 5 s, `lte-good` is blackholed at 10 s
-# (latency budget 300 ms, as #6 states). Without congestion control the links left are
-# overloaded (19 Mbit/s on 18, then on 8).
-scenario_bond_cut() {
-    EVENTS=("5:cut_carrier_1" "10:blackhole_2") WINDOWS=(5 10)
-    udp_stream 19M 15
-    stream_result bond-cut bond "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 2)"
+# ---- issue #6: bond and auto ----
+# The presets' rates added up (20 + 10 + 8 Mbit/s): what bonding can at best carry.
+SUM_MBPS=38
+
+# The edge's data bytes beyond the first copies (duplicates, retransmissions) as a percentage of
+# the first copies' bytes, from its status: the mode's overhead ("-" before any data).
+extra_pct() {
+    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+        jq -r '.session | "\(.data_bytes_extra // 0) \(.data_bytes_first // 0)"' 2>/dev/null |
+        awk '{ if ($2 > 0) printf "%.2f\n", $1 * 100 / $2; else print "-" } END { if (!NR) print "-" }'
 }
 
-SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap mtu bond-cut)
+# Arithmetic on figures: EXPR over a, b, c (the values, in order), printed with FORMAT; "-" if
+# any value is not a number (a missing figure must not pass for a zero).
+awk_calc() { # expr format values...
+    local expr=$1 format=$2 v
+    shift 2
+    for v in "$@"; do
+        [[ $v =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || { echo -; return 0; }
+    done
+    awk -v format="$format" -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { printf format \"\\n\", ($expr) }"
+}
+
+# Sum of window_lost (or window_sent) entries FROM..TO of the stream line (0-based windows).
+window_sum() { # key from to
+    field "$1" "$STREAM" | tr , '\n' | awk -v from="$2" -v to="$3" 'NR - 1 >= from && NR - 1 <= to { s += $1 } END { print s + 0 }'
+}
+
+# iperf3 TCP goodput cam → ingest at the receiver, Mbit/s ("-" if the test failed). A server of
+# its own on PORT for each test, and both ends bounded in time however the tunnel behaves.
+tcp_goodput() { # port secs [iperf3 client flags...]
+    local port=$1 secs=$2
+    shift 2
+    in_ns ing timeout $((secs + 20)) iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+    local server=$!
+    sleep 0.5
+    in_ns cam timeout $((secs + 15)) iperf3 -c "$INGEST" -p "$port" -t "$secs" -J "$@" >"$RUN/iperf-tcp-$port.json" 2>/dev/null || true
+    wait "$server" || true
+    jq '.end.sum_received.bits_per_second / 1e6' "$RUN/iperf-tcp-$port.json" 2>/dev/null |
+        awk '{ printf "%.1f\n", $1 } END { if (!NR) print "-" }'
+}
+
+# Issue #6: bonded TCP. One stream for 15 s over all three links, then four in parallel, then
+# the best single link (`dsl`, 20 Mbit/s) alone, the other two without carrier: the figures a
+# bond must beat. Shares are of the links' 38 Mbit/s sum.
+scenario_bond_tcp() {
+    local g1 g4 single
+    log "TCP, 1 stream, 15 s, bond over ${PROFILES[*]}"
+    g1=$(tcp_goodput 5211 15)
+    log "TCP, 4 streams, 15 s"
+    g4=$(tcp_goodput 5212 15 -P 4)
+    impair_check
+    log "TCP, 1 stream, 15 s, over ${PROFILES[0]} alone (${PROFILES[1]} and ${PROFILES[2]} lose carrier)"
+    in_ns edge ip link set up2 down
+    in_ns edge ip link set up3 down
+    sleep 2
+    log "links: $(link_states)"
+    single=$(tcp_goodput 5213 15)
+    result bond-tcp "$MODE" - - - - - - - "$g1" - \
+        "goodput4_mbps=$g4 sum_mbps=$SUM_MBPS share1=$(awk_calc 'a / b' '%.3f' "$g1" "$SUM_MBPS") share4=$(awk_calc 'a / b' '%.3f' "$g4" "$SUM_MBPS") single_mbps=$single single_link=${PROFILES[0]} ratio_to_single=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$single") impair_check=$IMPAIR_CHECK"
+}
+
+# Each uplink's own one-way delay, with no stream yet: ping from the edge out of upN to its ISP's
+# router (192.168.N.1, on braid-impair's far side), 50 times, 20 ms apart. The echo and its
+# reply both cross that link's impairment (same profile each way) and nothing else, so the
+# delay is half the median RTT (LINK_OWD, "a,b,c"); half the p99 RTT goes in LINK_OWD_P99.
+# braid-impair never lets jitter reorder, so a frame waits for the one before it: a loaded
+# link's delay drifts from its median towards its delay plus its jitter (p99 is the nearer).
+link_owds() {
+    local u p50 p99 owd=() owd99=()
+    for u in $(seq 1 "$UPLINKS"); do
+        in_ns edge ping -n -c 50 -i 0.02 -W 1 -I "up$u" "192.168.$u.1" >"$RUN/ping-up$u.txt" 2>&1 || true
+        read -r p50 p99 <<<"$(ping_percentiles "$RUN/ping-up$u.txt")"
+        owd+=("$(awk_calc 'a / 2' '%.1f' "$p50")")
+        owd99+=("$(awk_calc 'a / 2' '%.1f' "$p99")")
+        log "${PROFILES[$((u - 1))]}: ping up$u → 192.168.$u.1 RTT p50 $p50 ms, p99 $p99 ms: one-way ${owd[-1]} ms"
+    done
+    LINK_OWD=$(IFS=,; echo "${owd[*]}")
+    LINK_OWD_P99=$(IFS=,; echo "${owd99[*]}")
+}
+
+# Issue #6: the latency bonding adds. UDP at 28 Mbit/s (75% of the sum) for 15 s, no cuts. Each
+# datagram's one-way latency is its capture time at the ingest minus the send time in its
+# iperf3 header (one machine's clocks). The bound is the spread of the links' median one-way
+# delays, measured before the stream, plus 30 ms; what bonding adds is the p99 above the fastest
+# link's. link_owd_p99_ms shows how far each link's own delay reaches (see link_owds).
+scenario_bond_latency() {
+    link_owds
+    EVENTS=() WINDOWS=()
+    udp_stream 28M 15
+    local p50 p99 lo hi spread
+    p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
+    lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | head -1) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
+    spread=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
+    stream_result bond-latency "$MODE" \
+        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$(awk_calc 'a + 30' '%.1f' "$spread") extra_pct=$(extra_pct)"
+}
+
+# Issue #6: random loss. Every link adds 2% random loss each way on top of its preset
+# (LINK_EXTRA); UDP at 28.5 Mbit/s (75% of the sum) for 20 s. What arrives, and what the
+# recovery cost in extra bytes.
+scenario_bond_udp_loss() {
+    EVENTS=() WINDOWS=()
+    udp_stream 28.5M 20
+    local sent lost
+    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
+    stream_result bond-udp-loss "$MODE" \
+        "loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") extra_pct=$(extra_pct)"
+}
+
+# Issue #6's bond-cut: bond mode, budget 300 ms, UDP at 19 Mbit/s (half the 38 Mbit/s sum) for
+# 20 s; "a link goes carrier-down mid-stream (lost=0), and later another is blackholed (lost ≤
+# 0.01%)". Which links: cutting `dsl` (20) leaves 18 Mbit/s, less than the stream, which no
+# tunnel can carry without loss, so the cuts must leave it; and two links must never be out at
+# once (`dsl` alone would carry 19 on 20, nothing to spare for recovery). So: t=5 `lte-bad`
+# loses carrier (30 left), t=10 it is restored (5 s to come back up), t=15 `lte-good` is
+# blackholed (28 left) to the end. Losses are counted by the window their datagram was *sent*
+# in (iperf3 stamps each; a lost one's time is interpolated from the received ones around it):
+# lost_after_carrier covers [5,10), lost_after_restore [10,15), lost_after_blackhole [15,end].
+scenario_bond_cut() {
+    EVENTS=("5:cut_carrier_3" "10:restore_3" "15:blackhole_2") WINDOWS=(5 6 10 11 15 16)
+    udp_stream 19M 20
+    local sent lost
+    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
+    stream_result bond-cut "$MODE" \
+        "lost_after_carrier=$(window_sum window_lost 1 2) lost_after_restore=$(window_sum window_lost 3 4) lost_after_blackhole=$(window_sum window_lost 5 6) sent_after_blackhole=$(window_sum window_sent 5 6) loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") gap_after_carrier_ms=$(window_gap 1) gap_after_restore_ms=$(window_gap 3) gap_after_blackhole_ms=$(window_gap 5) extra_pct=$(extra_pct)"
+}
+
+# Issue #6: auto mode (bond, plus duplicates on spare capacity) through redundant-cuts' timeline
+# with a 6 Mbit/s stream, and what the duplicates cost.
+scenario_auto_cut() {
+    EVENTS=("${CUTS[@]}") WINDOWS=("${CUT_WINDOWS[@]}")
+    udp_stream 6M 30
+    stream_result auto-cut "$MODE" \
+        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7) extra_pct=$(extra_pct)"
+}
+
+# Issue #6: auto mode offered 34.2 Mbit/s (90% of the sum) for 20 s, no cuts. Goodput is the
+# unique datagrams captured on the ingest LAN × 1200 bytes over the time iperf3 spent sending
+# them (its sender's duration). iperf3's own receiver figure is beside it; it counts what its
+# socket read, so it is lower whenever the ingest's socket buffer overflows (braid releases the
+# frames held behind a gap back to back), and it divides by the receiver's duration.
+scenario_auto_overload() {
+    EVENTS=() WINDOWS=()
+    udp_stream 34.2M 20
+    local sent lost unique secs goodput
+    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
+    unique=$(awk_calc 'a - b' '%d' "$(field received "$STREAM")" "$(field dup "$STREAM")")
+    secs=$(jq '.end.sum_sent.seconds // 20' "$RUN/iperf-client.json" 2>/dev/null || echo 20)
+    goodput=$(awk_calc 'b > 0 ? a * 1200 * 8 / b / 1e6 : 0' '%.2f' "$unique" "$secs")
+    stream_result auto-overload "$MODE" \
+        "iperf3_rx_mbps=$(jq '.end.sum_received.bits_per_second // 0 | . / 1e6 * 100 | round / 100' "$RUN/iperf-client.json" 2>/dev/null || echo -) unique=$unique secs=$secs sum_mbps=$SUM_MBPS share=$(awk_calc 'a / b' '%.3f' "$goodput" "$SUM_MBPS") loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") extra_pct=$(extra_pct)" \
+        "$goodput"
+}
+
+SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap mtu
+    bond-tcp bond-latency bond-udp-loss bond-cut auto-cut auto-overload)
 
 # The mode and topology a scenario runs in.
 configure() { # name
     MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=500
     case $1 in
         mtu) PATH_MTU=1420 LINK_EXTRA="mtu=1420" ;;
-        bond-*) MODE=bond BUDGET=300 ;;
+        bond-cut) MODE=bond BUDGET=300 ;;
+        bond-udp-loss) MODE=bond LINK_EXTRA="loss=0.02" ;;
+        bond-*) MODE=bond ;;
+        auto-*) MODE=auto ;;
         baseline) IMPAIR=0 DIRECT=1 ;;
         active-backup-*) MODE=active-backup ;;
         hostile) CAPTURE_TUNNEL=1 ;;

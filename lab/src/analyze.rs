@@ -1,15 +1,20 @@
 //! What the lab reads off real clients' traffic: an iperf3 UDP stream captured on the ingest
-//! side (loss, duplicates, reordering, the longest stall), and an MPEG-TS recording
-//! (continuity-counter errors).
+//! side (loss, duplicates, reordering, the longest stall, one-way latency), and an MPEG-TS
+//! recording (continuity-counter errors).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// One datagram of the stream as captured: when it arrived and its iperf3 sequence number.
+/// One datagram of the stream as captured: when it arrived, when it was sent and its iperf3
+/// sequence number.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arrival {
     /// Seconds since the Unix epoch (tshark's `frame.time_epoch`).
     pub at: f64,
+    /// When iperf3 sent it, in seconds, from the datagram header, on the sender's clock: iperf3
+    /// 3.12 stamps `CLOCK_MONOTONIC`, so [`Arrival::with_clock_offset`] puts it on the
+    /// capture's clock.
+    pub sent: f64,
     /// iperf3's packet count, from the datagram header.
     pub seq: u64,
 }
@@ -21,8 +26,16 @@ impl Arrival {
         let mut fields = line.split_whitespace();
         let at = fields.next()?.parse().ok()?;
         let hex = fields.next()?.replace(':', "");
-        let seq = u64::from_str_radix(hex.get(16..24)?, 16).ok()?;
-        Some(Self { at, seq })
+        let word = |range: std::ops::Range<usize>| u64::from_str_radix(hex.get(range)?, 16).ok();
+        let (secs, micros, seq) = (word(0..8)?, word(8..16)?, word(16..24)?);
+        Some(Self { at, sent: secs as f64 + micros as f64 / 1e6, seq })
+    }
+
+    /// The same arrival with its send time moved by `offset` seconds (from the sender's clock to
+    /// the capture's).
+    #[must_use]
+    pub fn with_clock_offset(self, offset: f64) -> Self {
+        Self { sent: self.sent + offset, ..self }
     }
 }
 
@@ -43,19 +56,35 @@ pub struct StreamReport {
     pub max_gap_ms: f64,
     /// The longest such stall that began in each window between consecutive event times.
     pub window_gaps_ms: Vec<f64>,
+    /// Datagrams sent in each window (by send time), lost or not.
+    pub window_sent: Vec<u64>,
+    /// Datagrams sent in each window (by send time) that never arrived. A lost datagram's send
+    /// time is interpolated by sequence number between the received datagrams on either side
+    /// of it (iperf3 stamps every datagram it sends); before the first or after the last
+    /// received one, it is extrapolated at the stream's mean interval.
+    pub window_lost: Vec<u64>,
+    /// Median one-way latency of first copies (arrival minus send time), in ms.
+    pub owd_p50_ms: Option<f64>,
+    /// 99th percentile of the same, in ms.
+    pub owd_p99_ms: Option<f64>,
 }
 
 impl StreamReport {
-    /// Reads `arrivals` (in capture order) of a stream of `sent` datagrams that began at
-    /// `start`; `events` are offsets in seconds from `start` that cut the run into windows.
+    /// Reads `arrivals` (in capture order) of a stream of `sent` datagrams (sequence numbers 1
+    /// to `sent`, as iperf3 counts) that began at `start`; `events` are offsets in seconds from
+    /// `start` that cut the run into windows. Send times must be on the capture's clock.
     pub fn new(sent: u64, start: f64, events: &[f64], arrivals: &[Arrival]) -> Self {
         let mut seen = BTreeSet::new();
+        let mut sent_at = BTreeMap::new();
+        let mut owd_ms = Vec::new();
         let (mut duplicated, mut reordered, mut highest) = (0, 0, None::<u64>);
         for a in arrivals {
             if !seen.insert(a.seq) {
                 duplicated += 1;
                 continue;
             }
+            sent_at.insert(a.seq, a.sent);
+            owd_ms.push((a.at - a.sent) * 1000.0);
             if highest.is_some_and(|h| a.seq < h) {
                 reordered += 1;
             }
@@ -64,15 +93,25 @@ impl StreamReport {
         let mut bounds: Vec<f64> = events.iter().map(|e| start + e).collect();
         bounds.insert(0, f64::NEG_INFINITY);
         bounds.push(f64::INFINITY);
-        let mut window_gaps_ms: Vec<f64> = vec![0.0; bounds.len() - 1];
+        let window_of = |t: f64| bounds.windows(2).position(|b| t >= b[0] && t < b[1]);
+        let windows = bounds.len() - 1;
+        let mut window_gaps_ms: Vec<f64> = vec![0.0; windows];
         let mut max_gap_ms: f64 = 0.0;
         for pair in arrivals.windows(2) {
             let gap = (pair[1].at - pair[0].at) * 1000.0;
             max_gap_ms = max_gap_ms.max(gap);
-            if let Some(w) = bounds.windows(2).position(|b| pair[0].at >= b[0] && pair[0].at < b[1]) {
+            if let Some(w) = window_of(pair[0].at) {
                 window_gaps_ms[w] = window_gaps_ms[w].max(gap);
             }
         }
+        let (mut window_sent, mut window_lost) = (vec![0; windows], vec![0; windows]);
+        for (at, lost) in send_times(sent, &sent_at) {
+            if let Some(w) = window_of(at) {
+                window_sent[w] += 1;
+                window_lost[w] += u64::from(lost);
+            }
+        }
+        owd_ms.sort_by(f64::total_cmp);
         let unique = seen.len() as u64;
         Self {
             sent,
@@ -82,8 +121,45 @@ impl StreamReport {
             reordered,
             max_gap_ms,
             window_gaps_ms,
+            window_sent,
+            window_lost,
+            owd_p50_ms: percentile(&owd_ms, 0.5),
+            owd_p99_ms: percentile(&owd_ms, 0.99),
         }
     }
+}
+/// Every sequence number from 1 to `sent` (or to the highest received, if beyond) with its send
+/// time and whether it was lost. `sent_at` holds the send times of those received; a lost one's
+/// is interpolated between its received neighbours by sequence number, or extrapolated at the
+/// mean interval before the first or after the last. Empty when nothing was received.
+fn send_times(sent: u64, sent_at: &BTreeMap<u64, f64>) -> Vec<(f64, bool)> {
+    let (Some((&first, &t_first)), Some((&last, &t_last))) = (sent_at.first_key_value(), sent_at.last_key_value())
+    else {
+        return Vec::new();
+    };
+    let interval = if last > first { (t_last - t_first) / (last - first) as f64 } else { 0.0 };
+    (1..=sent.max(last))
+        .map(|seq| {
+            if let Some(&at) = sent_at.get(&seq) {
+                return (at, false);
+            }
+            let before = sent_at.range(..seq).next_back();
+            let after = sent_at.range(seq..).next();
+            let at = match (before, after) {
+                (Some((&s0, &t0)), Some((&s1, &t1))) => t0 + (t1 - t0) * (seq - s0) as f64 / (s1 - s0) as f64,
+                (Some((&s0, &t0)), None) => t0 + (seq - s0) as f64 * interval,
+                (None, Some((&s1, &t1))) => t1 - (s1 - seq) as f64 * interval,
+                (None, None) => t_first,
+            };
+            (at, true)
+        })
+        .collect()
+}
+
+/// The nearest-rank percentile `p` (0..=1) of sorted values; `None` if there are none.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let rank = (sorted.len() as f64 * p).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 impl fmt::Display for StreamReport {
@@ -94,7 +170,11 @@ impl fmt::Display for StreamReport {
             self.sent, self.received, self.lost, self.duplicated, self.reordered, self.max_gap_ms
         )?;
         let gaps: Vec<String> = self.window_gaps_ms.iter().map(|g| format!("{g:.0}")).collect();
-        write!(f, " window_gaps_ms={}", gaps.join(","))
+        write!(f, " window_gaps_ms={}", gaps.join(","))?;
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        write!(f, " owd_p50_ms={} owd_p99_ms={}", ms(self.owd_p50_ms), ms(self.owd_p99_ms))?;
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        write!(f, " window_sent={} window_lost={}", list(&self.window_sent), list(&self.window_lost))
     }
 }
 
@@ -170,13 +250,19 @@ mod tests {
     use super::*;
 
     fn arrivals(list: &[(f64, u64)]) -> Vec<Arrival> {
-        list.iter().map(|&(at, seq)| Arrival { at, seq }).collect()
+        list.iter().map(|&(at, seq)| Arrival { at, sent: at, seq }).collect()
     }
 
     #[test]
-    fn a_tshark_line_gives_the_arrival_time_and_the_iperf3_count() {
+    fn a_tshark_line_gives_the_arrival_time_the_send_time_and_the_iperf3_count() {
         let a = Arrival::parse("1700000000.250000000 6553f10000012a3f0000002a000000").unwrap();
-        assert_eq!(a, Arrival { at: 1_700_000_000.25, seq: 42 });
+        assert_eq!((a.at, a.seq), (1_700_000_000.25, 42));
+        assert!((a.sent - 1_700_000_000.076_351).abs() < 1e-6, "{a:?}");
+        // iperf3 3.12 stamps its monotonic clock: 807.6 s after boot, in this capture.
+        let m = Arrival::parse("1796162040.673250000 00000327000976db00000001ac14ebd2").unwrap();
+        assert_eq!(m.seq, 1);
+        assert!((m.sent - 807.620_251).abs() < 1e-9, "{m:?}");
+        assert!((m.with_clock_offset(1_796_161_233.0).sent - 1_796_162_040.620_251).abs() < 1e-6);
         assert_eq!(Arrival::parse("1700000000.25 0000"), None);
         assert_eq!(Arrival::parse("garbage"), None);
     }
@@ -191,6 +277,39 @@ mod tests {
         assert!((r.window_gaps_ms[0] - 480.0).abs() < 1e-6, "{:?}", r.window_gaps_ms);
         assert!((r.window_gaps_ms[1] - 700.0).abs() < 1e-6);
         assert_eq!(r.window_gaps_ms[2], 0.0);
+    }
+
+    #[test]
+    fn one_way_latency_is_the_arrival_minus_the_send_time_of_first_copies_at_nearest_rank() {
+        // 100 datagrams sent every 10 ms, datagram i taking i ms; then a late duplicate of 1.
+        let mut a: Vec<Arrival> = (1..=100u64)
+            .map(|i| Arrival { at: 100.0 + i as f64 * 0.01 + i as f64 / 1000.0, sent: 100.0 + i as f64 * 0.01, seq: i })
+            .collect();
+        a.push(Arrival { at: 105.0, sent: 100.01, seq: 1 });
+        let r = StreamReport::new(100, 100.0, &[], &a);
+        assert!((r.owd_p50_ms.unwrap() - 50.0).abs() < 1e-6, "{:?}", r.owd_p50_ms);
+        assert!((r.owd_p99_ms.unwrap() - 99.0).abs() < 1e-6, "{:?}", r.owd_p99_ms);
+        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
+        assert_eq!(percentile(&[], 0.5), None);
+        let empty = StreamReport::new(5, 100.0, &[1.0], &[]);
+        assert_eq!((empty.lost, empty.owd_p50_ms, empty.window_lost.clone()), (5, None, vec![0, 0]));
+        assert!(empty.to_string().contains("owd_p50_ms=- owd_p99_ms=-"), "{empty}");
+    }
+
+    #[test]
+    fn a_lost_datagram_counts_in_the_window_its_neighbours_send_times_place_it_in() {
+        // Sent every 100 ms from 100.1 (seq 1) to 102.0 (seq 20); 8, 9 and 10 (sent at 100.8,
+        // 100.9 and 101.0) never arrive, nor does the head 1 or the tail 19 and 20. Windows:
+        // before 100.75 (1 to 7), to 101.45 (8 to 14), after (15 to 20).
+        let a: Vec<Arrival> = (2..=18u64)
+            .filter(|s| !(8..=10).contains(s))
+            .map(|s| Arrival { at: 100.05 + s as f64 * 0.1, sent: 100.0 + s as f64 * 0.1, seq: s })
+            .collect();
+        let r = StreamReport::new(20, 100.0, &[0.75, 1.45], &a);
+        assert_eq!(r.lost, 6);
+        assert_eq!(r.window_sent, vec![7, 7, 6], "{r:?}");
+        assert_eq!(r.window_lost, vec![1, 3, 2], "{r:?}");
+        assert!(r.to_string().ends_with(" window_sent=7,7,6 window_lost=1,3,2"), "{r}");
     }
 
     fn ts_packet(pid: u16, cc: u8, payload: bool) -> [u8; TS_PACKET] {

@@ -10,7 +10,12 @@
 //! ```
 //! * `stream` reads `EPOCH HEX` lines (tshark's `frame.time_epoch` and `udp.payload` of an
 //!   iperf3 UDP stream captured on the ingest side) and prints loss, duplicates, reordering and
-//!   the longest stall, overall and per window between event times.
+//!   the longest stall, overall and per window between event times, losses per window by send
+//!   time, and the one-way latency (capture time minus the send time in iperf3's header; the
+//!   sender and the capture share this machine's clocks). iperf3 3.12 stamps `CLOCK_MONOTONIC`:
+//!   a header time more than a day from its capture time is moved onto the wall clock by the
+//!   offset between the two clocks, read now (run it on the machine, and in the boot, that
+//!   captured).
 //! * `ts` checks an MPEG-TS recording's continuity counters; `unhex` turns tshark's hex
 //!   `udp.payload` lines back into the bytes (a TS recording of what crossed the wire).
 //! * `flood` sends random garbage datagrams; `replay` sends the payloads of a file of hex lines
@@ -123,9 +128,31 @@ fn stream(flags: &Flags) -> Result<(), String> {
     };
     let mut input = String::new();
     std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
-    let arrivals: Vec<Arrival> = input.lines().filter_map(Arrival::parse).collect();
+    let mut arrivals: Vec<Arrival> = input.lines().filter_map(Arrival::parse).collect();
+    let on_wall_clock = arrivals.first().is_none_or(|a| (a.at - a.sent).abs() < 86_400.0);
+    if !on_wall_clock {
+        let offset = wall_minus_monotonic();
+        arrivals.iter_mut().for_each(|a| *a = a.with_clock_offset(offset));
+    }
     println!("{}", StreamReport::new(sent, start, &events, &arrivals));
     Ok(())
+}
+
+/// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, in seconds: the wall clock read between two reads
+/// of the monotonic one, the closest of a few tries.
+fn wall_minus_monotonic() -> f64 {
+    use rustix::time::{ClockId, clock_gettime};
+    let secs = |t: rustix::time::Timespec| t.tv_sec as f64 + t.tv_nsec as f64 / 1e9;
+    let mut best = (f64::INFINITY, 0.0);
+    for _ in 0..5 {
+        let before = secs(clock_gettime(ClockId::Monotonic));
+        let wall = secs(clock_gettime(ClockId::Realtime));
+        let after = secs(clock_gettime(ClockId::Monotonic));
+        if after - before < best.0 {
+            best = (after - before, wall - (before + after) / 2.0);
+        }
+    }
+    best.1
 }
 
 /// Sends datagrams built by `fill` to `--to` at `--pps` for `--secs`, then prints the count.
