@@ -48,11 +48,12 @@ pub const JITTER_ALLOWANCE: f64 = 2.0;
 pub const MAX_QUEUE_TARGET: Duration = Duration::from_millis(80);
 /// The rate's growth per update while the link is busy and its queue short.
 pub const PROBE_GAIN: f64 = 1.04;
-/// The growth per update until the link first shows a queue (its capacity is unknown until
-/// then): the rate doubles in about three updates, so a stream that starts at once is not held
-/// at the starting rate for seconds.
+/// The growth per update while the link shows no queue and delivers what it is given: the
+/// rate doubles in about three updates, so a stream that starts at once, or a link that must
+/// suddenly carry what a cut one did, is not held at the old rate for seconds.
 pub const STARTUP_GAIN: f64 = 1.25;
-/// ... while the queue is below this...
+/// ... while the queue is below this (or below the target, while the scheduler is starved: see
+/// [`RateControl::on_starved`])...
 pub const STARTUP_QUEUE: Duration = Duration::from_millis(5);
 /// ... and the link delivers at least this share of the rate.
 pub const STARTUP_DELIVERY: f64 = 0.8;
@@ -147,11 +148,10 @@ pub struct RateControl {
     /// (when, bytes sent on the link in total), one per update, over [`DELIVERY_WINDOW`].
     sent: VecDeque<(Instant, u64)>,
     busy: bool,
+    starved: bool,
     next_update: Instant,
     last_drain: Option<Instant>,
     phase: Phase,
-    /// Until the first cut, the rate grows by [`STARTUP_GAIN`].
-    starting: bool,
 }
 
 impl RateControl {
@@ -169,10 +169,10 @@ impl RateControl {
             last_peer_ts: None,
             sent: VecDeque::new(),
             busy: false,
+            starved: false,
             next_update: now + UPDATE_INTERVAL,
             last_drain: None,
             phase: Phase::Starting,
-            starting: true,
         }
     }
 
@@ -281,6 +281,13 @@ impl RateControl {
         self.busy = true;
     }
 
+    /// The scheduler had to queue far behind the rate on this link (half its largest queue):
+    /// if the path shows no queue of its own, the rate is far too low, and grows fast.
+    pub fn on_starved(&mut self) {
+        self.busy = true;
+        self.starved = true;
+    }
+
     /// When [`Self::on_timeout`] is next due.
     pub const fn poll_timeout(&self) -> Instant {
         self.next_update
@@ -303,6 +310,7 @@ impl RateControl {
             self.recent.pop_front();
         }
         let busy = std::mem::take(&mut self.busy);
+        let starved = std::mem::take(&mut self.starved);
         let lo = self.recent.iter().map(|&(_, r)| r).min();
         let hi = self.recent.iter().map(|&(_, r)| r).max();
         if let (Some(lo), Some(hi)) = (lo, hi) {
@@ -337,17 +345,19 @@ impl RateControl {
                 self.rate_bps = self.rate_bps.min(delivered) * factor;
                 self.last_drain = Some(now);
                 self.phase = Phase::Draining;
-                self.starting = false;
             } else {
                 self.phase = Phase::Holding;
             }
         } else if busy {
             let delivered = self.delivery_rate().map_or(0.0, |d| d * 8.0);
-            // Startup's fast growth only while the path shows no queue at all and carries what
-            // it is given (the queue shows only a window late).
-            let empty = queue < STARTUP_QUEUE && delivered >= self.rate_bps * STARTUP_DELIVERY;
-            self.rate_bps =
-                self.rate_bps.max(delivered) * if self.starting && empty { STARTUP_GAIN } else { PROBE_GAIN };
+            // Fast growth while the path shows no queue at all and carries what it is given (the
+            // queue shows only a window late): at the start, and whenever a link suddenly
+            // has to carry more than the share its rate was set for (the others were cut).
+            // A scheduler queued far behind the rate while the path shows no queue of its own
+            // means the rate is far below the link's.
+            let carried = delivered >= self.rate_bps * STARTUP_DELIVERY;
+            let fast = carried && (queue < STARTUP_QUEUE || (starved && queue < target));
+            self.rate_bps = self.rate_bps.max(delivered) * if fast { STARTUP_GAIN } else { PROBE_GAIN };
             self.phase = Phase::Probing;
         } else {
             self.phase = Phase::Holding;

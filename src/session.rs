@@ -745,18 +745,25 @@ impl Session {
         let queue_of = |views: &[LinkView], id: LinkId| {
             views.iter().find(|v| v.id == id).map_or(Duration::ZERO, |v| v.queue_delay)
         };
-        if self.config.mode.spreads_by_capacity()
-            && !chosen.is_empty()
-            && chosen.iter().all(|id| queue_of(&self.views, id) > MAX_QUEUE_DELAY)
-        {
+        // Over capacity only where the path agrees: a model queue that the measured round trips
+        // do not show (beyond the most jitter a link is allowed, MAX_QUEUE_TARGET) is the
+        // model's error, a rate not yet grown to the link's, and the frame goes out, which is
+        // what lets the rate grow.
+        let overrun = |id: LinkId| {
+            queue_of(&self.views, id) > MAX_QUEUE_DELAY
+                && self.link(id).is_none_or(|l| l.cc.queue_delay().is_none_or(|q| q >= crate::cc::MAX_QUEUE_TARGET))
+        };
+        if self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
             return Err(self.count(DropReason::OverCapacity));
         }
         for id in chosen.iter() {
-            let busy = queue_of(&self.views, id) >= BUSY_QUEUE;
+            let queue = queue_of(&self.views, id);
             match self.link_mut(id) {
                 Some(link) if link.remote.is_some() => {
                     link.backlog_bytes += (frame.len() + crate::wire::DATA_OVERHEAD) as f64;
-                    if busy {
+                    if queue >= MAX_QUEUE_DELAY / 2 {
+                        link.cc.on_starved();
+                    } else if queue >= BUSY_QUEUE {
                         link.cc.on_busy();
                     }
                 }
