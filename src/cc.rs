@@ -52,8 +52,7 @@ pub const PROBE_GAIN: f64 = 1.04;
 /// rate doubles in about three updates, so a stream that starts at once, or a link that must
 /// suddenly carry what a cut one did, is not held at the old rate for seconds.
 pub const STARTUP_GAIN: f64 = 1.25;
-/// ... while the queue is below this (or below the target, while the scheduler is starved: see
-/// [`RateControl::on_starved`])...
+/// ... while the queue is below this...
 pub const STARTUP_QUEUE: Duration = Duration::from_millis(5);
 /// ... and the link delivers at least this share of the rate.
 pub const STARTUP_DELIVERY: f64 = 0.8;
@@ -148,7 +147,6 @@ pub struct RateControl {
     /// (when, bytes sent on the link in total), one per update, over [`DELIVERY_WINDOW`].
     sent: VecDeque<(Instant, u64)>,
     busy: bool,
-    starved: bool,
     next_update: Instant,
     last_drain: Option<Instant>,
     phase: Phase,
@@ -169,7 +167,6 @@ impl RateControl {
             last_peer_ts: None,
             sent: VecDeque::new(),
             busy: false,
-            starved: false,
             next_update: now + UPDATE_INTERVAL,
             last_drain: None,
             phase: Phase::Starting,
@@ -281,13 +278,6 @@ impl RateControl {
         self.busy = true;
     }
 
-    /// The scheduler had to queue far behind the rate on this link (half its largest queue):
-    /// if the path shows no queue of its own, the rate is far too low, and grows fast.
-    pub fn on_starved(&mut self) {
-        self.busy = true;
-        self.starved = true;
-    }
-
     /// When [`Self::on_timeout`] is next due.
     pub const fn poll_timeout(&self) -> Instant {
         self.next_update
@@ -310,7 +300,6 @@ impl RateControl {
             self.recent.pop_front();
         }
         let busy = std::mem::take(&mut self.busy);
-        let starved = std::mem::take(&mut self.starved);
         let lo = self.recent.iter().map(|&(_, r)| r).min();
         let hi = self.recent.iter().map(|&(_, r)| r).max();
         if let (Some(lo), Some(hi)) = (lo, hi) {
@@ -353,10 +342,7 @@ impl RateControl {
             // Fast growth while the path shows no queue at all and carries what it is given (the
             // queue shows only a window late): at the start, and whenever a link suddenly
             // has to carry more than the share its rate was set for (the others were cut).
-            // A scheduler queued far behind the rate while the path shows no queue of its own
-            // means the rate is far below the link's.
-            let carried = delivered >= self.rate_bps * STARTUP_DELIVERY;
-            let fast = carried && (queue < STARTUP_QUEUE || (starved && queue < target));
+            let fast = queue < STARTUP_QUEUE && delivered >= self.rate_bps * STARTUP_DELIVERY;
             self.rate_bps = self.rate_bps.max(delivered) * if fast { STARTUP_GAIN } else { PROBE_GAIN };
             self.phase = Phase::Probing;
         } else {

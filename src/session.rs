@@ -761,9 +761,7 @@ impl Session {
             match self.link_mut(id) {
                 Some(link) if link.remote.is_some() => {
                     link.backlog_bytes += (frame.len() + crate::wire::DATA_OVERHEAD) as f64;
-                    if queue >= MAX_QUEUE_DELAY / 2 {
-                        link.cc.on_starved();
-                    } else if queue >= BUSY_QUEUE {
+                    if queue >= BUSY_QUEUE {
                         link.cc.on_busy();
                     }
                 }
