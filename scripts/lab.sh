@@ -376,7 +376,7 @@ udp_stream() { # rate secs
 }
 
 field() { # key line
-    grep -o "\b$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2
+    grep -o "\b$1=[^ ]*" <<<"$2" | sed -n 1p | cut -d= -f2
 }
 
 # The RESULT line for a UDP stream, with extra fields (and a goodput, if measured).
@@ -508,7 +508,9 @@ ffmpeg_stream() { # udp|srt
     fi
     local ts frames freezes
     ts=$("$BIN/braid-labtool" ts "$out")
-    frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | head -1 | tr -dc 0-9)
+    # sed, not head: head leaves the pipe at once, and ffprobe writing a line more then dies of
+    # SIGPIPE, which pipefail turns into the script's exit (seen once over SRT).
+    frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | sed -n 1p | tr -dc 0-9)
     freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
     log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
     result "ffmpeg-redundant/$transport" redundant - - - - - - - - "$(field cc_errors "$ts")" \
@@ -631,7 +633,7 @@ scenario_bond_latency() {
     udp_stream 28M 15
     local p50 p99 lo hi spread
     p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
-    lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | head -1) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
+    lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | sed -n 1p) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
     spread=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
     stream_result bond-latency "$MODE" \
         "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$(awk_calc 'a + 30' '%.1f' "$spread") extra_pct=$(extra_pct)"
