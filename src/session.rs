@@ -307,6 +307,9 @@ struct Link {
     /// is owed an answer ([`crate::monitor::ACK_INTERVAL`]).
     last_control: Option<Instant>,
     ack_due: bool,
+    /// The report `ack_due` asks for is due and a `handle_timeout` has seen it: the next
+    /// `poll_transmit` sends it, and `poll_timeout` no longer wakes the driver for it.
+    ack_woken: bool,
     stats: LinkStats,
     /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
     /// carries what the mode gives it, and the model's queue drains at least as fast as the
@@ -341,9 +344,15 @@ impl Link {
             last_data: None,
             last_control: None,
             ack_due: false,
+            ack_woken: false,
             stats: LinkStats::default(),
             steered: false,
         }
+    }
+
+    /// When the report owed for data on this link is due.
+    fn ack_at(&self) -> Instant {
+        self.last_control.map_or(self.next_probe, |t| t + ACK_INTERVAL)
     }
 
     const fn steered(mut self, steered: bool) -> Self {
@@ -835,6 +844,7 @@ impl Session {
             if let Some(t) = link.monitor.handle_timeout(now) {
                 transitions.push((link.id, t));
             }
+            link.ack_woken |= link.ack_due && link.ack_at() <= now;
             if link.cc.on_timeout(now, link.cc_sample()) {
                 link.trace_cc();
             }
@@ -974,10 +984,9 @@ impl Session {
             if let Some(at) = link.monitor.poll_timeout() {
                 consider(at, TimerKind::LinkTimeout(link.id));
             }
-            if link.ack_due {
+            if link.ack_due && !link.ack_woken {
                 // The first poll_transmit at or after this sends the report.
-                let at = link.last_control.map_or(link.next_probe, |t| t + ACK_INTERVAL);
-                consider(at, TimerKind::Ack(link.id));
+                consider(link.ack_at(), TimerKind::Ack(link.id));
             }
         }
         if let Some(at) = self.reorder.poll_timeout() {
@@ -1097,7 +1106,10 @@ impl Session {
                 let seq = expand_u32(expected, header.frame_seq);
                 link.highest_frame = link.highest_frame.max(Some(seq));
                 link.last_data = Some(now);
-                link.ack_due = true;
+                if !link.ack_due {
+                    link.ack_due = true;
+                    link.ack_woken = false;
+                }
                 let joined;
                 let frame = if header.fragment == FRAGMENT_PIECE {
                     let piece = Piece::parse(frame).map_err(|_| DropReason::BadPayload)?;
