@@ -362,7 +362,7 @@ impl Link {
 
     fn rate_bps(&self) -> u64 {
         let rate = self.cc.rate_bps();
-        if self.steered { rate } else { rate.max(self.cc.estimate().delivery_bps.unwrap_or(0)) }
+        if self.steered { rate } else { rate.max(self.cc.delivery_rate().map_or(0, |d| (d * 8.0) as u64)) }
     }
 
     /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
