@@ -523,11 +523,18 @@ scenario_ffmpeg_redundant() {
 }
 
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
-# when ICMP is filtered), and braid is told so (`path_mtu: 1420`). A full 1500-byte packet must
-# cross the TAP's 1500-byte MTU with DF set, in pieces inside the tunnel; TCP goodput over the
-# one remaining link is reported against its rate.
+# when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at
+# its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
+# DF set, in pieces inside the tunnel; TCP goodput over the one remaining link is reported
+# against its rate, with the MTU each link found.
 scenario_mtu() {
-    local ping_out loss
+    local ping_out loss probed
+    # The links search while they come up; give them a moment to settle (bounded).
+    for _ in $(seq 1 20); do
+        probed=$(probed_datagrams)
+        [[ $probed != *"?"* && -n $probed ]] && break
+        sleep 0.25
+    done
     ping_out=$(in_ns cam ping -M do -s 1472 -c 50 -i 0.02 "$INGEST" 2>&1 || true)
     loss=$(grep -o '[0-9.]*% packet loss' <<<"$ping_out" | cut -d% -f1)
     in_ns edge ip link set up1 down
@@ -538,7 +545,14 @@ scenario_mtu() {
     local goodput
     goodput=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
     result mtu "${MODE:-redundant}" 50 - - - - - - "$(printf '%.1f' "$goodput")" - \
-        "ping_1500_df_loss_pct=${loss:-100} link=${PROFILES[1]} link_rate_mbps=10 goodput_share=$(awk -v g="$goodput" 'BEGIN { printf "%.2f", g / 10 }')"
+        "ping_1500_df_loss_pct=${loss:-100} probed_datagram=${probed:--} path_datagram=1392 link=${PROFILES[1]} link_rate_mbps=10 goodput_share=$(awk -v g="$goodput" 'BEGIN { printf "%.2f", g / 10 }')"
+}
+
+# The largest datagram (UDP payload) each edge link's probing found, comma-separated, with "?"
+# after one still searching. A 1420-byte IPv4 path carries 1392 (1420 − 20 − 8).
+probed_datagrams() {
+    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+        jq -r '[.session.links[] | "\(.max_datagram)\(if .max_datagram_settled then "" else "?" end)"] | join(",")' 2>/dev/null || true
 }
 
 # ---- issue #6: bond and auto ----
@@ -703,7 +717,7 @@ SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-r
 configure() { # name
     MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=500
     case $1 in
-        mtu) PATH_MTU=1420 LINK_EXTRA="mtu=1420" ;;
+        mtu) LINK_EXTRA="mtu=1420" ;;
         bond-cut) MODE=bond BUDGET=300 ;;
         bond-udp-loss) MODE=bond LINK_EXTRA="loss=0.02" ;;
         bond-*) MODE=bond ;;

@@ -315,14 +315,14 @@ pub fn table(status: &crate::io::status::Status) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10} {:>6} {:>6}",
-            "LINK", "STATE", "RTT ms", "JIT ms", "LOSS>", "LOSS<", "OUT", "IN", "SHARE>", "1ST<"
+            "  {:<12} {:<9} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10} {:>10} {:>6} {:>6} {:>6}",
+            "LINK", "STATE", "RTT ms", "JIT ms", "LOSS>", "LOSS<", "OUT", "RATE", "IN", "SHARE>", "1ST<", "DGRAM"
         );
         for link in &session.links {
             let rtt = link.rtt_ms.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
             let _ = writeln!(
                 out,
-                "  {:<12} {:<9} {:>8} {:>7.1} {:>6.1}% {:>6.1}% {:>10} {:>10} {:>5.0}% {:>5.0}%",
+                "  {:<12} {:<9} {:>8} {:>7.1} {:>6.1}% {:>6.1}% {:>10} {:>10} {:>10} {:>5.0}% {:>5.0}% {:>6}",
                 link.name,
                 link.state,
                 rtt,
@@ -330,9 +330,12 @@ pub fn table(status: &crate::io::status::Status) -> String {
                 link.tx_loss * 100.0,
                 link.rx_loss * 100.0,
                 rate(link.tx_bps),
+                rate(link.rate_bps as f64),
                 rate(link.rx_bps),
                 link.tx_share * 100.0,
-                link.rx_share * 100.0
+                link.rx_share * 100.0,
+                // The largest datagram the path carries as probed, marked while the search is on.
+                format!("{}{}", link.max_datagram, if link.max_datagram_settled { "" } else { "?" })
             );
         }
         if let Some(last) = edge.transitions.last() {

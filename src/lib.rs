@@ -29,6 +29,7 @@ pub mod handshake;
 pub mod keys;
 pub mod monitor;
 pub mod mss;
+pub mod pmtu;
 pub mod reorder;
 pub mod retransmit;
 pub mod rng;

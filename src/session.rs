@@ -21,6 +21,7 @@ use crate::cc::{LinkSample, RateControl};
 use crate::crypto::{PathNonce, Protection, SessionKeys};
 use crate::fragment::{Joined, Piece, Reassembly, Split, emit_piece_header};
 use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkQuality, LinkState, PROBE_INTERVAL, StateReason, Transition};
+use crate::pmtu::{PathMtu, Phase};
 use crate::reorder::{Arrival, ReorderBuffer};
 use crate::retransmit::{Gaps, MAX_MISSING, NakTiming, SentFrames};
 use crate::rng::Rng;
@@ -75,6 +76,9 @@ pub const MIN_RESEND_GAP: Duration = Duration::from_millis(10);
 /// A re-sent frame goes out twice on the link the NAK came in on (the freshest proof that it
 /// works), this far apart, so that one loss burst does not take both copies.
 pub const RESEND_SPACING: Duration = Duration::from_millis(10);
+/// A link losing this share of what it sends has its path MTU confirmed at once: a path that
+/// shrank below the size in use loses every large datagram.
+pub const MTU_SUSPECT_LOSS: f64 = 0.2;
 /// Spare frame buffers kept for reuse.
 const MAX_POOLED: usize = 1024;
 /// NAK ranges in one control packet.
@@ -126,6 +130,9 @@ pub struct SessionConfig {
     /// Whether TCP SYNs crossing the tunnel have their MSS lowered so that segments fit one
     /// datagram ([`crate::mss`]).
     pub clamp_mss: bool,
+    /// Whether each link probes its path for the largest datagram it carries, up to
+    /// `max_datagram` ([`crate::pmtu`]). Without it every link uses `max_datagram` as given.
+    pub probe_mtu: bool,
 }
 
 impl Default for SessionConfig {
@@ -139,6 +146,7 @@ impl Default for SessionConfig {
             retransmit: true,
             max_datagram: DEFAULT_MAX_DATAGRAM,
             clamp_mss: true,
+            probe_mtu: true,
         }
     }
 }
@@ -235,6 +243,8 @@ pub enum TimerKind {
     Resend,
     /// Data that arrived on a link is owed a report ([`ACK_INTERVAL`]).
     Ack(LinkId),
+    /// A link's path-MTU probe is due, or its answer is overdue.
+    PathMtu(LinkId),
     /// The previous keys stop opening packets.
     KeyRetire,
     /// A handshake is due: first, retry, rekey, or a gateway/session deadline.
@@ -311,6 +321,12 @@ struct Link {
     /// `poll_transmit` sends it, and `poll_timeout` no longer wakes the driver for it.
     ack_woken: bool,
     stats: LinkStats,
+    /// The largest datagram the link's path carries, as probed.
+    pmtu: PathMtu,
+    /// A path-MTU probe of this size is to go out (a `handle_timeout` asked for it).
+    mtu_probe_due: Option<usize>,
+    /// The peer's path-MTU probe of this size is owed an answer.
+    mtu_ack_due: Option<u16>,
     /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
     /// carries what the mode gives it, and the model's queue drains at least as fast as the
     /// peer reports it delivers.
@@ -346,8 +362,23 @@ impl Link {
             ack_due: false,
             ack_woken: false,
             stats: LinkStats::default(),
+            pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM),
+            mtu_probe_due: None,
+            mtu_ack_due: None,
             steered: false,
         }
+    }
+
+    /// Sets the path-MTU search: up to `max` bytes, probed from `now` on, or `max` as given.
+    fn path_mtu(mut self, now: Instant, max: usize, probe: bool) -> Self {
+        self.pmtu = if probe { PathMtu::new(max) } else { PathMtu::fixed(max) };
+        self.pmtu.restart(now);
+        self
+    }
+
+    /// Whether the link can carry a path-MTU probe now.
+    fn can_probe_mtu(&self) -> bool {
+        self.remote.is_some() && self.monitor.carrier() && self.monitor.state() != LinkState::Down
     }
 
     /// When the report owed for data on this link is due.
@@ -562,7 +593,8 @@ impl Session {
                     now + offset,
                     config.probe_interval,
                 )
-                .steered(config.mode.spreads_by_capacity()),
+                .steered(config.mode.spreads_by_capacity())
+                .path_mtu(now + offset, config.max_datagram, config.probe_mtu),
             );
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
@@ -723,6 +755,12 @@ impl Session {
         self.link(link).map(|l| l.stats)
     }
 
+    /// The largest datagram a link uses now, and whether that is final: false while its
+    /// path-MTU search is on (a down link keeps the size it had).
+    pub fn link_path_mtu(&self, link: LinkId) -> Option<(usize, bool)> {
+        self.link(link).map(|l| (l.pmtu.current(), l.pmtu.phase() != Phase::Searching))
+    }
+
     /// A link's current remote address.
     pub fn link_remote(&self, link: LinkId) -> Option<SocketAddr> {
         self.link(link).and_then(|l| l.remote)
@@ -789,7 +827,7 @@ impl Session {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        if self.config.clamp_mss && crate::mss::clamp(&mut buf, self.config.max_datagram).is_some() {
+        if self.config.clamp_mss && crate::mss::clamp(&mut buf, self.mss_datagram()).is_some() {
             self.stats.mss_clamped += 1;
         }
         self.queue.push_back(Pending::new(seq, buf, chosen));
@@ -845,6 +883,12 @@ impl Session {
                 transitions.push((link.id, t));
             }
             link.ack_woken |= link.ack_due && link.ack_at() <= now;
+            if link.mtu_probe_due.is_none() && link.can_probe_mtu() {
+                if link.monitor.quality().tx_loss >= MTU_SUSPECT_LOSS {
+                    link.pmtu.suspect(now);
+                }
+                link.mtu_probe_due = link.pmtu.poll_probe(now, link.monitor.probe_timeout());
+            }
             if link.cc.on_timeout(now, link.cc_sample()) {
                 link.trace_cc();
             }
@@ -878,6 +922,17 @@ impl Session {
             };
             if let Some((echo_seq, echo_ts)) = link.reply_due.take() {
                 let reply = [ControlMessage::ProbeReply { echo_seq, echo_ts }];
+                if let Some(t) = self.seal_control(now, slot, &reply, buf) {
+                    return Some(t);
+                }
+            }
+            let Some(link) = self.links[slot].as_mut() else {
+                continue;
+            };
+            if let Some(size) = link.mtu_ack_due.take() {
+                // With the reports: the packet answers the data that came in on the link.
+                let mut reply = vec![ControlMessage::MtuAck { size }];
+                reply.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
                 if let Some(t) = self.seal_control(now, slot, &reply, buf) {
                     return Some(t);
                 }
@@ -925,7 +980,18 @@ impl Session {
         if let Some(t) = self.send_naks(now, buf) {
             return Some(t);
         }
-        let max_datagram = self.config.max_datagram;
+        for slot in 0..MAX_LINKS {
+            let Some(size) = self.links[slot].as_mut().and_then(|link| link.mtu_probe_due.take()) else {
+                continue;
+            };
+            let probe = [ControlMessage::MtuProbe { size: size as u16 }];
+            if let Some(t) = self.seal_control_padded(now, slot, &probe, size, buf) {
+                if let Some(link) = self.links[slot].as_mut() {
+                    link.stats.mtu_probes_sent += 1;
+                }
+                return Some(t);
+            }
+        }
         while let Some(pending) = self.queue.front_mut() {
             // One link at a time, each piece of the frame in turn.
             let id = match pending.current {
@@ -941,6 +1007,10 @@ impl Session {
                     pending.piece = 0;
                     id
                 }
+            };
+            let Some(max_datagram) = id.index().and_then(|i| self.links[i].as_ref()).map(|l| l.pmtu.current()) else {
+                pending.current = None;
+                continue;
             };
             let split = Split::new(pending.frame.len(), max_datagram);
             let piece = usize::from(pending.piece);
@@ -983,6 +1053,12 @@ impl Session {
             consider(link.next_probe, TimerKind::Probe(link.id));
             if let Some(at) = link.monitor.poll_timeout() {
                 consider(at, TimerKind::LinkTimeout(link.id));
+            }
+            if link.mtu_probe_due.is_none()
+                && link.can_probe_mtu()
+                && let Some(at) = link.pmtu.poll_timeout(link.monitor.probe_timeout())
+            {
+                consider(at, TimerKind::PathMtu(link.id));
             }
             if link.ack_due && !link.ack_woken {
                 // The first poll_transmit at or after this sends the report.
@@ -1067,7 +1143,8 @@ impl Session {
         if self.links[slot].is_none() {
             self.links[slot] = Some(
                 Link::new(via, 0, None, None, now, self.config.probe_interval)
-                    .steered(self.config.mode.spreads_by_capacity()),
+                    .steered(self.config.mode.spreads_by_capacity())
+                    .path_mtu(now, self.config.max_datagram, self.config.probe_mtu),
             );
         }
         let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
@@ -1187,6 +1264,16 @@ impl Session {
                     }
                 }
                 ControlMessage::Nak { first, count } => self.resend(now, slot, first, count),
+                ControlMessage::MtuProbe { size } => {
+                    if let Some(link) = self.links[slot].as_mut() {
+                        link.mtu_ack_due = Some(size);
+                    }
+                }
+                ControlMessage::MtuAck { size } => {
+                    if let Some(link) = self.links[slot].as_mut() {
+                        link.pmtu.on_ack(now, usize::from(size));
+                    }
+                }
                 ControlMessage::Sent { next } => {
                     let expected = self.reorder.expected();
                     self.gaps.on_sent(now, expand_u32(expected, next), expected);
@@ -1210,6 +1297,19 @@ impl Session {
         messages: &[ControlMessage],
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
+        self.seal_control_padded(now, slot, messages, 0, buf)
+    }
+
+    /// Seals `messages` onto the link in `slot`, padded to a datagram of `size` bytes if it
+    /// would be shorter (a path-MTU probe).
+    fn seal_control_padded(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        messages: &[ControlMessage],
+        size: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         let ts = Self::timestamp(self.epoch, now);
         let build = |buf: &mut Vec<u8>| {
             buf.push(ControlType::Sealed.to_u8());
@@ -1217,6 +1317,10 @@ impl Session {
             buf.extend_from_slice(&ts.to_be_bytes());
             for message in messages {
                 message.emit(buf);
+            }
+            let sealed = buf.len() + crate::wire::TAG_LEN;
+            if size > sealed + 1 {
+                crate::wire::emit_padding(buf, size - sealed);
             }
             aad_len
         };
@@ -1643,6 +1747,15 @@ impl Session {
 
     fn emit_transition(&mut self, now: Instant, link: LinkId, transition: Option<Transition>) {
         let Some(transition) = transition else { return };
+        if let Some(l) = self.link_mut(link) {
+            // A link back from down may have a new path: its MTU is searched for again.
+            if transition.to == LinkState::Down {
+                l.pmtu.stop();
+                l.mtu_probe_due = None;
+            } else if transition.from == LinkState::Down && l.pmtu.phase() == Phase::Idle {
+                l.pmtu.restart(now);
+            }
+        }
         if transition.to == LinkState::Down {
             self.resend_in_flight(now, link, transition.reason);
         }
@@ -1657,6 +1770,13 @@ impl Session {
         self.stats.drops.add(reason);
         tracing::trace!(reason = reason.as_str(), "drop");
         reason
+    }
+
+    /// The datagram TCP segments are sized for: the smallest a settled link's path carries, so
+    /// a segment fits one datagram on every link, or the configured size while none has settled
+    /// (a SYN then must not be clamped for good to the base every search starts from).
+    fn mss_datagram(&self) -> usize {
+        self.links.iter().flatten().filter_map(|l| l.pmtu.settled()).min().unwrap_or(self.config.max_datagram)
     }
 
     fn link(&self, link: LinkId) -> Option<&Link> {

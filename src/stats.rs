@@ -238,4 +238,6 @@ pub struct LinkStats {
     pub rx_frames_first: u64,
     /// Probes sent.
     pub probes_sent: u64,
+    /// Path-MTU probes sent.
+    pub mtu_probes_sent: u64,
 }

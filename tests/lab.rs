@@ -221,6 +221,32 @@ fn auto_mode_loses_nothing_through_the_cuts() {
     assert_eq!(r.text("lost"), "0", "{r:?}");
 }
 
+/// The largest UDP payload the `mtu` scenario's paths carry: 1420-byte IPv4 packets.
+const MTU_PATH_DATAGRAM: u64 = 1420 - 20 - 8;
+
+#[test]
+fn each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it() {
+    let Some(results) = scenario("mtu") else { return };
+    let r = &results[0];
+    assert_eq!(r.number("ping_1500_df_loss_pct"), 0.0, "{r:?}");
+    let probed = r.text("probed_datagram");
+    let found: Vec<u64> =
+        probed.split(',').map(|d| d.parse().unwrap_or_else(|_| panic!("{d} (a search not over?): {r:?}"))).collect();
+    assert_eq!(found.len(), 3, "every uplink: {r:?}");
+    for d in found {
+        assert!(d <= MTU_PATH_DATAGRAM, "found {d}, larger than the path carries ({MTU_PATH_DATAGRAM}): {r:?}");
+        assert!(MTU_PATH_DATAGRAM - d <= 8, "found {d}, more than 8 bytes below the path's {MTU_PATH_DATAGRAM}: {r:?}");
+    }
+}
+
+#[test]
+#[ignore = "issue #6 not met: 0.86 of the link's rate, against a ceiling of 0.898 set by the headers (README, Proof); run with --ignored"]
+fn tcp_over_a_1420_byte_path_carries_90_percent_of_the_links_rate() {
+    let Some(results) = scenario("mtu") else { return };
+    let r = &results[0];
+    assert!(r.number("goodput_share") >= 0.90, "{r:?}");
+}
+
 #[test]
 fn auto_mode_offered_90_percent_of_the_links_sum_delivers_85_percent_of_it() {
     let Some(results) = scenario("auto-overload") else { return };

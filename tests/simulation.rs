@@ -304,8 +304,72 @@ fn full_size_frames_cross_a_1420_byte_path_in_pieces_and_arrive_whole() {
         sim.gateway.stats().frames_reassembled,
         sim.gateway.stats().duplicate_pieces
     );
-    let unsplit = small_path(1, 9000).report();
+    let unprobed = small_path_config(1, SessionConfig { max_datagram: 9000, probe_mtu: false, ..redundant() });
+    let unsplit = unprobed.report();
     assert_eq!(unsplit.lost, unsplit.sent, "without pieces the path carries none of these frames: {unsplit}");
+}
+
+fn redundant() -> SessionConfig {
+    SessionConfig { mode: Mode::Redundant, ..SessionConfig::default() }
+}
+
+fn small_path_config(seed: u64, config: SessionConfig) -> Sim {
+    let path = Profile { mtu: 1400, ..Profile::lte_good() };
+    let mut sim = Sim::with_config(seed, config, &[path, path]);
+    sim.stream(1.0, 4.0, 4.0, 1514);
+    sim.run_until(5.0);
+    sim
+}
+
+/// The largest datagram the sim's 1400-byte path carries (it counts 14 bytes of Ethernet header
+/// into the datagram, as the lab's impairment does with a frame).
+const SMALL_PATH_DATAGRAM: usize = 1400 + 14;
+
+#[test]
+fn each_link_probes_its_path_mtu_and_frames_cross_a_path_smaller_than_configured() {
+    // Told nothing of the path (a 9000-byte ceiling), both ends find it by probing.
+    let sim = small_path_config(1, SessionConfig { max_datagram: 9000, ..redundant() });
+    let r = sim.report();
+    assert!(r.sent > 900, "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}\n{:?}", sim.gateway.stats());
+    for (name, session) in [("edge", &sim.edge), ("gateway", &sim.gateway)] {
+        for link in session.links() {
+            let (found, settled) = session.link_path_mtu(link).expect("a link");
+            assert!(settled, "{name} {link}: search over");
+            assert!(
+                found <= SMALL_PATH_DATAGRAM && SMALL_PATH_DATAGRAM - found <= braid::pmtu::PRECISION,
+                "{name} {link}: found {found}, the path carries {SMALL_PATH_DATAGRAM}"
+            );
+        }
+    }
+    println!(
+        "RESULT scenario=sim-pmtu-probe sent={} lost=0 found={:?} mtu_probes={}",
+        r.sent,
+        sim.edge.link_path_mtu(braid::LinkId::new(0)),
+        sim.edge.link_stats(braid::LinkId::new(0)).map_or(0, |s| s.mtu_probes_sent)
+    );
+}
+
+#[test]
+fn a_path_that_shrinks_mid_stream_is_found_again_and_the_stream_recovers() {
+    // Two clean links at a 1500-byte path, 1400-byte frames (one datagram each), then at 3 s
+    // both paths drop to 1300 bytes without a word: a black hole for the frames in flight.
+    let config = SessionConfig { max_datagram: 1500 - 48, ..redundant() };
+    let path = Profile { mtu: 1500, ..Profile::lte_good() };
+    let mut sim = Sim::with_config(7, config, &[path, path]);
+    sim.stream(1.0, 9.0, 4.0, 1400);
+    for link in 0..2 {
+        sim.schedule(3.0, Action::SetProfile(link, Profile { mtu: 1300, ..path }));
+    }
+    sim.run_until(10.0);
+    let r = sim.report();
+    let lost_after = sim.lost_between(sim.at(4.5), sim.at(9.0));
+    for link in sim.edge.links() {
+        let (found, settled) = sim.edge.link_path_mtu(link).expect("a link");
+        assert!(settled && found <= 1300 + 14, "edge {link}: found {found}, settled {settled}");
+    }
+    println!("RESULT scenario=sim-pmtu-shrink sent={} lost={} lost_after_4_5s={lost_after}", r.sent, r.lost);
+    assert_eq!(lost_after, 0, "once found again, nothing is lost: {r}");
 }
 
 /// `bond` over the lab's three links with nothing configured: each link's rate is found by its
@@ -400,26 +464,30 @@ fn a_link_whose_capacity_falls_to_a_quarter_has_its_rate_follow_within_a_second_
 }
 
 #[test]
-fn bond_with_2_percent_loss_on_every_link_at_three_quarters_of_the_sum_loses_almost_nothing() {
-    let config =
-        SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(300), ..SessionConfig::default() };
-    let links = [Profile::dsl().loss(0.02), Profile::lte_good().loss(0.02), Profile::lte_bad().loss(0.02)];
-    let mut sim = Sim::unrated(8, config, &links);
-    sim.stream(1.0, 11.0, 28.5, 1200);
-    sim.run_until(12.0);
-    let r = sim.report();
-    let (edge, gateway) = (sim.edge.stats(), sim.gateway.stats());
-    let extra = edge.data_bytes_extra as f64 / edge.data_bytes_first.max(1) as f64;
-    let over = edge.drops.get(braid::DropReason::OverCapacity);
+fn bond_with_2_percent_loss_on_every_link_at_three_quarters_of_the_sum_loses_almost_nothing_over_12_seeds() {
+    // One seed can be lucky (no frame lost) or not (a few): the bound must hold on each.
+    let (mut sent, mut lost, mut first, mut extra_bytes, mut worst) = (0, 0, 0, 0, 0.0_f64);
+    let mut per_seed = Vec::new();
+    for seed in 1..=12 {
+        let config =
+            SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(300), ..SessionConfig::default() };
+        let links = [Profile::dsl().loss(0.02), Profile::lte_good().loss(0.02), Profile::lte_bad().loss(0.02)];
+        let mut sim = Sim::unrated(seed, config, &links);
+        sim.stream(1.0, 11.0, 28.5, 1200);
+        sim.run_until(12.0);
+        let r = sim.report();
+        let edge = sim.edge.stats();
+        let extra = edge.data_bytes_extra as f64 / edge.data_bytes_first.max(1) as f64;
+        assert!(r.lost as f64 <= r.sent as f64 * 0.0005, "seed {seed}: {r}");
+        assert!(extra <= 0.15, "seed {seed}: extra {extra:.3}");
+        (sent, lost, first, extra_bytes) =
+            (sent + r.sent, lost + r.lost, first + edge.data_bytes_first, extra_bytes + edge.data_bytes_extra);
+        worst = worst.max(r.lost as f64 * 100.0 / r.sent as f64);
+        per_seed.push(r.lost);
+    }
     println!(
-        "RESULT scenario=sim-bond-udp-loss mode=bond {r} loss_pct={:.4} extra_pct={:.1} over_capacity={over} nacked={} recovered={} resent={} naks_early={}",
-        r.lost as f64 * 100.0 / r.sent as f64,
-        extra * 100.0,
-        gateway.frames_nacked,
-        gateway.frames_recovered,
-        edge.frames_retransmitted,
-        edge.naks_early
+        "RESULT scenario=sim-bond-udp-loss mode=bond seeds=12 sent={sent} lost={lost} loss_pct={:.4} worst_seed_pct={worst:.4} extra_pct={:.1} lost_per_seed={per_seed:?}",
+        lost as f64 * 100.0 / sent as f64,
+        extra_bytes as f64 * 100.0 / first as f64
     );
-    assert!(r.lost as f64 <= r.sent as f64 * 0.0005, "{r}");
-    assert!(extra <= 0.15, "extra {extra:.3}");
 }

@@ -39,6 +39,8 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Nak { first, count }),
         (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Gone { first, count }),
         any::<u32>().prop_map(|next| ControlMessage::Sent { next }),
+        any::<u16>().prop_map(|size| ControlMessage::MtuProbe { size }),
+        any::<u16>().prop_map(|size| ControlMessage::MtuAck { size }),
     ]
 }
 

@@ -40,15 +40,15 @@ impl BatchSocket {
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let local = socket.local_addr()?;
-        // quinn-udp sets DF (QUIC discovers the path MTU itself). braid splits frames to the
-        // configured `path_mtu` inside the tunnel, but braid does not probe paths yet: if a path
-        // is smaller than configured, the kernel's usual mode for UDP (fragment to the path MTU)
-        // still gets the datagram through, where DF would drop it.
+        // DF on every datagram, and the kernel's own path-MTU cache ignored: braid probes each
+        // link's path itself (crate::pmtu) and never sends data larger than a probe confirmed,
+        // so a datagram is never fragmented outside the tunnel. A probe larger than the local
+        // interface fails with EMSGSIZE, which the search counts as too large.
         use rustix::net::sockopt;
         if local.is_ipv4() {
-            sockopt::set_ip_mtu_discover(&socket, sockopt::Ipv4PathMtuDiscovery::WANT)?;
+            sockopt::set_ip_mtu_discover(&socket, sockopt::Ipv4PathMtuDiscovery::PROBE)?;
         } else {
-            sockopt::set_ipv6_mtu_discover(&socket, sockopt::Ipv6PathMtuDiscovery::WANT)?;
+            sockopt::set_ipv6_mtu_discover(&socket, sockopt::Ipv6PathMtuDiscovery::PROBE)?;
         }
         Ok(Self { socket, state, local })
     }

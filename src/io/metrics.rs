@@ -200,6 +200,16 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         (gauges("braid_link_jitter_seconds", "Interarrival jitter of the peer's packets."), |l| {
             Some(l.jitter_ms / 1e3)
         }),
+        (
+            gauges(
+                "braid_link_max_datagram_bytes",
+                "The largest datagram the link sends (its probed path MTU less IP and UDP).",
+            ),
+            |l| Some(l.max_datagram as f64),
+        ),
+        (gauges("braid_link_rate_bps", "The sending rate the link's congestion control allows."), |l| {
+            Some(l.rate_bps as f64)
+        }),
     ];
     let mut loss = gauges("braid_link_loss_ratio", "Packet loss over the quality window, per direction.");
     let mut share = gauges(
@@ -335,6 +345,9 @@ mod tests {
             tx_share: 1.0,
             rx_share: 0.5,
             state_changes: 3,
+            max_datagram: 1392,
+            max_datagram_settled: true,
+            rate_bps: 8_000_000,
         }
     }
 

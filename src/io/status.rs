@@ -205,6 +205,13 @@ pub struct LinkView {
     pub rx_share: f64,
     /// State changes since start.
     pub state_changes: u64,
+    /// The largest datagram (UDP payload) the link sends now: its path MTU as probed, less IP
+    /// and UDP. Frames larger than it go in pieces.
+    pub max_datagram: u64,
+    /// Whether the link's path-MTU search is over (else `max_datagram` is where it stands).
+    pub max_datagram_settled: bool,
+    /// The sending rate the link's congestion control allows, bits per second.
+    pub rate_bps: u64,
 }
 
 /// Whether the stream survives the loss of one more link.
@@ -461,6 +468,7 @@ impl Recorder {
                 let i = link.index()?;
                 let (state, quality, counters) =
                     (session.link_state(link)?, session.link_quality(link)?, session.link_stats(link)?);
+                let (max_datagram, max_datagram_settled) = session.link_path_mtu(link)?;
                 Some(LinkView {
                     id: link.get(),
                     name: link_name(link).to_owned(),
@@ -484,6 +492,9 @@ impl Recorder {
                     tx_share: ratio(delta(|s| s.tx_frames, i), frames_in),
                     rx_share: ratio(delta(|s| s.rx_frames_first, i), first_total),
                     state_changes: self.changes[i],
+                    max_datagram: max_datagram as u64,
+                    max_datagram_settled,
+                    rate_bps: session.link_estimate(link).map_or(0, |e| e.rate_bps),
                 })
             })
             .collect();

@@ -10,12 +10,17 @@ const REPORT: u8 = 3;
 const NAK: u8 = 4;
 const GONE: u8 = 5;
 const SENT: u8 = 6;
+const MTU_PROBE: u8 = 7;
+const MTU_ACK: u8 = 8;
+/// Filler that makes a path-MTU probe its size; skipped like any unknown type.
+const PADDING: u8 = 9;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
 const SENT_LEN: usize = 4;
+const MTU_LEN: usize = 2;
 
 /// What one peer has received from the other on one link, cumulatively (all counters wrap).
 ///
@@ -71,6 +76,29 @@ pub enum ControlMessage {
         /// Low 32 bits of the sender's next frame sequence.
         next: u32,
     },
+    /// A path-MTU probe: the datagram carrying it is `size` bytes (padded with
+    /// [`emit_padding`]). Asks for a [`ControlMessage::MtuAck`] on the same link.
+    MtuProbe {
+        /// The probe datagram's length (UDP payload).
+        size: u16,
+    },
+    /// Answers a path-MTU probe: a datagram of `size` bytes got through on this link.
+    MtuAck {
+        /// The probe's size, echoed.
+        size: u16,
+    },
+}
+
+/// Appends `len` bytes of padding messages, which a receiver skips (`len` of 0 or at least 2).
+pub fn emit_padding(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 2 {
+        // A message holds at most 255 bytes after its type and length; never leave a lone byte.
+        let body = (len - 2).min(255);
+        let body = if len - 2 - body == 1 { body - 1 } else { body };
+        out.extend_from_slice(&[PADDING, body as u8]);
+        out.resize(out.len() + body, 0);
+        len -= 2 + body;
+    }
 }
 
 impl ControlMessage {
@@ -95,6 +123,11 @@ impl ControlMessage {
                 out.extend_from_slice(&[SENT, SENT_LEN as u8]);
                 out.extend_from_slice(&next.to_be_bytes());
             }
+            Self::MtuProbe { size } | Self::MtuAck { size } => {
+                let kind = if matches!(self, Self::MtuProbe { .. }) { MTU_PROBE } else { MTU_ACK };
+                out.extend_from_slice(&[kind, MTU_LEN as u8]);
+                out.extend_from_slice(&size.to_be_bytes());
+            }
             Self::Nak { first, count } | Self::Gone { first, count } => {
                 let kind = if matches!(self, Self::Nak { .. }) { NAK } else { GONE };
                 out.extend_from_slice(&[kind, NAK_LEN as u8]);
@@ -112,6 +145,7 @@ impl ControlMessage {
             Self::Report(_) => REPORT_LEN,
             Self::Nak { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } => SENT_LEN,
+            Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
         }
     }
 
@@ -140,6 +174,11 @@ impl ControlMessage {
             SENT => {
                 exact(SENT_LEN)?;
                 Self::Sent { next: read_u32(body, 0..4) }
+            }
+            MTU_PROBE | MTU_ACK => {
+                exact(MTU_LEN)?;
+                let size = u16::from_be_bytes([body[0], body[1]]);
+                if kind == MTU_PROBE { Self::MtuProbe { size } } else { Self::MtuAck { size } }
             }
             NAK | GONE => {
                 exact(NAK_LEN)?;
@@ -214,6 +253,8 @@ mod tests {
             ControlMessage::Nak { first: u32::MAX, count: 3 },
             ControlMessage::Gone { first: 7, count: 1 },
             ControlMessage::Sent { next: 99 },
+            ControlMessage::MtuProbe { size: 1452 },
+            ControlMessage::MtuAck { size: 1392 },
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
@@ -225,6 +266,18 @@ mod tests {
         assert_eq!(parsed, messages);
         let len: usize = messages.iter().map(ControlMessage::encoded_len).sum();
         assert_eq!(out.len(), len + 5);
+    }
+
+    #[test]
+    fn padding_of_any_length_is_exact_and_skipped() {
+        for len in (0..600).filter(|&len| len != 1) {
+            let mut out = Vec::new();
+            ControlMessage::MtuProbe { size: 7 }.emit(&mut out);
+            emit_padding(&mut out, len);
+            assert_eq!(out.len(), 4 + len, "padding of {len}");
+            let parsed: Vec<_> = ControlMessages::new(&out).collect::<Result<_, _>>().unwrap();
+            assert_eq!(parsed, [ControlMessage::MtuProbe { size: 7 }], "padding of {len}");
+        }
     }
 
     #[test]

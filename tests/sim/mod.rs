@@ -521,6 +521,12 @@ impl<E: End, G: End> Sim<E, G> {
         report_of(&self.sink)
     }
 
+    /// Frames sent from `from` until `until` (on the edge's stream) that never arrived.
+    pub fn lost_between(&self, from: Instant, until: Instant) -> u64 {
+        let sink = &self.sink;
+        sink.sent_at.iter().zip(&sink.delivered).filter(|&(&at, &n)| at >= from && at < until && n == 0).count() as u64
+    }
+
     /// The edge's link state over time, as a compact string for failure messages.
     pub fn state_log(&self) -> String {
         self.edge_states
