@@ -384,7 +384,19 @@ stream_result() { # name mode extra [goodput]
     local p50 p99
     read -r p50 p99 <<<"$PING"
     result "$1" "$2" "$(field sent "$STREAM")" "$(field lost "$STREAM")" "$(field dup "$STREAM")" \
-        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" "${4:--}" - "${3:+$3 }impair_check=$IMPAIR_CHECK"
+        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" "${4:--}" - "${3:+$3 }impair_check=$IMPAIR_CHECK $(engine_losses)"
+}
+
+# Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
+# entry: over_capacity, queue_full, ...), and the gateway's frames given up (lost: a gap never
+# filled; late: arrived after its gap was released), NAKs sent and gaps filled.
+engine_losses() {
+    local edge gw
+    edge=$(in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+        jq -r '.session.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",")' 2>/dev/null)
+    gw=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+        jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-")"' 2>/dev/null)
+    echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
 }
 
 window_gap() { # index

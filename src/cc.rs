@@ -46,6 +46,12 @@ pub const BASE_QUEUE_TARGET: Duration = Duration::from_millis(15);
 pub const JITTER_ALLOWANCE: f64 = 2.0;
 /// The largest queue target, however jittery the link.
 pub const MAX_QUEUE_TARGET: Duration = Duration::from_millis(80);
+/// How many times its jitter a busy jittery link's RTTs stand above its idle ones with no queue
+/// at all. Its FIFO holds each packet behind any later-drawn earlier one, so under load every
+/// packet takes nearly the worst delay: about three mean deviations (RFC 3550's jitter) above
+/// the mean for a uniform spread. A queue past [`MAX_QUEUE_TARGET`] plus this is drained
+/// whatever its cause; below it, only while the link delivers less than it is given.
+pub const FIFO_JITTER: f64 = 3.0;
 /// The rate's growth per update while the link is busy and its queue short.
 pub const PROBE_GAIN: f64 = 1.04;
 /// The growth per update while the link shows no queue and delivers what it is given: the
@@ -235,6 +241,12 @@ impl RateControl {
         (BASE_QUEUE_TARGET + jitter.mul_f64(JITTER_ALLOWANCE).max(self.spread)).min(MAX_QUEUE_TARGET)
     }
 
+    /// The queue past which the link is over capacity whatever it delivers: [`MAX_QUEUE_TARGET`]
+    /// above what its jitter alone shows under load ([`FIFO_JITTER`]).
+    pub fn queue_limit(jitter: Duration) -> Duration {
+        MAX_QUEUE_TARGET + jitter.mul_f64(FIFO_JITTER)
+    }
+
     /// Takes in an RTT sample (a probe's reply, or a report covering a data packet).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         let bucket = MIN_RTT_WINDOW / MIN_RTT_BUCKETS as u32;
@@ -320,18 +332,21 @@ impl RateControl {
             // behind a late one), or someone else's traffic, and cutting the rate would not
             // shorten it. Nor is a queue on a link that carries next to nothing (probes).
             // What was lost on the way (the link's own loss) was not delivered either, and is no
-            // sign of a queue. A queue past MAX_QUEUE_TARGET is drained whatever its cause.
+            // sign of a queue. A queue past the limit (queue_limit) is drained whatever its cause.
             let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= MIN_DRAIN_EVIDENCE_BPS);
             let arrived = self.send_rate_bps().map(|sent| sent * (1.0 - loss.clamp(0.0, 0.5)));
             // On a link given far less than its rate, the two rates over one window are noise.
             let loaded = delivered.is_some_and(|d| d >= self.rate_bps * MIN_DRAIN_USE);
             if let (Some(delivered), Some(arrived)) = (delivered, arrived)
-                && ((loaded && arrived > delivered * OVERLOAD_RATIO) || queue > MAX_QUEUE_TARGET)
+                && ((loaded && arrived > delivered * OVERLOAD_RATIO) || queue > Self::queue_limit(jitter))
             {
-                // Below the delivery rate by enough to drain the excess within DRAIN_TIME.
+                // Below the delivery rate by enough to drain the excess within DRAIN_TIME. From
+                // the delivery rate, not below our rate: a link that delivers more than our rate
+                // (the scheduler had nowhere else to send) shows our rate was too low, and cutting
+                // it further starved the link when it was left alone.
                 let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();
                 let factor = (1.0 - excess).clamp(MIN_DRAIN_FACTOR, DRAIN_FACTOR);
-                self.rate_bps = self.rate_bps.min(delivered) * factor;
+                self.rate_bps = delivered * factor;
                 self.last_drain = Some(now);
                 self.phase = Phase::Draining;
             } else {

@@ -92,13 +92,28 @@ pub struct LinkView {
     pub queue_delay: Duration,
     /// Forward loss (0..=1).
     pub loss: f64,
+    /// The queue the path's own round trips show (the congestion controller's), if measured.
+    pub path_queue: Option<Duration>,
 }
 
 impl LinkView {
     /// When a frame of `len` bytes sent now is expected to arrive, relative to now.
     pub fn expected_arrival(&self, len: usize) -> Duration {
-        let serialization = Duration::from_secs_f64(len as f64 * 8.0 / self.rate_bps.max(1) as f64);
-        self.one_way_delay + self.queue_delay + serialization
+        self.one_way_delay + self.queue_delay + self.serialization(len)
+    }
+
+    /// When a re-sent frame of `len` bytes sent now can arrive, to decide whether it still
+    /// makes its deadline: behind the path's measured queue where that is shorter than the
+    /// model's. The model's queue runs ahead of the path's while the rate is below what the link
+    /// carries, and by the model alone frames that would arrive in time were given up.
+    /// Scheduling keeps the model's queue, which is what holds each link to its rate.
+    pub fn resend_arrival(&self, len: usize) -> Duration {
+        let queue = self.path_queue.map_or(self.queue_delay, |q| q.min(self.queue_delay));
+        self.one_way_delay + queue + self.serialization(len)
+    }
+
+    fn serialization(&self, len: usize) -> Duration {
+        Duration::from_secs_f64(len as f64 * 8.0 / self.rate_bps.max(1) as f64)
     }
 }
 
@@ -310,6 +325,7 @@ mod tests {
             rate_bps: 10_000_000,
             queue_delay: Duration::ZERO,
             loss: 0.0,
+            path_queue: None,
         }
     }
 

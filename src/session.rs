@@ -475,6 +475,7 @@ impl Link {
             rate_bps,
             queue_delay: Duration::from_secs_f64(self.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
             loss: quality.tx_loss,
+            path_queue: self.cc.queue_delay(),
         }
     }
 
@@ -793,14 +794,25 @@ impl Session {
             views.iter().find(|v| v.id == id).map_or(Duration::ZERO, |v| v.queue_delay)
         };
         // Over capacity only where the path agrees: a model queue that the measured round trips
-        // do not show (beyond the most jitter a link is allowed, MAX_QUEUE_TARGET) is the
-        // model's error, a rate not yet grown to the link's, and the frame goes out, which is
-        // what lets the rate grow.
+        // do not show (beyond what the link's jitter alone shows, RateControl::queue_limit) is
+        // the model's error, a rate not yet grown to the link's, and the frame goes out, which
+        // is what lets the rate grow.
         let overrun = |id: LinkId| {
             queue_of(&self.views, id) > MAX_QUEUE_DELAY
-                && self.link(id).is_none_or(|l| l.cc.queue_delay().is_none_or(|q| q >= crate::cc::MAX_QUEUE_TARGET))
+                && self.link(id).is_none_or(|l| {
+                    let limit = RateControl::queue_limit(l.monitor.quality().jitter);
+                    l.cc.queue_delay().is_none_or(|q| q >= limit)
+                })
         };
         if self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                for id in chosen.iter() {
+                    if let Some(l) = self.link(id) {
+                        tracing::debug!(link = %id, rate = l.cc.rate_bps(), model_queue = ?queue_of(&self.views, id),
+                            path_queue = ?l.cc.queue_delay(), jitter = ?l.monitor.quality().jitter, "over capacity");
+                    }
+                }
+            }
             return Err(self.count(DropReason::OverCapacity));
         }
         for id in chosen.iter() {
@@ -1644,8 +1656,7 @@ impl Session {
             }
             let meta = FrameMeta { seq: FrameSeq(seq), len: sent.frame.len(), critical: false };
             let links = self.scheduler.retransmit(now, &meta, &self.views, via);
-            let arrival =
-                self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();
+            let arrival = self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.resend_arrival(meta.len)).min();
             if arrival.is_none_or(|a| now.saturating_duration_since(sent.at) + a > budget) {
                 gone.push(seq);
                 continue;
@@ -1705,8 +1716,7 @@ impl Session {
             }
             let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len(), critical: false };
             let links = self.scheduler.retransmit(now, &meta, &self.views, None);
-            let arrival =
-                self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.expected_arrival(meta.len)).min();
+            let arrival = self.views.iter().filter(|v| links.contains(v.id)).map(|v| v.resend_arrival(meta.len)).min();
             if arrival.is_none_or(|a| now.saturating_duration_since(sent.at) + a > budget) {
                 continue;
             }

@@ -491,3 +491,39 @@ fn bond_with_2_percent_loss_on_every_link_at_three_quarters_of_the_sum_loses_alm
         extra_bytes as f64 * 100.0 / first as f64
     );
 }
+
+#[test]
+fn auto_loses_nothing_through_the_labs_cuts_over_8_seeds_and_reports_its_overhead() {
+    // The lab's auto-cut: 6 Mbit/s under auto over the three field links, with no rates
+    // configured; dsl loses carrier at 5 s and lte-good is blackholed at 10 s (lte-bad, with
+    // its burst loss, alone for 5 s), both come back at 15 s, lte-bad's NAT rebinds at 20 s.
+    let (mut sent, mut first, mut extra, mut worst_gap) = (0, 0, 0, Duration::ZERO);
+    for seed in 1..=8 {
+        let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+        let mut sim = Sim::unrated(seed, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
+        sim.stream(1.0, 31.0, 6.0, 1200);
+        sim.schedule(6.0, Action::CarrierDown(0));
+        sim.schedule(11.0, Action::Blackhole(1));
+        sim.schedule(16.0, Action::CarrierUp(0));
+        sim.schedule(16.0, Action::Restore(1));
+        sim.schedule(21.0, Action::Rebind(2));
+        sim.run_until(32.0);
+        let r = sim.report();
+        let edge = sim.edge.stats();
+        assert!(r.sent > 18_000, "seed {seed}: {r}");
+        assert_eq!(
+            (r.lost, r.duplicated, r.out_of_order),
+            (0, 0, 0),
+            "seed {seed}: {r}\nedge: {edge:?}\ngateway: {:?}\n{}",
+            sim.gateway.stats(),
+            sim.state_log()
+        );
+        (sent, first, extra) = (sent + r.sent, first + edge.data_bytes_first, extra + edge.data_bytes_extra);
+        worst_gap = worst_gap.max(r.max_gap);
+    }
+    println!(
+        "RESULT scenario=sim-auto-cut mode=auto seeds=8 sent={sent} lost=0 worst_max_gap_ms={:.1} extra_pct={:.1}",
+        ms(worst_gap),
+        extra as f64 * 100.0 / first.max(1) as f64
+    );
+}
