@@ -201,6 +201,9 @@ struct CounterSample {
     highest: u64,
     received: u64,
     bytes: u64,
+    /// Of the packets up to `highest`, how many we sent knowing the path might refuse them
+    /// (path-MTU probes that went unanswered): not loss.
+    excused: u64,
 }
 
 /// Windowed loss and rate from cumulative counters.
@@ -232,7 +235,8 @@ impl CounterWindow {
     /// Loss over the window, once enough packets were expected.
     fn loss(&self) -> Option<LossEstimate> {
         let (old, new) = self.span()?;
-        let expected = new.highest.saturating_sub(old.highest);
+        let excused = new.excused.saturating_sub(old.excused);
+        let expected = new.highest.saturating_sub(old.highest).saturating_sub(excused);
         if expected < MIN_LOSS_SAMPLES {
             return None;
         }
@@ -334,6 +338,8 @@ pub struct LinkMonitor {
     // What the peer reports it received from us on this link.
     report: Option<CounterSample>,
     tx_window: CounterWindow,
+    /// Packets sent that the path may refuse by design (path-MTU probes unanswered), in all.
+    excused: u64,
     /// After an outage, loss is measured afresh: the rx window from the first packet received
     /// after it, the tx window from the first report that covers a packet sent after it.
     rx_rebase: bool,
@@ -368,6 +374,7 @@ impl LinkMonitor {
             delay: DelayWindow::default(),
             report: None,
             tx_window: CounterWindow::default(),
+            excused: 0,
             rx_rebase: false,
             tx_rebase: Rebase::Done,
             unconfirmed: None,
@@ -446,6 +453,13 @@ impl LinkMonitor {
     /// received in total.
     pub fn reported(&self) -> Option<(u64, u64)> {
         self.report.map(|r| (r.highest, r.bytes))
+    }
+
+    /// How many of our packets, in all, the path refused by design (path-MTU probes that went
+    /// unanswered): the loss estimate leaves them out, since a refused probe says nothing of
+    /// congestion or of the link's health (RFC 8899).
+    pub const fn set_excused(&mut self, total: u64) {
+        self.excused = total;
     }
 
     /// Whether a probe may be sent: not while the interface has no carrier.
@@ -528,6 +542,7 @@ impl LinkMonitor {
             highest: expand(previous.map(|p| p.highest), report.highest),
             received: expand(previous.map(|p| p.received), report.received),
             bytes: expand(previous.map(|p| p.bytes), report.received_bytes),
+            excused: self.excused,
         };
         if previous.is_some_and(|p| sample.highest < p.highest) {
             // A report overtaken by a newer one on a faster link.
@@ -636,7 +651,13 @@ impl LinkMonitor {
             return;
         }
         if let Some(highest) = self.rx_highest {
-            self.rx_window.push(CounterSample { at: now, highest, received: self.rx_received, bytes: self.rx_bytes });
+            self.rx_window.push(CounterSample {
+                at: now,
+                highest,
+                received: self.rx_received,
+                bytes: self.rx_bytes,
+                excused: 0,
+            });
         }
     }
 

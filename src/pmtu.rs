@@ -64,6 +64,9 @@ pub struct PathMtu {
     last_sent: Option<Instant>,
     phase: Phase,
     black_holes: u64,
+    unanswered: u64,
+    /// The last size a search settled on, kept across restarts.
+    last_settled: Option<usize>,
 }
 
 impl PathMtu {
@@ -81,6 +84,8 @@ impl PathMtu {
             last_sent: None,
             phase: Phase::Idle,
             black_holes: 0,
+            unanswered: 0,
+            last_settled: None,
         }
     }
 
@@ -102,6 +107,17 @@ impl PathMtu {
     /// Where the search is.
     pub const fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Probe tries that went unanswered, in all (not the link's loss: see
+    /// [`crate::monitor::LinkMonitor::set_excused`]).
+    pub const fn unanswered(&self) -> u64 {
+        self.unanswered
+    }
+
+    /// The size the last finished search found, even while a new one runs.
+    pub const fn last_settled(&self) -> Option<usize> {
+        self.last_settled
     }
 
     /// How often a confirmed size stopped getting through (the path shrank).
@@ -149,11 +165,19 @@ impl PathMtu {
     }
 
     /// The size of a probe to send now, if one is due. A probe unanswered after `timeout` is
-    /// sent again, and after [`MAX_TRIES`] its size counts as too large.
-    pub fn poll_probe(&mut self, now: Instant, timeout: Duration) -> Option<usize> {
+    /// sent again, and after [`MAX_TRIES`] its size counts as too large. A try counts only if
+    /// the link was `heard` from after it went out: on a link that delivered nothing at all
+    /// meanwhile (a loss burst, an outage) the silence says nothing of the size.
+    pub fn poll_probe(&mut self, now: Instant, timeout: Duration, heard: Instant) -> Option<usize> {
         if let Some(probe) = self.in_flight.as_mut() {
             if now < probe.sent + timeout {
                 return None;
+            }
+            self.unanswered += 1;
+            if heard <= probe.sent {
+                probe.sent = now;
+                self.last_sent = Some(now);
+                return Some(probe.size);
             }
             if probe.tries < MAX_TRIES {
                 probe.tries += 1;
@@ -235,6 +259,7 @@ impl PathMtu {
 
     fn settle(&mut self, now: Instant) {
         self.phase = Phase::Settled;
+        self.last_settled = Some(self.current);
         self.next = Some(now + CONFIRM_INTERVAL);
         self.raise_at = (self.current < self.max).then_some(now + RAISE_INTERVAL);
     }
@@ -259,7 +284,7 @@ mod tests {
         mtu.restart(start);
         let mut now = start;
         for _ in 0..1000 {
-            if let Some(size) = mtu.poll_probe(now, TIMEOUT)
+            if let Some(size) = mtu.poll_probe(now, TIMEOUT, now)
                 && size <= path
             {
                 now += Duration::from_millis(20);
@@ -300,7 +325,11 @@ mod tests {
         let mut small = PathMtu::new(600);
         small.restart(now);
         assert_eq!(small.settled(), Some(600));
-        assert_eq!(small.poll_probe(now + Duration::from_secs(10), TIMEOUT), None, "nothing to confirm at the base");
+        assert_eq!(
+            small.poll_probe(now + Duration::from_secs(10), TIMEOUT, now),
+            None,
+            "nothing to confirm at the base"
+        );
     }
 
     #[test]
@@ -308,9 +337,9 @@ mod tests {
         let now = start();
         let mut mtu = PathMtu::new(1452);
         mtu.restart(now);
-        assert_eq!(mtu.poll_probe(now, TIMEOUT), Some(1452));
+        assert_eq!(mtu.poll_probe(now, TIMEOUT, now), Some(1452));
         let retry = now + TIMEOUT;
-        assert_eq!(mtu.poll_probe(retry, TIMEOUT), Some(1452), "the same size again");
+        assert_eq!(mtu.poll_probe(retry, TIMEOUT, retry), Some(1452), "the same size again");
         mtu.on_ack(retry + Duration::from_millis(20), 1452);
         assert_eq!(mtu.settled(), Some(1452));
     }
@@ -323,7 +352,7 @@ mod tests {
         while mtu.black_holes() == 0 && probes < 10 {
             let now = mtu.poll_timeout(TIMEOUT).expect("settled links confirm");
             let before = mtu.black_holes();
-            if let Some(size) = mtu.poll_probe(now, TIMEOUT)
+            if let Some(size) = mtu.poll_probe(now, TIMEOUT, now)
                 && mtu.black_holes() == before
             {
                 assert_eq!(size, 1452, "only the size in use is confirmed");
@@ -342,7 +371,7 @@ mod tests {
         let mut now = settled;
         let mut sizes = Vec::new();
         while now < settled + RAISE_INTERVAL + Duration::from_secs(1) {
-            if let Some(size) = mtu.poll_probe(now, TIMEOUT) {
+            if let Some(size) = mtu.poll_probe(now, TIMEOUT, now) {
                 sizes.push(size);
                 if size <= 1300 {
                     mtu.on_ack(now, size);
@@ -355,13 +384,30 @@ mod tests {
     }
 
     #[test]
+    fn a_link_that_went_silent_does_not_refuse_the_size_it_was_probing() {
+        let now = start();
+        let mut mtu = PathMtu::new(1452);
+        mtu.restart(now);
+        assert_eq!(mtu.poll_probe(now, TIMEOUT, now), Some(1452));
+        // Nothing heard on the link since: every retry is sent, none counts.
+        let mut at = now;
+        for _ in 0..10 {
+            at += TIMEOUT;
+            assert_eq!(mtu.poll_probe(at, TIMEOUT, now), Some(1452), "the same size again");
+        }
+        mtu.on_ack(at, 1452);
+        assert_eq!(mtu.settled(), Some(1452));
+        assert_eq!(mtu.unanswered(), 10, "each unanswered try counted, for the loss estimate to leave out");
+    }
+
+    #[test]
     fn answers_for_sizes_not_in_flight_are_ignored() {
         let now = start();
         let mut mtu = PathMtu::new(1452);
         mtu.restart(now);
         mtu.on_ack(now, 1452);
         assert_eq!(mtu.current(), BASE_DATAGRAM, "no probe was sent yet");
-        assert_eq!(mtu.poll_probe(now, TIMEOUT), Some(1452));
+        assert_eq!(mtu.poll_probe(now, TIMEOUT, now), Some(1452));
         mtu.on_ack(now, 9000);
         mtu.stop();
         mtu.on_ack(now, 1452);

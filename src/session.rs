@@ -500,8 +500,10 @@ struct Pending {
     retransmit: bool,
     /// The links a copy actually went out on.
     sent_on: LinkSet,
-    /// The link whose pieces are going out, and the next piece.
-    current: Option<LinkId>,
+    /// The link whose pieces are going out, how the frame is split for it (fixed when the
+    /// link's turn starts, so a path-MTU change mid-frame cannot mix two splits), and the next
+    /// piece.
+    current: Option<(LinkId, Split)>,
     piece: u8,
 }
 
@@ -781,8 +783,8 @@ impl Session {
         if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
             return Err(self.count(DropReason::BadFrameLength));
         }
+        // A frame dropped here takes no sequence: the peer would wait for it as a gap, and ask.
         let seq = self.next_frame_seq;
-        self.next_frame_seq += 1;
         self.views.clear();
         for link in self.links.iter_mut().flatten() {
             link.drain_backlog(now);
@@ -830,6 +832,7 @@ impl Session {
         if chosen.is_empty() {
             return Err(self.count(DropReason::NoLink));
         }
+        self.next_frame_seq += 1;
         if self.queue.len() >= MAX_QUEUED_FRAMES {
             if let Some(old) = self.queue.pop_front() {
                 self.pool.push(old.frame);
@@ -899,7 +902,8 @@ impl Session {
                 if link.monitor.quality().tx_loss >= MTU_SUSPECT_LOSS {
                     link.pmtu.suspect(now);
                 }
-                link.mtu_probe_due = link.pmtu.poll_probe(now, link.monitor.probe_timeout());
+                link.mtu_probe_due = link.pmtu.poll_probe(now, link.monitor.probe_timeout(), link.monitor.last_heard());
+                link.monitor.set_excused(link.pmtu.unanswered());
             }
             if link.cc.on_timeout(now, link.cc_sample()) {
                 link.trace_cc();
@@ -996,7 +1000,9 @@ impl Session {
             let Some(size) = self.links[slot].as_mut().and_then(|link| link.mtu_probe_due.take()) else {
                 continue;
             };
-            let probe = [ControlMessage::MtuProbe { size: size as u16 }];
+            // With the reports, as every probe: the packet answers the data that came in.
+            let mut probe = vec![ControlMessage::MtuProbe { size: size as u16 }];
+            probe.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
             if let Some(t) = self.seal_control_padded(now, slot, &probe, size, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.mtu_probes_sent += 1;
@@ -1006,8 +1012,8 @@ impl Session {
         }
         while let Some(pending) = self.queue.front_mut() {
             // One link at a time, each piece of the frame in turn.
-            let id = match pending.current {
-                Some(id) => id,
+            let (id, split) = match pending.current {
+                Some(current) => current,
                 None => {
                     let Some(id) = pending.links.pop_first() else {
                         if let Some(done) = self.queue.pop_front() {
@@ -1015,16 +1021,16 @@ impl Session {
                         }
                         continue;
                     };
-                    pending.current = Some(id);
+                    let Some(max_datagram) = id.index().and_then(|i| self.links[i].as_ref()).map(|l| l.pmtu.current())
+                    else {
+                        continue;
+                    };
+                    let split = Split::new(pending.frame.len(), max_datagram);
+                    pending.current = Some((id, split));
                     pending.piece = 0;
-                    id
+                    (id, split)
                 }
             };
-            let Some(max_datagram) = id.index().and_then(|i| self.links[i].as_ref()).map(|l| l.pmtu.current()) else {
-                pending.current = None;
-                continue;
-            };
-            let split = Split::new(pending.frame.len(), max_datagram);
             let piece = usize::from(pending.piece);
             pending.piece += 1;
             if usize::from(pending.piece) >= split.pieces() {
@@ -1782,11 +1788,12 @@ impl Session {
         reason
     }
 
-    /// The datagram TCP segments are sized for: the smallest a settled link's path carries, so
-    /// a segment fits one datagram on every link, or the configured size while none has settled
-    /// (a SYN then must not be clamped for good to the base every search starts from).
+    /// The datagram TCP segments are sized for: the smallest a link's last finished search found,
+    /// so a segment fits one datagram on every link, or the configured size before any search
+    /// has finished (a SYN then must not be clamped for good to the base every search starts
+    /// from).
     fn mss_datagram(&self) -> usize {
-        self.links.iter().flatten().filter_map(|l| l.pmtu.settled()).min().unwrap_or(self.config.max_datagram)
+        self.links.iter().flatten().filter_map(|l| l.pmtu.last_settled()).min().unwrap_or(self.config.max_datagram)
     }
 
     fn link(&self, link: LinkId) -> Option<&Link> {
