@@ -340,6 +340,10 @@ pub struct LinkMonitor {
     tx_window: CounterWindow,
     /// Packets sent that the path may refuse by design (path-MTU probes unanswered), in all.
     excused: u64,
+    /// The same count of the peer's packets, as the peer reports it (`Excused`), widened from
+    /// its 32 bits.
+    rx_excused: u64,
+    rx_excused_low: u32,
     /// After an outage, loss is measured afresh: the rx window from the first packet received
     /// after it, the tx window from the first report that covers a packet sent after it.
     rx_rebase: bool,
@@ -375,6 +379,8 @@ impl LinkMonitor {
             report: None,
             tx_window: CounterWindow::default(),
             excused: 0,
+            rx_excused: 0,
+            rx_excused_low: 0,
             rx_rebase: false,
             tx_rebase: Rebase::Done,
             unconfirmed: None,
@@ -460,6 +466,18 @@ impl LinkMonitor {
     /// congestion or of the link's health (RFC 8899).
     pub const fn set_excused(&mut self, total: u64) {
         self.excused = total;
+    }
+
+    /// The peer's own count of its packets the path refused by design (its `Excused` message,
+    /// cumulative and wrapping): the receive loss leaves them out.
+    pub const fn set_rx_excused(&mut self, total: u32) {
+        self.rx_excused += total.wrapping_sub(self.rx_excused_low) as u64;
+        self.rx_excused_low = total;
+    }
+
+    /// Our count for the peer's `Excused` message, or `None` while it is zero.
+    pub const fn excused(&self) -> Option<u32> {
+        if self.excused == 0 { None } else { Some(self.excused as u32) }
     }
 
     /// Whether a probe may be sent: not while the interface has no carrier.
@@ -656,7 +674,7 @@ impl LinkMonitor {
                 highest,
                 received: self.rx_received,
                 bytes: self.rx_bytes,
-                excused: 0,
+                excused: self.rx_excused,
             });
         }
     }

@@ -978,8 +978,10 @@ impl Session {
                 continue;
             }
             let priority = link.priority;
-            let mut messages = Vec::with_capacity(MAX_LINKS + 2);
+            let excused = link.monitor.excused();
+            let mut messages = Vec::with_capacity(MAX_LINKS + 3);
             messages.push(ControlMessage::Probe { priority });
+            messages.extend(excused.map(|total| ControlMessage::Excused { total }));
             if let Some(next) = self.sent.next_seq() {
                 messages.push(ControlMessage::Sent { next: next as u32 });
             }
@@ -1001,7 +1003,9 @@ impl Session {
                 continue;
             };
             // With the reports, as every probe: the packet answers the data that came in.
+            let excused = self.links[slot].as_ref().and_then(|l| l.monitor.excused());
             let mut probe = vec![ControlMessage::MtuProbe { size: size as u16 }];
+            probe.extend(excused.map(|total| ControlMessage::Excused { total }));
             probe.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
             if let Some(t) = self.seal_control_padded(now, slot, &probe, size, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
@@ -1172,6 +1176,11 @@ impl Session {
             // Only the newest authenticated packet moves a path: a replayed or delayed one never
             // drags the path back to an address the peer has left.
             let old = link.remote.replace(from);
+            if old.is_some() && self.config.probe_mtu {
+                // Another path (a modem's new address) may carry less: search it afresh.
+                link.pmtu.restart(now);
+                link.mtu_probe_due = None;
+            }
             tracing::info!(link = %via, ?old, new = %from, "path moved");
             self.events.push_back(Event::PathChanged { link: via, from: old, to: from });
         }
@@ -1290,6 +1299,11 @@ impl Session {
                 ControlMessage::MtuAck { size } => {
                     if let Some(link) = self.links[slot].as_mut() {
                         link.pmtu.on_ack(now, usize::from(size));
+                    }
+                }
+                ControlMessage::Excused { total } => {
+                    if let Some(link) = self.links[slot].as_mut() {
+                        link.monitor.set_rx_excused(total);
                     }
                 }
                 ControlMessage::Sent { next } => {

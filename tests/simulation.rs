@@ -351,6 +351,28 @@ fn each_link_probes_its_path_mtu_and_frames_cross_a_path_smaller_than_configured
 }
 
 #[test]
+fn refused_path_mtu_probes_are_not_link_loss_at_either_end() {
+    // Idle links (probes only) searching down from a 9000-byte ceiling to a 1300-byte path:
+    // about twenty probes refused in two seconds, a third of what the links carry. Neither end
+    // may take that for loss and call the links degraded.
+    let config = SessionConfig { max_datagram: 9000, ..redundant() };
+    let path = Profile { mtu: 1300, ..Profile::lte_good() };
+    let mut sim = Sim::with_config(3, config, &[path, path]);
+    sim.run_until(6.0);
+    let probes: u64 = sim.edge.links().filter_map(|l| sim.edge.link_stats(l)).map(|s| s.mtu_probes_sent).sum();
+    for (name, states) in [("edge", &sim.edge_states), ("gateway", &sim.gateway_states)] {
+        assert!(states.iter().all(|(_, _, s)| *s == LinkState::Up), "{name}: {states:?}");
+    }
+    for link in sim.edge.links() {
+        let (found, settled) = sim.edge.link_path_mtu(link).expect("a link");
+        assert!(settled && found <= 1314 && 1314 - found <= braid::pmtu::PRECISION, "{link}: found {found}");
+        let quality = sim.edge.link_quality(link).expect("a link");
+        assert!(quality.tx_loss < 0.01 && quality.rx_loss < 0.01, "{link}: {quality:?}");
+    }
+    assert!(probes >= 20, "the search must have sent probes for the test to mean anything: {probes}");
+}
+
+#[test]
 fn a_path_that_shrinks_mid_stream_is_found_again_and_the_stream_recovers() {
     // Two clean links at a 1500-byte path, 1400-byte frames (one datagram each), then at 3 s
     // both paths drop to 1300 bytes without a word: a black hole for the frames in flight.

@@ -41,6 +41,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         any::<u32>().prop_map(|next| ControlMessage::Sent { next }),
         any::<u16>().prop_map(|size| ControlMessage::MtuProbe { size }),
         any::<u16>().prop_map(|size| ControlMessage::MtuAck { size }),
+        any::<u32>().prop_map(|total| ControlMessage::Excused { total }),
     ]
 }
 

@@ -14,6 +14,7 @@ const MTU_PROBE: u8 = 7;
 const MTU_ACK: u8 = 8;
 /// Filler that makes a path-MTU probe its size; skipped like any unknown type.
 const PADDING: u8 = 9;
+const EXCUSED: u8 = 10;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
@@ -87,6 +88,12 @@ pub enum ControlMessage {
         /// The probe's size, echoed.
         size: u16,
     },
+    /// How many packets on this link, in all, the sender sent knowing the path might refuse
+    /// them (path-MTU probes that went unanswered), so the receiver does not count them as loss.
+    Excused {
+        /// The cumulative count, wrapping.
+        total: u32,
+    },
 }
 
 /// Appends `len` bytes of padding messages, which a receiver skips (`len` of 0 or at least 2).
@@ -123,6 +130,10 @@ impl ControlMessage {
                 out.extend_from_slice(&[SENT, SENT_LEN as u8]);
                 out.extend_from_slice(&next.to_be_bytes());
             }
+            Self::Excused { total } => {
+                out.extend_from_slice(&[EXCUSED, SENT_LEN as u8]);
+                out.extend_from_slice(&total.to_be_bytes());
+            }
             Self::MtuProbe { size } | Self::MtuAck { size } => {
                 let kind = if matches!(self, Self::MtuProbe { .. }) { MTU_PROBE } else { MTU_ACK };
                 out.extend_from_slice(&[kind, MTU_LEN as u8]);
@@ -144,7 +155,7 @@ impl ControlMessage {
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
             Self::Nak { .. } | Self::Gone { .. } => NAK_LEN,
-            Self::Sent { .. } => SENT_LEN,
+            Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
         }
     }
@@ -174,6 +185,10 @@ impl ControlMessage {
             SENT => {
                 exact(SENT_LEN)?;
                 Self::Sent { next: read_u32(body, 0..4) }
+            }
+            EXCUSED => {
+                exact(SENT_LEN)?;
+                Self::Excused { total: read_u32(body, 0..4) }
             }
             MTU_PROBE | MTU_ACK => {
                 exact(MTU_LEN)?;
@@ -255,6 +270,7 @@ mod tests {
             ControlMessage::Sent { next: 99 },
             ControlMessage::MtuProbe { size: 1452 },
             ControlMessage::MtuAck { size: 1392 },
+            ControlMessage::Excused { total: 12 },
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
