@@ -56,8 +56,14 @@ const MAX_SENT_LOG: usize = 1024;
 pub const BUSY_QUEUE: Duration = Duration::from_millis(2);
 /// In the modes that spread frames by capacity, a frame is dropped at the tunnel's entry
 /// rather than queued behind more than this on the link chosen for it (the modem's buffer is
-/// not to fill: inner TCP sees the drop and backs off at once).
+/// not to fill: inner TCP sees the drop and backs off at once), if the path agrees
+/// ([`ENTRY_PATH_QUEUE`]).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(100);
+/// How long the path's own round trips must have shown a queue past its limit
+/// ([`RateControl::queue_limit`]) before a frame is dropped at the entry: a sustained overload
+/// keeps it there, while the burst of re-sent frames after a cut (a real queue of 110-120 ms
+/// for a moment, in the lab) passes, and the latency budget waits it out.
+pub const ENTRY_SUSTAIN: Duration = Duration::from_millis(200);
 /// Frames queued for sending before the oldest is dropped.
 pub const MAX_QUEUED_FRAMES: usize = 4096;
 /// Ethernet header length: the shortest frame the engine carries.
@@ -327,6 +333,8 @@ struct Link {
     mtu_probe_due: Option<usize>,
     /// The peer's path-MTU probe of this size is owed an answer.
     mtu_ack_due: Option<u16>,
+    /// Since when the path's measured queue has stood past its limit, if it does now.
+    queue_over_since: Option<Instant>,
     /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
     /// carries what the mode gives it, and the model's queue drains at least as fast as the
     /// peer reports it delivers.
@@ -365,6 +373,7 @@ impl Link {
             pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM),
             mtu_probe_due: None,
             mtu_ack_due: None,
+            queue_over_since: None,
             steered: false,
         }
     }
@@ -448,6 +457,20 @@ impl Link {
         let e = self.cc.estimate();
         tracing::debug!(link = %self.id, rate = e.rate_bps, phase = e.phase.as_str(), queue = ?e.queue_delay,
             min_rtt = ?e.min_rtt, delivery = ?e.delivery_bps, model = self.backlog_bytes, "rate");
+    }
+
+    /// Whether the path's own round trips have shown a queue past its limit for
+    /// [`ENTRY_SUSTAIN`] (or show none at all, not yet measured), noting since when.
+    fn overrun_sustained(&mut self, now: Instant) -> bool {
+        let Some(queue) = self.cc.queue_delay() else {
+            return true;
+        };
+        if queue < RateControl::queue_limit(self.monitor.quality().jitter) {
+            self.queue_over_since = None;
+            return false;
+        }
+        let since = *self.queue_over_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= ENTRY_SUSTAIN
     }
 
     fn drain_backlog(&mut self, now: Instant) {
@@ -786,8 +809,12 @@ impl Session {
         // A frame dropped here takes no sequence: the peer would wait for it as a gap, and ask.
         let seq = self.next_frame_seq;
         self.views.clear();
+        let mut sustained = LinkSet::EMPTY;
         for link in self.links.iter_mut().flatten() {
             link.drain_backlog(now);
+            if link.overrun_sustained(now) {
+                sustained.insert(link.id);
+            }
             self.views.push(link.view());
         }
         let meta = FrameMeta { seq: FrameSeq(seq), len: frame.len(), critical: crate::scheduler::is_critical(frame) };
@@ -795,17 +822,12 @@ impl Session {
         let queue_of = |views: &[LinkView], id: LinkId| {
             views.iter().find(|v| v.id == id).map_or(Duration::ZERO, |v| v.queue_delay)
         };
-        // Over capacity only where the path agrees: a model queue that the measured round trips
-        // do not show (beyond what the link's jitter alone shows, RateControl::queue_limit) is
-        // the model's error, a rate not yet grown to the link's, and the frame goes out, which
-        // is what lets the rate grow.
-        let overrun = |id: LinkId| {
-            queue_of(&self.views, id) > MAX_QUEUE_DELAY
-                && self.link(id).is_none_or(|l| {
-                    let limit = RateControl::queue_limit(l.monitor.quality().jitter);
-                    l.cc.queue_delay().is_none_or(|q| q >= limit)
-                })
-        };
+        // Over capacity only where the path agrees, and has for a while: a model queue that the
+        // measured round trips do not show (beyond what the link's jitter alone shows,
+        // RateControl::queue_limit) is the model's error, a rate not yet grown to the link's,
+        // and the frame goes out, which is what lets the rate grow; a moment's real queue
+        // (ENTRY_SUSTAIN) is waited out.
+        let overrun = |id: LinkId| queue_of(&self.views, id) > MAX_QUEUE_DELAY && sustained.contains(id);
         if self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for id in chosen.iter() {
