@@ -182,7 +182,7 @@ fn bonded_tcp_carries_90_percent_of_the_links_sum_in_one_stream_and_92_percent_i
 }
 
 #[test]
-#[ignore = "issue #6 not met: added p99 125 and 147 ms against a bound of 88-90 (README, Proof); run with --ignored"]
+#[ignore = "issue #6 not met: added p99 125-147 ms against a bound of 88-90 (README, Proof); run with --ignored"]
 fn bonding_adds_no_more_latency_at_the_99th_percentile_than_the_links_delay_spread_plus_30_ms() {
     let Some(results) = scenario("bond-latency") else { return };
     let r = &results[0];
@@ -191,7 +191,7 @@ fn bonding_adds_no_more_latency_at_the_99th_percentile_than_the_links_delay_spre
 }
 
 #[test]
-#[ignore = "issue #6 not met in every run: lost 0 in 7 runs of 8 on 2026-12-02, 154 (0.26%, all over_capacity at the entry) in one (README, Proof); run with --ignored"]
+#[ignore = "issue #6 not met in every run: lost 0 in 13 runs of 15 on 2026-12-02, 154 and 206 (0.26%, 0.35%, all over_capacity at the entry) in two (README, Proof); run with --ignored"]
 fn bond_over_links_with_2_percent_random_loss_loses_at_most_0_05_percent_for_at_most_15_percent_extra_bytes() {
     let Some(results) = scenario("bond-udp-loss") else { return };
     let r = &results[0];
@@ -212,7 +212,7 @@ fn bond_loses_nothing_to_a_carrier_cut_and_at_most_a_ten_thousandth_to_a_blackho
 }
 
 #[test]
-#[ignore = "issue #6 not met in every run: lost 0 in 4 runs of 5 after 2026-12-02's fixes, 131 (all over_capacity at the entry, lte-bad alone) in one (README, Proof); run with --ignored"]
+#[ignore = "issue #6 not met in every run: lost 0 in 3 runs of 4 of 2026-12-02's final code, 1 in the fourth (README, Proof); run with --ignored"]
 fn auto_mode_loses_nothing_through_the_cuts() {
     let Some(results) = scenario("auto-cut") else { return };
     let r = &results[0];
