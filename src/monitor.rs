@@ -432,6 +432,12 @@ impl LinkMonitor {
         self.last_rx
     }
 
+    /// The interarrival jitter of the peer's packets (RFC 3550), alone: cheaper than
+    /// [`LinkMonitor::quality`] where nothing else is needed.
+    pub fn jitter(&self) -> Duration {
+        Duration::from_micros(self.delay.jitter_us as u64)
+    }
+
     /// The measurements so far.
     pub fn quality(&self) -> LinkQuality {
         LinkQuality {
@@ -441,7 +447,7 @@ impl LinkMonitor {
             rx_loss: self.rx_window.loss().map_or(0.0, |l| l.rate),
             tx_loss: self.tx_window.loss().map_or(0.0, |l| l.rate),
             delivery_rate: self.tx_window.rate(),
-            jitter: Duration::from_micros(self.delay.jitter_us as u64),
+            jitter: self.jitter(),
         }
     }
 

@@ -174,13 +174,9 @@ impl PathMtu {
                 return None;
             }
             self.unanswered += 1;
-            if heard <= probe.sent {
-                probe.sent = now;
-                self.last_sent = Some(now);
-                return Some(probe.size);
-            }
-            if probe.tries < MAX_TRIES {
-                probe.tries += 1;
+            let counts = heard > probe.sent;
+            if !counts || probe.tries < MAX_TRIES {
+                probe.tries += u32::from(counts);
                 probe.sent = now;
                 self.last_sent = Some(now);
                 return Some(probe.size);

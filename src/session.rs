@@ -57,7 +57,7 @@ pub const BUSY_QUEUE: Duration = Duration::from_millis(2);
 /// In the modes that spread frames by capacity, a frame is dropped at the tunnel's entry
 /// rather than queued behind more than this on the link chosen for it (the modem's buffer is
 /// not to fill: inner TCP sees the drop and backs off at once), if the path agrees
-/// ([`ENTRY_PATH_QUEUE`]).
+/// ([`ENTRY_SUSTAIN`]).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(100);
 /// How long the path's own round trips must have shown a queue past its limit
 /// ([`RateControl::queue_limit`]) before a frame is dropped at the entry: a sustained overload
@@ -465,7 +465,7 @@ impl Link {
         let Some(queue) = self.cc.queue_delay() else {
             return true;
         };
-        if queue < RateControl::queue_limit(self.monitor.quality().jitter) {
+        if queue < RateControl::queue_limit(self.monitor.jitter()) {
             self.queue_over_since = None;
             return false;
         }
@@ -833,7 +833,7 @@ impl Session {
                 for id in chosen.iter() {
                     if let Some(l) = self.link(id) {
                         tracing::debug!(link = %id, rate = l.cc.rate_bps(), model_queue = ?queue_of(&self.views, id),
-                            path_queue = ?l.cc.queue_delay(), jitter = ?l.monitor.quality().jitter, "over capacity");
+                            path_queue = ?l.cc.queue_delay(), jitter = ?l.monitor.jitter(), "over capacity");
                     }
                 }
             }
@@ -970,7 +970,7 @@ impl Session {
             if let Some(size) = link.mtu_ack_due.take() {
                 // With the reports: the packet answers the data that came in on the link.
                 let mut reply = vec![ControlMessage::MtuAck { size }];
-                reply.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
+                reply.extend(self.reports());
                 if let Some(t) = self.seal_control(now, slot, &reply, buf) {
                     return Some(t);
                 }
@@ -986,8 +986,7 @@ impl Session {
                 continue;
             }
             link.ack_due = false;
-            let messages: Vec<ControlMessage> =
-                self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report).collect();
+            let messages: Vec<ControlMessage> = self.reports().collect();
             if let Some(t) = self.seal_control(now, slot, &messages, buf) {
                 return Some(t);
             }
@@ -1007,7 +1006,7 @@ impl Session {
             if let Some(next) = self.sent.next_seq() {
                 messages.push(ControlMessage::Sent { next: next as u32 });
             }
-            messages.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
+            messages.extend(self.reports());
             if let Some(t) = self.seal_control(now, slot, &messages, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
                     let pn = link.next_pn - 1;
@@ -1028,7 +1027,7 @@ impl Session {
             let excused = self.links[slot].as_ref().and_then(|l| l.monitor.excused());
             let mut probe = vec![ControlMessage::MtuProbe { size: size as u16 }];
             probe.extend(excused.map(|total| ControlMessage::Excused { total }));
-            probe.extend(self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report));
+            probe.extend(self.reports());
             if let Some(t) = self.seal_control_padded(now, slot, &probe, size, buf) {
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.mtu_probes_sent += 1;
@@ -1198,7 +1197,7 @@ impl Session {
             // Only the newest authenticated packet moves a path: a replayed or delayed one never
             // drags the path back to an address the peer has left.
             let old = link.remote.replace(from);
-            if old.is_some() && self.config.probe_mtu {
+            if old.is_some() {
                 // Another path (a modem's new address) may carry less: search it afresh.
                 link.pmtu.restart(now);
                 link.mtu_probe_due = None;
@@ -1804,7 +1803,7 @@ impl Session {
             if transition.to == LinkState::Down {
                 l.pmtu.stop();
                 l.mtu_probe_due = None;
-            } else if transition.from == LinkState::Down && l.pmtu.phase() == Phase::Idle {
+            } else if transition.from == LinkState::Down {
                 l.pmtu.restart(now);
             }
         }
@@ -1830,6 +1829,11 @@ impl Session {
     /// from).
     fn mss_datagram(&self) -> usize {
         self.links.iter().flatten().filter_map(|l| l.pmtu.last_settled()).min().unwrap_or(self.config.max_datagram)
+    }
+
+    /// A receive report for every link that has received something, for a control packet.
+    fn reports(&self) -> impl Iterator<Item = ControlMessage> + '_ {
+        self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report)
     }
 
     fn link(&self, link: LinkId) -> Option<&Link> {

@@ -28,13 +28,19 @@ fn redundant_cuts(seed: u64) -> Sim {
 fn redundant_cuts_until(seed: u64, until: f64) -> Sim {
     let mut sim = Sim::new(seed, Mode::Redundant, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
     sim.stream(1.0, 6.0, 4.0, 1200);
-    sim.schedule(2.0, Action::CarrierDown(0));
-    sim.schedule(3.0, Action::Blackhole(1));
-    sim.schedule(4.0, Action::CarrierUp(0));
-    sim.schedule(4.0, Action::Restore(1));
-    sim.schedule(5.0, Action::Rebind(2));
+    schedule_cuts(&mut sim, 2.0, 1.0);
     sim.run_until(until);
     sim
+}
+
+/// The lab's cuts timeline, from `first` on, `step` apart: link 0 loses carrier, link 1 is
+/// blackholed, both come back, link 2's NAT rebinds.
+fn schedule_cuts(sim: &mut Sim, first: f64, step: f64) {
+    sim.schedule(first, Action::CarrierDown(0));
+    sim.schedule(first + step, Action::Blackhole(1));
+    sim.schedule(first + 2.0 * step, Action::CarrierUp(0));
+    sim.schedule(first + 2.0 * step, Action::Restore(1));
+    sim.schedule(first + 3.0 * step, Action::Rebind(2));
 }
 
 #[test]
@@ -535,11 +541,7 @@ fn auto_loses_nothing_through_the_labs_cuts_over_8_seeds_and_reports_its_overhea
         let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
         let mut sim = Sim::unrated(seed, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
         sim.stream(1.0, 31.0, 6.0, 1200);
-        sim.schedule(6.0, Action::CarrierDown(0));
-        sim.schedule(11.0, Action::Blackhole(1));
-        sim.schedule(16.0, Action::CarrierUp(0));
-        sim.schedule(16.0, Action::Restore(1));
-        sim.schedule(21.0, Action::Rebind(2));
+        schedule_cuts(&mut sim, 6.0, 5.0);
         sim.run_until(32.0);
         let r = sim.report();
         let edge = sim.edge.stats();
