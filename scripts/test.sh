@@ -12,8 +12,12 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_TARGETS=(datagram session handshake)
 
 step_no=0
+started=$SECONDS
+step_started=$SECONDS
 banner() {
+    [[ $step_no -gt 0 ]] && printf '(step %d took %ds)\n' "$step_no" $((SECONDS - step_started))
     step_no=$((step_no + 1))
+    step_started=$SECONDS
     printf '\n==== [%d] %s ====\n' "$step_no" "$*"
 }
 
@@ -143,7 +147,8 @@ run_tests
 banner "fuzz smoke run"
 fuzz_smoke
 
-printf '\n==== all steps passed ====\n'
+printf '(step %d took %ds)\n' "$step_no" $((SECONDS - step_started))
+printf '\n==== all steps passed in %dm%02ds ====\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60))
 if [[ -n $tests_passed ]]; then
     [[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
     echo "${tests_passed} passed, ${tests_failed} failed"
