@@ -65,6 +65,8 @@ pub struct PathMtu {
     phase: Phase,
     black_holes: u64,
     unanswered: u64,
+    /// When the last probe answered at the size in use (or larger) was sent.
+    confirmed_sent: Option<Instant>,
     /// The last size a search settled on, kept across restarts.
     last_settled: Option<usize>,
 }
@@ -85,6 +87,7 @@ impl PathMtu {
             phase: Phase::Idle,
             black_holes: 0,
             unanswered: 0,
+            confirmed_sent: None,
             last_settled: None,
         }
     }
@@ -123,6 +126,12 @@ impl PathMtu {
     /// How often a confirmed size stopped getting through (the path shrank).
     pub const fn black_holes(&self) -> u64 {
         self.black_holes
+    }
+
+    /// When the last probe that showed the size in use getting through was sent: a datagram of
+    /// that size sent since may have been lost once [`Self::black_holes`] grows.
+    pub const fn confirmed_sent(&self) -> Option<Instant> {
+        self.confirmed_sent
     }
 
     /// Starts a new search from the base (the link came up; its path may have changed).
@@ -200,7 +209,11 @@ impl PathMtu {
         if self.phase == Phase::Idle || size > self.max || self.in_flight.is_none_or(|p| p.size != size) {
             return;
         }
-        self.in_flight = None;
+        if let Some(probe) = self.in_flight.take()
+            && size >= self.current
+        {
+            self.confirmed_sent = Some(probe.sent);
+        }
         self.current = self.current.max(size);
         match self.phase {
             Phase::Searching if self.done() => self.settle(now),

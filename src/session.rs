@@ -513,6 +513,15 @@ impl Link {
     }
 }
 
+/// Why a link's recent frames are taken for lost ([`Session::resend_in_flight`]).
+#[derive(Debug, Clone, Copy)]
+enum Swallowed {
+    /// The link went down.
+    Down(StateReason),
+    /// The path stopped carrying the datagram size in use.
+    BlackHole,
+}
+
 /// A frame waiting to be sealed onto the links chosen for it.
 #[derive(Debug)]
 struct Pending {
@@ -904,6 +913,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         let interval = self.config.probe_interval;
         let mut transitions = Vec::new();
+        let mut shrunk = Vec::new();
         for link in self.links.iter_mut().flatten() {
             if link.next_probe <= now {
                 link.monitor.on_tick(now);
@@ -924,8 +934,12 @@ impl Session {
                 if link.monitor.quality().tx_loss >= MTU_SUSPECT_LOSS {
                     link.pmtu.suspect(now);
                 }
+                let black_holes = link.pmtu.black_holes();
                 link.mtu_probe_due = link.pmtu.poll_probe(now, link.monitor.probe_timeout(), link.monitor.last_heard());
                 link.monitor.set_excused(link.pmtu.unanswered());
+                if link.pmtu.black_holes() > black_holes {
+                    shrunk.push(link.id);
+                }
             }
             if link.cc.on_timeout(now, link.cc_sample()) {
                 link.trace_cc();
@@ -933,6 +947,9 @@ impl Session {
         }
         for (id, t) in transitions {
             self.emit_transition(now, id, Some(t));
+        }
+        for id in shrunk {
+            self.resend_in_flight(now, id, Swallowed::BlackHole);
         }
         if self.previous.as_ref().is_some_and(|(_, retire)| *retire <= now) {
             self.previous = None;
@@ -1723,24 +1740,28 @@ impl Session {
         }
     }
 
-    /// A link went down: the frames it carried in the time it takes to notice (and that went
-    /// on no link still usable) are probably lost, so they are re-sent now, on the links the
+    /// A link went down, or its path stopped carrying the size in use: the frames it carried in
+    /// the time it takes to notice are probably lost, so they are re-sent now, on the links the
     /// scheduler's retransmission policy picks, without waiting for the peer's NAK a round trip
-    /// later. Copies that did arrive are dropped by the peer's dedup.
-    fn resend_in_flight(&mut self, now: Instant, down: LinkId, reason: StateReason) {
-        let Some(link) = self.link(down) else { return };
+    /// later (a NAK's answer on a black-holed link, before the black hole is found, is swallowed
+    /// too). Copies that did arrive are dropped by the peer's dedup.
+    fn resend_in_flight(&mut self, now: Instant, lost_on: LinkId, why: Swallowed) {
+        let Some(link) = self.link(lost_on) else { return };
         if !self.config.retransmit || self.sent.is_empty() {
             return;
         }
         // What a dead link swallowed: for a carrier loss, what was on the wire (one probe
         // timeout); else everything sent since one RTT before the last packet heard on it (the
-        // peer had answered what came before).
+        // peer had answered what came before). What a black hole swallowed: every frame too big
+        // for the base size, since the probe that last showed the size in use getting through.
         let rtt = link.monitor.quality().srtt.unwrap_or(DEFAULT_RTO);
-        let since = match reason {
-            StateReason::CarrierLost => now.checked_sub(link.monitor.probe_timeout()),
-            _ => link.monitor.last_heard().checked_sub(rtt),
+        let since = match why {
+            Swallowed::Down(StateReason::CarrierLost) => now.checked_sub(link.monitor.probe_timeout()),
+            Swallowed::Down(_) => link.monitor.last_heard().checked_sub(rtt),
+            Swallowed::BlackHole => link.pmtu.confirmed_sent(),
         }
         .unwrap_or(now);
+        let base = crate::pmtu::BASE_DATAGRAM;
         self.views.clear();
         for link in self.links.iter_mut().flatten() {
             link.drain_backlog(now);
@@ -1751,8 +1772,13 @@ impl Session {
         let usable: LinkSet = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.id).collect();
         let budget = self.config.latency_budget;
         let mut resend = Vec::new();
-        for sent in self.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(down)) {
-            if sent.links.iter().any(|id| usable.contains(id)) {
+        for sent in self.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(lost_on)) {
+            let safe = match why {
+                Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
+                // Another link's path may have shrunk too, not yet found: each is re-sent.
+                Swallowed::BlackHole => sent.frame.len() + crate::wire::DATA_OVERHEAD <= base,
+            };
+            if safe {
                 continue;
             }
             let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len(), critical: false };
@@ -1764,7 +1790,7 @@ impl Session {
             sent.resent_at = Some(now);
             resend.push((sent.seq, links));
         }
-        tracing::debug!(link = %down, frames = resend.len(), "re-sending what a dead link swallowed");
+        tracing::debug!(link = %lost_on, frames = resend.len(), ?why, "re-sending what a link swallowed");
         for &(seq, links) in resend.iter().rev() {
             self.queue_resend(seq, links);
         }
@@ -1808,7 +1834,7 @@ impl Session {
             }
         }
         if transition.to == LinkState::Down {
-            self.resend_in_flight(now, link, transition.reason);
+            self.resend_in_flight(now, link, Swallowed::Down(transition.reason));
         }
         let Some(quality) = self.link_quality(link) else {
             return;

@@ -399,7 +399,11 @@ fn a_path_that_shrinks_mid_stream_is_found_again_and_the_stream_recovers() {
             "edge {link}: found {found}, settled {settled} (the path carries 1314)"
         );
     }
-    println!("RESULT scenario=sim-pmtu-shrink sent={} lost={} lost_after_4_5s={lost_after}", r.sent, r.lost);
+    let recovered = sim.gateway.stats().frames_recovered;
+    println!(
+        "RESULT scenario=sim-pmtu-shrink sent={} lost={} lost_after_4_5s={lost_after} gw_recovered={recovered}",
+        r.sent, r.lost
+    );
     assert_eq!(lost_after, 0, "once found again, nothing is lost: {r}");
 }
 
