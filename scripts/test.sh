@@ -2,13 +2,13 @@
 # The project's one test command, run by developers and by CI (.ci/run).
 #
 # In order: system packages for the lab, formatting, clippy, the engine built without the
-# runtime, every test of the workspace, then a 20-second fuzz smoke run of each fuzz target.
+# runtime, every test of the workspace, then a 10-second fuzz smoke run of each fuzz target.
 # Stops at the first failing step. With CI=true, a skipped fuzz run is a failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 FUZZ_TARGETS=(datagram session handshake)
 
 step_no=0
