@@ -13,12 +13,14 @@
 //!
 //! Every [`UPDATE_INTERVAL`]:
 //! * a queue above the target ([`BASE_QUEUE_TARGET`] plus [`JITTER_ALLOWANCE`] times the link's
-//!   jitter) while the link delivers less than we put on it ([`OVERLOAD_RATIO`]) means the link
-//!   carries less than we give it: the rate drops to [`DRAIN_FACTOR`] of what was delivered, so
-//!   the queue drains (at most once per RTT, so a cut is seen before the next). A queue on a
-//!   link that delivers what it is given is its jitter, and changes nothing;
+//!   jitter) while the link delivers less than we put on it ([`OVERLOAD_RATIO`]), or that rose
+//!   steadily ([`RISING_UPDATES`]), means the link carries less than we give it: the rate drops
+//!   to [`DRAIN_FACTOR`] of what was delivered, so the queue drains (at most once per RTT, so a
+//!   cut is seen before the next). A steady queue on a link that delivers what it is given is
+//!   its jitter, and changes nothing;
 //! * a short queue while the scheduler kept the link busy (it had to wait for the link, so demand
-//!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`];
+//!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`], to at
+//!   most [`MAX_LEAD`] times what the link carried;
 //! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
 //!   capacity.
 //!
@@ -165,7 +167,8 @@ pub struct RateControl {
     /// (when, bytes sent on the link in total), one per update, over [`DELIVERY_WINDOW`].
     sent: VecDeque<(Instant, u64)>,
     busy: bool,
-    /// The queue at each of the last [`RISING_UPDATES`] updates, oldest first.
+    /// The queue at each of the last [`RISING_UPDATES`] + 1 updates that measured one, oldest
+    /// first (so [`RISING_UPDATES`] steps between them).
     queues: VecDeque<Duration>,
     next_update: Instant,
     last_drain: Option<Instant>,
@@ -341,7 +344,11 @@ impl RateControl {
         }
         let rising = self.queues.len() > RISING_UPDATES
             && self.queues.iter().zip(self.queues.iter().skip(1)).all(|(a, b)| b > a)
-            && self.queues.back().zip(self.queues.front()).is_some_and(|(&last, &first)| last >= first + RISING_MIN);
+            && self
+                .queues
+                .back()
+                .zip(self.queues.front())
+                .is_some_and(|(&last, &first)| last.saturating_sub(first) >= RISING_MIN);
         let target = self.queue_target(jitter);
         let rtt = srtt.unwrap_or(RECENT_WINDOW).max(UPDATE_INTERVAL);
         if queue > target {
@@ -349,10 +356,11 @@ impl RateControl {
             if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + RECENT_WINDOW) {
                 return true;
             }
-            // The queue is ours only while the link delivers less than we put on it: a queue on
-            // a link that carries what it is given is its jitter (a jittery link holds packets
-            // behind a late one), or someone else's traffic, and cutting the rate would not
-            // shorten it. Nor is a queue on a link that carries next to nothing (probes).
+            // The queue is ours only while the link delivers less than we put on it, or while it
+            // keeps rising (a rate a few percent over the capacity, inside OVERLOAD_RATIO): a
+            // steady queue on a link that carries what it is given is its jitter (a jittery link
+            // holds packets behind a late one), or someone else's traffic, and cutting the rate
+            // would not shorten it. Nor is a queue on a link that carries next to nothing (probes).
             // What was lost on the way (the link's own loss) was not delivered either, and is no
             // sign of a queue. A queue past the limit (queue_limit) is drained whatever its cause.
             let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= MIN_DRAIN_EVIDENCE_BPS);
@@ -381,8 +389,10 @@ impl RateControl {
             // has to carry more than the share its rate was set for (the others were cut).
             let fast = queue < STARTUP_QUEUE && delivered >= self.rate_bps * STARTUP_DELIVERY;
             let grown = self.rate_bps.max(delivered) * if fast { STARTUP_GAIN } else { PROBE_GAIN };
-            // Not past what the link shows it carries, but never below where the rate was.
-            self.rate_bps = if delivered > 0.0 { grown.min((delivered * MAX_LEAD).max(self.rate_bps)) } else { grown };
+            // Not past what the link shows it carries (what it delivered, and what its own loss
+            // took on the way: a lossy link must still grow), but never below where the rate was.
+            let carried = delivered / (1.0 - loss.clamp(0.0, 0.5));
+            self.rate_bps = if delivered > 0.0 { grown.min((carried * MAX_LEAD).max(self.rate_bps)) } else { grown };
             self.phase = Phase::Probing;
         } else {
             self.phase = Phase::Holding;
@@ -464,6 +474,57 @@ mod tests {
         assert!(r.worst_queue <= Duration::from_millis(250), "the queue peaked at {:?}", r.worst_queue);
         assert!(r.utilization >= 0.85, "used {:.2} of the capacity once settled", r.utilization);
         assert!(r.settled_queue <= Duration::from_millis(60), "the queue reached {:?} once settled", r.settled_queue);
+    }
+
+    /// A busy link of `capacity` with `loss` on the way, fed for `secs` at `load` bits per
+    /// second or, without one, at the controller's rate: the highest rate over the run's second
+    /// half. The scheduler finds the link busy at every update (a bursty load reaches the rate
+    /// now and then even when its average does not).
+    fn peak_rate(capacity: f64, loss: f64, load: Option<f64>, secs: f64) -> f64 {
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 5_000_000, None);
+        let (mut queue_bits, mut delivered_bytes, mut sent_bytes, mut peak) = (0.0f64, 0u64, 0u64, 0.0f64);
+        let step = Duration::from_millis(5);
+        let steps = (secs / step.as_secs_f64()) as u32;
+        for i in 1..=steps {
+            let now = t0 + step * i;
+            let offered = load.unwrap_or(cc.rate_bps() as f64) * step.as_secs_f64();
+            cc.on_busy();
+            sent_bytes += (offered / 8.0) as u64;
+            queue_bits += offered * (1.0 - loss);
+            let served = queue_bits.min(capacity * step.as_secs_f64());
+            queue_bits -= served;
+            delivered_bytes += (served / 8.0) as u64;
+            let queue = Duration::from_secs_f64(queue_bits / capacity);
+            cc.on_rtt(now, Duration::from_millis(30) + queue);
+            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
+            let sample = LinkSample {
+                srtt: Some(Duration::from_millis(30) + queue),
+                tx_bytes: sent_bytes,
+                loss,
+                ..LinkSample::default()
+            };
+            cc.on_timeout(now, sample);
+            if i > steps / 2 {
+                peak = peak.max(cc.rate_bps() as f64);
+            }
+        }
+        peak
+    }
+
+    #[test]
+    fn a_busy_links_rate_stays_near_what_it_carries() {
+        // The link carries all it is given (19 Mbit/s of its 20) and shows no queue, so nothing
+        // but what it delivered holds the rate near it.
+        let peak = peak_rate(20e6, 0.0, Some(19e6), 10.0);
+        assert!(peak <= 19e6 * MAX_LEAD * STARTUP_GAIN, "the rate reached {:.1} Mbit/s for 19 carried", peak / 1e6);
+    }
+
+    #[test]
+    fn a_lossy_link_still_grows_to_its_capacity() {
+        // 20% of what is sent is lost on the way: what arrives is all the link can be credited.
+        let peak = peak_rate(20e6, 0.2, None, 10.0);
+        assert!(peak >= 20e6 * 0.9, "with 20% loss the rate only reached {:.1} Mbit/s", peak / 1e6);
     }
 
     #[test]

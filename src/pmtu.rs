@@ -44,7 +44,10 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
     size: usize,
+    /// When the last try went.
     sent: Instant,
+    /// When the first try went: an answer may be to any try.
+    first: Instant,
     tries: u32,
 }
 
@@ -199,7 +202,7 @@ impl PathMtu {
         }
         let size = self.next_size(now)?;
         self.next = None;
-        self.in_flight = Some(InFlight { size, sent: now, tries: 1 });
+        self.in_flight = Some(InFlight { size, sent: now, first: now, tries: 1 });
         self.last_sent = Some(now);
         Some(size)
     }
@@ -212,7 +215,7 @@ impl PathMtu {
         if let Some(probe) = self.in_flight.take()
             && size >= self.current
         {
-            self.confirmed_sent = Some(probe.sent);
+            self.confirmed_sent = Some(probe.first);
         }
         self.current = self.current.max(size);
         match self.phase {

@@ -1775,7 +1775,10 @@ impl Session {
         for sent in self.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(lost_on)) {
             let safe = match why {
                 Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
-                // Another link's path may have shrunk too, not yet found: each is re-sent.
+                // Another link's path may have shrunk too, not yet found: each is re-sent, even
+                // what a NAK already had re-sent (at the old size, maybe on this link: in the
+                // simulator skipping those lost 136 frames instead of 101). Copies the peer
+                // already has cost bandwidth once, within the latency budget.
                 Swallowed::BlackHole => sent.frame.len() + crate::wire::DATA_OVERHEAD <= base,
             };
             if safe {

@@ -200,7 +200,7 @@ fn bond_over_links_with_2_percent_random_loss_loses_at_most_0_05_percent_for_at_
 }
 
 #[test]
-#[ignore = "issue #6 not yet shown in every run: lost 0 in 4 runs of 4 on the rate cap's code (2026-12-02), but 27 of 10,177 after the blackhole (0.27%) in CI's run of bf43bab, before it (README, Proof); run with --ignored"]
+#[ignore = "issue #6 not yet shown in every run: lost 0 in 5 runs of 5 on the rate cap's code (2026-12-02), but 27 of 10,177 after the blackhole (0.27%) in CI's run of bf43bab, before it (README, Proof); run with --ignored"]
 fn bond_loses_nothing_to_a_carrier_cut_and_at_most_a_ten_thousandth_to_a_blackhole() {
     let Some(results) = scenario("bond-cut") else { return };
     let r = &results[0];
