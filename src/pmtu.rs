@@ -68,7 +68,7 @@ pub struct PathMtu {
     phase: Phase,
     black_holes: u64,
     unanswered: u64,
-    /// When the last probe answered at the size in use (or larger) was sent.
+    /// When the last probe answered at the size in use (or larger) was first tried.
     confirmed_sent: Option<Instant>,
     /// The last size a search settled on, kept across restarts.
     last_settled: Option<usize>,

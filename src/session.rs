@@ -1761,7 +1761,8 @@ impl Session {
             Swallowed::BlackHole => link.pmtu.confirmed_sent(),
         }
         .unwrap_or(now);
-        let base = crate::pmtu::BASE_DATAGRAM;
+        // After a black hole the link is back at its base size.
+        let base = link.pmtu.current();
         self.views.clear();
         for link in self.links.iter_mut().flatten() {
             link.drain_backlog(now);
@@ -1779,7 +1780,7 @@ impl Session {
                 // what a NAK already had re-sent (at the old size, maybe on this link: in the
                 // simulator skipping those lost 136 frames instead of 101). Copies the peer
                 // already has cost bandwidth once, within the latency budget.
-                Swallowed::BlackHole => sent.frame.len() + crate::wire::DATA_OVERHEAD <= base,
+                Swallowed::BlackHole => Split::new(sent.frame.len(), base).pieces() == 1,
             };
             if safe {
                 continue;
