@@ -14,8 +14,11 @@ FUZZ_TARGETS=(datagram session handshake)
 step_no=0
 started=$SECONDS
 step_started=$SECONDS
+step_took() {
+    printf '(step %d took %ds)\n' "$step_no" $((SECONDS - step_started))
+}
 banner() {
-    [[ $step_no -gt 0 ]] && printf '(step %d took %ds)\n' "$step_no" $((SECONDS - step_started))
+    [[ $step_no -gt 0 ]] && step_took
     step_no=$((step_no + 1))
     step_started=$SECONDS
     printf '\n==== [%d] %s ====\n' "$step_no" "$*"
@@ -151,7 +154,7 @@ run_tests
 banner "fuzz smoke run"
 fuzz_smoke
 
-printf '(step %d took %ds)\n' "$step_no" $((SECONDS - step_started))
+step_took
 printf '\n==== all steps passed in %dm%02ds ====\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60))
 if [[ -n $tests_passed ]]; then
     [[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
