@@ -39,6 +39,8 @@ pub struct Sent {
     pub at: Instant,
     /// When it was last sent again, if it was.
     pub resent_at: Option<Instant>,
+    /// When that copy is expected at the peer, behind the queue it joined.
+    pub resent_due: Option<Instant>,
     /// The links it went out on.
     pub links: LinkSet,
     /// The frame.
@@ -58,7 +60,7 @@ impl SentFrames {
             return Some(frame);
         }
         self.bytes += frame.len();
-        self.frames.push_back(Sent { seq, at: now, resent_at: None, links, frame });
+        self.frames.push_back(Sent { seq, at: now, resent_at: None, resent_due: None, links, frame });
         None
     }
 

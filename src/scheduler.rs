@@ -112,6 +112,15 @@ impl LinkView {
         self.one_way_delay + queue + self.serialization(len)
     }
 
+    /// Counts `bytes` more as queued on the link, as a frame chosen for it from this view adds:
+    /// the next frame chosen from the same views sees it (a batch of re-sent frames is spread,
+    /// and timed, behind its own earlier frames).
+    pub fn charge(&mut self, bytes: usize) {
+        let serialization = self.serialization(bytes);
+        self.queue_delay += serialization;
+        self.path_queue = self.path_queue.map(|q| q + serialization);
+    }
+
     fn serialization(&self, len: usize) -> Duration {
         Duration::from_secs_f64(len as f64 * 8.0 / self.rate_bps.max(1) as f64)
     }

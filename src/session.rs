@@ -513,6 +513,14 @@ impl Link {
     }
 }
 
+/// Counts a frame of `len` bytes chosen for `links` in their views, so that the next frame of
+/// the same batch is chosen, and its deadline checked, behind it.
+fn charge_views(views: &mut [LinkView], links: LinkSet, len: usize) {
+    for view in views.iter_mut().filter(|v| links.contains(v.id)) {
+        view.charge(len + crate::wire::DATA_OVERHEAD);
+    }
+}
+
 /// Why a link's recent frames are taken for lost ([`Session::resend_in_flight`]).
 #[derive(Debug, Clone, Copy)]
 enum Swallowed {
@@ -1707,8 +1715,15 @@ impl Session {
             };
             let in_flight = sent.links.iter().filter_map(owd).max();
             let back = via.and_then(owd).unwrap_or_default();
-            if sent.resent_at.is_none() && in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back)
-            {
+            // So is a NAK for a re-sent copy that cannot have arrived yet, behind the queue it
+            // joined: answering it would send the frame again onto that queue, which grows the
+            // queue and delays the copy the NAK asks for (on the last link left, the queue grew
+            // past its limit and new frames were dropped at the entry).
+            let early = match sent.resent_due {
+                None => in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back),
+                Some(due) => now < due + back,
+            };
+            if early {
                 self.stats.naks_early += 1;
                 continue;
             }
@@ -1723,13 +1738,19 @@ impl Session {
                 continue;
             }
             sent.resent_at = Some(now);
-            resent.push((seq, links));
+            sent.resent_due = arrival.map(|a| now + a);
+            // The first copy on each link picked, and the spaced second one.
+            let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
+            charge_views(&mut self.views, links, meta.len);
+            if let Some(id) = second {
+                charge_views(&mut self.views, [id].into_iter().collect(), meta.len);
+            }
+            resent.push((seq, links, second));
         }
         if !gone.is_empty() {
             self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
         }
-        for &(seq, links) in resent.iter().rev() {
-            let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
+        for &(seq, links, second) in resent.iter().rev() {
             self.queue_resend(seq, links);
             if let Some(id) = second {
                 let frame = self.copy_sent(seq);
@@ -1791,7 +1812,9 @@ impl Session {
             if arrival.is_none_or(|a| now.saturating_duration_since(sent.at) + a > budget) {
                 continue;
             }
+            charge_views(&mut self.views, links, meta.len);
             sent.resent_at = Some(now);
+            sent.resent_due = arrival.map(|a| now + a);
             resend.push((sent.seq, links));
         }
         tracing::debug!(link = %lost_on, frames = resend.len(), ?why, "re-sending what a link swallowed");
