@@ -468,9 +468,10 @@ fn what_a_dead_link_swallowed_is_re_sent_spread_over_the_survivors_each_copy_tim
     // dsl carries a 6 Mbit/s stream alone (it arrives first) until it is blackholed at 5 s; three
     // 3 Mbit/s links survive. The frames it swallowed go out again in one batch: each is chosen
     // and checked against the budget behind the batch's own earlier frames, so the batch spreads
-    // over all three and sends nothing that would arrive too late. Chosen from views that did
-    // not see the batch, every copy went to the same links and the gateway gave up on 1,045
-    // frames over the ten seeds (0 to 357 each; 31 in all with the batch counted).
+    // over all three and sends nothing that would arrive too late; a NAK for a copy still on its
+    // way is not answered with more. Chosen from views that did not see the batch, every copy
+    // went to the same links and the gateway gave up on 1,045 frames over the ten seeds (0 to
+    // 357 each); with the batch counted but such NAKs answered, 31; with both, 0.
     let (mut given_up, mut lost, mut least_share, mut spread) = (0, 0, f64::MAX, Vec::new());
     for seed in 0..10 {
         let config =
