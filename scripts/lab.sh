@@ -370,7 +370,7 @@ udp_stream() { # rate secs
     local events
     events=$(IFS=,; echo "${WINDOWS[*]:-}")
     STREAM=$(tshark -r "$RUN/stream.pcap" -T fields -e frame.time_epoch -e udp.payload 2>/dev/null |
-        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --events "$events")
+        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --events "$events" ${OWD_LIMIT_MS:+--owd-limit-ms "$OWD_LIMIT_MS"})
     PING=$(ping_percentiles "$RUN/ping.txt")
     log "stream: $STREAM"
 }
@@ -665,16 +665,19 @@ link_owds() {
 # iperf3 header (one machine's clocks). The bound is the spread of the links' median one-way
 # delays, measured before the stream, plus 30 ms; what bonding adds is the p99 above the fastest
 # link's. link_owd_p99_ms shows how far each link's own delay reaches (see link_owds).
+# over_bound_pct is the share of datagrams that added more than the bound (the p99 allows 1%),
+# and budget_ms the latency budget braid ran with (LAB_BUDGET, 500 by default).
 scenario_bond_latency() {
     link_owds
     EVENTS=() WINDOWS=()
-    udp_stream 28M 15
     local p50 p99 lo hi spread
-    p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
     lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | sed -n 1p) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
     spread=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
+    # Added = one-way less `lo`, bound = spread + 30: a datagram is over it past hi + 30.
+    OWD_LIMIT_MS=$(awk_calc 'a + 30' '%.1f' "$hi") udp_stream 28M 15
+    p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
     stream_result bond-latency "$MODE" \
-        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$(awk_calc 'a + 30' '%.1f' "$spread") extra_pct=$(extra_pct)"
+        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$(awk_calc 'a + 30' '%.1f' "$spread") over_bound_pct=$(field owd_over_limit_pct "$STREAM") budget_ms=$BUDGET extra_pct=$(extra_pct)"
 }
 
 # Issue #6: random loss. Every link adds 2% random loss each way on top of its preset
@@ -739,10 +742,10 @@ SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-r
 
 # The mode and topology a scenario runs in.
 configure() { # name
-    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=500
+    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=${LAB_BUDGET:-500}
     case $1 in
         mtu) LINK_EXTRA="mtu=1420" ;;
-        bond-cut) MODE=bond BUDGET=300 ;;
+        bond-cut) MODE=bond BUDGET=${LAB_BUDGET:-300} ;;
         bond-udp-loss) MODE=bond LINK_EXTRA="loss=0.02" ;;
         bond-*) MODE=bond ;;
         auto-*) MODE=auto ;;

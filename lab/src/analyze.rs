@@ -67,6 +67,8 @@ pub struct StreamReport {
     pub owd_p50_ms: Option<f64>,
     /// 99th percentile of the same, in ms.
     pub owd_p99_ms: Option<f64>,
+    /// The one-way latency of every first copy, in ms, sorted.
+    pub owd_ms: Vec<f64>,
 }
 
 impl StreamReport {
@@ -125,7 +127,15 @@ impl StreamReport {
             window_lost,
             owd_p50_ms: percentile(&owd_ms, 0.5),
             owd_p99_ms: percentile(&owd_ms, 0.99),
+            owd_ms,
         }
+    }
+
+    /// The share (0..=1) of first copies whose one-way latency exceeded `limit_ms`; `None` if
+    /// none arrived.
+    pub fn share_over(&self, limit_ms: f64) -> Option<f64> {
+        let within = self.owd_ms.partition_point(|&ms| ms <= limit_ms);
+        (!self.owd_ms.is_empty()).then(|| (self.owd_ms.len() - within) as f64 / self.owd_ms.len() as f64)
     }
 }
 /// Every sequence number from 1 to `sent` (or to the highest received, if beyond) with its send
@@ -289,10 +299,14 @@ mod tests {
         let r = StreamReport::new(100, 100.0, &[], &a);
         assert!((r.owd_p50_ms.unwrap() - 50.0).abs() < 1e-6, "{:?}", r.owd_p50_ms);
         assert!((r.owd_p99_ms.unwrap() - 99.0).abs() < 1e-6, "{:?}", r.owd_p99_ms);
+        // Datagrams 96 to 100 took more than 95.5 ms: 5 of 100.
+        assert_eq!(r.share_over(95.5), Some(0.05));
+        assert_eq!(r.share_over(100.0), Some(0.0));
         assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
         assert_eq!(percentile(&[], 0.5), None);
         let empty = StreamReport::new(5, 100.0, &[1.0], &[]);
         assert_eq!((empty.lost, empty.owd_p50_ms, empty.window_lost.clone()), (5, None, vec![0, 0]));
+        assert_eq!(empty.share_over(1.0), None);
         assert!(empty.to_string().contains("owd_p50_ms=- owd_p99_ms=-"), "{empty}");
     }
 

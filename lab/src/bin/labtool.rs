@@ -1,7 +1,7 @@
 //! `braid-labtool`: the lab's measuring and attacking helpers.
 //!
 //! ```text
-//! braid-labtool stream --sent N --start EPOCH [--events S,S,...] < tshark-lines
+//! braid-labtool stream --sent N --start EPOCH [--events S,S,...] [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
 //! braid-labtool flood --to ADDR --pps N --secs S [--seed N]
@@ -15,7 +15,8 @@
 //!   sender and the capture share this machine's clocks). iperf3 3.12 stamps `CLOCK_MONOTONIC`:
 //!   a header time more than a day from its capture time is moved onto the wall clock by the
 //!   offset between the two clocks, read now (run it on the machine, and in the boot, that
-//!   captured).
+//!   captured). With `--owd-limit-ms` it also prints the share of first copies that took
+//!   longer (`owd_over_limit_pct`).
 //! * `ts` checks an MPEG-TS recording's continuity counters; `unhex` turns tshark's hex
 //!   `udp.payload` lines back into the bytes (a TS recording of what crossed the wire).
 //! * `flood` sends random garbage datagrams; `replay` sends the payloads of a file of hex lines
@@ -134,7 +135,15 @@ fn stream(flags: &Flags) -> Result<(), String> {
         let offset = wall_minus_monotonic();
         arrivals.iter_mut().for_each(|a| *a = a.with_clock_offset(offset));
     }
-    println!("{}", StreamReport::new(sent, start, &events, &arrivals));
+    let report = StreamReport::new(sent, start, &events, &arrivals);
+    match flags.text("owd-limit-ms") {
+        None | Some("") => println!("{report}"),
+        Some(limit) => {
+            let limit: f64 = limit.parse().map_err(|_| "--owd-limit-ms: expected milliseconds")?;
+            let share = report.share_over(limit).map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s * 100.0));
+            println!("{report} owd_over_limit_pct={share}");
+        }
+    }
     Ok(())
 }
 
