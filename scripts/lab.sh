@@ -618,10 +618,18 @@ wire_ceiling() { # port
         awk '{ if ($1 > 0) printf "%.3f\n", $1 / ($1 + 146); else print "-" } END { if (!NR) print "-" }'
 }
 
+# TCP's own view of its run on `port`, from iperf3's JSON: segments retransmitted (all streams)
+# and the mean smoothed RTT (ms, first stream), "retr rtt" ("- -" without a run).
+tcp_view() { # port
+    jq -r '"\(.end.sum_sent.retransmits // "-") \(if .end.streams[0].sender.mean_rtt then (.end.streams[0].sender.mean_rtt / 1000 * 10 | round / 10) else "-" end)"' \
+        "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo "- -"
+}
+
 # Issue #6: bonded TCP. One stream for 15 s over all three links, then four in parallel, then
 # the best single link (`dsl`, 20 Mbit/s) alone, the other two without carrier: the figures a
 # bond must beat. Shares are of the links' 38 Mbit/s sum; `wire_ceiling` is the share the
-# overhead leaves at best, and `of_ceiling1`/`of_ceiling4` are the goodputs as shares of that.
+# overhead leaves at best, and `of_ceiling1`/`of_ceiling4` are the goodputs as shares of that;
+# `tcp_retr1`/`tcp_retr4` and `tcp_rtt1_ms`/`tcp_rtt4_ms` are what TCP itself saw (tcp_view).
 scenario_bond_tcp() {
     local g1 g4 single ceiling usable
     log "TCP, 1 stream, 15 s, bond over ${PROFILES[*]}"
@@ -636,9 +644,12 @@ scenario_bond_tcp() {
     log "links: $(link_states)"
     single=$(tcp_goodput 5213 15)
     ceiling=$(wire_ceiling 5211)
+    local retr1 rtt1 retr4 rtt4
+    read -r retr1 rtt1 <<<"$(tcp_view 5211)"
+    read -r retr4 rtt4 <<<"$(tcp_view 5212)"
     usable=$(awk_calc 'a * b' '%.3f' "$SUM_MBPS" "$ceiling")
     result bond-tcp "$MODE" - - - - - - - "$g1" - \
-        "goodput4_mbps=$g4 sum_mbps=$SUM_MBPS share1=$(awk_calc 'a / b' '%.3f' "$g1" "$SUM_MBPS") share4=$(awk_calc 'a / b' '%.3f' "$g4" "$SUM_MBPS") wire_ceiling=$ceiling of_ceiling1=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$usable") of_ceiling4=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g4" "$usable") single_mbps=$single single_link=${PROFILES[0]} ratio_to_single=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$single") impair_check=$IMPAIR_CHECK"
+        "goodput4_mbps=$g4 sum_mbps=$SUM_MBPS share1=$(awk_calc 'a / b' '%.3f' "$g1" "$SUM_MBPS") share4=$(awk_calc 'a / b' '%.3f' "$g4" "$SUM_MBPS") wire_ceiling=$ceiling of_ceiling1=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$usable") of_ceiling4=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g4" "$usable") tcp_retr1=$retr1 tcp_rtt1_ms=$rtt1 tcp_retr4=$retr4 tcp_rtt4_ms=$rtt4 single_mbps=$single single_link=${PROFILES[0]} ratio_to_single=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$single") impair_check=$IMPAIR_CHECK"
 }
 
 # Each uplink's own one-way delay, with no stream yet: ping from the edge out of upN to its ISP's
