@@ -681,14 +681,18 @@ link_owds() {
 scenario_bond_latency() {
     link_owds
     EVENTS=() WINDOWS=()
-    local p50 p99 lo hi spread
+    local p50 p99 lo hi spread bound limit
     lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | sed -n 1p) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
     spread=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
-    # Added = one-way less `lo`, bound = spread + 30: a datagram is over it past hi + 30.
-    OWD_LIMIT_MS=$(awk_calc 'a + 30' '%.1f' "$hi") udp_stream 28M 15
+    bound=$(awk_calc 'a + 30' '%.1f' "$spread")
+    # What a datagram adds is its one-way delay less `lo`: past lo + bound it is over the bound
+    # (no limit, and over_bound_pct "-", if a link's delay could not be measured).
+    limit=$(awk_calc 'a + b' '%.1f' "$lo" "$bound")
+    [[ $limit == - ]] && limit=""
+    OWD_LIMIT_MS=$limit udp_stream 28M 15
     p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
     stream_result bond-latency "$MODE" \
-        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$(awk_calc 'a + 30' '%.1f' "$spread") over_bound_pct=$(field owd_over_limit_pct "$STREAM") budget_ms=$BUDGET extra_pct=$(extra_pct)"
+        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$bound over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET extra_pct=$(extra_pct)"
 }
 
 # Issue #6: random loss. Every link adds 2% random loss each way on top of its preset
