@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command, run by developers and by CI (.ci/run).
 #
-# In order: system packages for the lab, formatting, clippy, the engine built without the
-# runtime, every test of the workspace, then a 10-second fuzz smoke run of each fuzz target.
+# In order: system packages for the lab, formatting, clippy, the engine built alone with no
+# runtime dependency, every test of the workspace, then a 10-second fuzz smoke run of each fuzz
+# target.
 # Stops at the first failing step. With CI=true, a skipped fuzz run is a failure.
 set -euo pipefail
 
@@ -99,6 +100,21 @@ run_tests() {
     fi
 }
 
+# The sans-IO engine is a crate of its own; it builds by itself, and no I/O crate may appear
+# among its normal dependencies, directly or through another crate.
+ENGINE_FORBIDDEN=(tokio mio socket2 quinn-udp tun-rs rtnetlink netlink-proto clap axum hyper prometheus-client)
+
+engine_boundary() {
+    cargo check -p braid-engine --lib
+    local tree name found=()
+    tree=$(cargo tree -p braid-engine -e normal --prefix none --format '{p}')
+    for name in "${ENGINE_FORBIDDEN[@]}"; do
+        grep -qE "^${name} v" <<<"$tree" && found+=("$name")
+    done
+    [[ ${#found[@]} -eq 0 ]] || fail "braid-engine depends on I/O crates: ${found[*]}"
+    echo "braid-engine: $(sort -u <<<"$tree" | wc -l) crates, none of: ${ENGINE_FORBIDDEN[*]}"
+}
+
 fuzz_smoke() {
     local reason=""
     if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -145,8 +161,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # what the line above checked (the two share a dev profile).
 cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets -- -D warnings
 
-banner "cargo check -p braid --no-default-features (the engine needs no runtime)"
-cargo check -p braid --no-default-features
+banner "the engine builds alone, with no runtime dependency"
+engine_boundary
 
 banner "cargo test --workspace"
 run_tests

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::crypto::Cipher;
-use crate::edge::EdgeConfig;
-use crate::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry, GatewayConfig};
+use crate::endpoint::edge::EdgeConfig;
+use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry, GatewayConfig};
 use crate::keys::{KeyError, PrivateKey, Psk, PublicKey};
 use crate::wire::DEFAULT_PORT;
 use crate::{LinkConfig, LinkId, MAX_LINKS, Mode, SessionConfig};

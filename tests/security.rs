@@ -9,14 +9,14 @@ use std::time::Duration;
 use braid::LinkId;
 use braid::SessionIndex;
 use braid::crypto::Cipher;
-use braid::edge::REKEY_AFTER_TIME;
-use braid::gateway::{Gateway, PeerId};
+use braid::endpoint::edge::REKEY_AFTER_TIME;
+use braid::endpoint::gateway::{Gateway, PeerId};
 use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
 use braid::keys::{PrivateKey, Psk};
 use braid::session::{DropReason, SessionConfig};
 use sim::{Action, Profile, Security, Sim, ms};
 
-type SecureSim = Sim<braid::edge::Edge, Gateway>;
+type SecureSim = Sim<braid::endpoint::edge::Edge, Gateway>;
 
 fn attacker() -> SocketAddr {
     SocketAddr::from(([127, 0, 9, 9], 666))

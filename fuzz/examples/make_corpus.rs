@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use braid::wire::GRE_HEADER_LEN;
+use braid_engine::wire::GRE_HEADER_LEN;
 use braid_fuzz::{EDGE_LINKS, Harness, Op, Step, base_time};
 
 fn main() -> std::io::Result<()> {
@@ -60,16 +60,22 @@ fn datagram_corpus() -> Vec<(String, Vec<u8>)> {
     }
     // Let the first probe tick pass: the edge probes both links.
     h.step(&Step { wait: 10, alt_from: false, op: Op::EdgeFrame(&ethernet_frame(100, 7)) });
-    let edge: Vec<(braid::LinkId, Vec<u8>)> = h.captured().cloned().collect();
+    let edge: Vec<(braid_engine::LinkId, Vec<u8>)> = h.captured().cloned().collect();
     for (i, (link, bytes)) in edge.iter().enumerate() {
         let kind = if bytes[3] == 0x58 { "data" } else { "control" };
         out.push((format!("edge-{kind}-{i:02}-link{}-{}b", link.get(), bytes.len()), bytes.clone()));
     }
     // The gateway's answers (probe replies with reports), captured by tapping its transmits.
-    let (_, gateway_keys) = braid::testing::key_pair(1, braid::crypto::Cipher::ChaCha20Poly1305);
+    let (_, gateway_keys) = braid_engine::testing::key_pair(1, braid_engine::crypto::Cipher::ChaCha20Poly1305);
     let now = h.now();
-    let mut gateway =
-        braid::Session::new(braid::Role::Gateway, braid::SessionConfig::default(), gateway_keys, now, 2).unwrap();
+    let mut gateway = braid_engine::Session::new(
+        braid_engine::Role::Gateway,
+        braid_engine::SessionConfig::default(),
+        gateway_keys,
+        now,
+        2,
+    )
+    .unwrap();
     for (link, bytes) in &edge {
         let _ = gateway.handle_datagram(now, *link, braid_fuzz::EDGE_A, bytes);
     }

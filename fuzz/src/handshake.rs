@@ -9,11 +9,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use braid::crypto::Cipher;
-use braid::edge::{Edge, EdgeConfig};
-use braid::gateway::{EdgeEntry, Gateway, GatewayConfig};
-use braid::keys::PrivateKey;
-use braid::{LinkConfig, LinkId, SessionConfig};
+use braid_engine::crypto::Cipher;
+use braid_engine::endpoint::edge::{Edge, EdgeConfig};
+use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig};
+use braid_engine::keys::PrivateKey;
+use braid_engine::{LinkConfig, LinkId, SessionConfig};
 
 /// The gateway's address.
 pub const GATEWAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 4754);

@@ -25,13 +25,16 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use braid::crypto::Cipher;
-use braid::stats::SessionStats;
-use braid::wire::{ControlHeader, ControlMessage, ControlMessages, DataHeader, GRE_HEADER_LEN, GrePacket, GreRepr};
-use braid::{FrameSeq, LinkConfig, LinkId, Role, Session, SessionConfig};
+use braid_engine::crypto::Cipher;
+use braid_engine::stats::SessionStats;
+use braid_engine::wire::{
+    ControlHeader, ControlMessage, ControlMessages, DataHeader, GRE_HEADER_LEN, GrePacket, GreRepr,
+};
+use braid_engine::{FrameSeq, LinkConfig, LinkId, Role, Session, SessionConfig};
 
 /// The gateway's address, as the edge's links are configured.
-pub const GATEWAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), braid::wire::DEFAULT_PORT);
+pub const GATEWAY: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), braid_engine::wire::DEFAULT_PORT);
 /// The edge's usual source address.
 pub const EDGE_A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40_000);
 /// The edge's address after a NAT rebinding.
@@ -70,7 +73,7 @@ pub fn parse_datagram(data: &[u8]) {
 
 fn parse_payload(payload: &[u8]) {
     if let Ok((header, frame)) = DataHeader::parse(payload) {
-        let mut out = [0u8; braid::wire::DATA_HEADER_LEN];
+        let mut out = [0u8; braid_engine::wire::DATA_HEADER_LEN];
         header.emit(&mut out).expect("the buffer holds a data header");
         assert_eq!(out[..], payload[..out.len()], "data header does not round-trip");
         assert_eq!(frame.len() + out.len(), payload.len());
@@ -207,7 +210,7 @@ pub struct Harness {
 impl Harness {
     /// Both sessions, keyed with `key_pair(1, ChaCha20-Poly1305)`, starting at `now`.
     pub fn new(now: Instant) -> Self {
-        let (edge_keys, gateway_keys) = braid::testing::key_pair(1, Cipher::ChaCha20Poly1305);
+        let (edge_keys, gateway_keys) = braid_engine::testing::key_pair(1, Cipher::ChaCha20Poly1305);
         let edge = Session::new(Role::Edge, edge_config(), edge_keys, now, 1).expect("the edge config is valid");
         let gateway = Session::new(Role::Gateway, SessionConfig::default(), gateway_keys, now, 2)
             .expect("the default gateway config is valid");

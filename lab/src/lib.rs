@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use braid::rng::Rng;
+use braid_engine::rng::Rng;
 
 /// Gilbert–Elliott burst loss: a good and a bad state with per-packet transitions.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,7 +14,7 @@ use super::udp::bind_uplink;
 use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
-use crate::edge::Edge;
+use crate::endpoint::edge::Edge;
 use crate::session::{Event, LinkEvent};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.

@@ -16,7 +16,7 @@ use super::status::{Board, Body, GatewayBody, Observer, Recorder, Status, by_rea
 use super::udp::bind_listen;
 use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
-use crate::gateway::{Gateway, PeerId};
+use crate::endpoint::gateway::{Gateway, PeerId};
 
 const BUFFER: usize = 65_536;
 

@@ -11,9 +11,7 @@
 //!   Prometheus encoding, and the HTTP endpoint (own thread) serving it with the dashboard.
 
 pub mod batch;
-#[cfg(feature = "cli")]
 pub mod edge;
-#[cfg(feature = "cli")]
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -12,8 +12,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use braid::crypto::Cipher;
-use braid::edge::{Edge, EdgeConfig};
-use braid::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
+use braid::endpoint::edge::{Edge, EdgeConfig};
+use braid::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
 use braid::keys::{PrivateKey, Psk};
 use braid::monitor::LinkState;
 use braid::session::{Delivered, DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, Transmit};
@@ -124,7 +124,7 @@ impl Security {
             gateway_psk: None,
             pinned_gateway: None,
             cipher: Cipher::ChaCha20Poly1305,
-            handshake_rate: braid::gateway::DEFAULT_HANDSHAKE_RATE,
+            handshake_rate: braid::endpoint::gateway::DEFAULT_HANDSHAKE_RATE,
         }
     }
 

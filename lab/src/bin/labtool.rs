@@ -30,11 +30,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use braid::crypto::Cipher;
-use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
-use braid::keys::{PrivateKey, PublicKey};
-use braid::wire::{GRE_HEADER_LEN, GreRepr, PathKey, Protocol};
-use braid::{LinkId, SessionIndex};
+use braid_engine::crypto::Cipher;
+use braid_engine::handshake::{self, CryptoRng, InitPayload, Tai64n};
+use braid_engine::keys::{PrivateKey, PublicKey};
+use braid_engine::wire::{GRE_HEADER_LEN, GreRepr, PathKey, Protocol};
+use braid_engine::{LinkId, SessionIndex};
 use braid_lab::analyze::{Arrival, StreamReport, TsReport};
 
 fn main() -> ExitCode {

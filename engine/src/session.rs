@@ -90,7 +90,7 @@ const MAX_POOLED: usize = 1024;
 /// NAK ranges in one control packet.
 pub const MAX_NAKS_PER_PACKET: usize = 32;
 /// Keys this old are never used to seal (the edge rekeys long before, at
-/// [`crate::edge::REKEY_AFTER_TIME`]).
+/// [`crate::endpoint::edge::REKEY_AFTER_TIME`]).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 
 /// Which end of the tunnel a session is.
