@@ -36,12 +36,14 @@ pub mod stats;
 pub mod window;
 pub mod wire;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use monitor::LinkState;
 pub use scheduler::Mode;
-pub use session::{DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit};
+pub use session::{
+    DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
+};
 
 use core::fmt;
 

@@ -2,8 +2,9 @@
 //!
 //! A frame that arrives ahead of a gap waits until the gap fills or until the frame has waited
 //! the current *hold* time, whichever comes first. Then the buffer gives up on the gap, counts
-//! the missing frames as lost and releases what it holds. The hold is set by the session from the
-//! measured delay spread between links plus jitter, and is capped by the latency budget. A frame
+//! the missing frames as lost and releases what it holds. The hold is set from the measured delay
+//! spread between links plus jitter ([`ReorderBuffer::set_hold_from_delays`]), and is capped by
+//! the latency budget. A frame
 //! is never delivered twice, and frames come out in ascending order.
 //!
 //! A gap with a frame asked for again ([`ReorderBuffer::await_retransmit`]) is held for the
@@ -18,6 +19,8 @@ use crate::window::{SeqWindow, Verdict};
 /// The most frame bytes the buffer holds; past it the oldest gap is given up at once. This is a
 /// memory bound against a peer that jumps far ahead, not the sizing principle (that is time).
 pub const MAX_HELD_BYTES: usize = 32 << 20;
+/// The hold is the measured delay spread (jitter included) plus this margin.
+pub const REORDER_MARGIN: Duration = Duration::from_millis(5);
 
 /// What became of an arriving frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,6 +125,20 @@ impl ReorderBuffer {
     /// Sets the hold time, capped by the latency budget.
     pub fn set_hold(&mut self, hold: Duration) {
         self.hold = hold.min(self.budget);
+    }
+
+    /// Sets the hold from the links' one-way delay ranges (lowest and highest, in µs relative
+    /// to one base): the latest a frame can arrive minus the earliest another can, plus
+    /// [`REORDER_MARGIN`]. With no range measured the hold stays as it is.
+    pub fn set_hold_from_delays(&mut self, ranges: impl IntoIterator<Item = (i64, i64)>) {
+        let span = ranges.into_iter().fold(None, |acc: Option<(i64, i64)>, (lo, hi)| match acc {
+            None => Some((lo, hi)),
+            Some((a, b)) => Some((a.min(lo), b.max(hi))),
+        });
+        if let Some((lo, hi)) = span {
+            let spread = Duration::from_micros((hi - lo).max(0) as u64);
+            self.set_hold(spread + REORDER_MARGIN);
+        }
     }
 
     /// Whether frame `seq` was already delivered, is held, or was given up.
@@ -324,5 +341,18 @@ mod tests {
     fn the_hold_never_exceeds_the_budget() {
         let (b, _) = buffer(10_000);
         assert_eq!(b.hold(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_hold_is_the_delay_spread_across_links_plus_a_margin_within_the_budget() {
+        let (mut b, _) = buffer(50);
+        b.set_hold_from_delays([]);
+        assert_eq!(b.hold(), Duration::from_millis(50), "nothing measured: the hold stays");
+        b.set_hold_from_delays([(1_000, 4_000), (-2_000, 3_000)]);
+        assert_eq!(b.hold(), Duration::from_millis(6) + REORDER_MARGIN);
+        b.set_hold_from_delays([(0, 10_000_000)]);
+        assert_eq!(b.hold(), Duration::from_millis(300), "capped by the budget");
+        b.set_hold_from_delays([(5, 5)]);
+        assert_eq!(b.hold(), REORDER_MARGIN);
     }
 }

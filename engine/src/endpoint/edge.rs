@@ -17,7 +17,7 @@ use crate::crypto::{Aead, Cipher, SessionKeys};
 use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
 use crate::session::{
-    ConfigError, Delivered, DropReason, Event, LinkEvent, Role, Session, SessionConfig, TimerKind, Transmit,
+    Delivered, DropReason, Earliest, Event, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
 };
 use crate::stats::DropCounts;
 use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
@@ -100,10 +100,10 @@ impl Edge {
     /// `seed` must come from the OS's entropy outside tests.
     ///
     /// # Errors
-    /// [`ConfigError`] if the session config is unusable.
-    pub fn new(config: EdgeConfig, now: Instant, unix_nanos: u64, seed: [u8; 32]) -> Result<Self, ConfigError> {
+    /// [`SetupError`] if the session config is unusable.
+    pub fn new(config: EdgeConfig, now: Instant, unix_nanos: u64, seed: [u8; 32]) -> Result<Self, SetupError> {
         if config.session.links.is_empty() {
-            return Err(ConfigError::NoLinks);
+            return Err(SetupError::NoLinks);
         }
         let mut rng = CryptoRng::new(seed);
         let carrier = config.session.links.iter().map(|l| l.id).collect();
@@ -249,14 +249,11 @@ impl Edge {
 
     /// When [`Edge::handle_timeout`] is next due, and why.
     pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
-        let session = self.session.as_ref().and_then(Session::poll_timeout);
+        let mut best = Earliest::new();
+        best.consider_opt(self.session.as_ref().and_then(Session::poll_timeout));
         let handshake = self.retry_at.or_else(|| self.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
-        match (session, handshake) {
-            (Some(s), Some(h)) if h < s.0 => Some((h, TimerKind::Handshake)),
-            (Some(s), _) => Some(s),
-            (None, Some(h)) => Some((h, TimerKind::Handshake)),
-            (None, None) => None,
-        }
+        best.consider_opt(handshake.map(|at| (at, TimerKind::Handshake)));
+        best.get()
     }
 
     fn needs_handshake(&self, now: Instant) -> bool {

@@ -15,7 +15,8 @@ use crate::crypto::{Aead, SessionKeys};
 use crate::handshake::{self, CryptoRng, ResponsePayload, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
 use crate::session::{
-    ConfigError, Delivered, DropReason, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, TimerKind, Transmit,
+    Delivered, DropReason, Earliest, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, SetupError, TimerKind,
+    Transmit,
 };
 use crate::stats::DropCounts;
 use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Protocol};
@@ -133,13 +134,13 @@ impl Gateway {
     /// A gateway with no sessions yet. `seed` must come from the OS's entropy outside tests.
     ///
     /// # Errors
-    /// [`ConfigError`] if two edges share a key.
-    pub fn new(config: GatewayConfig, now: Instant, seed: [u8; 32]) -> Result<Self, ConfigError> {
+    /// [`SetupError`] if two edges share a key.
+    pub fn new(config: GatewayConfig, now: Instant, seed: [u8; 32]) -> Result<Self, SetupError> {
         let mut rng = CryptoRng::new(seed);
         let mut by_key = BTreeMap::new();
         for (i, edge) in config.edges.iter().enumerate() {
             if by_key.insert(edge.public_key, i).is_some() {
-                return Err(ConfigError::DuplicateEdgeKey(edge.name.clone()));
+                return Err(SetupError::DuplicateEdgeKey(edge.name.clone()));
             }
         }
         let public_key = config.private_key.public();
@@ -190,12 +191,12 @@ impl Gateway {
     /// the edge's old position if it was already allowed, so the driver can keep its TAP.
     ///
     /// # Errors
-    /// [`ConfigError::DuplicateEdgeKey`] (and nothing changes) if two edges share a key.
-    pub fn set_edges(&mut self, edges: Vec<EdgeEntry>) -> Result<Vec<Option<PeerId>>, ConfigError> {
+    /// [`SetupError::DuplicateEdgeKey`] (and nothing changes) if two edges share a key.
+    pub fn set_edges(&mut self, edges: Vec<EdgeEntry>) -> Result<Vec<Option<PeerId>>, SetupError> {
         let mut by_key = BTreeMap::new();
         for (i, edge) in edges.iter().enumerate() {
             if by_key.insert(edge.public_key, i).is_some() {
-                return Err(ConfigError::DuplicateEdgeKey(edge.name.clone()));
+                return Err(SetupError::DuplicateEdgeKey(edge.name.clone()));
             }
         }
         let mut old: Vec<Option<Peer>> = std::mem::take(&mut self.peers).into_iter().map(Some).collect();
@@ -359,24 +360,18 @@ impl Gateway {
 
     /// When [`Gateway::handle_timeout`] is next due, and why.
     pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
-        let mut best = Some((self.cookie_rotated + COOKIE_ROTATION, TimerKind::Handshake));
-        let mut consider = |candidate: Option<(Instant, TimerKind)>| {
-            if let Some(c) = candidate
-                && best.is_none_or(|b| c.0 < b.0)
-            {
-                best = Some(c);
-            }
-        };
+        let mut best = Earliest::new();
+        best.consider(self.cookie_rotated + COOKIE_ROTATION, TimerKind::Handshake);
         for peer in &self.peers {
             if let Some(session) = &peer.live {
-                consider(session.poll_timeout());
-                consider(Some((session.keys_created() + REJECT_AFTER_TIME, TimerKind::Handshake)));
+                best.consider_opt(session.poll_timeout());
+                best.consider(session.keys_created() + REJECT_AFTER_TIME, TimerKind::Handshake);
             }
             if let Some((_, _, at)) = &peer.candidate {
-                consider(Some((*at + CANDIDATE_TIMEOUT, TimerKind::Handshake)));
+                best.consider(*at + CANDIDATE_TIMEOUT, TimerKind::Handshake);
             }
         }
-        best
+        best.get()
     }
 
     fn drop(&mut self, reason: DropReason) -> DropReason {

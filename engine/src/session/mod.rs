@@ -1,0 +1,439 @@
+//! The session: the one public state machine of the engine.
+//!
+//! A [`Session`] is one end of a bonded tunnel (an edge, or the gateway's state for one edge).
+//! It owns the links, their monitors, the scheduler, the send queue, the dedup window and the
+//! reorder buffer. It never reads a clock, never draws randomness from anywhere but its seed, and
+//! never touches a socket.
+//!
+//! # Call order
+//! 1. Feed inputs: [`Session::handle_frame`] (a frame from the local TAP),
+//!    [`Session::handle_datagram`] (a UDP payload from a link), [`Session::handle_link_event`]
+//!    (carrier from netlink), [`Session::handle_timeout`] (when [`Session::poll_timeout`] is due).
+//! 2. After *any* input, drain [`Session::poll_transmit`], [`Session::poll_frame`] and
+//!    [`Session::poll_event`] until each returns `None`.
+//! 3. Sleep until [`Session::poll_timeout`], or the next input, whichever is first.
+//!
+//! # Layout
+//! The session's state is split into sub-state types, each in its own file with its own tests:
+//! * `config.rs`: [`Role`], [`LinkConfig`], [`SessionConfig`] and [`SetupError`];
+//! * `link.rs`: one link, as what it sends, what it receives and what it owes the peer;
+//! * `keys.rs`: key generations and their rotation;
+//! * `recv.rs`: opening a datagram, path migration, data and control messages;
+//! * `send.rs`: a frame's entry, the order of what goes out, and sealing;
+//! * `recovery.rs`: NAKs, re-sends, and what a dead link swallowed;
+//! * `timers.rs`: [`TimerKind`], [`Session::poll_timeout`] and [`Session::handle_timeout`].
+
+mod config;
+mod keys;
+mod link;
+mod recovery;
+mod recv;
+mod send;
+mod timers;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::crypto::SessionKeys;
+use crate::fragment::Reassembly;
+use crate::monitor::{LinkQuality, LinkState, Transition};
+use crate::pmtu::Phase;
+use crate::reorder::ReorderBuffer;
+use crate::rng::Rng;
+use crate::scheduler::{LinkView, Mode, Scheduler};
+use crate::stats::{LinkStats, SessionStats};
+use crate::window::SeqWindow;
+use crate::wire::ControlMessage;
+use crate::{FrameSeq, LinkId, MAX_LINKS, SessionIndex};
+
+pub use self::config::{
+    DEFAULT_LATENCY_BUDGET, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_FRAME_RATE, LinkConfig, Role, SessionConfig, SetupError,
+};
+pub use self::keys::{KEY_GRACE, REJECT_AFTER_TIME};
+pub use self::link::{ENTRY_SUSTAIN, MTU_SUSPECT_LOSS, PATH_REPLAY_WINDOW, SENT_LOG_SPACING};
+pub use self::recovery::{DATA_RECENT, DEFAULT_RTO, MAX_NAKS_PER_PACKET, MIN_RESEND_GAP, RESEND_SPACING};
+pub use self::send::{BUSY_QUEUE, MAX_QUEUE_DELAY, MAX_QUEUED_FRAMES, MIN_FRAME_LEN};
+pub use self::timers::{Earliest, TimerKind};
+pub use crate::reorder::REORDER_MARGIN;
+pub use crate::stats::DropReason;
+
+use self::keys::Keys;
+use self::link::Link;
+use self::recovery::{Recovery, Swallowed};
+use self::send::Pending;
+
+/// A carrier change reported by the OS (netlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkEvent {
+    /// The interface has carrier again.
+    CarrierUp,
+    /// The interface lost carrier: the link goes down at once.
+    CarrierDown,
+}
+
+/// Something the session wants the driver to know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// A link changed state.
+    LinkState {
+        /// The link.
+        link: LinkId,
+        /// What changed, and why.
+        transition: Transition,
+        /// Its measurements at the time.
+        quality: LinkQuality,
+    },
+    /// A handshake completed and its keys are in use (or, at the gateway, installed).
+    Handshake {
+        /// This end's index for the new keys.
+        index: SessionIndex,
+        /// Whether the peer continued the session rather than starting afresh.
+        resumed: bool,
+    },
+    /// A link's remote address changed, proven by an authenticated packet (gateway only).
+    PathChanged {
+        /// The link.
+        link: LinkId,
+        /// The old address, if any.
+        from: Option<SocketAddr>,
+        /// The new address.
+        to: SocketAddr,
+    },
+}
+
+/// A datagram to send: its bytes are in the buffer passed to [`Session::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// The link (socket) to send it on.
+    pub link: LinkId,
+    /// Where to send it.
+    pub destination: SocketAddr,
+}
+
+/// A frame delivered by [`Session::poll_frame`]; its bytes are in the buffer passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// The frame's sequence.
+    pub seq: FrameSeq,
+    /// How long it waited in the reorder buffer.
+    pub held: Duration,
+}
+
+/// One end of a bonded tunnel. See the [module docs](self) for the call order.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    config: SessionConfig,
+    epoch: Instant,
+    rng: Rng,
+    keys: Keys,
+    links: Vec<Option<Link>>,
+    scheduler: Box<dyn Scheduler>,
+    next_frame_seq: u64,
+    queue: VecDeque<Pending>,
+    recovery: Recovery,
+    reorder: ReorderBuffer,
+    /// Frames arriving in pieces.
+    reassembly: Reassembly,
+    /// The first one-way delay sample: later samples are relative to it, so the two clocks'
+    /// offset cancels and only differences between links matter.
+    owd_base: Option<u32>,
+    events: VecDeque<Event>,
+    stats: SessionStats,
+    views: Vec<LinkView>,
+    scratch: Vec<u8>,
+    pool: Vec<Vec<u8>>,
+}
+
+impl Session {
+    /// Builds a session from the keys a handshake produced.
+    ///
+    /// # Errors
+    /// [`SetupError`] if the links or durations make no sense.
+    pub fn new(
+        role: Role,
+        config: SessionConfig,
+        keys: SessionKeys,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, SetupError> {
+        config.validate(role)?;
+        let mut rng = Rng::new(seed);
+        let mut links: Vec<Option<Link>> = (0..MAX_LINKS).map(|_| None).collect();
+        for link in &config.links {
+            let slot = link.id.index().ok_or(SetupError::LinkOutOfRange(link.id.get()))?;
+            // Spread the first probes over the first interval so links do not tick in lockstep.
+            let offset = Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
+            links[slot] = Some(
+                Link::new(
+                    link.id,
+                    link.priority,
+                    link.rate_bps,
+                    Some(link.remote),
+                    now + offset,
+                    config.probe_interval,
+                )
+                .steered(config.mode.spreads_by_capacity())
+                .path_mtu(now + offset, config.max_datagram, config.probe_mtu),
+            );
+        }
+        let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
+        Ok(Self {
+            role,
+            scheduler: config.mode.scheduler(),
+            reorder: ReorderBuffer::new(config.latency_budget, window),
+            recovery: Recovery::new(config.latency_budget),
+            reassembly: Reassembly::default(),
+            config,
+            epoch: now,
+            rng,
+            keys: Keys::new(keys, now),
+            links,
+            next_frame_seq: 0,
+            queue: VecDeque::new(),
+            owd_base: None,
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            views: Vec::with_capacity(MAX_LINKS),
+            scratch: Vec::new(),
+            pool: Vec::new(),
+        })
+    }
+
+    /// This end's role.
+    pub const fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session index the peer addresses this end by.
+    pub const fn local_index(&self) -> SessionIndex {
+        self.keys.current.local_index
+    }
+
+    /// Every index this end answers to now: current, previous (in its grace) and next keys.
+    pub fn local_indices(&self) -> impl Iterator<Item = SessionIndex> + '_ {
+        self.keys.indices()
+    }
+
+    /// When the current keys were installed.
+    pub const fn keys_created(&self) -> Instant {
+        self.keys.current.created
+    }
+
+    /// Packets sealed with the current keys.
+    pub const fn keys_used(&self) -> u64 {
+        self.keys.current.sealed
+    }
+
+    /// Whether every link is down (the peer may have restarted, or the network is gone).
+    pub fn all_links_down(&self) -> bool {
+        self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down)
+    }
+
+    /// The sequence the next frame handed in will get.
+    pub const fn next_frame_seq(&self) -> u64 {
+        self.next_frame_seq
+    }
+
+    /// Installs keys from a new handshake.
+    ///
+    /// `confirmed` keys (the initiator's, once it has the response) take over sealing at once;
+    /// unconfirmed ones (the responder's) wait until a packet opens under them. Either way the
+    /// keys they replace keep opening packets for [`KEY_GRACE`].
+    pub fn install_keys(&mut self, now: Instant, keys: SessionKeys, confirmed: bool) {
+        self.keys.install(now, keys, confirmed);
+        tracing::info!(index = ?self.keys.current.local_index, confirmed, "keys installed");
+    }
+
+    /// Restarts the receive side at frame sequence `next`: a peer that started a new session
+    /// numbers its frames from there.
+    pub fn restart_receive(&mut self, next: u64) {
+        let window = SeqWindow::for_budget(self.config.latency_budget, self.config.max_frame_rate);
+        self.reorder = ReorderBuffer::starting_at(self.config.latency_budget, window, next);
+        self.recovery.gaps.clear();
+    }
+
+    /// The peer is a new session (it restarted and lost its state) keyed by the current keys:
+    /// forget everything that belonged to the old one. Its path counters, clock and frame
+    /// sequence start afresh, so the replay windows, receive counters, delay base and reorder
+    /// buffer do too; the old keys are useless; and this end's path counters restart as well,
+    /// since the new peer's windows start at zero (safe: the keys are new, so no nonce repeats).
+    pub fn peer_restarted(&mut self, now: Instant, next_frame: u64) {
+        self.restart_receive(next_frame);
+        self.keys.forget_others();
+        self.owd_base = None;
+        let interval = self.config.probe_interval;
+        for link in self.links.iter_mut().flatten() {
+            link.restart(now, interval);
+        }
+    }
+
+    /// The scheduling mode.
+    pub const fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Session-wide counters.
+    pub fn stats(&self) -> SessionStats {
+        let reorder = self.reorder.stats();
+        SessionStats {
+            frames_delivered: reorder.released,
+            frames_lost: reorder.lost,
+            frames_late: reorder.late,
+            frames_reordered: reorder.reordered,
+            duplicate_copies: reorder.duplicates,
+            ..self.stats
+        }
+    }
+
+    /// The links this session has, in id order.
+    pub fn links(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.links.iter().flatten().map(|l| l.id)
+    }
+
+    /// A link's state, if the session has the link.
+    pub fn link_state(&self, link: LinkId) -> Option<LinkState> {
+        self.link(link).map(|l| l.monitor.state())
+    }
+
+    /// A link's measurements.
+    pub fn link_quality(&self, link: LinkId) -> Option<LinkQuality> {
+        self.link(link).map(|l| l.monitor.quality())
+    }
+
+    /// A link's congestion controller's estimates.
+    pub fn link_estimate(&self, link: LinkId) -> Option<crate::cc::Estimate> {
+        self.link(link).map(|l| l.tx.cc.estimate())
+    }
+
+    /// A link's counters.
+    pub fn link_stats(&self, link: LinkId) -> Option<LinkStats> {
+        self.link(link).map(|l| l.stats)
+    }
+
+    /// The largest datagram a link uses now, and whether that is final: false while its
+    /// path-MTU search is on (a down link keeps the size it had).
+    pub fn link_path_mtu(&self, link: LinkId) -> Option<(usize, bool)> {
+        self.link(link).map(|l| (l.pmtu.current(), l.pmtu.phase() != Phase::Searching))
+    }
+
+    /// A link's current remote address.
+    pub fn link_remote(&self, link: LinkId) -> Option<SocketAddr> {
+        self.link(link).and_then(|l| l.remote)
+    }
+
+    /// The current reorder hold.
+    pub const fn reorder_hold(&self) -> Duration {
+        self.reorder.hold()
+    }
+
+    /// Takes in a frame from the local side and schedules it onto links.
+    ///
+    /// # Errors
+    /// A [`DropReason`] (also counted) if the frame is dropped: bad length, or no link.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.enter_frame(now, frame)
+    }
+
+    /// Takes in one UDP payload received on `link` from `from`.
+    ///
+    /// `link` is the socket it arrived on (edge) or the link its Key names (gateway demux).
+    ///
+    /// # Errors
+    /// A [`DropReason`] (also counted) if the datagram is dropped. Duplicate copies of a frame
+    /// are not errors; they are counted in [`SessionStats::duplicate_copies`].
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        self.open_datagram(now, link, from, datagram).map_err(|reason| self.count(reason))
+    }
+
+    /// Takes in a carrier change for a link.
+    pub fn handle_link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent) {
+        let Some(l) = self.link_mut(link) else { return };
+        let up = event == LinkEvent::CarrierUp;
+        let transition = l.monitor.on_carrier(now, up);
+        if up {
+            // Probe at once: the sooner a restored link proves itself, the sooner it helps.
+            l.owed.next_probe = now;
+        }
+        self.emit_transition(now, link, transition);
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.next_transmit(now, buf)
+    }
+
+    /// The next frame for the local side, in order, written into `buf`.
+    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+        let released = self.reorder.pop()?;
+        buf.clear();
+        buf.extend_from_slice(&released.frame);
+        self.reorder.recycle(released.frame);
+        Some(Delivered { seq: released.seq, held: released.held })
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn emit_transition(&mut self, now: Instant, link: LinkId, transition: Option<Transition>) {
+        let Some(transition) = transition else { return };
+        if let Some(l) = self.link_mut(link) {
+            // A link back from down may have a new path: its MTU is searched for again.
+            if transition.to == LinkState::Down {
+                l.pmtu.stop();
+                l.owed.mtu_probe = None;
+            } else if transition.from == LinkState::Down {
+                l.pmtu.restart(now);
+            }
+        }
+        if transition.to == LinkState::Down {
+            self.resend_in_flight(now, link, Swallowed::Down(transition.reason));
+        }
+        let Some(quality) = self.link_quality(link) else {
+            return;
+        };
+        // The driver logs the event (naming the link); the engine only reports it.
+        self.events.push_back(Event::LinkState { link, transition, quality });
+    }
+
+    fn count(&mut self, reason: DropReason) -> DropReason {
+        self.stats.drops.add(reason);
+        tracing::trace!(reason = reason.as_str(), "drop");
+        reason
+    }
+
+    /// The datagram TCP segments are sized for: the smallest a link's last finished search found,
+    /// so a segment fits one datagram on every link, or the configured size before any search
+    /// has finished (a SYN then must not be clamped for good to the base every search starts
+    /// from).
+    fn mss_datagram(&self) -> usize {
+        self.links.iter().flatten().filter_map(|l| l.pmtu.last_settled()).min().unwrap_or(self.config.max_datagram)
+    }
+
+    /// A receive report for every link that has received something, for a control packet.
+    fn reports(&self) -> impl Iterator<Item = ControlMessage> + '_ {
+        self.links.iter().flatten().filter_map(Link::report).map(ControlMessage::Report)
+    }
+
+    fn link(&self, link: LinkId) -> Option<&Link> {
+        self.links.get(link.index()?)?.as_ref()
+    }
+
+    fn link_mut(&mut self, link: LinkId) -> Option<&mut Link> {
+        self.links.get_mut(link.index()?)?.as_mut()
+    }
+
+    /// Microseconds since the session started, wrapping at 2³².
+    fn timestamp(epoch: Instant, now: Instant) -> u32 {
+        now.saturating_duration_since(epoch).as_micros() as u32
+    }
+}

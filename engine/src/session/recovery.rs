@@ -1,0 +1,479 @@
+//! Loss recovery, both ways. As a receiver: which missing frames are asked for (NAK), when, and
+//! on which links. As a sender: answering a NAK with re-sent copies or with `Gone`, and
+//! re-sending at once what a link that went down or black-holed probably swallowed. Both
+//! senders' paths share one view rebuild ([`Session::refresh_views`]) and one re-send plan
+//! ([`resend_plan`] and [`commit_resend`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::Session;
+use super::link::Link;
+use super::send::{Pending, Views, charge_views};
+use crate::fragment::Split;
+use crate::monitor::{LinkState, StateReason};
+use crate::retransmit::{Gaps, MAX_MISSING, NakTiming, Sent, SentFrames};
+use crate::scheduler::{FrameMeta, LinkView, Scheduler};
+use crate::wire::{ControlMessage, expand_u32};
+use crate::{FrameSeq, LinkId, LinkSet};
+
+/// A link that delivered a data frame this recently counts as carrying data: a frame it has
+/// passed is not coming on it.
+pub const DATA_RECENT: Duration = Duration::from_millis(50);
+/// The retransmission timeout assumed before any RTT is measured.
+pub const DEFAULT_RTO: Duration = Duration::from_millis(200);
+/// One frame is re-sent at most this often (or every half RTT, if longer), however many NAKs
+/// ask for it: the copies of one NAK sent on two links bring one retransmission.
+pub const MIN_RESEND_GAP: Duration = Duration::from_millis(10);
+/// A re-sent frame goes out twice on the link the NAK came in on (the freshest proof that it
+/// works), this far apart, so that one loss burst does not take both copies.
+pub const RESEND_SPACING: Duration = Duration::from_millis(10);
+/// NAK ranges in one control packet.
+pub const MAX_NAKS_PER_PACKET: usize = 32;
+
+/// Why a link's recent frames are taken for lost ([`Session::resend_in_flight`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Swallowed {
+    /// The link went down.
+    Down(StateReason),
+    /// The path stopped carrying the datagram size in use.
+    BlackHole,
+}
+
+/// What a session keeps to recover losses.
+#[derive(Debug)]
+pub(super) struct Recovery {
+    /// Frames sent, kept for the budget to answer NAKs.
+    pub(super) sent: SentFrames,
+    /// Second copies of re-sent frames, each with the time it joins the queue.
+    pub(super) delayed: VecDeque<(Instant, Pending)>,
+    /// Frames missing on the receive side, and the NAKs for them.
+    pub(super) gaps: Gaps,
+    /// NAKs (and answers to the peer's NAKs) to send, and the links they still go out on.
+    feedback: Vec<ControlMessage>,
+    feedback_links: LinkSet,
+}
+
+impl Recovery {
+    pub(super) fn new(budget: Duration) -> Self {
+        Self {
+            sent: SentFrames::new(budget),
+            delayed: VecDeque::new(),
+            gaps: Gaps::default(),
+            feedback: Vec::new(),
+            feedback_links: LinkSet::default(),
+        }
+    }
+
+    /// Second copies due by `now`, oldest first.
+    pub(super) fn take_delayed(&mut self, now: Instant) -> impl Iterator<Item = Pending> + '_ {
+        core::iter::from_fn(move || {
+            if self.delayed.front().is_some_and(|(at, _)| *at <= now) {
+                self.delayed.pop_front().map(|(_, p)| p)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Queues ascending frame sequences as ranges of `message`; `route` gives the links they
+    /// go out on when none are left from an earlier batch.
+    fn queue_feedback(
+        &mut self,
+        seqs: &[u64],
+        message: fn(u32, u16) -> ControlMessage,
+        route: impl FnOnce() -> LinkSet,
+    ) {
+        let mut run: Option<(u64, u16)> = None;
+        for &seq in seqs {
+            run = match run {
+                Some((first, count)) if first + u64::from(count) == seq && count < u16::MAX => Some((first, count + 1)),
+                Some((first, count)) => {
+                    self.feedback.push(message(first as u32, count));
+                    Some((seq, 1))
+                }
+                None => Some((seq, 1)),
+            };
+        }
+        if let Some((first, count)) = run {
+            self.feedback.push(message(first as u32, count));
+        }
+        if self.feedback_links.is_empty() {
+            self.feedback_links = route();
+        }
+    }
+
+    /// The next packet's worth of feedback and the link it goes out on; `route` gives the
+    /// links for what is left once every link of this batch had its copy. `None` when there
+    /// is nothing to send, or no link to send it on (the feedback is then dropped).
+    fn next_feedback(&mut self, route: impl Fn() -> LinkSet) -> Option<(LinkId, Vec<ControlMessage>)> {
+        if self.feedback.is_empty() {
+            return None;
+        }
+        let Some(id) = self.feedback_links.pop_first() else {
+            self.feedback.clear();
+            return None;
+        };
+        let take = self.feedback.len().min(MAX_NAKS_PER_PACKET);
+        let messages = self.feedback[..take].to_vec();
+        if self.feedback_links.is_empty() {
+            self.feedback.drain(..take);
+            if !self.feedback.is_empty() {
+                self.feedback_links = route();
+            }
+        }
+        Some((id, messages))
+    }
+}
+
+/// Where and when a copy of kept frame `sent` would go if re-sent at `now`: the links the
+/// scheduler's retransmission policy picks, and when the first copy can arrive. `None` if no
+/// copy can arrive within `budget` of the frame's first sending.
+pub(super) fn resend_plan(
+    scheduler: &mut dyn Scheduler,
+    views: &[LinkView],
+    now: Instant,
+    sent: &Sent,
+    via: Option<LinkId>,
+    budget: Duration,
+) -> Option<(LinkSet, Duration)> {
+    let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len(), critical: false };
+    let links = scheduler.retransmit(now, &meta, views, via);
+    let arrival = views.iter().filter(|v| links.contains(v.id)).map(|v| v.resend_arrival(meta.len)).min()?;
+    (now.saturating_duration_since(sent.at) + arrival <= budget).then_some((links, arrival))
+}
+
+/// Notes that `sent` is re-sent at `now` on `links`, arriving `arrival` later, and charges the
+/// copy to their views so the next frame of the batch is timed behind it.
+pub(super) fn commit_resend(views: &mut [LinkView], sent: &mut Sent, now: Instant, links: LinkSet, arrival: Duration) {
+    sent.resent_at = Some(now);
+    sent.resent_due = Some(now + arrival);
+    charge_views(views, links, sent.frame.len());
+}
+
+/// The links a NAK goes out on, best first (lowest retransmission timeout): at most two,
+/// and never one that is down.
+fn nak_route(links: &[Option<Link>]) -> Vec<(LinkId, Duration)> {
+    let mut route: Vec<(LinkId, Duration)> = links
+        .iter()
+        .flatten()
+        .filter(|l| l.monitor.state() != LinkState::Down && l.can_send())
+        .map(|l| (l.id, l.monitor.probe_timeout()))
+        .collect();
+    route.sort_by_key(|&(id, rto)| (rto, id));
+    route.truncate(2);
+    route
+}
+
+fn nak_links(links: &[Option<Link>]) -> LinkSet {
+    nak_route(links).into_iter().map(|(id, _)| id).collect()
+}
+
+impl Session {
+    /// A frame has gone out on every link chosen for it: keep it to answer NAKs.
+    pub(super) fn keep_sent(&mut self, now: Instant, done: Pending) {
+        if done.retransmit || !self.config.retransmit {
+            self.pool.push(done.frame);
+        } else if let Some(buf) = self.recovery.sent.insert(now, done.seq, done.sent_on, done.frame) {
+            self.pool.push(buf);
+        }
+    }
+
+    /// How missing frames are timed, from the links as they measure now. With `now`, only links
+    /// that carried data within [`DATA_RECENT`] count as having passed a frame; without it (for
+    /// a wake-up time) every link that ever carried data counts, which can only make a NAK later.
+    pub(super) fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
+        let carrying =
+            self.links.iter().flatten().filter(|l| l.monitor.state() != LinkState::Down).filter(|l| {
+                match (now, l.rx.last_data) {
+                    (Some(now), Some(at)) => now.saturating_duration_since(at) <= DATA_RECENT,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                }
+            });
+        let passed_everywhere = carrying.map(|l| l.rx.highest_frame.map_or(0, |h| h + 1)).min().unwrap_or(0);
+        let rto = nak_route(&self.links).first().map_or(DEFAULT_RTO, |(_, rto)| *rto);
+        let rtt = self.best_rtt().unwrap_or(DEFAULT_RTO);
+        NakTiming {
+            passed_everywhere,
+            hold: self.reorder.hold(),
+            rto,
+            last_useful: self.config.latency_budget.saturating_sub(rtt),
+        }
+    }
+
+    /// The lowest smoothed RTT of the links that are not down.
+    fn best_rtt(&self) -> Option<Duration> {
+        self.links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state() != LinkState::Down)
+            .filter_map(|l| l.monitor.quality().srtt)
+            .min()
+    }
+
+    /// Moves the missing frames that are due into the NAK to send.
+    pub(super) fn collect_naks(&mut self, now: Instant) {
+        if !self.config.retransmit || self.recovery.gaps.is_empty() {
+            return;
+        }
+        let timing = self.nak_timing(Some(now));
+        let mut due = Vec::new();
+        self.recovery.gaps.take_due(now, &timing, &mut due);
+        let Some(&last) = due.last() else { return };
+        self.reorder.await_retransmit(last);
+        self.stats.frames_nacked += due.len() as u64;
+        tracing::trace!(frames = due.len(), "nak");
+        self.queue_feedback(&due, |first, count| ControlMessage::Nak { first, count });
+    }
+
+    fn queue_feedback(&mut self, seqs: &[u64], message: fn(u32, u16) -> ControlMessage) {
+        let links = &self.links;
+        self.recovery.queue_feedback(seqs, message, || nak_links(links));
+    }
+
+    /// Seals the next NAK packet onto the next link of its route.
+    pub(super) fn send_naks(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<super::Transmit> {
+        loop {
+            let links = &self.links;
+            let (id, messages) = self.recovery.next_feedback(|| nak_links(links))?;
+            if let Some(t) = id.index().and_then(|slot| self.seal_control(now, slot, &messages, buf)) {
+                return Some(t);
+            }
+        }
+    }
+
+    /// Answers a NAK that came in on the link in `via`: re-sends the frames it names that are
+    /// still kept and can still arrive within the budget, ahead of new frames, on the links the
+    /// scheduler's retransmission policy picks; and a second copy [`RESEND_SPACING`] later, on
+    /// `via` if the policy picked it, else on the first link picked. Frames that cannot be
+    /// re-sent are answered with `Gone`, so the peer stops waiting for them.
+    pub(super) fn answer_nak(&mut self, now: Instant, via: usize, first: u32, count: u16) {
+        if !self.config.retransmit {
+            return;
+        }
+        let first = expand_u32(self.next_frame_seq, first);
+        let count = u64::from(count).min(MAX_MISSING as u64);
+        self.refresh_views(now, Views::Sendable);
+        let via = self.views.iter().find(|v| v.id.index() == Some(via)).map(|v| v.id);
+        let guard = self.best_rtt().map_or(MIN_RESEND_GAP, |rtt| (rtt / 2).max(MIN_RESEND_GAP));
+        let budget = self.config.latency_budget;
+        // Frames from here on are still queued for their first sending: not gone.
+        let queued = self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq);
+        let mut resent = Vec::new();
+        let mut gone = Vec::new();
+        for seq in first..first + count {
+            let Some(sent) = self.recovery.sent.get_mut(seq) else {
+                if seq < queued {
+                    gone.push(seq);
+                }
+                continue;
+            };
+            // A NAK for a first copy that cannot have arrived yet is the peer's guess (it did
+            // not know the link carried data), not a loss: the copy is still on its way, and
+            // the peer asks again after its RTO if it never comes.
+            let links = &self.links;
+            let owd = |id: LinkId| {
+                id.index().and_then(|i| links.get(i)).and_then(Option::as_ref).and_then(|l| l.min_one_way())
+            };
+            let in_flight = sent.links.iter().filter_map(owd).max();
+            let back = via.and_then(owd).unwrap_or_default();
+            // So is a NAK for a re-sent copy that cannot have arrived yet, behind the queue it
+            // joined: answering it would send the frame again onto that queue, which grows the
+            // queue and delays the copy the NAK asks for (on the last link left, the queue grew
+            // past its limit and new frames were dropped at the entry).
+            let early = match sent.resent_due {
+                None => in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back),
+                Some(due) => now < due + back,
+            };
+            if early {
+                self.stats.naks_early += 1;
+                continue;
+            }
+            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, via, budget) else {
+                gone.push(seq);
+                continue;
+            };
+            if sent.resent_at.is_some_and(|at| now.saturating_duration_since(at) < guard) {
+                continue;
+            }
+            commit_resend(&mut self.views, sent, now, links, arrival);
+            // The first copy on each link picked, and the spaced second one.
+            let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
+            if let Some(id) = second {
+                charge_views(&mut self.views, [id].into_iter().collect(), sent.frame.len());
+            }
+            resent.push((seq, links, second));
+        }
+        if !gone.is_empty() {
+            self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
+        }
+        for &(seq, links, second) in resent.iter().rev() {
+            self.queue_resend(seq, links);
+            if let Some(id) = second {
+                let frame = self.copy_sent(seq);
+                let links: LinkSet = [id].into_iter().collect();
+                self.charge(links, frame.len());
+                self.recovery.delayed.push_back((now + RESEND_SPACING, Pending::resend(seq, frame, links)));
+            }
+        }
+    }
+
+    /// A link went down, or its path stopped carrying the size in use: the frames it carried in
+    /// the time it takes to notice are probably lost, so they are re-sent now, on the links the
+    /// scheduler's retransmission policy picks, without waiting for the peer's NAK a round trip
+    /// later (a NAK's answer on a black-holed link, before the black hole is found, is swallowed
+    /// too). Copies that did arrive are dropped by the peer's dedup.
+    pub(super) fn resend_in_flight(&mut self, now: Instant, lost_on: LinkId, why: Swallowed) {
+        let Some(link) = self.link(lost_on) else { return };
+        if !self.config.retransmit || self.recovery.sent.is_empty() {
+            return;
+        }
+        // What a dead link swallowed: for a carrier loss, what was on the wire (one probe
+        // timeout); else everything sent since one RTT before the last packet heard on it (the
+        // peer had answered what came before). What a black hole swallowed: every frame too big
+        // for the base size, since the probe that last showed the size in use getting through.
+        let rtt = link.monitor.quality().srtt.unwrap_or(DEFAULT_RTO);
+        let since = match why {
+            Swallowed::Down(StateReason::CarrierLost) => now.checked_sub(link.monitor.probe_timeout()),
+            Swallowed::Down(_) => link.monitor.last_heard().checked_sub(rtt),
+            Swallowed::BlackHole => link.pmtu.confirmed_sent(),
+        }
+        .unwrap_or(now);
+        // After a black hole the link is back at its base size.
+        let base = link.pmtu.current();
+        self.refresh_views(now, Views::Sendable);
+        let usable: LinkSet = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.id).collect();
+        let budget = self.config.latency_budget;
+        let mut resend = Vec::new();
+        for sent in self.recovery.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(lost_on)) {
+            let safe = match why {
+                Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
+                // Another link's path may have shrunk too, not yet found: each is re-sent, even
+                // what a NAK already had re-sent (at the old size, maybe on this link). Copies
+                // the peer already has cost bandwidth once, within the latency budget.
+                Swallowed::BlackHole => Split::new(sent.frame.len(), base).pieces() == 1,
+            };
+            if safe {
+                continue;
+            }
+            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
+                continue;
+            };
+            commit_resend(&mut self.views, sent, now, links, arrival);
+            resend.push((sent.seq, links));
+        }
+        tracing::debug!(link = %lost_on, frames = resend.len(), ?why, "re-sending what a link swallowed");
+        for &(seq, links) in resend.iter().rev() {
+            self.queue_resend(seq, links);
+        }
+    }
+
+    /// Queues a copy of kept frame `seq` on `links`, ahead of new frames.
+    fn queue_resend(&mut self, seq: u64, links: LinkSet) {
+        let frame = self.copy_sent(seq);
+        self.charge(links, frame.len());
+        self.queue.push_front(Pending::resend(seq, frame, links));
+    }
+
+    /// A copy of kept frame `seq`, in a pooled buffer.
+    fn copy_sent(&mut self, seq: u64) -> Vec<u8> {
+        let mut frame = self.pool.pop().unwrap_or_default();
+        frame.clear();
+        if let Some(sent) = self.recovery.sent.get_mut(seq) {
+            frame.extend_from_slice(&sent.frame);
+        }
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::Mode;
+
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn view(id: u8, owd_ms: u64) -> LinkView {
+        LinkView {
+            id: LinkId::new(id),
+            state: LinkState::Up,
+            priority: id,
+            usable_since: None,
+            carrier: true,
+            one_way_delay: Duration::from_millis(owd_ms),
+            rate_bps: 10_000_000,
+            queue_delay: Duration::ZERO,
+            loss: 0.0,
+            path_queue: None,
+        }
+    }
+
+    fn sent(seq: u64, at: Instant, len: usize) -> Sent {
+        Sent { seq, at, resent_at: None, resent_due: None, links: LinkSet::EMPTY, frame: vec![0; len] }
+    }
+
+    #[test]
+    fn a_copy_is_planned_only_if_it_can_arrive_within_the_budget() {
+        let now = start();
+        let views = [view(0, 20), view(1, 80)];
+        let mut scheduler = Mode::Bond.scheduler();
+        let budget = Duration::from_millis(100);
+        let young = sent(1, now - Duration::from_millis(10), 1000);
+        let (links, arrival) = resend_plan(&mut *scheduler, &views, now, &young, None, budget).unwrap();
+        assert!(!links.is_empty());
+        assert!(arrival >= Duration::from_millis(20), "no copy beats the fastest path: {arrival:?}");
+        let old = sent(2, now - Duration::from_millis(95), 1000);
+        assert_eq!(resend_plan(&mut *scheduler, &views, now, &old, None, budget), None);
+        assert_eq!(resend_plan(&mut *scheduler, &[], now, &young, None, budget), None, "no link, no plan");
+    }
+
+    #[test]
+    fn a_committed_copy_is_timed_and_charged_to_the_links_it_goes_on() {
+        let now = start();
+        let mut views = [view(0, 20), view(1, 20)];
+        let mut frame = sent(1, now, 1250);
+        let links: LinkSet = [LinkId::new(1)].into_iter().collect();
+        commit_resend(&mut views, &mut frame, now, links, Duration::from_millis(21));
+        assert_eq!(frame.resent_at, Some(now));
+        assert_eq!(frame.resent_due, Some(now + Duration::from_millis(21)));
+        assert!(views[0].queue_delay.is_zero());
+        // 1250 bytes of frame plus the data overhead, at 10 Mbit/s.
+        let expected = Duration::from_secs_f64((1250 + crate::wire::DATA_OVERHEAD) as f64 * 8.0 / 10e6);
+        assert_eq!(views[1].queue_delay, expected);
+    }
+
+    #[test]
+    fn feedback_goes_out_in_ranges_once_on_each_link_of_its_route() {
+        let mut recovery = Recovery::new(Duration::from_millis(500));
+        let route: LinkSet = [LinkId::new(2), LinkId::new(5)].into_iter().collect();
+        recovery.queue_feedback(&[3, 4, 5, 9], |first, count| ControlMessage::Nak { first, count }, || route);
+        let expected = vec![ControlMessage::Nak { first: 3, count: 3 }, ControlMessage::Nak { first: 9, count: 1 }];
+        assert_eq!(recovery.next_feedback(|| route), Some((LinkId::new(2), expected.clone())));
+        assert_eq!(recovery.next_feedback(|| route), Some((LinkId::new(5), expected)));
+        assert_eq!(recovery.next_feedback(|| route), None);
+    }
+
+    #[test]
+    fn feedback_with_no_link_to_carry_it_is_dropped() {
+        let mut recovery = Recovery::new(Duration::from_millis(500));
+        recovery.queue_feedback(&[1], |first, count| ControlMessage::Gone { first, count }, || LinkSet::EMPTY);
+        assert_eq!(recovery.next_feedback(|| LinkSet::EMPTY), None);
+        assert!(recovery.feedback.is_empty());
+    }
+
+    #[test]
+    fn a_long_nak_is_split_into_packets_of_at_most_max_naks_per_packet() {
+        let mut recovery = Recovery::new(Duration::from_millis(500));
+        let route: LinkSet = [LinkId::new(0)].into_iter().collect();
+        let seqs: Vec<u64> = (0..MAX_NAKS_PER_PACKET as u64 + 5).map(|i| i * 2).collect();
+        recovery.queue_feedback(&seqs, |first, count| ControlMessage::Nak { first, count }, || route);
+        let (_, first) = recovery.next_feedback(|| route).unwrap();
+        let (_, second) = recovery.next_feedback(|| route).unwrap();
+        assert_eq!((first.len(), second.len()), (MAX_NAKS_PER_PACKET, 5));
+        assert_eq!(recovery.next_feedback(|| route), None);
+    }
+}
