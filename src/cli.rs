@@ -303,13 +303,13 @@ pub fn table(status: &crate::io::status::Status) -> String {
             out,
             "  {} · delivered {} · lost {} · late {} · reordered {} · recovered {} · dup {} · extra {} · drops {} · hold {:.0} ms",
             session.mode,
-            session.frames_delivered,
-            session.frames_lost,
-            session.frames_late,
-            session.frames_reordered,
-            session.frames_recovered,
-            session.duplicate_copies,
-            extra_share(session.data_bytes_extra, session.data_bytes_first),
+            session.counters.frames_delivered,
+            session.counters.frames_lost,
+            session.counters.frames_late,
+            session.counters.frames_reordered,
+            session.counters.frames_recovered,
+            session.counters.duplicate_copies,
+            extra_share(session.counters.data_bytes_extra, session.counters.data_bytes_first),
             session.drops,
             session.reorder_hold_ms
         );
@@ -354,7 +354,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::io::status::{Body, EdgeView, GatewayBody, Safety, Status};
+    use crate::io::status::{Body, EdgeView, Flat, GatewayBody, Safety, Status};
 
     #[test]
     fn the_table_names_each_edge_with_its_safety_and_says_when_it_has_no_session() {
@@ -368,15 +368,13 @@ mod tests {
             version: crate::io::status::SCHEMA_VERSION,
             time_unix_ms: 0,
             uptime_s: 61.0,
-            body: Body::Gateway(GatewayBody {
-                handshakes: 0,
-                cookies_sent: 0,
+            body: Body::Gateway(Box::new(GatewayBody {
+                counters: Flat::default(),
                 sessions: 0,
-                sessions_started: 0,
                 drops: 0,
                 drops_by_reason: BTreeMap::new(),
                 edges: vec![edge("van-1"), edge("van-2")],
-            }),
+            })),
         };
         let text = table(&status);
         assert!(text.starts_with("braid gateway · up 61 s\n"), "{text}");

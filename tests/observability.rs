@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use braid::crypto::Cipher;
-use braid::io::status::{Body, EdgeBody, Endpoint, GatewayBody, Recorder, SCHEMA_VERSION, Status};
+use braid::endpoint::edge::EdgeStats;
+use braid::endpoint::gateway::GatewayStats;
+use braid::io::status::{Body, EdgeBody, Endpoint, Flat, GatewayBody, Recorder, SCHEMA_VERSION, Status};
+use braid::stats::Counters;
 use braid::{LinkConfig, LinkEvent, LinkId, Role, Session, SessionConfig};
 use e2e::{Lab, binary, gateway_config, internet, ping_until, rig, root_or_skip};
 use openmetrics_parser::OpenMetricsValue;
@@ -98,8 +101,7 @@ fn session_pair_snapshots() -> (Status, Status) {
         uptime_s: 3.0,
         body: Body::Edge(Box::new(EdgeBody {
             edge: edge_log.view(now, "van-1", Some(&edge), names),
-            handshakes_started: 1,
-            handshakes_completed: 1,
+            counters: Flat(EdgeStats { handshakes_started: 1, handshakes_completed: 1, ..EdgeStats::default() }),
             drops: 0,
             drops_by_reason: BTreeMap::new(),
         })),
@@ -109,15 +111,13 @@ fn session_pair_snapshots() -> (Status, Status) {
         version: SCHEMA_VERSION,
         time_unix_ms: 3000,
         uptime_s: 3.0,
-        body: Body::Gateway(GatewayBody {
-            handshakes: 1,
-            cookies_sent: 0,
+        body: Body::Gateway(Box::new(GatewayBody {
+            counters: Flat(GatewayStats { handshakes: 1, sessions_started: 1, ..GatewayStats::default() }),
             sessions: 1,
-            sessions_started: 1,
             drops: 0,
             drops_by_reason: BTreeMap::new(),
             edges: vec![gateway_log.view(now, "van-1", Some(&gateway), gateway_names), idle],
-        }),
+        })),
     };
     (edge_status, gateway_status)
 }
@@ -138,6 +138,15 @@ fn snapshots_of_a_real_session_pair_validate_against_the_published_schema() {
     for status in [&edge, &gateway] {
         let value = serde_json::to_value(status).unwrap();
         assert_schema_valid(&value);
+        // Every counter the engine declares is in the JSON under its name, with its value.
+        let session = status.edges()[0].session.as_ref().unwrap();
+        let json = value.get("session").unwrap_or_else(|| &value["edges"][0]["session"]);
+        for (def, count) in session.counters.entries() {
+            assert_eq!(json[def.name], count, "session counter {}", def.name);
+        }
+        for (def, count) in session.links[0].counters.entries() {
+            assert_eq!(json["links"][0][def.name], count, "link counter {}", def.name);
+        }
         let back: Status = serde_json::from_value(value).unwrap();
         assert_eq!(back.edges()[0].name, "van-1", "the JSON reads back");
     }
@@ -149,8 +158,8 @@ fn snapshots_of_a_real_session_pair_validate_against_the_published_schema() {
     assert_eq!((cut.from.as_str(), cut.reason.as_str(), cut.time_unix_ms), ("up", "carrier_lost", 1000));
     assert!(session.links[0].tx_bps > 0.0 && session.links[0].tx_share > 0.9, "{:?}", session.links[0]);
     let at_gateway = gateway.edges()[0].session.as_ref().unwrap();
-    assert!(at_gateway.frames_delivered > 2500, "{at_gateway:?}");
-    assert!(at_gateway.hold.count() >= at_gateway.frames_delivered, "every delivered frame's hold is counted");
+    assert!(at_gateway.counters.frames_delivered > 2500, "{at_gateway:?}");
+    assert!(at_gateway.hold.count() >= at_gateway.counters.frames_delivered, "every delivered frame's hold is counted");
     assert!(at_gateway.links[0].rx_share > 0.9, "link0 delivers the stream after the cut: {:?}", at_gateway.links[0]);
 }
 

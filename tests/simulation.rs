@@ -481,7 +481,7 @@ fn what_a_dead_link_swallowed_is_re_sent_spread_over_the_survivors_each_copy_tim
         sim.stream(1.0, 8.0, 6.0, 1200);
         sim.schedule(5.0, Action::Blackhole(0));
         sim.run_until(9.0);
-        let resent = [1, 2, 3].map(|l| sim.edge.link_stats(braid::LinkId::new(l)).map_or(0, |s| s.tx_retransmits));
+        let resent = [1, 2, 3].map(|l| sim.edge.link_stats(braid::LinkId::new(l)).map_or(0, |s| s.retransmits));
         let share = *resent.iter().min().unwrap_or(&0) as f64 / resent.iter().sum::<u64>().max(1) as f64;
         spread.push(resent);
         least_share = least_share.min(share);

@@ -1,138 +1,105 @@
 //! Counters for a session and its links, and the reasons a datagram or frame is dropped.
 
-/// Why the engine dropped a datagram or a frame. Every drop is counted under one reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
-pub enum DropReason {
+/// Declares [`DropReason`] from one list: each reason's variant, doc, metric name and message.
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $name:literal, $message:literal; )*) => {
+        /// Why the engine dropped a datagram or a frame. Every drop is counted under one reason.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])+ $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in a fixed order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// A snake_case name for metrics and logs.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $name, )*
+                }
+            }
+
+            /// The reason in words.
+            pub const fn message(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $message, )*
+                }
+            }
+
+            /// What the reason means: its doc comment.
+            pub fn help(self) -> &'static str {
+                match self {
+                    $( Self::$variant => concat!($($doc),+).trim(), )*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
     /// The GRE header is truncated or has flags or a version braid does not send.
-    #[error("bad header")]
-    BadHeader,
+    BadHeader = "bad_header", "bad header";
     /// A GRE protocol type braid does not speak.
-    #[error("unknown protocol")]
-    UnknownProtocol,
+    UnknownProtocol = "unknown_protocol", "unknown protocol";
     /// A control type braid does not speak.
-    #[error("unknown control type")]
-    UnknownControlType,
+    UnknownControlType = "unknown_control_type", "unknown control type";
     /// The Key names another session (or none).
-    #[error("unknown session")]
-    UnknownSession,
+    UnknownSession = "unknown_session", "unknown session";
     /// The Key names a link this session does not have, or it arrived on another link's socket.
-    #[error("bad link")]
-    BadLink,
+    BadLink = "bad_link", "bad link";
     /// The path packet number was already seen: a replay or a duplicate on the wire.
-    #[error("replay")]
-    Replay,
+    Replay = "replay", "replay";
     /// The path packet number is behind the replay window.
-    #[error("too old")]
-    TooOld,
+    TooOld = "too_old", "too old";
     /// The AEAD tag did not verify.
-    #[error("failed to open")]
-    OpenFailed,
+    OpenFailed = "open_failed", "failed to open";
     /// Authenticated, but the inner payload is malformed.
-    #[error("bad payload")]
-    BadPayload,
+    BadPayload = "bad_payload", "bad payload";
     /// A handshake message reached an established session.
-    #[error("unexpected handshake")]
-    UnexpectedHandshake,
+    UnexpectedHandshake = "unexpected_handshake", "unexpected handshake";
     /// An outgoing frame is larger than the engine carries, or shorter than an Ethernet header.
-    #[error("bad frame length")]
-    BadFrameLength,
+    BadFrameLength = "bad_frame_length", "bad frame length";
     /// No link could carry an outgoing frame.
-    #[error("no link")]
-    NoLink,
+    NoLink = "no_link", "no link";
     /// The send queue was full: the driver is not draining `poll_transmit`.
-    #[error("queue full")]
-    QueueFull,
+    QueueFull = "queue_full", "queue full";
     /// The AEAD refused to seal.
-    #[error("seal failed")]
-    SealFailed,
+    SealFailed = "seal_failed", "seal failed";
     /// The keys are past their lifetime and no rekey has succeeded.
-    #[error("keys expired")]
-    KeyExpired,
+    KeyExpired = "key_expired", "keys expired";
     /// A handshake message's mac1 did not verify: the sender does not know our public key.
-    #[error("bad mac")]
-    BadMac,
+    BadMac = "bad_mac", "bad mac";
     /// A handshake message did not decrypt, or is malformed.
-    #[error("handshake failed")]
-    HandshakeFailed,
+    HandshakeFailed = "handshake_failed", "handshake failed";
     /// A handshake from a static key that is not on the allowlist.
-    #[error("unknown peer")]
-    UnknownPeer,
+    UnknownPeer = "unknown_peer", "unknown peer";
     /// A handshake initiation with a timestamp not newer than the last one.
-    #[error("handshake replay")]
-    HandshakeReplay,
+    HandshakeReplay = "handshake_replay", "handshake replay";
     /// A handshake initiation refused (or answered with a cookie) under load.
-    #[error("handshake rate limited")]
-    HandshakeRateLimited,
+    HandshakeRateLimited = "handshake_rate_limited", "handshake rate limited";
     /// A frame to send before any session exists.
-    #[error("no session")]
-    NoSession,
+    NoSession = "no_session", "no session";
     /// An outgoing frame would wait behind more than
     /// [`crate::session::MAX_QUEUE_DELAY`] on every link that could take it: the offered load
     /// exceeds what the links carry, and the tunnel drops at its entry rather than fill the
     /// modems' buffers.
-    #[error("over capacity")]
-    OverCapacity,
+    OverCapacity = "over_capacity", "over capacity";
 }
 
 impl DropReason {
-    /// Every reason, in a fixed order.
-    pub const ALL: [Self; 22] = [
-        Self::BadHeader,
-        Self::UnknownProtocol,
-        Self::UnknownControlType,
-        Self::UnknownSession,
-        Self::BadLink,
-        Self::Replay,
-        Self::TooOld,
-        Self::OpenFailed,
-        Self::BadPayload,
-        Self::UnexpectedHandshake,
-        Self::BadFrameLength,
-        Self::NoLink,
-        Self::QueueFull,
-        Self::SealFailed,
-        Self::KeyExpired,
-        Self::BadMac,
-        Self::HandshakeFailed,
-        Self::UnknownPeer,
-        Self::HandshakeReplay,
-        Self::HandshakeRateLimited,
-        Self::NoSession,
-        Self::OverCapacity,
-    ];
-
-    /// A snake_case name for metrics and logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::BadHeader => "bad_header",
-            Self::UnknownProtocol => "unknown_protocol",
-            Self::UnknownControlType => "unknown_control_type",
-            Self::UnknownSession => "unknown_session",
-            Self::BadLink => "bad_link",
-            Self::Replay => "replay",
-            Self::TooOld => "too_old",
-            Self::OpenFailed => "open_failed",
-            Self::BadPayload => "bad_payload",
-            Self::UnexpectedHandshake => "unexpected_handshake",
-            Self::BadFrameLength => "bad_frame_length",
-            Self::NoLink => "no_link",
-            Self::QueueFull => "queue_full",
-            Self::SealFailed => "seal_failed",
-            Self::KeyExpired => "key_expired",
-            Self::BadMac => "bad_mac",
-            Self::HandshakeFailed => "handshake_failed",
-            Self::UnknownPeer => "unknown_peer",
-            Self::HandshakeReplay => "handshake_replay",
-            Self::HandshakeRateLimited => "handshake_rate_limited",
-            Self::NoSession => "no_session",
-            Self::OverCapacity => "over_capacity",
-        }
-    }
-
     const fn slot(self) -> usize {
         self as usize
     }
 }
+
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl core::error::Error for DropReason {}
 
 /// Drop counters, one per [`DropReason`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,69 +142,225 @@ impl core::fmt::Display for DropCounts {
     }
 }
 
-/// Session-wide counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionStats {
-    /// Frames handed in by the local side.
-    pub frames_in: u64,
-    /// Frame copies sealed onto links (a redundant frame counts once per link).
-    pub frame_copies_sent: u64,
-    /// Frames delivered to the local side, in order.
-    pub frames_delivered: u64,
-    /// Frames the reorder buffer gave up on.
-    pub frames_lost: u64,
-    /// Frames that arrived after their gap was given up.
-    pub frames_late: u64,
-    /// Frames delivered after waiting for a gap.
-    pub frames_reordered: u64,
-    /// Duplicate copies discarded (redundancy working, not an error).
-    pub duplicate_copies: u64,
-    /// Missing frames asked for again (each NAK of each frame counts).
-    pub frames_nacked: u64,
-    /// Frame copies re-sent in answer to the peer's NAKs.
-    pub frames_retransmitted: u64,
-    /// Gaps filled by a re-sent copy: frames retransmission saved.
-    pub frames_recovered: u64,
-    /// Frame copies sent in pieces, because they were larger than one datagram on the path.
-    pub frames_fragmented: u64,
-    /// Frames joined again from pieces.
-    pub frames_reassembled: u64,
-    /// Pieces of frames already delivered or held (redundant copies), discarded.
-    pub duplicate_pieces: u64,
-    /// TCP SYNs whose MSS was lowered to fit one datagram.
-    pub mss_clamped: u64,
-    /// NAKs for frames whose first copy could not have arrived yet, left unanswered.
-    pub naks_early: u64,
-    /// Datagram bytes of data sent as each frame's first copy.
-    pub data_bytes_first: u64,
-    /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity
-    /// duplicates and retransmissions (the overhead of the mode).
-    pub data_bytes_extra: u64,
-    /// Drops by reason.
-    pub drops: DropCounts,
+/// One counter as declared in [`counters!`]: what the status JSON calls it, what it means,
+/// and the metric family it is exported under (several counters may share one family, told
+/// apart by their direction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterDef {
+    /// The field, and the key in the status JSON.
+    pub name: &'static str,
+    /// What it counts: the field's doc comment.
+    help: &'static str,
+    /// The metric family, without its prefix (`braid_session_`, `braid_link_`, ...).
+    pub metric: &'static str,
+    /// `tx` or `rx` for a family that counts both directions.
+    pub direction: Option<&'static str>,
 }
 
-/// Per-link counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Datagrams sent.
-    pub tx_packets: u64,
-    /// Datagram bytes sent.
-    pub tx_bytes: u64,
-    /// Frame copies sent.
-    pub tx_frames: u64,
-    /// Of those, copies re-sent in answer to a NAK.
-    pub tx_retransmits: u64,
-    /// Authenticated datagrams received.
-    pub rx_packets: u64,
-    /// Authenticated datagram bytes received.
-    pub rx_bytes: u64,
-    /// Frame copies received (including duplicates).
-    pub rx_frames: u64,
-    /// Frames this link delivered first (its share of the stream).
-    pub rx_frames_first: u64,
-    /// Probes sent.
-    pub probes_sent: u64,
-    /// Path-MTU probes sent.
-    pub mtu_probes_sent: u64,
+impl CounterDef {
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        metric: &'static str,
+        direction: Option<&'static str>,
+    ) -> Self {
+        Self { name, help, metric, direction }
+    }
+
+    /// What it counts, one line.
+    pub fn help(&self) -> &'static str {
+        self.help.trim()
+    }
+}
+
+/// A set of counters declared with [`counters!`]: each one is named, documented and exported
+/// from its declaration alone.
+pub trait Counters: Copy + Default {
+    /// Every counter, in declaration order.
+    const DEFS: &'static [CounterDef];
+
+    /// The value of counter `i` of [`Counters::DEFS`].
+    fn get(&self, i: usize) -> u64;
+
+    /// Sets counter `i` of [`Counters::DEFS`].
+    fn set(&mut self, i: usize, value: u64);
+
+    /// Every counter with its value, in declaration order.
+    fn entries(&self) -> impl Iterator<Item = (&'static CounterDef, u64)> + '_ {
+        Self::DEFS.iter().enumerate().map(|(i, def)| (def, self.get(i)))
+    }
+
+    /// The counter called `name`.
+    fn by_name(&self, name: &str) -> Option<u64> {
+        Self::DEFS.iter().position(|d| d.name == name).map(|i| self.get(i))
+    }
+}
+
+/// Declares a struct of `u64` counters and its [`Counters`] implementation. Each field's doc
+/// comment is its help text; `as "family"` exports it under another metric family than its
+/// name, and a trailing `tx` or `rx` labels its direction in that family. `with drops` adds a
+/// `drops: DropCounts` field. The status JSON, `/metrics`, the schema and the CLI table all read
+/// counters from here, so a counter is declared once.
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[doc = $doc:literal])+ $field:ident $(as $metric:literal $($direction:ident)?)? ),* $(,)?
+        }
+        $(with $drops:ident)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        $vis struct $name {
+            $( $(#[doc = $doc])+ pub $field: u64, )*
+            $(
+                /// Drops by reason.
+                pub $drops: $crate::stats::DropCounts,
+            )?
+        }
+
+        impl $crate::stats::Counters for $name {
+            const DEFS: &'static [$crate::stats::CounterDef] = &[
+                $( $crate::stats::CounterDef::new(
+                    stringify!($field),
+                    concat!($($doc),+),
+                    $crate::counters!(@metric $field $($metric)?),
+                    $crate::counters!(@direction $($($direction)?)?),
+                ), )*
+            ];
+
+            fn get(&self, i: usize) -> u64 {
+                let fields = [$(self.$field),*];
+                fields.get(i).copied().unwrap_or(0)
+            }
+
+            fn set(&mut self, i: usize, value: u64) {
+                let fields = [$(&mut self.$field),*];
+                if let Some(field) = fields.into_iter().nth(i) {
+                    *field = value;
+                }
+            }
+        }
+    };
+    (@metric $field:ident) => { stringify!($field) };
+    (@metric $field:ident $metric:literal) => { $metric };
+    (@direction) => { None };
+    (@direction $direction:ident) => { Some(stringify!($direction)) };
+}
+
+counters! {
+    /// Session-wide counters.
+    pub struct SessionStats {
+        /// Frames handed in by the local side (TAP).
+        frames_in,
+        /// Frame copies sealed onto links (a redundant frame counts once per link).
+        frame_copies_sent,
+        /// Frames delivered to the local side, in order.
+        frames_delivered,
+        /// Frames the reorder buffer gave up on.
+        frames_lost,
+        /// Frames that arrived after their gap was given up.
+        frames_late,
+        /// Frames delivered after waiting for a gap.
+        frames_reordered,
+        /// Duplicate copies discarded (redundancy working, not an error).
+        duplicate_copies,
+        /// Missing frames asked for again (each NAK of each frame counts).
+        frames_nacked,
+        /// Frame copies re-sent in answer to the peer's NAKs.
+        frames_retransmitted,
+        /// Gaps filled by a re-sent copy: frames retransmission saved.
+        frames_recovered,
+        /// Frame copies sent in pieces, because they were larger than one datagram on the path.
+        frames_fragmented,
+        /// Frames joined again from pieces.
+        frames_reassembled,
+        /// Pieces of frames already delivered or held (redundant copies), discarded.
+        duplicate_pieces,
+        /// TCP SYNs whose MSS was lowered to fit one datagram.
+        mss_clamped,
+        /// NAKs for frames whose first copy could not have arrived yet, left unanswered.
+        naks_early,
+        /// Datagram bytes of data sent as each frame's first copy.
+        data_bytes_first,
+        /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity
+        /// duplicates and retransmissions (the overhead of the mode).
+        data_bytes_extra,
+    }
+    with drops
+}
+
+counters! {
+    /// Per-link counters.
+    pub struct LinkStats {
+        /// Datagrams sent.
+        tx_packets as "packets" tx,
+        /// Datagram bytes sent.
+        tx_bytes as "bytes" tx,
+        /// Frame copies sent.
+        tx_frames as "frames" tx,
+        /// Of the frame copies sent, those re-sent in answer to the peer's NAKs.
+        retransmits,
+        /// Authenticated datagrams received.
+        rx_packets as "packets" rx,
+        /// Authenticated datagram bytes received.
+        rx_bytes as "bytes" rx,
+        /// Frame copies received (including duplicates).
+        rx_frames as "frames" rx,
+        /// Frames this link delivered first (its share of the stream).
+        rx_frames_first as "frames_first",
+        /// Probes sent.
+        probes_sent,
+        /// Path-MTU probes sent.
+        mtu_probes_sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    counters! {
+        /// A set declared only here, to show what the macro makes of a declaration.
+        struct Example {
+            /// Widgets made,
+            /// counted once each.
+            widgets,
+            /// Bytes in.
+            rx_bytes as "bytes" rx,
+        }
+        with drops
+    }
+
+    #[test]
+    fn a_declaration_gives_names_help_families_and_directions() {
+        let defs = Example::DEFS;
+        assert_eq!(defs.iter().map(|d| d.name).collect::<Vec<_>>(), ["widgets", "rx_bytes"]);
+        assert_eq!(defs[0].help(), "Widgets made, counted once each.");
+        assert_eq!((defs[0].metric, defs[0].direction), ("widgets", None));
+        assert_eq!((defs[1].metric, defs[1].direction), ("bytes", Some("rx")));
+    }
+
+    #[test]
+    fn counters_are_read_and_written_by_index_and_by_name() {
+        let mut example = Example { widgets: 3, ..Example::default() };
+        example.set(1, 9);
+        example.drops.add(DropReason::Replay);
+        assert_eq!(example.entries().map(|(d, v)| (d.name, v)).collect::<Vec<_>>(), [("widgets", 3), ("rx_bytes", 9)]);
+        assert_eq!(example.by_name("rx_bytes"), Some(9));
+        assert_eq!(example.by_name("nothing"), None);
+        assert_eq!(example.get(2), 0, "past the end reads zero");
+        assert_eq!(example.drops.total(), 1);
+    }
+
+    #[test]
+    fn every_drop_reason_has_a_distinct_name_and_slot() {
+        let names: std::collections::BTreeSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.slot(), i, "{reason:?} is out of order in ALL");
+        }
+    }
 }

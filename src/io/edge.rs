@@ -9,7 +9,7 @@ use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::netlink::{NetEvent, Netlink};
-use super::status::{Board, Body, EdgeBody, Observer, Recorder, Status, by_reason, tick};
+use super::status::{Board, Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
 use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
 use crate::LinkId;
@@ -157,8 +157,7 @@ fn snapshot(observer: &Observer, edge: &Edge, name: &str, uplinks: &[Uplink], re
         now,
         Body::Edge(Box::new(EdgeBody {
             edge: recorder.view(now, name, edge.session(), names),
-            handshakes_started: stats.handshakes_started,
-            handshakes_completed: stats.handshakes_completed,
+            counters: Flat(stats),
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
         })),

@@ -12,7 +12,7 @@ use tun_rs::AsyncDevice;
 use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
 use super::edge::{log_event, record_event};
 use super::netlink::Netlink;
-use super::status::{Board, Body, GatewayBody, Observer, Recorder, Status, by_reason, tick};
+use super::status::{Board, Body, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_listen;
 use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
@@ -247,15 +247,13 @@ fn snapshot(observer: &Observer, gateway: &Gateway, names: &[String], recorders:
     let stats = gateway.stats();
     observer.status(
         now,
-        Body::Gateway(GatewayBody {
-            handshakes: stats.handshakes,
-            cookies_sent: stats.cookies_sent,
+        Body::Gateway(Box::new(GatewayBody {
+            counters: Flat(stats),
             sessions: edges.iter().filter(|e| e.session.is_some()).count() as u64,
-            sessions_started: stats.sessions_started,
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             edges,
-        }),
+        })),
     )
 }
 

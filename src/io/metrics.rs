@@ -5,6 +5,7 @@
 //! listed in the README ("Observability"). Counters come from the engine's own counters, so
 //! they reset only when a session is replaced (a gateway restart) or the daemon restarts.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -16,7 +17,9 @@ use prometheus_client::registry::Registry;
 
 use super::status::{Board, Body, EdgeView, LinkView, SessionView, Status};
 use crate::LinkState;
-use crate::stats::DropReason;
+use crate::endpoint::edge::EdgeStats;
+use crate::endpoint::gateway::GatewayStats;
+use crate::stats::{Counters, DropReason, LinkStats, SessionStats};
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,15 +52,15 @@ type Reading<'a, T, From, R = T> = (Family<'a, T>, fn(&From) -> R);
 
 /// One metric family being written: a name, a help text, a type, and its series.
 struct Family<'a, T> {
-    name: &'static str,
-    help: &'static str,
+    name: Cow<'static, str>,
+    help: Cow<'static, str>,
     kind: MetricType,
     series: Vec<(Labels<'a>, T)>,
 }
 
 impl<'a, T> Family<'a, T> {
-    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
-        Self { name, help, kind, series: Vec::new() }
+    fn new(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>, kind: MetricType) -> Self {
+        Self { name: name.into(), help: help.into(), kind, series: Vec::new() }
     }
 
     fn push(&mut self, labels: Labels<'a>, value: T) {
@@ -69,7 +72,7 @@ fn write_gauges(encoder: &mut DescriptorEncoder<'_>, family: &Family<'_, f64>) -
     if family.series.is_empty() {
         return Ok(());
     }
-    let mut metric = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+    let mut metric = encoder.encode_descriptor(&family.name, &family.help, None, family.kind)?;
     for (labels, value) in &family.series {
         // A series without labels is written bare (`name 1`), not as `name{} 1`.
         if labels.is_empty() {
@@ -84,7 +87,7 @@ fn write_counters(encoder: &mut DescriptorEncoder<'_>, family: &Family<'_, u64>)
     if family.series.is_empty() {
         return Ok(());
     }
-    let mut metric = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+    let mut metric = encoder.encode_descriptor(&family.name, &family.help, None, family.kind)?;
     for (labels, value) in &family.series {
         if labels.is_empty() {
             return ConstCounter::new(*value).encode(metric);
@@ -102,6 +105,54 @@ fn counters(name: &'static str, help: &'static str) -> Family<'static, u64> {
     Family::new(name, help, MetricType::Counter)
 }
 
+/// The counter families of one set of engine counters ([`Counters::DEFS`]): each counter is
+/// written as `{prefix}{metric}`, and counters that share a metric family are told apart by a
+/// `direction` label. A counter declared in the engine is exported from its declaration alone.
+struct CounterFamilies<'a> {
+    families: Vec<Family<'a, u64>>,
+    /// For each counter, its family.
+    family_of: Vec<usize>,
+}
+
+impl<'a> CounterFamilies<'a> {
+    fn of<T: Counters>(prefix: &str) -> Self {
+        let mut families: Vec<Family<'a, u64>> = Vec::new();
+        let mut family_of = Vec::with_capacity(T::DEFS.len());
+        for def in T::DEFS {
+            let name = format!("{prefix}{}", def.metric);
+            let help = match def.direction {
+                Some(direction) => format!("{direction}: {}", def.help()),
+                None => def.help().to_owned(),
+            };
+            match families.iter().position(|f| f.name == name) {
+                Some(i) => {
+                    let family = &mut families[i];
+                    family.help = format!("{} {help}", family.help).into();
+                    family_of.push(i);
+                }
+                None => {
+                    family_of.push(families.len());
+                    families.push(Family::new(name, help, MetricType::Counter));
+                }
+            }
+        }
+        Self { families, family_of }
+    }
+
+    /// Adds one series per counter of `counters`, with `labels` (and its direction, if any).
+    fn push<T: Counters>(&mut self, labels: &Labels<'a>, counters: &T) {
+        for ((def, value), &i) in counters.entries().zip(&self.family_of) {
+            let mut labels = labels.clone();
+            labels.extend(def.direction.map(|d| ("direction", d)));
+            self.families[i].push(labels, value);
+        }
+    }
+
+    fn write(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.families.iter().try_for_each(|family| write_counters(encoder, family))
+    }
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let version = env!("CARGO_PKG_VERSION");
@@ -115,39 +166,31 @@ impl Collector for Snapshot {
         match &status.body {
             Body::Edge(edge) => {
                 let name = edge.edge.name.as_str();
-                let mut started = counters("braid_edge_handshakes_started", "Handshakes the edge initiated.");
-                started.push(vec![("edge", name)], edge.handshakes_started);
-                let mut completed = counters("braid_edge_handshakes_completed", "Handshakes the edge completed.");
-                completed.push(vec![("edge", name)], edge.handshakes_completed);
+                let mut own = CounterFamilies::of::<EdgeStats>("braid_edge_");
+                own.push(&vec![("edge", name)], &edge.counters.0);
+                own.write(&mut encoder)?;
                 let mut drops =
                     counters("braid_edge_drops", "Datagrams the edge dropped outside its session, by reason.");
                 for reason in DropReason::ALL {
                     let count = edge.drops_by_reason.get(reason.as_str()).copied().unwrap_or(0);
                     drops.push(vec![("edge", name), ("reason", reason.as_str())], count);
                 }
-                for family in [&started, &completed, &drops] {
-                    write_counters(&mut encoder, family)?;
-                }
+                write_counters(&mut encoder, &drops)?;
             }
             Body::Gateway(gateway) => {
                 let mut sessions = gauges("braid_gateway_sessions", "Edges with a live session.");
                 sessions.push(Vec::new(), gateway.sessions as f64);
                 write_gauges(&mut encoder, &sessions)?;
-                let mut handshakes = counters("braid_gateway_handshakes", "Handshakes the gateway answered.");
-                handshakes.push(Vec::new(), gateway.handshakes);
-                let mut cookies = counters("braid_gateway_cookies_sent", "Cookie replies sent under load.");
-                cookies.push(Vec::new(), gateway.cookies_sent);
-                let mut started = counters("braid_gateway_sessions_started", "Sessions that became live.");
-                started.push(Vec::new(), gateway.sessions_started);
+                let mut own = CounterFamilies::of::<GatewayStats>("braid_gateway_");
+                own.push(&Vec::new(), &gateway.counters.0);
+                own.write(&mut encoder)?;
                 let mut drops =
                     counters("braid_gateway_drops", "Datagrams the gateway dropped outside any session, by reason.");
                 for reason in DropReason::ALL {
                     let count = gateway.drops_by_reason.get(reason.as_str()).copied().unwrap_or(0);
                     drops.push(vec![("reason", reason.as_str())], count);
                 }
-                for family in [&handshakes, &cookies, &started, &drops] {
-                    write_counters(&mut encoder, family)?;
-                }
+                write_counters(&mut encoder, &drops)?;
             }
         }
         encode_edges(&mut encoder, &status.edges())
@@ -160,38 +203,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
     let mut safe = gauges("braid_stream_safe", "1 while two or more links are usable: losing any one is survived.");
     let mut usable = gauges("braid_stream_usable_links", "Links up or degraded.");
     let mut hold_limit = gauges("braid_session_reorder_hold_limit_seconds", "The reorder buffer's current hold limit.");
-    let mut session_counters: Vec<Reading<'_, u64, SessionView>> = vec![
-        (counters("braid_session_frames_in", "Frames handed in by the local side."), |s| s.frames_in),
-        (counters("braid_session_frames_delivered", "Frames delivered in order."), |s| s.frames_delivered),
-        (counters("braid_session_frames_lost", "Frames the reorder buffer gave up on."), |s| s.frames_lost),
-        (counters("braid_session_frames_late", "Frames that arrived after their gap was given up."), |s| s.frames_late),
-        (counters("braid_session_frames_reordered", "Frames delivered after waiting for a gap."), |s| {
-            s.frames_reordered
-        }),
-        (counters("braid_session_duplicate_copies", "Duplicate frame copies discarded."), |s| s.duplicate_copies),
-        (counters("braid_session_frames_nacked", "Missing frames asked for again (each NAK of each frame)."), |s| {
-            s.frames_nacked
-        }),
-        (counters("braid_session_frames_retransmitted", "Frame copies re-sent in answer to the peer's NAKs."), |s| {
-            s.frames_retransmitted
-        }),
-        (counters("braid_session_data_bytes_first", "Datagram bytes of data sent as each frame's first copy."), |s| {
-            s.data_bytes_first
-        }),
-        (
-            counters(
-                "braid_session_data_bytes_extra",
-                "Datagram bytes of data sent beyond the first copies: duplicates and retransmissions.",
-            ),
-            |s| s.data_bytes_extra,
-        ),
-        (counters("braid_session_frames_recovered", "Gaps filled by a re-sent copy."), |s| s.frames_recovered),
-        (counters("braid_session_frames_fragmented", "Frame copies sent in pieces."), |s| s.frames_fragmented),
-        (counters("braid_session_frames_reassembled", "Frames joined again from pieces."), |s| s.frames_reassembled),
-        (counters("braid_session_duplicate_pieces", "Pieces of frames already delivered or held."), |s| {
-            s.duplicate_pieces
-        }),
-    ];
+    let mut session_counters = CounterFamilies::of::<SessionStats>("braid_session_");
     let mut drops = counters("braid_session_drops", "Datagrams and frames the session dropped, by reason.");
     let mut state = gauges("braid_link_state", "1 for the link's current state, 0 for the others.");
     let mut link_gauges: Vec<Reading<'_, f64, LinkView, Option<f64>>> = vec![
@@ -216,15 +228,11 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         "braid_link_stream_share_ratio",
         "tx: share of the frames handed in that the link carried; rx: share of delivered frames it delivered first.",
     );
-    let mut bytes = counters("braid_link_bytes", "Datagram bytes, per direction (rx: authenticated only).");
-    let mut packets = counters("braid_link_packets", "Datagrams, per direction (rx: authenticated only).");
-    let mut frames = counters("braid_link_frames", "Frame copies, per direction.");
+    let mut engine_link_counters = CounterFamilies::of::<LinkStats>("braid_link_");
     let mut link_counters: Vec<Reading<'_, u64, LinkView>> = vec![
-        (counters("braid_link_frames_first", "Frames this link delivered first."), |l| l.rx_frames_first),
         (counters("braid_link_duplicates", "Copies received after another link delivered the frame."), |l| {
             l.duplicates
         }),
-        (counters("braid_link_retransmits", "Frame copies re-sent on this link in answer to NAKs."), |l| l.retransmits),
         (counters("braid_link_state_changes", "Link state changes."), |l| l.state_changes),
     ];
     let mut holds: Vec<(Labels<'_>, &SessionView)> = Vec::new();
@@ -236,9 +244,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         usable.push(vec![("edge", e)], f64::from(edge.safety.usable_links));
         let Some(session) = &edge.session else { continue };
         hold_limit.push(vec![("edge", e)], session.reorder_hold_ms / 1e3);
-        for (family, value) in &mut session_counters {
-            family.push(vec![("edge", e)], value(session));
-        }
+        session_counters.push(&vec![("edge", e)], &session.counters.0);
         for reason in DropReason::ALL {
             let count = session.drops_by_reason.get(reason.as_str()).copied().unwrap_or(0);
             drops.push(vec![("edge", e), ("reason", reason.as_str())], count);
@@ -258,16 +264,11 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
             for (family, value) in &mut link_counters {
                 family.push(vec![("edge", e), ("link", l)], value(link));
             }
-            for (direction, lost, part, byte, packet, frame) in [
-                ("tx", link.tx_loss, link.tx_share, link.tx_bytes, link.tx_packets, link.tx_frames),
-                ("rx", link.rx_loss, link.rx_share, link.rx_bytes, link.rx_packets, link.rx_frames),
-            ] {
+            engine_link_counters.push(&vec![("edge", e), ("link", l)], &link.counters.0);
+            for (direction, lost, part) in [("tx", link.tx_loss, link.tx_share), ("rx", link.rx_loss, link.rx_share)] {
                 let labels = vec![("edge", e), ("link", l), ("direction", direction)];
                 loss.push(labels.clone(), lost);
-                share.push(labels.clone(), part);
-                bytes.push(labels.clone(), byte);
-                packets.push(labels.clone(), packet);
-                frames.push(labels, frame);
+                share.push(labels, part);
             }
         }
     }
@@ -275,9 +276,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
     for family in [&session_up, &safe, &usable, &hold_limit] {
         write_gauges(encoder, family)?;
     }
-    for (family, _) in &session_counters {
-        write_counters(encoder, family)?;
-    }
+    session_counters.write(encoder)?;
     write_counters(encoder, &drops)?;
     if !holds.is_empty() {
         let mut metric = encoder.encode_descriptor(
@@ -302,9 +301,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
     for family in [&loss, &share] {
         write_gauges(encoder, family)?;
     }
-    for family in [&bytes, &packets, &frames] {
-        write_counters(encoder, family)?;
-    }
+    engine_link_counters.write(encoder)?;
     for (family, _) in &link_counters {
         write_counters(encoder, family)?;
     }
@@ -319,7 +316,7 @@ mod tests {
     use openmetrics_parser::openmetrics::parse_openmetrics;
 
     use super::*;
-    use crate::io::status::{EdgeBody, GatewayBody, HoldHistogram, Safety, SessionView};
+    use crate::io::status::{EdgeBody, Flat, GatewayBody, HoldHistogram, Safety, SessionView};
 
     fn link(id: u8, name: &str, state: &str) -> LinkView {
         LinkView {
@@ -331,15 +328,19 @@ mod tests {
             jitter_ms: 2.0,
             tx_loss: 0.01,
             rx_loss: 0.02,
-            tx_packets: 100 + u64::from(id),
-            rx_packets: 90,
-            tx_bytes: 150_000,
-            rx_bytes: 120_000,
-            tx_frames: 80,
-            rx_frames: 70,
-            rx_frames_first: 40,
+            counters: Flat(LinkStats {
+                tx_packets: 100 + u64::from(id),
+                rx_packets: 90,
+                tx_bytes: 150_000,
+                rx_bytes: 120_000,
+                tx_frames: 80,
+                rx_frames: 70,
+                rx_frames_first: 40,
+                retransmits: 3,
+                probes_sent: 20,
+                mtu_probes_sent: 2,
+            }),
             duplicates: 30,
-            retransmits: 3,
             tx_bps: 1e6,
             rx_bps: 9e5,
             tx_share: 1.0,
@@ -357,21 +358,24 @@ mod tests {
         hold.observe(std::time::Duration::from_millis(40));
         SessionView {
             mode: "redundant".into(),
-            frames_in: 500,
-            frame_copies_sent: 1500,
-            frames_delivered: 480,
-            frames_lost: 2,
-            frames_late: 1,
-            frames_reordered: 5,
-            duplicate_copies: 900,
-            frames_nacked: 4,
-            frames_retransmitted: 3,
-            frames_recovered: 2,
-            frames_fragmented: 6,
-            frames_reassembled: 5,
-            duplicate_pieces: 4,
-            data_bytes_first: 600_000,
-            data_bytes_extra: 1_200_000,
+            counters: Flat(SessionStats {
+                frames_in: 500,
+                frame_copies_sent: 1500,
+                frames_delivered: 480,
+                frames_lost: 2,
+                frames_late: 1,
+                frames_reordered: 5,
+                duplicate_copies: 900,
+                frames_nacked: 4,
+                frames_retransmitted: 3,
+                frames_recovered: 2,
+                frames_fragmented: 6,
+                frames_reassembled: 5,
+                duplicate_pieces: 4,
+                data_bytes_first: 600_000,
+                data_bytes_extra: 1_200_000,
+                ..SessionStats::default()
+            }),
             drops: 7,
             drops_by_reason: BTreeMap::from([("replay".to_string(), 7)]),
             reorder_hold_ms: 45.0,
@@ -394,8 +398,7 @@ mod tests {
                     safety: Safety::of(Some(&states)),
                     transitions: Vec::new(),
                 },
-                handshakes_started: 2,
-                handshakes_completed: 1,
+                counters: Flat(EdgeStats { handshakes_started: 2, handshakes_completed: 1, ..EdgeStats::default() }),
                 drops: 0,
                 drops_by_reason: BTreeMap::new(),
             })),
@@ -489,15 +492,18 @@ mod tests {
             version: 2,
             time_unix_ms: 1,
             uptime_s: 3.0,
-            body: Body::Gateway(GatewayBody {
-                handshakes: 4,
-                cookies_sent: 1,
+            body: Body::Gateway(Box::new(GatewayBody {
+                counters: Flat(GatewayStats {
+                    handshakes: 4,
+                    cookies_sent: 1,
+                    sessions_started: 2,
+                    ..GatewayStats::default()
+                }),
                 sessions: 1,
-                sessions_started: 2,
                 drops: 3,
                 drops_by_reason: BTreeMap::from([("bad_header".to_string(), 3)]),
                 edges: vec![first, second],
-            }),
+            })),
         };
         let scrape = parse(&encode(Some(&status), "gateway"));
         assert_eq!(value(&scrape, "braid_gateway_sessions", &[]), 1.0);
@@ -514,5 +520,66 @@ mod tests {
         let scrape = parse(&text);
         assert_eq!(scrape.len(), 1, "{text}");
         assert_eq!(value(&scrape, "braid_info", &[("role", "gateway")]), 1.0);
+    }
+
+    crate::counters! {
+        /// A set of counters declared only in this test.
+        struct Declared {
+            /// Widgets made.
+            widgets,
+            /// Things sent.
+            tx_things as "things" tx,
+            /// Things received.
+            rx_things as "things" rx,
+        }
+    }
+
+    /// A counter declared once is in the status JSON and in `/metrics`, named and labelled from
+    /// its declaration, with nothing else to write.
+    #[test]
+    fn a_counter_declared_once_is_exported_under_its_family_and_direction() {
+        let declared = Declared { widgets: 3, tx_things: 5, rx_things: 7 };
+        let json = serde_json::to_value(Flat(declared)).unwrap();
+        assert_eq!(json, serde_json::json!({ "widgets": 3, "tx_things": 5, "rx_things": 7 }));
+        let back: Flat<Declared> = serde_json::from_value(serde_json::json!({ "widgets": 3, "other": "x" })).unwrap();
+        assert_eq!(back.0, Declared { widgets: 3, ..Declared::default() }, "unknown keys are left, missing ones are 0");
+
+        #[derive(Debug)]
+        struct One(Declared);
+        impl Collector for One {
+            fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+                let mut families = CounterFamilies::of::<Declared>("braid_test_");
+                families.push(&vec![("edge", "e")], &self.0);
+                families.write(&mut encoder)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One(declared)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let scrape = parse(&text);
+        assert_eq!(value(&scrape, "braid_test_widgets", &[("edge", "e")]), 3.0);
+        assert_eq!(value(&scrape, "braid_test_things", &[("edge", "e"), ("direction", "tx")]), 5.0);
+        assert_eq!(value(&scrape, "braid_test_things", &[("edge", "e"), ("direction", "rx")]), 7.0);
+        assert!(text.contains("# HELP braid_test_things tx: Things sent. rx: Things received."), "{text}");
+    }
+
+    /// Every counter the engine declares for a session and a link is served, with its value.
+    #[test]
+    fn every_engine_counter_of_a_session_and_its_links_is_served() {
+        let status = edge_status();
+        let scrape = parse(&encode(Some(&status), "edge"));
+        let edge = [("edge", "van \"1\"")];
+        let session = status.edges()[0].session.as_ref().unwrap();
+        for (def, expected) in session.counters.entries() {
+            let family = format!("braid_session_{}", def.metric);
+            assert_eq!(value(&scrape, &family, &edge), expected as f64, "{family}");
+        }
+        for (def, expected) in session.links[0].counters.entries() {
+            let family = format!("braid_link_{}", def.metric);
+            let mut labels = vec![edge[0], ("link", "dsl")];
+            labels.extend(def.direction.map(|d| ("direction", d)));
+            assert_eq!(value(&scrape, &family, &labels), expected as f64, "{family} {labels:?}");
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod netlink;
+pub mod schema;
 pub mod status;
 pub mod tap;
 pub mod udp;

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::IoError;
+use crate::endpoint::edge::EdgeStats;
+use crate::endpoint::gateway::GatewayStats;
 use crate::session::{Event, Session};
-use crate::stats::{DropCounts, LinkStats};
+use crate::stats::{Counters, DropCounts, LinkStats, SessionStats};
 use crate::{LinkId, LinkState, MAX_LINKS};
 
 /// The schema version of the JSON snapshot.
@@ -55,7 +57,7 @@ pub enum Body {
     /// `braid-edge`: itself.
     Edge(Box<EdgeBody>),
     /// `braid-gateway`: every allowed edge.
-    Gateway(GatewayBody),
+    Gateway(Box<GatewayBody>),
 }
 
 /// An edge's own report.
@@ -64,10 +66,9 @@ pub struct EdgeBody {
     /// The edge, its session and its links.
     #[serde(flatten)]
     pub edge: EdgeView,
-    /// Handshakes initiated.
-    pub handshakes_started: u64,
-    /// Handshakes completed.
-    pub handshakes_completed: u64,
+    /// The edge's own counters (handshakes, cookies), each under its name.
+    #[serde(flatten)]
+    pub counters: Flat<EdgeStats>,
     /// Drops outside the session.
     pub drops: u64,
     /// Drops outside the session, by reason (non-zero ones).
@@ -77,14 +78,11 @@ pub struct EdgeBody {
 /// A gateway's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayBody {
-    /// Handshakes answered.
-    pub handshakes: u64,
-    /// Cookie replies sent.
-    pub cookies_sent: u64,
+    /// The gateway's own counters (handshakes, cookies, sessions started), each under its name.
+    #[serde(flatten)]
+    pub counters: Flat<GatewayStats>,
     /// Edges with a live session now.
     pub sessions: u64,
-    /// Sessions that became live since start.
-    pub sessions_started: u64,
     /// Drops outside any session.
     pub drops: u64,
     /// Drops outside any session, by reason (non-zero ones).
@@ -111,39 +109,9 @@ pub struct EdgeView {
 pub struct SessionView {
     /// `auto`, `redundant`, `active-backup` or `bond`.
     pub mode: String,
-    /// Frames handed in by the local side.
-    pub frames_in: u64,
-    /// Frame copies sealed onto links.
-    pub frame_copies_sent: u64,
-    /// Frames delivered in order.
-    pub frames_delivered: u64,
-    /// Frames the reorder buffer gave up on.
-    pub frames_lost: u64,
-    /// Frames that arrived after their gap was given up.
-    pub frames_late: u64,
-    /// Frames delivered after waiting for a gap.
-    pub frames_reordered: u64,
-    /// Duplicate copies discarded.
-    pub duplicate_copies: u64,
-    /// Missing frames asked for again (each NAK of each frame counts).
-    pub frames_nacked: u64,
-    /// Frame copies re-sent in answer to the peer's NAKs.
-    pub frames_retransmitted: u64,
-    /// Gaps filled by a re-sent copy: frames retransmission saved.
-    pub frames_recovered: u64,
-    /// Frame copies sent in pieces (larger than one datagram on the path).
-    pub frames_fragmented: u64,
-    /// Frames joined again from pieces.
-    pub frames_reassembled: u64,
-    /// Pieces of frames already delivered or held, discarded.
-    pub duplicate_pieces: u64,
-    /// Datagram bytes of data sent as each frame's first copy.
-    #[serde(default)]
-    pub data_bytes_first: u64,
-    /// Datagram bytes of data sent beyond the first copies (duplicates and retransmissions):
-    /// the mode's overhead.
-    #[serde(default)]
-    pub data_bytes_extra: u64,
+    /// The session's counters ([`SessionStats`]), each under its name.
+    #[serde(flatten)]
+    pub counters: Flat<SessionStats>,
     /// Drops, all reasons.
     pub drops: u64,
     /// Drops by reason (non-zero ones).
@@ -176,24 +144,11 @@ pub struct LinkView {
     pub tx_loss: f64,
     /// Loss from the peer to us (0..=1).
     pub rx_loss: f64,
-    /// Datagrams sent.
-    pub tx_packets: u64,
-    /// Authenticated datagrams received.
-    pub rx_packets: u64,
-    /// Datagram bytes sent.
-    pub tx_bytes: u64,
-    /// Authenticated datagram bytes received.
-    pub rx_bytes: u64,
-    /// Frame copies sent.
-    pub tx_frames: u64,
-    /// Frame copies received.
-    pub rx_frames: u64,
-    /// Frames this link delivered first.
-    pub rx_frames_first: u64,
+    /// The link's counters ([`LinkStats`]), each under its name.
+    #[serde(flatten)]
+    pub counters: Flat<LinkStats>,
     /// Copies received after another link had delivered the frame.
     pub duplicates: u64,
-    /// Frame copies re-sent on this link in answer to the peer's NAKs.
-    pub retransmits: u64,
     /// Bits per second sent, over the last [`RATE_WINDOW`].
     pub tx_bps: f64,
     /// Bits per second received, over the last [`RATE_WINDOW`].
@@ -478,15 +433,8 @@ impl Recorder {
                     jitter_ms: ms(quality.jitter),
                     tx_loss: quality.tx_loss,
                     rx_loss: quality.rx_loss,
-                    tx_packets: counters.tx_packets,
-                    rx_packets: counters.rx_packets,
-                    tx_bytes: counters.tx_bytes,
-                    rx_bytes: counters.rx_bytes,
-                    tx_frames: counters.tx_frames,
-                    rx_frames: counters.rx_frames,
-                    rx_frames_first: counters.rx_frames_first,
+                    counters: Flat(counters),
                     duplicates: counters.rx_frames.saturating_sub(counters.rx_frames_first),
-                    retransmits: counters.tx_retransmits,
                     tx_bps: rate(delta(|s| s.tx_bytes, i)),
                     rx_bps: rate(delta(|s| s.rx_bytes, i)),
                     tx_share: ratio(delta(|s| s.tx_frames, i), frames_in),
@@ -500,27 +448,65 @@ impl Recorder {
             .collect();
         SessionView {
             mode: session.mode().as_str().into(),
-            frames_in: stats.frames_in,
-            frame_copies_sent: stats.frame_copies_sent,
-            frames_delivered: stats.frames_delivered,
-            frames_lost: stats.frames_lost,
-            frames_late: stats.frames_late,
-            frames_reordered: stats.frames_reordered,
-            duplicate_copies: stats.duplicate_copies,
-            frames_nacked: stats.frames_nacked,
-            frames_retransmitted: stats.frames_retransmitted,
-            frames_recovered: stats.frames_recovered,
-            frames_fragmented: stats.frames_fragmented,
-            frames_reassembled: stats.frames_reassembled,
-            duplicate_pieces: stats.duplicate_pieces,
-            data_bytes_first: stats.data_bytes_first,
-            data_bytes_extra: stats.data_bytes_extra,
+            counters: Flat(stats),
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             reorder_hold_ms: ms(session.reorder_hold()),
             links,
             hold: self.hold.clone(),
         }
+    }
+}
+
+/// A set of engine counters in the status JSON: each counter is a key of the object it is
+/// flattened into, named and ordered as declared ([`Counters::DEFS`]). Reading JSON, a missing
+/// counter is zero and keys that are not counters are left to the other fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flat<T>(pub T);
+
+impl<T> std::ops::Deref for Flat<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Counters> Serialize for Flat<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(T::DEFS.len()))?;
+        for (def, value) in self.0.entries() {
+            map.serialize_entry(def.name, &value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, T: Counters> Deserialize<'de> for Flat<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Counters> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Flat<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("counters, each a non-negative integer under its name")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut counters = T::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match T::DEFS.iter().position(|d| d.name == key) {
+                        Some(i) => counters.set(i, map.next_value::<u64>()?),
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Flat(counters))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 

@@ -19,7 +19,6 @@ use crate::keys::{PrivateKey, Psk, PublicKey};
 use crate::session::{
     Delivered, DropReason, Earliest, Event, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
 };
-use crate::stats::DropCounts;
 use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
 
@@ -50,17 +49,17 @@ pub struct EdgeConfig {
     pub session: SessionConfig,
 }
 
-/// Edge-level counters (the session has its own).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EdgeStats {
-    /// Initiations sent (one per attempt, however many links carried it).
-    pub handshakes_started: u64,
-    /// Handshakes completed.
-    pub handshakes_completed: u64,
-    /// Cookie replies received (the gateway is under load).
-    pub cookies: u64,
-    /// Drops outside the session, by reason.
-    pub drops: DropCounts,
+crate::counters! {
+    /// Edge-level counters (the session has its own).
+    pub struct EdgeStats {
+        /// Initiations sent (one per attempt, however many links carried it).
+        handshakes_started,
+        /// Handshakes completed.
+        handshakes_completed,
+        /// Cookie replies received (the gateway is under load).
+        cookies,
+    }
+    with drops
 }
 
 #[derive(Debug)]

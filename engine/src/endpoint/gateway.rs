@@ -18,7 +18,6 @@ use crate::session::{
     Delivered, DropReason, Earliest, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, SetupError, TimerKind,
     Transmit,
 };
-use crate::stats::DropCounts;
 use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, SessionIndex};
 
@@ -61,17 +60,17 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub usize);
 
-/// Gateway-level counters (each session has its own).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GatewayStats {
-    /// Handshakes answered.
-    pub handshakes: u64,
-    /// Cookie replies sent.
-    pub cookies_sent: u64,
-    /// Sessions that became live.
-    pub sessions_started: u64,
-    /// Drops outside any session, by reason.
-    pub drops: DropCounts,
+crate::counters! {
+    /// Gateway-level counters (each session has its own).
+    pub struct GatewayStats {
+        /// Handshakes answered.
+        handshakes,
+        /// Cookie replies sent under load.
+        cookies_sent,
+        /// Sessions that became live.
+        sessions_started,
+    }
+    with drops
 }
 
 #[derive(Debug)]

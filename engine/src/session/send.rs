@@ -386,7 +386,7 @@ impl Session {
                 }
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.tx_frames += u64::from(first_piece);
-                    link.stats.tx_retransmits += u64::from(retransmit && first_piece);
+                    link.stats.retransmits += u64::from(retransmit && first_piece);
                     let pn = link.tx.next_pn - 1;
                     link.monitor.on_packet_sent(now, pn);
                     link.monitor.on_data_sent(now);
