@@ -15,12 +15,16 @@
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
 #
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
-# scratch directory, so two labs can coexist); BIN (prebuilt binaries: skips the build).
+# scratch directory, so two labs can coexist); BIN (prebuilt binaries: skips the build);
+# LAB_TUNE (engine tunables for both daemons, space-separated section.field=value, as `--tune`;
+# `braid-edge tuning` lists them).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 P=${LAB_PREFIX:-blab}              # namespace prefix
+TUNE_ARGS=()
+for tune in ${LAB_TUNE:-}; do TUNE_ARGS+=(--tune "$tune"); done
 RUN=${LAB_RUN:-/tmp/braid-lab}     # configs, keys, logs, captures
 BIN=${BIN:-}
 UPLINKS=3
@@ -212,14 +216,14 @@ edges:
     bridge: br-ing
 EOF
     start_gateway
-    in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" >"$RUN/edge.log" 2>&1 &
+    in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" "${TUNE_ARGS[@]}" >"$RUN/edge.log" 2>&1 &
     for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && { log "tunnel up"; return 0; }; sleep 0.2; done
     tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
     die "the tunnel did not come up"
 }
 
 start_gateway() {
-    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" >>"$RUN/gateway.log" 2>&1 &
+    in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" "${TUNE_ARGS[@]}" >>"$RUN/gateway.log" 2>&1 &
 }
 
 gateway_alive() { pgrep -f "braid-gateway run --config $RUN/gateway.yaml" >/dev/null; }

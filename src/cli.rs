@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::config::{EdgeSettings, GatewaySettings, cipher_name, load_edge, load_gateway};
 use crate::keys::{KeyError, PrivateKey, PublicKey, generate_key_file};
+use crate::tuning::Tuning;
 
 /// Which daemon a command line belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub enum Command {
         /// The config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Sets an engine tunable over the config's `advanced:` (repeatable; `tuning` lists them).
+        #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
+        tune: Vec<String>,
     },
     /// Shows the running daemon's links and sessions: a table on a terminal, JSON (schema
     /// version 2) when piped, as scripts expect.
@@ -54,6 +58,19 @@ pub enum Command {
         /// The config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Sets an engine tunable, as `run --tune` does.
+        #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
+        tune: Vec<String>,
+    },
+    /// Lists every engine tunable with its value and what it tunes: the defaults, or what a
+    /// config (and `--tune`) make of them.
+    Tuning {
+        /// The config file whose `advanced:` section to apply.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Sets an engine tunable, as `run --tune` does.
+        #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
+        tune: Vec<String>,
     },
 }
 
@@ -61,16 +78,17 @@ impl Command {
     /// Runs the command for `daemon` and returns the process's exit code.
     pub fn run(self, daemon: Daemon) -> ExitCode {
         match (self, daemon) {
-            (Self::Run { config }, Daemon::Edge) => run_edge(&config),
-            (Self::Run { config }, Daemon::Gateway) => run_gateway(&config),
+            (Self::Run { config, tune }, Daemon::Edge) => run_edge(&config, &tune),
+            (Self::Run { config, tune }, Daemon::Gateway) => run_gateway(&config, &tune),
             (Self::Status { config, json, table, watch, interval_ms, count }, daemon) => {
                 // Piped output stays JSON (what scripts have parsed since schema v1).
                 let json = json || (!table && !std::io::IsTerminal::is_terminal(&std::io::stdout()));
                 let view = StatusView { json, watch, interval: std::time::Duration::from_millis(interval_ms), count };
                 status(daemon, &config, &view)
             }
-            (Self::CheckConfig { config }, Daemon::Edge) => check_edge_config(&config),
-            (Self::CheckConfig { config }, Daemon::Gateway) => check_gateway_config(&config),
+            (Self::CheckConfig { config, tune }, Daemon::Edge) => check_edge_config(&config, &tune),
+            (Self::CheckConfig { config, tune }, Daemon::Gateway) => check_gateway_config(&config, &tune),
+            (Self::Tuning { config, tune }, daemon) => finish(tuning(daemon, config.as_deref(), &tune)),
             (Self::Key(command), _) => finish(command.run()),
         }
     }
@@ -122,13 +140,61 @@ pub fn finish<T: Display, E: Display>(result: Result<T, E>) -> ExitCode {
 
 /// `braid-edge check-config`: a summary of the config on stdout and exit 0, or its first problem
 /// (file, line, key) on stderr and exit 1.
-pub fn check_edge_config(path: &Path) -> ExitCode {
-    finish(load_edge(path).map(|settings| edge_summary(&settings)))
+pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
+    finish(load_edge_tuned(path, tune).map(|settings| edge_summary(&settings)))
 }
 
 /// `braid-gateway check-config`: as [`check_edge_config`], for a gateway config.
-pub fn check_gateway_config(path: &Path) -> ExitCode {
-    finish(load_gateway(path).map(|settings| gateway_summary(&settings)))
+pub fn check_gateway_config(path: &Path, tune: &[String]) -> ExitCode {
+    finish(load_gateway_tuned(path, tune).map(|settings| gateway_summary(&settings)))
+}
+
+/// Applies `--tune section.field=value` arguments, in order, over `tuning`.
+///
+/// # Errors
+/// The first argument refused, and why.
+pub fn apply_tune(tuning: &mut Tuning, tune: &[String]) -> Result<(), String> {
+    tune.iter().try_for_each(|t| tuning.apply(t).map_err(|error| format!("--tune {t}: {error}")))
+}
+
+/// An edge config with `--tune` applied.
+///
+/// # Errors
+/// The config's first problem, or the first `--tune` refused.
+pub fn load_edge_tuned(path: &Path, tune: &[String]) -> Result<EdgeSettings, String> {
+    let mut settings = load_edge(path).map_err(|e| e.to_string())?;
+    apply_tune(&mut settings.edge.session.tuning, tune)?;
+    Ok(settings)
+}
+
+/// A gateway config with `--tune` applied.
+///
+/// # Errors
+/// The config's first problem, or the first `--tune` refused.
+pub fn load_gateway_tuned(path: &Path, tune: &[String]) -> Result<GatewaySettings, String> {
+    let mut settings = load_gateway(path).map_err(|e| e.to_string())?;
+    apply_tune(&mut settings.gateway.session.tuning, tune)?;
+    Ok(settings)
+}
+
+/// `tuning`: every tunable, one per line, as the defaults, a config or `--tune` set it.
+///
+/// # Errors
+/// The config's first problem, or the first `--tune` refused.
+pub fn tuning(daemon: Daemon, config: Option<&Path>, tune: &[String]) -> Result<String, String> {
+    let mut tuning = match (config, daemon) {
+        (None, _) => Tuning::default(),
+        (Some(path), Daemon::Edge) => load_edge(path).map_err(|e| e.to_string())?.edge.session.tuning,
+        (Some(path), Daemon::Gateway) => load_gateway(path).map_err(|e| e.to_string())?.gateway.session.tuning,
+    };
+    apply_tune(&mut tuning, tune)?;
+    Ok(tuning.to_string().trim_end().to_owned())
+}
+
+/// The tunables that differ from the defaults, for a summary.
+fn tuned(tuning: &Tuning) -> String {
+    let changed = tuning.changed();
+    if changed.is_empty() { String::new() } else { format!("; tuned: {}", changed.join(", ")) }
 }
 
 /// One paragraph saying what an edge would run with.
@@ -147,7 +213,7 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         .collect();
     format!(
         "{}: OK. Edge to gateway {gateway} (key {}{}), mode {}, cipher {}, latency budget {} ms; {}; {} uplink{}: {}; \
-         status {}.",
+         status {}{}.",
         settings.path.display(),
         edge.gateway_key,
         if edge.psk.is_some() { ", with a PSK" } else { "" },
@@ -159,6 +225,7 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         if uplinks.len() == 1 { "" } else { "s" },
         uplinks.join(", "),
         status_summary(&settings.status),
+        tuned(&edge.session.tuning),
     )
 }
 
@@ -176,7 +243,7 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         .collect();
     format!(
         "{}: OK. Gateway listening on {}, mode {}, latency budget {} ms, {} handshakes/s before cookies; \
-         {} allowed edge{}: {}; status {}.",
+         {} allowed edge{}: {}; status {}{}.",
         settings.path.display(),
         listen.join(" and "),
         gateway.session.mode.as_str(),
@@ -186,6 +253,7 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         if edges.len() == 1 { "" } else { "s" },
         edges.join(", "),
         status_summary(&settings.status),
+        tuned(&gateway.session.tuning),
     )
 }
 
@@ -203,18 +271,18 @@ fn tap_summary(tap: &crate::config::TapSettings) -> String {
 }
 
 /// `run`: loads the edge config and runs until SIGINT or SIGTERM.
-pub fn run_edge(path: &Path) -> ExitCode {
+pub fn run_edge(path: &Path, tune: &[String]) -> ExitCode {
     crate::io::init_logging();
-    match crate::config::load_edge(path) {
+    match load_edge_tuned(path, tune) {
         Ok(settings) => finish(crate::io::edge::run(settings).map(|()| "stopped")),
         Err(error) => finish::<&str, _>(Err(error)),
     }
 }
 
 /// `run`: loads the gateway config and runs until SIGINT or SIGTERM (SIGHUP reloads the edges).
-pub fn run_gateway(path: &Path) -> ExitCode {
+pub fn run_gateway(path: &Path, tune: &[String]) -> ExitCode {
     crate::io::init_logging();
-    match crate::config::load_gateway(path) {
+    match load_gateway_tuned(path, tune) {
         Ok(settings) => finish(crate::io::gateway::run(settings).map(|()| "stopped")),
         Err(error) => finish::<&str, _>(Err(error)),
     }
@@ -380,5 +448,19 @@ mod tests {
         assert!(text.starts_with("braid gateway · up 61 s\n"), "{text}");
         assert!(text.contains("van-1: stream DOWN (no session yet)"), "{text}");
         assert!(text.contains("van-2: stream DOWN"), "{text}");
+    }
+
+    #[test]
+    fn tuning_lists_every_tunable_and_tune_arguments_apply_in_order() {
+        let listing = tuning(Daemon::Edge, None, &[]).unwrap();
+        assert_eq!(listing.lines().count(), Tuning::default().entries().count());
+        assert!(listing.contains("monitor.probe_interval = 50ms  # How often each link is probed."), "{listing}");
+        let tune = ["monitor.probe_interval=20ms".to_owned(), "monitor.probe_interval=30ms".to_owned()];
+        let listing = tuning(Daemon::Gateway, None, &tune).unwrap();
+        assert!(listing.contains("monitor.probe_interval = 30ms"), "the last one wins: {listing}");
+        let error = tuning(Daemon::Edge, None, &["monitor.probe=1ms".to_owned()]).unwrap_err();
+        assert!(error.starts_with("--tune monitor.probe=1ms: "), "{error}");
+        let error = tuning(Daemon::Edge, None, &["monitor.probe_interval".to_owned()]).unwrap_err();
+        assert!(error.contains("is not section.field=value"), "{error}");
     }
 }

@@ -8,6 +8,7 @@
 //! Relative paths in a config (`private_key_file`, `psk_file`) are relative to the config file's
 //! directory, so a config and its keys can move together.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -251,6 +252,7 @@ struct EdgeFile {
     uplinks: Vec<UplinkFile>,
     status: Option<StatusFile>,
     name: Option<String>,
+    advanced: Option<Advanced>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +303,30 @@ struct GatewayFile {
     handshake_rate: Option<i64>,
     edges: Vec<AllowedEdgeFile>,
     status: Option<StatusFile>,
+    advanced: Option<Advanced>,
+}
+
+/// `advanced:`: engine tunables by section and field ([`crate::Tuning`]), e.g.
+/// `monitor: { probe_interval: 20ms }`. Unset ones keep their defaults.
+type Advanced = BTreeMap<String, BTreeMap<String, Scalar>>;
+
+/// A YAML scalar, kept as the text a tunable parses.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Self::Int(n) => n.to_string(),
+            Self::Float(x) => x.to_string(),
+            Self::Text(t) => t.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,6 +421,7 @@ fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Problem
     };
     let mut session =
         session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp)?;
+    tune(&mut session, file.advanced.as_ref())?;
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -482,8 +509,9 @@ fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<GatewaySettings
             addresses
         }
     };
-    let session =
+    let mut session =
         session(file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp)?;
+    tune(&mut session, file.advanced.as_ref())?;
     let handshake_rate = match file.handshake_rate {
         None => DEFAULT_HANDSHAKE_RATE,
         Some(rate) => in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")?,
@@ -549,6 +577,20 @@ fn session(
         session.latency_budget = Duration::from_millis(u64::from(ms));
     }
     Ok(session)
+}
+
+/// Applies `advanced:` to the session's tunables.
+fn tune(session: &mut SessionConfig, advanced: Option<&Advanced>) -> Result<(), Problem> {
+    for (section, fields) in advanced.into_iter().flatten() {
+        for (field, value) in fields {
+            let key = format!("{section}.{field}");
+            session
+                .tuning
+                .set(&key, &value.text())
+                .map_err(|error| problem(format!("advanced.{key}"), error.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A TAP's settings; `prefix` is the key path its fields sit under (`tap.` or `edges[2].`).
@@ -1178,6 +1220,32 @@ mod tests {
         assert_eq!(settings.edge.session.links[1].remote, SocketAddr::new([203, 0, 113, 10].into(), DEFAULT_PORT));
         assert_eq!(settings.tap, TapSettings { name: "braid0".into(), mtu: 1500, mac: None, bridge: None });
         assert_eq!(settings.status.listen, DEFAULT_EDGE_STATUS);
+    }
+
+    #[test]
+    fn advanced_sets_engine_tunables_and_the_rest_keep_their_defaults() {
+        let scratch = Scratch::new("edge-advanced");
+        let yaml = edge_yaml()
+            + "advanced:\n  monitor:\n    probe_interval: 20ms\n    degraded_loss: 0.2\n  recovery:\n    max_naks_per_packet: 8\n";
+        let settings = scratch.edge(&yaml).unwrap();
+        let tuning = settings.edge.session.tuning;
+        assert_eq!(tuning.monitor.probe_interval, Duration::from_millis(20));
+        assert_eq!(tuning.monitor.degraded_loss, 0.2);
+        assert_eq!(tuning.recovery.max_naks_per_packet, 8);
+        assert_eq!(tuning.changed().len(), 3, "{:?}", tuning.changed());
+        let gateway = scratch.gateway(&(gateway_yaml() + "advanced:\n  cc:\n    probe_gain: 1.1\n")).unwrap();
+        assert_eq!(gateway.gateway.session.tuning.cc.probe_gain, 1.1);
+    }
+
+    #[test]
+    fn a_bad_tunable_is_refused_at_its_line() {
+        let scratch = Scratch::new("edge-advanced-bad");
+        let yaml = edge_yaml() + "advanced:\n  monitor:\n    probe_interval: 20\n";
+        assert_refused(scratch.edge(&yaml), Some(12), "advanced.monitor.probe_interval", "give a unit");
+        let yaml = edge_yaml() + "advanced:\n  monitor:\n    probe_intervl: 20ms\n";
+        assert_refused(scratch.edge(&yaml), Some(12), "advanced.monitor.probe_intervl", "is not a tunable");
+        let yaml = edge_yaml() + "advanced:\n  cc:\n    min_rate_bps: 0\n";
+        assert_refused(scratch.edge(&yaml), Some(12), "advanced.cc.min_rate_bps", "greater than zero");
     }
 
     #[test]

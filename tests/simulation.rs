@@ -174,6 +174,23 @@ fn active_backup_fails_back_only_after_the_hysteresis() {
     assert_eq!(frames_sent_on(&sim, 1), on_backup, "the backup went idle again after fail-back");
 }
 
+/// Tunables reach the engine from the session's config: a fail-back hold of 500 ms instead of
+/// the default 2 s lets the primary back well before the default would.
+#[test]
+fn a_tuned_fail_back_hold_fails_back_sooner() {
+    let mut config = SessionConfig { mode: Mode::ActiveBackup, ..SessionConfig::default() };
+    config.tuning.apply("scheduler.failback_hold=500ms").unwrap();
+    let mut sim = Sim::with_config(3, config, &three_field_links());
+    sim.stream(1.0, 10.0, 2.0, 1000);
+    sim.schedule(2.0, Action::Blackhole(0));
+    sim.schedule(4.0, Action::Restore(0));
+    sim.run_until(4.0);
+    let on_primary = frames_sent_on(&sim, 0);
+    let default_hold = braid::scheduler::FAILBACK_HOLD.as_secs_f64();
+    sim.run_until(4.0 + default_hold - 0.1);
+    assert!(frames_sent_on(&sim, 0) > on_primary, "not failed back within the tuned hold: {}", sim.state_log());
+}
+
 #[test]
 fn active_backup_never_returns_to_a_primary_that_flaps_every_200_ms() {
     let mut sim = active_backup(5, 8.0);

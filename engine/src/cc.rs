@@ -30,6 +30,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::tuning::CcTuning;
+
 /// How often the rate is reconsidered.
 pub const UPDATE_INTERVAL: Duration = Duration::from_millis(50);
 /// The delivery rate is measured over this much of the peer's time.
@@ -174,14 +176,15 @@ pub struct RateControl {
     next_update: Instant,
     last_drain: Option<Instant>,
     phase: Phase,
+    tuning: CcTuning,
 }
 
 impl RateControl {
     /// A controller starting at `ceiling_bps` if set, else at `initial_bps`.
-    pub fn new(now: Instant, initial_bps: u64, ceiling_bps: Option<u64>) -> Self {
+    pub fn new(now: Instant, initial_bps: u64, ceiling_bps: Option<u64>, tuning: CcTuning) -> Self {
         let ceiling_bps = ceiling_bps.map(|c| c as f64);
         Self {
-            rate_bps: ceiling_bps.unwrap_or(initial_bps as f64).max(MIN_RATE_BPS),
+            rate_bps: ceiling_bps.unwrap_or(initial_bps as f64).max(tuning.min_rate_bps),
             ceiling_bps,
             min_rtt: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
             recent: VecDeque::new(),
@@ -191,10 +194,11 @@ impl RateControl {
             last_peer_ts: None,
             sent: VecDeque::new(),
             busy: false,
-            queues: VecDeque::with_capacity(RISING_UPDATES + 1),
-            next_update: now + UPDATE_INTERVAL,
+            queues: VecDeque::with_capacity(tuning.rising_updates + 1),
+            next_update: now + tuning.update_interval,
             last_drain: None,
             phase: Phase::Starting,
+            tuning,
         }
     }
 
@@ -240,14 +244,15 @@ impl RateControl {
         let (&(t0, b0), &(t1, b1)) = (self.delivered.front()?, self.delivered.back()?);
         let span = t1.saturating_sub(t0);
         // Less than half a window says little: one report's worth of bytes.
-        (span >= DELIVERY_WINDOW.as_micros() as u64 / 2).then(|| b1.saturating_sub(b0) as f64 * 1e6 / span as f64)
+        (span >= self.tuning.delivery_window.as_micros() as u64 / 2)
+            .then(|| b1.saturating_sub(b0) as f64 * 1e6 / span as f64)
     }
 
     /// The bits per second put on the link over the last [`DELIVERY_WINDOW`], once measured.
     pub fn send_rate_bps(&self) -> Option<f64> {
         let (&(t0, b0), &(t1, b1)) = (self.sent.front()?, self.sent.back()?);
         let span = t1.saturating_duration_since(t0);
-        (span >= DELIVERY_WINDOW / 2).then(|| b1.saturating_sub(b0) as f64 * 8.0 / span.as_secs_f64())
+        (span >= self.tuning.delivery_window / 2).then(|| b1.saturating_sub(b0) as f64 * 8.0 / span.as_secs_f64())
     }
 
     /// The standing queue a link may keep: [`BASE_QUEUE_TARGET`], plus its jitter as the larger
@@ -257,18 +262,19 @@ impl RateControl {
     /// sample sits well above the link's minimum: the spread covers that. It is smoothed over
     /// many windows, so the ramp of a queue building up does not raise the target with it.
     pub fn queue_target(&self, jitter: Duration) -> Duration {
-        (BASE_QUEUE_TARGET + jitter.mul_f64(JITTER_ALLOWANCE).max(self.spread)).min(MAX_QUEUE_TARGET)
+        (self.tuning.base_queue_target + jitter.mul_f64(self.tuning.jitter_allowance).max(self.spread))
+            .min(self.tuning.max_queue_target)
     }
 
     /// The queue past which the link is over capacity whatever it delivers: [`MAX_QUEUE_TARGET`]
     /// above what its jitter alone shows under load ([`FIFO_JITTER`]).
-    pub fn queue_limit(jitter: Duration) -> Duration {
-        MAX_QUEUE_TARGET + jitter.mul_f64(FIFO_JITTER)
+    pub fn queue_limit(&self, jitter: Duration) -> Duration {
+        self.tuning.max_queue_target + jitter.mul_f64(self.tuning.fifo_jitter)
     }
 
     /// Takes in an RTT sample (a probe's reply, or a report covering a data packet).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
-        let bucket = MIN_RTT_WINDOW / MIN_RTT_BUCKETS as u32;
+        let bucket = self.tuning.min_rtt_window / MIN_RTT_BUCKETS as u32;
         match self.min_rtt.back_mut() {
             Some((start, min)) if now.saturating_duration_since(*start) < bucket => *min = (*min).min(rtt),
             _ => self.min_rtt.push_back((now, rtt)),
@@ -298,7 +304,7 @@ impl RateControl {
             self.delivered.pop_front();
         }
         self.delivered.push_back((ts, bytes));
-        let window = DELIVERY_WINDOW.as_micros() as u64;
+        let window = self.tuning.delivery_window.as_micros() as u64;
         while self.delivered.front().is_some_and(|&(t, _)| ts.saturating_sub(t) > window) {
             self.delivered.pop_front();
         }
@@ -322,12 +328,12 @@ impl RateControl {
         if now < self.next_update {
             return false;
         }
-        self.next_update = now + UPDATE_INTERVAL;
+        self.next_update = now + self.tuning.update_interval;
         self.sent.push_back((now, tx_bytes));
-        while self.sent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > DELIVERY_WINDOW) {
+        while self.sent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > self.tuning.delivery_window) {
             self.sent.pop_front();
         }
-        while self.recent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > RECENT_WINDOW) {
+        while self.recent.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > self.tuning.recent_window) {
             self.recent.pop_front();
         }
         let busy = std::mem::take(&mut self.busy);
@@ -340,21 +346,21 @@ impl RateControl {
             return true;
         };
         self.queues.push_back(queue);
-        if self.queues.len() > RISING_UPDATES + 1 {
+        if self.queues.len() > self.tuning.rising_updates + 1 {
             self.queues.pop_front();
         }
-        let rising = self.queues.len() > RISING_UPDATES
+        let rising = self.queues.len() > self.tuning.rising_updates
             && self.queues.iter().zip(self.queues.iter().skip(1)).all(|(a, b)| b > a)
             && self
                 .queues
                 .back()
                 .zip(self.queues.front())
-                .is_some_and(|(&last, &first)| last.saturating_sub(first) >= RISING_MIN);
+                .is_some_and(|(&last, &first)| last.saturating_sub(first) >= self.tuning.rising_min);
         let target = self.queue_target(jitter);
-        let rtt = srtt.unwrap_or(RECENT_WINDOW).max(UPDATE_INTERVAL);
+        let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
         if queue > target {
             // One cut per RTT and window: the queue the last cut drains takes that long to show.
-            if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + RECENT_WINDOW) {
+            if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + self.tuning.recent_window) {
                 return true;
             }
             // The queue is ours only while the link delivers less than we put on it, or while it
@@ -364,19 +370,20 @@ impl RateControl {
             // would not shorten it. Nor is a queue on a link that carries next to nothing (probes).
             // What was lost on the way (the link's own loss) was not delivered either, and is no
             // sign of a queue. A queue past the limit (queue_limit) is drained whatever its cause.
-            let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= MIN_DRAIN_EVIDENCE_BPS);
+            let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= self.tuning.min_drain_evidence_bps);
             let arrived = self.send_rate_bps().map(|sent| sent * (1.0 - loss.clamp(0.0, 0.5)));
             // On a link given far less than its rate, the two rates over one window are noise.
-            let loaded = delivered.is_some_and(|d| d >= self.rate_bps * MIN_DRAIN_USE);
+            let loaded = delivered.is_some_and(|d| d >= self.rate_bps * self.tuning.min_drain_use);
             if let (Some(delivered), Some(arrived)) = (delivered, arrived)
-                && ((loaded && (rising || arrived > delivered * OVERLOAD_RATIO)) || queue > Self::queue_limit(jitter))
+                && ((loaded && (rising || arrived > delivered * self.tuning.overload_ratio))
+                    || queue > self.queue_limit(jitter))
             {
                 // Below the delivery rate by enough to drain the excess within DRAIN_TIME. From
                 // the delivery rate, not below our rate: a link that delivers more than our rate
                 // (the scheduler had nowhere else to send) shows our rate was too low, and cutting
                 // it further starved the link when it was left alone.
-                let excess = (queue - target).as_secs_f64() / DRAIN_TIME.as_secs_f64();
-                let factor = (1.0 - excess).clamp(MIN_DRAIN_FACTOR, DRAIN_FACTOR);
+                let excess = (queue - target).as_secs_f64() / self.tuning.drain_time.as_secs_f64();
+                let factor = (1.0 - excess).clamp(self.tuning.min_drain_factor, self.tuning.drain_factor);
                 self.rate_bps = delivered * factor;
                 self.last_drain = Some(now);
                 self.phase = Phase::Draining;
@@ -388,17 +395,19 @@ impl RateControl {
             // Fast growth while the path shows no queue at all and carries what it is given (the
             // queue shows only a window late): at the start, and whenever a link suddenly
             // has to carry more than the share its rate was set for (the others were cut).
-            let fast = queue < STARTUP_QUEUE && delivered >= self.rate_bps * STARTUP_DELIVERY;
-            let grown = self.rate_bps.max(delivered) * if fast { STARTUP_GAIN } else { PROBE_GAIN };
+            let fast = queue < self.tuning.startup_queue && delivered >= self.rate_bps * self.tuning.startup_delivery;
+            let grown =
+                self.rate_bps.max(delivered) * if fast { self.tuning.startup_gain } else { self.tuning.probe_gain };
             // Not past what the link shows it carries (what it delivered, and what its own loss
             // took on the way: a lossy link must still grow), but never below where the rate was.
             let carried = delivered / (1.0 - loss.clamp(0.0, 0.5));
-            self.rate_bps = if delivered > 0.0 { grown.min((carried * MAX_LEAD).max(self.rate_bps)) } else { grown };
+            self.rate_bps =
+                if delivered > 0.0 { grown.min((carried * self.tuning.max_lead).max(self.rate_bps)) } else { grown };
             self.phase = Phase::Probing;
         } else {
             self.phase = Phase::Holding;
         }
-        self.rate_bps = self.rate_bps.max(MIN_RATE_BPS);
+        self.rate_bps = self.rate_bps.max(self.tuning.min_rate_bps);
         if let Some(ceiling) = self.ceiling_bps {
             self.rate_bps = self.rate_bps.min(ceiling);
         }
@@ -431,7 +440,7 @@ mod tests {
     /// capacity: a fluid model, stepped every 5 ms, with RTT samples and reports every step.
     fn run(capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
         let t0 = start();
-        let mut cc = RateControl::new(t0, initial, None);
+        let mut cc = RateControl::new(t0, initial, None, CcTuning::default());
         let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
         let (mut worst_queue, mut settled_queue, mut settled_bits) = (Duration::ZERO, Duration::ZERO, 0.0);
         let step = Duration::from_millis(5);
@@ -483,7 +492,7 @@ mod tests {
     /// now and then even when its average does not).
     fn peak_rate(capacity: f64, loss: f64, load: Option<f64>, secs: f64) -> f64 {
         let t0 = start();
-        let mut cc = RateControl::new(t0, 5_000_000, None);
+        let mut cc = RateControl::new(t0, 5_000_000, None, CcTuning::default());
         let (mut queue_bits, mut delivered_bytes, mut sent_bytes, mut peak) = (0.0f64, 0u64, 0u64, 0.0f64);
         let step = Duration::from_millis(5);
         let steps = (secs / step.as_secs_f64()) as u32;
@@ -537,7 +546,7 @@ mod tests {
     #[test]
     fn a_configured_rate_is_the_ceiling() {
         let t0 = start();
-        let mut cc = RateControl::new(t0, 10_000_000, Some(8_000_000));
+        let mut cc = RateControl::new(t0, 10_000_000, Some(8_000_000), CcTuning::default());
         assert_eq!(cc.rate_bps(), 8_000_000);
         cc.on_rtt(t0, Duration::from_millis(20));
         cc.on_busy();

@@ -33,6 +33,7 @@ pub mod rng;
 pub mod scheduler;
 pub mod session;
 pub mod stats;
+pub mod tuning;
 pub mod window;
 pub mod wire;
 
@@ -44,6 +45,7 @@ pub use scheduler::Mode;
 pub use session::{
     DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
 };
+pub use tuning::Tuning;
 
 use core::fmt;
 

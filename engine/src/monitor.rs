@@ -29,10 +29,14 @@
 //!   jitters, if sooner, but never less than one probe interval) plus that long means the link is dead, which is noticed well before the
 //!   silence timeout on a busy link;
 //! * **carrier loss** reported by the OS: at once.
+//!
+//! The constants below are the defaults of [`MonitorTuning`] (`tuning.monitor`); a monitor reads
+//! its tuning, so any of them can be varied per session without a rebuild.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::tuning::MonitorTuning;
 use crate::wire::{LinkReport, expand_u32};
 
 /// How often every link is probed, busy or idle.
@@ -213,13 +217,13 @@ struct CounterWindow {
 }
 
 impl CounterWindow {
-    fn push(&mut self, sample: CounterSample) {
+    fn push(&mut self, sample: CounterSample, tuning: &MonitorTuning) {
         // Drop the oldest sample while the window without it is still long and large enough,
         // or while it is older than the longest window.
         while let (Some(oldest), Some(second)) = (self.samples.front(), self.samples.get(1)) {
-            let enough = sample.at.saturating_duration_since(second.at) >= QUALITY_WINDOW
-                && sample.highest.saturating_sub(second.highest) >= LOSS_TARGET_SAMPLES;
-            let stale = sample.at.saturating_duration_since(oldest.at) > MAX_QUALITY_WINDOW;
+            let enough = sample.at.saturating_duration_since(second.at) >= tuning.quality_window
+                && sample.highest.saturating_sub(second.highest) >= tuning.loss_target_samples;
+            let stale = sample.at.saturating_duration_since(oldest.at) > tuning.max_quality_window;
             if !(enough || stale) {
                 break;
             }
@@ -233,15 +237,15 @@ impl CounterWindow {
     }
 
     /// Loss over the window, once enough packets were expected.
-    fn loss(&self) -> Option<LossEstimate> {
+    fn loss(&self, tuning: &MonitorTuning) -> Option<LossEstimate> {
         let (old, new) = self.span()?;
         let excused = new.excused.saturating_sub(old.excused);
         let expected = new.highest.saturating_sub(old.highest).saturating_sub(excused);
-        if expected < MIN_LOSS_SAMPLES {
+        if expected < tuning.min_loss_samples {
             return None;
         }
         let received = new.received.saturating_sub(old.received).min(expected);
-        Some(LossEstimate::new(expected - received, expected))
+        Some(LossEstimate::new(expected - received, expected, tuning.loss_confidence_z))
     }
 
     fn rate(&self) -> f64 {
@@ -253,7 +257,7 @@ impl CounterWindow {
     }
 }
 
-/// A loss rate with its 95% Wilson score interval.
+/// A loss rate with its Wilson score interval (95% at the default z of 1.96).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LossEstimate {
     rate: f64,
@@ -262,13 +266,13 @@ struct LossEstimate {
 }
 
 impl LossEstimate {
-    fn new(lost: u64, expected: u64) -> Self {
+    fn new(lost: u64, expected: u64, z: f64) -> Self {
         let n = expected as f64;
         let p = lost as f64 / n;
-        let z2 = LOSS_CONFIDENCE_Z * LOSS_CONFIDENCE_Z;
+        let z2 = z * z;
         let denominator = 1.0 + z2 / n;
         let center = (p + z2 / (2.0 * n)) / denominator;
-        let half = LOSS_CONFIDENCE_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
+        let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
         Self { rate: p, lower: (center - half).max(0.0), upper: (center + half).min(1.0) }
     }
 }
@@ -323,7 +327,7 @@ pub struct LinkMonitor {
     good_probes: u32,
     flap_penalty: u32,
     last_down: Option<Instant>,
-    interval: Duration,
+    tuning: MonitorTuning,
     outstanding: VecDeque<Outstanding>,
     last_rx: Instant,
     srtt: Option<Duration>,
@@ -356,10 +360,10 @@ pub struct LinkMonitor {
 }
 
 impl LinkMonitor {
-    /// A new link starts probing at `now`, probed every `interval`.
-    pub fn new(now: Instant, interval: Duration) -> Self {
+    /// A new link starts probing at `now`, probed every `tuning.probe_interval`.
+    pub fn new(now: Instant, tuning: MonitorTuning) -> Self {
         Self {
-            interval,
+            tuning,
             last_rx: now,
             state: LinkState::Probing,
             carrier: true,
@@ -411,20 +415,20 @@ impl LinkMonitor {
 
     /// Consecutive answered probes needed to come up now.
     pub fn probes_to_come_up(&self) -> u32 {
-        UP_AFTER_PROBES << self.flap_penalty
+        self.tuning.up_after_probes << self.flap_penalty
     }
 
     /// The probe timeout: smoothed RTT plus four mean deviations (at least [`MIN_RTT_MARGIN`]).
     pub fn probe_timeout(&self) -> Duration {
         match self.srtt {
-            Some(srtt) => srtt + (self.rttvar * 4).max(MIN_RTT_MARGIN),
-            None => INITIAL_PROBE_TIMEOUT,
+            Some(srtt) => srtt + (self.rttvar * 4).max(self.tuning.min_rtt_margin),
+            None => self.tuning.initial_probe_timeout,
         }
     }
 
     /// How long the link may be silent, or leave our packets unconfirmed, before it goes down.
     pub fn silence_timeout(&self) -> Duration {
-        self.probe_timeout() + self.interval * (MISSED_PROBES_DOWN - 1)
+        self.probe_timeout() + self.tuning.probe_interval * (self.tuning.missed_probes_down - 1)
     }
 
     /// When an authenticated packet last arrived on the link (or carrier changed).
@@ -444,8 +448,8 @@ impl LinkMonitor {
             srtt: self.srtt,
             rttvar: self.rttvar,
             min_rtt: self.min_rtt,
-            rx_loss: self.rx_window.loss().map_or(0.0, |l| l.rate),
-            tx_loss: self.tx_window.loss().map_or(0.0, |l| l.rate),
+            rx_loss: self.rx_window.loss(&self.tuning).map_or(0.0, |l| l.rate),
+            tx_loss: self.tx_window.loss(&self.tuning).map_or(0.0, |l| l.rate),
             delivery_rate: self.tx_window.rate(),
             jitter: self.jitter(),
         }
@@ -574,10 +578,10 @@ impl LinkMonitor {
         }
         self.report = Some(sample);
         match self.tx_rebase {
-            Rebase::Done => self.tx_window.push(sample),
+            Rebase::Done => self.tx_window.push(sample, &self.tuning),
             Rebase::AwaitReport(first) if sample.highest >= first => {
                 self.tx_rebase = Rebase::Done;
-                self.tx_window.push(sample);
+                self.tx_window.push(sample, &self.tuning);
             }
             Rebase::AwaitSend | Rebase::AwaitReport(_) => {}
         }
@@ -644,7 +648,8 @@ impl LinkMonitor {
         let jitter = Duration::from_micros(self.delay.jitter_us as u64);
         // Never below one probe interval: on a link with a tiny RTT, a busy host's scheduling
         // would otherwise pass for a dead link.
-        let wait = self.probe_timeout().min(self.interval + jitter * 4 + MIN_RTT_MARGIN).max(self.interval);
+        let interval = self.tuning.probe_interval;
+        let wait = self.probe_timeout().min(interval + jitter * 4 + self.tuning.min_rtt_margin).max(interval);
         self.data_unanswered.map(|at| at + wait + ACK_INTERVAL)
     }
 
@@ -675,13 +680,14 @@ impl LinkMonitor {
             return;
         }
         if let Some(highest) = self.rx_highest {
-            self.rx_window.push(CounterSample {
+            let sample = CounterSample {
                 at: now,
                 highest,
                 received: self.rx_received,
                 bytes: self.rx_bytes,
                 excused: self.rx_excused,
-            });
+            };
+            self.rx_window.push(sample, &self.tuning);
         }
     }
 
@@ -701,25 +707,25 @@ impl LinkMonitor {
     }
 
     fn losses(&self) -> impl Iterator<Item = LossEstimate> {
-        [self.rx_window.loss(), self.tx_window.loss()].into_iter().flatten()
+        [self.rx_window.loss(&self.tuning), self.tx_window.loss(&self.tuning)].into_iter().flatten()
     }
 
     fn rtt_risen(&self) -> bool {
-        matches!((self.srtt, self.min_rtt), (Some(s), Some(m)) if s > m + DEGRADED_RTT_RISE)
+        matches!((self.srtt, self.min_rtt), (Some(s), Some(m)) if s > m + self.tuning.degraded_rtt_rise)
     }
 
     fn quality_is_bad(&self) -> bool {
-        self.losses().any(|l| l.lower >= DEGRADED_LOSS) || self.rtt_risen()
+        self.losses().any(|l| l.lower >= self.tuning.degraded_loss) || self.rtt_risen()
     }
 
     fn quality_is_good(&self) -> bool {
-        self.losses().all(|l| l.upper < DEGRADED_LOSS) && !self.rtt_risen()
+        self.losses().all(|l| l.upper < self.tuning.degraded_loss) && !self.rtt_risen()
     }
 
     fn decay_penalty(&mut self, now: Instant) {
         if let Some(last) = self.last_down
             && self.flap_penalty > 0
-            && now.saturating_duration_since(last) >= FLAP_DECAY
+            && now.saturating_duration_since(last) >= self.tuning.flap_decay
         {
             self.flap_penalty -= 1;
             self.last_down = Some(now);
@@ -733,7 +739,7 @@ impl LinkMonitor {
         }
         if to == LinkState::Down {
             if from != LinkState::Probing || self.last_down.is_some() {
-                self.flap_penalty = (self.flap_penalty + 1).min(MAX_FLAP_PENALTY);
+                self.flap_penalty = (self.flap_penalty + 1).min(self.tuning.max_flap_penalty);
             }
             self.last_down = Some(now);
             self.good_probes = 0;
@@ -813,7 +819,7 @@ mod tests {
     #[test]
     fn a_link_comes_up_after_consecutive_answered_probes() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let t = bring_up(&mut m, t0);
         assert_eq!(m.state(), LinkState::Up);
         assert_eq!(t, t0 + PROBE_INTERVAL * UP_AFTER_PROBES);
@@ -823,7 +829,7 @@ mod tests {
     #[test]
     fn a_silent_link_goes_down_within_the_detection_time() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let cut = bring_up(&mut m, t0);
         let down = run_silent(&mut m, cut, cut + Duration::from_secs(2));
         assert_eq!(m.state(), LinkState::Down);
@@ -835,7 +841,7 @@ mod tests {
     #[test]
     fn a_link_whose_reports_stop_confirming_our_packets_goes_down_although_the_peer_is_heard() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         let report = |highest: u32| LinkReport { link: LinkId::new(0), highest, received: highest, received_bytes: 0 };
         m.on_report(t, &report(3));
@@ -857,7 +863,7 @@ mod tests {
     #[test]
     fn a_busy_link_whose_data_goes_unanswered_goes_down_a_probe_timeout_after_the_first_packet() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let cut = bring_up(&mut m, t0);
         let mut t = cut;
         let mut seq = 100;
@@ -881,7 +887,7 @@ mod tests {
     #[test]
     fn answered_data_keeps_a_busy_link_up() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         for seq in 100..2100u64 {
             m.on_packet_sent(t, seq);
@@ -899,7 +905,7 @@ mod tests {
     #[test]
     fn isolated_losses_never_take_a_link_down() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         for seq in 100..1100u64 {
             // Every third probe and its reply are lost; the peer's own probes still arrive.
@@ -917,18 +923,18 @@ mod tests {
 
     #[test]
     fn the_loss_interval_is_wide_on_few_samples_and_narrow_on_many() {
-        let few = LossEstimate::new(8, 80);
+        let few = LossEstimate::new(8, 80, LOSS_CONFIDENCE_Z);
         assert!(few.lower < DEGRADED_LOSS, "10% of 80 is not confidently above 10%: {few:?}");
-        let bad = LossEstimate::new(24, 80);
+        let bad = LossEstimate::new(24, 80, LOSS_CONFIDENCE_Z);
         assert!(bad.lower >= DEGRADED_LOSS, "30% of 80 is: {bad:?}");
-        let fine = LossEstimate::new(10, 1000);
+        let fine = LossEstimate::new(10, 1000, LOSS_CONFIDENCE_Z);
         assert!(fine.upper < DEGRADED_LOSS, "1% of 1000 is confidently below 10%: {fine:?}");
     }
 
     #[test]
     fn carrier_loss_takes_a_link_down_at_once_and_carrier_back_probes_again() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let t = bring_up(&mut m, t0);
         let tr = m.on_carrier(t, false).unwrap();
         assert_eq!((tr.from, tr.to, tr.reason), (LinkState::Up, LinkState::Down, StateReason::CarrierLost));
@@ -941,7 +947,7 @@ mod tests {
     #[test]
     fn reported_forward_loss_degrades_a_link_and_recovery_restores_it() {
         let t0 = start();
-        let mut m = LinkMonitor::new(t0, PROBE_INTERVAL);
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         let report = |highest: u32, received: u32| LinkReport {
             link: LinkId::new(0),

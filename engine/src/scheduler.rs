@@ -9,6 +9,7 @@ use core::fmt;
 use std::time::{Duration, Instant};
 
 use crate::monitor::LinkState;
+use crate::tuning::Tuning;
 use crate::{FrameSeq, LinkId, LinkSet};
 
 /// After a more preferred link comes back, active-backup waits this long (the link staying up
@@ -60,13 +61,17 @@ impl Mode {
         }
     }
 
-    /// The scheduler that implements the mode.
-    pub fn scheduler(self) -> Box<dyn Scheduler> {
+    /// The scheduler that implements the mode, tuned by `tuning`.
+    pub fn scheduler(self, tuning: &Tuning) -> Box<dyn Scheduler> {
         match self {
             Self::Redundant => Box::new(Redundant),
-            Self::ActiveBackup => Box::new(ActiveBackup::default()),
+            Self::ActiveBackup => Box::new(ActiveBackup::new(tuning.scheduler.failback_hold)),
             Self::Bond => Box::new(Bond),
-            Self::Auto => Box::new(Auto),
+            Self::Auto => Box::new(Auto {
+                spare_queue: tuning.scheduler.spare_queue,
+                trending_loss: tuning.scheduler.trending_loss,
+                second_copy_queue: tuning.send.max_queue_delay,
+            }),
         }
     }
 }
@@ -190,12 +195,25 @@ impl Scheduler for Redundant {
 }
 
 /// One link carries data, chosen by health then priority, with fail-back hysteresis.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct ActiveBackup {
     active: Option<LinkId>,
+    /// A better link takes over once it has been usable this long.
+    failback_hold: Duration,
+}
+
+impl Default for ActiveBackup {
+    fn default() -> Self {
+        Self::new(FAILBACK_HOLD)
+    }
 }
 
 impl ActiveBackup {
+    /// A scheduler that fails back to a better link once it has been usable `failback_hold`.
+    pub const fn new(failback_hold: Duration) -> Self {
+        Self { active: None, failback_hold }
+    }
+
     /// The link carrying data, if one was chosen.
     pub const fn active(&self) -> Option<LinkId> {
         self.active
@@ -218,7 +236,7 @@ impl Scheduler for ActiveBackup {
             Some(current) if current.id == best.id => current.id,
             Some(current) => {
                 let settled =
-                    best.usable_since.is_some_and(|since| now.saturating_duration_since(since) >= FAILBACK_HOLD);
+                    best.usable_since.is_some_and(|since| now.saturating_duration_since(since) >= self.failback_hold);
                 if settled { best.id } else { current.id }
             }
             None => best.id,
@@ -287,12 +305,29 @@ pub const TRENDING_LOSS: f64 = 0.02;
 ///
 /// Under light load every frame thus travels twice or more and a cut costs nothing; as the
 /// load grows the links' queues leave no spare room, and `auto` becomes [`Bond`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Auto;
+#[derive(Debug, Clone, Copy)]
+pub struct Auto {
+    /// A link whose queue is shorter than this has room for a spare copy.
+    spare_queue: Duration,
+    /// A link losing more than this share trends down: critical frames get a second copy.
+    trending_loss: f64,
+    /// The second copy goes only to a link whose queue is at most this.
+    second_copy_queue: Duration,
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Self {
+            spare_queue: SPARE_QUEUE,
+            trending_loss: TRENDING_LOSS,
+            second_copy_queue: crate::session::MAX_QUEUE_DELAY,
+        }
+    }
+}
 
 impl Auto {
-    fn trends_down(link: &LinkView) -> bool {
-        link.state == LinkState::Degraded || link.loss > TRENDING_LOSS
+    fn trends_down(&self, link: &LinkView) -> bool {
+        link.state == LinkState::Degraded || link.loss > self.trending_loss
     }
 }
 
@@ -304,13 +339,13 @@ impl Scheduler for Auto {
         let mut set: LinkSet = [first.id].into_iter().collect();
         let mut others: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable() && l.id != first.id).collect();
         others.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
-        if (frame.critical || Self::trends_down(first))
+        if (frame.critical || self.trends_down(first))
             && let Some(second) = others.first()
-            && second.queue_delay <= crate::session::MAX_QUEUE_DELAY
+            && second.queue_delay <= self.second_copy_queue
         {
             set.insert(second.id);
         }
-        set.extend(others.iter().filter(|l| l.queue_delay < SPARE_QUEUE).map(|l| l.id));
+        set.extend(others.iter().filter(|l| l.queue_delay < self.spare_queue).map(|l| l.id));
         set
     }
 

@@ -40,6 +40,10 @@ pub fn run(settings: GatewaySettings) -> Result<(), IoError> {
         .enable_all()
         .build()
         .map_err(|e| IoError::new("starting the tokio runtime", e))?;
+    let tuned = settings.gateway.session.tuning.changed();
+    if !tuned.is_empty() {
+        tracing::info!(tuned = %tuned.join(" "), "engine tunables changed from their defaults");
+    }
     runtime.block_on(drive(settings))
 }
 

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::monitor::PROBE_INTERVAL;
 use crate::scheduler::Mode;
+use crate::tuning::{Tuning, TuningError};
 use crate::{LinkId, MAX_LINKS};
 
 /// The most a gap is held by default, however the links measure.
@@ -40,14 +40,12 @@ pub struct LinkConfig {
 }
 
 /// A session's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     /// How frames are spread over links.
     pub mode: Mode,
     /// The most a gap is held before the frames behind it are released.
     pub latency_budget: Duration,
-    /// How often each link is probed.
-    pub probe_interval: Duration,
     /// The frame rate the dedup window is sized for.
     pub max_frame_rate: u32,
     /// The edge's links (the gateway's list is empty: it learns links).
@@ -62,6 +60,8 @@ pub struct SessionConfig {
     /// Whether each link probes its path for the largest datagram it carries, up to
     /// `max_datagram` ([`crate::pmtu`]). Without it every link uses `max_datagram` as given.
     pub probe_mtu: bool,
+    /// The engine's tunables (probe interval, congestion control, recovery timing...).
+    pub tuning: Tuning,
 }
 
 impl Default for SessionConfig {
@@ -69,13 +69,13 @@ impl Default for SessionConfig {
         Self {
             mode: Mode::default(),
             latency_budget: DEFAULT_LATENCY_BUDGET,
-            probe_interval: PROBE_INTERVAL,
             max_frame_rate: DEFAULT_MAX_FRAME_RATE,
             links: Vec::new(),
             retransmit: true,
             max_datagram: DEFAULT_MAX_DATAGRAM,
             clamp_mss: true,
             probe_mtu: true,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -86,9 +86,7 @@ impl SessionConfig {
     /// # Errors
     /// The first [`SetupError`] found.
     pub fn validate(&self, role: Role) -> Result<(), SetupError> {
-        if self.probe_interval.is_zero() {
-            return Err(SetupError::Zero("probe interval"));
-        }
+        self.tuning.validate()?;
         if self.latency_budget.is_zero() {
             return Err(SetupError::Zero("latency budget"));
         }
@@ -124,9 +122,12 @@ pub enum SetupError {
     /// Two allowed edges with one public key.
     #[error("edge {0:?} has the same public key as an earlier edge")]
     DuplicateEdgeKey(String),
-    /// A zero probe interval or latency budget.
+    /// A zero latency budget.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A tunable out of range.
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
 }
 
 #[cfg(test)]
@@ -154,8 +155,10 @@ mod tests {
 
     #[test]
     fn zero_durations_are_refused_by_name() {
-        let config = SessionConfig { links: vec![link(0)], probe_interval: Duration::ZERO, ..SessionConfig::default() };
-        assert_eq!(config.validate(Role::Edge), Err(SetupError::Zero("probe interval")));
+        let mut config = SessionConfig { links: vec![link(0)], ..SessionConfig::default() };
+        config.tuning.monitor.probe_interval = Duration::ZERO;
+        let error = config.validate(Role::Edge).unwrap_err().to_string();
+        assert_eq!(error, "monitor.probe_interval: must be greater than zero");
         let config = SessionConfig { links: vec![link(0)], latency_budget: Duration::ZERO, ..SessionConfig::default() };
         assert_eq!(
             config.validate(Role::Edge).map_err(|e| e.to_string()),

@@ -15,6 +15,7 @@ use crate::monitor::{ACK_INTERVAL, LinkMonitor, LinkState};
 use crate::pmtu::PathMtu;
 use crate::scheduler::{DEFAULT_LINK_RATE_BPS, LinkView};
 use crate::stats::LinkStats;
+use crate::tuning::Tuning;
 use crate::window::SeqWindow;
 use crate::wire::LinkReport;
 
@@ -139,20 +140,20 @@ impl Link {
         rate_bps: Option<u64>,
         remote: Option<SocketAddr>,
         first_probe: Instant,
-        interval: Duration,
+        tuning: &Tuning,
     ) -> Self {
         Self {
             id,
             priority,
             remote,
-            monitor: LinkMonitor::new(first_probe, interval),
+            monitor: LinkMonitor::new(first_probe, tuning.monitor),
             pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM),
             stats: LinkStats::default(),
             tx: Sender {
                 next_pn: 0,
                 backlog_bytes: 0.0,
                 backlog_at: first_probe,
-                cc: RateControl::new(first_probe, DEFAULT_LINK_RATE_BPS, rate_bps),
+                cc: RateControl::new(first_probe, DEFAULT_LINK_RATE_BPS, rate_bps, tuning.cc),
                 sent_log: VecDeque::new(),
                 queue_over_since: None,
                 steered: false,
@@ -195,12 +196,12 @@ impl Link {
 
     /// The peer restarted: the link's packet numbers, replay window and measurements start
     /// afresh, and it probes at once.
-    pub(super) fn restart(&mut self, now: Instant, interval: Duration) {
+    pub(super) fn restart(&mut self, now: Instant, tuning: &Tuning) {
         let carrier = self.monitor.carrier();
         self.rx.replay = SeqWindow::new(PATH_REPLAY_WINDOW);
         self.tx.next_pn = 0;
         self.owed.reply = None;
-        self.monitor = LinkMonitor::new(now, interval);
+        self.monitor = LinkMonitor::new(now, tuning.monitor);
         if !carrier {
             self.monitor.on_carrier(now, false);
         }
@@ -285,18 +286,18 @@ impl Link {
             min_rtt = ?e.min_rtt, delivery = ?e.delivery_bps, model = self.tx.backlog_bytes, "rate");
     }
 
-    /// Whether the path's own round trips have shown a queue past its limit for
-    /// [`ENTRY_SUSTAIN`] (or show none at all, not yet measured), noting since when.
-    pub(super) fn overrun_sustained(&mut self, now: Instant) -> bool {
+    /// Whether the path's own round trips have shown a queue past its limit for `sustain`
+    /// (or show none at all, not yet measured), noting since when.
+    pub(super) fn overrun_sustained(&mut self, now: Instant, sustain: Duration) -> bool {
         let Some(queue) = self.tx.cc.queue_delay() else {
             return true;
         };
-        if queue < RateControl::queue_limit(self.monitor.jitter()) {
+        if queue < self.tx.cc.queue_limit(self.monitor.jitter()) {
             self.tx.queue_over_since = None;
             return false;
         }
         let since = *self.tx.queue_over_since.get_or_insert(now);
-        now.saturating_duration_since(since) >= ENTRY_SUSTAIN
+        now.saturating_duration_since(since) >= sustain
     }
 
     /// Drains the model's queue at the link's rate up to `now`.
@@ -323,13 +324,14 @@ impl Link {
         self.owed.next_probe = base + interval + jitter;
     }
 
-    /// Asks the path-MTU search for a probe at `now`, if one is due. Whether the search just
+    /// Asks the path-MTU search for a probe at `now`, if one is due; a link losing at least
+    /// `suspect_loss` of what it sends has its size checked at once. Whether the search just
     /// found a black hole (the size in use stopped getting through).
-    pub(super) fn mtu_tick(&mut self, now: Instant) -> bool {
+    pub(super) fn mtu_tick(&mut self, now: Instant, suspect_loss: f64) -> bool {
         if self.owed.mtu_probe.is_some() || !self.can_probe_mtu() {
             return false;
         }
-        if self.monitor.quality().tx_loss >= MTU_SUSPECT_LOSS {
+        if self.monitor.quality().tx_loss >= suspect_loss {
             self.pmtu.suspect(now);
         }
         let black_holes = self.pmtu.black_holes();
@@ -386,7 +388,7 @@ mod tests {
     use crate::monitor::PROBE_INTERVAL;
 
     fn link(now: Instant) -> Link {
-        Link::new(LinkId::new(3), 1, Some(8_000_000), Some("192.0.2.1:4789".parse().unwrap()), now, PROBE_INTERVAL)
+        Link::new(LinkId::new(3), 1, Some(8_000_000), Some("192.0.2.1:4789".parse().unwrap()), now, &Tuning::default())
     }
 
     #[test]
@@ -457,10 +459,10 @@ mod tests {
     fn a_link_without_an_address_neither_probes_nor_searches_its_mtu() {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut l = Link::new(LinkId::new(0), 0, None, None, now, PROBE_INTERVAL).path_mtu(now, 1400, true);
+        let mut l = Link::new(LinkId::new(0), 0, None, None, now, &Tuning::default()).path_mtu(now, 1400, true);
         l.probe_tick(now, PROBE_INTERVAL, || Duration::ZERO);
         assert!(!l.owed.probe);
-        assert!(!l.mtu_tick(now + Duration::from_secs(1)));
+        assert!(!l.mtu_tick(now + Duration::from_secs(1), MTU_SUSPECT_LOSS));
         assert_eq!(l.owed.mtu_probe, None);
     }
 
@@ -473,7 +475,7 @@ mod tests {
         l.rx.replay.mark(42);
         l.owed.reply = Some((1, 2));
         l.monitor.on_carrier(now, false);
-        l.restart(now + Duration::from_secs(1), PROBE_INTERVAL);
+        l.restart(now + Duration::from_secs(1), &Tuning::default());
         assert_eq!(l.tx.next_pn, 0);
         assert_eq!(l.rx.replay.highest(), None);
         assert_eq!(l.owed.reply, None);

@@ -164,26 +164,20 @@ impl Session {
         for link in &config.links {
             let slot = link.id.index().ok_or(SetupError::LinkOutOfRange(link.id.get()))?;
             // Spread the first probes over the first interval so links do not tick in lockstep.
-            let offset = Duration::from_micros(rng.below(config.probe_interval.as_micros() as u64 / 4));
+            let interval = config.tuning.monitor.probe_interval;
+            let offset = Duration::from_micros(rng.below(interval.as_micros() as u64 / 4));
             links[slot] = Some(
-                Link::new(
-                    link.id,
-                    link.priority,
-                    link.rate_bps,
-                    Some(link.remote),
-                    now + offset,
-                    config.probe_interval,
-                )
-                .steered(config.mode.spreads_by_capacity())
-                .path_mtu(now + offset, config.max_datagram, config.probe_mtu),
+                Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now + offset, &config.tuning)
+                    .steered(config.mode.spreads_by_capacity())
+                    .path_mtu(now + offset, config.max_datagram, config.probe_mtu),
             );
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
             role,
-            scheduler: config.mode.scheduler(),
+            scheduler: config.mode.scheduler(&config.tuning),
             reorder: ReorderBuffer::new(config.latency_budget, window),
-            recovery: Recovery::new(config.latency_budget),
+            recovery: Recovery::new(config.latency_budget, config.tuning.recovery.max_naks_per_packet),
             reassembly: Reassembly::default(),
             config,
             epoch: now,
@@ -263,9 +257,8 @@ impl Session {
         self.restart_receive(next_frame);
         self.keys.forget_others();
         self.owd_base = None;
-        let interval = self.config.probe_interval;
         for link in self.links.iter_mut().flatten() {
-            link.restart(now, interval);
+            link.restart(now, &self.config.tuning);
         }
     }
 

@@ -52,16 +52,19 @@ pub(super) struct Recovery {
     /// NAKs (and answers to the peer's NAKs) to send, and the links they still go out on.
     feedback: Vec<ControlMessage>,
     feedback_links: LinkSet,
+    /// NAK ranges in one control packet.
+    max_per_packet: usize,
 }
 
 impl Recovery {
-    pub(super) fn new(budget: Duration) -> Self {
+    pub(super) fn new(budget: Duration, max_per_packet: usize) -> Self {
         Self {
             sent: SentFrames::new(budget),
             delayed: VecDeque::new(),
             gaps: Gaps::default(),
             feedback: Vec::new(),
             feedback_links: LinkSet::default(),
+            max_per_packet,
         }
     }
 
@@ -114,7 +117,7 @@ impl Recovery {
             self.feedback.clear();
             return None;
         };
-        let take = self.feedback.len().min(MAX_NAKS_PER_PACKET);
+        let take = self.feedback.len().min(self.max_per_packet);
         let messages = self.feedback[..take].to_vec();
         if self.feedback_links.is_empty() {
             self.feedback.drain(..take);
@@ -183,17 +186,18 @@ impl Session {
     /// that carried data within [`DATA_RECENT`] count as having passed a frame; without it (for
     /// a wake-up time) every link that ever carried data counts, which can only make a NAK later.
     pub(super) fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
+        let tuning = self.config.tuning.recovery;
         let carrying =
             self.links.iter().flatten().filter(|l| l.monitor.state() != LinkState::Down).filter(|l| {
                 match (now, l.rx.last_data) {
-                    (Some(now), Some(at)) => now.saturating_duration_since(at) <= DATA_RECENT,
+                    (Some(now), Some(at)) => now.saturating_duration_since(at) <= tuning.data_recent,
                     (None, Some(_)) => true,
                     (_, None) => false,
                 }
             });
         let passed_everywhere = carrying.map(|l| l.rx.highest_frame.map_or(0, |h| h + 1)).min().unwrap_or(0);
-        let rto = nak_route(&self.links).first().map_or(DEFAULT_RTO, |(_, rto)| *rto);
-        let rtt = self.best_rtt().unwrap_or(DEFAULT_RTO);
+        let rto = nak_route(&self.links).first().map_or(tuning.default_rto, |(_, rto)| *rto);
+        let rtt = self.best_rtt().unwrap_or(tuning.default_rto);
         NakTiming {
             passed_everywhere,
             hold: self.reorder.hold(),
@@ -256,7 +260,8 @@ impl Session {
         let count = u64::from(count).min(MAX_MISSING as u64);
         self.refresh_views(now, Views::Sendable);
         let via = self.views.iter().find(|v| v.id.index() == Some(via)).map(|v| v.id);
-        let guard = self.best_rtt().map_or(MIN_RESEND_GAP, |rtt| (rtt / 2).max(MIN_RESEND_GAP));
+        let tuning = self.config.tuning.recovery;
+        let guard = self.best_rtt().map_or(tuning.min_resend_gap, |rtt| (rtt / 2).max(tuning.min_resend_gap));
         let budget = self.config.latency_budget;
         // Frames from here on are still queued for their first sending: not gone.
         let queued = self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq);
@@ -314,7 +319,7 @@ impl Session {
                 let frame = self.copy_sent(seq);
                 let links: LinkSet = [id].into_iter().collect();
                 self.charge(links, frame.len());
-                self.recovery.delayed.push_back((now + RESEND_SPACING, Pending::resend(seq, frame, links)));
+                self.recovery.delayed.push_back((now + tuning.resend_spacing, Pending::resend(seq, frame, links)));
             }
         }
     }
@@ -333,7 +338,7 @@ impl Session {
         // timeout); else everything sent since one RTT before the last packet heard on it (the
         // peer had answered what came before). What a black hole swallowed: every frame too big
         // for the base size, since the probe that last showed the size in use getting through.
-        let rtt = link.monitor.quality().srtt.unwrap_or(DEFAULT_RTO);
+        let rtt = link.monitor.quality().srtt.unwrap_or(self.config.tuning.recovery.default_rto);
         let since = match why {
             Swallowed::Down(StateReason::CarrierLost) => now.checked_sub(link.monitor.probe_timeout()),
             Swallowed::Down(_) => link.monitor.last_heard().checked_sub(rtt),
@@ -420,7 +425,7 @@ mod tests {
     fn a_copy_is_planned_only_if_it_can_arrive_within_the_budget() {
         let now = start();
         let views = [view(0, 20), view(1, 80)];
-        let mut scheduler = Mode::Bond.scheduler();
+        let mut scheduler = Mode::Bond.scheduler(&crate::Tuning::default());
         let budget = Duration::from_millis(100);
         let young = sent(1, now - Duration::from_millis(10), 1000);
         let (links, arrival) = resend_plan(&mut *scheduler, &views, now, &young, None, budget).unwrap();
@@ -448,7 +453,7 @@ mod tests {
 
     #[test]
     fn feedback_goes_out_in_ranges_once_on_each_link_of_its_route() {
-        let mut recovery = Recovery::new(Duration::from_millis(500));
+        let mut recovery = Recovery::new(Duration::from_millis(500), MAX_NAKS_PER_PACKET);
         let route: LinkSet = [LinkId::new(2), LinkId::new(5)].into_iter().collect();
         recovery.queue_feedback(&[3, 4, 5, 9], |first, count| ControlMessage::Nak { first, count }, || route);
         let expected = vec![ControlMessage::Nak { first: 3, count: 3 }, ControlMessage::Nak { first: 9, count: 1 }];
@@ -459,7 +464,7 @@ mod tests {
 
     #[test]
     fn feedback_with_no_link_to_carry_it_is_dropped() {
-        let mut recovery = Recovery::new(Duration::from_millis(500));
+        let mut recovery = Recovery::new(Duration::from_millis(500), MAX_NAKS_PER_PACKET);
         recovery.queue_feedback(&[1], |first, count| ControlMessage::Gone { first, count }, || LinkSet::EMPTY);
         assert_eq!(recovery.next_feedback(|| LinkSet::EMPTY), None);
         assert!(recovery.feedback.is_empty());
@@ -467,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_long_nak_is_split_into_packets_of_at_most_max_naks_per_packet() {
-        let mut recovery = Recovery::new(Duration::from_millis(500));
+        let mut recovery = Recovery::new(Duration::from_millis(500), MAX_NAKS_PER_PACKET);
         let route: LinkSet = [LinkId::new(0)].into_iter().collect();
         let seqs: Vec<u64> = (0..MAX_NAKS_PER_PACKET as u64 + 5).map(|i| i * 2).collect();
         recovery.queue_feedback(&seqs, |first, count| ControlMessage::Nak { first, count }, || route);

@@ -63,7 +63,7 @@ impl Session {
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
             self.links[slot] = Some(
-                Link::new(via, 0, None, None, now, self.config.probe_interval)
+                Link::new(via, 0, None, None, now, &self.config.tuning)
                     .steered(self.config.mode.spreads_by_capacity())
                     .path_mtu(now, self.config.max_datagram, self.config.probe_mtu),
             );

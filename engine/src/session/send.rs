@@ -123,8 +123,13 @@ impl Session {
         // A frame dropped here takes no sequence: the peer would wait for it as a gap, and ask.
         let seq = self.next_frame_seq;
         self.refresh_views(now, Views::All);
-        let sustained: LinkSet =
-            self.links.iter_mut().flatten().filter_map(|l| l.overrun_sustained(now).then_some(l.id)).collect();
+        let tuning = self.config.tuning.send;
+        let sustained: LinkSet = self
+            .links
+            .iter_mut()
+            .flatten()
+            .filter_map(|l| l.overrun_sustained(now, tuning.entry_sustain).then_some(l.id))
+            .collect();
         let meta = FrameMeta { seq: FrameSeq(seq), len: frame.len(), critical: crate::scheduler::is_critical(frame) };
         let mut chosen = self.scheduler.schedule(now, &meta, &self.views);
         let queue_of = |views: &[LinkView], id: LinkId| {
@@ -135,7 +140,7 @@ impl Session {
         // RateControl::queue_limit) is the model's error, a rate not yet grown to the link's,
         // and the frame goes out, which is what lets the rate grow; a moment's real queue
         // (ENTRY_SUSTAIN) is waited out.
-        let overrun = |id: LinkId| queue_of(&self.views, id) > MAX_QUEUE_DELAY && sustained.contains(id);
+        let overrun = |id: LinkId| queue_of(&self.views, id) > tuning.max_queue_delay && sustained.contains(id);
         if self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for id in chosen.iter() {
@@ -152,7 +157,7 @@ impl Session {
             match self.link_mut(id) {
                 Some(link) if link.remote.is_some() => {
                     link.charge(frame.len());
-                    if queue >= BUSY_QUEUE {
+                    if queue >= tuning.busy_queue {
                         link.tx.cc.on_busy();
                     }
                 }
@@ -163,7 +168,7 @@ impl Session {
             return Err(self.count(DropReason::NoLink));
         }
         self.next_frame_seq += 1;
-        if self.queue.len() >= MAX_QUEUED_FRAMES {
+        if self.queue.len() >= tuning.max_queued_frames {
             if let Some(old) = self.queue.pop_front() {
                 self.pool.push(old.frame);
             }

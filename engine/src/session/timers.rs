@@ -100,7 +100,8 @@ impl Session {
 
     /// Runs timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let interval = self.config.probe_interval;
+        let interval = self.config.tuning.monitor.probe_interval;
+        let suspect_loss = self.config.tuning.send.mtu_suspect_loss;
         let mut transitions = Vec::new();
         let mut shrunk = Vec::new();
         for link in self.links.iter_mut().flatten() {
@@ -110,7 +111,7 @@ impl Session {
                 transitions.push((link.id, t));
             }
             link.owed.ack_woken |= link.owed.ack && link.owed.ack_at() <= now;
-            if link.mtu_tick(now) {
+            if link.mtu_tick(now, suspect_loss) {
                 shrunk.push(link.id);
             }
             link.cc_tick(now);

@@ -1,0 +1,437 @@
+//! Every tunable of the engine in one struct, [`Tuning`], grouped by the part it tunes. A
+//! session takes its `Tuning` in its [`crate::SessionConfig`], so the simulator, the lab and an
+//! operator (`advanced:` in the config file, `--tune section.field=value` on the command line)
+//! can vary any of them without a rebuild. Each default is the named constant beside the code
+//! it tunes (`monitor::PROBE_INTERVAL`, `cc::PROBE_GAIN`, ...): the values the engine is tested
+//! and measured with. The engine reads the tunables only from here.
+
+use core::fmt;
+use std::time::Duration;
+
+use crate::{cc, monitor, scheduler, session};
+
+/// A value a tunable holds: parsed from text and shown as text.
+pub trait Tunable: Copy {
+    /// Parses `text`, or says what is wrong with it.
+    ///
+    /// # Errors
+    /// What a value of this kind looks like.
+    fn parse(text: &str) -> Result<Self, String>;
+
+    /// The value as [`Tunable::parse`] reads it.
+    fn show(&self) -> String;
+
+    /// Whether the value is usable for a tunable: every one must be above zero.
+    fn positive(&self) -> bool;
+}
+
+impl Tunable for Duration {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = text.strip_suffix("us") {
+            (n, 1e-6)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else {
+            return Err(format!("{text:?} is not a duration: give a unit, as in 50ms, 2s or 500us"));
+        };
+        let value: f64 = number.trim().parse().map_err(|_| format!("{text:?} is not a duration"))?;
+        Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is not a duration"))
+    }
+
+    fn show(&self) -> String {
+        format!("{}ms", self.as_secs_f64() * 1e3)
+    }
+
+    fn positive(&self) -> bool {
+        !self.is_zero()
+    }
+}
+
+macro_rules! integer_tunable {
+    ($($ty:ty),*) => {$(
+        impl Tunable for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))
+            }
+
+            fn show(&self) -> String {
+                self.to_string()
+            }
+
+            fn positive(&self) -> bool {
+                *self > 0
+            }
+        }
+    )*};
+}
+
+integer_tunable!(u32, u64, usize);
+
+impl Tunable for f64 {
+    fn parse(text: &str) -> Result<Self, String> {
+        let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+        if value.is_finite() { Ok(value) } else { Err(format!("{text:?} is not a finite number")) }
+    }
+
+    fn show(&self) -> String {
+        self.to_string()
+    }
+
+    fn positive(&self) -> bool {
+        *self > 0.0
+    }
+}
+
+/// A tunable that could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TuningError {
+    /// No `section.field=value` shape.
+    #[error("{0:?} is not section.field=value")]
+    Shape(String),
+    /// No such tunable.
+    #[error("{0:?} is not a tunable (`braid-edge tuning` lists them)")]
+    Unknown(String),
+    /// A value that does not parse, or is not above zero.
+    #[error("{key}: {problem}")]
+    Value {
+        /// The tunable, `section.field`.
+        key: String,
+        /// What is wrong with the value.
+        problem: String,
+    },
+}
+
+/// Declares one section of [`Tuning`]: each field with its doc, its type and its default.
+macro_rules! section {
+    ($(#[$meta:meta])* $name:ident { $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr, )* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+
+        impl $name {
+            /// Every field: its name and what it tunes.
+            pub const FIELDS: &'static [(&'static str, &'static str)] = &[$( (stringify!($field), concat!($($doc),+)) ),*];
+
+            fn set(&mut self, field: &str, value: &str) -> Option<Result<(), String>> {
+                match field {
+                    $( stringify!($field) => Some(<$ty as Tunable>::parse(value).and_then(|v| {
+                        if v.positive() { self.$field = v; Ok(()) } else { Err("must be greater than zero".into()) }
+                    })), )*
+                    _ => None,
+                }
+            }
+
+            fn get(&self, field: &str) -> Option<String> {
+                match field {
+                    $( stringify!($field) => Some(Tunable::show(&self.$field)), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+section! {
+    /// Link liveness and quality ([`crate::monitor`]).
+    MonitorTuning {
+        /// How often each link is probed.
+        probe_interval: Duration = monitor::PROBE_INTERVAL,
+        /// Probes missed in a row (after a probe timeout) before a link is down.
+        missed_probes_down: u32 = monitor::MISSED_PROBES_DOWN,
+        /// The probe timeout before any RTT is measured.
+        initial_probe_timeout: Duration = monitor::INITIAL_PROBE_TIMEOUT,
+        /// The least the probe timeout adds to the smoothed RTT.
+        min_rtt_margin: Duration = monitor::MIN_RTT_MARGIN,
+        /// Answered probes in a row that bring a link up (doubled per recent flap).
+        up_after_probes: u32 = monitor::UP_AFTER_PROBES,
+        /// Each down transition doubles the probes a link needs to come up, up to 2^this.
+        max_flap_penalty: u32 = monitor::MAX_FLAP_PENALTY,
+        /// One flap is forgiven after this long without another.
+        flap_decay: Duration = monitor::FLAP_DECAY,
+        /// Loss is measured over at least this window.
+        quality_window: Duration = monitor::QUALITY_WINDOW,
+        /// The loss window stretches until it spans this many expected packets.
+        loss_target_samples: u64 = monitor::LOSS_TARGET_SAMPLES,
+        /// ... up to this long.
+        max_quality_window: Duration = monitor::MAX_QUALITY_WINDOW,
+        /// A link is degraded when its loss is confidently at least this share (0..1).
+        degraded_loss: f64 = monitor::DEGRADED_LOSS,
+        /// The z-score of the loss confidence interval (1.96: 95%).
+        loss_confidence_z: f64 = monitor::LOSS_CONFIDENCE_Z,
+        /// A link is degraded when its smoothed RTT stands this far above its lowest.
+        degraded_rtt_rise: Duration = monitor::DEGRADED_RTT_RISE,
+        /// Fewer expected packets than this tell nothing of loss.
+        min_loss_samples: u64 = monitor::MIN_LOSS_SAMPLES,
+    }
+}
+
+section! {
+    /// Per-link congestion control ([`crate::cc`]).
+    CcTuning {
+        /// How often the rate is updated.
+        update_interval: Duration = cc::UPDATE_INTERVAL,
+        /// The delivery rate is measured over this window.
+        delivery_window: Duration = cc::DELIVERY_WINDOW,
+        /// The spread of recent RTT samples is measured over this window.
+        recent_window: Duration = cc::RECENT_WINDOW,
+        /// The path's own RTT is the lowest over this window.
+        min_rtt_window: Duration = cc::MIN_RTT_WINDOW,
+        /// The standing queue every link may keep.
+        base_queue_target: Duration = cc::BASE_QUEUE_TARGET,
+        /// The queue target adds this many times the link's jitter.
+        jitter_allowance: f64 = cc::JITTER_ALLOWANCE,
+        /// The queue target is never above this.
+        max_queue_target: Duration = cc::MAX_QUEUE_TARGET,
+        /// Past the most the queue target allows, a queue this many jitters high is overload.
+        fifo_jitter: f64 = cc::FIFO_JITTER,
+        /// Growth per update once past startup.
+        probe_gain: f64 = cc::PROBE_GAIN,
+        /// Growth per update in startup (no queue, carrying what it is given).
+        startup_gain: f64 = cc::STARTUP_GAIN,
+        /// Startup lasts while the queue stays below this.
+        startup_queue: Duration = cc::STARTUP_QUEUE,
+        /// ... and the link delivers at least this share of its rate.
+        startup_delivery: f64 = cc::STARTUP_DELIVERY,
+        /// The rate never leads what the link carries by more than this factor.
+        max_lead: f64 = cc::MAX_LEAD,
+        /// A drain multiplies the rate by at most this.
+        drain_factor: f64 = cc::DRAIN_FACTOR,
+        /// A drain aims to clear the excess queue within this.
+        drain_time: Duration = cc::DRAIN_TIME,
+        /// A drain multiplies the rate by at least this.
+        min_drain_factor: f64 = cc::MIN_DRAIN_FACTOR,
+        /// A drain needs a measured delivery of at least this many bits per second.
+        min_drain_evidence_bps: f64 = cc::MIN_DRAIN_EVIDENCE_BPS,
+        /// Arrivals above delivery by this factor, on a loaded link, call for a drain.
+        overload_ratio: f64 = cc::OVERLOAD_RATIO,
+        /// A queue rising over this many updates calls for a drain...
+        rising_updates: usize = cc::RISING_UPDATES,
+        /// ... if it rose by at least this.
+        rising_min: Duration = cc::RISING_MIN,
+        /// A link is loaded when it delivers at least this share of its rate.
+        min_drain_use: f64 = cc::MIN_DRAIN_USE,
+        /// The rate never falls below this, bits per second.
+        min_rate_bps: f64 = cc::MIN_RATE_BPS,
+    }
+}
+
+section! {
+    /// How frames are spread over links ([`crate::scheduler`]).
+    SchedulerTuning {
+        /// Active-backup fails back to a better link once it has been usable this long.
+        failback_hold: Duration = scheduler::FAILBACK_HOLD,
+        /// Auto gives a spare copy to every link whose queue is shorter than this.
+        spare_queue: Duration = scheduler::SPARE_QUEUE,
+        /// Auto sends critical frames twice when the first link loses more than this share.
+        trending_loss: f64 = scheduler::TRENDING_LOSS,
+    }
+}
+
+section! {
+    /// Sending: the entry of frames onto links ([`crate::session`]).
+    SendTuning {
+        /// A link whose model queue is at least this long is busy: its rate may grow.
+        busy_queue: Duration = session::BUSY_QUEUE,
+        /// In the modes that spread by capacity, a frame is dropped at the entry rather than
+        /// queued behind more than this on every link chosen for it...
+        max_queue_delay: Duration = session::MAX_QUEUE_DELAY,
+        /// ... once the path's own round trips have shown a queue past its limit this long.
+        entry_sustain: Duration = session::ENTRY_SUSTAIN,
+        /// Frames queued for sending before the oldest is dropped.
+        max_queued_frames: usize = session::MAX_QUEUED_FRAMES,
+        /// A link losing this share of what it sends has its path MTU checked at once.
+        mtu_suspect_loss: f64 = session::MTU_SUSPECT_LOSS,
+    }
+}
+
+section! {
+    /// Loss recovery: NAKs and re-sends ([`crate::session`], [`crate::retransmit`]).
+    RecoveryTuning {
+        /// A link that delivered data this recently counts as carrying data.
+        data_recent: Duration = session::DATA_RECENT,
+        /// The retransmission timeout before any RTT is measured.
+        default_rto: Duration = session::DEFAULT_RTO,
+        /// One frame is re-sent at most this often (or every half RTT, if longer).
+        min_resend_gap: Duration = session::MIN_RESEND_GAP,
+        /// A re-sent frame's second copy follows the first this much later.
+        resend_spacing: Duration = session::RESEND_SPACING,
+        /// NAK ranges in one control packet.
+        max_naks_per_packet: usize = session::MAX_NAKS_PER_PACKET,
+    }
+}
+
+/// Every tunable of the engine. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tuning {
+    /// Link liveness and quality.
+    pub monitor: MonitorTuning,
+    /// Per-link congestion control.
+    pub cc: CcTuning,
+    /// How frames are spread over links.
+    pub scheduler: SchedulerTuning,
+    /// The entry of frames onto links.
+    pub send: SendTuning,
+    /// NAKs and re-sends.
+    pub recovery: RecoveryTuning,
+}
+
+impl Tuning {
+    /// The sections and their fields.
+    pub const SECTIONS: &'static [(&'static str, &'static [(&'static str, &'static str)])] = &[
+        ("monitor", MonitorTuning::FIELDS),
+        ("cc", CcTuning::FIELDS),
+        ("scheduler", SchedulerTuning::FIELDS),
+        ("send", SendTuning::FIELDS),
+        ("recovery", RecoveryTuning::FIELDS),
+    ];
+
+    /// Sets `key` (`section.field`) from `value`.
+    ///
+    /// # Errors
+    /// [`TuningError`] for an unknown key, or a value that does not parse or is not above zero.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), TuningError> {
+        let unknown = || TuningError::Unknown(key.to_owned());
+        let (section, field) = key.split_once('.').ok_or_else(unknown)?;
+        let result = match section {
+            "monitor" => self.monitor.set(field, value),
+            "cc" => self.cc.set(field, value),
+            "scheduler" => self.scheduler.set(field, value),
+            "send" => self.send.set(field, value),
+            "recovery" => self.recovery.set(field, value),
+            _ => None,
+        };
+        result.ok_or_else(unknown)?.map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
+    }
+
+    /// Applies `section.field=value`.
+    ///
+    /// # Errors
+    /// [`TuningError`], as [`Tuning::set`], or for text without `=`.
+    pub fn apply(&mut self, assignment: &str) -> Result<(), TuningError> {
+        let (key, value) = assignment.split_once('=').ok_or_else(|| TuningError::Shape(assignment.to_owned()))?;
+        self.set(key.trim(), value)
+    }
+
+    /// The value of `key` (`section.field`), as text.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let (section, field) = key.split_once('.')?;
+        match section {
+            "monitor" => self.monitor.get(field),
+            "cc" => self.cc.get(field),
+            "scheduler" => self.scheduler.get(field),
+            "send" => self.send.get(field),
+            "recovery" => self.recovery.get(field),
+            _ => None,
+        }
+    }
+
+    /// Every tunable as `section.field`, with its value and what it tunes.
+    pub fn entries(&self) -> impl Iterator<Item = (String, String, &'static str)> + '_ {
+        Self::SECTIONS.iter().flat_map(move |(section, fields)| {
+            fields.iter().map(move |(field, help)| {
+                let key = format!("{section}.{field}");
+                let value = self.get(&key).unwrap_or_default();
+                (key, value, help.trim())
+            })
+        })
+    }
+
+    /// Checks that every tunable is above zero, as [`Tuning::set`] would.
+    ///
+    /// # Errors
+    /// [`TuningError::Value`] for the first that is not.
+    pub fn validate(&self) -> Result<(), TuningError> {
+        let mut scratch = Self::default();
+        self.entries().try_for_each(|(key, value, _)| scratch.set(&key, &value))
+    }
+
+    /// The tunables that differ from the defaults, as `section.field=value`.
+    pub fn changed(&self) -> Vec<String> {
+        let defaults = Self::default();
+        self.entries()
+            .filter(|(key, value, _)| defaults.get(key).as_ref() != Some(value))
+            .map(|(key, value, _)| format!("{key}={value}"))
+            .collect()
+    }
+}
+
+impl fmt::Display for Tuning {
+    /// One `section.field = value  # what it tunes` line per tunable.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (key, value, help) in self.entries() {
+            writeln!(f, "{key} = {value}  # {help}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tunable_is_set_by_its_key_and_read_back() {
+        let mut tuning = Tuning::default();
+        tuning.apply("monitor.probe_interval=20ms").unwrap();
+        tuning.apply("cc.probe_gain = 1.1").unwrap();
+        tuning.set("recovery.max_naks_per_packet", "8").unwrap();
+        assert_eq!(tuning.monitor.probe_interval, Duration::from_millis(20));
+        assert_eq!(tuning.cc.probe_gain, 1.1);
+        assert_eq!(tuning.recovery.max_naks_per_packet, 8);
+        assert_eq!(tuning.get("monitor.probe_interval").as_deref(), Some("20ms"));
+        assert_eq!(
+            tuning.changed(),
+            ["monitor.probe_interval=20ms", "cc.probe_gain=1.1", "recovery.max_naks_per_packet=8"]
+        );
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_refused_with_what_is_wrong() {
+        let mut tuning = Tuning::default();
+        assert_eq!(tuning.apply("probe_interval"), Err(TuningError::Shape("probe_interval".into())));
+        assert_eq!(tuning.set("monitor.nothing", "1"), Err(TuningError::Unknown("monitor.nothing".into())));
+        assert_eq!(tuning.set("nothing", "1"), Err(TuningError::Unknown("nothing".into())));
+        let error = tuning.set("monitor.probe_interval", "50").unwrap_err().to_string();
+        assert!(error.contains("give a unit"), "{error}");
+        let error = tuning.set("monitor.probe_interval", "0ms").unwrap_err().to_string();
+        assert_eq!(error, "monitor.probe_interval: must be greater than zero");
+        assert!(tuning.set("cc.probe_gain", "NaN").is_err());
+        assert!(tuning.set("cc.probe_gain", "-1").is_err());
+        assert_eq!(tuning, Tuning::default(), "nothing refused was set");
+    }
+
+    #[test]
+    fn every_tunable_is_listed_with_its_default_and_help() {
+        let tuning = Tuning::default();
+        let entries: Vec<_> = tuning.entries().collect();
+        assert!(entries.len() > 40, "{}", entries.len());
+        for (key, value, help) in &entries {
+            assert!(!help.is_empty(), "{key} has no help");
+            let mut copy = Tuning::default();
+            copy.set(key, value).unwrap_or_else(|e| panic!("{key}={value} does not read back: {e}"));
+            assert_eq!(copy, tuning, "{key}={value} reads back as its default");
+        }
+        assert!(tuning.changed().is_empty());
+        assert!(tuning.to_string().contains("send.max_queue_delay = 100ms  # In the modes"));
+    }
+
+    #[test]
+    fn durations_take_their_unit() {
+        assert_eq!(Duration::parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(Duration::parse("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(Duration::parse(" 7ms "), Ok(Duration::from_millis(7)));
+        assert!(Duration::parse("-1s").is_err());
+        assert!(Duration::parse("fast").is_err());
+    }
+}
