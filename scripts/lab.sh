@@ -570,7 +570,7 @@ probed_datagrams() {
         jq -r '[.session.links[] | "\(.max_datagram)\(if .max_datagram_settled then "" else "?" end)"] | join(",")' 2>/dev/null || true
 }
 
-# ---- issue #6: bond and auto ----
+# ---- bond and auto ----
 # The presets' rates added up (20 + 10 + 8 Mbit/s): what bonding can at best carry.
 SUM_MBPS=38
 

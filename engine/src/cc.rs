@@ -68,9 +68,9 @@ pub const STARTUP_QUEUE: Duration = Duration::from_millis(5);
 pub const STARTUP_DELIVERY: f64 = 0.8;
 /// A busy link's rate grows to at most this many times what it carried (what it delivered, and
 /// what its own loss took on the way). The queue shows only a window or two late, and a jittery
-/// link's target is wide, so without this a rate kept growing past the capacity (a 20 Mbit/s
-/// link's to 30, in the lab) until the queue it built cut it to half. Capacity that is there
-/// shows as delivery and lifts the cap with it.
+/// link's target is wide, so without this a rate can keep growing well past the capacity until
+/// the queue it built cuts it to half. Capacity that is there shows as delivery and lifts the
+/// cap with it.
 pub const MAX_LEAD: f64 = 1.15;
 /// After a queue is seen, the rate is at most this share of what the link delivered...
 pub const DRAIN_FACTOR: f64 = 0.9;

@@ -17,6 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::tuning::PmtuTuning;
+
 /// The datagram every path carries: the IPv6 minimum MTU (1280) less IPv6 and UDP headers.
 pub const BASE_DATAGRAM: usize = 1280 - 48;
 /// Tries per size before it counts as too large (one lost probe must not shrink a link).
@@ -72,11 +74,12 @@ pub struct PathMtu {
     confirmed_sent: Option<Instant>,
     /// The last size a search settled on, kept across restarts.
     last_settled: Option<usize>,
+    tuning: PmtuTuning,
 }
 
 impl PathMtu {
     /// A search up to `max` bytes, idle until [`PathMtu::restart`].
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, tuning: PmtuTuning) -> Self {
         let base = BASE_DATAGRAM.min(max);
         Self {
             base,
@@ -92,12 +95,18 @@ impl PathMtu {
             unanswered: 0,
             confirmed_sent: None,
             last_settled: None,
+            tuning,
         }
     }
 
     /// No search: the link uses `max` as given.
-    pub fn fixed(max: usize) -> Self {
-        Self { base: max, current: max, ..Self::new(max) }
+    pub fn fixed(max: usize, tuning: PmtuTuning) -> Self {
+        Self { base: max, current: max, ..Self::new(max, tuning) }
+    }
+
+    /// The search's tunables.
+    pub const fn tuning(&self) -> PmtuTuning {
+        self.tuning
     }
 
     /// The largest datagram data may use on the link now.
@@ -164,7 +173,7 @@ impl PathMtu {
         if self.phase != Phase::Settled || self.in_flight.is_some() || self.current <= self.base {
             return;
         }
-        let soon = self.last_sent.map_or(now, |at| (at + SUSPECT_SPACING).max(now));
+        let soon = self.last_sent.map_or(now, |at| (at + self.tuning.suspect_spacing).max(now));
         self.next = Some(self.next.map_or(soon, |at| at.min(soon)));
     }
 
@@ -187,7 +196,7 @@ impl PathMtu {
             }
             self.unanswered += 1;
             let counts = heard > probe.sent;
-            if !counts || probe.tries < MAX_TRIES {
+            if !counts || probe.tries < self.tuning.max_tries {
                 probe.tries += u32::from(counts);
                 probe.sent = now;
                 self.last_sent = Some(now);
@@ -221,7 +230,7 @@ impl PathMtu {
         match self.phase {
             Phase::Searching if self.done() => self.settle(now),
             Phase::Searching => self.next = Some(now),
-            Phase::Settled | Phase::Idle => self.next = Some(now + CONFIRM_INTERVAL),
+            Phase::Settled | Phase::Idle => self.next = Some(now + self.tuning.confirm_interval),
         }
     }
 
@@ -266,14 +275,14 @@ impl PathMtu {
     }
 
     fn done(&self) -> bool {
-        self.current >= self.max || self.refused.saturating_sub(self.current) <= PRECISION
+        self.current >= self.max || self.refused.saturating_sub(self.current) <= self.tuning.precision
     }
 
     fn settle(&mut self, now: Instant) {
         self.phase = Phase::Settled;
         self.last_settled = Some(self.current);
-        self.next = Some(now + CONFIRM_INTERVAL);
-        self.raise_at = (self.current < self.max).then_some(now + RAISE_INTERVAL);
+        self.next = Some(now + self.tuning.confirm_interval);
+        self.raise_at = (self.current < self.max).then_some(now + self.tuning.raise_interval);
     }
 }
 
@@ -292,7 +301,7 @@ mod tests {
     /// after 20 ms; returns the search, when it settled and how long it took.
     fn search(max: usize, path: usize) -> (PathMtu, Instant, Duration) {
         let start = start();
-        let mut mtu = PathMtu::new(max);
+        let mut mtu = PathMtu::new(max, PmtuTuning::default());
         mtu.restart(start);
         let mut now = start;
         for _ in 0..1000 {
@@ -329,12 +338,12 @@ mod tests {
 
     #[test]
     fn data_starts_at_the_base_and_a_small_ceiling_needs_no_search() {
-        let mut mtu = PathMtu::new(1452);
+        let mut mtu = PathMtu::new(1452, PmtuTuning::default());
         assert_eq!(mtu.current(), BASE_DATAGRAM);
         let now = start();
         mtu.restart(now);
         assert_eq!(mtu.current(), BASE_DATAGRAM, "nothing confirmed yet");
-        let mut small = PathMtu::new(600);
+        let mut small = PathMtu::new(600, PmtuTuning::default());
         small.restart(now);
         assert_eq!(small.settled(), Some(600));
         assert_eq!(
@@ -347,7 +356,7 @@ mod tests {
     #[test]
     fn one_lost_probe_does_not_shrink_the_link() {
         let now = start();
-        let mut mtu = PathMtu::new(1452);
+        let mut mtu = PathMtu::new(1452, PmtuTuning::default());
         mtu.restart(now);
         assert_eq!(mtu.poll_probe(now, TIMEOUT, now), Some(1452));
         let retry = now + TIMEOUT;
@@ -398,7 +407,7 @@ mod tests {
     #[test]
     fn a_link_that_went_silent_does_not_refuse_the_size_it_was_probing() {
         let now = start();
-        let mut mtu = PathMtu::new(1452);
+        let mut mtu = PathMtu::new(1452, PmtuTuning::default());
         mtu.restart(now);
         assert_eq!(mtu.poll_probe(now, TIMEOUT, now), Some(1452));
         // Nothing heard on the link since: every retry is sent, none counts.
@@ -415,7 +424,7 @@ mod tests {
     #[test]
     fn answers_for_sizes_not_in_flight_are_ignored() {
         let now = start();
-        let mut mtu = PathMtu::new(1452);
+        let mut mtu = PathMtu::new(1452, PmtuTuning::default());
         mtu.restart(now);
         mtu.on_ack(now, 1452);
         assert_eq!(mtu.current(), BASE_DATAGRAM, "no probe was sent yet");

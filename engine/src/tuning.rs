@@ -8,7 +8,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::{cc, monitor, scheduler, session};
+use crate::{cc, monitor, pmtu, scheduler, session};
 
 /// A value a tunable holds: parsed from text and shown as text.
 pub trait Tunable: Copy {
@@ -271,6 +271,23 @@ section! {
     }
 }
 
+section! {
+    /// The path-MTU search ([`crate::pmtu`]).
+    PmtuTuning {
+        /// Tries per size before it counts as too large.
+        max_tries: u32 = pmtu::MAX_TRIES,
+        /// The search ends when the largest size confirmed and the smallest refused are this
+        /// many bytes apart.
+        precision: usize = pmtu::PRECISION,
+        /// How often the size in use is confirmed once settled.
+        confirm_interval: Duration = pmtu::CONFIRM_INTERVAL,
+        /// How often a link settled below the ceiling looks for more.
+        raise_interval: Duration = pmtu::RAISE_INTERVAL,
+        /// The soonest a suspected black hole is confirmed after the last probe.
+        suspect_spacing: Duration = pmtu::SUSPECT_SPACING,
+    }
+}
+
 /// Every tunable of the engine. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Tuning {
@@ -284,6 +301,8 @@ pub struct Tuning {
     pub send: SendTuning,
     /// NAKs and re-sends.
     pub recovery: RecoveryTuning,
+    /// The path-MTU search.
+    pub pmtu: PmtuTuning,
 }
 
 impl Tuning {
@@ -294,6 +313,19 @@ impl Tuning {
         ("scheduler", SchedulerTuning::FIELDS),
         ("send", SendTuning::FIELDS),
         ("recovery", RecoveryTuning::FIELDS),
+        ("pmtu", PmtuTuning::FIELDS),
+    ];
+
+    /// The tunables a config file's `advanced:` section may set: the few an operator has reason
+    /// to touch. The rest are for experiments (`--tune`, the lab, the simulator).
+    pub const OPERATOR_KEYS: &'static [&'static str] = &[
+        "monitor.probe_interval",
+        "monitor.missed_probes_down",
+        "monitor.up_after_probes",
+        "monitor.degraded_loss",
+        "monitor.degraded_rtt_rise",
+        "scheduler.failback_hold",
+        "send.max_queue_delay",
     ];
 
     /// Sets `key` (`section.field`) from `value`.
@@ -309,6 +341,7 @@ impl Tuning {
             "scheduler" => self.scheduler.set(field, value),
             "send" => self.send.set(field, value),
             "recovery" => self.recovery.set(field, value),
+            "pmtu" => self.pmtu.set(field, value),
             _ => None,
         };
         result.ok_or_else(unknown)?.map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
@@ -332,6 +365,7 @@ impl Tuning {
             "scheduler" => self.scheduler.get(field),
             "send" => self.send.get(field),
             "recovery" => self.recovery.get(field),
+            "pmtu" => self.pmtu.get(field),
             _ => None,
         }
     }

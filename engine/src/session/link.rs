@@ -147,7 +147,7 @@ impl Link {
             priority,
             remote,
             monitor: LinkMonitor::new(first_probe, tuning.monitor),
-            pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM),
+            pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM, tuning.pmtu),
             stats: LinkStats::default(),
             tx: Sender {
                 next_pn: 0,
@@ -174,7 +174,8 @@ impl Link {
 
     /// Sets the path-MTU search: up to `max` bytes, probed from `now` on, or `max` as given.
     pub(super) fn path_mtu(mut self, now: Instant, max: usize, probe: bool) -> Self {
-        self.pmtu = if probe { PathMtu::new(max) } else { PathMtu::fixed(max) };
+        let tuning = self.pmtu.tuning();
+        self.pmtu = if probe { PathMtu::new(max, tuning) } else { PathMtu::fixed(max, tuning) };
         self.pmtu.restart(now);
         self
     }

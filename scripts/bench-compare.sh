@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Compares the engine's criterion benchmarks of this checkout with those of another revision,
+# in one run on one machine: both are built, then run in turns (A, B, A, B, ...), so that what
+# the machine does meanwhile weighs on both alike. Prints, per benchmark, the median over the
+# rounds of this checkout's time per iteration divided by the other's (below 1: this one is
+# faster).
+#
+#   scripts/bench-compare.sh REV [ROUNDS]     e.g. scripts/bench-compare.sh main~3 5
+#
+# The other revision is checked out in a scratch worktree, removed on exit. Needs jq.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[[ $# -ge 1 ]] || { echo "usage: $0 REV [ROUNDS]" >&2; exit 2; }
+REV=$1
+ROUNDS=${2:-5}
+[[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1-99" >&2; exit 2; }
+command -v jq >/dev/null || { echo "jq is needed (apt-get install jq)" >&2; exit 2; }
+git rev-parse --verify --quiet "$REV^{commit}" >/dev/null || { echo "$REV is not a revision here" >&2; exit 2; }
+
+SCRATCH=$(mktemp -d)
+cleanup() {
+    git worktree remove --force "$SCRATCH/base" >/dev/null 2>&1 || true
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+git worktree add --detach "$SCRATCH/base" "$REV" >/dev/null
+
+# The bench executable of the checkout in $1, built into the target directory $2.
+bench_binary() {
+    (cd "$1" && CARGO_TARGET_DIR=$2 cargo bench --bench engine --no-run --message-format=json 2>/dev/null) |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "engine" and .executable != null) | .executable' |
+        tail -n 1
+}
+echo "building $REV and this checkout"
+BASE_BIN=$(bench_binary "$SCRATCH/base" "$SCRATCH/target-base")
+HEAD_BIN=$(bench_binary "$PWD" "${CARGO_TARGET_DIR:-$PWD/target}")
+[[ -x $BASE_BIN && -x $HEAD_BIN ]] || { echo "a bench binary did not build" >&2; exit 1; }
+
+# Mean time per iteration (ns) of every benchmark one run of $1 measured, as "id ns" lines.
+run_once() {
+    local home
+    home=$(mktemp -d -p "$SCRATCH")
+    CRITERION_HOME=$home "$1" --bench --warm-up-time 1 --measurement-time 3 >/dev/null 2>&1
+    find "$home" -path '*/new/estimates.json' | while read -r file; do
+        local id=${file#"$home"/}
+        printf '%s %s\n' "${id%/new/estimates.json}" "$(jq '.mean.point_estimate' "$file")"
+    done
+}
+
+: >"$SCRATCH/ratios"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round of $ROUNDS"
+    run_once "$BASE_BIN" | sort >"$SCRATCH/base.txt"
+    run_once "$HEAD_BIN" | sort >"$SCRATCH/head.txt"
+    join "$SCRATCH/base.txt" "$SCRATCH/head.txt" | awk '{ printf "%s %.4f\n", $1, $3 / $2 }' >>"$SCRATCH/ratios"
+done
+
+echo
+echo "benchmark: median of (this checkout / $REV) over $ROUNDS rounds, and the range"
+sort -k1,1 -k2,2n "$SCRATCH/ratios" | awk '
+    { id = $1; v[id, ++n[id]] = $2 }
+    END {
+        for (id in n) {
+            k = n[id]; mid = (k % 2) ? v[id, (k + 1) / 2] : (v[id, k / 2] + v[id, k / 2 + 1]) / 2
+            printf "%-40s %.3f  (%.3f-%.3f)\n", id, mid, v[id, 1], v[id, k]
+        }
+    }' | sort
