@@ -53,7 +53,7 @@ pub enum Command {
     },
     #[command(flatten)]
     Key(KeyCommand),
-    /// Checks a config file: prints what would run, or the first problem (file, line and key).
+    /// Checks a config file: prints what would run, or every problem (file, line and key).
     CheckConfig {
         /// The config file.
         #[arg(long, value_name = "FILE")]
@@ -138,7 +138,7 @@ pub fn finish<T: Display, E: Display>(result: Result<T, E>) -> ExitCode {
     }
 }
 
-/// `braid-edge check-config`: a summary of the config on stdout and exit 0, or its first problem
+/// `braid-edge check-config`: a summary of the config on stdout and exit 0, or its problems
 /// (file, line, key) on stderr and exit 1.
 pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
     finish(load_edge_tuned(path, tune).map(|settings| edge_summary(&settings)))
@@ -160,7 +160,7 @@ pub fn apply_tune(tuning: &mut Tuning, tune: &[String]) -> Result<(), String> {
 /// An edge config with `--tune` applied.
 ///
 /// # Errors
-/// The config's first problem, or the first `--tune` refused.
+/// The config's problems, or the first `--tune` refused.
 pub fn load_edge_tuned(path: &Path, tune: &[String]) -> Result<EdgeSettings, String> {
     let mut settings = load_edge(path).map_err(|e| e.to_string())?;
     apply_tune(&mut settings.edge.session.tuning, tune)?;
@@ -170,7 +170,7 @@ pub fn load_edge_tuned(path: &Path, tune: &[String]) -> Result<EdgeSettings, Str
 /// A gateway config with `--tune` applied.
 ///
 /// # Errors
-/// The config's first problem, or the first `--tune` refused.
+/// The config's problems, or the first `--tune` refused.
 pub fn load_gateway_tuned(path: &Path, tune: &[String]) -> Result<GatewaySettings, String> {
     let mut settings = load_gateway(path).map_err(|e| e.to_string())?;
     apply_tune(&mut settings.gateway.session.tuning, tune)?;
@@ -180,7 +180,7 @@ pub fn load_gateway_tuned(path: &Path, tune: &[String]) -> Result<GatewaySetting
 /// `tuning`: every tunable, one per line, as the defaults, a config or `--tune` set it.
 ///
 /// # Errors
-/// The config's first problem, or the first `--tune` refused.
+/// The config's problems, or the first `--tune` refused.
 pub fn tuning(daemon: Daemon, config: Option<&Path>, tune: &[String]) -> Result<String, String> {
     let mut tuning = match (config, daemon) {
         (None, _) => Tuning::default(),

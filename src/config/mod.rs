@@ -1,0 +1,213 @@
+//! The YAML config files of `braid-edge` and `braid-gateway`, loaded into what the driver runs.
+//!
+//! A config error names the file, the line and the key, and says what would be accepted. Syntax,
+//! type and unknown-key errors come located from the YAML parser, which stops at the first; the
+//! rules checked after parsing (addresses, keys, names, ranges, duplicates) are all checked, and
+//! every problem they find is reported at once, each at its line, found by walking the file's
+//! block structure for the key path (see [`line_of`]).
+//!
+//! * `file.rs`: the files as written, what the parser reads;
+//! * `rules.rs`: the rules that turn them into settings;
+//! * `secrets.rs`: key, PSK and token files and their permission checks;
+//! * `locate.rs`: reading a file, and the line of a key path or a parser error.
+//!
+//! Relative paths in a config (`private_key_file`, `psk_file`) are relative to the config file's
+//! directory, so a config and its keys can move together.
+
+mod file;
+mod locate;
+mod rules;
+mod secrets;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::LinkId;
+use crate::crypto::Cipher;
+use crate::endpoint::edge::EdgeConfig;
+use crate::endpoint::gateway::GatewayConfig;
+use crate::wire::DEFAULT_PORT;
+
+use self::file::{EdgeFile, GatewayFile};
+use self::locate::Document;
+pub use self::locate::{key_at, line_of};
+use self::rules::{edge_settings, gateway_settings};
+
+/// A TAP device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapSettings {
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// MTU of the TAP (the inner Ethernet MTU).
+    pub mtu: u16,
+    /// MAC address; the kernel picks one if absent.
+    pub mac: Option<[u8; 6]>,
+    /// A bridge to join the TAP to, if any.
+    pub bridge: Option<String>,
+}
+
+/// One uplink of an edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSettings {
+    /// Its link id (its position in the config).
+    pub id: LinkId,
+    /// Its name, for logs.
+    pub name: String,
+    /// The interface its socket is bound to (SO_BINDTODEVICE).
+    pub interface: String,
+    /// The source address to bind, if fixed.
+    pub source: Option<IpAddr>,
+}
+
+/// The local HTTP endpoint: `/status`, `/metrics` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    /// Where it listens (localhost by default).
+    pub listen: SocketAddr,
+    /// Whether it runs at all (and the driver takes snapshots).
+    pub enabled: bool,
+    /// The access token every request must carry, if any; required off loopback.
+    pub token: Option<String>,
+}
+
+/// Everything `braid-edge run` needs.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// The config file it came from.
+    pub path: PathBuf,
+    /// This edge's name in logs, metrics and the dashboard.
+    pub name: String,
+    /// The engine's config (keys loaded, one link per uplink, each to the gateway's address).
+    pub edge: EdgeConfig,
+    /// The TAP.
+    pub tap: TapSettings,
+    /// The uplinks, in link-id order.
+    pub uplinks: Vec<UplinkSettings>,
+    /// The status, metrics and dashboard endpoint.
+    pub status: StatusSettings,
+}
+
+/// Everything `braid-gateway run` needs.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The config file it came from.
+    pub path: PathBuf,
+    /// The engine's config (key loaded, the allowlist).
+    pub gateway: GatewayConfig,
+    /// UDP addresses to listen on (IPv4 and/or IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// One TAP per allowed edge, in allowlist order (index = `PeerId`).
+    pub taps: Vec<TapSettings>,
+    /// The status, metrics and dashboard endpoint.
+    pub status: StatusSettings,
+}
+
+/// A config the binaries refuse, located in its file.
+///
+/// Displayed as `FILE:LINE: KEY: MESSAGE`; the line is left out when unknown and the key when the
+/// problem is the file as a whole (it cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key path, e.g. `uplinks[1].interface`.
+    pub key: String,
+    /// What is wrong, and what would be accepted.
+    pub message: String,
+    /// The file's other problems, in the order they were found.
+    pub more: Vec<ConfigError>,
+}
+
+impl ConfigError {
+    /// Every problem: this one, then the others.
+    pub fn problems(&self) -> impl Iterator<Item = &Self> {
+        core::iter::once(self).chain(&self.more)
+    }
+}
+
+impl core::fmt::Display for ConfigError {
+    /// One line per problem: `file:line: key: message`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, problem) in self.problems().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}", problem.file.display())?;
+            if let Some(line) = problem.line {
+                write!(f, ":{line}")?;
+            }
+            f.write_str(": ")?;
+            if !problem.key.is_empty() {
+                write!(f, "{}: ", problem.key)?;
+            }
+            f.write_str(&problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The path MTUs a config may set (`path_mtu`): the IPv6 minimum up to jumbo frames.
+pub const PATH_MTU_RANGE: core::ops::RangeInclusive<i64> = 1280..=9000;
+/// What IP and UDP take of a path's MTU: the IPv6 header (40) and UDP (8), so one setting serves
+/// either family.
+pub const IP_UDP_OVERHEAD: usize = 48;
+/// The TAP MTU when the config names none.
+pub const DEFAULT_TAP_MTU: u16 = 1500;
+/// The TAP MTUs a config may set: the IPv4 minimum up to jumbo frames.
+pub const TAP_MTU_RANGE: core::ops::RangeInclusive<i64> = 576..=9000;
+/// The edge's TAP when the config names none.
+pub const DEFAULT_EDGE_TAP: &str = "braid0";
+/// The gateway names edge `i`'s TAP this prefix plus `i` when the config names none.
+pub const DEFAULT_GATEWAY_TAP_PREFIX: &str = "braid-";
+/// Where the edge serves `status` by default (localhost only).
+pub const DEFAULT_EDGE_STATUS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7474);
+/// Where the gateway serves `status` by default (localhost only).
+pub const DEFAULT_GATEWAY_STATUS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7475);
+/// The shortest access token a config may set.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// The longest access token a config may set.
+pub const MAX_TOKEN_LEN: usize = 256;
+/// The edge's name when the config names none and the host has no name.
+pub const DEFAULT_EDGE_NAME: &str = "edge";
+/// The gateway's UDP address when the config names none.
+pub const DEFAULT_GATEWAY_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
+/// The latency budgets a config may set, in milliseconds.
+pub const LATENCY_BUDGET_MS_RANGE: core::ops::RangeInclusive<i64> = 1..=5000;
+/// The handshake rates a config may set, per second.
+pub const HANDSHAKE_RATE_RANGE: core::ops::RangeInclusive<i64> = 1..=100_000;
+/// The largest uplink rate a config may set, in Mbit/s (1 Tbit/s; keeps bits per second in a `u64`).
+pub const MAX_RATE_MBPS: f64 = 1_000_000.0;
+
+/// Loads and checks an edge config.
+///
+/// # Errors
+/// [`ConfigError`] for anything the edge could not run with.
+pub fn load_edge(path: &Path) -> Result<EdgeSettings, ConfigError> {
+    let doc = Document::read(path)?;
+    let file: EdgeFile = doc.parse()?;
+    edge_settings(&doc, file).map_err(|problems| doc.locate_all(problems))
+}
+
+/// Loads and checks a gateway config.
+///
+/// # Errors
+/// [`ConfigError`] for anything the gateway could not run with.
+pub fn load_gateway(path: &Path) -> Result<GatewaySettings, ConfigError> {
+    let doc = Document::read(path)?;
+    let file: GatewayFile = doc.parse()?;
+    gateway_settings(&doc, file).map_err(|problems| doc.locate_all(problems))
+}
+
+/// The name of a cipher in config files and logs.
+pub const fn cipher_name(cipher: Cipher) -> &'static str {
+    match cipher {
+        Cipher::ChaCha20Poly1305 => "chacha20-poly1305",
+        Cipher::Aes256Gcm => "aes-256-gcm",
+    }
+}
