@@ -354,24 +354,28 @@ impl Scheduler for Auto {
     }
 }
 
+/// A link as tests see it: carrier, 10 Mbit/s, no queue, no loss.
+#[cfg(test)]
+pub(crate) fn view_for_test(id: u8, state: LinkState, priority: u8, owd_ms: u64) -> LinkView {
+    LinkView {
+        id: LinkId::new(id),
+        state,
+        priority,
+        usable_since: None,
+        carrier: true,
+        one_way_delay: Duration::from_millis(owd_ms),
+        rate_bps: 10_000_000,
+        queue_delay: Duration::ZERO,
+        loss: 0.0,
+        path_queue: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view(id: u8, state: LinkState, priority: u8, owd_ms: u64) -> LinkView {
-        LinkView {
-            id: LinkId::new(id),
-            state,
-            priority,
-            usable_since: None,
-            carrier: true,
-            one_way_delay: Duration::from_millis(owd_ms),
-            rate_bps: 10_000_000,
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
-            path_queue: None,
-        }
-    }
+    use super::view_for_test as view;
 
     fn now() -> Instant {
         #[allow(clippy::disallowed_methods)]

@@ -288,34 +288,53 @@ section! {
     }
 }
 
-/// Every tunable of the engine. See the [module docs](self).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Tuning {
+/// Declares [`Tuning`] from its sections, and the lookup of a section by name.
+macro_rules! tuning {
+    ($( $(#[doc = $doc:literal])+ $section:ident: $ty:ident, )*) => {
+        /// Every tunable of the engine. See the [module docs](self).
+        #[derive(Debug, Clone, Copy, Default, PartialEq)]
+        pub struct Tuning {
+            $( $(#[doc = $doc])+ pub $section: $ty, )*
+        }
+
+        impl Tuning {
+            /// The sections and their fields.
+            pub const SECTIONS: &'static [(&'static str, &'static [(&'static str, &'static str)])] =
+                &[$( (stringify!($section), $ty::FIELDS) ),*];
+
+            fn set_in(&mut self, section: &str, field: &str, value: &str) -> Option<Result<(), String>> {
+                match section {
+                    $( stringify!($section) => self.$section.set(field, value), )*
+                    _ => None,
+                }
+            }
+
+            fn get_in(&self, section: &str, field: &str) -> Option<String> {
+                match section {
+                    $( stringify!($section) => self.$section.get(field), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+tuning! {
     /// Link liveness and quality.
-    pub monitor: MonitorTuning,
+    monitor: MonitorTuning,
     /// Per-link congestion control.
-    pub cc: CcTuning,
+    cc: CcTuning,
     /// How frames are spread over links.
-    pub scheduler: SchedulerTuning,
+    scheduler: SchedulerTuning,
     /// The entry of frames onto links.
-    pub send: SendTuning,
+    send: SendTuning,
     /// NAKs and re-sends.
-    pub recovery: RecoveryTuning,
+    recovery: RecoveryTuning,
     /// The path-MTU search.
-    pub pmtu: PmtuTuning,
+    pmtu: PmtuTuning,
 }
 
 impl Tuning {
-    /// The sections and their fields.
-    pub const SECTIONS: &'static [(&'static str, &'static [(&'static str, &'static str)])] = &[
-        ("monitor", MonitorTuning::FIELDS),
-        ("cc", CcTuning::FIELDS),
-        ("scheduler", SchedulerTuning::FIELDS),
-        ("send", SendTuning::FIELDS),
-        ("recovery", RecoveryTuning::FIELDS),
-        ("pmtu", PmtuTuning::FIELDS),
-    ];
-
     /// The tunables a config file's `advanced:` section may set: the few an operator has reason
     /// to touch. The rest are for experiments (`--tune`, the lab, the simulator).
     pub const OPERATOR_KEYS: &'static [&'static str] = &[
@@ -335,16 +354,9 @@ impl Tuning {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), TuningError> {
         let unknown = || TuningError::Unknown(key.to_owned());
         let (section, field) = key.split_once('.').ok_or_else(unknown)?;
-        let result = match section {
-            "monitor" => self.monitor.set(field, value),
-            "cc" => self.cc.set(field, value),
-            "scheduler" => self.scheduler.set(field, value),
-            "send" => self.send.set(field, value),
-            "recovery" => self.recovery.set(field, value),
-            "pmtu" => self.pmtu.set(field, value),
-            _ => None,
-        };
-        result.ok_or_else(unknown)?.map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
+        self.set_in(section, field, value)
+            .ok_or_else(unknown)?
+            .map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
     }
 
     /// Applies `section.field=value`.
@@ -359,15 +371,7 @@ impl Tuning {
     /// The value of `key` (`section.field`), as text.
     pub fn get(&self, key: &str) -> Option<String> {
         let (section, field) = key.split_once('.')?;
-        match section {
-            "monitor" => self.monitor.get(field),
-            "cc" => self.cc.get(field),
-            "scheduler" => self.scheduler.get(field),
-            "send" => self.send.get(field),
-            "recovery" => self.recovery.get(field),
-            "pmtu" => self.pmtu.get(field),
-            _ => None,
-        }
+        self.get_in(section, field)
     }
 
     /// Every tunable as `section.field`, with its value and what it tunes.

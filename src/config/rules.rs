@@ -114,16 +114,11 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
             None
         }
     };
-    let mut session = problems.check(session(
-        file.mode.as_deref(),
-        file.latency_budget_ms,
-        file.retransmit,
-        file.path_mtu,
-        file.mss_clamp,
-    ));
-    if let Some(session) = &mut session {
-        problems.check(tune(session, file.advanced.as_ref()));
-    }
+    let session = session(
+        &mut problems,
+        (file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp),
+        file.advanced.as_ref(),
+    );
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -248,16 +243,11 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
             addresses
         }
     };
-    let mut session = problems.check(session(
-        file.mode.as_deref(),
-        file.latency_budget_ms,
-        file.retransmit,
-        file.path_mtu,
-        file.mss_clamp,
-    ));
-    if let Some(session) = &mut session {
-        problems.check(tune(session, file.advanced.as_ref()));
-    }
+    let session = session(
+        &mut problems,
+        (file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp),
+        file.advanced.as_ref(),
+    );
     let handshake_rate = match file.handshake_rate {
         None => Some(DEFAULT_HANDSHAKE_RATE),
         Some(rate) => problems.check(in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")),
@@ -318,50 +308,61 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
     })
 }
 
-/// The session settings both ends share: the mode and the latency budget.
+/// What both ends' files say of the session: mode, latency budget, retransmission, path MTU and
+/// MSS clamping, as written.
+pub(super) type SessionKeys<'a> = (Option<&'a str>, Option<i64>, Option<bool>, Option<i64>, Option<bool>);
+
+/// The session settings both ends share, with `advanced:` applied; `None` if any is refused
+/// (each problem is noted).
 pub(super) fn session(
-    mode: Option<&str>,
-    latency_budget_ms: Option<i64>,
-    retransmit: Option<bool>,
-    path_mtu: Option<i64>,
-    mss_clamp: Option<bool>,
-) -> Result<SessionConfig, Problem> {
+    problems: &mut Problems,
+    (mode, latency_budget_ms, retransmit, path_mtu, mss_clamp): SessionKeys<'_>,
+    advanced: Option<&Advanced>,
+) -> Option<SessionConfig> {
+    let mut ok = true;
     let mode = match mode {
         None => Mode::default(),
-        Some(name) => Mode::from_name(name)
-            .ok_or_else(|| problem("mode", format!("{name:?} is not a mode; expected {MODE_RULE}")))?,
+        Some(name) => Mode::from_name(name).unwrap_or_else(|| {
+            problems.push(problem("mode", format!("{name:?} is not a mode; expected {MODE_RULE}")));
+            ok = false;
+            Mode::default()
+        }),
     };
     let mut session = SessionConfig { mode, ..SessionConfig::default() };
     session.retransmit = retransmit.unwrap_or(session.retransmit);
     session.clamp_mss = mss_clamp.unwrap_or(session.clamp_mss);
     if let Some(mtu) = path_mtu {
-        let mtu: usize = in_range("path_mtu", mtu, &PATH_MTU_RANGE, "bytes")?;
-        session.max_datagram = mtu - IP_UDP_OVERHEAD;
-    }
-    if let Some(ms) = latency_budget_ms {
-        let ms: u32 = in_range("latency_budget_ms", ms, &LATENCY_BUDGET_MS_RANGE, "milliseconds")?;
-        session.latency_budget = Duration::from_millis(u64::from(ms));
-    }
-    Ok(session)
-}
-
-/// Applies `advanced:` to the session's tunables.
-pub(super) fn tune(session: &mut SessionConfig, advanced: Option<&Advanced>) -> Result<(), Problem> {
-    for (section, fields) in advanced.into_iter().flatten() {
-        for (field, value) in fields {
-            let key = format!("{section}.{field}");
-            let path = format!("advanced.{key}");
-            if session.tuning.get(&key).is_some() && !Tuning::OPERATOR_KEYS.contains(&key.as_str()) {
-                let message = format!(
-                    "{key} is for experiments, not the config file (use `run --tune {key}=...`); the file may set {}",
-                    Tuning::OPERATOR_KEYS.join(", ")
-                );
-                return Err(problem(path, message));
-            }
-            session.tuning.set(&key, &value.text()).map_err(|error| problem(path, error.to_string()))?;
+        match problems.check(in_range::<usize>("path_mtu", mtu, &PATH_MTU_RANGE, "bytes")) {
+            Some(mtu) => session.max_datagram = mtu - IP_UDP_OVERHEAD,
+            None => ok = false,
         }
     }
-    Ok(())
+    if let Some(ms) = latency_budget_ms {
+        match problems.check(in_range::<u32>("latency_budget_ms", ms, &LATENCY_BUDGET_MS_RANGE, "milliseconds")) {
+            Some(ms) => session.latency_budget = Duration::from_millis(u64::from(ms)),
+            None => ok = false,
+        }
+    }
+    for (section, fields) in advanced.into_iter().flatten() {
+        for (field, value) in fields {
+            ok &= problems.check(tune(&mut session, section, field, &value.text())).is_some();
+        }
+    }
+    ok.then_some(session)
+}
+
+/// Sets one tunable of `advanced:`: one of [`Tuning::OPERATOR_KEYS`] only.
+fn tune(session: &mut SessionConfig, section: &str, field: &str, value: &str) -> Result<(), Problem> {
+    let key = format!("{section}.{field}");
+    let path = format!("advanced.{key}");
+    if session.tuning.get(&key).is_some() && !Tuning::OPERATOR_KEYS.contains(&key.as_str()) {
+        let message = format!(
+            "{key} is for experiments, not the config file (use `run --tune {key}=...`); the file may set {}",
+            Tuning::OPERATOR_KEYS.join(", ")
+        );
+        return Err(problem(path, message));
+    }
+    session.tuning.set(&key, value).map_err(|error| problem(path, error.to_string()))
 }
 
 /// A TAP's settings; `prefix` is the key path its fields sit under (`tap.` or `edges[2].`).

@@ -403,18 +403,7 @@ mod tests {
     }
 
     fn view(id: u8, owd_ms: u64) -> LinkView {
-        LinkView {
-            id: LinkId::new(id),
-            state: LinkState::Up,
-            priority: id,
-            usable_since: None,
-            carrier: true,
-            one_way_delay: Duration::from_millis(owd_ms),
-            rate_bps: 10_000_000,
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
-            path_queue: None,
-        }
+        crate::scheduler::view_for_test(id, LinkState::Up, id, owd_ms)
     }
 
     fn sent(seq: u64, at: Instant, len: usize) -> Sent {

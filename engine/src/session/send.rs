@@ -497,16 +497,9 @@ mod tests {
     #[test]
     fn views_of_a_batch_are_charged_for_each_frame_chosen() {
         let view = |id: u8| LinkView {
-            id: LinkId::new(id),
-            state: crate::LinkState::Up,
-            priority: 0,
-            usable_since: None,
-            carrier: true,
-            one_way_delay: Duration::from_millis(10),
             rate_bps: 8_000_000,
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
             path_queue: Some(Duration::ZERO),
+            ..crate::scheduler::view_for_test(id, crate::LinkState::Up, 0, 10)
         };
         let mut views = [view(0), view(1)];
         let links: LinkSet = [LinkId::new(0)].into_iter().collect();
