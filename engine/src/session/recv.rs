@@ -219,3 +219,119 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Mode;
+    use crate::crypto::Cipher;
+    use crate::session::{LinkConfig, SessionConfig};
+    use crate::testing::key_pair;
+
+    const GATEWAY: &str = "192.0.2.1:4754";
+    const RIG: &str = "198.51.100.7:40000";
+
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    /// An edge with two links and the gateway's session for it, keyed alike.
+    fn pair(now: Instant) -> (Session, Session) {
+        let (edge_keys, gateway_keys) = key_pair(1, Cipher::ChaCha20Poly1305);
+        let link =
+            |id: u8| LinkConfig { id: LinkId::new(id), priority: id, rate_bps: None, remote: GATEWAY.parse().unwrap() };
+        let config = SessionConfig { mode: Mode::Redundant, links: vec![link(0), link(1)], ..SessionConfig::default() };
+        let edge = Session::new(Role::Edge, config, edge_keys, now, 1).unwrap();
+        let gateway = Session::new(Role::Gateway, SessionConfig::default(), gateway_keys, now, 2).unwrap();
+        (edge, gateway)
+    }
+
+    /// The first datagram the edge sends on `link` after a new frame is handed in (a probe, or
+    /// the frame).
+    fn datagram_on(edge: &mut Session, now: Instant, link: u8) -> Vec<u8> {
+        let mut frame = vec![0u8; 200];
+        frame[12] = 0x08;
+        edge.handle_frame(now, &frame).unwrap();
+        let mut buf = Vec::new();
+        let mut found = None;
+        // Everything the frame brings out, so that the next call sees only the next frame.
+        while let Some(transmit) = edge.poll_transmit(now, &mut buf) {
+            if transmit.link == LinkId::new(link) && found.is_none() {
+                found = Some(buf.clone());
+            }
+        }
+        found.unwrap_or_else(|| panic!("nothing went out on link {link}"))
+    }
+
+    #[test]
+    fn an_authenticated_packet_brings_its_link_at_the_address_it_came_from() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        let datagram = datagram_on(&mut edge, now, 0);
+        let from: SocketAddr = RIG.parse().unwrap();
+        gateway.handle_datagram(now, LinkId::new(0), from, &datagram).unwrap();
+        assert_eq!(gateway.link_remote(LinkId::new(0)), Some(from));
+        assert_eq!(gateway.poll_event(), Some(Event::PathChanged { link: LinkId::new(0), from: None, to: from }));
+    }
+
+    #[test]
+    fn a_replayed_packet_is_dropped_and_never_moves_the_path_back() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        let first = datagram_on(&mut edge, now, 0);
+        let second = datagram_on(&mut edge, now, 0);
+        let (old, new): (SocketAddr, SocketAddr) = (RIG.parse().unwrap(), "198.51.100.8:40000".parse().unwrap());
+        gateway.handle_datagram(now, LinkId::new(0), old, &first).unwrap();
+        gateway.handle_datagram(now, LinkId::new(0), new, &second).unwrap();
+        assert_eq!(gateway.handle_datagram(now, LinkId::new(0), old, &first), Err(DropReason::Replay));
+        assert_eq!(gateway.link_remote(LinkId::new(0)), Some(new), "the replay left the path where it was");
+        assert_eq!(gateway.stats().drops.get(DropReason::Replay), 1);
+    }
+
+    #[test]
+    fn a_packet_on_another_links_socket_or_for_another_session_is_dropped() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        let datagram = datagram_on(&mut edge, now, 1);
+        let from: SocketAddr = RIG.parse().unwrap();
+        assert_eq!(gateway.handle_datagram(now, LinkId::new(0), from, &datagram), Err(DropReason::BadLink));
+        let (_, stranger) = key_pair(9, Cipher::ChaCha20Poly1305);
+        let mut other = Session::new(Role::Gateway, SessionConfig::default(), stranger, now, 3).unwrap();
+        let mut forged = datagram.clone();
+        // Address it to the other session's index: it opens under no key of that session.
+        forged[4..7].copy_from_slice(&other.local_index().get().to_be_bytes()[1..]);
+        let dropped = other.handle_datagram(now, LinkId::new(1), from, &forged);
+        assert!(matches!(dropped, Err(DropReason::OpenFailed | DropReason::UnknownSession)), "{dropped:?}");
+        assert_eq!(gateway.link_remote(LinkId::new(0)), None, "nothing authenticated arrived on link 0");
+    }
+
+    #[test]
+    fn a_tampered_packet_fails_to_open_and_changes_nothing() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        let mut datagram = datagram_on(&mut edge, now, 0);
+        let last = datagram.len() - 1;
+        datagram[last] ^= 1;
+        let from: SocketAddr = RIG.parse().unwrap();
+        assert_eq!(gateway.handle_datagram(now, LinkId::new(0), from, &datagram), Err(DropReason::OpenFailed));
+        assert_eq!(gateway.links().count(), 0, "no link is made for an unauthenticated packet");
+    }
+
+    #[test]
+    fn frames_are_delivered_in_order_whichever_link_brings_them_first() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        let from: SocketAddr = RIG.parse().unwrap();
+        let first = datagram_on(&mut edge, now, 0);
+        let second = datagram_on(&mut edge, now + Duration::from_millis(1), 1);
+        gateway.handle_datagram(now, LinkId::new(1), from, &second).unwrap();
+        let mut buf = Vec::new();
+        assert!(gateway.poll_frame(&mut buf).is_none(), "the second frame waits for the first");
+        gateway.handle_datagram(now, LinkId::new(0), from, &first).unwrap();
+        let seqs: Vec<u64> = core::iter::from_fn(|| gateway.poll_frame(&mut buf)).map(|d| d.seq.0).collect();
+        assert_eq!(seqs, [0, 1]);
+    }
+}

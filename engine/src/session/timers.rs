@@ -167,4 +167,33 @@ mod tests {
         best.consider_opt(Some((now, TimerKind::Handshake)));
         assert_eq!(best.get(), Some((now, TimerKind::Handshake)));
     }
+
+    #[test]
+    fn the_first_wake_up_is_a_probe_and_handling_it_sends_the_probe_on_its_link() {
+        use crate::crypto::Cipher;
+        use crate::session::{LinkConfig, Role, Session, SessionConfig};
+
+        let now = start();
+        let (keys, _) = crate::testing::key_pair(1, Cipher::ChaCha20Poly1305);
+        let link = |id: u8| LinkConfig {
+            id: LinkId::new(id),
+            priority: id,
+            rate_bps: None,
+            remote: "192.0.2.1:4754".parse().unwrap(),
+        };
+        let config = SessionConfig { links: vec![link(0), link(3)], ..SessionConfig::default() };
+        let interval = config.tuning.monitor.probe_interval;
+        let mut session = Session::new(Role::Edge, config, keys, now, 7).unwrap();
+        let (at, kind) = session.poll_timeout().unwrap();
+        let TimerKind::Probe(probed) = kind else { panic!("the first wake-up is {kind:?}") };
+        assert!(at >= now && at <= now + interval / 4, "first probes are spread over a quarter interval");
+        let mut buf = Vec::new();
+        assert!(session.poll_transmit(at, &mut buf).is_none(), "nothing is due before the wake-up is handled");
+        session.handle_timeout(at);
+        let transmit = session.poll_transmit(at, &mut buf).expect("the probe goes out");
+        assert_eq!(transmit.link, probed);
+        assert_eq!(session.link_stats(probed).unwrap().probes_sent, 1);
+        let (next, _) = session.poll_timeout().unwrap();
+        assert!(next > at, "the handled timer moved on");
+    }
 }
