@@ -5,22 +5,20 @@ use std::io;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use tun_rs::AsyncDevice;
 
-use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
+use super::batch::{BatchSocket, poll_recv_any};
+use super::driver::{self, Buffers, Sinks};
 use super::netlink::{NetEvent, Netlink};
-use super::status::{Board, Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
+use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
-use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
 use crate::endpoint::edge::Edge;
-use crate::session::{Event, LinkEvent};
+use crate::session::{LinkEvent, Transmit};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.
 pub const UPLINK_RETRY: Duration = Duration::from_secs(1);
-/// Large enough for any datagram or jumbo frame.
-const BUFFER: usize = 65_536;
 
 /// One uplink as the driver sees it.
 #[derive(Debug)]
@@ -46,15 +44,7 @@ enum Input {
 /// # Errors
 /// [`IoError`] if the TAP, netlink or the runtime cannot be set up, or the TAP fails.
 pub fn run(settings: EdgeSettings) -> Result<(), IoError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| IoError::new("starting the tokio runtime", e))?;
-    let tuned = settings.edge.session.tuning.changed();
-    if !tuned.is_empty() {
-        tracing::info!(tuned = %tuned.join(" "), "engine tunables changed from their defaults");
-    }
-    runtime.block_on(drive(settings))
+    driver::run(&settings.edge.session.tuning.clone(), drive(settings))
 }
 
 async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
@@ -82,22 +72,12 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
         }
         sockets[slot] = open_socket(uplink, ipv6);
     }
-    let mut observer = match settings.status.enabled {
-        true => {
-            let board = Board::default();
-            let bound = http::spawn(settings.status.listen, settings.status.token.clone(), board.clone(), "edge")?;
-            info!(%bound, token = settings.status.token.is_some(), "status, metrics and dashboard served");
-            Some(Observer::new(board, now(), unix_millis()))
-        }
-        false => None,
-    };
+    let mut observer = driver::observer(&settings.status, "edge")?;
     let mut recorder = Recorder::new();
     info!(edge = %settings.name, tap = %settings.tap.name, uplinks = uplinks.len(), "edge running");
 
-    let mut tap_buf = vec![0u8; BUFFER];
-    let mut batch = RecvBatch::new();
-    let mut sends = SendBatch::default();
-    let mut out = Vec::with_capacity(BUFFER);
+    let mut buffers = Buffers::default();
+    let Buffers { tap: tap_buf, batch, sends, out } = &mut buffers;
     let mut cursor = 0;
     let mut retry = tokio::time::interval(UPLINK_RETRY);
     loop {
@@ -109,8 +89,8 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
             () = sleep_until(deadline) => Input::Timeout,
             _ = retry.tick() => Input::Retry,
             () = tick(&mut observer) => Input::Snapshot,
-            result = tap.recv(&mut tap_buf) => Input::Tap(result),
-            (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut cursor)) => Input::Udp(slot, result),
+            result = tap.recv(tap_buf) => Input::Tap(result),
+            (slot, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, batch, &mut cursor)) => Input::Udp(slot, result),
         };
         match input {
             Input::Shutdown(signal) => {
@@ -146,8 +126,16 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 }
             }
         }
-        let recorder = observer.is_some().then_some(&mut recorder);
-        drain(&mut edge, &settings.name, &tap, &sockets, &uplinks, &mut out, &mut sends, recorder);
+        let link_name = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+        let sinks = Sinks {
+            sockets: &sockets,
+            socket_for: |transmit: &Transmit| transmit.link.index(),
+            tap: |_| Some(&tap),
+            name: |_| settings.name.as_str(),
+            link_name,
+            recorders: observer.is_some().then_some(std::slice::from_mut(&mut recorder)),
+        };
+        driver::drain(&mut edge, out, sends, sinks);
     }
     Ok(())
 }
@@ -240,70 +228,5 @@ fn address_matters(uplink: &UplinkSettings, address: Option<std::net::IpAddr>, i
         (Some(_), None) | (None, None) => true,
         (None, Some(std::net::IpAddr::V4(_))) => !ipv6,
         (None, Some(std::net::IpAddr::V6(v6))) => ipv6 && (v6.segments()[0] & 0xffc0) != 0xfe80,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn drain(
-    edge: &mut Edge,
-    name: &str,
-    tap: &AsyncDevice,
-    sockets: &[Option<BatchSocket>],
-    uplinks: &[Uplink],
-    out: &mut Vec<u8>,
-    sends: &mut SendBatch,
-    mut recorder: Option<&mut Recorder>,
-) {
-    let now = now();
-    while let Some(transmit) = edge.poll_transmit(now, out) {
-        if let Some(slot) = transmit.link.index() {
-            sends.push(sockets, slot, transmit.destination, out);
-        }
-    }
-    sends.flush(sockets);
-    while let Some(delivered) = edge.poll_frame(out) {
-        if let Some(recorder) = recorder.as_deref_mut() {
-            recorder.on_delivered(delivered.held);
-        }
-        if let Err(error) = tap.try_send(out) {
-            tracing::trace!(%error, "TAP write failed");
-        }
-    }
-    while let Some(event) = edge.poll_event() {
-        let link_name = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
-        log_event(name, &event, link_name);
-        if let Some(recorder) = recorder.as_deref_mut() {
-            record_event(recorder, &event, link_name);
-        }
-    }
-}
-
-/// Logs an engine event at INFO, naming the edge and the link. A link state change carries
-/// what the dashboard's log shows: from, to, the reason, and the RTT and loss at the time.
-pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str) {
-    match event {
-        Event::LinkState { link, transition, quality } => info!(
-            edge,
-            link = name(*link),
-            from = transition.from.as_str(),
-            to = transition.to.as_str(),
-            reason = transition.reason.as_str(),
-            rtt_ms = quality.srtt.map(|rtt| (rtt.as_secs_f64() * 1e4).round() / 10.0),
-            tx_loss = quality.tx_loss,
-            rx_loss = quality.rx_loss,
-            "link state"
-        ),
-        Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
-        Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
-    }
-}
-
-/// Hands an engine event to an edge's recorder: a link state change for the log in `/status`,
-/// a fresh session (the peer restarted) to restart the rates.
-pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
-    match event {
-        Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
-        Event::Handshake { resumed: false, .. } => recorder.session_restarted(),
-        Event::Handshake { .. } | Event::PathChanged { .. } => {}
     }
 }

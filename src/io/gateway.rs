@@ -9,16 +9,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
-use super::batch::{BatchSocket, RecvBatch, SendBatch, poll_recv_any};
-use super::edge::{log_event, record_event};
+use super::batch::{BatchSocket, poll_recv_any};
+use super::driver::{self, Buffers, Sinks};
 use super::netlink::Netlink;
-use super::status::{Board, Body, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
+use super::status::{Body, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_listen;
-use super::{IoError, http, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
-
-const BUFFER: usize = 65_536;
+use crate::session::Transmit;
 
 enum Input {
     Shutdown(&'static str),
@@ -36,15 +35,7 @@ enum Input {
 /// # Errors
 /// [`IoError`] if a socket, a TAP or the runtime cannot be set up.
 pub fn run(settings: GatewaySettings) -> Result<(), IoError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| IoError::new("starting the tokio runtime", e))?;
-    let tuned = settings.gateway.session.tuning.changed();
-    if !tuned.is_empty() {
-        tracing::info!(tuned = %tuned.join(" "), "engine tunables changed from their defaults");
-    }
-    runtime.block_on(drive(settings))
+    driver::run(&settings.gateway.session.tuning.clone(), drive(settings))
 }
 
 async fn open_taps(settings: &[TapSettings], netlink: &Netlink) -> Result<Vec<AsyncDevice>, IoError> {
@@ -72,22 +63,12 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
         .collect::<Result<_, _>>()?;
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
-    let mut observer = match settings.status.enabled {
-        true => {
-            let board = Board::default();
-            let bound = http::spawn(settings.status.listen, settings.status.token.clone(), board.clone(), "gateway")?;
-            info!(%bound, token = settings.status.token.is_some(), "status, metrics and dashboard served");
-            Some(Observer::new(board, now(), unix_millis()))
-        }
-        false => None,
-    };
+    let mut observer = driver::observer(&settings.status, "gateway")?;
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
-    let mut tap_buf = vec![0u8; BUFFER];
-    let mut batch = RecvBatch::new();
-    let mut sends = SendBatch::default();
-    let mut out = Vec::with_capacity(BUFFER);
+    let mut buffers = Buffers::default();
+    let Buffers { tap: tap_buf, batch, sends, out } = &mut buffers;
     let (mut tap_cursor, mut udp_cursor) = (0, 0);
     loop {
         let deadline = gateway.poll_timeout().map(|(at, _)| at);
@@ -97,8 +78,8 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
             _ = hangup.recv() => Input::Reload,
             () = sleep_until(deadline) => Input::Timeout,
             () = tick(&mut observer) => Input::Snapshot,
-            (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, &mut tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
-            (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, &mut batch, &mut udp_cursor)) => Input::Udp(result),
+            (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
+            (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, batch, &mut udp_cursor)) => Input::Udp(result),
         };
         match input {
             Input::Shutdown(signal) => {
@@ -145,8 +126,20 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 }
             }
         }
-        let recorders = if observer.is_some() { Some(&mut recorders[..]) } else { None };
-        drain(&mut gateway, &taps, &sockets, &names, &mut out, &mut sends, recorders);
+        let sinks = Sinks {
+            sockets: &sockets,
+            // Answer from a socket of the destination's family.
+            socket_for: |transmit: &Transmit| {
+                sockets.iter().position(|s| {
+                    s.as_ref().is_some_and(|s| s.local_addr().is_ipv6() == transmit.destination.is_ipv6())
+                })
+            },
+            tap: |peer| taps.get(peer).and_then(Option::as_ref),
+            name: |peer| names.get(peer).map_or("?", String::as_str),
+            link_name,
+            recorders: if observer.is_some() { Some(&mut recorders[..]) } else { None },
+        };
+        driver::drain(&mut gateway, out, sends, sinks);
     }
     Ok(())
 }
@@ -194,45 +187,6 @@ fn poll_recv_taps(
     cursor: &mut usize,
 ) -> Poll<(usize, io::Result<usize>)> {
     super::poll_round_robin(cx, taps, cursor, |tap, cx| tap.poll_recv(cx, buf))
-}
-
-fn drain(
-    gateway: &mut Gateway,
-    taps: &[Option<AsyncDevice>],
-    sockets: &[Option<BatchSocket>],
-    names: &[String],
-    out: &mut Vec<u8>,
-    sends: &mut SendBatch,
-    mut recorders: Option<&mut [Recorder]>,
-) {
-    let now = now();
-    while let Some(transmit) = gateway.poll_transmit(now, out) {
-        // Answer from a socket of the destination's family.
-        let family = |s: &Option<BatchSocket>| {
-            s.as_ref().is_some_and(|s| s.local_addr().is_ipv6() == transmit.destination.is_ipv6())
-        };
-        if let Some(slot) = sockets.iter().position(family) {
-            sends.push(sockets, slot, transmit.destination, out);
-        }
-    }
-    sends.flush(sockets);
-    while let Some((PeerId(slot), delivered)) = gateway.poll_frame(out) {
-        if let Some(recorder) = recorders.as_deref_mut().and_then(|r| r.get_mut(slot)) {
-            recorder.on_delivered(delivered.held);
-        }
-        if let Some(Some(tap)) = taps.get(slot)
-            && let Err(error) = tap.try_send(out)
-        {
-            tracing::trace!(%error, "TAP write failed");
-        }
-    }
-    while let Some((PeerId(slot), event)) = gateway.poll_event() {
-        let edge = names.get(slot).map_or("?", String::as_str);
-        log_event(edge, &event, link_name);
-        if let Some(recorder) = recorders.as_deref_mut().and_then(|r| r.get_mut(slot)) {
-            record_event(recorder, &event, link_name);
-        }
-    }
 }
 
 fn link_name(link: crate::LinkId) -> &'static str {

@@ -11,6 +11,7 @@
 //!   Prometheus encoding, and the HTTP endpoint (own thread) serving it with the dashboard.
 
 pub mod batch;
+pub mod driver;
 pub mod edge;
 pub mod gateway;
 pub mod http;

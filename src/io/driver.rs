@@ -1,0 +1,209 @@
+//! What the edge's and the gateway's driver loops share: the runtime they run on, the status
+//! endpoint, their buffers, and draining the engine after every input (datagrams to the
+//! sockets, frames to the TAPs, events to the log and the status recorders). Each driver keeps
+//! only its own select loop: which inputs it waits for, and what it does with each.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tracing::info;
+use tun_rs::AsyncDevice;
+
+use super::batch::{BatchSocket, RecvBatch, SendBatch};
+use super::status::{Board, Observer, Recorder};
+use super::{IoError, http, now, unix_millis};
+use crate::LinkId;
+use crate::config::StatusSettings;
+use crate::endpoint::edge::Edge;
+use crate::endpoint::gateway::{Gateway, PeerId};
+use crate::session::{Delivered, Event, Transmit};
+use crate::tuning::Tuning;
+
+/// Large enough for any datagram or jumbo frame.
+pub const BUFFER: usize = 65_536;
+
+/// An engine endpoint as a driver drains it: frames and events belong to a peer, numbered from
+/// 0 (the edge has one, its gateway; the gateway one per allowed edge).
+pub trait Endpoint {
+    /// The next datagram to send.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
+    /// The next frame for a peer's TAP.
+    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)>;
+    /// The next event, and the peer it concerns.
+    fn poll_event(&mut self) -> Option<(usize, Event)>;
+}
+
+impl Endpoint for Edge {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        Self::poll_transmit(self, now, buf)
+    }
+
+    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
+        Self::poll_frame(self, buf).map(|d| (0, d))
+    }
+
+    fn poll_event(&mut self) -> Option<(usize, Event)> {
+        Self::poll_event(self).map(|e| (0, e))
+    }
+}
+
+impl Endpoint for Gateway {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        Self::poll_transmit(self, now, buf)
+    }
+
+    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
+        Self::poll_frame(self, buf).map(|(PeerId(i), d)| (i, d))
+    }
+
+    fn poll_event(&mut self) -> Option<(usize, Event)> {
+        Self::poll_event(self).map(|(PeerId(i), e)| (i, e))
+    }
+}
+
+/// Runs a driver's loop on a current-thread tokio runtime, after logging the engine tunables
+/// that differ from their defaults.
+///
+/// # Errors
+/// [`IoError`] if the runtime cannot start, or what the loop returns.
+pub fn run(tuning: &Tuning, driver: impl Future<Output = Result<(), IoError>>) -> Result<(), IoError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IoError::new("starting the tokio runtime", e))?;
+    let tuned = tuning.changed();
+    if !tuned.is_empty() {
+        info!(tuned = %tuned.join(" "), "engine tunables changed from their defaults");
+    }
+    runtime.block_on(driver)
+}
+
+/// Serves the status endpoint, if enabled: its thread reads the snapshots the returned observer
+/// publishes.
+///
+/// # Errors
+/// [`IoError`] if the endpoint cannot listen.
+pub fn observer(status: &StatusSettings, role: &'static str) -> Result<Option<Observer>, IoError> {
+    if !status.enabled {
+        return Ok(None);
+    }
+    let board = Board::default();
+    let bound = http::spawn(status.listen, status.token.clone(), board.clone(), role)?;
+    info!(%bound, token = status.token.is_some(), "status, metrics and dashboard served");
+    Ok(Some(Observer::new(board, now(), unix_millis())))
+}
+
+/// The buffers a driver loop reuses.
+#[derive(Debug)]
+pub struct Buffers {
+    /// One frame read from a TAP.
+    pub tap: Vec<u8>,
+    /// Datagrams read from the sockets.
+    pub batch: RecvBatch,
+    /// Datagrams to send, batched per socket.
+    pub sends: SendBatch,
+    /// What the engine writes: a datagram or a frame.
+    pub out: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            tap: vec![0u8; BUFFER],
+            batch: RecvBatch::new(),
+            sends: SendBatch::default(),
+            out: Vec::with_capacity(BUFFER),
+        }
+    }
+}
+
+/// Where a drain puts what the endpoint emits, by peer.
+pub struct Sinks<'a, S, T, N, L> {
+    /// The sockets datagrams go out on.
+    pub sockets: &'a [Option<BatchSocket>],
+    /// The socket a datagram goes out on.
+    pub socket_for: S,
+    /// A peer's TAP.
+    pub tap: T,
+    /// A peer's name, for the log.
+    pub name: N,
+    /// A link's name, for the log and the status.
+    pub link_name: L,
+    /// The status recorders, one per peer, while the status endpoint is on.
+    pub recorders: Option<&'a mut [Recorder]>,
+}
+
+impl<S, T, N, L> core::fmt::Debug for Sinks<'_, S, T, N, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sinks").field("sockets", &self.sockets.len()).finish_non_exhaustive()
+    }
+}
+
+/// Drains `endpoint` after an input: datagrams to the sockets (batched, then flushed), frames
+/// to their peer's TAP, events to the log and the peer's recorder.
+pub fn drain<'t, 'n, 'l, E, S, T, N, L>(
+    endpoint: &mut E,
+    out: &mut Vec<u8>,
+    sends: &mut SendBatch,
+    mut sinks: Sinks<'_, S, T, N, L>,
+) where
+    E: Endpoint,
+    S: Fn(&Transmit) -> Option<usize>,
+    T: Fn(usize) -> Option<&'t AsyncDevice>,
+    N: Fn(usize) -> &'n str,
+    L: Fn(LinkId) -> &'l str,
+{
+    let now = now();
+    while let Some(transmit) = endpoint.poll_transmit(now, out) {
+        if let Some(slot) = (sinks.socket_for)(&transmit) {
+            sends.push(sinks.sockets, slot, transmit.destination, out);
+        }
+    }
+    sends.flush(sinks.sockets);
+    while let Some((peer, delivered)) = endpoint.poll_frame(out) {
+        if let Some(recorder) = sinks.recorders.as_deref_mut().and_then(|r| r.get_mut(peer)) {
+            recorder.on_delivered(delivered.held);
+        }
+        if let Some(tap) = (sinks.tap)(peer)
+            && let Err(error) = tap.try_send(out)
+        {
+            tracing::trace!(%error, "TAP write failed");
+        }
+    }
+    while let Some((peer, event)) = endpoint.poll_event() {
+        log_event((sinks.name)(peer), &event, &sinks.link_name);
+        if let Some(recorder) = sinks.recorders.as_deref_mut().and_then(|r| r.get_mut(peer)) {
+            record_event(recorder, &event, &sinks.link_name);
+        }
+    }
+}
+
+/// Logs an engine event at INFO, naming the edge and the link. A link state change carries
+/// what the dashboard's log shows: from, to, the reason, and the RTT and loss at the time.
+pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str) {
+    match event {
+        Event::LinkState { link, transition, quality } => info!(
+            edge,
+            link = name(*link),
+            from = transition.from.as_str(),
+            to = transition.to.as_str(),
+            reason = transition.reason.as_str(),
+            rtt_ms = quality.srtt.map(|rtt| (rtt.as_secs_f64() * 1e4).round() / 10.0),
+            tx_loss = quality.tx_loss,
+            rx_loss = quality.rx_loss,
+            "link state"
+        ),
+        Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
+        Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
+    }
+}
+
+/// Hands an engine event to an edge's recorder: a link state change for the log in `/status`,
+/// a fresh session (the peer restarted) to restart the rates.
+pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
+    match event {
+        Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
+        Event::Handshake { resumed: false, .. } => recorder.session_restarted(),
+        Event::Handshake { .. } | Event::PathChanged { .. } => {}
+    }
+}
