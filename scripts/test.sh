@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # The project's one test command, run by developers and by CI (.ci/run).
 #
-# In order: system packages for the lab, formatting, clippy, the engine built alone with no
-# runtime dependency, every test of the workspace, then a 10-second fuzz smoke run of each fuzz
-# target.
-# Stops at the first failing step. With CI=true, a skipped fuzz run is a failure.
+#   scripts/test.sh           both tiers
+#   scripts/test.sh --fast    the fast tier only
+#
+# The fast tier: formatting, clippy, the engine built alone with no runtime dependency, and the
+# tests that need neither root nor real time (unit, doc, property, simulation and security
+# tests). The root tier: system packages for the lab, the netns end-to-end, observability
+# (browser included) and lab tests, then a 10-second fuzz smoke run of each fuzz target.
+# Stops at the first failing step. With CI=true, a skipped fuzz run or root test is a failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+FAST_ONLY=false
+case "${1:-}" in
+    "") ;;
+    --fast) FAST_ONLY=true ;;
+    *)
+        echo "usage: $0 [--fast]" >&2
+        exit 2
+        ;;
+esac
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 FUZZ_TARGETS=(datagram session handshake)
@@ -79,25 +93,46 @@ ensure_rust_components() {
     fi
 }
 
-# Runs `cargo test`, keeps its output, and sums the per-binary "test result" lines.
-tests_passed=""
-tests_failed=""
-tests_ignored=""
+# Runs `cargo test` with the given target selection, keeps its output, and adds its per-binary
+# "test result" lines to the totals.
+tests_passed=0
+tests_failed=0
+tests_ignored=0
 run_tests() {
-    local log rc=0
+    local log rc=0 passed=0 failed=0 ignored=0
     log=$(mktemp)
-    cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || rc=$?
+    cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || rc=$?
     if grep -q '^test result: ' "$log"; then
-        read -r tests_passed tests_failed tests_ignored < <(
+        read -r passed failed ignored < <(
             sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored;.*/\1 \2 \3/p' "$log" |
                 awk '{ p += $1; f += $2; i += $3 } END { print p + 0, f + 0, i + 0 }'
         )
     fi
     rm -f "$log"
+    tests_passed=$((tests_passed + passed))
+    tests_failed=$((tests_failed + failed))
+    tests_ignored=$((tests_ignored + ignored))
     if [[ $rc -ne 0 ]]; then
-        [[ -n $tests_passed ]] && echo "${tests_passed} passed, ${tests_failed} failed"
-        fail "cargo test (exit $rc)"
+        echo "${tests_passed} passed, ${tests_failed} failed"
+        fail "cargo test $* (exit $rc)"
     fi
+}
+
+# The test targets of each tier. Every test target of the workspace is in one of them (checked
+# below), so a new one cannot be left out of both.
+FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test emulator --test check_config
+    --test keygen)
+ROOT_TESTS=(--test netns --test observability --test lab)
+
+# Fails if a test target of the workspace is in neither tier.
+check_tiers() {
+    local listed file name missing=()
+    listed=" ${FAST_TESTS[*]} ${ROOT_TESTS[*]} "
+    for file in tests/*.rs */tests/*.rs; do
+        name=$(basename "$file" .rs)
+        [[ $listed == *" --test $name "* ]] || missing+=("$name")
+    done
+    [[ ${#missing[@]} -eq 0 ]] || fail "test targets in neither tier of scripts/test.sh: ${missing[*]}"
 }
 
 # The sans-IO engine is a crate of its own; it builds by itself, and no I/O crate may appear
@@ -147,8 +182,7 @@ fuzz_smoke() {
     done
 }
 
-banner "system packages"
-ensure_packages
+banner "fast tier: toolchain"
 ensure_rust_components
 
 banner "cargo fmt --check"
@@ -164,15 +198,25 @@ cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets -
 banner "the engine builds alone, with no runtime dependency"
 engine_boundary
 
-banner "cargo test --workspace"
-run_tests
+banner "fast tier: unit, doc, property, simulation and security tests"
+check_tiers
+run_tests "${FAST_TESTS[@]}"
+run_tests --doc
 
-banner "fuzz smoke run"
-fuzz_smoke
+if [[ $FAST_ONLY == false ]]; then
+    banner "root tier: system packages"
+    ensure_packages
+
+    banner "root tier: netns, observability and lab tests"
+    run_tests "${ROOT_TESTS[@]}"
+
+    banner "root tier: fuzz smoke run"
+    fuzz_smoke
+fi
 
 step_took
 printf '\n==== all steps passed in %dm%02ds ====\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60))
-if [[ -n $tests_passed ]]; then
-    [[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
-    echo "${tests_passed} passed, ${tests_failed} failed"
-fi
+[[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
+echo "${tests_passed} passed, ${tests_failed} failed"
+[[ $FAST_ONLY == true ]] && echo "(fast tier only: the root tier did not run)"
+exit 0
