@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Compares the engine's criterion benchmarks of this checkout with those of another revision,
-# in one run on one machine: both are built, then run in turns (A, B, A, B, ...), so that what
-# the machine does meanwhile weighs on both alike. Prints, per benchmark, the median over the
+# Compares the engine's criterion benchmarks of this checkout with another revision, in one run
+# on one machine: this checkout's benches/engine.rs is built against both (so only the engine
+# differs), then the two run in turns (A, B, A, B, ...), so that what the machine does meanwhile
+# weighs on both alike. Prints, per benchmark, the median over the
 # rounds of this checkout's time per iteration divided by the other's (below 1: this one is
 # faster).
 #
@@ -25,6 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 git worktree add --detach "$SCRATCH/base" "$REV" >/dev/null
+# Both run this checkout's benchmark code, so that only the engine under it differs.
+cp benches/engine.rs "$SCRATCH/base/benches/engine.rs"
 
 # The bench executable of the checkout in $1, built into the target directory $2.
 bench_binary() {
@@ -35,13 +38,15 @@ bench_binary() {
 echo "building $REV and this checkout"
 BASE_BIN=$(bench_binary "$SCRATCH/base" "$SCRATCH/target-base")
 HEAD_BIN=$(bench_binary "$PWD" "${CARGO_TARGET_DIR:-$PWD/target}")
-[[ -x $BASE_BIN && -x $HEAD_BIN ]] || { echo "a bench binary did not build" >&2; exit 1; }
+[[ -x $BASE_BIN ]] || { echo "benches/engine.rs does not build against $REV" >&2; exit 1; }
+[[ -x $HEAD_BIN ]] || { echo "benches/engine.rs does not build" >&2; exit 1; }
 
 # Mean time per iteration (ns) of every benchmark one run of $1 measured, as "id ns" lines.
 run_once() {
     local home
     home=$(mktemp -d -p "$SCRATCH")
-    CRITERION_HOME=$home "$1" --bench --warm-up-time 1 --measurement-time 3 >/dev/null 2>&1
+    CRITERION_HOME=$home "$1" --bench --warm-up-time 1 --measurement-time 3 >"$home.log" 2>&1 ||
+        { tail -n 20 "$home.log" >&2; echo "the benchmark $1 failed" >&2; exit 1; }
     find "$home" -path '*/new/estimates.json' | while read -r file; do
         local id=${file#"$home"/}
         printf '%s %s\n' "${id%/new/estimates.json}" "$(jq '.mean.point_estimate' "$file")"

@@ -112,4 +112,23 @@ mod tests {
         assert_eq!(reasons.as_array().unwrap().len(), DropReason::ALL.len());
         assert!(reasons.as_array().unwrap().iter().any(|r| r == "over_capacity"));
     }
+
+    crate::counters! {
+        /// A set of counters declared only in this test.
+        struct Declared {
+            /// Widgets made.
+            widgets,
+        }
+    }
+
+    #[test]
+    fn a_counter_declared_once_is_a_required_property_of_its_object() {
+        let mut schema = json!({ "$defs": { "thing": { "properties": { "name": true }, "required": ["name"] } } });
+        set_counters::<Declared>(&mut schema, "/$defs/thing").unwrap();
+        let thing = &schema["$defs"]["thing"];
+        assert_eq!(thing["properties"]["widgets"]["$ref"], "#/$defs/count");
+        assert_eq!(thing["properties"]["widgets"]["description"], "Widgets made.");
+        assert_eq!(thing["required"], json!(["name", "widgets"]));
+        assert!(set_counters::<Declared>(&mut schema, "/$defs/missing").is_err(), "a missing object is named");
+    }
 }
