@@ -5,7 +5,7 @@
 //!
 //! Root only: namespaces, TAP devices and NAT need it. Without root each test prints SKIP and
 //! passes; under `CI=true` a skip fails. The lab's own figures are printed (run with
-//! `--nocapture`), and the README's Proof table quotes them.
+//! `--nocapture`), and docs/results.md quotes them.
 
 // A failed scenario names what it found; the lab drives real time.
 #![allow(clippy::disallowed_methods, clippy::panic, clippy::unwrap_used)]

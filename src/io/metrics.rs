@@ -2,7 +2,7 @@
 //! `prometheus-client` at scrape time.
 //!
 //! Every series carries the labels `edge` and, per link, `link`. The names, types and labels are
-//! listed in the README ("Observability"). Counters come from the engine's own counters, so
+//! listed in docs/observability.md. Counters come from the engine's own counters, so
 //! they reset only when a session is replaced (a gateway restart) or the daemon restarts.
 
 use std::borrow::Cow;
