@@ -64,7 +64,7 @@ build() {
         return 0
     fi
     BIN="$ROOT/target/release"
-    log "building (release)"
+    log "building (release; a first build takes several minutes on 2 cores, later ones seconds)"
     cargo build --release --workspace --quiet
 }
 
@@ -333,6 +333,25 @@ impair_check() {
 ping_percentiles() { # file
     grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -n |
         awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}'
+}
+
+# The demo's verdict, in words, against the bounds its test holds it to (tests/lab.rs:
+# at least 12,000 datagrams sent; none lost, duplicated or reordered).
+verdict() { # RESULT line
+    local line=$1 sent lost dup reordered gap
+    field() { sed -nE "s/.* $1=([^ ]*).*/\1/p" <<<"$line"; }
+    sent=$(field sent) lost=$(field lost) dup=$(field dup) reordered=$(field reordered) gap=$(field max_gap_ms)
+    echo
+    if [[ -z $sent ]]; then
+        echo "FAIL: the run printed no result"
+        return 1
+    fi
+    if [[ $sent -ge 12000 && $lost == 0 && $dup == 0 && $reordered == 0 ]]; then
+        echo "PASS: $sent datagrams sent through a carrier cut, a blackhole and a NAT rebind; none lost, duplicated or reordered; the longest stall was $gap ms"
+    else
+        echo "FAIL: $sent sent (at least 12000 expected), $lost lost, $dup duplicated, $reordered reordered (none of each expected); the longest stall was $gap ms"
+        return 1
+    fi
 }
 
 result() { # name mode sent lost dup reordered gap p50 p99 goodput cc [extra...]
@@ -759,6 +778,24 @@ scenario_auto_overload() {
 SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap mtu
     bond-tcp bond-latency bond-udp-loss bond-cut auto-cut auto-overload)
 
+# One line on each scenario, for `list`.
+declare -A DESCRIBE=(
+    [baseline]="iperf3 through the tunnel and beside it, unimpaired links: what the tunnel costs"
+    [redundant-cuts]="the demo's timeline: a carrier cut, a blackhole, both back, a NAT rebind; nothing may be lost"
+    [active-backup-cuts]="active-backup through a blackholed and a cut primary, and a flapping one"
+    [ffmpeg-redundant]="ffmpeg over UDP and SRT through the cuts: no continuity errors, no freezes"
+    [gateway-restart]="the gateway is killed and restarted mid-stream: the edge comes back by itself"
+    [hostile]="an attacker replays and floods the gateway's port during a stream"
+    [flap]="a link flapping every 200 ms under redundant mode"
+    [mtu]="1420-byte paths: each link finds its path MTU, and a 1500-byte packet with DF crosses"
+    [bond-tcp]="one and four TCP streams over bond: their share of the links' sum"
+    [bond-latency]="bond's added latency at the 99th percentile against the links' delay spread"
+    [bond-udp-loss]="bond over links with 2% random loss: what is lost and what it costs"
+    [bond-cut]="bond through a carrier cut and a blackhole"
+    [auto-cut]="auto mode (the default) through the cuts"
+    [auto-overload]="auto mode offered 90% of the links' sum"
+)
+
 # The mode and topology a scenario runs in.
 configure() { # name
     MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=${LAB_BUDGET:-500}
@@ -775,7 +812,7 @@ configure() { # name
 }
 
 case ${1:-} in
-    list) printf '%s\n' "${SCENARIOS[@]}" ;;
+    list) for name in "${SCENARIOS[@]}"; do printf '%-20s %s\n' "$name" "${DESCRIBE[$name]:-}"; done ;;
     down) need_root; down; log "down" ;;
     up) need_root; ensure_tools; build; configure "${2:-redundant-cuts}"; up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN" ;;
     run)
@@ -800,7 +837,8 @@ case ${1:-} in
         up
         log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 30 s:"
         log "${PROFILES[0]} loses carrier at 5 s, ${PROFILES[1]} is blackholed at 10 s, both return at 15 s, ${PROFILES[2]}'s NAT rebinds at 20 s"
-        VIEW=table scenario_redundant_cuts
+        VIEW=table scenario_redundant_cuts | tee "$RUN/demo.out"
+        verdict "$(grep '^RESULT ' "$RUN/demo.out" | tail -n 1)"
         ;;
     *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
