@@ -98,6 +98,7 @@ ensure_rust_components() {
 tests_passed=0
 tests_failed=0
 tests_ignored=0
+skipped=()
 run_tests() {
     local log rc=0 passed=0 failed=0 ignored=0
     log=$(mktemp)
@@ -108,6 +109,7 @@ run_tests() {
                 awk '{ p += $1; f += $2; i += $3 } END { print p + 0, f + 0, i + 0 }'
         )
     fi
+    mapfile -t -O "${#skipped[@]}" skipped < <(grep -E '^SKIP ' "$log" || true)
     rm -f "$log"
     tests_passed=$((tests_passed + passed))
     tests_failed=$((tests_failed + failed))
@@ -208,7 +210,13 @@ if [[ $FAST_ONLY == false ]]; then
     ensure_packages
 
     banner "root tier: netns, observability and lab tests"
-    run_tests "${ROOT_TESTS[@]}"
+    # Their captured output is shown, so that a test that skipped (it printed SKIP: not root,
+    # or a tool missing) is listed by name below.
+    run_tests "${ROOT_TESTS[@]}" -- --show-output
+    if [[ ${#skipped[@]} -gt 0 ]]; then
+        printf 'skipped: %s\n' "${skipped[@]#SKIP }"
+        [[ ${CI:-} == true ]] && fail "${#skipped[@]} tests skipped, and CI=true allows no skip"
+    fi
 
     banner "root tier: fuzz smoke run"
     fuzz_smoke
@@ -217,6 +225,7 @@ fi
 step_took
 printf '\n==== all steps passed in %dm%02ds ====\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60))
 [[ $tests_ignored -gt 0 ]] && echo "(${tests_ignored} ignored)"
+[[ ${#skipped[@]} -gt 0 ]] && echo "(${#skipped[@]} skipped, listed above: run as root with the lab's tools to run them)"
 echo "${tests_passed} passed, ${tests_failed} failed"
 [[ $FAST_ONLY == true ]] && echo "(fast tier only: the root tier did not run)"
 exit 0
