@@ -93,13 +93,19 @@ fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
+/// One TCP stream through the tunnel over unimpaired, uncapped links: the least goodput, and
+/// the most ping latency, that a build of braid may show on this 2-core machine. The direct
+/// path is kernel routing, far faster: it is measured beside it as the reference.
+const BASELINE_MIN_GOODPUT_MBPS: f64 = 200.0;
+const BASELINE_MAX_P99_MS: f64 = 10.0;
+
 #[test]
-fn baseline_measures_braid_and_the_direct_path_in_the_same_run() {
+fn baseline_carries_200_mbit_s_of_tcp_with_a_ping_p99_under_10_ms_on_unimpaired_links() {
     let Some(results) = scenario("baseline") else { return };
     let r = &results[0];
-    assert!(r.number("goodput_mbps") > 0.0, "{r:?}");
-    assert!(r.number("direct_goodput_mbps") > 0.0, "{r:?}");
-    assert!(r.number("goodput_ratio") > 0.0, "{r:?}");
+    assert!(r.number("goodput_mbps") >= BASELINE_MIN_GOODPUT_MBPS, "{r:?}");
+    assert!(r.number("direct_goodput_mbps") > r.number("goodput_mbps"), "the direct path is the faster: {r:?}");
+    assert!(r.number("p99_ms") <= BASELINE_MAX_P99_MS, "{r:?}");
     assert!(r.number("p50_ms") > 0.0 && r.number("direct_p50_ms") >= 0.0, "{r:?}");
 }
 
