@@ -26,13 +26,6 @@ macro_rules! drop_reasons {
                     $( Self::$variant => $message, )*
                 }
             }
-
-            /// What the reason means: its doc comment.
-            pub fn help(self) -> &'static str {
-                match self {
-                    $( Self::$variant => concat!($($doc),+).trim(), )*
-                }
-            }
         }
     };
 }
@@ -191,9 +184,9 @@ pub trait Counters: Copy + Default {
         Self::DEFS.iter().enumerate().map(|(i, def)| (def, self.get(i)))
     }
 
-    /// The counter called `name`.
-    fn by_name(&self, name: &str) -> Option<u64> {
-        Self::DEFS.iter().position(|d| d.name == name).map(|i| self.get(i))
+    /// The index in [`Counters::DEFS`] of the counter called `name`.
+    fn position(name: &str) -> Option<usize> {
+        Self::DEFS.iter().position(|d| d.name == name)
     }
 }
 
@@ -349,8 +342,8 @@ mod tests {
         example.set(1, 9);
         example.drops.add(DropReason::Replay);
         assert_eq!(example.entries().map(|(d, v)| (d.name, v)).collect::<Vec<_>>(), [("widgets", 3), ("rx_bytes", 9)]);
-        assert_eq!(example.by_name("rx_bytes"), Some(9));
-        assert_eq!(example.by_name("nothing"), None);
+        assert_eq!(Example::position("rx_bytes").map(|i| example.get(i)), Some(9));
+        assert_eq!(Example::position("nothing"), None);
         assert_eq!(example.get(2), 0, "past the end reads zero");
         assert_eq!(example.drops.total(), 1);
     }

@@ -496,7 +496,7 @@ impl<'de, T: Counters> Deserialize<'de> for Flat<T> {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut counters = T::default();
                 while let Some(key) = map.next_key::<String>()? {
-                    match T::DEFS.iter().position(|d| d.name == key) {
+                    match T::position(&key) {
                         Some(i) => counters.set(i, map.next_value::<u64>()?),
                         None => {
                             map.next_value::<serde::de::IgnoredAny>()?;
