@@ -81,9 +81,12 @@ impl Tunable for f64 {
     }
 
     fn positive(&self) -> bool {
-        *self > 0.0
+        self.is_finite() && *self > 0.0
     }
 }
+
+/// Why a tunable's value is refused when it is zero or below.
+const NOT_POSITIVE: &str = "must be greater than zero";
 
 /// A tunable that could not be set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,7 +129,7 @@ macro_rules! section {
             fn set(&mut self, field: &str, value: &str) -> Option<Result<(), String>> {
                 match field {
                     $( stringify!($field) => Some(<$ty as Tunable>::parse(value).and_then(|v| {
-                        if v.positive() { self.$field = v; Ok(()) } else { Err("must be greater than zero".into()) }
+                        if v.positive() { self.$field = v; Ok(()) } else { Err(NOT_POSITIVE.into()) }
                     })), )*
                     _ => None,
                 }
@@ -137,6 +140,12 @@ macro_rules! section {
                     $( stringify!($field) => Some(Tunable::show(&self.$field)), )*
                     _ => None,
                 }
+            }
+
+            /// The first field that is not above zero.
+            fn not_positive(&self) -> Option<&'static str> {
+                $( if !Tunable::positive(&self.$field) { return Some(stringify!($field)); } )*
+                None
             }
         }
     };
@@ -315,6 +324,14 @@ macro_rules! tuning {
                     _ => None,
                 }
             }
+
+            /// The first tunable that is not above zero, as `section.field`.
+            fn not_positive(&self) -> Option<String> {
+                $( if let Some(field) = self.$section.not_positive() {
+                    return Some(format!("{}.{field}", stringify!($section)));
+                } )*
+                None
+            }
         }
     };
 }
@@ -390,8 +407,10 @@ impl Tuning {
     /// # Errors
     /// [`TuningError::Value`] for the first that is not.
     pub fn validate(&self) -> Result<(), TuningError> {
-        let mut scratch = Self::default();
-        self.entries().try_for_each(|(key, value, _)| scratch.set(&key, &value))
+        match self.not_positive() {
+            Some(key) => Err(TuningError::Value { key, problem: NOT_POSITIVE.into() }),
+            None => Ok(()),
+        }
     }
 
     /// The tunables that differ from the defaults, as `section.field=value`.
