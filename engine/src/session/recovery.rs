@@ -68,15 +68,13 @@ impl Recovery {
         }
     }
 
-    /// Second copies due by `now`, oldest first.
-    pub(super) fn take_delayed(&mut self, now: Instant) -> impl Iterator<Item = Pending> + '_ {
-        core::iter::from_fn(move || {
-            if self.delayed.front().is_some_and(|(at, _)| *at <= now) {
-                self.delayed.pop_front().map(|(_, p)| p)
-            } else {
-                None
-            }
-        })
+    /// The oldest second copy, if it is due by `now`.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Pending> {
+        if self.delayed.front().is_some_and(|(at, _)| *at <= now) {
+            self.delayed.pop_front().map(|(_, p)| p)
+        } else {
+            None
+        }
     }
 
     /// Queues ascending frame sequences as ranges of `message`; `route` gives the links they

@@ -130,8 +130,7 @@ impl Session {
                 .filter(|l| l.monitor.state() != crate::LinkState::Down)
                 .filter_map(|l| l.monitor.delay_range(now)),
         );
-        let due: Vec<_> = self.recovery.take_delayed(now).collect();
-        for pending in due {
+        while let Some(pending) = self.recovery.pop_due(now) {
             self.queue.push_front(pending);
         }
         self.collect_naks(now);
