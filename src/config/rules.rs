@@ -137,13 +137,8 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         let key = |field: &str| format!("uplinks[{i}].{field}");
         let id = LinkId::new(u8::try_from(i).expect("at most MAX_LINKS uplinks are taken"));
         let mut ok = problems.check(interface_name(&key("interface"), &uplink.interface)).is_some();
-        if uplink.name.trim().is_empty() {
-            problems.push(problem(key("name"), "the name is empty; expected a name, unique in its list"));
-            ok = false;
-        }
-        ok &= problems
-            .check(unique(&key("name"), &uplink.name, uplinks.iter().map(|u| &u.name), "uplinks", "name"))
-            .is_some();
+        ok &=
+            problems.check(list_name(&key("name"), &uplink.name, uplinks.iter().map(|u| &u.name), "uplinks")).is_some();
         ok &= problems
             .check(unique(
                 &key("interface"),
@@ -259,13 +254,8 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
     let mut taps: Vec<TapSettings> = Vec::with_capacity(file.edges.len());
     for (i, edge) in file.edges.into_iter().enumerate() {
         let key = |field: &str| format!("edges[{i}].{field}");
-        let mut ok = true;
-        if edge.name.trim().is_empty() {
-            problems.push(problem(key("name"), "the name is empty; expected a name, unique in its list"));
-            ok = false;
-        }
-        ok &=
-            problems.check(unique(&key("name"), &edge.name, edges.iter().map(|e| &e.name), "edges", "name")).is_some();
+        let mut ok =
+            problems.check(list_name(&key("name"), &edge.name, edges.iter().map(|e| &e.name), "edges")).is_some();
         let public_key = problems.check(public_key(&key("public_key"), &edge.public_key));
         if let Some(public_key) = &public_key
             && let Some(first) = edges.iter().position(|e| e.public_key == *public_key)
@@ -402,6 +392,14 @@ pub(super) fn parse_mac(text: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(part, 16).ok()?;
     }
     (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
+/// The name of an entry of `list` (an uplink, an edge): not empty, and unlike the names before it.
+fn list_name<'a>(key: &str, name: &str, before: impl Iterator<Item = &'a String>, list: &str) -> Result<(), Problem> {
+    if name.trim().is_empty() {
+        return Err(problem(key, "the name is empty; expected a name, unique in its list"));
+    }
+    unique(key, name, before, list, "name")
 }
 
 /// Linux's rule for interface names (`dev_valid_name`).
