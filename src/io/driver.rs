@@ -66,7 +66,7 @@ impl Endpoint for Gateway {
 ///
 /// # Errors
 /// [`IoError`] if the runtime cannot start, or what the loop returns.
-pub fn run(tuning: &Tuning, driver: impl Future<Output = Result<(), IoError>>) -> Result<(), IoError> {
+pub fn run(tuning: Tuning, driver: impl Future<Output = Result<(), IoError>>) -> Result<(), IoError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

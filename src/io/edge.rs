@@ -44,7 +44,7 @@ enum Input {
 /// # Errors
 /// [`IoError`] if the TAP, netlink or the runtime cannot be set up, or the TAP fails.
 pub fn run(settings: EdgeSettings) -> Result<(), IoError> {
-    driver::run(&settings.edge.session.tuning.clone(), drive(settings))
+    driver::run(settings.edge.session.tuning, drive(settings))
 }
 
 async fn drive(settings: EdgeSettings) -> Result<(), IoError> {

@@ -35,7 +35,7 @@ enum Input {
 /// # Errors
 /// [`IoError`] if a socket, a TAP or the runtime cannot be set up.
 pub fn run(settings: GatewaySettings) -> Result<(), IoError> {
-    driver::run(&settings.gateway.session.tuning.clone(), drive(settings))
+    driver::run(settings.gateway.session.tuning, drive(settings))
 }
 
 async fn open_taps(settings: &[TapSettings], netlink: &Netlink) -> Result<Vec<AsyncDevice>, IoError> {
