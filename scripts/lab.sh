@@ -143,7 +143,7 @@ up() {
             # The modem: edge's upN ⇄ e0, bridged with TAP ta; braid-impair moves frames ta⇄tb;
             # tb is the ISP's router interface.
             veth edge "up$u" "192.168.$u.2/24" "$isp" e0 ""
-            echo "preset=${PROFILES[$((u - 1))]}${LINK_EXTRA:+ $LINK_EXTRA}" >"$(profile_file "$u")"
+            echo "${LINKS[$((u - 1))]}" >"$(profile_file "$u")"
             in_ns "$isp" "$BIN/braid-impair" --a "ta$u" --b tb --up "$(profile_file "$u")" --down "$(profile_file "$u")" \
                 --seed "$((SEED * 10 + u))" >"$RUN/impair$u.log" 2>&1 &
             for _ in $(seq 50); do in_ns "$isp" ip link show tb >/dev/null 2>&1 && break; sleep 0.1; done
@@ -251,17 +251,21 @@ at() {
     sleep "$wait"
 }
 
-# Runs the events of a timeline function: `EVENTS` lists "second:action" entries; link state is
-# printed every 2 s.
+# Runs the scenario's timeline (`EVENTS`: "SECONDS:VERB ARGS", in time order, from
+# `braid-labtool plan`) for SECS seconds from T0, each event as `act_VERB ARGS` at its time; link
+# state is printed every 2 s (every 5 s as a table for the demo).
 run_timeline() { # secs
     local secs=$1 t entry
     for t in $(seq 1 "$secs"); do
-        at "$t"
         for entry in "${EVENTS[@]}"; do
-            [[ ${entry%%:*} == "$t" ]] && "${entry#*:}"
+            local when=${entry%%:*}
+            [[ ${when%%.*} == $((t - 1)) ]] || continue
+            at "$when"
+            # shellcheck disable=SC2086 # the verb and its arguments
+            act_${entry#*:}
         done
+        at "$t"
         if [[ ${VIEW:-line} == table ]]; then
-            # The demo: the edge's live per-link view (`braid-edge status`), every 5 s.
             ((t % 5 == 0)) && { log "t=${t}s"; link_table; }
         else
             ((t % 2 == 0)) && log "t=${t}s links: $(link_states)"
@@ -274,37 +278,33 @@ link_table() {
     in_ns edge "$BIN/braid-edge" status --table --config "$RUN/edge.yaml" 2>/dev/null | sed 's/^/    /' || echo "    (no status)"
 }
 
-cut_carrier_1() { log "cut: ${PROFILES[0]} loses carrier"; in_ns edge ip link set up1 down; }
-cut_carrier_3() { log "cut: ${PROFILES[2]} loses carrier"; in_ns edge ip link set up3 down; }
-restore_3() { log "restore ${PROFILES[2]}"; restore_uplink 3; }
-blackhole_2() { log "cut: ${PROFILES[1]} blackholed"; set_profile 2 "preset=${PROFILES[1]}${LINK_EXTRA:+ $LINK_EXTRA} blackhole=1"; }
-restore_1_2() { log "restore ${PROFILES[0]} and ${PROFILES[1]}"; restore_uplink 1; set_profile 2 "preset=${PROFILES[1]}${LINK_EXTRA:+ $LINK_EXTRA}"; }
-rebind_3() { log "NAT rebinding on ${PROFILES[2]}"; rebind_uplink 3; }
-kill_gateway() {
+# The timeline's verbs (lab/src/scenario.rs, `Action::verb`). Uplinks are numbered from 1.
+name_of() { echo "${PROFILES[$(($1 - 1))]}"; }
+act_carrier_down() { log "cut: $(name_of "$1") loses carrier"; in_ns edge ip link set "up$1" down; }
+act_carrier_up() { log "restore: $(name_of "$1") regains carrier"; restore_uplink "$1"; }
+act_blackhole() { log "cut: $(name_of "$1") blackholed"; set_profile "$1" "${LINKS[$(($1 - 1))]} blackhole=1"; }
+act_restore() { log "restore: $(name_of "$1")'s blackhole ends"; set_profile "$1" "${LINKS[$(($1 - 1))]}"; }
+act_rebind() { log "NAT rebinding on $(name_of "$1")"; rebind_uplink "$1"; }
+act_set_profile() { log "$(name_of "$1") becomes ${2//,/ }"; set_profile "$1" "${2//,/ }"; }
+act_kill_gateway() {
     log "gateway: SIGKILL and restart"
     pkill -9 -f "braid-gateway run --config $RUN/gateway.yaml" || true
     sleep 0.2
     start_gateway
 }
-# Link 1 blackholed for 200 ms, then restored for 200 ms, N times, in the background.
-flap_link_1() { # times
-    log "flap: ${PROFILES[0]} every 200 ms, $1 times"
-    (for _ in $(seq "$1"); do
-        set_profile 1 "preset=${PROFILES[0]}${LINK_EXTRA:+ $LINK_EXTRA} blackhole=1"; sleep 0.2
-        set_profile 1 "preset=${PROFILES[0]}${LINK_EXTRA:+ $LINK_EXTRA}"; sleep 0.2
-    done) &
+# Blackholed for 200 ms and restored for 200 ms, N times, in the background; the packets the
+# edge sent on the link meanwhile go to $RUN/flap.packets (the figure flap_packets).
+act_flap() { # uplink times
+    log "flap: $(name_of "$1") every 200 ms, $2 times"
+    local before
+    before=$(link_tx "$(name_of "$1")")
+    (for _ in $(seq "$2"); do
+        set_profile "$1" "${LINKS[$(($1 - 1))]} blackhole=1"; sleep 0.2
+        set_profile "$1" "${LINKS[$(($1 - 1))]}"; sleep 0.2
+    done
+    echo $(($(link_tx "$(name_of "$1")") - before)) >"$RUN/flap.packets") &
 }
-flap_1() { flap_link_1 25; }
-# Active-backup: link 1 (the primary again by now) flaps for 5 s; the stream must stay on the
-# backup rather than follow it. Its frame count before and after shows whether it carried data.
-flap_primary() {
-    FLAP_TX0=$(link_tx "${PROFILES[0]}")
-    flap_link_1 12
-}
-flap_primary_done() {
-    FLAP_TX1=$(link_tx "${PROFILES[0]}")
-    log "during the flap ${PROFILES[0]} sent $((FLAP_TX1 - FLAP_TX0)) packets (probes are 20/s; the stream is ~420/s)"
-}
+act_attack() { attack; }
 
 # Whether every datagram the edge sent on an uplink went through that uplink's impairment: each
 # braid-impair's count of frames offered (SIGUSR1) against the edge's count of datagrams sent.
@@ -333,25 +333,6 @@ impair_check() {
 ping_percentiles() { # file
     grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -n |
         awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}'
-}
-
-# The demo's verdict, in words, against the bounds its test holds it to (tests/lab.rs:
-# at least 12,000 datagrams sent; none lost, duplicated or reordered).
-verdict() { # RESULT line
-    local line=$1 sent lost dup reordered gap
-    field() { sed -nE "s/.* $1=([^ ]*).*/\1/p" <<<"$line"; }
-    sent=$(field sent) lost=$(field lost) dup=$(field dup) reordered=$(field reordered) gap=$(field max_gap_ms)
-    echo
-    if [[ -z $sent ]]; then
-        echo "FAIL: the run printed no result"
-        return 1
-    fi
-    if [[ $sent -ge 12000 && $lost == 0 && $dup == 0 && $reordered == 0 ]]; then
-        echo "PASS: $sent datagrams sent through a carrier cut, a blackhole and a NAT rebind; none lost, duplicated or reordered; the longest stall was $gap ms"
-    else
-        echo "FAIL: $sent sent (at least 12000 expected), $lost lost, $dup duplicated, $reordered reordered (none of each expected); the longest stall was $gap ms"
-        return 1
-    fi
 }
 
 result() { # name mode sent lost dup reordered gap p50 p99 goodput cc [extra...]
@@ -390,10 +371,10 @@ udp_stream() { # rate secs
     wait "$capture" || true
     local sent
     sent=$(jq '.end.sum.packets // 0' "$RUN/iperf-client.json")
-    local events
-    events=$(IFS=,; echo "${WINDOWS[*]:-}")
+    local windows
+    windows=$(IFS=,; echo "${WINDOWS[*]:-}")
     STREAM=$(tshark -r "$RUN/stream.pcap" -T fields -e frame.time_epoch -e udp.payload 2>/dev/null |
-        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --events "$events" ${OWD_LIMIT_MS:+--owd-limit-ms "$OWD_LIMIT_MS"})
+        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --windows "$windows" ${OWD_LIMIT_MS:+--owd-limit-ms "$OWD_LIMIT_MS"})
     PING=$(ping_percentiles "$RUN/ping.txt")
     log "stream: $STREAM"
 }
@@ -402,12 +383,14 @@ field() { # key line
     grep -o "\b$1=[^ ]*" <<<"$2" | sed -n 1p | cut -d= -f2
 }
 
-# The RESULT line for a UDP stream, with extra fields (and a goodput, if measured).
-stream_result() { # name mode extra [goodput]
-    local p50 p99
+# The RESULT line for a UDP stream: the stream's figures (labtool's, windows included), ping's,
+# the edge's overhead, where losses went, and any extra figures.
+stream_result() { # name extra
+    local p50 p99 flap=""
     read -r p50 p99 <<<"$PING"
-    result "$1" "$2" "$(field sent "$STREAM")" "$(field lost "$STREAM")" "$(field dup "$STREAM")" \
-        "$(field reordered "$STREAM")" "$(field max_gap_ms "$STREAM")" "$p50" "$p99" "${4:--}" - "${3:+$3 }impair_check=$IMPAIR_CHECK $(engine_losses)"
+    [[ -f $RUN/flap.packets ]] && flap="flap_packets=$(cat "$RUN/flap.packets")"
+    echo
+    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 extra_pct=$(extra_pct) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${2:+ $2}"
 }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
@@ -422,15 +405,7 @@ engine_losses() {
     echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
 }
 
-window_gap() { # index
-    field window_gaps_ms "$STREAM" | cut -d, -f"$(($1 + 1))"
-}
-
-CUTS=("5:cut_carrier_1" "10:blackhole_2" "15:restore_1_2" "20:rebind_3")
-# Windows for the stalls each event causes: the one that begins in the second after it.
-CUT_WINDOWS=(5 6 10 11 15 16 20 21)
-
-scenario_baseline() {
+measure_baseline() {
     local tunnel direct ping_t ping_d
     log "TCP through braid (redundant over 3 unimpaired, uncapped uplinks), then the direct path"
     in_ns ing iperf3 -s -D
@@ -448,45 +423,26 @@ scenario_baseline() {
         "direct_goodput_mbps=$(printf '%.0f' "$direct") goodput_ratio=$ratio direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
 }
 
-scenario_redundant_cuts() {
-    EVENTS=("${CUTS[@]}") WINDOWS=("${CUT_WINDOWS[@]}")
-    udp_stream 4M 30
-    stream_result redundant-cuts redundant \
-        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7)"
+# A UDP stream scenario: the plan's RATE for SECS seconds through its timeline. A scenario may
+# measure something first (`before_NAME`) and add figures of its own (`extra_NAME` prints
+# key=value words).
+measure_udp() { # name
+    local hook=${1//-/_} extra=""
+    if declare -F "before_$hook" >/dev/null; then "before_$hook"; fi
+    udp_stream "$RATE" "$SECS"
+    if declare -F "extra_$hook" >/dev/null; then extra=$("extra_$hook"); fi
+    stream_result "$1" "$extra"
 }
 
-scenario_active_backup_cuts() {
-    EVENTS=("${CUTS[@]}" "22:flap_primary" "27:flap_primary_done") WINDOWS=("${CUT_WINDOWS[@]}")
-    udp_stream 4M 30
-    stream_result active-backup-cuts active-backup \
-        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7) flap_primary_packets=$((FLAP_TX1 - FLAP_TX0))"
-}
-
-scenario_flap() {
-    EVENTS=("4:flap_1") WINDOWS=()
-    udp_stream 4M 16
-    stream_result flap redundant
-}
-
-scenario_gateway_restart() {
-    EVENTS=("6:kill_gateway") WINDOWS=(6 7)
-    udp_stream 4M 14
-    stream_result gateway-restart redundant "gap_after_restart_ms=$(window_gap 1)"
-}
-
-scenario_hostile() {
-    EVENTS=("5:attack") WINDOWS=()
-    udp_stream 4M 20
-    local alive=yes
+extra_hostile() {
+    local alive=yes drops attack
     gateway_alive || alive=no
-    local drops
     drops=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
         jq -r '[.drops_by_reason, (.edges[]?.session.drops_by_reason // {})]
             | reduce (.[] | to_entries[]) as $e ({}; .[$e.key] += $e.value)
             | to_entries | map("\(.key)=\(.value)") | join(",")' 2>/dev/null || echo none)
-    local attack
     attack=$(for f in flood replay init; do printf '%s:%s,' "$f" "$(field sent "$(cat "$RUN/attack-$f.txt" 2>/dev/null)")"; done)
-    stream_result hostile redundant "gateway_alive=$alive attack_sent=${attack%,} gateway_drops=$drops"
+    echo "gateway_alive=$alive attack_sent=${attack%,} gateway_drops=$drops"
 }
 
 # The attacker, on the internet side, for 10 s at once: random garbage at the gateway's port,
@@ -523,7 +479,6 @@ ffmpeg_stream() { # udp|srt
     bg_in_ns ing srt-live-transmit -q "$listen" file://con >"$RUN/received-$transport.ts" 2>"$RUN/ingest-$transport.log"
     local ingest=$!
     sleep 0.5
-    EVENTS=("${CUTS[@]}") WINDOWS=()
     T0=$(date +%s.%N)
     in_ns cam timeout $((secs + 20)) ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$secs" \
         -c:v libx264 -preset ultrafast -tune zerolatency -b:v 5M -maxrate 5M -bufsize 1M -g 30 \
@@ -552,7 +507,7 @@ ffmpeg_stream() { # udp|srt
         "ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes"
 }
 
-scenario_ffmpeg_redundant() {
+measure_ffmpeg_redundant() {
     ffmpeg_stream udp
     ffmpeg_stream srt
 }
@@ -562,7 +517,7 @@ scenario_ffmpeg_redundant() {
 # its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
 # DF set, in pieces inside the tunnel; TCP goodput over the one remaining link is reported
 # against its rate, with the MTU each link found.
-scenario_mtu() {
+measure_mtu() {
     local ping_out loss probed
     # The links search while they come up; give them a moment to settle (bounded).
     for _ in $(seq 1 20); do
@@ -612,11 +567,6 @@ awk_calc() { # expr format values...
     awk -v format="$format" -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { printf format \"\\n\", ($expr) }"
 }
 
-# Sum of window_lost (or window_sent) entries FROM..TO of the stream line (0-based windows).
-window_sum() { # key from to
-    field "$1" "$STREAM" | tr , '\n' | awk -v from="$2" -v to="$3" 'NR - 1 >= from && NR - 1 <= to { s += $1 } END { print s + 0 }'
-}
-
 # iperf3 TCP goodput cam → ingest at the receiver, Mbit/s ("-" if the test failed). A server of
 # its own on PORT for each test, and both ends bounded in time however the tunnel behaves.
 tcp_goodput() { # port secs [iperf3 client flags...]
@@ -653,7 +603,7 @@ tcp_view() { # port
 # bond must beat. Shares are of the links' 38 Mbit/s sum; `wire_ceiling` is the share the
 # overhead leaves at best, and `of_ceiling1`/`of_ceiling4` are the goodputs as shares of that;
 # `tcp_retr1`/`tcp_retr4` and `tcp_rtt1_ms`/`tcp_rtt4_ms` are what TCP itself saw (tcp_view).
-scenario_bond_tcp() {
+measure_bond_tcp() {
     local g1 g4 single ceiling usable
     log "TCP, 1 stream, 15 s, bond over ${PROFILES[*]}"
     g1=$(tcp_goodput 5211 15)
@@ -694,141 +644,92 @@ link_owds() {
     LINK_OWD_P99=$(IFS=,; echo "${owd99[*]}")
 }
 
-# Issue #6: the latency bonding adds. UDP at 28 Mbit/s (75% of the sum) for 15 s, no cuts. Each
-# datagram's one-way latency is its capture time at the ingest minus the send time in its
-# iperf3 header (one machine's clocks). The bound is the spread of the links' median one-way
-# delays, measured before the stream, plus 30 ms; what bonding adds is the p99 above the fastest
-# link's. link_owd_p99_ms shows how far each link's own delay reaches (see link_owds).
-# over_bound_pct is the share of datagrams that added more than the bound (the p99 allows 1%),
-# and budget_ms the latency budget braid ran with (LAB_BUDGET, 500 by default).
-scenario_bond_latency() {
+# The latency bonding adds: each datagram's one-way latency is its capture time at the ingest
+# minus the send time in its iperf3 header (one machine's clocks). The bound is the spread of the
+# links' median one-way delays, measured before the stream, plus 30 ms; what bonding adds is the
+# p99 above the fastest link's. link_owd_p99_ms shows how far each link's own delay reaches (see
+# link_owds). over_bound_pct is the share of datagrams that added more than the bound (the p99
+# allows 1%).
+before_bond_latency() {
     link_owds
-    EVENTS=() WINDOWS=()
-    local p50 p99 lo hi spread bound limit
+    local lo hi
     lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | sed -n 1p) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
-    spread=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
-    bound=$(awk_calc 'a + 30' '%.1f' "$spread")
+    SPREAD=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
+    BOUND=$(awk_calc 'a + 30' '%.1f' "$SPREAD")
+    LO=$lo
     # What a datagram adds is its one-way delay less `lo`: past lo + bound it is over the bound
     # (no limit, and over_bound_pct "-", if a link's delay could not be measured).
-    limit=$(awk_calc 'a + b' '%.1f' "$lo" "$bound")
-    [[ $limit == - ]] && limit=""
-    OWD_LIMIT_MS=$limit udp_stream 28M 15
-    p50=$(field owd_p50_ms "$STREAM") p99=$(field owd_p99_ms "$STREAM")
-    stream_result bond-latency "$MODE" \
-        "owd_p50_ms=$p50 owd_p99_ms=$p99 link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$spread added_p99_ms=$(awk_calc 'a - b' '%.1f' "$p99" "$lo") bound_ms=$bound over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET extra_pct=$(extra_pct)"
+    OWD_LIMIT_MS=$(awk_calc 'a + b' '%.1f' "$lo" "$BOUND")
+    [[ $OWD_LIMIT_MS == - ]] && OWD_LIMIT_MS=""
+    return 0
 }
 
-# Issue #6: random loss. Every link adds 2% random loss each way on top of its preset
-# (LINK_EXTRA); UDP at 28.5 Mbit/s (75% of the sum) for 20 s. What arrives, and what the
-# recovery cost in extra bytes.
-scenario_bond_udp_loss() {
-    EVENTS=() WINDOWS=()
-    udp_stream 28.5M 20
-    local sent lost
-    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
-    stream_result bond-udp-loss "$MODE" \
-        "loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") extra_pct=$(extra_pct)"
+extra_bond_latency() {
+    echo "link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$SPREAD added_p99_ms=$(awk_calc 'a - b' '%.1f' "$(field owd_p99_ms "$STREAM")" "$LO") bound_ms=$BOUND over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET"
 }
 
-# Issue #6's bond-cut: bond mode, budget 300 ms, UDP at 19 Mbit/s (half the 38 Mbit/s sum) for
-# 20 s; "a link goes carrier-down mid-stream (lost=0), and later another is blackholed (lost ≤
-# 0.01%)". Which links: cutting `dsl` (20) leaves 18 Mbit/s, less than the stream, which no
-# tunnel can carry without loss, so the cuts must leave it; and two links must never be out at
-# once (`dsl` alone would carry 19 on 20, nothing to spare for recovery). So: t=5 `lte-bad`
-# loses carrier (30 left), t=10 it is restored (5 s to come back up), t=15 `lte-good` is
-# blackholed (28 left) to the end. Losses are counted by the window their datagram was *sent*
-# in (iperf3 stamps each; a lost one's time is interpolated from the received ones around it):
-# lost_after_carrier covers [5,10), lost_after_restore [10,15), lost_after_blackhole [15,end].
-scenario_bond_cut() {
-    EVENTS=("5:cut_carrier_3" "10:restore_3" "15:blackhole_2") WINDOWS=(5 6 10 11 15 16)
-    udp_stream 19M 20
-    local sent lost
-    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
-    stream_result bond-cut "$MODE" \
-        "lost_after_carrier=$(window_sum window_lost 1 2) lost_after_restore=$(window_sum window_lost 3 4) lost_after_blackhole=$(window_sum window_lost 5 6) sent_after_blackhole=$(window_sum window_sent 5 6) loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") gap_after_carrier_ms=$(window_gap 1) gap_after_restore_ms=$(window_gap 3) gap_after_blackhole_ms=$(window_gap 5) extra_pct=$(extra_pct)"
-}
-
-# Issue #6: auto mode (bond, plus duplicates on spare capacity) through redundant-cuts' timeline
-# with a 6 Mbit/s stream, and what the duplicates cost.
-scenario_auto_cut() {
-    EVENTS=("${CUTS[@]}") WINDOWS=("${CUT_WINDOWS[@]}")
-    udp_stream 6M 30
-    stream_result auto-cut "$MODE" \
-        "gap_after_carrier_ms=$(window_gap 1) gap_after_blackhole_ms=$(window_gap 3) gap_after_restore_ms=$(window_gap 5) gap_after_rebind_ms=$(window_gap 7) extra_pct=$(extra_pct)"
-}
-
-# Issue #6: auto mode offered 34.2 Mbit/s (90% of the sum) for 20 s, no cuts. Goodput is the
-# unique datagrams captured on the ingest LAN × 1200 bytes over the time iperf3 spent sending
-# them (its sender's duration). iperf3's own receiver figure is beside it; it counts what its
-# socket read, so it is lower whenever the ingest's socket buffer overflows (braid releases the
-# frames held behind a gap back to back), and it divides by the receiver's duration.
-scenario_auto_overload() {
-    EVENTS=() WINDOWS=()
-    udp_stream 34.2M 20
-    local sent lost unique secs goodput
-    sent=$(field sent "$STREAM") lost=$(field lost "$STREAM")
+# Goodput is the unique datagrams captured on the ingest LAN × 1200 bytes over the time iperf3
+# spent sending them (its sender's duration). iperf3's own receiver figure is beside it; it
+# counts what its socket read, so it is lower whenever the ingest's socket buffer overflows
+# (braid releases the frames held behind a gap back to back), and it divides by the receiver's
+# duration.
+extra_auto_overload() {
+    local unique secs
     unique=$(awk_calc 'a - b' '%d' "$(field received "$STREAM")" "$(field dup "$STREAM")")
     secs=$(jq '.end.sum_sent.seconds // 20' "$RUN/iperf-client.json" 2>/dev/null || echo 20)
-    goodput=$(awk_calc 'b > 0 ? a * 1200 * 8 / b / 1e6 : 0' '%.2f' "$unique" "$secs")
-    stream_result auto-overload "$MODE" \
-        "iperf3_rx_mbps=$(jq '.end.sum_received.bits_per_second // 0 | . / 1e6 * 100 | round / 100' "$RUN/iperf-client.json" 2>/dev/null || echo -) unique=$unique secs=$secs sum_mbps=$SUM_MBPS share=$(awk_calc 'a / b' '%.3f' "$goodput" "$SUM_MBPS") loss_pct=$(awk_calc 'b > 0 ? a * 100 / b : 0' '%.4f' "$lost" "$sent") extra_pct=$(extra_pct)" \
-        "$goodput"
+    echo "goodput_mbps=$(awk_calc 'b > 0 ? a * 1200 * 8 / b / 1e6 : 0' '%.2f' "$unique" "$secs") iperf3_rx_mbps=$(jq '.end.sum_received.bits_per_second // 0 | . / 1e6 * 100 | round / 100' "$RUN/iperf-client.json" 2>/dev/null || echo -) unique=$unique secs=$secs"
 }
 
-SCENARIOS=(baseline redundant-cuts active-backup-cuts ffmpeg-redundant gateway-restart hostile flap mtu
-    bond-tcp bond-latency bond-udp-loss bond-cut auto-cut auto-overload)
+labtool() { "$BIN/braid-labtool" "$@"; }
 
-# One line on each scenario, for `list`.
-declare -A DESCRIBE=(
-    [baseline]="iperf3 through the tunnel and beside it, unimpaired links: what the tunnel costs"
-    [redundant-cuts]="the demo's timeline: a carrier cut, a blackhole, both back, a NAT rebind; nothing may be lost"
-    [active-backup-cuts]="active-backup through a blackholed and a cut primary, and a flapping one"
-    [ffmpeg-redundant]="ffmpeg over UDP and SRT through the cuts: no continuity errors, no freezes"
-    [gateway-restart]="the gateway is killed and restarted mid-stream: the edge comes back by itself"
-    [hostile]="an attacker replays and floods the gateway's port during a stream"
-    [flap]="a link flapping every 200 ms under redundant mode"
-    [mtu]="1420-byte paths: each link finds its path MTU, and a 1500-byte packet with DF crosses"
-    [bond-tcp]="one and four TCP streams over bond: their share of the links' sum"
-    [bond-latency]="bond's added latency at the 99th percentile against the links' delay spread"
-    [bond-udp-loss]="bond over links with 2% random loss: what is lost and what it costs"
-    [bond-cut]="bond through a carrier cut and a blackhole"
-    [auto-cut]="auto mode (the default) through the cuts"
-    [auto-overload]="auto mode offered 90% of the links' sum"
-)
-
-# The mode and topology a scenario runs in.
+# The scenario's plan (lab/src/scenario.rs): MODE, BUDGET, TOPOLOGY, LINKS, RATE, SECS, EVENTS
+# and WINDOWS; then the topology it needs.
 configure() { # name
-    MODE=redundant IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500 LINK_EXTRA="" BUDGET=${LAB_BUDGET:-500}
-    case $1 in
-        mtu) LINK_EXTRA="mtu=1420" ;;
-        bond-cut) MODE=bond BUDGET=${LAB_BUDGET:-300} ;;
-        bond-udp-loss) MODE=bond LINK_EXTRA="loss=0.02" ;;
-        bond-*) MODE=bond ;;
-        auto-*) MODE=auto ;;
-        baseline) IMPAIR=0 DIRECT=1 ;;
-        active-backup-*) MODE=active-backup ;;
-        hostile) CAPTURE_TUNNEL=1 ;;
+    local plan
+    plan=$(labtool plan "$1") || die "no scenario $1 (try: scripts/lab.sh list)"
+    eval "$plan"
+    BUDGET=${LAB_BUDGET:-$BUDGET}
+    IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
+    case $TOPOLOGY in
+        direct) IMPAIR=0 DIRECT=1 ;;
+        captured) CAPTURE_TUNNEL=1 ;;
     esac
 }
 
+# A UDP stream, or the scenario's own measurement.
+measure() { # name
+    if [[ -n $RATE ]]; then measure_udp "$1"; else "measure_${1//-/_}"; fi
+}
+
+# The run's verdict against the scenario's bounds, and its JSON record in LAB_RESULTS.
+RESULTS=${LAB_RESULTS:-$ROOT/target/results}
+verdict() { # name < the run's output
+    labtool check "$1" --out "$RESULTS" --seed "$SEED" \
+        --commit "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+}
+
 case ${1:-} in
-    list) for name in "${SCENARIOS[@]}"; do printf '%-20s %s\n' "$name" "${DESCRIBE[$name]:-}"; done ;;
+    list)
+        if [[ -n $BIN ]]; then labtool list; else cargo run -q --release -p braid-lab --bin braid-labtool -- list; fi
+        ;;
     down) need_root; down; log "down" ;;
     up) need_root; ensure_tools; build; configure "${2:-redundant-cuts}"; up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN" ;;
     run)
         shift
-        [[ $# -gt 0 ]] || die "run which scenario? ($(printf '%s ' "${SCENARIOS[@]}"))"
-        for name in "$@"; do
-            [[ " ${SCENARIOS[*]} " == *" $name "* ]] || die "no scenario $name (try: scripts/lab.sh list)"
-        done
+        [[ $# -gt 0 ]] || die "run which scenario? (scripts/lab.sh list names them)"
         need_root; ensure_tools; build
+        for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
         trap down EXIT
+        failed=()
         for name in "$@"; do
             configure "$name"
             log "=== $name ($MODE)"
             up
-            "scenario_${name//-/_}"
+            measure "$name" | tee "$RUN/$name.out"
+            echo
+            verdict "$name" <"$RUN/$name.out" || failed+=("$name")
         done
+        [[ ${#failed[@]} -eq 0 ]] || die "failed their bounds: ${failed[*]}"
         ;;
     demo)
         need_root; ensure_tools; build
@@ -837,8 +738,9 @@ case ${1:-} in
         up
         log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 30 s:"
         log "${PROFILES[0]} loses carrier at 5 s, ${PROFILES[1]} is blackholed at 10 s, both return at 15 s, ${PROFILES[2]}'s NAT rebinds at 20 s"
-        VIEW=table scenario_redundant_cuts | tee "$RUN/demo.out"
-        verdict "$(grep '^RESULT ' "$RUN/demo.out" | tail -n 1)"
+        VIEW=table measure_udp redundant-cuts | tee "$RUN/demo.out"
+        echo
+        verdict redundant-cuts <"$RUN/demo.out"
         ;;
     *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

@@ -123,7 +123,7 @@ run_tests() {
 # The test targets of each tier. Every test target of the workspace is in one of them (checked
 # below), so a new one cannot be left out of both.
 FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test emulator --test check_config
-    --test keygen --test docs_links)
+    --test keygen --test docs_links --test scenarios)
 ROOT_TESTS=(--test netns --test observability --test lab)
 
 # Fails if a test target of the workspace is in neither tier.

@@ -1,8 +1,6 @@
 //! Security scenarios: real handshakes between an `Edge` and a `Gateway` over simulated links,
 //! with an attacker who replays, forges, spoofs and floods.
 
-mod sim;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ use braid::endpoint::gateway::{Gateway, PeerId};
 use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
 use braid::keys::{PrivateKey, Psk};
 use braid::session::{DropReason, SessionConfig};
-use sim::{Action, Profile, Security, Sim, ms};
+use braid_lab::sim::{Action, Profile, Security, Sim, ms};
 
 type SecureSim = Sim<braid::endpoint::edge::Edge, Gateway>;
 

@@ -3,13 +3,11 @@
 //! Each scenario states its figures in its name, prints them, and asserts them. Runs are
 //! reproducible: a failing seed is printed and can be run again alone.
 
-mod sim;
-
 use std::time::Duration;
 
 use braid::monitor::{LinkState, PROBE_INTERVAL};
 use braid::{Mode, SessionConfig};
-use sim::{Action, Burst, Profile, Sim, ms};
+use braid_lab::sim::{Action, Burst, Profile, Sim, ms};
 
 /// The three field links, without `lte-bad`'s burst loss: redundancy cannot hide loss on the
 /// last link standing, and these scenarios are about cuts (loss has scenarios of its own).

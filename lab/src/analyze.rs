@@ -54,7 +54,7 @@ pub struct StreamReport {
     pub reordered: u64,
     /// The longest time without a datagram between the first and the last arrival, in ms.
     pub max_gap_ms: f64,
-    /// The longest such stall that began in each window between consecutive event times.
+    /// The longest such stall that began in each window.
     pub window_gaps_ms: Vec<f64>,
     /// Datagrams sent in each window (by send time), lost or not.
     pub window_sent: Vec<u64>,
@@ -73,9 +73,10 @@ pub struct StreamReport {
 
 impl StreamReport {
     /// Reads `arrivals` (in capture order) of a stream of `sent` datagrams (sequence numbers 1
-    /// to `sent`, as iperf3 counts) that began at `start`; `events` are offsets in seconds from
-    /// `start` that cut the run into windows. Send times must be on the capture's clock.
-    pub fn new(sent: u64, start: f64, events: &[f64], arrivals: &[Arrival]) -> Self {
+    /// to `sent`, as iperf3 counts) that began at `start`; `windows` are `[from, to)` offsets in
+    /// seconds from `start`, measured on their own (they may overlap). Send times must be on the
+    /// capture's clock.
+    pub fn new(sent: u64, start: f64, windows: &[(f64, f64)], arrivals: &[Arrival]) -> Self {
         let mut seen = BTreeSet::new();
         let mut sent_at = BTreeMap::new();
         let mut owd_ms = Vec::new();
@@ -92,23 +93,20 @@ impl StreamReport {
             }
             highest = highest.max(Some(a.seq));
         }
-        let mut bounds: Vec<f64> = events.iter().map(|e| start + e).collect();
-        bounds.insert(0, f64::NEG_INFINITY);
-        bounds.push(f64::INFINITY);
-        let window_of = |t: f64| bounds.windows(2).position(|b| t >= b[0] && t < b[1]);
-        let windows = bounds.len() - 1;
-        let mut window_gaps_ms: Vec<f64> = vec![0.0; windows];
+        let windows: Vec<(f64, f64)> = windows.iter().map(|(from, to)| (start + from, start + to)).collect();
+        let windows_of = |t: f64| windows.iter().enumerate().filter(move |(_, w)| t >= w.0 && t < w.1).map(|(i, _)| i);
+        let mut window_gaps_ms: Vec<f64> = vec![0.0; windows.len()];
         let mut max_gap_ms: f64 = 0.0;
         for pair in arrivals.windows(2) {
             let gap = (pair[1].at - pair[0].at) * 1000.0;
             max_gap_ms = max_gap_ms.max(gap);
-            if let Some(w) = window_of(pair[0].at) {
+            for w in windows_of(pair[0].at) {
                 window_gaps_ms[w] = window_gaps_ms[w].max(gap);
             }
         }
-        let (mut window_sent, mut window_lost) = (vec![0; windows], vec![0; windows]);
+        let (mut window_sent, mut window_lost) = (vec![0; windows.len()], vec![0; windows.len()]);
         for (at, lost) in send_times(sent, &sent_at) {
-            if let Some(w) = window_of(at) {
+            for w in windows_of(at) {
                 window_sent[w] += 1;
                 window_lost[w] += u64::from(lost);
             }
@@ -179,12 +177,8 @@ impl fmt::Display for StreamReport {
             "sent={} received={} lost={} dup={} reordered={} max_gap_ms={:.0}",
             self.sent, self.received, self.lost, self.duplicated, self.reordered, self.max_gap_ms
         )?;
-        let gaps: Vec<String> = self.window_gaps_ms.iter().map(|g| format!("{g:.0}")).collect();
-        write!(f, " window_gaps_ms={}", gaps.join(","))?;
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-        write!(f, " owd_p50_ms={} owd_p99_ms={}", ms(self.owd_p50_ms), ms(self.owd_p99_ms))?;
-        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        write!(f, " window_sent={} window_lost={}", list(&self.window_sent), list(&self.window_lost))
+        write!(f, " owd_p50_ms={} owd_p99_ms={}", ms(self.owd_p50_ms), ms(self.owd_p99_ms))
     }
 }
 
@@ -280,7 +274,7 @@ mod tests {
     #[test]
     fn loss_duplicates_reordering_and_stalls_are_counted_per_window() {
         let a = arrivals(&[(100.0, 1), (100.01, 3), (100.02, 2), (100.02, 2), (100.5, 4), (101.2, 6)]);
-        let r = StreamReport::new(7, 100.0, &[0.4, 1.0], &a);
+        let r = StreamReport::new(7, 100.0, &[(f64::NEG_INFINITY, 0.4), (0.4, 1.0), (1.0, f64::INFINITY)], &a);
         assert_eq!((r.received, r.lost, r.duplicated, r.reordered), (6, 2, 1, 1));
         assert!((r.max_gap_ms - 700.0).abs() < 1e-6);
         assert_eq!(r.window_gaps_ms.len(), 3);
@@ -304,7 +298,7 @@ mod tests {
         assert_eq!(r.share_over(100.0), Some(0.0));
         assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
         assert_eq!(percentile(&[], 0.5), None);
-        let empty = StreamReport::new(5, 100.0, &[1.0], &[]);
+        let empty = StreamReport::new(5, 100.0, &[(0.0, 1.0), (1.0, 2.0)], &[]);
         assert_eq!((empty.lost, empty.owd_p50_ms, empty.window_lost.clone()), (5, None, vec![0, 0]));
         assert_eq!(empty.share_over(1.0), None);
         assert!(empty.to_string().contains("owd_p50_ms=- owd_p99_ms=-"), "{empty}");
@@ -319,11 +313,15 @@ mod tests {
             .filter(|s| !(8..=10).contains(s))
             .map(|s| Arrival { at: 100.05 + s as f64 * 0.1, sent: 100.0 + s as f64 * 0.1, seq: s })
             .collect();
-        let r = StreamReport::new(20, 100.0, &[0.75, 1.45], &a);
+        let r = StreamReport::new(
+            20,
+            100.0,
+            &[(f64::NEG_INFINITY, 0.75), (0.75, 1.45), (1.45, f64::INFINITY), (0.0, 0.75)],
+            &a,
+        );
         assert_eq!(r.lost, 6);
-        assert_eq!(r.window_sent, vec![7, 7, 6], "{r:?}");
-        assert_eq!(r.window_lost, vec![1, 3, 2], "{r:?}");
-        assert!(r.to_string().ends_with(" window_sent=7,7,6 window_lost=1,3,2"), "{r}");
+        assert_eq!(r.window_sent, vec![7, 7, 6, 7], "{r:?}");
+        assert_eq!(r.window_lost, vec![1, 3, 2, 1], "{r:?}");
     }
 
     fn ts_packet(pid: u16, cc: u8, payload: bool) -> [u8; TS_PACKET] {

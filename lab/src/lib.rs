@@ -7,6 +7,10 @@
 //! `braid-impair` binary drives two of them between two TAP devices.
 
 pub mod analyze;
+pub mod results;
+pub mod scenario;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -1,17 +1,27 @@
 //! `braid-labtool`: the lab's measuring and attacking helpers.
 //!
 //! ```text
-//! braid-labtool stream --sent N --start EPOCH [--events S,S,...] [--owd-limit-ms MS] < tshark-lines
+//! braid-labtool list
+//! braid-labtool plan NAME
+//! braid-labtool check NAME [--commit C] [--seed N] [--out DIR] < RESULT-lines
+//! braid-labtool report DIR
+//! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
 //! braid-labtool flood --to ADDR --pps N --secs S [--seed N]
 //! braid-labtool replay --to ADDR --pps N --secs S FILE
 //! braid-labtool initiations --to ADDR --gateway-key BASE64 --pps N --secs S [--seed N]
 //! ```
+//! * `list` names each scenario with its description; `plan` prints a scenario as shell
+//!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
+//! * `check` reads a scenario run's `RESULT` lines, adds the derived figures, tests the
+//!   scenario's bounds and goals, prints a verdict in words for each, writes a JSON record for
+//!   each to `--out`, and fails if a bound failed.
+//! * `report` renders the results page (markdown, on stdout) from a directory of JSON records.
 //! * `stream` reads `EPOCH HEX` lines (tshark's `frame.time_epoch` and `udp.payload` of an
 //!   iperf3 UDP stream captured on the ingest side) and prints loss, duplicates, reordering and
-//!   the longest stall, overall and per window between event times, losses per window by send
-//!   time, and the one-way latency (capture time minus the send time in iperf3's header; the
+//!   the longest stall, overall and in each window (`gap_after_NAME_ms`, and by send time
+//!   `sent_after_NAME` and `lost_after_NAME`), and the one-way latency (capture time minus the send time in iperf3's header; the
 //!   sender and the capture share this machine's clocks). iperf3 3.12 stamps `CLOCK_MONOTONIC`:
 //!   a header time more than a day from its capture time is moved onto the wall clock by the
 //!   offset between the two clocks, read now (run it on the machine, and in the boot, that
@@ -36,6 +46,8 @@ use braid_engine::keys::{PrivateKey, PublicKey};
 use braid_engine::wire::{GRE_HEADER_LEN, GreRepr, PathKey, Protocol};
 use braid_engine::{LinkId, SessionIndex};
 use braid_lab::analyze::{Arrival, StreamReport, TsReport};
+use braid_lab::results::{self, Backend, Record};
+use braid_lab::scenario::{self, Figures, Scenario};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,9 +61,28 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let (command, rest) = args.split_first().ok_or("expected stream, ts, flood, replay or initiations")?;
+    let (command, rest) = args
+        .split_first()
+        .ok_or("expected list, plan, check, report, stream, ts, unhex, flood, replay or initiations")?;
     let flags = Flags::parse(rest)?;
     match command.as_str() {
+        "list" => {
+            for s in scenario::ALL {
+                println!("{:<20} {}", s.name, s.describe);
+            }
+            Ok(())
+        }
+        "plan" => {
+            let name = flags.positional.first().ok_or("plan NAME")?;
+            print!("{}", find(name)?.plan());
+            Ok(())
+        }
+        "check" => check(&flags),
+        "report" => {
+            let dir = flags.positional.first().ok_or("report DIR")?;
+            print!("{}", results::report(&results::read_dir(std::path::Path::new(dir))?));
+            Ok(())
+        }
         "stream" => stream(&flags),
         "ts" => {
             let path = flags.positional.first().ok_or("ts FILE")?;
@@ -116,17 +147,61 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             })
         }
-        other => Err(format!("no command {other:?}; expected stream, ts, unhex, flood, replay or initiations")),
+        other => Err(format!(
+            "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay or initiations"
+        )),
     }
+}
+
+fn find(name: &str) -> Result<&'static Scenario, String> {
+    scenario::find(name).ok_or_else(|| format!("no scenario {name:?} (braid-labtool list names them)"))
+}
+
+/// Tests a scenario's bounds on the RESULT lines on stdin, prints the verdicts and writes the
+/// records.
+fn check(flags: &Flags) -> Result<(), String> {
+    let scenario = find(flags.positional.first().ok_or("check NAME")?)?;
+    let mut input = String::new();
+    std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
+    let lines: Vec<&str> = input.lines().filter(|l| l.starts_with("RESULT ")).collect();
+    if lines.is_empty() {
+        println!("FAIL: {}: the run printed no RESULT line", scenario.name);
+        return Err("no RESULT line".to_owned());
+    }
+    // The one clock read of `check`: the record's date.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let commit = flags.text("commit").unwrap_or("unknown");
+    let seed = flags.number("seed").unwrap_or(1);
+    let mut failed = false;
+    for line in lines {
+        let figures = Figures::from_result_line(line);
+        let name = figures.text("scenario").unwrap_or(scenario.name).to_owned();
+        let record = Record::new(scenario, &name, Backend::Netns, vec![(seed, figures)], commit, now);
+        for verdict in record.verdicts() {
+            println!("{verdict}");
+        }
+        if let Some(dir) = flags.text("out") {
+            let path = record.write(std::path::Path::new(dir)).map_err(|e| format!("{dir}: {e}"))?;
+            println!("recorded in {}", path.display());
+        }
+        failed |= !record.pass();
+    }
+    if failed { Err(format!("{}: a bound failed", scenario.name)) } else { Ok(()) }
 }
 
 fn stream(flags: &Flags) -> Result<(), String> {
     let sent = flags.number("sent").ok_or("--sent N")?;
     let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
-    let events: Vec<f64> = match flags.text("events") {
-        None | Some("") => Vec::new(),
-        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| "--events: S,S,...")?,
-    };
+    let mut names = Vec::new();
+    let mut windows = Vec::new();
+    for w in flags.text("windows").unwrap_or("").split(',').filter(|w| !w.is_empty()) {
+        let parts: Vec<&str> = w.split(':').collect();
+        let [name, from, to] = parts[..] else { return Err(format!("--windows: {w:?} is not NAME:FROM:TO")) };
+        let secs = |s: &str| s.parse::<f64>().map_err(|_| format!("--windows: {s:?} is not seconds"));
+        names.push(name.to_owned());
+        windows.push((secs(from)?, secs(to)?));
+    }
     let mut input = String::new();
     std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
     let mut arrivals: Vec<Arrival> = input.lines().filter_map(Arrival::parse).collect();
@@ -135,15 +210,20 @@ fn stream(flags: &Flags) -> Result<(), String> {
         let offset = wall_minus_monotonic();
         arrivals.iter_mut().for_each(|a| *a = a.with_clock_offset(offset));
     }
-    let report = StreamReport::new(sent, start, &events, &arrivals);
-    match flags.text("owd-limit-ms") {
-        None | Some("") => println!("{report}"),
-        Some(limit) => {
-            let limit: f64 = limit.parse().map_err(|_| "--owd-limit-ms: expected milliseconds")?;
-            let share = report.share_over(limit).map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s * 100.0));
-            println!("{report} owd_over_limit_pct={share}");
-        }
+    let report = StreamReport::new(sent, start, &windows, &arrivals);
+    let mut line = report.to_string();
+    for (i, name) in names.iter().enumerate() {
+        line += &format!(
+            " gap_after_{name}_ms={:.0} sent_after_{name}={} lost_after_{name}={}",
+            report.window_gaps_ms[i], report.window_sent[i], report.window_lost[i]
+        );
     }
+    if let Some(limit) = flags.text("owd-limit-ms").filter(|l| !l.is_empty()) {
+        let limit: f64 = limit.parse().map_err(|_| "--owd-limit-ms: expected milliseconds")?;
+        let share = report.share_over(limit).map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s * 100.0));
+        line += &format!(" owd_over_limit_pct={share}");
+    }
+    println!("{line}");
     Ok(())
 }
 

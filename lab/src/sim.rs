@@ -6,18 +6,20 @@
 //! cannot: one-way delay, jitter with or without reordering, random and bursty loss, a rate with
 //! a bounded queue, a blackhole, carrier loss and NAT rebinding.
 
-#![allow(dead_code, clippy::disallowed_methods, unreachable_pub)]
-
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use braid::crypto::Cipher;
-use braid::endpoint::edge::{Edge, EdgeConfig};
-use braid::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
-use braid::keys::{PrivateKey, Psk};
-use braid::monitor::LinkState;
-use braid::session::{Delivered, DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, Transmit};
-use braid::{LinkId, Mode};
+use braid_engine::crypto::Cipher;
+use braid_engine::endpoint::edge::{Edge, EdgeConfig};
+use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
+use braid_engine::keys::{PrivateKey, Psk};
+use braid_engine::monitor::LinkState;
+use braid_engine::session::{
+    Delivered, DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, Transmit,
+};
+use braid_engine::{LinkId, Mode};
+
+use crate::scenario::{self, Figures, Scenario, Stream};
 
 /// One end of the tunnel as the simulation drives it: a bare session, or an endpoint with the
 /// handshake.
@@ -114,6 +116,12 @@ pub struct Security {
     pub handshake_rate: u32,
 }
 
+impl Default for Security {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Security {
     pub fn new() -> Self {
         Self {
@@ -124,7 +132,7 @@ impl Security {
             gateway_psk: None,
             pinned_gateway: None,
             cipher: Cipher::ChaCha20Poly1305,
-            handshake_rate: braid::endpoint::gateway::DEFAULT_HANDSHAKE_RATE,
+            handshake_rate: braid_engine::endpoint::gateway::DEFAULT_HANDSHAKE_RATE,
         }
     }
 
@@ -149,8 +157,7 @@ pub fn seed_bytes(seed: u64) -> [u8; 32] {
 
 /// The link model is the lab's own (`braid-impair` runs the same code between TAPs), so a
 /// simulated link and a lab link mean the same thing.
-#[allow(unused_imports)]
-pub use braid_lab::{Burst, Link, Profile};
+pub use crate::{Burst, Link, Profile};
 
 /// Outer IPv4 + UDP headers: they count against a link's rate, though the sim carries only the
 /// UDP payload.
@@ -336,6 +343,12 @@ pub struct Sim<E: End = Session, G: End = Session> {
     steps: u64,
 }
 
+impl<E: End, G: End> std::fmt::Debug for Sim<E, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("at", &(self.now - self.start)).field("links", &self.links).finish_non_exhaustive()
+    }
+}
+
 /// How long after the stream ends every frame has either arrived or been given up.
 pub const DRAIN: Duration = Duration::from_millis(500);
 
@@ -365,6 +378,12 @@ fn edge_session_config(
     edge_config
 }
 
+/// Where virtual time starts. Any instant serves: the run only ever adds to it.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
 fn gateway_addr() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4754))
 }
@@ -372,7 +391,7 @@ fn gateway_addr() -> SocketAddr {
 impl Sim<Edge, Gateway> {
     /// An edge and a gateway endpoint that must complete a real handshake first.
     pub fn secure(seed: u64, config: SessionConfig, profiles: &[Profile], security: &Security) -> Self {
-        let start = Instant::now();
+        let start = origin();
         let pinned = security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public();
         let edge_config = EdgeConfig {
             private_key: security.edge_key.clone(),
@@ -405,10 +424,10 @@ impl Sim {
     }
 
     fn build(seed: u64, config: SessionConfig, profiles: &[Profile], rated: bool) -> Self {
-        let start = Instant::now();
+        let start = origin();
         let edge_config = edge_session_config(&config, profiles, gateway_addr(), rated);
         let gateway_config = SessionConfig { links: Vec::new(), ..config };
-        let (edge_keys, gateway_keys) = braid::testing::key_pair(seed, Cipher::ChaCha20Poly1305);
+        let (edge_keys, gateway_keys) = braid_engine::testing::key_pair(seed, Cipher::ChaCha20Poly1305);
         let edge = Session::new(Role::Edge, edge_config, edge_keys, start, seed).expect("edge config");
         let gateway =
             Session::new(Role::Gateway, gateway_config, gateway_keys, start, seed ^ 0x5a5a).expect("gw config");
@@ -708,5 +727,121 @@ impl<E: End, G: End> Sim<E, G> {
             self.sink.delivered_at.iter().flatten().copied().filter(|t| *t >= from && *t <= to).collect();
         times.sort_unstable();
         times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// How long the links run before a scenario's stream starts (the lab's tunnel is up first).
+const WARM_UP: f64 = 1.0;
+
+/// An iperf3 datagram's Ethernet frame: its payload with UDP (8), IPv4 (20) and Ethernet (14)
+/// headers.
+const FRAME: usize = scenario::DATAGRAM + 42;
+
+/// Runs a scenario in simulation with a seed and returns its figures, named as the lab names
+/// them; an error says why the simulator cannot run it.
+///
+/// # Errors
+/// The scenario's stream or an action the simulator does not model, or a profile that does not
+/// parse.
+pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
+    if let Some(why) = scenario.unsimulated() {
+        return Err(why);
+    }
+    let Stream::Udp { mbps, secs } = scenario.stream else {
+        return Err("not a UDP stream".to_owned());
+    };
+    let profiles = scenario.profiles().map_err(|e| e.to_string())?;
+    let config = SessionConfig {
+        mode: scenario.mode,
+        latency_budget: Duration::from_millis(scenario.budget_ms),
+        ..SessionConfig::default()
+    };
+    let mut sim = Sim::unrated(seed, config, &profiles);
+    let end = WARM_UP + f64::from(secs);
+    // iperf3's rate is of its payload; the frames on the wire are larger.
+    sim.stream(WARM_UP, end, mbps * FRAME as f64 / scenario::DATAGRAM as f64, FRAME);
+    let mut flaps = Vec::new();
+    for &(t, action) in scenario.timeline {
+        let at = WARM_UP + t;
+        match action {
+            scenario::Action::CarrierDown(l) => sim.schedule(at, Action::CarrierDown(l)),
+            scenario::Action::CarrierUp(l) => sim.schedule(at, Action::CarrierUp(l)),
+            scenario::Action::Blackhole(l) => sim.schedule(at, Action::Blackhole(l)),
+            scenario::Action::Restore(l) => sim.schedule(at, Action::Restore(l)),
+            scenario::Action::Rebind(l) => sim.schedule(at, Action::Rebind(l)),
+            scenario::Action::SetProfile(l, text) => {
+                let profile = Profile::parse(text).map_err(|e| e.to_string())?;
+                sim.schedule(at, Action::SetProfile(l, profile));
+            }
+            scenario::Action::Flap { link, times } => {
+                for i in 0..times {
+                    sim.schedule(at + 0.4 * f64::from(i), Action::Blackhole(link));
+                    sim.schedule(at + 0.4 * f64::from(i) + 0.2, Action::Restore(link));
+                }
+                flaps.push((link, at, at + 0.4 * f64::from(times)));
+            }
+            scenario::Action::KillGateway | scenario::Action::Attack => return Err(format!("{action:?}")),
+        }
+    }
+    // Run in stretches, to read the edge's packet count on a flapping link at each end.
+    let mut flap_packets = 0;
+    for (link, from, until) in flaps {
+        let tx = |sim: &Sim| sim.edge.link_stats(LinkId::new(link)).map_or(0, |s| s.tx_packets);
+        sim.run_until(from);
+        let before = tx(&sim);
+        sim.run_until(until);
+        flap_packets += tx(&sim) - before;
+    }
+    sim.run_until(end + 1.0);
+    let r = sim.report();
+    let mut figures = Figures::default();
+    figures.set("scenario", scenario.name);
+    figures.set("mode", scenario.mode.as_str());
+    figures.set("seed", seed);
+    figures.set("sent", r.sent);
+    figures.set("lost", r.lost);
+    figures.set("dup", r.duplicated);
+    figures.set("reordered", r.out_of_order);
+    figures.set("max_gap_ms", format!("{:.1}", ms(r.max_gap)));
+    figures.set("owd_p50_ms", format!("{:.1}", ms(r.p50)));
+    figures.set("owd_p99_ms", format!("{:.1}", ms(r.p99)));
+    if scenario.timeline.iter().any(|(_, a)| matches!(a, scenario::Action::Flap { .. })) {
+        figures.set("flap_packets", flap_packets);
+    }
+    let unique = r.sent - r.lost;
+    figures
+        .set("goodput_mbps", format!("{:.2}", unique as f64 * scenario::DATAGRAM as f64 * 8.0 / f64::from(secs) / 1e6));
+    let edge = sim.edge.stats();
+    // Where losses went, named as the lab names them: the edge's drops by reason, the
+    // gateway's frames given up (lost: a gap never filled; late: after its gap was released).
+    let drops: Vec<String> =
+        edge.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{}:{n}", r.as_str())).collect();
+    figures.set("edge_drops", if drops.is_empty() { "none".to_owned() } else { drops.join(",") });
+    let gateway = sim.gateway.stats();
+    figures.set("gw_lost", gateway.frames_lost);
+    figures.set("gw_late", gateway.frames_late);
+    figures.set("gw_nacked", gateway.frames_nacked);
+    figures.set("gw_recovered", gateway.frames_recovered);
+    if edge.data_bytes_first > 0 {
+        figures.set("extra_pct", format!("{:.2}", edge.data_bytes_extra as f64 * 100.0 / edge.data_bytes_first as f64));
+    }
+    for w in scenario.windows {
+        let (from, to) = (sim.at(WARM_UP + w.from), sim.at(WARM_UP + w.to));
+        figures.set(&format!("gap_after_{}_ms", w.name), format!("{:.0}", ms(sim.stall_beginning_between(from, to))));
+        figures.set(&format!("lost_after_{}", w.name), sim.lost_between(from, to));
+        let sent = sim.sink.sent_at.iter().filter(|&&at| at >= from && at < to).count();
+        figures.set(&format!("sent_after_{}", w.name), sent);
+    }
+    figures.derive(scenario);
+    Ok(figures)
+}
+
+impl<E: End, G: End> Sim<E, G> {
+    /// The longest time between two consecutive deliveries, the first of them within
+    /// `[from, to)`: the stall an event in that stretch caused (as the lab measures it).
+    pub fn stall_beginning_between(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> = self.sink.delivered_at.iter().flatten().copied().collect();
+        times.sort_unstable();
+        times.windows(2).filter(|w| w[0] >= from && w[0] < to).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO)
     }
 }

@@ -1,0 +1,734 @@
+//! The lab's scenarios as data: one [`Scenario`] value says what runs (mode, latency budget,
+//! the three uplinks' profiles, the stream, a timeline of actions, the windows measured after
+//! events) and what it must show (its bounds). The same value drives both backends: the netns lab
+//! (`scripts/lab.sh`, through `braid-labtool plan`) and, for scenarios whose stream and actions
+//! it models, the seeded simulator ([`crate::sim`], feature `sim`).
+//!
+//! Figures are named once, the same in both backends: `sent`, `lost`, `dup`, `reordered`,
+//! `max_gap_ms`, `loss_pct`, `extra_pct`, and for each window `W`: `gap_after_W_ms` (the
+//! longest stall that began in it), `sent_after_W` and `lost_after_W` (by send time).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use braid_engine::Mode;
+
+use crate::Profile;
+
+/// The lab's uplinks, in order: what each scenario's `links` profiles are given to.
+pub const UPLINKS: [&str; 3] = ["dsl", "lte-good", "lte-bad"];
+
+/// The presets' rates added up (20 + 10 + 8 Mbit/s): what bonding can at best carry.
+pub const SUM_MBPS: f64 = 38.0;
+
+/// iperf3's UDP payload in the lab's streams, in bytes.
+pub const DATAGRAM: usize = 1200;
+
+/// A scripted change to the network, at a time from the stream's start. Uplinks are numbered
+/// from 0 in [`UPLINKS`] order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    /// The uplink's interface loses carrier.
+    CarrierDown(u8),
+    /// Carrier returns (and the modem's default route with it).
+    CarrierUp(u8),
+    /// Everything on the uplink is dropped; carrier stays up.
+    Blackhole(u8),
+    /// The blackhole ends.
+    Restore(u8),
+    /// The ISP's NAT forgets its mapping: the uplink's next packet leaves from a new port.
+    Rebind(u8),
+    /// The uplink's impairment changes to a profile (`braid-impair`'s `preset=NAME key=value`).
+    SetProfile(u8, &'static str),
+    /// Blackholed for 200 ms and restored for 200 ms, `times` over. The packets the edge sent on
+    /// the link meanwhile are the figure `flap_packets`.
+    Flap {
+        /// The uplink.
+        link: u8,
+        /// How many blackhole/restore cycles.
+        times: u32,
+    },
+    /// The gateway is killed (SIGKILL) and started again.
+    KillGateway,
+    /// An attacker on the internet sends garbage, replayed tunnel packets and handshake
+    /// initiations at the gateway's port for 10 s.
+    Attack,
+}
+
+impl Action {
+    /// The lab's verb and arguments for it (`scripts/lab.sh` runs `act_VERB ARGS`).
+    pub fn verb(&self) -> String {
+        let n = |l: &u8| u32::from(*l) + 1;
+        match self {
+            Self::CarrierDown(l) => format!("carrier_down {}", n(l)),
+            Self::CarrierUp(l) => format!("carrier_up {}", n(l)),
+            Self::Blackhole(l) => format!("blackhole {}", n(l)),
+            Self::Restore(l) => format!("restore {}", n(l)),
+            Self::Rebind(l) => format!("rebind {}", n(l)),
+            Self::SetProfile(l, p) => format!("set_profile {} {}", n(l), p.replace(' ', ",")),
+            Self::Flap { link, times } => format!("flap {} {times}", n(link)),
+            Self::KillGateway => "kill_gateway".to_owned(),
+            Self::Attack => "attack".to_owned(),
+        }
+    }
+
+    /// Whether the simulator models it (a gateway restart and an attack need the real daemons).
+    pub const fn simulated(&self) -> bool {
+        !matches!(self, Self::KillGateway | Self::Attack)
+    }
+}
+
+/// What traffic the scenario measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stream {
+    /// iperf3 UDP of [`DATAGRAM`]-byte datagrams at a rate, camera to ingest, with ping beside it.
+    Udp {
+        /// Mbit/s of UDP payload.
+        mbps: f64,
+        /// Seconds.
+        secs: u32,
+    },
+    /// A measurement of its own in `scripts/lab.sh` (`measure_NAME`): TCP, video or path MTU.
+    /// The simulator does not run these.
+    Custom,
+}
+
+/// The link topology a scenario needs beside the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// Three uplinks through `braid-impair`.
+    #[default]
+    Impaired,
+    /// Plain veths instead of the impairment, and a direct routed path beside the tunnel.
+    DirectBeside,
+    /// Impaired, and the first seconds of tunnel traffic captured for an attacker to replay.
+    Captured,
+}
+
+/// A stretch of the run measured on its own, in seconds from the stream's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// Its name in figures: `gap_after_NAME_ms`, `sent_after_NAME`, `lost_after_NAME`.
+    pub name: &'static str,
+    /// From (inclusive).
+    pub from: f64,
+    /// To (exclusive).
+    pub to: f64,
+}
+
+/// How a figure is tested.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Test {
+    /// At most a number.
+    AtMost(f64),
+    /// At least a number.
+    AtLeast(f64),
+    /// Exactly a number.
+    Equals(f64),
+    /// At least this share of the datagrams the stream's rate sends in its time.
+    ShareOfStream(f64),
+    /// Greater than another figure.
+    Above(&'static str),
+    /// At most another figure.
+    AtMostFigure(&'static str),
+    /// The text contains a word.
+    Contains(&'static str),
+    /// The text is one of these.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of `n` numbers, each within `[lo, hi]`.
+    EachWithin {
+        /// How many numbers.
+        n: usize,
+        /// Least.
+        lo: f64,
+        /// Most.
+        hi: f64,
+    },
+}
+
+/// A bound on one figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bound {
+    /// The figure's name.
+    pub figure: &'static str,
+    /// The test.
+    pub test: Test,
+}
+
+const fn at_most(figure: &'static str, v: f64) -> Bound {
+    Bound { figure, test: Test::AtMost(v) }
+}
+const fn at_least(figure: &'static str, v: f64) -> Bound {
+    Bound { figure, test: Test::AtLeast(v) }
+}
+const fn zero(figure: &'static str) -> Bound {
+    Bound { figure, test: Test::Equals(0.0) }
+}
+/// At least 95% of the datagrams the stream should send: a stream that never started cannot pass
+/// for a lossless one.
+const SENT_IN_FULL: Bound = Bound { figure: "sent", test: Test::ShareOfStream(0.95) };
+
+/// A bound the scenario is measured against but not yet held to, with why it is not met.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Goal {
+    /// The bound.
+    pub bound: Bound,
+    /// Why it is not met (yet, or at all).
+    pub why: &'static str,
+}
+
+/// One scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scenario {
+    /// Its name (`scripts/lab.sh run NAME`).
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub describe: &'static str,
+    /// The tunnel's mode.
+    pub mode: Mode,
+    /// The latency budget, ms.
+    pub budget_ms: u64,
+    /// Each uplink's profile, in [`UPLINKS`] order (`braid-impair`'s `preset=NAME key=value`).
+    pub links: [&'static str; 3],
+    /// The network around the tunnel.
+    pub topology: Topology,
+    /// The traffic.
+    pub stream: Stream,
+    /// What happens when, in seconds from the stream's start.
+    pub timeline: &'static [(f64, Action)],
+    /// The stretches measured on their own.
+    pub windows: &'static [Window],
+    /// What every run must show, in both backends (a backend that does not measure a figure
+    /// reports it as not measured).
+    pub bounds: &'static [Bound],
+    /// What it should show and does not yet: reported, not asserted.
+    pub goals: &'static [Goal],
+}
+
+const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
+
+/// A carrier cut, a blackhole, both back, a NAT rebind.
+const CUTS: &[(f64, Action)] = &[
+    (5.0, Action::CarrierDown(0)),
+    (10.0, Action::Blackhole(1)),
+    (15.0, Action::CarrierUp(0)),
+    (15.0, Action::Restore(1)),
+    (20.0, Action::Rebind(2)),
+];
+
+/// The stall each of [`CUTS`]' events causes: the one that begins in the second after it.
+const CUT_WINDOWS: &[Window] = &[
+    Window { name: "carrier", from: 5.0, to: 6.0 },
+    Window { name: "blackhole", from: 10.0, to: 11.0 },
+    Window { name: "restore", from: 15.0, to: 16.0 },
+    Window { name: "rebind", from: 20.0, to: 21.0 },
+];
+
+const NOTHING_LOST: [Bound; 3] = [zero("lost"), zero("dup"), zero("reordered")];
+
+const BASE: Scenario = Scenario {
+    name: "",
+    describe: "",
+    mode: Mode::Redundant,
+    budget_ms: 500,
+    links: FIELD,
+    topology: Topology::Impaired,
+    stream: Stream::Udp { mbps: 4.0, secs: 30 },
+    timeline: &[],
+    windows: &[],
+    bounds: &[],
+    goals: &[],
+};
+
+/// Every scenario, in the order `scripts/lab.sh list` shows them.
+pub static ALL: &[Scenario] = &[
+    Scenario {
+        name: "baseline",
+        describe: "iperf3 through the tunnel and beside it, unimpaired links: what the tunnel costs",
+        links: ["preset=clean"; 3],
+        topology: Topology::DirectBeside,
+        stream: Stream::Custom,
+        // One TCP stream over unimpaired, uncapped links: the least goodput and the most ping
+        // latency a build may show on a 2-core machine; the direct path (kernel routing) is
+        // the reference beside it.
+        bounds: &[
+            at_least("goodput_mbps", 200.0),
+            Bound { figure: "direct_goodput_mbps", test: Test::Above("goodput_mbps") },
+            at_most("p99_ms", 10.0),
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "redundant-cuts",
+        describe: "the demo's timeline: a carrier cut, a blackhole, both back, a NAT rebind; nothing may be lost",
+        timeline: CUTS,
+        windows: CUT_WINDOWS,
+        bounds: &[at_least("sent", 12_000.0), NOTHING_LOST[0], NOTHING_LOST[1], NOTHING_LOST[2]],
+        ..BASE
+    },
+    Scenario {
+        name: "active-backup-cuts",
+        describe: "active-backup through a blackholed and a cut primary, and a flapping one",
+        mode: Mode::ActiveBackup,
+        timeline: &[
+            (5.0, Action::CarrierDown(0)),
+            (10.0, Action::Blackhole(1)),
+            (15.0, Action::CarrierUp(0)),
+            (15.0, Action::Restore(1)),
+            (20.0, Action::Rebind(2)),
+            (22.0, Action::Flap { link: 0, times: 12 }),
+        ],
+        windows: CUT_WINDOWS,
+        bounds: &[
+            at_most("gap_after_blackhole_ms", 300.0),
+            at_most("gap_after_carrier_ms", 100.0),
+            // Probes, replies and reports come to ~40 packets a second over the flap's 4.8 s;
+            // the stream alone is ~420 a second.
+            at_most("flap_packets", 600.0),
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "ffmpeg-redundant",
+        describe: "ffmpeg over UDP and SRT through the cuts: no continuity errors, no freezes",
+        stream: Stream::Custom,
+        timeline: CUTS,
+        bounds: &[
+            zero("cc_errors"),
+            zero("freezes"),
+            // SRT's connection set-up and its latency at the end cost up to about a second of
+            // frames.
+            at_most("missing_frames", 45.0),
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "gateway-restart",
+        describe: "the gateway is killed and restarted mid-stream: the edge comes back by itself",
+        stream: Stream::Udp { mbps: 4.0, secs: 14 },
+        timeline: &[(6.0, Action::KillGateway)],
+        windows: &[Window { name: "restart", from: 6.0, to: 7.0 }],
+        bounds: &[at_most("gap_after_restart_ms", 2000.0)],
+        ..BASE
+    },
+    Scenario {
+        name: "hostile",
+        describe: "an attacker replays and floods the gateway's port during a stream",
+        topology: Topology::Captured,
+        stream: Stream::Udp { mbps: 4.0, secs: 20 },
+        timeline: &[(5.0, Action::Attack)],
+        bounds: &[
+            zero("lost"),
+            Bound { figure: "gateway_alive", test: Test::OneOf(&["yes"]) },
+            Bound { figure: "gateway_drops", test: Test::Contains("bad_header") },
+            Bound { figure: "gateway_drops", test: Test::Contains("replay") },
+            Bound { figure: "gateway_drops", test: Test::Contains("unknown_peer") },
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "flap",
+        describe: "a link flapping every 200 ms under redundant mode",
+        stream: Stream::Udp { mbps: 4.0, secs: 16 },
+        timeline: &[(4.0, Action::Flap { link: 0, times: 25 })],
+        bounds: &NOTHING_LOST,
+        ..BASE
+    },
+    Scenario {
+        name: "mtu",
+        describe: "1420-byte paths: each link finds its path MTU, and a 1500-byte packet with DF crosses",
+        links: ["preset=dsl mtu=1420", "preset=lte-good mtu=1420", "preset=lte-bad mtu=1420"],
+        stream: Stream::Custom,
+        bounds: &[
+            zero("ping_1500_df_loss_pct"),
+            // The largest UDP payload a 1420-byte IPv4 path carries is 1392 bytes; the search
+            // must end on it or at most 8 bytes below.
+            Bound { figure: "probed_datagram", test: Test::EachWithin { n: 3, lo: 1384.0, hi: 1392.0 } },
+        ],
+        goals: &[Goal {
+            bound: at_least("goodput_share", 0.90),
+            why: "the headers leave a ceiling of 0.898 of the link's rate (wire_ceiling)",
+        }],
+        ..BASE
+    },
+    Scenario {
+        name: "bond-tcp",
+        describe: "one and four TCP streams over bond: their share of the links' sum",
+        mode: Mode::Bond,
+        stream: Stream::Custom,
+        goals: &[
+            Goal {
+                bound: at_least("share1", 0.90),
+                why: "one TCP stream is held by its own window, and 0.90 is about the 0.902 of the sum the headers leave (wire_ceiling)",
+            },
+            Goal {
+                bound: at_least("share4", 0.92),
+                why: "0.92 is above the 0.902 of the sum the headers leave (wire_ceiling)",
+            },
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "bond-latency",
+        describe: "bond's added latency at the 99th percentile against the links' delay spread",
+        mode: Mode::Bond,
+        stream: Stream::Udp { mbps: 28.0, secs: 15 },
+        bounds: &[SENT_IN_FULL],
+        goals: &[Goal {
+            bound: Bound { figure: "added_p99_ms", test: Test::AtMostFigure("bound_ms") },
+            why: "each burst loss on lte-bad holds the stream for a re-sent copy, a round trip past the bound",
+        }],
+        ..BASE
+    },
+    Scenario {
+        name: "bond-udp-loss",
+        describe: "bond over links with 2% random loss: what is lost and what it costs",
+        mode: Mode::Bond,
+        links: ["preset=dsl loss=0.02", "preset=lte-good loss=0.02", "preset=lte-bad loss=0.02"],
+        stream: Stream::Udp { mbps: 28.5, secs: 20 },
+        bounds: &[SENT_IN_FULL, at_most("loss_pct", 0.05), at_most("extra_pct", 15.0)],
+        ..BASE
+    },
+    Scenario {
+        // Cutting `dsl` (20 Mbit/s) would leave less than the stream: the cuts leave it, and
+        // never two links out at once.
+        name: "bond-cut",
+        describe: "bond through a carrier cut and a blackhole",
+        mode: Mode::Bond,
+        budget_ms: 300,
+        stream: Stream::Udp { mbps: 19.0, secs: 20 },
+        timeline: &[(5.0, Action::CarrierDown(2)), (10.0, Action::CarrierUp(2)), (15.0, Action::Blackhole(1))],
+        windows: &[
+            Window { name: "carrier", from: 5.0, to: 10.0 },
+            Window { name: "restore", from: 10.0, to: 15.0 },
+            Window { name: "blackhole", from: 15.0, to: 21.0 },
+        ],
+        bounds: &[
+            SENT_IN_FULL,
+            zero("lost_after_carrier"),
+            // 19 Mbit/s for the last 5 s, less 5%.
+            at_least("sent_after_blackhole", 19.0e6 / (DATAGRAM as f64 * 8.0) * 5.0 * 0.95),
+            at_most("loss_pct_after_blackhole", 0.01),
+        ],
+        ..BASE
+    },
+    Scenario {
+        name: "auto-cut",
+        describe: "auto mode (the default) through the cuts",
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 30 },
+        timeline: CUTS,
+        windows: CUT_WINDOWS,
+        bounds: &[SENT_IN_FULL],
+        goals: &[Goal { bound: zero("lost"), why: "a cut sometimes loses frames sent just before it is noticed" }],
+        ..BASE
+    },
+    Scenario {
+        name: "auto-overload",
+        describe: "auto mode offered 90% of the links' sum",
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 34.2, secs: 20 },
+        bounds: &[SENT_IN_FULL, at_least("share", 0.85)],
+        ..BASE
+    },
+];
+
+/// The scenario of that name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    /// The uplinks' profiles, parsed.
+    ///
+    /// # Errors
+    /// A profile that does not parse (a scenario test catches it).
+    pub fn profiles(&self) -> Result<[Profile; 3], crate::ProfileError> {
+        Ok([Profile::parse(self.links[0])?, Profile::parse(self.links[1])?, Profile::parse(self.links[2])?])
+    }
+
+    /// Why the simulator cannot run it, or `None` if it can.
+    pub fn unsimulated(&self) -> Option<String> {
+        if self.stream == Stream::Custom {
+            return Some("its measurement (TCP, video or path MTU) needs real clients".to_owned());
+        }
+        let actions: Vec<String> =
+            self.timeline.iter().filter(|(_, a)| !a.simulated()).map(|(_, a)| format!("{a:?}")).collect();
+        (!actions.is_empty()).then(|| format!("the simulator does not model {}", actions.join(", ")))
+    }
+
+    /// The stream's duration, s (0 for a custom measurement).
+    pub fn secs(&self) -> u32 {
+        match self.stream {
+            Stream::Udp { secs, .. } => secs,
+            Stream::Custom => 0,
+        }
+    }
+
+    /// Shell assignments for `scripts/lab.sh`: the mode, budget, topology, link profiles,
+    /// stream, timeline (`EVENTS`, `SECONDS:VERB ARGS`) and windows (`NAME:FROM:TO`).
+    pub fn plan(&self) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let list = |items: Vec<String>| items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(" ");
+        let (rate, secs) = match self.stream {
+            Stream::Udp { mbps, secs } => (format!("{mbps}M"), secs),
+            Stream::Custom => (String::new(), 0),
+        };
+        let topology = match self.topology {
+            Topology::Impaired => "impaired",
+            Topology::DirectBeside => "direct",
+            Topology::Captured => "captured",
+        };
+        format!(
+            "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\n",
+            self.mode.as_str(),
+            self.budget_ms,
+            list(self.links.iter().map(|l| (*l).to_owned()).collect()),
+            list(self.timeline.iter().map(|(t, a)| format!("{t}:{}", a.verb())).collect()),
+            list(self.windows.iter().map(|w| format!("{}:{}:{}", w.name, w.from, w.to)).collect()),
+        )
+    }
+
+    /// The datagrams its stream sends in full.
+    pub fn datagrams(&self) -> f64 {
+        match self.stream {
+            Stream::Udp { mbps, secs } => mbps * 1e6 / (DATAGRAM as f64 * 8.0) * f64::from(secs),
+            Stream::Custom => 0.0,
+        }
+    }
+
+    /// Tests every bound (and goal) against a run's figures. A lab run that checked its
+    /// impairment (`impair_check`) is also held to it: figures from traffic that bypassed the
+    /// emulated links would prove nothing.
+    pub fn check(&self, figures: &Figures) -> Checked {
+        const IMPAIRED: Bound = Bound { figure: "impair_check", test: Test::OneOf(&["ok"]) };
+        let test = |b: &Bound| Outcome {
+            bound: *b,
+            value: figures.text(b.figure).map(str::to_owned),
+            pass: b.holds(self, figures),
+        };
+        let checked_impairment = figures.text(IMPAIRED.figure).is_some().then_some(&IMPAIRED);
+        Checked {
+            bounds: self.bounds.iter().chain(checked_impairment).map(test).collect(),
+            goals: self.goals.iter().map(|g| test(&g.bound)).collect(),
+        }
+    }
+}
+
+impl Bound {
+    /// Whether the figures hold it: `None` if the figure (or the one it is compared with) was
+    /// not measured.
+    pub fn holds(&self, scenario: &Scenario, figures: &Figures) -> Option<bool> {
+        let text = figures.text(self.figure)?;
+        let number = || figures.number(self.figure);
+        Some(match self.test {
+            Test::AtMost(v) => number()? <= v,
+            Test::AtLeast(v) => number()? >= v,
+            Test::Equals(v) => number()? == v,
+            Test::ShareOfStream(share) => number()? >= scenario.datagrams() * share,
+            Test::Above(other) => number()? > figures.number(other)?,
+            Test::AtMostFigure(other) => number()? <= figures.number(other)?,
+            Test::Contains(word) => text.split([',', '=', ':']).any(|w| w == word),
+            Test::OneOf(words) => words.contains(&text),
+            Test::EachWithin { n, lo, hi } => {
+                let values: Vec<Option<f64>> = text.split(',').map(|v| v.parse().ok()).collect();
+                values.len() == n && values.iter().all(|v| v.is_some_and(|v| (lo..=hi).contains(&v)))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.figure;
+        match self.test {
+            Test::AtMost(v) => write!(f, "{name} ≤ {v}"),
+            Test::AtLeast(v) => write!(f, "{name} ≥ {v}"),
+            Test::Equals(v) => write!(f, "{name} = {v}"),
+            Test::ShareOfStream(s) => write!(f, "{name} ≥ {s} of the stream's datagrams"),
+            Test::Above(other) => write!(f, "{name} > {other}"),
+            Test::AtMostFigure(other) => write!(f, "{name} ≤ {other}"),
+            Test::Contains(word) => write!(f, "{name} has {word}"),
+            Test::OneOf(words) => write!(f, "{name} is {}", words.join(" or ")),
+            Test::EachWithin { n, lo, hi } => write!(f, "{name}: {n} values, each {lo}..={hi}"),
+        }
+    }
+}
+
+/// One bound tested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The bound.
+    pub bound: Bound,
+    /// The figure's value, if measured.
+    pub value: Option<String>,
+    /// Whether it held; `None` if not measured.
+    pub pass: Option<bool>,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = match self.pass {
+            Some(true) => "ok",
+            Some(false) => "FAILED",
+            None => "not measured",
+        };
+        write!(f, "{} ({}): {mark}", self.bound, self.value.as_deref().unwrap_or("-"))
+    }
+}
+
+/// A run's bounds and goals, tested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The bounds, in the scenario's order.
+    pub bounds: Vec<Outcome>,
+    /// The goals, in the scenario's order.
+    pub goals: Vec<Outcome>,
+}
+
+impl Checked {
+    /// Every bound held. A backend that must measure every figure (the lab) also fails on one
+    /// not measured; the simulator passes over those it does not model.
+    pub fn pass(&self, every_figure: bool) -> bool {
+        self.bounds.iter().all(|o| o.pass.unwrap_or(!every_figure))
+    }
+
+    /// The verdict in words: `PASS: ...` or `FAIL: ...`, naming each bound and its figure.
+    pub fn verdict(&self, every_figure: bool) -> String {
+        let list = |o: &[Outcome]| o.iter().map(Outcome::to_string).collect::<Vec<_>>().join("; ");
+        let mut out = if self.pass(every_figure) { "PASS: " } else { "FAIL: " }.to_owned();
+        out +=
+            &if self.bounds.is_empty() { "no bounds (figures reported only)".to_owned() } else { list(&self.bounds) };
+        if !self.goals.is_empty() {
+            out += &format!(" | goals, reported: {}", list(&self.goals));
+        }
+        out
+    }
+}
+
+/// A run's figures by name, as text (a figure that could not be measured is absent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures(pub BTreeMap<String, String>);
+
+impl Figures {
+    /// The figures of a `RESULT key=value ...` line (values `-` are figures not measured).
+    pub fn from_result_line(line: &str) -> Self {
+        let body = line.trim().strip_prefix("RESULT").unwrap_or(line);
+        Self(
+            body.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(_, v)| *v != "-" && !v.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Sets a figure.
+    pub fn set(&mut self, name: &str, value: impl fmt::Display) {
+        self.0.insert(name.to_owned(), value.to_string());
+    }
+
+    /// A figure's text.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A figure as a number.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.text(name)?.parse().ok()
+    }
+
+    /// Adds the figures computed from others, the same for both backends: `loss_pct` and, for
+    /// each window, `loss_pct_after_W` (from `lost`/`sent`), and `share` (of [`SUM_MBPS`], from
+    /// `goodput_mbps`).
+    pub fn derive(&mut self, scenario: &Scenario) {
+        let pct = |lost: Option<f64>, sent: Option<f64>| match (lost, sent) {
+            (Some(l), Some(s)) if s > 0.0 => Some(format!("{:.4}", l * 100.0 / s)),
+            _ => None,
+        };
+        if let Some(p) = pct(self.number("lost"), self.number("sent")) {
+            self.set("loss_pct", p);
+        }
+        for w in scenario.windows {
+            let lost = self.number(&format!("lost_after_{}", w.name));
+            if let Some(p) = pct(lost, self.number(&format!("sent_after_{}", w.name))) {
+                self.set(&format!("loss_pct_after_{}", w.name), p);
+            }
+        }
+        if let (Some(g), Stream::Udp { .. }) = (self.number("goodput_mbps"), scenario.stream) {
+            self.set("share", format!("{:.3}", g / SUM_MBPS));
+        }
+        if let (Some(expected), Some(frames)) = (self.number("expected_frames"), self.number("frames")) {
+            self.set("missing_frames", expected - frames);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_is_named_once_and_its_profiles_and_timeline_are_sound() {
+        let mut names = std::collections::BTreeSet::new();
+        for s in ALL {
+            assert!(names.insert(s.name), "{} is named twice", s.name);
+            assert!(!s.describe.is_empty(), "{} has no description", s.name);
+            s.profiles().unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            for (t, a) in s.timeline {
+                assert!(*t >= 0.0 && *t < f64::from(s.secs().max(30)), "{}: {a:?} at {t} s is outside the run", s.name);
+                if let Action::SetProfile(_, p) = a {
+                    Profile::parse(p).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+                }
+            }
+            for w in s.windows {
+                assert!(w.from < w.to, "{}: window {} is empty", s.name, w.name);
+            }
+            assert!(!s.bounds.is_empty() || !s.goals.is_empty(), "{} asserts nothing", s.name);
+        }
+    }
+
+    #[test]
+    fn a_plan_is_shell_assignments_with_verbs_and_windows() {
+        let plan = find("redundant-cuts").expect("exists").plan();
+        assert!(plan.contains("MODE=redundant\nBUDGET=500\n"), "{plan}");
+        assert!(
+            plan.contains(
+                "EVENTS=('5:carrier_down 1' '10:blackhole 2' '15:carrier_up 1' '15:restore 2' '20:rebind 3')"
+            ),
+            "{plan}"
+        );
+        assert!(plan.contains("WINDOWS=('carrier:5:6' "), "{plan}");
+        assert!(plan.contains("RATE=4M\nSECS=30\n"), "{plan}");
+    }
+
+    #[test]
+    fn bounds_pass_fail_or_are_not_measured() {
+        let s = find("redundant-cuts").expect("exists");
+        let mut f = Figures::from_result_line("RESULT scenario=x sent=15000 lost=0 dup=0 reordered=- p99_ms=3");
+        let checked = s.check(&f);
+        assert_eq!(
+            checked.bounds.iter().map(|o| o.pass).collect::<Vec<_>>(),
+            [Some(true), Some(true), Some(true), None]
+        );
+        assert!(checked.pass(false) && !checked.pass(true), "{}", checked.verdict(true));
+        f.set("reordered", 2);
+        let verdict = s.check(&f).verdict(false);
+        assert!(verdict.starts_with("FAIL: ") && verdict.contains("reordered = 0 (2): FAILED"), "{verdict}");
+    }
+
+    #[test]
+    fn derived_figures_are_computed_once_from_the_measured_ones() {
+        let s = find("bond-cut").expect("exists");
+        let mut f =
+            Figures::from_result_line("RESULT sent=49000 lost=4 sent_after_blackhole=10000 lost_after_blackhole=1");
+        f.derive(s);
+        assert_eq!(f.text("loss_pct"), Some("0.0082"));
+        assert_eq!(f.text("loss_pct_after_blackhole"), Some("0.0100"));
+        assert_eq!(s.check(&f).bounds[3].pass, Some(true));
+        let words = Figures::from_result_line(
+            "RESULT gateway_drops=bad_header=3,replay=9,unknown_peer=1 gateway_alive=yes lost=0",
+        );
+        assert!(find("hostile").expect("exists").check(&words).pass(false));
+    }
+}
