@@ -436,6 +436,103 @@ fn metrics_and_status_follow_the_traffic_and_a_cut_link_in_namespaces() {
     lab.exec(&edge_ns, &["ip", "link", "set", "up1", "up"]);
 }
 
+/// Files a process holds open.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn thousands_of_idle_and_half_sent_status_connections_neither_starve_an_uplink_nor_outlast_their_timeouts() {
+    if !root_or_skip("status endpoint attack") {
+        return;
+    }
+    const TOKEN: &str = "attack-test-token-0123456";
+    const LAN_STATUS: &str = "10.77.1.1:7474";
+    let mut lab = Lab::new("a");
+    internet(&mut lab);
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    let rig1 = rig(&mut lab, 1, 3, &gateway_public);
+    // The status endpoint on the rig's LAN, where any device can reach it.
+    lab.exec(&rig1.name, &["ip", "addr", "add", "10.77.1.1/24", "dev", "br-lan"]);
+    let token_file = lab.write("status.token", TOKEN);
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    append(
+        &rig1.config,
+        &format!("name: edge1\nstatus:\n  listen: {LAN_STATUS}\n  token_file: {}\n", token_file.display()),
+    );
+    let gateway_yaml = gateway_config(&lab, &gateway_key, &[&rig1]);
+    let gateway = binary("braid-gateway");
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", gateway_yaml.to_str().unwrap()]);
+    // The systemd default: 1,024 files, soft and hard, so the edge cannot raise it.
+    let edge = binary("braid-edge");
+    let config = rig1.config.to_str().unwrap();
+    lab.spawn(
+        &rig1.name,
+        "edge1",
+        &["prlimit", "--nofile=1024:1024", edge.to_str().unwrap(), "run", "--config", config],
+    );
+    assert!(ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)), "no tunnel\n{}", lab.log("edge1"));
+    let cam = lab.ns("cam1");
+    assert!(get_in(&cam, LAN_STATUS, "/status", Some(TOKEN)).is_ok(), "the endpoint answers on the LAN");
+    let edge_pid = lab.pid("edge1");
+    let baseline = open_files(edge_pid);
+
+    // Only up1 carries the tunnel from now on.
+    for up in ["up2", "up3"] {
+        lab.exec(&rig1.name, &["ip", "link", "set", up, "down"]);
+    }
+    // The attacker on the LAN: 2,000 idle connections and 2,000 that send half a request. The
+    // test's own limit must allow them.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum },
+    )
+    .unwrap();
+    let attack = in_netns(&cam, || {
+        let mut held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 0..4000 {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let Ok(mut stream) =
+                std::net::TcpStream::connect_timeout(&LAN_STATUS.parse().unwrap(), Duration::from_millis(200))
+            else {
+                continue;
+            };
+            if i % 2 == 1 {
+                let _ = stream.write_all(b"GET /status HTTP/1.1\r\nHost: edge\r\nAuthorization: Bea");
+            }
+            held.push(stream);
+        }
+        held
+    });
+    println!("attacker holds {} connections (the rest refused)", attack.len());
+
+    // Meanwhile up1 is deleted and created again, as a modem re-enumerating does.
+    let edge_ns = rig1.name.clone();
+    lab.exec(&edge_ns, &["ip", "link", "del", "up1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    // Deleting one end of the veth deleted the ISP's end too.
+    lab.link(("isp11", "int0", "192.168.1.1/24"), (&edge_ns, "up1", "192.168.1.2/24"));
+    lab.exec(&edge_ns, &["ip", "route", "add", "default", "via", "192.168.1.1", "dev", "up1", "metric", "10"]);
+    let back = ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15));
+    assert!(back, "the tunnel did not come back over the re-created up1\n{}", lab.log("edge1"));
+    assert!(!lab.log("edge1").contains("Too many open files"), "the edge ran out of files:\n{}", lab.log("edge1"));
+    // A stream over up1 alone, the attack still holding on: nothing lost.
+    let ping = lab.exec("cam1", &["ping", "-q", "-c", "200", "-i", "0.02", &rig1.ingest]);
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains(" 0% packet loss"), "loss over the re-created uplink under attack:\n{text}");
+
+    // The endpoint recovers within its timeouts, and the edge's files return to what they were.
+    drop(attack);
+    let recovered = lab.wait_for(Duration::from_secs(15), || get_in(&cam, LAN_STATUS, "/status", Some(TOKEN)).is_ok());
+    assert!(recovered, "the status endpoint did not recover");
+    let settled = lab.wait_for(Duration::from_secs(15), || open_files(edge_pid) <= baseline);
+    assert!(settled, "the edge holds {} files, against {baseline} before the attack", open_files(edge_pid));
+}
+
 #[test]
 fn the_dashboard_shows_every_link_marks_a_cut_within_two_seconds_and_fits_a_phone() {
     if !root_or_skip("dashboard e2e") || !chromium_or_skip() {

@@ -75,18 +75,46 @@ pub(super) struct Document {
     pub(super) text: String,
 }
 
+/// The largest config file read: far beyond any real one (a gateway's list of a thousand edges
+/// is about 200 KB), and small enough that a wrong path (a device, a log) fails at once.
+pub(super) const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl Document {
+    /// Reads a config file: a regular file of at most [`MAX_CONFIG_BYTES`], in UTF-8, with or
+    /// without a byte-order mark.
     pub(super) fn read(path: &Path) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self { path: path.into(), text }),
-            Err(error) => Err(ConfigError {
-                file: path.into(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the config file: {error}"),
-                more: Vec::new(),
-            }),
+        let refuse = |message: String| ConfigError {
+            file: path.into(),
+            line: None,
+            key: String::new(),
+            message,
+            more: Vec::new(),
+        };
+        // The type is checked before opening: opening a FIFO would wait for a writer.
+        let meta = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read the config file: {e}")))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
+            return Err(refuse(format!("the config file is {what}: give the path of a YAML file")));
         }
+        let too_big = |size: u64| {
+            refuse(format!("the config file is {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have"))
+        };
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(too_big(meta.len()));
+        }
+        let mut bytes = Vec::new();
+        let file = std::fs::File::open(path).map_err(|e| refuse(format!("cannot read the config file: {e}")))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1), &mut bytes)
+            .map_err(|e| refuse(format!("cannot read the config file: {e}")))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(too_big(bytes.len() as u64));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            refuse(format!("the config file is not UTF-8 text (byte {} is not)", e.utf8_error().valid_up_to()))
+        })?;
+        // An editor's byte-order mark: YAML allows it, and it is no part of the first key.
+        let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
+        Ok(Self { path: path.into(), text })
     }
 
     /// A path in the config, relative to the config file's directory unless absolute.

@@ -104,6 +104,38 @@ pub struct GatewaySettings {
     pub status: StatusSettings,
 }
 
+impl GatewaySettings {
+    /// What a reload from `new` cannot apply to a gateway running with `self`: the config keys
+    /// that changed and need a restart. A reload applies the allowlist (edges added, removed,
+    /// their keys and PSKs); the rest is set at start.
+    pub fn restart_needed(&self, new: &Self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut changed = |key: &str, differs: bool| {
+            if differs {
+                keys.push(key.to_owned());
+            }
+        };
+        changed("listen", self.listen != new.listen);
+        changed("private_key_file", self.gateway.private_key.public() != new.gateway.private_key.public());
+        changed("handshake_rate", self.gateway.handshake_rate != new.gateway.handshake_rate);
+        let (a, b) = (&self.gateway.session, &new.gateway.session);
+        changed("mode", a.mode != b.mode);
+        changed("latency_budget_ms", a.latency_budget != b.latency_budget);
+        changed("path_mtu", a.max_datagram != b.max_datagram);
+        changed("retransmit", a.retransmit != b.retransmit);
+        changed("mss_clamp", a.clamp_mss != b.clamp_mss);
+        changed("advanced", a.tuning != b.tuning);
+        changed("status", self.status != new.status);
+        for (entry, tap) in new.gateway.edges.iter().zip(&new.taps) {
+            let kept = self.gateway.edges.iter().position(|e| e.public_key == entry.public_key);
+            if let Some(i) = kept {
+                changed(&format!("edges[{}].tap", entry.name), self.taps.get(i) != Some(tap));
+            }
+        }
+        keys
+    }
+}
+
 /// A config the binaries refuse, located in its file.
 ///
 /// Displayed as `FILE:LINE: KEY: MESSAGE`; the line is left out when unknown and the key when the

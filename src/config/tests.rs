@@ -270,6 +270,48 @@ fn a_missing_config_file_is_refused_without_a_key() {
 }
 
 #[test]
+fn a_config_with_a_byte_order_mark_reads_as_the_same_config_without_it() {
+    let scratch = Scratch::new("bom");
+    let plain = scratch.edge(&edge_yaml()).unwrap();
+    let marked = scratch.edge(&format!("\u{feff}{}", edge_yaml())).unwrap();
+    assert_eq!(format!("{marked:?}"), format!("{plain:?}"));
+}
+
+#[test]
+fn a_config_larger_than_the_cap_is_refused_with_its_size() {
+    let scratch = Scratch::new("huge");
+    let big = format!("{}# {}\n", edge_yaml(), "x".repeat(super::locate::MAX_CONFIG_BYTES as usize));
+    let error = scratch.edge(&big).unwrap_err();
+    assert_eq!((error.line, error.key.as_str()), (None, ""));
+    assert!(error.message.contains("more than the 1048576 a config may have"), "{error}");
+}
+
+#[test]
+fn a_directory_a_device_or_a_fifo_is_refused_as_not_a_config_file_without_reading_it() {
+    let scratch = Scratch::new("special");
+    let error = load_edge(&scratch.dir).unwrap_err();
+    assert!(error.message.contains("is a directory"), "{error}");
+    let error = load_gateway(Path::new("/dev/zero")).unwrap_err();
+    assert!(error.message.contains("not a regular file"), "{error}");
+    let fifo = scratch.dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    if made {
+        // Opening a FIFO with no writer would block: the check must come before.
+        let error = load_edge(&fifo).unwrap_err();
+        assert!(error.message.contains("not a regular file"), "{error}");
+    }
+}
+
+#[test]
+fn a_config_that_is_not_utf8_is_refused_with_where() {
+    let scratch = Scratch::new("latin1");
+    let path = scratch.dir.join("edge.yaml");
+    std::fs::write(&path, b"name: caf\xe9\n").unwrap();
+    let error = load_edge(&path).unwrap_err();
+    assert!(error.message.contains("not UTF-8 text (byte 9 is not)"), "{error}");
+}
+
+#[test]
 fn a_missing_private_key_file_is_refused_at_its_line() {
     let scratch = Scratch::new("no-key");
     let yaml = edge_yaml().replace("key.key", "absent.key");
@@ -686,4 +728,41 @@ fn a_gateway_with_several_bad_edges_is_refused_with_each() {
     let error = scratch.gateway(&yaml).unwrap_err();
     let keys: Vec<&str> = error.problems().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["edges[0].public_key", "handshake_rate"], "{error}");
+}
+
+#[test]
+fn a_reload_names_every_changed_key_it_cannot_apply_and_none_it_can() {
+    let scratch = Scratch::new("reload");
+    let running = scratch.gateway(&gateway_yaml()).unwrap();
+    // Edges added, removed and re-keyed are what a reload applies.
+    let allowlist_only = format!(
+        "private_key_file: key.key\nedges:\n- name: van-1\n  public_key: {}\n- name: van-3\n  public_key: {}\n",
+        key(3),
+        key(5)
+    );
+    assert_eq!(running.restart_needed(&scratch.gateway(&allowlist_only).unwrap()), Vec::<String>::new());
+    let everything = format!(
+        "private_key_file: key.key\nlisten: [\"0.0.0.0:4999\"]\nmode: bond\nlatency_budget_ms: 300\n\
+         path_mtu: 1400\nretransmit: false\nmss_clamp: false\nhandshake_rate: 7\n\
+         advanced:\n  scheduler:\n    failback_hold: 500ms\n\
+         status:\n  listen: 127.0.0.1:9999\n\
+         edges:\n- name: van-1\n  public_key: {}\n  bridge: br-other\n",
+        key(3)
+    );
+    let changed = running.restart_needed(&scratch.gateway(&everything).unwrap());
+    assert_eq!(
+        changed,
+        [
+            "listen",
+            "handshake_rate",
+            "mode",
+            "latency_budget_ms",
+            "path_mtu",
+            "retransmit",
+            "mss_clamp",
+            "advanced",
+            "status",
+            "edges[van-1].tap"
+        ]
+    );
 }

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use tracing::info;
+use tracing::{debug, info, warn};
 use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, RecvBatch, SendBatch};
@@ -61,12 +61,13 @@ impl Endpoint for Gateway {
     }
 }
 
-/// Runs a driver's loop on a current-thread tokio runtime, after logging the engine tunables
-/// that differ from their defaults.
+/// Runs a driver's loop on a current-thread tokio runtime, after raising the open-file limit
+/// and logging the engine tunables that differ from their defaults.
 ///
 /// # Errors
 /// [`IoError`] if the runtime cannot start, or what the loop returns.
 pub fn run(tuning: Tuning, driver: impl Future<Output = Result<(), IoError>>) -> Result<(), IoError> {
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,6 +77,21 @@ pub fn run(tuning: Tuning, driver: impl Future<Output = Result<(), IoError>>) ->
         info!(tuned = %tuned.join(" "), "engine tunables changed from their defaults");
     }
     runtime.block_on(driver)
+}
+
+/// Raises the soft limit on open files to the hard limit: an uplink that comes back must be able
+/// to open its socket whatever else holds files (the status endpoint never holds more than
+/// [`http::MAX_CONNECTIONS`]).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => debug!(from = ?limit.current, to = ?limit.maximum, "open-file limit raised"),
+            Err(error) => warn!(%error, current = ?limit.current, "the open-file limit could not be raised"),
+        }
+    }
 }
 
 /// Serves the status endpoint, if enabled: its thread reads the snapshots the returned observer

@@ -2,7 +2,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::path::Path;
 use std::task::{Context, Poll};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -46,7 +45,7 @@ async fn open_taps(settings: &[TapSettings], netlink: &Netlink) -> Result<Vec<As
     Ok(taps)
 }
 
-async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
+async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| IoError::new("installing the SIGHUP handler", e))?;
@@ -87,7 +86,7 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
                 break;
             }
             Input::Reload => {
-                match reload(&settings.path, &mut gateway, &mut taps, &mut names, &netlink).await {
+                match reload(&mut settings, &mut gateway, &mut taps, &mut names, &netlink).await {
                     // Kept edges keep their history; new ones start afresh.
                     Ok(moved) => {
                         let mut old = std::mem::take(&mut recorders);
@@ -144,19 +143,19 @@ async fn drive(settings: GatewaySettings) -> Result<(), IoError> {
     Ok(())
 }
 
-/// Reloads the allowlist: TAPs of kept edges stay, new edges get theirs, removed ones go.
 /// Reloads the allowlist, all or nothing: the TAPs of new edges are opened first, and only then
 /// are the allowlist, the TAPs and the names swapped together. Kept edges keep their TAPs and
-/// sessions; removed edges' TAPs are closed (and so removed).
+/// sessions; removed edges' TAPs are closed (and so removed). Every other key the file changed
+/// needs a restart: a WARN names each. `running` follows what the gateway runs with.
 async fn reload(
-    path: &Path,
+    running: &mut GatewaySettings,
     gateway: &mut Gateway,
     taps: &mut Vec<Option<AsyncDevice>>,
     names: &mut Vec<String>,
     netlink: &Netlink,
 ) -> Result<Vec<Option<PeerId>>, IoError> {
     let refused = |e: String| IoError::new("reloading", io::Error::other(e));
-    let settings = load_gateway(path).map_err(|e| refused(e.to_string()))?;
+    let settings = load_gateway(&running.path).map_err(|e| refused(e.to_string()))?;
     let previous: Vec<Option<PeerId>> = settings.gateway.edges.iter().map(|e| gateway.peer_of(&e.public_key)).collect();
     let mut opened = Vec::with_capacity(previous.len());
     for (slot, before) in previous.iter().enumerate() {
@@ -176,7 +175,22 @@ async fn reload(
         .map(|(before, new)| new.or_else(|| before.and_then(|PeerId(i)| old.get_mut(i)?.take())))
         .collect();
     *names = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
+    let ignored = running.restart_needed(&settings);
+    // Kept edges run on with their TAPs as they were opened.
+    let taps_running: Vec<TapSettings> = moved
+        .iter()
+        .zip(&settings.taps)
+        .map(|(before, new)| before.and_then(|PeerId(i)| running.taps.get(i).cloned()).unwrap_or_else(|| new.clone()))
+        .collect();
+    running.gateway.edges = settings.gateway.edges;
+    running.taps = taps_running;
     info!(edges = ?names, "allowlist reloaded");
+    if !ignored.is_empty() {
+        warn!(
+            keys = %ignored.join(", "),
+            "the config changed keys a reload does not apply: they take effect at the next restart"
+        );
+    }
     Ok(moved)
 }
 

@@ -196,6 +196,12 @@ impl Lab {
         false
     }
 
+    /// The process id of a process started with [`Lab::spawn`] (`ip netns exec` and `prlimit`
+    /// exec what they run, so it is the daemon's own).
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children.iter().find(|(n, _)| n == name).expect("a started process").1.id()
+    }
+
     /// Sends a signal (e.g. "HUP") to a process started with [`Lab::spawn`].
     pub fn signal(&self, name: &str, signal: &str) {
         let (_, child) = self.children.iter().find(|(n, _)| n == name).expect("a started process");
