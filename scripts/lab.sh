@@ -585,7 +585,7 @@ tcp_goodput() { # port secs [iperf3 client flags...]
 # its run on `port`: the impairment counts whole Ethernet frames, and each segment of `mss`
 # payload bytes takes `mss` + 146 on the wire: TCP timestamps 12, TCP and IP headers 40, the
 # inner Ethernet header 14, braid 38 (GRE 12, inner header 10, AEAD tag 16), outer UDP and IP
-# 28, outer Ethernet 14 (docs/results.md, "Why some of the numbers cannot be reached").
+# 28, outer Ethernet 14 (docs/lab.md, "Bounds that cannot be met as first asked").
 wire_ceiling() { # port
     jq '.start.tcp_mss_default // 0' "$RUN/iperf-tcp-$1.json" 2>/dev/null |
         awk '{ if ($1 > 0) printf "%.3f\n", $1 / ($1 + 146); else print "-" } END { if (!NR) print "-" }'

@@ -538,19 +538,26 @@ impl Bound {
     }
 }
 
+/// A bound's number as a reader wants it: no more than three decimals, none trailing.
+fn num(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 impl fmt::Display for Bound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.figure;
+        let v = |v: f64| num(v);
         match self.test {
-            Test::AtMost(v) => write!(f, "{name} ≤ {v}"),
-            Test::AtLeast(v) => write!(f, "{name} ≥ {v}"),
-            Test::Equals(v) => write!(f, "{name} = {v}"),
+            Test::AtMost(n) => write!(f, "{name} ≤ {}", v(n)),
+            Test::AtLeast(n) => write!(f, "{name} ≥ {}", v(n)),
+            Test::Equals(n) => write!(f, "{name} = {}", v(n)),
             Test::ShareOfStream(s) => write!(f, "{name} ≥ {s} of the stream's datagrams"),
             Test::Above(other) => write!(f, "{name} > {other}"),
             Test::AtMostFigure(other) => write!(f, "{name} ≤ {other}"),
             Test::Contains(word) => write!(f, "{name} has {word}"),
             Test::OneOf(words) => write!(f, "{name} is {}", words.join(" or ")),
-            Test::EachWithin { n, lo, hi } => write!(f, "{name}: {n} values, each {lo}..={hi}"),
+            Test::EachWithin { n, lo, hi } => write!(f, "{name}: {n} values, each {}..={}", v(lo), v(hi)),
         }
     }
 }
