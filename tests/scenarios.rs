@@ -14,16 +14,6 @@ use braid_lab::sim::simulate;
 /// Seeds per scenario: each is a different draw of every link's jitter and loss.
 const SEEDS: u64 = 3;
 
-/// Scenarios that hold their bounds in the lab but not on every simulated seed, with what the
-/// simulation shows. The test fails if this list is wrong either way: a scenario that starts to
-/// pass must leave it.
-const KNOWN_TO_FAIL_IN_SIMULATION: &[(&str, &str)] = &[(
-    "bond-udp-loss",
-    "on seed 2 the congestion controllers' estimates under 2% random loss on every link fall below the \
-     stream's rate for a moment, and the edge drops what no link has room for at its entry (edge_drops \
-     over_capacity)",
-)];
-
 fn results_dir() -> PathBuf {
     std::env::var_os("BRAID_RESULTS")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/results"), PathBuf::from)
@@ -68,11 +58,16 @@ fn every_scenario_the_simulator_models_holds_its_bounds_in_simulation() {
         }
     }
     assert!(simulated >= 8, "only {simulated} scenarios simulated");
-    let known: Vec<&str> = KNOWN_TO_FAIL_IN_SIMULATION.iter().map(|(name, _)| *name).collect();
-    for (name, why) in KNOWN_TO_FAIL_IN_SIMULATION {
-        println!("known to fail in simulation: {name}: {why}");
+    let known: Vec<&str> = ALL.iter().filter(|s| s.fails_in_simulation.is_some()).map(|s| s.name).collect();
+    for s in ALL {
+        if let Some(why) = s.fails_in_simulation {
+            println!("known to fail in simulation: {}: {why}", s.name);
+        }
     }
-    assert_eq!(failed, known, "the scenarios that fail their bounds in simulation (verdicts above)");
+    assert_eq!(
+        failed, known,
+        "the scenarios that fail their bounds in simulation, against those whose `fails_in_simulation` says so"
+    );
 }
 
 #[test]
@@ -82,4 +77,22 @@ fn a_simulated_scenario_is_the_same_for_the_same_seed() {
     let b = simulate(scenario, 7).expect("simulates");
     assert_eq!(a, b);
     assert!(a.number("flap_packets").is_some_and(|n| n > 0.0), "{a:?}");
+}
+
+#[test]
+fn the_results_page_is_rendered_from_the_committed_records() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let records = braid_lab::results::read_dir(&root.join("docs/results")).unwrap_or_else(|e| panic!("{e}"));
+    let page = braid_lab::results::report(&records);
+    let committed = std::fs::read_to_string(root.join("docs/results.md")).unwrap_or_default();
+    assert!(
+        page == committed,
+        "docs/results.md is not what docs/results/ renders: run \
+         `cargo run -p braid-lab --bin braid-labtool -- report docs/results > docs/results.md`"
+    );
+    let names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+    for r in &records {
+        let scenario = r["scenario"].as_str().unwrap_or_default();
+        assert!(names.contains(&scenario), "a record of {scenario}, which is no scenario");
+    }
 }

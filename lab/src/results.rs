@@ -133,6 +133,7 @@ impl Record {
                 "pass": r.checked.pass(self.backend.measures_every_figure()),
             })).collect::<Vec<_>>(),
             "pass": self.pass(),
+            "known_failure": if self.backend == Backend::Sim { s.fails_in_simulation } else { None },
             "commit": self.commit,
             "date": utc_date(self.unix_secs),
         })
@@ -218,7 +219,11 @@ pub fn report(records: &[Value]) -> String {
     );
     for r in records {
         let runs = r["runs"].as_array().map_or(0, Vec::len);
-        let verdict = if r["pass"] == Value::Bool(true) { "pass" } else { "**fail**" };
+        let verdict = match (&r["pass"], &r["known_failure"]) {
+            (Value::Bool(true), _) => "pass",
+            (_, Value::String(_)) => "**fail** (known)",
+            _ => "**fail**",
+        };
         let _ = writeln!(
             out,
             "| [{}](#{}) | {} | {runs} | {verdict} | {} | {} |",
@@ -232,6 +237,9 @@ pub fn report(records: &[Value]) -> String {
     for r in records {
         let p = &r["parameters"];
         let _ = writeln!(out, "\n## {} ({})\n\n{}.\n", text(&r["name"]), text(&r["backend"]), text(&r["describe"]));
+        if let Value::String(why) = &r["known_failure"] {
+            let _ = writeln!(out, "**Known to fail here, though the lab holds it:** {why}.\n");
+        }
         let links: Vec<String> = p["links"].as_array().into_iter().flatten().map(text).collect();
         let timeline: Vec<String> = p["timeline"].as_array().into_iter().flatten().map(text).collect();
         let _ = writeln!(

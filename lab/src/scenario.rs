@@ -203,6 +203,9 @@ pub struct Scenario {
     pub bounds: &'static [Bound],
     /// What it should show and does not yet: reported, not asserted.
     pub goals: &'static [Goal],
+    /// Why its bounds fail on some simulated seed while the lab holds them, if they do: what the
+    /// simulation shows. The simulation test fails if this is wrong either way.
+    pub fails_in_simulation: Option<&'static str>,
 }
 
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
@@ -238,6 +241,7 @@ const BASE: Scenario = Scenario {
     windows: &[],
     bounds: &[],
     goals: &[],
+    fails_in_simulation: None,
 };
 
 /// Every scenario, in the order `scripts/lab.sh list` shows them.
@@ -387,6 +391,11 @@ pub static ALL: &[Scenario] = &[
         links: ["preset=dsl loss=0.02", "preset=lte-good loss=0.02", "preset=lte-bad loss=0.02"],
         stream: Stream::Udp { mbps: 28.5, secs: 20 },
         bounds: &[SENT_IN_FULL, at_most("loss_pct", 0.05), at_most("extra_pct", 15.0)],
+        fails_in_simulation: Some(
+            "on seed 2 the congestion controllers' estimates under 2% random loss on every link fall below the \
+             stream's rate for a moment, and the edge drops what no link has room for at its entry (edge_drops \
+             over_capacity)",
+        ),
         ..BASE
     },
     Scenario {
