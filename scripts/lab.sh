@@ -389,8 +389,11 @@ stream_result() { # name extra
     local p50 p99 flap=""
     read -r p50 p99 <<<"$PING"
     [[ -f $RUN/flap.packets ]] && flap="flap_packets=$(cat "$RUN/flap.packets")"
+    # Each spiked or cut uplink's return, from the edge's link state log.
+    local back
+    back=$(labtool back "$1" --start "$T0" <"$RUN/edge.log" || true)
     echo
-    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 extra_pct=$(extra_pct) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${2:+ $2}"
+    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 extra_pct=$(extra_pct) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
 }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the

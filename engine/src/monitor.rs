@@ -134,9 +134,25 @@ pub enum StateReason {
     QualityRecovered,
     /// A reply arrived on a down link.
     ReplyOnDownLink,
+    /// A link that went down for silence answered a probe sent before it did: it was late, not
+    /// dead.
+    DelaySpike,
 }
 
 impl StateReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 9] = [
+        Self::ProbesAnswered,
+        Self::ProbesMissed,
+        Self::FeedbackStalled,
+        Self::CarrierLost,
+        Self::CarrierRestored,
+        Self::QualityDropped,
+        Self::QualityRecovered,
+        Self::ReplyOnDownLink,
+        Self::DelaySpike,
+    ];
+
     /// A snake_case name for logs, status and metrics.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +164,7 @@ impl StateReason {
             Self::QualityDropped => "quality_dropped",
             Self::QualityRecovered => "quality_recovered",
             Self::ReplyOnDownLink => "reply_on_down_link",
+            Self::DelaySpike => "delay_spike",
         }
     }
 }
@@ -327,6 +344,10 @@ pub struct LinkMonitor {
     good_probes: u32,
     flap_penalty: u32,
     last_down: Option<Instant>,
+    /// The flap penalty before the last down, restored if that down proves a delay spike.
+    penalty_before_down: u32,
+    /// Whether the link is down for silence (not carrier) and may yet prove only late.
+    silent_down: bool,
     tuning: MonitorTuning,
     outstanding: VecDeque<Outstanding>,
     last_rx: Instant,
@@ -371,6 +392,8 @@ impl LinkMonitor {
             good_probes: 0,
             flap_penalty: 0,
             last_down: None,
+            penalty_before_down: 0,
+            silent_down: false,
             outstanding: VecDeque::new(),
             srtt: None,
             rttvar: Duration::ZERO,
@@ -549,6 +572,14 @@ impl LinkMonitor {
         self.on_rtt_sample(now.saturating_duration_since(sent));
         self.good_probes = self.good_probes.saturating_add(1);
         match self.state {
+            LinkState::Down if self.carrier && self.silent_down && self.last_down.is_some_and(|d| sent < d) => {
+                // A probe sent before the link went down was answered: the link delivers, late
+                // (a delay spike, a handover). It is degraded, kept out of the only copy and
+                // probed, until its RTT settles; and the down costs it no flap penalty.
+                self.flap_penalty = self.penalty_before_down;
+                self.silent_down = false;
+                self.set_state(now, LinkState::Degraded, StateReason::DelaySpike)
+            }
             LinkState::Down if self.carrier => {
                 self.good_probes = 1;
                 self.set_state(now, LinkState::Probing, StateReason::ReplyOnDownLink)
@@ -738,6 +769,7 @@ impl LinkMonitor {
             return None;
         }
         if to == LinkState::Down {
+            self.penalty_before_down = self.flap_penalty;
             if from != LinkState::Probing || self.last_down.is_some() {
                 self.flap_penalty = (self.flap_penalty + 1).min(self.tuning.max_flap_penalty);
             }
@@ -745,7 +777,9 @@ impl LinkMonitor {
             self.good_probes = 0;
             self.unconfirmed = None;
             self.data_unanswered = None;
-            self.outstanding.clear();
+            // The probes still outstanding stay: a late reply to one shows a delay spike. A
+            // carrier loss clears them (`on_carrier`).
+            self.silent_down = matches!(reason, StateReason::ProbesMissed | StateReason::FeedbackStalled);
         }
         if from == LinkState::Down {
             // What was measured across the outage says nothing about the link now.
@@ -836,6 +870,36 @@ mod tests {
         let detection = down - cut;
         assert!(detection <= Duration::from_millis(250), "detected after {detection:?}");
         assert_eq!(m.probes_to_come_up(), UP_AFTER_PROBES * 2, "one flap doubles the probes needed");
+    }
+
+    #[test]
+    fn a_late_reply_to_a_probe_sent_before_the_down_is_a_delay_spike_degraded_at_once_and_not_a_flap() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let spike = bring_up(&mut m, t0);
+        run_silent(&mut m, spike, spike + Duration::from_secs(2));
+        assert_eq!((m.state(), m.flap_penalty()), (LinkState::Down, 1));
+        // The first probe of the silence (10_000, sent as the spike began) is answered 500 ms late.
+        let late = spike + RTT + Duration::from_millis(500);
+        m.on_packet_received(late, 10_000, 100, 0);
+        let back = m.on_probe_reply(late, 10_000).map(|t| (t.to, t.reason));
+        assert_eq!(back, Some((LinkState::Degraded, StateReason::DelaySpike)));
+        assert_eq!(m.flap_penalty(), 0, "a delay spike is no flap");
+    }
+
+    #[test]
+    fn a_reply_only_to_probes_sent_after_the_down_keeps_the_flap_penalty() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let cut = bring_up(&mut m, t0);
+        let down = run_silent(&mut m, cut, cut + Duration::from_secs(2));
+        // A blackhole: nothing sent before the down ever comes back; a probe after it does.
+        m.on_probe_sent(down + PROBE_INTERVAL, 20_000);
+        let reply = down + PROBE_INTERVAL + RTT;
+        m.on_packet_received(reply, 20_000, 100, 0);
+        let back = m.on_probe_reply(reply, 20_000).map(|t| (t.to, t.reason));
+        assert_eq!(back, Some((LinkState::Probing, StateReason::ReplyOnDownLink)));
+        assert_eq!(m.flap_penalty(), 1);
     }
 
     #[test]

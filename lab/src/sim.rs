@@ -831,6 +831,16 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
         figures.set(&format!("lost_after_{}", w.name), sim.lost_between(from, to));
         let sent = sim.sink.sent_at.iter().filter(|&&at| at >= from && at < to).count();
         figures.set(&format!("sent_after_{}", w.name), sent);
+        if let Some(link) = w.link {
+            let changes: Vec<(f64, &str)> = sim
+                .edge_states
+                .iter()
+                .filter(|(_, l, _)| l.get() == link)
+                .map(|(t, _, s)| (t.as_secs_f64() - WARM_UP, s.as_str()))
+                .collect();
+            let back = scenario::back_after(&changes, w.to, f64::from(secs) + 1.0);
+            figures.set(&format!("back_after_{}_ms", w.name), format!("{back:.0}"));
+        }
     }
     figures.derive(scenario);
     Ok(figures)

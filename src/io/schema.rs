@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::edge::EdgeStats;
 use crate::endpoint::gateway::GatewayStats;
+use crate::monitor::StateReason;
 use crate::stats::{Counters, DropReason, LinkStats, SessionStats};
 
 /// Where the schema lives, from the repository's root.
@@ -17,7 +18,7 @@ pub const SCHEMA_PATH: &str = "docs/status.schema.json";
 /// leaves the schema too.
 const GENERATED: &str = "a counter: generated from its declaration in the engine";
 
-/// `schema` with its counters and drop reasons rewritten from the code.
+/// `schema` with its counters, drop reasons and link state reasons rewritten from the code.
 ///
 /// # Errors
 /// A message naming the first part of `schema` that is not where the generator expects it.
@@ -31,6 +32,10 @@ pub fn status_schema(schema: &Value) -> Result<Value, String> {
         .pointer_mut("/$defs/drops_by_reason/propertyNames/enum")
         .ok_or("the schema has no /$defs/drops_by_reason/propertyNames/enum")?;
     *reasons = DropReason::ALL.iter().map(|r| Value::from(r.as_str())).collect();
+    let transitions = schema
+        .pointer_mut("/$defs/transition/properties/reason/enum")
+        .ok_or("the schema has no /$defs/transition/properties/reason/enum")?;
+    *transitions = StateReason::ALL.iter().map(|r| Value::from(r.as_str())).collect();
     Ok(schema)
 }
 

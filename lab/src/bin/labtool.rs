@@ -5,6 +5,7 @@
 //! braid-labtool plan NAME
 //! braid-labtool check NAME [--commit C] [--seed N] [--out DIR] < RESULT-lines
 //! braid-labtool report DIR
+//! braid-labtool back NAME --start EPOCH < edge-log
 //! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
@@ -17,6 +18,8 @@
 //! * `check` reads a scenario run's `RESULT` lines, adds the derived figures, tests the
 //!   scenario's bounds and goals, prints a verdict in words for each, writes a JSON record for
 //!   each to `--out`, and fails if a bound failed.
+//! * `back` reads the edge's log and prints, for each of the scenario's windows that names an
+//!   uplink, how long after the window's end that uplink was `up` again (`back_after_W_ms`).
 //! * `report` renders the results page (markdown, on stdout) from a directory of JSON records.
 //! * `stream` reads `EPOCH HEX` lines (tshark's `frame.time_epoch` and `udp.payload` of an
 //!   iperf3 UDP stream captured on the ingest side) and prints loss, duplicates, reordering and
@@ -78,6 +81,7 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         "check" => check(&flags),
+        "back" => back(&flags),
         "report" => {
             let dir = flags.positional.first().ok_or("report DIR")?;
             print!("{}", results::report(&results::read_dir(std::path::Path::new(dir))?));
@@ -190,6 +194,54 @@ fn check(flags: &Flags) -> Result<(), String> {
     if failed { Err(format!("{}: a bound failed", scenario.name)) } else { Ok(()) }
 }
 
+/// Prints `back_after_W_ms` for the scenario's windows with an uplink, from the edge's log lines
+/// `TIMESTAMP INFO ... link state ... link="NAME" from="..." to="STATE"` on stdin.
+fn back(flags: &Flags) -> Result<(), String> {
+    let scenario = find(flags.positional.first().ok_or("back NAME")?)?;
+    let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
+    let mut log = String::new();
+    std::io::stdin().lock().read_to_string(&mut log).map_err(|e| format!("reading stdin: {e}"))?;
+    let mut words = Vec::new();
+    for w in scenario.windows {
+        let Some(link) = w.link else { continue };
+        let name = scenario::UPLINKS.get(usize::from(link)).ok_or("a window's uplink is out of range")?;
+        let changes: Vec<(f64, &str)> = log
+            .lines()
+            .filter(|l| l.contains("link state") && l.contains(&format!("link=\"{name}\"")))
+            .filter_map(|l| {
+                let at = utc_seconds(l.split_whitespace().next()?)?;
+                let to = l.split("to=\"").nth(1)?.split('"').next()?;
+                Some((at - start, to))
+            })
+            .collect();
+        let back = scenario::back_after(&changes, w.to, f64::from(scenario.secs()) + 1.0);
+        words.push(format!("back_after_{}_ms={back:.0}", w.name));
+    }
+    println!("{}", words.join(" "));
+    Ok(())
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time as tracing writes it
+/// (`2026-12-04T17:22:17.764747Z`).
+fn utc_seconds(text: &str) -> Option<f64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min, sec) =
+        (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    // Days from the civil date (the inverse of `results::utc_date`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
 fn stream(flags: &Flags) -> Result<(), String> {
     let sent = flags.number("sent").ok_or("--sent N")?;
     let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
@@ -285,6 +337,19 @@ fn hex(line: &str) -> Option<Vec<u8>> {
         return None;
     }
     digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_seconds;
+
+    #[test]
+    fn log_times_read_as_unix_seconds() {
+        assert_eq!(utc_seconds("1970-01-01T00:00:00.5Z"), Some(0.5));
+        assert_eq!(utc_seconds("2026-12-04T00:00:00Z"), Some(1_796_342_400.0));
+        assert_eq!(utc_seconds("2000-02-29T01:02:03.25Z"), Some(951_786_123.25));
+        assert_eq!(utc_seconds("2026-12-04 17:00"), None);
+    }
 }
 
 fn seed_bytes(seed: u64) -> [u8; 32] {
