@@ -9,6 +9,7 @@
 
 #![allow(clippy::disallowed_methods, clippy::panic, clippy::unwrap_used, clippy::print_stdout)]
 
+#[path = "../../tests/e2e/mod.rs"]
 mod e2e;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use e2e::{Lab, binary, gateway_config, internet, ping_until, rig, root_or_skip};
 use openmetrics_parser::OpenMetricsValue;
 use serde_json::{Value, json};
 
-const SCHEMA: &str = include_str!("../docs/status.schema.json");
+const SCHEMA: &str = include_str!("../../docs/status.schema.json");
 
 // ---- without root: a real session pair in virtual time ----
 
@@ -583,7 +584,7 @@ fn the_dashboard_shows_every_link_marks_a_cut_within_two_seconds_and_fits_a_phon
     assert!(overflow.parse::<i64>().unwrap() <= 0, "the page is {overflow} px wider than a phone");
     std::thread::sleep(Duration::from_secs(2));
     let png = driver.screenshot();
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("dashboard-phone.png"), &png).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
