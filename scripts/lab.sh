@@ -302,7 +302,7 @@ act_flap() { # uplink times
         set_profile "$1" "${LINKS[$(($1 - 1))]} blackhole=1"; sleep 0.2
         set_profile "$1" "${LINKS[$(($1 - 1))]}"; sleep 0.2
     done
-    echo $(($(link_tx "$(name_of "$1")") - before)) >"$RUN/flap.packets") &
+    echo "flap_tx_before=$before flap_tx_after=$(link_tx "$(name_of "$1")")" >"$RUN/flap.packets") &
 }
 act_attack() { attack; }
 
@@ -329,21 +329,18 @@ impair_check() {
     return 0
 }
 
-# Percentiles of ping's RTTs: "p50 p99".
+# Percentiles of ping's RTTs: "p50 p99" ("- -" without any).
 ping_percentiles() { # file
-    grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -n |
-        awk '{v[NR]=$1} END {if (NR) printf "%.1f %.1f\n", v[int(NR*0.5)+(NR*0.5>int(NR*0.5))], v[int(NR*0.99)+(NR*0.99>int(NR*0.99))]; else print "- -"}'
+    labtool ping "$1"
 }
 
-result() { # name mode sent lost dup reordered gap p50 p99 goodput cc [extra...]
-    local name=$1 mode=$2
-    shift 2
+# A RESULT line: the scenario's (or its part's) name, the mode, and key=value figures. Every
+# figure is measured here and computed from the measurements by `braid-labtool check`.
+result() { # name figures...
+    local name=$1
+    shift
     echo
-    echo "RESULT scenario=$name mode=$mode sent=$1 lost=$2 dup=$3 reordered=$4 max_gap_ms=$5 p50_ms=$6 p99_ms=$7 goodput_mbps=$8 cc_errors=$9${10:+ ${10}}"
-    printf '\n%-24s %-14s %8s %6s %5s %10s %11s %7s %7s %8s %6s\n' scenario mode sent lost dup reordered max_gap_ms p50_ms p99_ms goodput cc_err
-    printf '%-24s %-14s %8s %6s %5s %10s %11s %7s %7s %8s %6s\n' "$name" "$mode" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9"
-    [[ -n ${10:-} ]] && printf '%s\n' "${10}"
-    return 0
+    echo "RESULT scenario=$name mode=$MODE $*"
 }
 
 # iperf3 UDP at RATE for SECS while the timeline runs, captured on the ingest side; ping for
@@ -388,12 +385,12 @@ field() { # key line
 stream_result() { # name extra
     local p50 p99 flap=""
     read -r p50 p99 <<<"$PING"
-    [[ -f $RUN/flap.packets ]] && flap="flap_packets=$(cat "$RUN/flap.packets")"
+    [[ -f $RUN/flap.packets ]] && flap=$(cat "$RUN/flap.packets")
     # Each spiked or cut uplink's return, from the edge's link state log.
     local back
     back=$(labtool back "$1" --start "$T0" <"$RUN/edge.log" || true)
     echo
-    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 extra_pct=$(extra_pct) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
+    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 $(edge_data_bytes) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
 }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
@@ -413,17 +410,15 @@ measure_baseline() {
     log "TCP through braid (redundant over 3 unimpaired, uncapped uplinks), then the direct path"
     in_ns ing iperf3 -s -D
     sleep 0.3
-    tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
-    direct=$(in_ns cam timeout 30 iperf3 -c 10.79.0.20 -t 8 -J | jq '.end.sum_received.bits_per_second / 1e6')
+    tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second // "-"')
+    direct=$(in_ns cam timeout 30 iperf3 -c 10.79.0.20 -t 8 -J | jq '.end.sum_received.bits_per_second // "-"')
     in_ns cam ping -c 300 -i 0.01 -s 1200 "$INGEST" >"$RUN/ping-tunnel.txt"
     in_ns cam ping -c 300 -i 0.01 -s 1200 10.79.0.20 >"$RUN/ping-direct.txt"
     ping_t=$(ping_percentiles "$RUN/ping-tunnel.txt")
     ping_d=$(ping_percentiles "$RUN/ping-direct.txt")
-    local ratio p50 p99
-    ratio=$(awk -v t="$tunnel" -v d="$direct" 'BEGIN { printf "%.3f", (d > 0 ? t / d : 0) }')
+    local p50 p99
     read -r p50 p99 <<<"$ping_t"
-    result baseline "${MODE:-redundant}" - - - - - "$p50" "$p99" "$(printf '%.0f' "$tunnel")" - \
-        "direct_goodput_mbps=$(printf '%.0f' "$direct") goodput_ratio=$ratio direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
+    result baseline "p50_ms=$p50 p99_ms=$p99 goodput_bps=$tunnel direct_goodput_bps=$direct direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
 }
 
 # A UDP stream scenario: the plan's RATE for SECS seconds through its timeline. A scenario may
@@ -441,11 +436,11 @@ extra_hostile() {
     local alive=yes drops attack
     gateway_alive || alive=no
     drops=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
-        jq -r '[.drops_by_reason, (.edges[]?.session.drops_by_reason // {})]
-            | reduce (.[] | to_entries[]) as $e ({}; .[$e.key] += $e.value)
-            | to_entries | map("\(.key)=\(.value)") | join(",")' 2>/dev/null || echo none)
+        jq -r '"gateway_drops_endpoint=" + (.drops_by_reason | to_entries | map("\(.key):\(.value)") | join(","))
+            + " gateway_drops_session=" + ([.edges[]?.session.drops_by_reason // {} | to_entries[] | "\(.key):\(.value)"] | join(","))' \
+            2>/dev/null || true)
     attack=$(for f in flood replay init; do printf '%s:%s,' "$f" "$(field sent "$(cat "$RUN/attack-$f.txt" 2>/dev/null)")"; done)
-    echo "gateway_alive=$alive attack_sent=${attack%,} gateway_drops=$drops"
+    echo "gateway_alive=$alive attack_sent=${attack%,} $drops"
 }
 
 # The attacker, on the internet side, for 10 s at once: random garbage at the gateway's port,
@@ -506,8 +501,7 @@ ffmpeg_stream() { # udp|srt
     frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | sed -n 1p | tr -dc 0-9)
     freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
     log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
-    result "ffmpeg-redundant/$transport" redundant - - - - - - - - "$(field cc_errors "$ts")" \
-        "ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes"
+    result "ffmpeg-redundant/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes"
 }
 
 measure_ffmpeg_redundant() {
@@ -533,11 +527,7 @@ measure_mtu() {
     in_ns edge ip link set up1 down
     in_ns edge ip link set up3 down
     sleep 1
-    local goodput ceiling
-    goodput=$(tcp_goodput 5214 8)
-    ceiling=$(wire_ceiling 5214)
-    result mtu "${MODE:-redundant}" 50 - - - - - - "$goodput" - \
-        "ping_1500_df_loss_pct=${loss:-100} probed_datagram=${probed:--} path_datagram=1392 link=${PROFILES[1]} link_rate_mbps=10 goodput_share=$(awk_calc 'a / 10' '%.2f' "$goodput") wire_ceiling=$ceiling of_ceiling=$(awk_calc 'b > 0 ? a / (10 * b) : 0' '%.3f' "$goodput" "$ceiling")"
+    result mtu "ping_1500_df_loss_pct=${loss:-100} probed_datagram=${probed:--} path_datagram=1392 link=${PROFILES[1]} link_rate_mbps=10 goodput_bps=$(tcp_goodput 5214 8) tcp_mss=$(tcp_mss 5214)"
 }
 
 # The largest datagram (UDP payload) each edge link's probing found, comma-separated, with "?"
@@ -548,29 +538,16 @@ probed_datagrams() {
 }
 
 # ---- bond and auto ----
-# The presets' rates added up (20 + 10 + 8 Mbit/s): what bonding can at best carry.
-SUM_MBPS=38
 
-# The edge's data bytes beyond the first copies (duplicates, retransmissions) as a percentage of
-# the first copies' bytes, from its status: the mode's overhead ("-" before any data).
-extra_pct() {
+# The edge's data bytes beyond the first copies (duplicates, retransmissions) and of the first
+# copies, from its status: `braid-labtool check` makes the mode's overhead of them (extra_pct).
+edge_data_bytes() {
     in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
-        jq -r '.session | "\(.data_bytes_extra // 0) \(.data_bytes_first // 0)"' 2>/dev/null |
-        awk '{ if ($2 > 0) printf "%.2f\n", $1 * 100 / $2; else print "-" } END { if (!NR) print "-" }'
+        jq -r '.session | "data_bytes_extra=\(.data_bytes_extra // "-") data_bytes_first=\(.data_bytes_first // "-")"' 2>/dev/null ||
+        echo "data_bytes_extra=- data_bytes_first=-"
 }
 
-# Arithmetic on figures: EXPR over a, b, c (the values, in order), printed with FORMAT; "-" if
-# any value is not a number (a missing figure must not pass for a zero).
-awk_calc() { # expr format values...
-    local expr=$1 format=$2 v
-    shift 2
-    for v in "$@"; do
-        [[ $v =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || { echo -; return 0; }
-    done
-    awk -v format="$format" -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { printf format \"\\n\", ($expr) }"
-}
-
-# iperf3 TCP goodput cam → ingest at the receiver, Mbit/s ("-" if the test failed). A server of
+# iperf3 TCP goodput cam → ingest at the receiver, bit/s ("-" if the test failed). A server of
 # its own on PORT for each test, and both ends bounded in time however the tunnel behaves.
 tcp_goodput() { # port secs [iperf3 client flags...]
     local port=$1 secs=$2
@@ -580,24 +557,20 @@ tcp_goodput() { # port secs [iperf3 client flags...]
     sleep 0.5
     in_ns cam timeout $((secs + 15)) iperf3 -c "$INGEST" -p "$port" -t "$secs" -J "$@" >"$RUN/iperf-tcp-$port.json" 2>/dev/null || true
     wait "$server" || true
-    jq '.end.sum_received.bits_per_second / 1e6' "$RUN/iperf-tcp-$port.json" 2>/dev/null |
-        awk '{ printf "%.1f\n", $1 } END { if (!NR) print "-" }'
+    jq '.end.sum_received.bits_per_second // "-"' "$RUN/iperf-tcp-$port.json" 2>/dev/null || echo -
 }
 
-# The most TCP goodput a link's rate leaves, as a share of it, for the MSS iperf3 reports from
-# its run on `port`: the impairment counts whole Ethernet frames, and each segment of `mss`
-# payload bytes takes `mss` + 146 on the wire: TCP timestamps 12, TCP and IP headers 40, the
-# inner Ethernet header 14, braid 38 (GRE 12, inner header 10, AEAD tag 16), outer UDP and IP
-# 28, outer Ethernet 14 (docs/lab.md, "Bounds that cannot be met as first asked").
-wire_ceiling() { # port
-    jq '.start.tcp_mss_default // 0' "$RUN/iperf-tcp-$1.json" 2>/dev/null |
-        awk '{ if ($1 > 0) printf "%.3f\n", $1 / ($1 + 146); else print "-" } END { if (!NR) print "-" }'
+# The MSS iperf3 reports from its run on `port`: `braid-labtool check` makes the most goodput
+# the headers leave of it (wire_ceiling: each segment of `mss` payload bytes takes `mss` + 146
+# on the wire; docs/lab.md, "Bounds that cannot be met as first asked").
+tcp_mss() { # port
+    jq '.start.tcp_mss_default // "-"' "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo -
 }
 
 # TCP's own view of its run on `port`, from iperf3's JSON: segments retransmitted (all streams)
-# and the mean smoothed RTT (ms, first stream), "retr rtt" ("- -" without a run).
+# and the mean smoothed RTT (µs, first stream), "retr rtt_us" ("- -" without a run).
 tcp_view() { # port
-    jq -r '"\(.end.sum_sent.retransmits // "-") \(if .end.streams[0].sender.mean_rtt then (.end.streams[0].sender.mean_rtt / 1000 * 10 | round / 10) else "-" end)"' \
+    jq -r '"\(.end.sum_sent.retransmits // "-") \(.end.streams[0].sender.mean_rtt // "-")"' \
         "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo "- -"
 }
 
@@ -607,7 +580,7 @@ tcp_view() { # port
 # overhead leaves at best, and `of_ceiling1`/`of_ceiling4` are the goodputs as shares of that;
 # `tcp_retr1`/`tcp_retr4` and `tcp_rtt1_ms`/`tcp_rtt4_ms` are what TCP itself saw (tcp_view).
 measure_bond_tcp() {
-    local g1 g4 single ceiling usable
+    local g1 g4 single
     log "TCP, 1 stream, 15 s, bond over ${PROFILES[*]}"
     g1=$(tcp_goodput 5211 15)
     log "TCP, 4 streams, 15 s"
@@ -619,32 +592,30 @@ measure_bond_tcp() {
     sleep 2
     log "links: $(link_states)"
     single=$(tcp_goodput 5213 15)
-    ceiling=$(wire_ceiling 5211)
     local retr1 rtt1 retr4 rtt4
     read -r retr1 rtt1 <<<"$(tcp_view 5211)"
     read -r retr4 rtt4 <<<"$(tcp_view 5212)"
-    usable=$(awk_calc 'a * b' '%.3f' "$SUM_MBPS" "$ceiling")
-    result bond-tcp "$MODE" - - - - - - - "$g1" - \
-        "goodput4_mbps=$g4 sum_mbps=$SUM_MBPS share1=$(awk_calc 'a / b' '%.3f' "$g1" "$SUM_MBPS") share4=$(awk_calc 'a / b' '%.3f' "$g4" "$SUM_MBPS") wire_ceiling=$ceiling of_ceiling1=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$usable") of_ceiling4=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g4" "$usable") tcp_retr1=$retr1 tcp_rtt1_ms=$rtt1 tcp_retr4=$retr4 tcp_rtt4_ms=$rtt4 single_mbps=$single single_link=${PROFILES[0]} ratio_to_single=$(awk_calc 'b > 0 ? a / b : 0' '%.3f' "$g1" "$single") impair_check=$IMPAIR_CHECK"
+    result bond-tcp "goodput_bps=$g1 goodput4_bps=$g4 single_bps=$single single_link=${PROFILES[0]} tcp_mss=$(tcp_mss 5211) tcp_retr1=$retr1 tcp_rtt1_us=$rtt1 tcp_retr4=$retr4 tcp_rtt4_us=$rtt4 impair_check=$IMPAIR_CHECK"
 }
 
-# Each uplink's own one-way delay, with no stream yet: ping from the edge out of upN to its ISP's
+# Each uplink's own round trip, with no stream yet: ping from the edge out of upN to its ISP's
 # router (192.168.N.1, on braid-impair's far side), 50 times, 20 ms apart. The echo and its
 # reply both cross that link's impairment (same profile each way) and nothing else, so the
-# delay is half the median RTT (LINK_OWD, "a,b,c"); half the p99 RTT goes in LINK_OWD_P99.
-# braid-impair never lets jitter reorder, so a frame waits for the one before it: a loaded
-# link's delay drifts from its median towards its delay plus its jitter (p99 is the nearer).
-link_owds() {
-    local u p50 p99 owd=() owd99=()
+# link's one-way delay is half its round trip. Leaves the medians in LINK_RTT ("a,b,c") and the
+# 99th percentiles in LINK_RTT_P99. braid-impair never lets jitter reorder, so a frame waits
+# for the one before it: a loaded link's delay drifts from its median towards its delay plus its
+# jitter (p99 is the nearer).
+link_rtts() {
+    local u p50 p99 rtt=() rtt99=()
     for u in $(seq 1 "$UPLINKS"); do
         in_ns edge ping -n -c 50 -i 0.02 -W 1 -I "up$u" "192.168.$u.1" >"$RUN/ping-up$u.txt" 2>&1 || true
         read -r p50 p99 <<<"$(ping_percentiles "$RUN/ping-up$u.txt")"
-        owd+=("$(awk_calc 'a / 2' '%.1f' "$p50")")
-        owd99+=("$(awk_calc 'a / 2' '%.1f' "$p99")")
-        log "${PROFILES[$((u - 1))]}: ping up$u → 192.168.$u.1 RTT p50 $p50 ms, p99 $p99 ms: one-way ${owd[-1]} ms"
+        rtt+=("$p50")
+        rtt99+=("$p99")
+        log "${PROFILES[$((u - 1))]}: ping up$u → 192.168.$u.1 RTT p50 $p50 ms, p99 $p99 ms"
     done
-    LINK_OWD=$(IFS=,; echo "${owd[*]}")
-    LINK_OWD_P99=$(IFS=,; echo "${owd99[*]}")
+    LINK_RTT=$(IFS=,; echo "${rtt[*]}")
+    LINK_RTT_P99=$(IFS=,; echo "${rtt99[*]}")
 }
 
 # The latency bonding adds: each datagram's one-way latency is its capture time at the ingest
@@ -654,21 +625,15 @@ link_owds() {
 # link_owds). over_bound_pct is the share of datagrams that added more than the bound (the p99
 # allows 1%).
 before_bond_latency() {
-    link_owds
-    local lo hi
-    lo=$(tr , '\n' <<<"$LINK_OWD" | sort -n | sed -n 1p) hi=$(tr , '\n' <<<"$LINK_OWD" | sort -n | tail -1)
-    SPREAD=$(awk_calc 'a - b' '%.1f' "$hi" "$lo")
-    BOUND=$(awk_calc 'a + 30' '%.1f' "$SPREAD")
-    LO=$lo
-    # What a datagram adds is its one-way delay less `lo`: past lo + bound it is over the bound
-    # (no limit, and over_bound_pct "-", if a link's delay could not be measured).
-    OWD_LIMIT_MS=$(awk_calc 'a + b' '%.1f' "$lo" "$BOUND")
-    [[ $OWD_LIMIT_MS == - ]] && OWD_LIMIT_MS=""
+    link_rtts
+    # Past this one-way delay a datagram added more than the bound (none if a link's delay could
+    # not be measured).
+    OWD_LIMIT_MS=$(labtool owd-limit --link-rtt-ms "$LINK_RTT")
     return 0
 }
 
 extra_bond_latency() {
-    echo "link_owd_ms=$LINK_OWD link_owd_p99_ms=$LINK_OWD_P99 spread_ms=$SPREAD added_p99_ms=$(awk_calc 'a - b' '%.1f' "$(field owd_p99_ms "$STREAM")" "$LO") bound_ms=$BOUND over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET"
+    echo "link_rtt_p50_ms=$LINK_RTT link_rtt_p99_ms=$LINK_RTT_P99 over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET"
 }
 
 # Goodput is the unique datagrams captured on the ingest LAN × 1200 bytes over the time iperf3
@@ -677,10 +642,8 @@ extra_bond_latency() {
 # (braid releases the frames held behind a gap back to back), and it divides by the receiver's
 # duration.
 extra_auto_overload() {
-    local unique secs
-    unique=$(awk_calc 'a - b' '%d' "$(field received "$STREAM")" "$(field dup "$STREAM")")
-    secs=$(jq '.end.sum_sent.seconds // 20' "$RUN/iperf-client.json" 2>/dev/null || echo 20)
-    echo "goodput_mbps=$(awk_calc 'b > 0 ? a * 1200 * 8 / b / 1e6 : 0' '%.2f' "$unique" "$secs") iperf3_rx_mbps=$(jq '.end.sum_received.bits_per_second // 0 | . / 1e6 * 100 | round / 100' "$RUN/iperf-client.json" 2>/dev/null || echo -) unique=$unique secs=$secs"
+    jq -r '"sender_secs=\(.end.sum_sent.seconds // "-") iperf3_rx_bps=\(.end.sum_received.bits_per_second // "-")"' \
+        "$RUN/iperf-client.json" 2>/dev/null || echo "sender_secs=- iperf3_rx_bps=-"
 }
 
 labtool() { "$BIN/braid-labtool" "$@"; }

@@ -174,8 +174,14 @@ impl fmt::Display for StreamReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent={} received={} lost={} dup={} reordered={} max_gap_ms={:.0}",
-            self.sent, self.received, self.lost, self.duplicated, self.reordered, self.max_gap_ms
+            "sent={} received={} unique={} lost={} dup={} reordered={} max_gap_ms={:.0}",
+            self.sent,
+            self.received,
+            self.received.saturating_sub(self.duplicated),
+            self.lost,
+            self.duplicated,
+            self.reordered,
+            self.max_gap_ms
         )?;
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         write!(f, " owd_p50_ms={} owd_p99_ms={}", ms(self.owd_p50_ms), ms(self.owd_p99_ms))

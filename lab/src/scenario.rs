@@ -743,10 +743,46 @@ impl Figures {
         self.text(name)?.parse().ok()
     }
 
-    /// Adds the figures computed from others, the same for both backends: `loss_pct` and, for
-    /// each window, `loss_pct_after_W` (from `lost`/`sent`), and `share` (of [`SUM_MBPS`], from
-    /// `goodput_mbps`).
+    /// A list of numbers (`a,b,c`), if every item is one.
+    fn numbers(&self, name: &str) -> Option<Vec<f64>> {
+        self.text(name)?.split(',').map(|v| v.parse().ok()).collect()
+    }
+
+    /// Sets a figure that is a ratio, `None` (not measured) when the divisor is not positive.
+    fn set_ratio(&mut self, name: &str, a: Option<f64>, b: Option<f64>, decimals: usize) {
+        if let (Some(a), Some(b)) = (a, b)
+            && b > 0.0
+        {
+            self.set(name, format!("{:.decimals$}", a / b));
+        }
+    }
+
+    /// Adds the figures computed from the measured ones, the same for both backends and every
+    /// scenario that measured their inputs:
+    /// * `X_mbps` from each `X_bps`, `X_ms` from each `X_us`;
+    /// * `loss_pct`, and `loss_pct_after_W` for each window, from `lost` and `sent`;
+    /// * `extra_pct` from the edge's `data_bytes_extra` and `data_bytes_first`;
+    /// * `goodput_mbps` from the `unique` datagrams received over the sender's `sender_secs`,
+    ///   and `share` of [`SUM_MBPS`] for a UDP stream;
+    /// * TCP: `wire_ceiling` (the most goodput the headers leave for `tcp_mss`: MSS / (MSS + 146),
+    ///   see docs/lab.md), `goodput_ratio` (through the tunnel over `direct_goodput_mbps`),
+    ///   `share1`/`share4` of [`SUM_MBPS`], `of_ceiling1`/`of_ceiling4`, `ratio_to_single`,
+    ///   `goodput_share` of `link_rate_mbps` and `of_ceiling`;
+    /// * latency: `link_owd_ms` (half of each `link_rtt_p50_ms`), `spread_ms`, `bound_ms`
+    ///   ([`owd_bound`]) and `added_p99_ms` (`owd_p99_ms` above the fastest link's delay);
+    /// * `flap_packets` from `flap_tx_before`/`flap_tx_after`, `missing_frames` from
+    ///   `expected_frames` and `frames`, and `gateway_drops` merged from the gateway's own
+    ///   (`gateway_drops_endpoint`) and its sessions' (`gateway_drops_session`).
     pub fn derive(&mut self, scenario: &Scenario) {
+        let raw: Vec<(String, String)> = self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (name, value) in &raw {
+            let Ok(v) = value.parse::<f64>() else { continue };
+            if let Some(base) = name.strip_suffix("_bps") {
+                self.set(&format!("{base}_mbps"), format!("{:.1}", v / 1e6));
+            } else if let Some(base) = name.strip_suffix("_us") {
+                self.set(&format!("{base}_ms"), format!("{:.1}", v / 1e3));
+            }
+        }
         let pct = |lost: Option<f64>, sent: Option<f64>| match (lost, sent) {
             (Some(l), Some(s)) if s > 0.0 => Some(format!("{:.4}", l * 100.0 / s)),
             _ => None,
@@ -760,13 +796,103 @@ impl Figures {
                 self.set(&format!("loss_pct_after_{}", w.name), p);
             }
         }
-        if let (Some(g), Stream::Udp { .. }) = (self.number("goodput_mbps"), scenario.stream) {
-            self.set("share", format!("{:.3}", g / SUM_MBPS));
+        if self.text("extra_pct").is_none() {
+            let (extra, first) = (self.number("data_bytes_extra"), self.number("data_bytes_first"));
+            self.set_ratio("extra_pct", extra.map(|e| e * 100.0), first, 2);
+        }
+        if self.text("goodput_mbps").is_none() {
+            let bits = self.number("unique").map(|u| u * DATAGRAM as f64 * 8.0 / 1e6);
+            self.set_ratio("goodput_mbps", bits, self.number("sender_secs"), 2);
+        }
+        let goodput = self.number("goodput_mbps");
+        if let Stream::Udp { .. } = scenario.stream {
+            self.set_ratio("share", goodput, Some(SUM_MBPS), 3);
+        }
+        if let Some(mss) = self.number("tcp_mss").filter(|m| *m > 0.0) {
+            let ceiling = mss / (mss + 146.0);
+            self.set("wire_ceiling", format!("{ceiling:.3}"));
+            if self.text("goodput4_mbps").is_some() {
+                self.set_ratio("of_ceiling1", goodput, Some(SUM_MBPS * ceiling), 3);
+                self.set_ratio("of_ceiling4", self.number("goodput4_mbps"), Some(SUM_MBPS * ceiling), 3);
+            }
+            let rate = self.number("link_rate_mbps");
+            self.set_ratio("of_ceiling", goodput, rate.map(|r| r * ceiling), 3);
+        }
+        self.set_ratio("goodput_ratio", goodput, self.number("direct_goodput_mbps"), 3);
+        if scenario.stream == Stream::Custom && self.text("goodput4_mbps").is_some() {
+            self.set_ratio("share1", goodput, Some(SUM_MBPS), 3);
+            self.set_ratio("share4", self.number("goodput4_mbps"), Some(SUM_MBPS), 3);
+        }
+        self.set_ratio("ratio_to_single", goodput, self.number("single_mbps"), 3);
+        self.set_ratio("goodput_share", goodput, self.number("link_rate_mbps"), 2);
+        if let Some(rtts) = self.numbers("link_rtt_p50_ms") {
+            let owds: Vec<String> = rtts.iter().map(|r| format!("{:.1}", r / 2.0)).collect();
+            self.set("link_owd_ms", owds.join(","));
+            if let Some(bound) = owd_bound(&rtts) {
+                self.set("spread_ms", format!("{:.1}", bound.spread_ms));
+                self.set("bound_ms", format!("{:.1}", bound.bound_ms));
+                if let Some(p99) = self.number("owd_p99_ms") {
+                    self.set("added_p99_ms", format!("{:.1}", p99 - bound.fastest_ms));
+                }
+            }
+        }
+        if let Some(rtts) = self.numbers("link_rtt_p99_ms") {
+            let owds: Vec<String> = rtts.iter().map(|r| format!("{:.1}", r / 2.0)).collect();
+            self.set("link_owd_p99_ms", owds.join(","));
+        }
+        if let (Some(before), Some(after)) = (self.number("flap_tx_before"), self.number("flap_tx_after")) {
+            self.set("flap_packets", after - before);
         }
         if let (Some(expected), Some(frames)) = (self.number("expected_frames"), self.number("frames")) {
             self.set("missing_frames", expected - frames);
         }
+        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+        for list in ["gateway_drops_endpoint", "gateway_drops_session"].iter().filter_map(|k| self.text(k)) {
+            for (reason, n) in list.split(',').filter_map(|kv| kv.split_once(':')) {
+                *drops.entry(reason.to_owned()).or_default() += n.parse::<u64>().unwrap_or(0);
+            }
+        }
+        if !drops.is_empty() {
+            let merged: Vec<String> = drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            self.set("gateway_drops", merged.join(","));
+        }
     }
+}
+
+/// The bound on the latency bonding adds (`bond-latency`), from each link's round trip measured
+/// alone: one-way delays are half of them; the bound is their spread plus 30 ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OwdBound {
+    /// The fastest link's one-way delay, ms.
+    pub fastest_ms: f64,
+    /// The slowest less the fastest, ms.
+    pub spread_ms: f64,
+    /// What bonding may add at the 99th percentile, ms.
+    pub bound_ms: f64,
+}
+
+impl OwdBound {
+    /// The one-way delay past which a datagram added more than the bound, ms.
+    pub fn limit_ms(&self) -> f64 {
+        self.fastest_ms + self.bound_ms
+    }
+}
+
+/// The bound for links with these round trips (ms); `None` without any.
+pub fn owd_bound(link_rtts_ms: &[f64]) -> Option<OwdBound> {
+    let owds = link_rtts_ms.iter().map(|r| r / 2.0);
+    let fastest = owds.clone().min_by(f64::total_cmp)?;
+    let slowest = owds.max_by(f64::total_cmp)?;
+    let spread = slowest - fastest;
+    Some(OwdBound { fastest_ms: fastest, spread_ms: spread, bound_ms: spread + 30.0 })
+}
+
+/// The nearest-rank percentiles 50 and 99 of ping's round trips (`time=X ms` in its output).
+pub fn ping_percentiles(output: &str) -> Option<(f64, f64)> {
+    let mut times: Vec<f64> = output.split_whitespace().filter_map(|w| w.strip_prefix("time=")?.parse().ok()).collect();
+    times.sort_by(f64::total_cmp);
+    let rank = |p: f64| times.get(((times.len() as f64 * p).ceil() as usize).clamp(1, times.len().max(1)) - 1).copied();
+    Some((rank(0.5)?, rank(0.99)?))
 }
 
 #[cfg(test)]
@@ -821,6 +947,62 @@ mod tests {
         f.set("reordered", 2);
         let verdict = s.check(&f).verdict(false);
         assert!(verdict.starts_with("FAIL: ") && verdict.contains("reordered = 0 (2): FAILED"), "{verdict}");
+    }
+
+    #[test]
+    fn tcp_latency_and_drop_figures_are_derived_from_what_was_measured() {
+        let tcp = find("bond-tcp").expect("exists");
+        let mut f = Figures::from_result_line(
+            "RESULT goodput_bps=27500000 goodput4_bps=30600000 single_bps=17600000 tcp_mss=1348 tcp_rtt1_us=61234",
+        );
+        f.derive(tcp);
+        let got = |k: &str| f.text(k).unwrap_or("-").to_owned();
+        assert_eq!(
+            (got("goodput_mbps"), got("share1"), got("share4")),
+            ("27.5".into(), "0.724".into(), "0.805".into())
+        );
+        assert_eq!(
+            (got("wire_ceiling"), got("of_ceiling1"), got("ratio_to_single")),
+            ("0.902".into(), "0.802".into(), "1.562".into())
+        );
+        assert_eq!(got("tcp_rtt1_ms"), "61.2");
+        let mut f = Figures::from_result_line("RESULT goodput_bps=8600000 link_rate_mbps=10 tcp_mss=1284");
+        f.derive(find("mtu").expect("exists"));
+        let got = |k: &str| f.text(k).map(str::to_owned);
+        assert_eq!(
+            (got("goodput_share"), got("of_ceiling"), got("of_ceiling1")),
+            (Some("0.86".into()), Some("0.958".into()), None)
+        );
+        let latency = find("bond-latency").expect("exists");
+        let mut f = Figures::from_result_line("RESULT link_rtt_p50_ms=31.0,80.0,141.0 owd_p99_ms=150.5");
+        f.derive(latency);
+        assert_eq!(f.text("link_owd_ms"), Some("15.5,40.0,70.5"));
+        assert_eq!(
+            (f.text("spread_ms"), f.text("bound_ms"), f.text("added_p99_ms")),
+            (Some("55.0"), Some("85.0"), Some("135.0"))
+        );
+        assert_eq!(owd_bound(&[31.0, 80.0, 141.0]).map(|b| b.limit_ms()), Some(100.5));
+        let mut f = Figures::from_result_line(
+            "RESULT gateway_drops_endpoint=bad_header:5,unknown_peer:2 gateway_drops_session=replay:9,bad_header:1",
+        );
+        f.derive(find("hostile").expect("exists"));
+        assert_eq!(f.text("gateway_drops"), Some("bad_header=6,replay=9,unknown_peer=2"));
+        let mut f = Figures::from_result_line(
+            "RESULT sent=100 lost=0 unique=71250 sender_secs=20.0 data_bytes_extra=5 data_bytes_first=200",
+        );
+        f.derive(find("auto-overload").expect("exists"));
+        assert_eq!(
+            (f.text("goodput_mbps"), f.text("share"), f.text("extra_pct")),
+            (Some("34.20"), Some("0.900"), Some("2.50"))
+        );
+    }
+
+    #[test]
+    fn ping_percentiles_are_nearest_rank() {
+        let out =
+            "64 bytes from x: icmp_seq=1 ttl=64 time=3.1 ms\n64 bytes: time=1.0 ms\n time=2.0 ms\nrtt min/avg = 1/2";
+        assert_eq!(ping_percentiles(out), Some((2.0, 3.1)));
+        assert_eq!(ping_percentiles("100% packet loss"), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! braid-labtool check NAME [--commit C] [--seed N] [--out DIR] < RESULT-lines
 //! braid-labtool report DIR
 //! braid-labtool back NAME --start EPOCH < edge-log
+//! braid-labtool ping FILE
+//! braid-labtool owd-limit --link-rtt-ms MS,MS,...
 //! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
@@ -20,6 +22,9 @@
 //!   each to `--out`, and fails if a bound failed.
 //! * `back` reads the edge's log and prints, for each of the scenario's windows that names an
 //!   uplink, how long after the window's end that uplink was `up` again (`back_after_W_ms`).
+//! * `ping` prints the nearest-rank 50th and 99th percentiles of a ping output's round trips
+//!   (`P50 P99`, `- -` without any); `owd-limit` the one-way delay past which a datagram added
+//!   more than `bond-latency`'s bound, from each link's round trip alone.
 //! * `report` renders the results page (markdown, on stdout) from a directory of JSON records.
 //! * `stream` reads `EPOCH HEX` lines (tshark's `frame.time_epoch` and `udp.payload` of an
 //!   iperf3 UDP stream captured on the ingest side) and prints loss, duplicates, reordering and
@@ -82,6 +87,26 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "check" => check(&flags),
         "back" => back(&flags),
+        "ping" => {
+            let path = flags.positional.first().ok_or("ping FILE")?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            match scenario::ping_percentiles(&text) {
+                Some((p50, p99)) => println!("{p50:.1} {p99:.1}"),
+                None => println!("- -"),
+            }
+            Ok(())
+        }
+        "owd-limit" => {
+            let list = flags.text("link-rtt-ms").ok_or("--link-rtt-ms MS,MS,...")?;
+            let rtts: Vec<f64> = list.split(',').filter_map(|v| v.parse().ok()).collect();
+            // Without every link's delay there is no bound, and no limit.
+            if rtts.len() == list.split(',').count()
+                && let Some(bound) = scenario::owd_bound(&rtts)
+            {
+                println!("{:.1}", bound.limit_ms());
+            }
+            Ok(())
+        }
         "report" => {
             let dir = flags.positional.first().ok_or("report DIR")?;
             print!("{}", results::report(&results::read_dir(std::path::Path::new(dir))?));
