@@ -61,6 +61,14 @@ pub enum Command {
         /// Sets an engine tunable, as `run --tune` does.
         #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
         tune: Vec<String>,
+        /// Gateway: also compares the file with what the running gateway recorded in its runtime
+        /// directory, and fails naming every changed key a reload cannot apply.
+        #[arg(long)]
+        against_running: bool,
+        /// The running gateway's runtime directory (default: $RUNTIME_DIRECTORY, else
+        /// /run/braid-gateway).
+        #[arg(long, value_name = "DIR", requires = "against_running")]
+        runtime_dir: Option<PathBuf>,
     },
     /// Lists every engine tunable with its value and what it tunes: the defaults, or what a
     /// config (and `--tune`) make of them.
@@ -86,8 +94,16 @@ impl Command {
                 let view = StatusView { json, watch, interval: std::time::Duration::from_millis(interval_ms), count };
                 status(daemon, &config, &view)
             }
-            (Self::CheckConfig { config, tune }, Daemon::Edge) => check_edge_config(&config, &tune),
-            (Self::CheckConfig { config, tune }, Daemon::Gateway) => check_gateway_config(&config, &tune),
+            (Self::CheckConfig { against_running: true, .. }, Daemon::Edge) => finish::<&str, _>(Err(
+                "--against-running is for the gateway: the edge has no reload (restart it to apply a change)",
+            )),
+            (Self::CheckConfig { config, tune, .. }, Daemon::Edge) => check_edge_config(&config, &tune),
+            (Self::CheckConfig { config, tune, against_running: false, .. }, Daemon::Gateway) => {
+                check_gateway_config(&config, &tune)
+            }
+            (Self::CheckConfig { config, tune, runtime_dir, .. }, Daemon::Gateway) => {
+                finish(check_against_running(&config, &tune, runtime_dir))
+            }
             (Self::Tuning { config, tune }, daemon) => finish(tuning(daemon, config.as_deref(), &tune)),
             (Self::Key(command), _) => finish(command.run()),
         }
@@ -147,6 +163,32 @@ pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
 /// `braid-gateway check-config`: as [`check_edge_config`], for a gateway config.
 pub fn check_gateway_config(path: &Path, tune: &[String]) -> ExitCode {
     finish(load_gateway_tuned(path, tune).map(|settings| gateway_summary(&settings)))
+}
+
+/// `braid-gateway check-config --against-running`: the config's summary if a reload applies
+/// every change it makes to the running gateway's; otherwise the keys that need a restart.
+///
+/// # Errors
+/// The config's problems, a runtime directory with no record, or the keys a reload cannot apply.
+pub fn check_against_running(path: &Path, tune: &[String], dir: Option<PathBuf>) -> Result<String, String> {
+    let settings = load_gateway_tuned(path, tune)?;
+    let file = dir.unwrap_or_else(crate::config::gateway_runtime_dir).join(crate::config::RUNNING_FILE);
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "{}: {e}: no running gateway recorded its settings there (it does in its runtime directory)",
+            file.display()
+        )
+    })?;
+    let changed = crate::config::RestartOnly::from_text(&text).changed_in(&settings);
+    if changed.is_empty() {
+        Ok(format!("{}\na reload applies every change", gateway_summary(&settings)))
+    } else {
+        Err(format!(
+            "{}: a reload cannot apply {}: the running gateway keeps its values until it restarts",
+            path.display(),
+            changed.join(", ")
+        ))
+    }
 }
 
 /// Applies `--tune section.field=value` arguments, in order, over `tuning`.

@@ -19,7 +19,15 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 fn start(lab: &mut Lab, rigs: &[&e2e::Rig], gateway_key: &std::path::Path) {
     let config = gateway_config(lab, gateway_key, rigs);
     let gateway = binary("braid-gateway");
-    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config.to_str().unwrap()]);
+    // A runtime directory, as systemd's RuntimeDirectory= gives the gateway.
+    let runtime = lab.dir.join("run-gateway");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let runtime_env = format!("RUNTIME_DIRECTORY={}", runtime.display());
+    lab.spawn(
+        "gw",
+        "gateway",
+        &["env", &runtime_env, gateway.to_str().unwrap(), "run", "--config", config.to_str().unwrap()],
+    );
     let edge = binary("braid-edge");
     for r in rigs {
         lab.spawn(&r.name, &r.name, &[edge.to_str().unwrap(), "run", "--config", r.config.to_str().unwrap()]);
@@ -200,6 +208,15 @@ fn two_edges_share_one_gateway_port_and_a_reload_adds_one_without_disturbing_the
     assert!(log.contains("allowlist reloaded"), "{log}");
     let warning = log.lines().find(|l| l.contains("WARN") && l.contains("next restart")).unwrap_or_default();
     assert!(warning.contains("keys=listen, mode"), "the reload did not name what it ignored:\n{log}");
+    // And `check-config --against-running` fails on the same file, naming the same keys.
+    let runtime = lab.dir.join("run-gateway");
+    let check = std::process::Command::new(binary("braid-gateway"))
+        .args(["check-config", "--config", config.to_str().unwrap(), "--against-running", "--runtime-dir"])
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success() && stderr.contains("a reload cannot apply listen, mode"), "{stderr}");
     assert!(lab.stop("gateway"), "the gateway did not exit on SIGTERM");
 }
 

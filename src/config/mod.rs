@@ -104,35 +104,89 @@ pub struct GatewaySettings {
     pub status: StatusSettings,
 }
 
+/// What a gateway runs with that a reload cannot change, one `(key, value)` per config key
+/// (each kept edge's TAP under `edges[PUBLIC_KEY].tap`). A running gateway writes it to its
+/// runtime directory ([`RUNNING_FILE`]) so that `check-config --against-running` can tell which
+/// of a file's changes need a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestartOnly(pub Vec<(String, String)>);
+
+/// The file in the gateway's runtime directory that holds its [`RestartOnly`] settings.
+pub const RUNNING_FILE: &str = "restart-only";
+
+/// The runtime directory a gateway records its restart-only settings in: systemd's
+/// `$RUNTIME_DIRECTORY` (the first, if it lists several), else `/run/braid-gateway`.
+pub fn gateway_runtime_dir() -> PathBuf {
+    std::env::var("RUNTIME_DIRECTORY")
+        .ok()
+        .and_then(|dirs| dirs.split(':').next().filter(|d| !d.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/run/braid-gateway"))
+}
+
+impl RestartOnly {
+    /// As written to [`RUNNING_FILE`]: one `key<TAB>value` line each.
+    pub fn to_text(&self) -> String {
+        self.0.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
+    }
+
+    /// Reads what [`Self::to_text`] wrote.
+    pub fn from_text(text: &str) -> Self {
+        Self(text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The config keys whose value in `new` differs from this, in config order: what a reload
+    /// from `new` cannot apply. An edge that is new has no TAP running yet, so only kept edges'
+    /// TAPs count.
+    pub fn changed_in(&self, new: &GatewaySettings) -> Vec<String> {
+        new.restart_only()
+            .0
+            .iter()
+            .filter(|(key, value)| self.get(key).is_some_and(|running| running != value))
+            .map(|(key, _)| {
+                let edge = key.strip_prefix("edges[").and_then(|k| k.strip_suffix("].tap"));
+                let name = edge.and_then(|k| new.gateway.edges.iter().find(|e| e.public_key.to_base64() == k));
+                name.map_or_else(|| key.clone(), |e| format!("edges[{}].tap", e.name))
+            })
+            .collect()
+    }
+}
+
 impl GatewaySettings {
+    /// What this config sets that a reload cannot change.
+    pub fn restart_only(&self) -> RestartOnly {
+        let s = &self.gateway.session;
+        let status = &self.status;
+        let mut settings: Vec<(String, String)> = [
+            ("listen", format!("{:?}", self.listen)),
+            ("private_key_file", self.gateway.private_key.public().to_base64()),
+            ("handshake_rate", self.gateway.handshake_rate.to_string()),
+            ("mode", s.mode.as_str().to_owned()),
+            ("latency_budget_ms", s.latency_budget.as_millis().to_string()),
+            ("path_mtu", s.max_datagram.to_string()),
+            ("retransmit", s.retransmit.to_string()),
+            ("mss_clamp", s.clamp_mss.to_string()),
+            ("advanced", format!("{:?}", s.tuning)),
+            // The token itself never goes to disk: only whether there is one.
+            ("status", format!("{} {} token={}", status.listen, status.enabled, status.token.is_some())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (entry, tap) in self.gateway.edges.iter().zip(&self.taps) {
+            settings.push((format!("edges[{}].tap", entry.public_key.to_base64()), format!("{tap:?}")));
+        }
+        RestartOnly(settings)
+    }
+
     /// What a reload from `new` cannot apply to a gateway running with `self`: the config keys
     /// that changed and need a restart. A reload applies the allowlist (edges added, removed,
     /// their keys and PSKs); the rest is set at start.
     pub fn restart_needed(&self, new: &Self) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut changed = |key: &str, differs: bool| {
-            if differs {
-                keys.push(key.to_owned());
-            }
-        };
-        changed("listen", self.listen != new.listen);
-        changed("private_key_file", self.gateway.private_key.public() != new.gateway.private_key.public());
-        changed("handshake_rate", self.gateway.handshake_rate != new.gateway.handshake_rate);
-        let (a, b) = (&self.gateway.session, &new.gateway.session);
-        changed("mode", a.mode != b.mode);
-        changed("latency_budget_ms", a.latency_budget != b.latency_budget);
-        changed("path_mtu", a.max_datagram != b.max_datagram);
-        changed("retransmit", a.retransmit != b.retransmit);
-        changed("mss_clamp", a.clamp_mss != b.clamp_mss);
-        changed("advanced", a.tuning != b.tuning);
-        changed("status", self.status != new.status);
-        for (entry, tap) in new.gateway.edges.iter().zip(&new.taps) {
-            let kept = self.gateway.edges.iter().position(|e| e.public_key == entry.public_key);
-            if let Some(i) = kept {
-                changed(&format!("edges[{}].tap", entry.name), self.taps.get(i) != Some(tap));
-            }
-        }
-        keys
+        self.restart_only().changed_in(new)
     }
 }
 

@@ -766,3 +766,18 @@ fn a_reload_names_every_changed_key_it_cannot_apply_and_none_it_can() {
         ]
     );
 }
+
+#[test]
+fn what_a_reload_cannot_change_survives_its_file_and_names_kept_edges_taps_by_name() {
+    let scratch = Scratch::new("restart-only");
+    let running = scratch.gateway(&gateway_yaml()).unwrap();
+    let recorded = RestartOnly::from_text(&running.restart_only().to_text());
+    assert_eq!(recorded, running.restart_only());
+    assert!(recorded.to_text().contains(" token=false\n"), "only whether there is a token is recorded");
+    let moved = gateway_yaml()
+        .replace("edges:\n", "mode: bond\nedges:\n")
+        .replace(&format!("public_key: {}\n", key(4)), &format!("public_key: {}\n  bridge: br-x\n", key(4)));
+    let new = scratch.gateway(&moved).unwrap();
+    assert_eq!(recorded.changed_in(&new), ["mode", "edges[van-2].tap"]);
+    assert_eq!(recorded.changed_in(&running), Vec::<String>::new());
+}

@@ -63,6 +63,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
     let mut observer = driver::observer(&settings.status, "gateway")?;
+    record_restart_only(&settings);
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
@@ -184,6 +185,7 @@ async fn reload(
         .collect();
     running.gateway.edges = settings.gateway.edges;
     running.taps = taps_running;
+    record_restart_only(running);
     info!(edges = ?names, "allowlist reloaded");
     if !ignored.is_empty() {
         warn!(
@@ -192,6 +194,20 @@ async fn reload(
         );
     }
     Ok(moved)
+}
+
+/// Records what the gateway runs with that a reload cannot change in its runtime directory,
+/// for `check-config --against-running`; only under systemd, which gives it one
+/// (`RuntimeDirectory=`, exported as `$RUNTIME_DIRECTORY`). A few hundred bytes on tmpfs, at start
+/// and at each reload.
+fn record_restart_only(settings: &GatewaySettings) {
+    if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+        return;
+    }
+    let path = crate::config::gateway_runtime_dir().join(crate::config::RUNNING_FILE);
+    if let Err(error) = std::fs::write(&path, settings.restart_only().to_text()) {
+        warn!(%error, path = %path.display(), "could not record the settings a reload cannot change");
+    }
 }
 
 fn poll_recv_taps(
