@@ -232,32 +232,27 @@ const CUT_WINDOWS: &[Window] = &[
 
 /// Five +500 ms delay spikes of 1 to 2 s on `lte-good`, as LTE handovers and scheduling cause.
 const SPIKE: &str = "preset=lte-good delay_ms=540";
-const SPIKES: &[(f64, Action)] = &[
-    (4.0, Action::SetProfile(1, SPIKE)),
-    (5.0, Action::SetProfile(1, FIELD[1])),
-    (9.0, Action::SetProfile(1, SPIKE)),
-    (11.0, Action::SetProfile(1, FIELD[1])),
-    (14.0, Action::SetProfile(1, SPIKE)),
-    (15.5, Action::SetProfile(1, FIELD[1])),
-    (19.0, Action::SetProfile(1, SPIKE)),
-    (20.0, Action::SetProfile(1, FIELD[1])),
-    (24.0, Action::SetProfile(1, SPIKE)),
-    (26.0, Action::SetProfile(1, FIELD[1])),
-];
+/// The spikes' timeline, after any actions given first.
+macro_rules! spikes {
+    ($($first:expr),*) => {
+        &[
+            $($first,)*
+            (4.0, Action::SetProfile(1, SPIKE)),
+            (5.0, Action::SetProfile(1, FIELD[1])),
+            (9.0, Action::SetProfile(1, SPIKE)),
+            (11.0, Action::SetProfile(1, FIELD[1])),
+            (14.0, Action::SetProfile(1, SPIKE)),
+            (15.5, Action::SetProfile(1, FIELD[1])),
+            (19.0, Action::SetProfile(1, SPIKE)),
+            (20.0, Action::SetProfile(1, FIELD[1])),
+            (24.0, Action::SetProfile(1, SPIKE)),
+            (26.0, Action::SetProfile(1, FIELD[1])),
+        ]
+    };
+}
+const SPIKES: &[(f64, Action)] = spikes!();
 /// The same, with `dsl` out of carrier from the start: two links left.
-const SPIKES_WITHOUT_DSL: &[(f64, Action)] = &[
-    (0.0, Action::CarrierDown(0)),
-    (4.0, Action::SetProfile(1, SPIKE)),
-    (5.0, Action::SetProfile(1, FIELD[1])),
-    (9.0, Action::SetProfile(1, SPIKE)),
-    (11.0, Action::SetProfile(1, FIELD[1])),
-    (14.0, Action::SetProfile(1, SPIKE)),
-    (15.5, Action::SetProfile(1, FIELD[1])),
-    (19.0, Action::SetProfile(1, SPIKE)),
-    (20.0, Action::SetProfile(1, FIELD[1])),
-    (24.0, Action::SetProfile(1, SPIKE)),
-    (26.0, Action::SetProfile(1, FIELD[1])),
-];
+const SPIKES_WITHOUT_DSL: &[(f64, Action)] = spikes!((0.0, Action::CarrierDown(0)));
 /// Each spike, with `lte-good`'s return after it.
 const SPIKE_WINDOWS: &[Window] = &[
     Window { name: "spike1", from: 4.0, to: 5.0, link: Some(1) },

@@ -230,9 +230,10 @@ fn back(flags: &Flags) -> Result<(), String> {
     for w in scenario.windows {
         let Some(link) = w.link else { continue };
         let name = scenario::UPLINKS.get(usize::from(link)).ok_or("a window's uplink is out of range")?;
+        let field = format!("link=\"{name}\"");
         let changes: Vec<(f64, &str)> = log
             .lines()
-            .filter(|l| l.contains("link state") && l.contains(&format!("link=\"{name}\"")))
+            .filter(|l| l.contains("link state") && l.contains(&field))
             .filter_map(|l| {
                 let at = utc_seconds(l.split_whitespace().next()?)?;
                 let to = l.split("to=\"").nth(1)?.split('"').next()?;
@@ -247,7 +248,7 @@ fn back(flags: &Flags) -> Result<(), String> {
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC time as tracing writes it
-/// (`2026-12-04T17:22:17.764747Z`).
+/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`).
 fn utc_seconds(text: &str) -> Option<f64> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
