@@ -460,23 +460,47 @@ attack() {
 # encoder sends it) for 30 s, through the redundant cuts. Over UDP, the TS checked is what
 # crossed the ingest LAN (captured there: braid's delivery, whatever the receiving socket's
 # buffer); over SRT, what srt-live-transmit received. Continuity counters and decoded frames
-# are checked.
+# are checked, every frame sent against every frame decoded.
+#
+# Over SRT, the rig's sender is srt-live-transmit, fed by ffmpeg over the camera host's
+# loopback, as a rig's SRT gateway runs: it connects before the picture starts (the time it
+# takes is measured, connect_ms), and it stays connected for SRT's latency after the last
+# frame. An SRT receiver discards what its latency buffer still holds when the sender closes,
+# so an ffmpeg that spoke SRT itself would lose its last 1.2 s at every end of stream.
 ffmpeg_stream() { # udp|srt
-    local transport=$1 secs=30 out="$RUN/ingest-$1.ts" url listen capture=""
+    local transport=$1 secs=30 out="$RUN/ingest-$1.ts" url listen capture="" sender="" connect_ms=0
     case $transport in
         udp)
-            listen="udp://:5000?rcvbuf=4194304"; url="udp://$INGEST:5000?pkt_size=1316&bitrate=6000000&burst_bits=100000"
+            listen="udp://:5000?rcvbuf=4194304"
+            url="udp://$INGEST:5000?pkt_size=1316&bitrate=6000000&burst_bits=100000"
             bg_in_ns ing dumpcap -q -i eth0 -f "udp dst port 5000" -P -w "$RUN/ts.pcap" 2>"$RUN/dumpcap-ts.log"
             capture=$!
             wait_for_capture "$RUN/dumpcap-ts.log"
             ;;
         # SRT needs a latency above braid's budget (500 ms) plus a round trip: braid may hold a gap
         # that long, and SRT drops what comes later than its latency.
-        srt) listen="srt://:5001?mode=listener&latency=1200"; url="srt://$INGEST:5001?mode=caller&latency=1200000&pkt_size=1316" ;;
+        srt)
+            listen="srt://:5001?mode=listener&latency=1200"
+            url="udp://127.0.0.1:5002?pkt_size=1316&bitrate=6000000&burst_bits=100000"
+            ;;
     esac
     bg_in_ns ing srt-live-transmit -q "$listen" file://con >"$RUN/received-$transport.ts" 2>"$RUN/ingest-$transport.log"
     local ingest=$!
     sleep 0.5
+    if [[ $transport == srt ]]; then
+        local asked
+        asked=$(date +%s%N)
+        bg_in_ns cam srt-live-transmit "udp://127.0.0.1:5002" "srt://$INGEST:5001?mode=caller&latency=1200" \
+            >"$RUN/srt-sender.log" 2>&1
+        sender=$!
+        for _ in $(seq 200); do
+            grep -q "SRT target connected" "$RUN/srt-sender.log" 2>/dev/null && break
+            sleep 0.025
+        done
+        grep -q "SRT target connected" "$RUN/srt-sender.log" || die "the SRT sender did not connect in 5 s: $(cat "$RUN/srt-sender.log")"
+        connect_ms=$((($(date +%s%N) - asked) / 1000000))
+        log "SRT connected through the tunnel in ${connect_ms} ms"
+    fi
     T0=$(date +%s.%N)
     in_ns cam timeout $((secs + 20)) ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$secs" \
         -c:v libx264 -preset ultrafast -tune zerolatency -b:v 5M -maxrate 5M -bufsize 1M -g 30 \
@@ -485,6 +509,11 @@ ffmpeg_stream() { # udp|srt
     run_timeline "$secs"
     wait "$source" || true
     sleep 3 # SRT delivers up to its latency late
+    if [[ -n $sender ]]; then
+        kill "$sender" 2>/dev/null || true
+        wait "$sender" 2>/dev/null || true
+        sleep 0.5
+    fi
     kill "$ingest" 2>/dev/null || true
     wait "$ingest" 2>/dev/null || true
     if [[ -n $capture ]]; then
@@ -501,7 +530,7 @@ ffmpeg_stream() { # udp|srt
     frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | sed -n 1p | tr -dc 0-9)
     freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
     log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
-    result "ffmpeg-redundant/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes"
+    result "ffmpeg-redundant/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes connect_ms=$connect_ms"
 }
 
 measure_ffmpeg_redundant() {
