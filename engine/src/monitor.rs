@@ -73,6 +73,8 @@ pub const MAX_QUALITY_WINDOW: Duration = Duration::from_secs(10);
 pub const DEGRADED_LOSS: f64 = 0.10;
 /// z for the 95% confidence interval of a loss estimate.
 pub const LOSS_CONFIDENCE_Z: f64 = 1.96;
+/// Probes answered in time, in a row, that end a delay spike (about 150 ms of probing).
+pub const CALM_PROBES: u32 = 3;
 /// A link whose smoothed RTT rises this far above its minimum is degraded (a filling buffer).
 pub const DEGRADED_RTT_RISE: Duration = Duration::from_millis(150);
 /// Loss is judged only once this many packets were expected in the window.
@@ -348,6 +350,9 @@ pub struct LinkMonitor {
     penalty_before_down: u32,
     /// Whether the link is down for silence (not carrier) and may yet prove only late.
     silent_down: bool,
+    /// While a delay spike holds the link degraded: the probes answered in time since the last
+    /// late one. [`CALM_PROBES`] of them in a row end the spike.
+    calm_probes: Option<u32>,
     tuning: MonitorTuning,
     outstanding: VecDeque<Outstanding>,
     last_rx: Instant,
@@ -394,6 +399,7 @@ impl LinkMonitor {
             last_down: None,
             penalty_before_down: 0,
             silent_down: false,
+            calm_probes: None,
             outstanding: VecDeque::new(),
             srtt: None,
             rttvar: Duration::ZERO,
@@ -569,7 +575,9 @@ impl LinkMonitor {
             self.good_probes = 0;
         }
         self.outstanding.drain(..=position);
-        self.on_rtt_sample(now.saturating_duration_since(sent));
+        let rtt = now.saturating_duration_since(sent);
+        self.on_rtt_sample(rtt);
+        self.count_calm(rtt);
         self.good_probes = self.good_probes.saturating_add(1);
         match self.state {
             LinkState::Down if self.carrier && self.silent_down && self.last_down.is_some_and(|d| sent < d) => {
@@ -578,6 +586,10 @@ impl LinkMonitor {
                 // probed, until its RTT settles; and the down costs it no flap penalty.
                 self.flap_penalty = self.penalty_before_down;
                 self.silent_down = false;
+                // The path's delay has stepped up, and one sample barely moves the smoothed RTT:
+                // it starts from the spike's, and the link stays degraded until the spike ends.
+                self.srtt = self.srtt.map(|s| s.max(rtt));
+                self.calm_probes = Some(0);
                 self.set_state(now, LinkState::Degraded, StateReason::DelaySpike)
             }
             LinkState::Down if self.carrier => {
@@ -627,6 +639,7 @@ impl LinkMonitor {
     pub fn on_carrier(&mut self, now: Instant, up: bool) -> Option<Transition> {
         self.carrier = up;
         self.outstanding.clear();
+        self.calm_probes = None;
         self.unconfirmed = None;
         self.data_unanswered = None;
         self.good_probes = 0;
@@ -750,7 +763,23 @@ impl LinkMonitor {
     }
 
     fn quality_is_good(&self) -> bool {
-        self.losses().all(|l| l.upper < self.tuning.degraded_loss) && !self.rtt_risen()
+        self.calm_probes.is_none() && self.losses().all(|l| l.upper < self.tuning.degraded_loss) && !self.rtt_risen()
+    }
+
+    /// During a delay spike, counts the probes answered in time (within the degraded rise of
+    /// the minimum RTT) since the last late one; at [`CALM_PROBES`] the spike is over, and the
+    /// smoothed RTT restarts from the path's delay as it is now.
+    fn count_calm(&mut self, rtt: Duration) {
+        let Some(calm) = self.calm_probes else { return };
+        let in_time = self.min_rtt.is_some_and(|m| rtt <= m + self.tuning.degraded_rtt_rise);
+        if !in_time {
+            self.calm_probes = Some(0);
+        } else if calm + 1 >= CALM_PROBES {
+            self.calm_probes = None;
+            self.srtt = Some(rtt);
+        } else {
+            self.calm_probes = Some(calm + 1);
+        }
     }
 
     fn decay_penalty(&mut self, now: Instant) {
@@ -885,6 +914,42 @@ mod tests {
         let back = m.on_probe_reply(late, 10_000).map(|t| (t.to, t.reason));
         assert_eq!(back, Some((LinkState::Degraded, StateReason::DelaySpike)));
         assert_eq!(m.flap_penalty(), 0, "a delay spike is no flap");
+    }
+
+    #[test]
+    fn a_delay_spike_holds_the_link_degraded_until_its_probes_are_answered_in_time_again() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let spike = bring_up(&mut m, t0);
+        run_silent(&mut m, spike, spike + Duration::from_secs(2));
+        let late = spike + RTT + Duration::from_millis(500);
+        m.on_packet_received(late, 10_000, 100, 0);
+        m.on_probe_reply(late, 10_000);
+        // One late sample barely moves the smoothed RTT; the spike still holds the link out.
+        assert_eq!(m.handle_timeout(late).map(|t| t.to), None, "back up on the spike's first late reply");
+        // Probes during the spike come back 500 ms late: still degraded.
+        let mut t = late;
+        for seq in 20_000..20_010 {
+            m.on_probe_sent(t, seq);
+            m.on_packet_received(t + RTT + Duration::from_millis(500), seq, 100, 0);
+            m.on_probe_reply(t + RTT + Duration::from_millis(500), seq as u32);
+            m.handle_timeout(t + RTT + Duration::from_millis(500));
+            assert_eq!(m.state(), LinkState::Degraded, "up while its replies are 500 ms late");
+            t += PROBE_INTERVAL;
+        }
+        // The spike ends: answered in time again, the link is up within a few probes.
+        let end = t + Duration::from_millis(500);
+        let mut up_at = None;
+        for (i, seq) in (30_000..30_020).enumerate() {
+            let sent = end + PROBE_INTERVAL * i as u32;
+            answered_probe(&mut m, sent, seq);
+            if m.state() == LinkState::Up {
+                up_at = Some(sent + RTT);
+                break;
+            }
+        }
+        let back = up_at.map(|at| at - end);
+        assert!(back.is_some_and(|b| b <= PROBE_INTERVAL * 4), "up {back:?} after the spike ended");
     }
 
     #[test]

@@ -180,19 +180,20 @@ impl Session {
         }
     }
 
-    /// How missing frames are timed, from the links as they measure now. With `now`, only links
-    /// that carried data within [`DATA_RECENT`] count as having passed a frame; without it (for
-    /// a wake-up time) every link that ever carried data counts, which can only make a NAK later.
+    /// How missing frames are timed, from the links as they measure now. Only links that are up
+    /// count as having passed a frame: a degraded one (a delay spike) brings its copies later
+    /// than a NAK's answer would. With `now`, only links that carried data within
+    /// [`DATA_RECENT`] count; without it (for a wake-up time) every link that ever carried data
+    /// counts, which can only make a NAK later.
     pub(super) fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
         let tuning = self.config.tuning.recovery;
-        let carrying =
-            self.links.iter().flatten().filter(|l| l.monitor.state() != LinkState::Down).filter(|l| {
-                match (now, l.rx.last_data) {
-                    (Some(now), Some(at)) => now.saturating_duration_since(at) <= tuning.data_recent,
-                    (None, Some(_)) => true,
-                    (_, None) => false,
-                }
-            });
+        let carrying = self.links.iter().flatten().filter(|l| l.monitor.state() == LinkState::Up).filter(|l| {
+            match (now, l.rx.last_data) {
+                (Some(now), Some(at)) => now.saturating_duration_since(at) <= tuning.data_recent,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            }
+        });
         let passed_everywhere = carrying.map(|l| l.rx.highest_frame.map_or(0, |h| h + 1)).min().unwrap_or(0);
         let rto = nak_route(&self.links).first().map_or(tuning.default_rto, |(_, rto)| *rto);
         let rtt = self.best_rtt().unwrap_or(tuning.default_rto);
