@@ -17,14 +17,39 @@ pub enum Daemon {
     Gateway,
 }
 
+impl Daemon {
+    /// Where its config is read from when no `--config` is given.
+    pub fn default_config(self) -> &'static Path {
+        Path::new(match self {
+            Self::Edge => "/etc/braid/edge.yaml",
+            Self::Gateway => "/etc/braid/gateway.yaml",
+        })
+    }
+}
+
+/// The `--config` (`-c`) option of the commands that read a config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigPath {
+    /// The config file [default: /etc/braid/edge.yaml for braid-edge, /etc/braid/gateway.yaml
+    /// for braid-gateway].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    path: Option<PathBuf>,
+}
+
+impl ConfigPath {
+    /// The file given, or the daemon's default.
+    pub fn resolve(self, daemon: Daemon) -> PathBuf {
+        self.path.unwrap_or_else(|| daemon.default_config().to_owned())
+    }
+}
+
 /// The subcommands both binaries have.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Runs the tunnel until SIGINT or SIGTERM.
     Run {
-        /// The config file.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Sets an engine tunable over the config's `advanced:` (repeatable; `tuning` lists them).
         #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
         tune: Vec<String>,
@@ -32,9 +57,9 @@ pub enum Command {
     /// Shows the running daemon's links and sessions: a table on a terminal, JSON (schema
     /// version 2) when piped, as scripts expect.
     Status {
-        /// The config file (it names the status address and token).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        /// The config (it names the status address and token).
+        #[command(flatten)]
+        config: ConfigPath,
         /// Prints the JSON snapshot (docs/status.schema.json), even on a terminal.
         #[arg(long, conflicts_with = "table")]
         json: bool,
@@ -55,9 +80,8 @@ pub enum Command {
     Key(KeyCommand),
     /// Checks a config file: prints what would run, or every problem (file, line and key).
     CheckConfig {
-        /// The config file.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Sets an engine tunable, as `run --tune` does.
         #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
         tune: Vec<String>,
@@ -73,8 +97,8 @@ pub enum Command {
     /// Lists every engine tunable with its value and what it tunes: the defaults, or what a
     /// config (and `--tune`) make of them.
     Tuning {
-        /// The config file whose `advanced:` section to apply.
-        #[arg(long, value_name = "FILE")]
+        /// The config file whose `advanced:` section to apply (none: the defaults).
+        #[arg(short = 'c', long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Sets an engine tunable, as `run --tune` does.
         #[arg(long = "tune", value_name = "SECTION.FIELD=VALUE")]
@@ -86,23 +110,23 @@ impl Command {
     /// Runs the command for `daemon` and returns the process's exit code.
     pub fn run(self, daemon: Daemon) -> ExitCode {
         match (self, daemon) {
-            (Self::Run { config, tune }, Daemon::Edge) => run_edge(&config, &tune),
-            (Self::Run { config, tune }, Daemon::Gateway) => run_gateway(&config, &tune),
+            (Self::Run { config, tune }, Daemon::Edge) => run_edge(&config.resolve(daemon), &tune),
+            (Self::Run { config, tune }, Daemon::Gateway) => run_gateway(&config.resolve(daemon), &tune),
             (Self::Status { config, json, table, watch, interval_ms, count }, daemon) => {
                 // Piped output stays JSON (what scripts have parsed since schema v1).
                 let json = json || (!table && !std::io::IsTerminal::is_terminal(&std::io::stdout()));
                 let view = StatusView { json, watch, interval: std::time::Duration::from_millis(interval_ms), count };
-                status(daemon, &config, &view)
+                status(daemon, &config.resolve(daemon), &view)
             }
             (Self::CheckConfig { against_running: true, .. }, Daemon::Edge) => finish::<&str, _>(Err(
                 "--against-running is for the gateway: the edge has no reload (restart it to apply a change)",
             )),
-            (Self::CheckConfig { config, tune, .. }, Daemon::Edge) => check_edge_config(&config, &tune),
+            (Self::CheckConfig { config, tune, .. }, Daemon::Edge) => check_edge_config(&config.resolve(daemon), &tune),
             (Self::CheckConfig { config, tune, against_running: false, .. }, Daemon::Gateway) => {
-                check_gateway_config(&config, &tune)
+                check_gateway_config(&config.resolve(daemon), &tune)
             }
             (Self::CheckConfig { config, tune, runtime_dir, .. }, Daemon::Gateway) => {
-                finish(check_against_running(&config, &tune, runtime_dir))
+                finish(check_against_running(&config.resolve(daemon), &tune, runtime_dir))
             }
             (Self::Tuning { config, tune }, daemon) => finish(tuning(daemon, config.as_deref(), &tune)),
             (Self::Key(command), _) => finish(command.run()),
@@ -156,13 +180,58 @@ pub fn finish<T: Display, E: Display>(result: Result<T, E>) -> ExitCode {
 
 /// `braid-edge check-config`: a summary of the config on stdout and exit 0, or its problems
 /// (file, line, key) on stderr and exit 1.
+/// Warns, on stderr, of interfaces the config names that this machine does not have (yet).
 pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
-    finish(load_edge_tuned(path, tune).map(|settings| edge_summary(&settings)))
+    finish(load_edge_tuned(path, tune).map(|settings| {
+        warn_all(&edge_interface_warnings(&settings, interface_exists));
+        edge_summary(&settings)
+    }))
 }
 
 /// `braid-gateway check-config`: as [`check_edge_config`], for a gateway config.
 pub fn check_gateway_config(path: &Path, tune: &[String]) -> ExitCode {
-    finish(load_gateway_tuned(path, tune).map(|settings| gateway_summary(&settings)))
+    finish(load_gateway_tuned(path, tune).map(|settings| {
+        warn_all(&bridge_warnings(&settings.taps, interface_exists));
+        gateway_summary(&settings)
+    }))
+}
+
+fn warn_all(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// Whether this machine has a network interface of that name now.
+fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// The edge's uplink interfaces and TAP bridge that `exists` says are missing.
+fn edge_interface_warnings(settings: &EdgeSettings, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut warnings: Vec<String> = settings
+        .uplinks
+        .iter()
+        .filter(|u| !exists(&u.interface))
+        .map(|u| {
+            format!(
+                "uplink {}: interface {} does not exist (yet): the edge binds it when it appears",
+                u.name, u.interface
+            )
+        })
+        .collect();
+    warnings.extend(bridge_warnings(std::slice::from_ref(&settings.tap), exists));
+    warnings
+}
+
+/// The TAP bridges that `exists` says are missing.
+fn bridge_warnings(taps: &[crate::config::TapSettings], exists: impl Fn(&str) -> bool) -> Vec<String> {
+    taps.iter()
+        .filter_map(|tap| tap.bridge.as_deref().filter(|b| !exists(b)).map(|b| (tap, b)))
+        .map(|(tap, bridge)| {
+            format!("TAP {}: bridge {bridge} does not exist: the daemon cannot start until it does", tap.name)
+        })
+        .collect()
 }
 
 /// `braid-gateway check-config --against-running`: the config's summary if a reload applies
@@ -314,7 +383,7 @@ fn tap_summary(tap: &crate::config::TapSettings) -> String {
 
 /// `run`: loads the edge config and runs until SIGINT or SIGTERM.
 pub fn run_edge(path: &Path, tune: &[String]) -> ExitCode {
-    crate::io::init_logging();
+    crate::io::init_logging("braid-edge");
     match load_edge_tuned(path, tune) {
         Ok(settings) => finish(crate::io::edge::run(settings).map(|()| "stopped")),
         Err(error) => finish::<&str, _>(Err(error)),
@@ -323,7 +392,7 @@ pub fn run_edge(path: &Path, tune: &[String]) -> ExitCode {
 
 /// `run`: loads the gateway config and runs until SIGINT or SIGTERM (SIGHUP reloads the edges).
 pub fn run_gateway(path: &Path, tune: &[String]) -> ExitCode {
-    crate::io::init_logging();
+    crate::io::init_logging("braid-gateway");
     match load_gateway_tuned(path, tune) {
         Ok(settings) => finish(crate::io::gateway::run(settings).map(|()| "stopped")),
         Err(error) => finish::<&str, _>(Err(error)),
@@ -366,6 +435,7 @@ pub fn status(daemon: Daemon, path: &Path, view: &StatusView) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return finish::<&str, _>(Err(error)),
     };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     runtime.block_on(async {
         let mut shown = 0u64;
         loop {
@@ -375,9 +445,12 @@ pub fn status(daemon: Daemon, path: &Path, view: &StatusView) -> ExitCode {
             };
             if view.json {
                 println!("{text}");
-            } else {
+            } else if terminal {
                 // Home the cursor and clear the screen: the table redraws in place.
                 print!("\x1b[H\x1b[2J{text}\n(every {} ms; Ctrl-C to stop)\n", view.interval.as_millis());
+            } else {
+                // Into a pipe or a file: one table after another, no terminal codes.
+                println!("{text}\n");
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
             shown += 1;
@@ -440,7 +513,8 @@ pub fn table(status: &crate::io::status::Status) -> String {
                 link.tx_loss * 100.0,
                 link.rx_loss * 100.0,
                 rate(link.tx_bps),
-                rate(link.rate_bps as f64),
+                // An idle link's rate is the controller's guess, not a measurement.
+                if link.rate_measured { rate(link.rate_bps as f64) } else { "unmeasured".to_owned() },
                 rate(link.rx_bps),
                 link.tx_share * 100.0,
                 link.rx_share * 100.0,
@@ -465,6 +539,34 @@ mod tests {
 
     use super::*;
     use crate::io::status::{Body, EdgeView, Flat, GatewayBody, Safety, Status};
+
+    #[test]
+    fn the_table_marks_an_idle_links_rate_as_unmeasured() {
+        let mut session = crate::io::metrics::tests::session();
+        session.links =
+            vec![crate::io::metrics::tests::link(0, "dsl", "up"), crate::io::metrics::tests::link(1, "lte", "up")];
+        session.links[1].rate_measured = false;
+        let status = Status {
+            version: crate::io::status::SCHEMA_VERSION,
+            time_unix_ms: 0,
+            uptime_s: 1.0,
+            body: Body::Edge(Box::new(crate::io::status::EdgeBody {
+                edge: EdgeView {
+                    name: "van-1".into(),
+                    session: Some(session),
+                    safety: Safety::of(None),
+                    transitions: Vec::new(),
+                },
+                counters: Flat::default(),
+                drops: 0,
+                drops_by_reason: BTreeMap::new(),
+            })),
+        };
+        let text = table(&status);
+        let row = |name: &str| text.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+        assert!(row("dsl").contains("8.0 Mb/s"), "{text}");
+        assert!(row("lte").contains("unmeasured") && !row("lte").contains("8.0 Mb/s"), "{text}");
+    }
 
     #[test]
     fn the_table_names_each_edge_with_its_safety_and_says_when_it_has_no_session() {

@@ -62,3 +62,15 @@ fn a_good_edge_config_is_summarised_and_exits_zero() {
 fn bad_edge_configs_exit_one_naming_the_file_line_and_key() {
     EDGE.refuses_each_bad_config_naming_file_line_and_key();
 }
+
+#[test]
+fn an_uplink_interface_or_a_bridge_this_machine_lacks_is_warned_of() {
+    EDGE.warns_of_missing_interfaces(
+        "    interface: wwan0\n",
+        "    interface: braid-none0\ntap:\n  bridge: br-braid-none\n",
+        &[
+            "warning: uplink lte: interface braid-none0 does not exist (yet)",
+            "warning: TAP braid0: bridge br-braid-none does not exist",
+        ],
+    );
+}

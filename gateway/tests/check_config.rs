@@ -60,3 +60,12 @@ fn a_good_gateway_config_is_summarised_and_exits_zero() {
 fn bad_gateway_configs_exit_one_naming_the_file_line_and_key() {
     GATEWAY.refuses_each_bad_config_naming_file_line_and_key();
 }
+
+#[test]
+fn a_bridge_this_machine_lacks_is_warned_of() {
+    GATEWAY.warns_of_missing_interfaces(
+        "    tap: braid-van1\n",
+        "    tap: braid-van1\n    bridge: br-braid-none\n",
+        &["warning: TAP braid-van1: bridge br-braid-none does not exist"],
+    );
+}

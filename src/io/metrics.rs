@@ -309,7 +309,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use openmetrics_parser::OpenMetricsValue;
@@ -318,7 +318,7 @@ mod tests {
     use super::*;
     use crate::io::status::{EdgeBody, Flat, GatewayBody, HoldHistogram, Safety, SessionView};
 
-    fn link(id: u8, name: &str, state: &str) -> LinkView {
+    pub(crate) fn link(id: u8, name: &str, state: &str) -> LinkView {
         LinkView {
             id,
             name: name.into(),
@@ -349,10 +349,11 @@ mod tests {
             max_datagram: 1392,
             max_datagram_settled: true,
             rate_bps: 8_000_000,
+            rate_measured: true,
         }
     }
 
-    fn session() -> SessionView {
+    pub(crate) fn session() -> SessionView {
         let mut hold = HoldHistogram::default();
         hold.observe(std::time::Duration::ZERO);
         hold.observe(std::time::Duration::from_millis(40));

@@ -43,13 +43,53 @@ impl IoError {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (INFO by default: link state changes, handshakes,
-/// paths; per-packet events are TRACE).
-pub fn init_logging() {
+/// paths; per-packet events are TRACE). Each line names the daemon it comes from
+/// (`braid-edge`, `braid-gateway`), whichever module of the shared code wrote it.
+pub fn init_logging(daemon: &'static str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain `key=value` fields.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .event_format(DaemonFormat::new(daemon))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A log line as `TIME LEVEL DAEMON: fields`: the time and level as tracing-subscriber writes
+/// them, then the daemon's name where its default puts the module path.
+#[derive(Debug)]
+pub struct DaemonFormat {
+    daemon: &'static str,
+    rest: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+}
+
+impl DaemonFormat {
+    /// Lines tagged with `daemon`.
+    pub fn new(daemon: &'static str) -> Self {
+        let rest = tracing_subscriber::fmt::format().without_time().with_level(false).with_target(false);
+        Self { daemon, rest }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for DaemonFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime as _;
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
+        write!(writer, " {:>5} {}: ", event.metadata().level(), self.daemon)?;
+        self.rest.format_event(ctx, writer, event)
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -122,4 +162,41 @@ pub fn shutdown_signal() -> Result<impl Future<Output = &'static str>, IoError> 
             _ = term.recv() => "SIGTERM",
         }
     })
+}
+
+#[cfg(test)]
+mod logging_tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into shared memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_line_names_the_daemon_not_the_shared_module_it_comes_from() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(super::DaemonFormat::new("braid-gateway"))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(edge = "van-1", "handshake complete");
+        });
+        let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("UTF-8");
+        let (time, rest) = text.split_once(' ').expect("a time first");
+        assert!(time.ends_with('Z') && time.contains('T'), "{text}");
+        assert_eq!(rest.trim_start(), "INFO braid-gateway: handshake complete edge=\"van-1\"\n", "{text}");
+    }
 }

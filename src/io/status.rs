@@ -167,6 +167,10 @@ pub struct LinkView {
     pub max_datagram_settled: bool,
     /// The sending rate the link's congestion control allows, bits per second.
     pub rate_bps: u64,
+    /// Whether `rate_bps` rests on a delivery rate the peer measured recently (false on an idle
+    /// link: the controller's starting or last value).
+    #[serde(default)]
+    pub rate_measured: bool,
 }
 
 /// Whether the stream survives the loss of one more link.
@@ -424,6 +428,7 @@ impl Recorder {
                 let (state, quality, counters) =
                     (session.link_state(link)?, session.link_quality(link)?, session.link_stats(link)?);
                 let (max_datagram, max_datagram_settled) = session.link_path_mtu(link)?;
+                let estimate = session.link_estimate(link);
                 Some(LinkView {
                     id: link.get(),
                     name: link_name(link).to_owned(),
@@ -442,7 +447,8 @@ impl Recorder {
                     state_changes: self.changes[i],
                     max_datagram: max_datagram as u64,
                     max_datagram_settled,
-                    rate_bps: session.link_estimate(link).map_or(0, |e| e.rate_bps),
+                    rate_bps: estimate.map_or(0, |e| e.rate_bps),
+                    rate_measured: estimate.is_some_and(|e| e.delivery_bps.is_some()),
                 })
             })
             .collect();

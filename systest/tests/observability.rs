@@ -434,6 +434,20 @@ fn metrics_and_status_follow_the_traffic_and_a_cut_link_in_namespaces() {
     );
     let watched = String::from_utf8_lossy(&watched.stdout);
     assert_eq!(watched.matches("edge1: stream SAFE").count(), 2, "{watched}");
+    assert!(!watched.contains('\x1b'), "terminal codes written into a pipe: {watched:?}");
+
+    // With no --config, `status` reads /etc/braid/edge.yaml: here the test's config, in a
+    // tmpfs over /etc that only this command's private mount namespace sees.
+    let script = format!(
+        "mount -t tmpfs braid-etc /etc && mkdir /etc/braid && cp {} /etc/braid/edge.yaml && exec {} status --json",
+        rig1.config.display(),
+        binary("braid-edge").display()
+    );
+    let default = lab.exec(&edge_ns, &["unshare", "--mount", "sh", "-c", &script]);
+    let default: Value = serde_json::from_slice(&default.stdout).unwrap_or_else(|e| {
+        panic!("status with the default config: {e}: {}", String::from_utf8_lossy(&default.stderr))
+    });
+    assert_eq!(default["session"]["links"][0]["name"], "isp1", "{default:#}");
     lab.exec(&edge_ns, &["ip", "link", "set", "up1", "up"]);
 }
 

@@ -67,6 +67,19 @@ impl Binary {
         assert_refused(&out, &scratch.config(), 1, "private_key_file", &fix, "a world-readable private key");
     }
 
+    /// Runs `check-config` on the good config with `from` replaced by `to`, naming interfaces
+    /// this machine does not have: it passes, and warns of each.
+    pub(crate) fn warns_of_missing_interfaces(&self, from: &str, to: &str, warnings: &[&str]) {
+        let scratch = Scratch::new(self, "missing");
+        assert!(self.good.contains(from), "{from:?} is not in the good config");
+        let out = scratch.check(self, &self.good_config().replace(from, to));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        for warning in warnings {
+            assert!(stderr.contains(warning), "stderr should warn {warning:?}:\n{stderr}");
+        }
+    }
+
     fn good_config(&self) -> String {
         self.good.replace("{peer}", PEER_KEY)
     }
