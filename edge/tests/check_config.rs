@@ -74,3 +74,9 @@ fn an_uplink_interface_or_a_bridge_this_machine_lacks_is_warned_of() {
         ],
     );
 }
+
+#[test]
+fn the_shipped_example_passes_check_config_and_has_every_key_of_the_reference() {
+    EDGE.accepts_the_example_as_shipped("edge.yaml", "edge.key");
+    EDGE.example_has_every_reference_key("edge.yaml", "edge key");
+}

@@ -69,3 +69,9 @@ fn a_bridge_this_machine_lacks_is_warned_of() {
         &["warning: TAP braid-van1: bridge br-braid-none does not exist"],
     );
 }
+
+#[test]
+fn the_shipped_example_passes_check_config_and_has_every_key_of_the_reference() {
+    GATEWAY.accepts_the_example_as_shipped("gateway.yaml", "gateway.key");
+    GATEWAY.example_has_every_reference_key("gateway.yaml", "gateway key");
+}

@@ -83,6 +83,72 @@ impl Binary {
     fn good_config(&self) -> String {
         self.good.replace("{peer}", PEER_KEY)
     }
+
+    /// Runs `check-config` on a shipped example (`packaging/examples/NAME`) as an operator
+    /// would after creating only its key file: here `/etc/braid/` stands for a scratch
+    /// directory holding `key_file`. It passes, naming no bridge the operator must create.
+    pub(crate) fn accepts_the_example_as_shipped(&self, name: &str, key_file: &str) {
+        let scratch = Scratch::new(self, "example");
+        let text = std::fs::read_to_string(repo().join("packaging/examples").join(name)).expect("the example");
+        PrivateKey::from_bytes([2; 32]).write_file(&scratch.dir.join(key_file)).expect("key file");
+        let out = scratch.check(self, &text.replace("/etc/braid/", &format!("{}/", scratch.dir.display())));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} as shipped: {stderr}");
+        assert!(!stderr.contains("bridge"), "{name} as shipped names a bridge to create: {stderr}");
+    }
+
+    /// Checks that every key of the config reference's table headed `heading` (docs/
+    /// configuration.md) is in the example `name`, set or commented out.
+    pub(crate) fn example_has_every_reference_key(&self, name: &str, heading: &str) {
+        let text = std::fs::read_to_string(repo().join("packaging/examples").join(name)).expect("the example");
+        let keys = reference_keys(heading);
+        assert!(keys.len() >= 10, "the table {heading:?} names only {keys:?}");
+        let missing: Vec<&String> = keys.iter().filter(|k| !has_key(&text, k)).collect();
+        assert!(missing.is_empty(), "{name} lacks these keys of the config reference: {missing:?}");
+    }
+}
+
+/// The repository's root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The keys in the first column of the table headed `| HEADING |` in docs/configuration.md:
+/// each backticked name, `a.b` / `.c` read as `a.b` and `a.c`; `advanced.<section>.<field>` is
+/// left out (the tunables are `tuning`'s to list).
+fn reference_keys(heading: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo().join("docs/configuration.md")).expect("docs/configuration.md");
+    let rows = doc
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("| {heading} |")))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    let mut keys = Vec::new();
+    for row in rows {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let mut parent = String::new();
+        for name in cell.split('`').skip(1).step_by(2).filter(|n| !n.contains('<')) {
+            let key = match name.strip_prefix('.') {
+                Some(leaf) => format!("{parent}.{leaf}"),
+                None => name.to_owned(),
+            };
+            parent = key.rsplit_once('.').map_or_else(String::new, |(p, _)| p.to_owned());
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Whether the YAML text has the dotted key (`uplinks[].name`), set or commented out: each
+/// part as a key on a line after the one before.
+fn has_key(text: &str, key: &str) -> bool {
+    let mut lines = text.lines();
+    key.split('.').map(|part| part.trim_end_matches("[]")).all(|part| {
+        lines.any(|line| {
+            let line = line.trim_start().trim_start_matches('#').trim_start();
+            line.trim_start_matches("- ").starts_with(&format!("{part}:"))
+        })
+    })
 }
 
 #[track_caller]
