@@ -481,6 +481,18 @@ pub fn table(status: &crate::io::status::Status) -> String {
             _ => "DOWN",
         };
         let _ = writeln!(out, "\n{}: stream {level} ({})", edge.name, edge.safety.reason);
+        if let Some(problem) = &edge.handshake_problem {
+            let _ = writeln!(
+                out,
+                "  handshake{}: {} from {} for {:.0} s, {} attempts on {}",
+                if problem.ongoing { "" } else { " (last trouble, since resolved)" },
+                problem.cause,
+                problem.gateway,
+                problem.waited_s,
+                problem.attempts,
+                if problem.uplinks.is_empty() { "no uplink".to_owned() } else { problem.uplinks.join(", ") }
+            );
+        }
         let Some(session) = &edge.session else { continue };
         let _ = writeln!(
             out,
@@ -556,6 +568,7 @@ mod tests {
                     session: Some(session),
                     safety: Safety::of(None),
                     transitions: Vec::new(),
+                    handshake_problem: None,
                 },
                 counters: Flat::default(),
                 drops: 0,
@@ -575,6 +588,7 @@ mod tests {
             session: None,
             safety: Safety::of(None),
             transitions: Vec::new(),
+            handshake_problem: None,
         };
         let status = Status {
             version: crate::io::status::SCHEMA_VERSION,

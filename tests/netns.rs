@@ -220,6 +220,87 @@ fn two_edges_share_one_gateway_port_and_a_reload_adds_one_without_disturbing_the
     assert!(lab.stop("gateway"), "the gateway did not exit on SIGTERM");
 }
 
+#[test]
+fn an_edge_names_why_its_handshakes_go_unanswered_within_five_seconds_in_its_log_and_its_status() {
+    if !root_or_skip("netns handshake diagnostics") {
+        return;
+    }
+    let mut lab = Lab::new("d");
+    internet(&mut lab);
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    let rig1 = rig(&mut lab, 1, 2, &gateway_public);
+    let gateway = binary("braid-gateway");
+    let config = gateway_config(&lab, &gateway_key, &[&rig1]);
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config.to_str().unwrap()]);
+    let edge = binary("braid-edge");
+    let base = std::fs::read_to_string(&rig1.config).unwrap();
+    let (_, other_public) = lab.keygen("other");
+    // Each edge in turn (one TAP, one status port), its config changed one way, and the cause
+    // its WARN line and /status must name.
+    let cases = [
+        ("wrong-port", base.replace("10.200.0.2:4754", "10.200.0.2:4799"), "port_unreachable"),
+        ("other-key", base.replace(&gateway_public, &other_public), "wrong_gateway_key"),
+        ("flood", base.clone(), "gateway_under_load"),
+    ];
+    for (name, text, cause) in cases {
+        if name == "flood" {
+            // A flood of initiations from another edge's would-be address, far above the
+            // gateway's handshake rate (50/s), running when the edge starts.
+            let labtool = binary("braid-labtool");
+            lab.spawn(
+                "inet",
+                "flood",
+                &[
+                    labtool.to_str().unwrap(),
+                    "initiations",
+                    "--to",
+                    "10.200.0.2:4754",
+                    "--gateway-key",
+                    &gateway_public,
+                    "--pps",
+                    "2000",
+                    "--secs",
+                    "20",
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let path = lab.write(&format!("edge-{name}.yaml"), &text);
+        lab.spawn(&rig1.name, name, &[edge.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
+        let field = format!("cause=\"{cause}\"");
+        let named = lab.wait_for(Duration::from_secs(5), || {
+            lab.log(name)
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains("handshake not completing") && l.contains(&field))
+        });
+        assert!(named, "{name}: no WARN naming {cause} within 5 s:\n{}", lab.log(name));
+        // The status snapshot is published every second: the next carries it.
+        let status = || {
+            let out = lab.exec(&rig1.name, &[edge.to_str().unwrap(), "status", "--json", "-c", path.to_str().unwrap()]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let carried = lab.wait_for(Duration::from_secs(3), || status()["handshake_problem"]["cause"] == cause);
+        let status = status();
+        assert!(carried, "{name}: /status does not name {cause}: {status:#}");
+        let gateway = if name == "wrong-port" { "10.200.0.2:4799" } else { "10.200.0.2:4754" };
+        assert_eq!(status["handshake_problem"]["gateway"], gateway, "{status:#}");
+        if name == "flood" {
+            // The cookie gets the edge through all the same.
+            assert!(
+                lab.wait_for(Duration::from_secs(5), || lab.log(name).contains("handshake complete")),
+                "{}",
+                lab.log(name)
+            );
+        }
+        assert!(lab.stop(name), "{name}: the edge did not exit on SIGTERM");
+    }
+    // The flood's made-up keys are named in the gateway's log, at most one line a second: the
+    // flood ran at most 25 s by now.
+    let log = lab.log("gateway");
+    let unknown = log.lines().filter(|l| l.contains("not on the allowlist")).count();
+    assert!((1..=26).contains(&unknown), "{unknown} lines on unknown keys:\n{log}");
+}
+
 /// Parses ping's summary: (packet loss %, average RTT in ms).
 fn ping_summary(text: &str) -> (f64, f64) {
     let loss = text

@@ -7,7 +7,7 @@ use std::time::Duration;
 use braid::LinkId;
 use braid::SessionIndex;
 use braid::crypto::Cipher;
-use braid::endpoint::edge::REKEY_AFTER_TIME;
+use braid::endpoint::edge::{HandshakeTrouble, REKEY_AFTER_TIME};
 use braid::endpoint::gateway::{Gateway, PeerId};
 use braid::handshake::{self, CryptoRng, InitPayload, Tai64n};
 use braid::keys::{PrivateKey, Psk};
@@ -166,6 +166,11 @@ fn an_edge_not_on_the_allowlist_is_refused() {
     assert!(sim.edge.session().is_none());
     assert!(gateway_drops(&sim, DropReason::UnknownPeer) >= 2, "{:?}", sim.gateway.stats());
     assert_eq!(sim.gateway.stats().handshakes, 0);
+    // The edge hears nothing back: it says so after TROUBLE_AFTER, and again, less often.
+    sim.run_until(10.0);
+    let reports: Vec<f64> = sim.edge_troubles.iter().map(|(t, _)| t.as_secs_f64()).collect();
+    assert!(sim.edge_troubles.iter().all(|(_, c)| *c == HandshakeTrouble::NoReply), "{:?}", sim.edge_troubles);
+    assert!(reports.len() == 2 && (3.0..3.6).contains(&reports[0]) && (6.0..6.6).contains(&reports[1]), "{reports:?}");
 }
 
 #[test]
@@ -193,6 +198,29 @@ fn an_edge_pinning_the_wrong_gateway_key_is_dropped_before_any_diffie_hellman() 
     assert!(sim.edge.session().is_none());
     assert!(gateway_drops(&sim, DropReason::BadMac) >= 2);
     assert_eq!(gateway_drops(&sim, DropReason::HandshakeFailed), 0, "no Noise work was done");
+    // The gateway's answer, sealed with its own key, tells the edge at once that it pins another.
+    let first = sim.edge_troubles.first().copied();
+    assert!(
+        first.is_some_and(|(t, c)| c == HandshakeTrouble::WrongKey && t < Duration::from_secs(1)),
+        "{:?}",
+        sim.edge_troubles
+    );
+}
+
+#[test]
+fn a_gateway_under_load_is_named_and_the_handshake_still_completes() {
+    let security = Security::new();
+    let mut sim = secure(9, &security);
+    // A flood of initiations from elsewhere, from the start (its first hundred at once, so
+    // that no token is left when the edge's first initiation arrives): the gateway answers with
+    // cookies.
+    let inits = attacker_initiations(&security.gateway_key, 100);
+    for i in 0..2000usize {
+        sim.inject(i.saturating_sub(100) as f64 * 0.001, attacker(), inits[i % inits.len()].clone());
+    }
+    sim.run_until(3.0);
+    assert!(sim.edge.session().is_some(), "the cookie gets the edge through");
+    assert!(sim.edge_troubles.iter().any(|(_, c)| *c == HandshakeTrouble::UnderLoad), "{:?}", sim.edge_troubles);
 }
 
 #[test]

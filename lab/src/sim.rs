@@ -334,6 +334,8 @@ pub struct Sim<E: End = Session, G: End = Session> {
     pub gateway_addr: SocketAddr,
     /// Every link state change at the edge: (time since start, link, new state).
     pub edge_states: Vec<(Duration, LinkId, LinkState)>,
+    /// Every handshake trouble the edge reported: (time since start, cause).
+    pub edge_troubles: Vec<(Duration, braid_engine::endpoint::edge::HandshakeTrouble)>,
     pub gateway_states: Vec<(Duration, LinkId, LinkState)>,
     source: Option<Source>,
     reverse_source: Option<Source>,
@@ -466,6 +468,7 @@ impl<E: End, G: End> Sim<E, G> {
             sink: Sink::default(),
             gateway_addr,
             edge_states: Vec::new(),
+            edge_troubles: Vec::new(),
             gateway_states: Vec::new(),
             source: None,
             reverse_source: None,
@@ -703,8 +706,12 @@ impl<E: End, G: End> Sim<E, G> {
             }
             while let Some(event) = self.edge.event() {
                 progress = true;
-                if let Event::LinkState { link, transition, .. } = event {
-                    self.edge_states.push((now - self.start, link, transition.to));
+                match event {
+                    Event::LinkState { link, transition, .. } => {
+                        self.edge_states.push((now - self.start, link, transition.to));
+                    }
+                    Event::HandshakeTrouble { trouble, .. } => self.edge_troubles.push((now - self.start, trouble)),
+                    _ => {}
                 }
             }
             while let Some(event) = self.gateway.event() {

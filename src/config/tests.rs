@@ -700,7 +700,7 @@ fn the_packaged_examples_load_once_their_key_paths_point_at_a_key() {
     assert_eq!(settings.uplinks.len(), 3);
     let gateway = include_str!("../../packaging/examples/gateway.yaml").replace("/etc/braid/gateway.key", "key.key");
     let settings = scratch.gateway(&gateway).unwrap();
-    assert_eq!(settings.gateway.edges.len(), 2);
+    assert_eq!(settings.gateway.edges.len(), 1);
     assert_eq!(settings.listen.len(), 2);
 }
 

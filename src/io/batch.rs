@@ -7,6 +7,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -24,12 +25,18 @@ pub const GSO_MAX_BYTES: usize = 65_507;
 /// (a full 1500-byte frame plus braid's overhead) goes out alone.
 pub const GSO_MAX_SEGMENT: usize = 1500 - 40 - 8;
 
+/// The most ICMP errors [`BatchSocket::icmp_errors`] reads in one call.
+pub const MAX_ICMP_ERRORS: usize = 64;
+
 /// A UDP socket with quinn-udp's state for it (GRO/GSO support, batch sizes).
 #[derive(Debug)]
 pub struct BatchSocket {
     socket: UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// Whether a send or receive failed as an ICMP error makes them fail (see
+    /// [`Self::report_icmp`]) since [`Self::take_icmp_pending`] last looked.
+    icmp_pending: AtomicBool,
 }
 
 impl BatchSocket {
@@ -50,7 +57,44 @@ impl BatchSocket {
         } else {
             sockopt::set_ipv6_mtu_discover(&socket, sockopt::Ipv6PathMtuDiscovery::PROBE)?;
         }
-        Ok(Self { socket, state, local })
+        Ok(Self { socket, state, local, icmp_pending: AtomicBool::new(false) })
+    }
+
+    /// Has the kernel report ICMP errors for this socket's datagrams (`IP_RECVERR`): the next
+    /// send or receive then fails once per error ([`Self::take_icmp_pending`] says so), and
+    /// [`Self::icmp_errors`] says what they were.
+    ///
+    /// # Errors
+    /// What the OS says if the option cannot be set.
+    pub fn report_icmp(&self) -> io::Result<()> {
+        self.state.enable_transport_errors((&self.socket).into())
+    }
+
+    /// The ICMP errors queued for this socket, oldest first; the queue is drained (its entries
+    /// count against the receive buffer, so it must be), at most [`MAX_ICMP_ERRORS`] at a time.
+    pub fn icmp_errors(&self) -> Vec<quinn_udp::TransportError> {
+        let mut errors = Vec::new();
+        while errors.len() < MAX_ICMP_ERRORS {
+            match self.state.recv_transport_error((&self.socket).into()) {
+                Ok(Some(error)) => errors.push(error),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        errors
+    }
+
+    /// Whether a send or receive failed as an ICMP error makes them fail since the last call.
+    pub fn take_icmp_pending(&self) -> bool {
+        self.icmp_pending.swap(false, Ordering::Relaxed)
+    }
+
+    fn note_error(&self, error: &io::Error) {
+        if matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
+        ) {
+            self.icmp_pending.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The local address (read once, when wrapped).
@@ -80,7 +124,10 @@ impl BatchSocket {
                 Ok(count) => return Poll::Ready(Ok(count)),
                 // Readiness was stale: wait for the next.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Poll::Ready(Err(error)),
+                Err(error) => {
+                    self.note_error(&error);
+                    return Poll::Ready(Err(error));
+                }
             }
         }
     }
@@ -98,7 +145,11 @@ impl BatchSocket {
             segment_size: (contents.len() > segment).then_some(segment),
             src_ip: None,
         };
-        self.state.try_send((&self.socket).into(), &transmit)
+        let sent = self.state.try_send((&self.socket).into(), &transmit);
+        if let Err(error) = &sent {
+            self.note_error(error);
+        }
+        sent
     }
 }
 

@@ -211,6 +211,16 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
         ),
         Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
         Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
+        Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
+            edge,
+            %gateway,
+            uplinks = %links.iter().map(&name).collect::<Vec<_>>().join(","),
+            cause = trouble.as_str(),
+            waited_s = (waited.as_secs_f64() * 10.0).round() / 10.0,
+            attempts,
+            "handshake not completing: {}",
+            trouble.advice()
+        ),
     }
 }
 
@@ -219,7 +229,24 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
 pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
     match event {
         Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
-        Event::Handshake { resumed: false, .. } => recorder.session_restarted(),
-        Event::Handshake { .. } | Event::PathChanged { .. } => {}
+        Event::Handshake { resumed, .. } => {
+            recorder.handshake_completed();
+            if !resumed {
+                recorder.session_restarted();
+            }
+        }
+        Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => {
+            recorder.on_handshake_problem(super::status::HandshakeProblem {
+                cause: trouble.as_str().to_owned(),
+                advice: trouble.advice().to_owned(),
+                gateway: gateway.to_string(),
+                uplinks: links.iter().map(|l| name(l).to_owned()).collect(),
+                waited_s: waited.as_secs_f64(),
+                attempts: *attempts,
+                time_unix_ms: unix_millis(),
+                ongoing: true,
+            });
+        }
+        Event::PathChanged { .. } => {}
     }
 }

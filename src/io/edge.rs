@@ -14,7 +14,7 @@ use super::udp::bind_uplink;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
 use crate::LinkId;
 use crate::config::{EdgeSettings, UplinkSettings};
-use crate::endpoint::edge::Edge;
+use crate::endpoint::edge::{Edge, Unreachable};
 use crate::session::{LinkEvent, Transmit};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.
@@ -109,7 +109,8 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 }
             }
             Input::Udp(slot, Err(error)) => {
-                // An ICMP error (port unreachable while the gateway restarts) lands here: not fatal.
+                // An ICMP error (port unreachable while the gateway restarts) lands here, or on
+                // a send: not fatal, and it tells why handshakes go unanswered (below).
                 tracing::debug!(uplink = %uplinks[slot].settings.name, %error, "receive error");
             }
             Input::Net(event) => on_net_event(&mut edge, &mut uplinks, &mut sockets, event, ipv6),
@@ -123,6 +124,14 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                     if sockets[slot].is_none() && uplink.carrier {
                         sockets[slot] = open_socket(uplink, ipv6);
                     }
+                }
+            }
+        }
+        for (slot, socket) in sockets.iter().enumerate() {
+            let Some(socket) = socket.as_ref().filter(|s| s.take_icmp_pending()) else { continue };
+            for icmp in socket.icmp_errors() {
+                if let Some(what) = unreachable(icmp.raw_errno) {
+                    edge.handle_unreachable(now(), LinkId::new(slot as u8), what);
                 }
             }
         }
@@ -156,12 +165,26 @@ fn snapshot(observer: &Observer, edge: &Edge, name: &str, uplinks: &[Uplink], re
     )
 }
 
+/// What an ICMP error's errno says of the gateway's address (a path-MTU error says nothing).
+fn unreachable(errno: i32) -> Option<Unreachable> {
+    match io::Error::from_raw_os_error(errno).kind() {
+        io::ErrorKind::ConnectionRefused => Some(Unreachable::Port),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Some(Unreachable::Host),
+        _ => None,
+    }
+}
+
 fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<BatchSocket> {
     if !uplink.carrier {
         return None;
     }
     let socket = bind_uplink(&uplink.settings.interface, uplink.settings.source, ipv6)
-        .and_then(|s| BatchSocket::new(s).map_err(|e| IoError::new("enabling batched I/O", e)));
+        .and_then(|s| BatchSocket::new(s).map_err(|e| IoError::new("enabling batched I/O", e)))
+        .and_then(|s| {
+            // ICMP errors tell why handshakes go unanswered (a closed port, an unreachable host).
+            s.report_icmp().map_err(|e| IoError::new("enabling ICMP error reports", e))?;
+            Ok(s)
+        });
     match socket {
         Ok(socket) => {
             info!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "uplink socket ready");

@@ -398,6 +398,7 @@ pub(crate) mod tests {
                     session: Some(session),
                     safety: Safety::of(Some(&states)),
                     transitions: Vec::new(),
+                    handshake_problem: None,
                 },
                 counters: Flat(EdgeStats { handshakes_started: 2, handshakes_completed: 1, ..EdgeStats::default() }),
                 drops: 0,
@@ -487,8 +488,13 @@ pub(crate) mod tests {
             Body::Gateway(_) => unreachable!(),
         };
         first.name = "van-1".into();
-        let second =
-            EdgeView { name: "van-2".into(), session: None, safety: Safety::of(None), transitions: Vec::new() };
+        let second = EdgeView {
+            name: "van-2".into(),
+            session: None,
+            safety: Safety::of(None),
+            transitions: Vec::new(),
+            handshake_problem: None,
+        };
         let status = Status {
             version: 2,
             time_unix_ms: 1,

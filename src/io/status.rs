@@ -102,6 +102,31 @@ pub struct EdgeView {
     pub safety: Safety,
     /// The last link state changes, oldest first.
     pub transitions: Vec<TransitionView>,
+    /// Edge only: why its handshakes went unanswered the last time they did, and what to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_problem: Option<HandshakeProblem>,
+}
+
+/// Why an edge's handshakes go unanswered, as far as it can tell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandshakeProblem {
+    /// `no_reply`, `gateway_under_load`, `port_unreachable`, `host_unreachable` or
+    /// `wrong_gateway_key`.
+    pub cause: String,
+    /// What it means and what to check.
+    pub advice: String,
+    /// The gateway's address.
+    pub gateway: String,
+    /// The uplinks the initiations went out on.
+    pub uplinks: Vec<String>,
+    /// Seconds since the first unanswered initiation.
+    pub waited_s: f64,
+    /// Initiations sent since.
+    pub attempts: u64,
+    /// When it was last reported, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// Whether it still stands: false once a handshake has completed since.
+    pub ongoing: bool,
 }
 
 /// A session's counters and links.
@@ -316,6 +341,8 @@ pub struct Recorder {
     hold: HoldHistogram,
     /// Recent counters, oldest first, for rates and shares.
     history: VecDeque<Sample>,
+    /// The handshake trouble last reported.
+    problem: Option<HandshakeProblem>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -339,6 +366,7 @@ impl Recorder {
             changes: [0; MAX_LINKS],
             hold: HoldHistogram::default(),
             history: VecDeque::new(),
+            problem: None,
         }
     }
 
@@ -375,6 +403,18 @@ impl Recorder {
         self.history.clear();
     }
 
+    /// Records why handshakes go unanswered.
+    pub fn on_handshake_problem(&mut self, problem: HandshakeProblem) {
+        self.problem = Some(problem);
+    }
+
+    /// A handshake completed: the last problem no longer stands (it stays on view).
+    pub fn handshake_completed(&mut self) {
+        if let Some(problem) = self.problem.as_mut() {
+            problem.ongoing = false;
+        }
+    }
+
     /// The edge as of `now`, named `name`, with its links named by `link_name`.
     pub fn view<'a>(
         &mut self,
@@ -386,11 +426,16 @@ impl Recorder {
         let session = session.map(|s| self.session_view(now, s, &link_name));
         let states: Option<Vec<LinkState>> =
             session.as_ref().map(|s| s.links.iter().map(|l| state_of(&l.state)).collect());
+        let mut safety = Safety::of(states.as_deref());
+        if let (None, Some(problem)) = (&session, self.problem.as_ref().filter(|p| p.ongoing)) {
+            safety.reason = format!("no session yet: {}", problem.advice);
+        }
         EdgeView {
             name: name.to_owned(),
-            safety: Safety::of(states.as_deref()),
+            safety,
             session,
             transitions: self.transitions.iter().cloned().collect(),
+            handshake_problem: self.problem.clone(),
         }
     }
 

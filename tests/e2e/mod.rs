@@ -166,7 +166,7 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

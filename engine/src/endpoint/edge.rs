@@ -33,6 +33,81 @@ pub const HANDSHAKE_RETRY: Duration = Duration::from_millis(500);
 pub const DEAD_GATEWAY_HANDSHAKE: Duration = Duration::from_secs(2);
 /// A cookie from the gateway is used for this long.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
+/// Handshakes unanswered this long are reported ([`Event::HandshakeTrouble`]) even with no
+/// cause seen; the report is repeated at twice the interval each time, up to
+/// [`TROUBLE_REPEAT_MAX`].
+pub const TROUBLE_AFTER: Duration = Duration::from_secs(3);
+/// The longest interval between two reports of the same trouble.
+pub const TROUBLE_REPEAT_MAX: Duration = Duration::from_secs(60);
+
+/// Why handshakes are not completing, as far as the edge can tell; later variants are the more
+/// telling, and a report names the most telling one seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandshakeTrouble {
+    /// Nothing came back on any link.
+    NoReply,
+    /// The gateway answered with a cookie: it is under load, and the edge retries with it.
+    UnderLoad,
+    /// An ICMP error came back for the gateway's address.
+    Unreachable(Unreachable),
+    /// A reply came that does not authenticate with the pinned gateway key.
+    WrongKey,
+}
+
+/// What an ICMP error said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unreachable {
+    /// Nothing listens on the gateway's port (port unreachable).
+    Port,
+    /// The gateway's host or network cannot be reached.
+    Host,
+}
+
+impl HandshakeTrouble {
+    /// A short name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NoReply => "no_reply",
+            Self::UnderLoad => "gateway_under_load",
+            Self::Unreachable(Unreachable::Port) => "port_unreachable",
+            Self::Unreachable(Unreachable::Host) => "host_unreachable",
+            Self::WrongKey => "wrong_gateway_key",
+        }
+    }
+
+    /// What it means and what to check, for an operator.
+    pub const fn advice(self) -> &'static str {
+        match self {
+            Self::NoReply => {
+                "no reply from the gateway: check gateway.address and its port, a firewall on the way, and that \
+                 the gateway's allowlist has this edge's public key (the gateway logs the keys it does not know)"
+            }
+            Self::UnderLoad => "the gateway is under load (it answered with a cookie); retrying with the cookie",
+            Self::Unreachable(Unreachable::Port) => {
+                "ICMP port unreachable: nothing listens on the gateway's port; check the port in gateway.address \
+                 and that braid-gateway runs"
+            }
+            Self::Unreachable(Unreachable::Host) => {
+                "ICMP host or network unreachable: check gateway.address and the uplinks' routes"
+            }
+            Self::WrongKey => {
+                "the gateway answered, but not with the key this edge pins: check gateway.public_key against what \
+                 `braid-gateway pubkey` prints on the gateway"
+            }
+        }
+    }
+}
+
+/// The handshakes unanswered since `since`, and what was seen and reported of them.
+#[derive(Debug, Clone, Copy)]
+struct Trouble {
+    since: Instant,
+    attempts_before: u64,
+    worst: HandshakeTrouble,
+    reported: Option<HandshakeTrouble>,
+    next_report: Instant,
+    every: Duration,
+}
 
 /// What the edge needs to know.
 #[derive(Debug, Clone)]
@@ -90,6 +165,7 @@ pub struct Edge {
     carrier: LinkSet,
     events: VecDeque<Event>,
     stats: EdgeStats,
+    trouble: Option<Trouble>,
 }
 
 impl Edge {
@@ -124,6 +200,7 @@ impl Edge {
             carrier,
             events: VecDeque::new(),
             stats: EdgeStats::default(),
+            trouble: None,
         };
         edge.initiate(now);
         Ok(edge)
@@ -207,6 +284,43 @@ impl Edge {
         if self.retry_at.is_some_and(|at| at <= now) || self.needs_handshake(now) {
             self.initiate(now);
         }
+        if self.trouble.is_some_and(|t| t.next_report <= now) {
+            self.report_trouble(now);
+        }
+    }
+
+    /// Takes in an ICMP error that came back on `link` for a datagram to the gateway.
+    pub fn handle_unreachable(&mut self, now: Instant, link: LinkId, what: Unreachable) {
+        tracing::debug!(%link, ?what, "ICMP error");
+        self.observe(now, HandshakeTrouble::Unreachable(what));
+    }
+
+    /// Notes what a handshake attempt met, and reports it at once if it tells more than what
+    /// was reported.
+    fn observe(&mut self, now: Instant, seen: HandshakeTrouble) {
+        let Some(trouble) = self.trouble.as_mut() else { return };
+        trouble.worst = trouble.worst.max(seen);
+        if trouble.reported.is_none_or(|r| seen > r) {
+            self.report_trouble(now);
+        }
+    }
+
+    fn report_trouble(&mut self, now: Instant) {
+        let Some(trouble) = self.trouble.as_mut() else { return };
+        trouble.reported = Some(trouble.worst);
+        trouble.next_report = now + trouble.every;
+        trouble.every = (trouble.every * 2).min(TROUBLE_REPEAT_MAX);
+        let gateway = self.config.session.links.iter().find(|l| self.carrier.contains(l.id)).map(|l| l.remote);
+        let gateway = gateway.or_else(|| self.config.session.links.first().map(|l| l.remote));
+        if let Some(gateway) = gateway {
+            self.events.push_back(Event::HandshakeTrouble {
+                trouble: trouble.worst,
+                gateway,
+                links: self.carrier,
+                waited: now.saturating_duration_since(trouble.since),
+                attempts: self.stats.handshakes_started - trouble.attempts_before,
+            });
+        }
     }
 
     /// The next datagram to send, written into `buf`.
@@ -252,6 +366,7 @@ impl Edge {
         best.consider_opt(self.session.as_ref().and_then(Session::poll_timeout));
         let handshake = self.retry_at.or_else(|| self.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
         best.consider_opt(handshake.map(|at| (at, TimerKind::Handshake)));
+        best.consider_opt(self.trouble.map(|t| (t.next_report, TimerKind::Handshake)));
         best.get()
     }
 
@@ -289,6 +404,14 @@ impl Edge {
         self.retry_at = Some(now + HANDSHAKE_RETRY + jitter);
         match initiation {
             Ok(initiation) => {
+                self.trouble.get_or_insert(Trouble {
+                    since: now,
+                    attempts_before: self.stats.handshakes_started,
+                    worst: HandshakeTrouble::NoReply,
+                    reported: None,
+                    next_report: now + TROUBLE_AFTER,
+                    every: TROUBLE_AFTER,
+                });
                 self.stats.handshakes_started += 1;
                 self.init_due = self.carrier;
                 self.pending = Some(Pending { initiation, sent_at: now });
@@ -307,13 +430,17 @@ impl Edge {
         }
         // Junk must not cancel the handshake: only a response with a valid mac1 (the sender
         // knows this edge's public key) is allowed to consume the pending initiation.
-        handshake::check_response(body, &self.local_public).map_err(|_| DropReason::BadMac)?;
+        if handshake::check_response(body, &self.local_public).is_err() {
+            self.observe(now, HandshakeTrouble::WrongKey);
+            return Err(DropReason::BadMac);
+        }
         let pending = self.pending.take().ok_or(DropReason::UnknownSession)?;
         let sent_at = pending.sent_at;
         let (remote_index, payload, split) = match pending.initiation.finish(body) {
             Ok(done) => done,
             Err(error) => {
                 tracing::warn!(%error, "handshake response refused");
+                self.observe(now, HandshakeTrouble::WrongKey);
                 return Err(if error == handshake::HandshakeError::BadMac {
                     DropReason::BadMac
                 } else {
@@ -343,6 +470,7 @@ impl Edge {
         self.retry_at = None;
         self.init_due = LinkSet::EMPTY;
         self.last_completed = Some(now);
+        self.trouble = None;
         self.stats.handshakes_completed += 1;
         tracing::debug!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
         self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
@@ -358,10 +486,15 @@ impl Edge {
     ) -> Result<(), DropReason> {
         let pending =
             self.pending.as_ref().filter(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
-        let cookie = handshake::open_cookie_reply(&self.config.gateway_key, &pending.initiation.mac1, body)
-            .ok_or(DropReason::HandshakeFailed)?;
+        let Some(cookie) = handshake::open_cookie_reply(&self.config.gateway_key, &pending.initiation.mac1, body)
+        else {
+            // Sealed with another key than the one pinned: the gateway there holds another key.
+            self.observe(now, HandshakeTrouble::WrongKey);
+            return Err(DropReason::HandshakeFailed);
+        };
         let slot = link.index().ok_or(DropReason::BadLink)?;
         self.stats.cookies += 1;
+        self.observe(now, HandshakeTrouble::UnderLoad);
         self.cookies[slot] = Some((cookie, now));
         // The gateway is loaded, not gone: the same initiation goes again on this link, now
         // with mac2. It was refused before any handshake work, so it is no replay, and the

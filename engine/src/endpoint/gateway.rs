@@ -31,6 +31,13 @@ pub const COOKIE_ROTATION: Duration = Duration::from_secs(120);
 pub const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Source addresses tracked for rate limiting before the table is cleared.
 const MAX_TRACKED_SOURCES: usize = 16_384;
+/// Initiations sealed for another gateway key are answered (with a cookie reply the edge cannot
+/// open, which tells it that it pins the wrong key) at most this often per second in all.
+pub const WRONG_KEY_ANSWERS: f64 = 4.0;
+/// An unknown edge key is logged at most this often.
+pub const UNKNOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Unknown edge keys are logged at most this many times a second in all.
+pub const UNKNOWN_LINES_PER_SECOND: f64 = 1.0;
 
 /// One allowed edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +130,11 @@ pub struct Gateway {
     cookie_rotated: Instant,
     global: TokenBucket,
     per_source: BTreeMap<IpAddr, TokenBucket>,
+    /// Answers to initiations sealed for another key (see [`WRONG_KEY_ANSWERS`]).
+    wrong_key: TokenBucket,
+    /// When each unknown edge key was last logged, and the lines left to log this second.
+    unknown_logged: BTreeMap<PublicKey, Instant>,
+    unknown_lines: TokenBucket,
     out: VecDeque<(Transmit, Vec<u8>)>,
     events: VecDeque<(PeerId, Event)>,
     stats: GatewayStats,
@@ -163,6 +175,9 @@ impl Gateway {
             cookie_rotated: now,
             global: TokenBucket::full(rate, now),
             per_source: BTreeMap::new(),
+            wrong_key: TokenBucket::full(WRONG_KEY_ANSWERS, now),
+            unknown_logged: BTreeMap::new(),
+            unknown_lines: TokenBucket::full(UNKNOWN_LINES_PER_SECOND, now),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatewayStats::default(),
@@ -389,6 +404,12 @@ impl Gateway {
             return Err(DropReason::HandshakeFailed);
         }
         if !handshake::check_mac1(body, &self.mac1_key) {
+            // An edge that pins another gateway key. A cookie reply, sealed with this
+            // gateway's key, tells it so (it cannot open it), a few times a second at most;
+            // it is smaller than the initiation, so it amplifies nothing.
+            if self.wrong_key.take(now, WRONG_KEY_ANSWERS) {
+                self.send_cookie(link, from, body);
+            }
             return Err(DropReason::BadMac);
         }
         if !self.global.take(now, self.handshake_rate) {
@@ -411,7 +432,10 @@ impl Gateway {
         }
         let read = handshake::read_initiation(&self.private_key, &mut self.rng, body)
             .map_err(|_| DropReason::HandshakeFailed)?;
-        let slot = *self.by_key.get(&read.peer).ok_or(DropReason::UnknownPeer)?;
+        let Some(&slot) = self.by_key.get(&read.peer) else {
+            self.log_unknown(now, read.peer, from);
+            return Err(DropReason::UnknownPeer);
+        };
         if self.peers[slot].last_timestamp.is_some_and(|last| read.payload.timestamp <= last) {
             return Err(DropReason::HandshakeReplay);
         }
@@ -456,6 +480,26 @@ impl Gateway {
         self.events.push_back((PeerId(slot), Event::Handshake { index: local_index, resumed }));
         self.queue_control(link, sender_index, from, &response);
         Ok(())
+    }
+
+    /// Logs an edge key that is not on the allowlist, once per [`UNKNOWN_LOG_INTERVAL`] per
+    /// key and [`UNKNOWN_LINES_PER_SECOND`] in all (a flood of made-up keys must not flood the
+    /// log), so that the operator can add it.
+    fn log_unknown(&mut self, now: Instant, key: PublicKey, from: SocketAddr) {
+        if self.unknown_logged.get(&key).is_some_and(|&at| now.saturating_duration_since(at) < UNKNOWN_LOG_INTERVAL)
+            || !self.unknown_lines.take(now, UNKNOWN_LINES_PER_SECOND)
+        {
+            return;
+        }
+        if self.unknown_logged.len() >= MAX_TRACKED_SOURCES {
+            self.unknown_logged.clear();
+        }
+        self.unknown_logged.insert(key, now);
+        tracing::warn!(
+            public_key = %key,
+            %from,
+            "handshake from an edge key not on the allowlist: add it under `edges` (and reload) if it is yours"
+        );
     }
 
     fn send_cookie(&mut self, link: LinkId, from: SocketAddr, body: &[u8]) {

@@ -45,7 +45,7 @@ use crate::scheduler::{LinkView, Mode, Scheduler};
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::SeqWindow;
 use crate::wire::ControlMessage;
-use crate::{FrameSeq, LinkId, MAX_LINKS, SessionIndex};
+use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, SessionIndex};
 
 pub use self::config::{
     DEFAULT_LATENCY_BUDGET, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_FRAME_RATE, LinkConfig, Role, SessionConfig, SetupError,
@@ -90,6 +90,21 @@ pub enum Event {
         index: SessionIndex,
         /// Whether the peer continued the session rather than starting afresh.
         resumed: bool,
+    },
+    /// Handshakes have not completed for a while, and this is why as far as the edge can tell
+    /// (edge only): at once for a cause seen, after [`crate::endpoint::edge::TROUBLE_AFTER`]
+    /// of silence, and again with backoff while it lasts.
+    HandshakeTrouble {
+        /// The cause.
+        trouble: crate::endpoint::edge::HandshakeTrouble,
+        /// The gateway's address.
+        gateway: SocketAddr,
+        /// The links the initiations went out on (those with carrier).
+        links: LinkSet,
+        /// How long since the first initiation that is still unanswered.
+        waited: Duration,
+        /// Initiations sent since.
+        attempts: u64,
     },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
