@@ -6,9 +6,9 @@
 #
 # The fast tier: formatting, clippy, the engine built alone with no runtime dependency, and the
 # tests that need neither root nor real time (unit, doc, property, simulation and security
-# tests). The root tier: system packages for the lab, the netns end-to-end, observability
-# (browser included) and lab tests, then clippy on the fuzz targets and a 10-second fuzz smoke
-# run of each.
+# tests). The root tier: system packages for the lab (and cargo-deb), the netns end-to-end,
+# observability (browser included), Debian package and lab tests, then clippy on the fuzz
+# targets and a 10-second fuzz smoke run of each.
 # Stops at the first failing step. With CI=true, a skipped fuzz run or root test is a failure.
 set -euo pipefail
 
@@ -54,7 +54,7 @@ fail() {
 # Each command the tests run, and the Debian package that provides it.
 NEEDED=(iperf3:iperf3 ffmpeg:ffmpeg ffprobe:ffmpeg tshark:tshark dumpcap:wireshark-common ip:iproute2
     nft:nftables ping:iputils-ping jq:jq srt-live-transmit:srt-tools conntrack:conntrack
-    chromium:chromium chromedriver:chromium-driver)
+    chromium:chromium chromedriver:chromium-driver lintian:lintian)
 
 ensure_packages() {
     local missing=() packages=() pair
@@ -127,7 +127,7 @@ run_tests() {
 # below), so a new one cannot be left out of both.
 FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test emulator --test check_config
     --test keygen --test docs_links --test scenarios)
-ROOT_TESTS=(--test netns --test observability --test lab)
+ROOT_TESTS=(--test netns --test observability --test packages --test lab)
 
 # Fails if a test target of the workspace is in neither tier.
 check_tiers() {
@@ -153,6 +153,16 @@ engine_boundary() {
     done
     [[ ${#found[@]} -eq 0 ]] || fail "braid-engine depends on I/O crates: ${found[*]}"
     echo "braid-engine: $(sort -u <<<"$tree" | wc -l) crates, none of: ${ENGINE_FORBIDDEN[*]}"
+}
+
+# The package test builds the Debian packages with cargo-deb.
+ensure_cargo_deb() {
+    if cargo deb --version >/dev/null 2>&1; then
+        echo "cargo-deb: $(cargo deb --version 2>&1 | head -n 1)"
+    elif [[ $(id -u) -eq 0 ]]; then
+        echo "cargo-deb is not installed: cargo install cargo-deb --locked"
+        cargo install cargo-deb --locked --quiet || echo "WARNING: installing cargo-deb failed; the package test will skip"
+    fi
 }
 
 fuzz_smoke() {
@@ -208,8 +218,9 @@ run_tests --doc
 if [[ $FAST_ONLY == false ]]; then
     banner "root tier: system packages"
     ensure_packages
+    ensure_cargo_deb
 
-    banner "root tier: netns, observability and lab tests"
+    banner "root tier: netns, observability, package and lab tests"
     # Their captured output is shown, so that a test that skipped (it printed SKIP: not root,
     # or a tool missing) is listed by name below.
     run_tests "${ROOT_TESTS[@]}" -- --show-output
