@@ -119,7 +119,7 @@ impl Command {
                 status(daemon, &config.resolve(daemon), &view)
             }
             (Self::CheckConfig { against_running: true, .. }, Daemon::Edge) => finish::<&str, _>(Err(
-                "--against-running is for the gateway: the edge has no reload (restart it to apply a change)",
+                "--against-running is for the gateway: an edge's reload logs a WARN naming what it could not apply",
             )),
             (Self::CheckConfig { config, tune, .. }, Daemon::Edge) => check_edge_config(&config.resolve(daemon), &tune),
             (Self::CheckConfig { config, tune, against_running: false, .. }, Daemon::Gateway) => {

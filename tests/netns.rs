@@ -301,6 +301,60 @@ fn an_edge_names_why_its_handshakes_go_unanswered_within_five_seconds_in_its_log
     assert!((1..=26).contains(&unknown), "{unknown} lines on unknown keys:\n{log}");
 }
 
+#[test]
+fn a_sighup_adds_a_third_uplink_and_removes_one_during_a_stream_losing_nothing() {
+    if !root_or_skip("netns edge reload") {
+        return;
+    }
+    let mut lab = Lab::new("r");
+    internet(&mut lab);
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    // Three ISPs wired to the rig; the config names the first two.
+    let rig1 = rig(&mut lab, 1, 3, &gateway_public);
+    let full = std::fs::read_to_string(&rig1.config).unwrap();
+    let two = full.replace("  - name: isp3\n    interface: up3\n", "");
+    std::fs::write(&rig1.config, &two).unwrap();
+    start(&mut lab, &[&rig1], &gateway_key);
+    assert!(ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)), "no tunnel\n{}", lab.log("edge1"));
+
+    lab.spawn("ing1", "iperf3-server", &["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let client = lab.dir.join("iperf3-udp.json");
+    let script = format!("iperf3 -c {} -u -b 4M -l 1200 -t 10 -J > {}", rig1.ingest, client.display());
+    lab.spawn("cam1", "iperf3-client", &["sh", "-c", &script]);
+    std::thread::sleep(Duration::from_secs(3));
+    // isp3 added, isp1 removed, while the stream runs.
+    let reloaded = full.replace("  - name: isp1\n    interface: up1\n", "");
+    std::fs::write(&rig1.config, &reloaded).unwrap();
+    lab.signal("edge1", "HUP");
+    assert!(
+        lab.wait_for(Duration::from_secs(3), || lab.log("edge1").contains("config reloaded")),
+        "{}",
+        lab.log("edge1")
+    );
+    assert!(
+        lab.wait_for(Duration::from_secs(15), || std::fs::read_to_string(&client).is_ok_and(|t| t.contains("\"end\""))),
+        "iperf3 did not finish"
+    );
+    let udp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&client).unwrap()).unwrap();
+    let sum = &udp["end"]["sum"];
+    assert!(sum["packets"].as_u64().unwrap_or(0) > 3000, "{sum}");
+    assert_eq!(sum["lost_packets"], 0, "frames lost across the reload: {sum}\n{}", lab.log("edge1"));
+    // The edge runs on isp2 and isp3 now, both up, with isp2 under the id it had.
+    let edge = binary("braid-edge");
+    let status = lab.exec("edge1", &[edge.to_str().unwrap(), "status", "--json", "-c", rig1.config.to_str().unwrap()]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let links: Vec<(String, u64, String)> = status["session"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (l["name"].as_str().unwrap().to_owned(), l["id"].as_u64().unwrap(), l["state"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(links, [("isp2".to_owned(), 1, "up".to_owned()), ("isp3".to_owned(), 2, "up".to_owned())], "{status:#}");
+}
+
 /// Parses ping's summary: (packet loss %, average RTT in ms).
 fn ping_summary(text: &str) -> (f64, f64) {
     let loss = text

@@ -611,3 +611,31 @@ fn auto_loses_nothing_through_the_labs_cuts_over_8_seeds_and_reports_its_overhea
         extra as f64 * 100.0 / first.max(1) as f64
     );
 }
+
+#[test]
+fn uplinks_removed_and_added_while_streaming_lose_nothing_and_a_mode_change_takes_at_once() {
+    use braid::LinkId;
+    use braid::session::LinkConfig;
+    use braid_lab::sim::Security;
+    let config = SessionConfig { mode: Mode::Redundant, ..SessionConfig::default() };
+    let mut sim = Sim::secure(21, config, &three_field_links(), &Security::new());
+    sim.stream(1.0, 12.0, 4.0, 1200);
+    // A reload removes lte-bad, adds it back, removes dsl, and moves to auto.
+    sim.run_until(3.0);
+    sim.edge.remove_link(sim.at(3.0), LinkId::new(2));
+    sim.run_until(6.0);
+    let remote = sim.gateway_addr;
+    sim.edge.add_link(sim.at(6.0), LinkConfig { id: LinkId::new(2), priority: 2, rate_bps: None, remote }).unwrap();
+    sim.run_until(8.0);
+    sim.edge.remove_link(sim.at(8.0), LinkId::new(0));
+    sim.edge.set_mode(Mode::Auto);
+    sim.run_until(14.0);
+    let r = sim.report();
+    assert_eq!(r.lost, 0, "{r}");
+    let session = sim.edge.session().expect("session");
+    assert_eq!(session.mode(), Mode::Auto);
+    assert!(session.link_state(LinkId::new(0)).is_none(), "dsl is gone");
+    assert_eq!(session.link_state(LinkId::new(2)), Some(LinkState::Up), "lte-bad came back: {}", sim.state_log());
+    let ids: Vec<u8> = sim.edge.links().iter().map(|l| l.id.get()).collect();
+    assert_eq!(ids, [1, 2]);
+}

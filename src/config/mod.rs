@@ -16,6 +16,7 @@
 
 mod file;
 mod locate;
+mod reload;
 mod rules;
 mod secrets;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use crate::wire::DEFAULT_PORT;
 use self::file::{EdgeFile, GatewayFile};
 use self::locate::Document;
 pub use self::locate::{key_at, line_of};
+pub use self::reload::EdgeReload;
 use self::rules::{edge_settings, gateway_settings};
 
 /// A TAP device to create.

@@ -732,7 +732,7 @@ fn a_gateway_with_several_bad_edges_is_refused_with_each() {
 
 #[test]
 fn a_reload_names_every_changed_key_it_cannot_apply_and_none_it_can() {
-    let scratch = Scratch::new("reload");
+    let scratch = Scratch::new("edge-reload");
     let running = scratch.gateway(&gateway_yaml()).unwrap();
     // Edges added, removed and re-keyed are what a reload applies.
     let allowlist_only = format!(
@@ -780,4 +780,44 @@ fn what_a_reload_cannot_change_survives_its_file_and_names_kept_edges_taps_by_na
     let new = scratch.gateway(&moved).unwrap();
     assert_eq!(recorded.changed_in(&new), ["mode", "edges[van-2].tap"]);
     assert_eq!(recorded.changed_in(&running), Vec::<String>::new());
+}
+
+#[test]
+fn an_edge_reload_keeps_the_ids_of_kept_uplinks_and_gives_new_ones_a_fresh_id() {
+    let scratch = Scratch::new("edge-reload-ids");
+    let running = scratch.edge(&edge_yaml()).unwrap();
+    // dsl removed, lte kept (priority changed), lte-2 added, and the mode changed.
+    let yaml = edge_yaml()
+        .replace("  - name: dsl\n    interface: eth1\n", "")
+        .replace("interface: wwan0\n", "interface: wwan0\n    priority: 5\n  - name: lte-2\n    interface: wwan1\n")
+        + "mode: redundant\n";
+    let plan = running.reload_to(&scratch.edge(&yaml).unwrap());
+    let ids: Vec<(String, u8)> = plan.settings.uplinks.iter().map(|u| (u.name.clone(), u.id.get())).collect();
+    assert_eq!(ids, [("lte".to_owned(), 1), ("lte-2".to_owned(), 2)]);
+    assert_eq!(plan.removed, [LinkId::new(0)]);
+    assert_eq!(plan.added.iter().map(|(u, l)| (u.name.as_str(), l.id.get())).collect::<Vec<_>>(), [("lte-2", 2)]);
+    assert_eq!(plan.priorities, [(LinkId::new(1), 5)]);
+    assert_eq!(plan.mode, Some(braid_engine::Mode::Redundant));
+    assert!(plan.new_session.is_empty() && plan.restart_only.is_empty(), "{plan:?}");
+    let links: Vec<u8> = plan.settings.edge.session.links.iter().map(|l| l.id.get()).collect();
+    assert_eq!(links, [1, 2]);
+
+    // Applied, it is what runs: a reload of the same file changes nothing.
+    let again = plan.settings.reload_to(&scratch.edge(&yaml).unwrap());
+    assert!(again.removed.is_empty() && again.added.is_empty() && again.priorities.is_empty() && again.mode.is_none());
+}
+
+#[test]
+fn an_edge_reload_names_what_needs_a_new_session_and_what_needs_a_restart() {
+    let scratch = Scratch::new("edge-reload-keys");
+    let running = scratch.edge(&edge_yaml()).unwrap();
+    let yaml =
+        edge_yaml().replace("203.0.113.10:4754", "203.0.113.11:4754").replace("interface: eth1", "interface: eth2")
+            + "latency_budget_ms: 800\ntap:\n  mtu: 1400\n";
+    let plan = running.reload_to(&scratch.edge(&yaml).unwrap());
+    assert_eq!(plan.new_session, ["gateway.address", "latency_budget_ms"]);
+    assert_eq!(plan.restart_only, ["tap"]);
+    // dsl moved to another interface: the same id, as a new link.
+    assert_eq!(plan.removed, [LinkId::new(0)]);
+    assert_eq!(plan.added.iter().map(|(u, l)| (u.interface.as_str(), l.id.get())).collect::<Vec<_>>(), [("eth2", 0)]);
 }

@@ -12,10 +12,10 @@ use super::netlink::{NetEvent, Netlink};
 use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
-use crate::LinkId;
-use crate::config::{EdgeSettings, UplinkSettings};
+use crate::config::{EdgeReload, EdgeSettings, UplinkSettings, load_edge};
 use crate::endpoint::edge::{Edge, Unreachable};
 use crate::session::{LinkEvent, Transmit};
+use crate::{LinkId, MAX_LINKS};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.
 pub const UPLINK_RETRY: Duration = Duration::from_secs(1);
@@ -30,6 +30,7 @@ struct Uplink {
 
 enum Input {
     Shutdown(&'static str),
+    Reload,
     Net(NetEvent),
     Timeout,
     Retry,
@@ -38,8 +39,8 @@ enum Input {
     Snapshot,
 }
 
-/// Runs an edge until SIGINT or SIGTERM, on a current-thread tokio runtime. The TAP is removed on
-/// the way out.
+/// Runs an edge until SIGINT or SIGTERM, on a current-thread tokio runtime; SIGHUP reloads the
+/// config ([`crate::config::EdgeReload`]). The TAP is removed on the way out.
 ///
 /// # Errors
 /// [`IoError`] if the TAP, netlink or the runtime cannot be set up, or the TAP fails.
@@ -47,9 +48,11 @@ pub fn run(settings: EdgeSettings) -> Result<(), IoError> {
     driver::run(settings.edge.session.tuning, drive(settings))
 }
 
-async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
+async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| IoError::new("installing the SIGHUP handler", e))?;
     let mut netlink = Netlink::open()?;
     let tap =
         tap::open(&settings.tap.name, settings.tap.mtu, settings.tap.mac, settings.tap.bridge.as_deref(), &netlink)
@@ -57,24 +60,15 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
     let ipv6 = settings.edge.session.links.first().is_some_and(|l| l.remote.is_ipv6());
     let mut edge = Edge::new(settings.edge.clone(), now(), unix_nanos(), os_seed()?)
         .map_err(|e| IoError::new("starting the edge", io::Error::other(e)))?;
-    let mut uplinks: Vec<Uplink> =
-        settings.uplinks.iter().map(|u| Uplink { settings: u.clone(), index: None, carrier: false }).collect();
-    let mut sockets: Vec<Option<BatchSocket>> = uplinks.iter().map(|_| None).collect();
-    for (slot, uplink) in uplinks.iter_mut().enumerate() {
-        if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
-            uplink.index = Some(index);
-            uplink.carrier = carrier;
-        } else {
-            warn!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "interface missing; waiting for it");
-        }
-        if !uplink.carrier {
-            edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
-        }
-        sockets[slot] = open_socket(uplink, ipv6);
+    // Both by link id.
+    let mut uplinks: Vec<Option<Uplink>> = (0..MAX_LINKS).map(|_| None).collect();
+    let mut sockets: Vec<Option<BatchSocket>> = (0..MAX_LINKS).map(|_| None).collect();
+    for uplink in &settings.uplinks {
+        start_uplink(&mut edge, &mut uplinks, &mut sockets, uplink.clone(), &netlink, ipv6).await;
     }
     let mut observer = driver::observer(&settings.status, "edge")?;
     let mut recorder = Recorder::new();
-    info!(edge = %settings.name, tap = %settings.tap.name, uplinks = uplinks.len(), "edge running");
+    info!(edge = %settings.name, tap = %settings.tap.name, uplinks = settings.uplinks.len(), "edge running");
 
     let mut buffers = Buffers::default();
     let Buffers { tap: tap_buf, batch, sends, out } = &mut buffers;
@@ -85,6 +79,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
         let input = tokio::select! {
             biased;
             signal = &mut shutdown => Input::Shutdown(signal),
+            _ = hangup.recv() => Input::Reload,
             Some(event) = netlink.next() => Input::Net(event),
             () = sleep_until(deadline) => Input::Timeout,
             _ = retry.tick() => Input::Retry,
@@ -111,7 +106,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
             Input::Udp(slot, Err(error)) => {
                 // An ICMP error (port unreachable while the gateway restarts) lands here, or on
                 // a send: not fatal, and it tells why handshakes go unanswered (below).
-                tracing::debug!(uplink = %uplinks[slot].settings.name, %error, "receive error");
+                tracing::debug!(uplink = name_of(&uplinks, slot), %error, "receive error");
             }
             Input::Net(event) => on_net_event(&mut edge, &mut uplinks, &mut sockets, event, ipv6),
             Input::Snapshot => {
@@ -119,8 +114,17 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                     observer.board.publish(snapshot(observer, &edge, &settings.name, &uplinks, &mut recorder));
                 }
             }
+            Input::Reload => match load_edge(&settings.path) {
+                Ok(new) => {
+                    let plan = settings.reload_to(&new);
+                    apply_reload(&mut edge, &mut uplinks, &mut sockets, &plan, &netlink, ipv6).await?;
+                    settings = plan.settings;
+                }
+                Err(error) => warn!(%error, "reload refused; the edge runs on as it was"),
+            },
             Input::Retry => {
                 for (slot, uplink) in uplinks.iter_mut().enumerate() {
+                    let Some(uplink) = uplink else { continue };
                     if sockets[slot].is_none() && uplink.carrier {
                         sockets[slot] = open_socket(uplink, ipv6);
                     }
@@ -135,7 +139,7 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
                 }
             }
         }
-        let link_name = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+        let link_name = |link: LinkId| name_of(&uplinks, usize::from(link.get()));
         let sinks = Sinks {
             sockets: &sockets,
             socket_for: |transmit: &Transmit| transmit.link.index(),
@@ -150,9 +154,15 @@ async fn drive(settings: EdgeSettings) -> Result<(), IoError> {
 }
 
 /// The edge's status as of now.
-fn snapshot(observer: &Observer, edge: &Edge, name: &str, uplinks: &[Uplink], recorder: &mut Recorder) -> Status {
+fn snapshot(
+    observer: &Observer,
+    edge: &Edge,
+    name: &str,
+    uplinks: &[Option<Uplink>],
+    recorder: &mut Recorder,
+) -> Status {
     let now = now();
-    let names = |link: LinkId| uplinks.get(usize::from(link.get())).map_or("?", |u| u.settings.name.as_str());
+    let names = |link: LinkId| name_of(uplinks, usize::from(link.get()));
     let stats = edge.stats();
     observer.status(
         now,
@@ -197,17 +207,112 @@ fn open_socket(uplink: &Uplink, ipv6: bool) -> Option<BatchSocket> {
     }
 }
 
+/// The name of the uplink in `slot`, for the log.
+fn name_of(uplinks: &[Option<Uplink>], slot: usize) -> &str {
+    uplinks.get(slot).and_then(Option::as_ref).map_or("?", |u| u.settings.name.as_str())
+}
+
+/// Takes an uplink into use: finds its interface, tells the edge if it has no carrier, and
+/// opens its socket.
+async fn start_uplink(
+    edge: &mut Edge,
+    uplinks: &mut [Option<Uplink>],
+    sockets: &mut [Option<BatchSocket>],
+    settings: UplinkSettings,
+    netlink: &Netlink,
+    ipv6: bool,
+) {
+    let Some(slot) = settings.id.index() else { return };
+    let mut uplink = Uplink { settings, index: None, carrier: false };
+    if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
+        uplink.index = Some(index);
+        uplink.carrier = carrier;
+    } else {
+        warn!(uplink = %uplink.settings.name, interface = %uplink.settings.interface, "interface missing; waiting for it");
+    }
+    if !uplink.carrier {
+        edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
+    }
+    sockets[slot] = open_socket(&uplink, ipv6);
+    uplinks[slot] = Some(uplink);
+}
+
+/// Applies a reload: uplinks removed and added, priorities and the mode on the running session;
+/// a new session if the gateway, the keys, the cipher or the budget changed; and a WARN naming
+/// what only a restart applies.
+///
+/// # Errors
+/// [`IoError`] if the new session cannot be set up.
+async fn apply_reload(
+    edge: &mut Edge,
+    uplinks: &mut [Option<Uplink>],
+    sockets: &mut [Option<BatchSocket>],
+    plan: &EdgeReload,
+    netlink: &Netlink,
+    ipv6: bool,
+) -> Result<(), IoError> {
+    let now = now();
+    let removed: Vec<&str> = plan.removed.iter().map(|l| name_of(uplinks, usize::from(l.get()))).collect();
+    let removed = removed.join(",");
+    for &id in &plan.removed {
+        edge.remove_link(now, id);
+        if let Some(slot) = id.index() {
+            sockets[slot] = None;
+            uplinks[slot] = None;
+        }
+    }
+    for &(id, priority) in &plan.priorities {
+        edge.set_link_priority(id, priority);
+    }
+    if let Some(mode) = plan.mode {
+        edge.set_mode(mode);
+    }
+    for (uplink, link) in &plan.added {
+        if let Err(error) = edge.add_link(now, *link) {
+            warn!(uplink = %uplink.name, %error, "uplink not added");
+            continue;
+        }
+        start_uplink(edge, uplinks, sockets, uplink.clone(), netlink, ipv6).await;
+    }
+    if !plan.new_session.is_empty() {
+        // The tunnel starts afresh with the new settings: a new handshake, on the same links.
+        *edge = Edge::new(plan.settings.edge.clone(), now, unix_nanos(), os_seed()?)
+            .map_err(|e| IoError::new("starting the edge anew", io::Error::other(e)))?;
+        for uplink in uplinks.iter().flatten().filter(|u| !u.carrier) {
+            edge.handle_link_event(now, uplink.settings.id, LinkEvent::CarrierDown);
+        }
+        warn!(keys = %plan.new_session.join(", "), "the config changed keys that need a new session: starting one");
+    }
+    info!(
+        uplinks = %plan.settings.uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(","),
+        added = %plan.added.iter().map(|(u, _)| u.name.as_str()).collect::<Vec<_>>().join(","),
+        %removed,
+        mode = plan.settings.edge.session.mode.as_str(),
+        "config reloaded"
+    );
+    if !plan.restart_only.is_empty() {
+        warn!(
+            keys = %plan.restart_only.join(", "),
+            "the config changed keys a reload does not apply: they take effect at the next restart"
+        );
+    }
+    Ok(())
+}
+
 fn on_net_event(
     edge: &mut Edge,
-    uplinks: &mut [Uplink],
+    uplinks: &mut [Option<Uplink>],
     sockets: &mut [Option<BatchSocket>],
     event: NetEvent,
     ipv6: bool,
 ) {
     match event {
         NetEvent::Link { name, index, carrier } => {
-            let Some(slot) = uplinks.iter().position(|u| u.settings.interface == name) else { return };
-            let uplink = &mut uplinks[slot];
+            let Some(slot) = uplinks.iter().position(|u| u.as_ref().is_some_and(|u| u.settings.interface == name))
+            else {
+                return;
+            };
+            let Some(uplink) = uplinks[slot].as_mut() else { return };
             uplink.index = Some(index);
             if uplink.carrier == carrier {
                 return;
@@ -221,8 +326,10 @@ fn on_net_event(
             }
         }
         NetEvent::Gone { index } => {
-            let Some(slot) = uplinks.iter().position(|u| u.index == Some(index)) else { return };
-            let uplink = &mut uplinks[slot];
+            let Some(slot) = uplinks.iter().position(|u| u.as_ref().is_some_and(|u| u.index == Some(index))) else {
+                return;
+            };
+            let Some(uplink) = uplinks[slot].as_mut() else { return };
             warn!(uplink = %uplink.settings.name, "interface removed; waiting for it to come back");
             uplink.index = None;
             uplink.carrier = false;
@@ -230,14 +337,15 @@ fn on_net_event(
             edge.handle_link_event(now(), uplink.settings.id, LinkEvent::CarrierDown);
         }
         NetEvent::Address { index, address } => {
-            let Some(slot) = uplinks.iter().position(|u| u.index == Some(index)) else { return };
-            if !address_matters(&uplinks[slot].settings, address, ipv6) {
+            let Some(uplink) = uplinks.iter().flatten().find(|u| u.index == Some(index)) else { return };
+            let Some(slot) = uplink.settings.id.index() else { return };
+            if !address_matters(&uplink.settings, address, ipv6) {
                 return;
             }
             // A new address (a modem's new IP): a fresh socket picks it up; the gateway follows
             // the first authenticated packet from it.
-            info!(uplink = %uplinks[slot].settings.name, ?address, "address changed; rebinding");
-            sockets[slot] = open_socket(&uplinks[slot], ipv6);
+            info!(uplink = %uplink.settings.name, ?address, "address changed; rebinding");
+            sockets[slot] = open_socket(uplink, ipv6);
         }
     }
 }

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use crate::crypto::{Aead, Cipher, SessionKeys};
 use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
+use crate::scheduler::Mode;
 use crate::session::{
-    Delivered, DropReason, Earliest, Event, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
+    Delivered, DropReason, Earliest, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind,
+    Transmit,
 };
 use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
@@ -274,6 +276,66 @@ impl Edge {
         if let Some(session) = self.session.as_mut() {
             session.handle_link_event(now, link, event);
         }
+    }
+
+    /// Adds a link while running (an uplink a reload added); it is taken to have carrier
+    /// until [`Edge::handle_link_event`] says otherwise.
+    ///
+    /// # Errors
+    /// [`SetupError`] if its id is out of range or taken.
+    pub fn add_link(&mut self, now: Instant, link: LinkConfig) -> Result<(), SetupError> {
+        if link.id.index().is_none() {
+            return Err(SetupError::LinkOutOfRange(link.id.get()));
+        }
+        if self.config.session.links.iter().any(|l| l.id == link.id) {
+            return Err(SetupError::DuplicateLink(link.id.get()));
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.add_link(now, &link)?;
+        }
+        self.config.session.links.push(link);
+        self.carrier.insert(link.id);
+        if self.pending.is_some() {
+            self.init_due.insert(link.id);
+        }
+        Ok(())
+    }
+
+    /// Removes a link while running (an uplink a reload removed): what it carried and was not
+    /// yet answered is re-sent on the others.
+    pub fn remove_link(&mut self, now: Instant, link: LinkId) {
+        if let Some(session) = self.session.as_mut() {
+            session.remove_link(now, link);
+        }
+        self.config.session.links.retain(|l| l.id != link);
+        self.carrier.remove(link);
+        self.init_due.remove(link);
+        if let Some(slot) = link.index() {
+            self.cookies[slot] = None;
+        }
+    }
+
+    /// Sets a link's priority (lower is preferred).
+    pub fn set_link_priority(&mut self, link: LinkId, priority: u8) {
+        if let Some(session) = self.session.as_mut() {
+            session.set_link_priority(link, priority);
+        }
+        for l in self.config.session.links.iter_mut().filter(|l| l.id == link) {
+            l.priority = priority;
+        }
+    }
+
+    /// Changes the mode, from the next frame on.
+    pub fn set_mode(&mut self, mode: Mode) {
+        if let Some(session) = self.session.as_mut() {
+            session.set_mode(mode);
+        }
+        self.config.session.mode = mode;
+    }
+
+    /// The links it runs with now.
+    pub fn links(&self) -> &[LinkConfig] {
+        &self.config.session.links
     }
 
     /// Runs what is due.

@@ -62,7 +62,7 @@ pub(super) struct Sender {
     /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
     /// carries what the mode gives it, and the model's queue drains at least as fast as the
     /// peer reports it delivers.
-    steered: bool,
+    pub(super) steered: bool,
 }
 
 /// What a link receives: its replay window and the data it carried.

@@ -156,6 +156,9 @@ pub struct Session {
     owd_base: Option<u32>,
     events: VecDeque<Event>,
     stats: SessionStats,
+    /// The next packet number of each link removed while running: a link added again in its
+    /// slot goes on from there, so that no nonce is used twice under the same keys.
+    retired_pn: [u64; MAX_LINKS],
     views: Vec<LinkView>,
     scratch: Vec<u8>,
     pool: Vec<Vec<u8>>,
@@ -204,6 +207,7 @@ impl Session {
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
+            retired_pn: [0; MAX_LINKS],
             views: Vec::with_capacity(MAX_LINKS),
             scratch: Vec::new(),
             pool: Vec::new(),
@@ -272,6 +276,7 @@ impl Session {
         self.restart_receive(next_frame);
         self.keys.forget_others();
         self.owd_base = None;
+        self.retired_pn = [0; MAX_LINKS];
         for link in self.links.iter_mut().flatten() {
             link.restart(now, &self.config.tuning);
         }
@@ -371,6 +376,57 @@ impl Session {
             l.owed.next_probe = now;
         }
         self.emit_transition(now, link, transition);
+    }
+
+    /// Adds a link to a running session (an uplink a reload added). It starts probing at once.
+    ///
+    /// # Errors
+    /// [`SetupError`] if its id is out of range or taken.
+    pub fn add_link(&mut self, now: Instant, link: &LinkConfig) -> Result<(), SetupError> {
+        let slot = link.id.index().ok_or(SetupError::LinkOutOfRange(link.id.get()))?;
+        if self.links[slot].is_some() {
+            return Err(SetupError::DuplicateLink(link.id.get()));
+        }
+        let config = &self.config;
+        let mut added = Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now, &config.tuning)
+            .steered(config.mode.spreads_by_capacity())
+            .path_mtu(now, config.max_datagram, config.probe_mtu);
+        added.tx.next_pn = self.retired_pn[slot];
+        self.links[slot] = Some(added);
+        self.config.links.push(*link);
+        Ok(())
+    }
+
+    /// Removes a link from a running session (an uplink a reload removed). It goes down as on a
+    /// carrier loss first, so that what it carried and was not yet answered is re-sent on the
+    /// others.
+    pub fn remove_link(&mut self, now: Instant, link: LinkId) {
+        self.handle_link_event(now, link, LinkEvent::CarrierDown);
+        if let Some(slot) = link.index()
+            && let Some(removed) = self.links[slot].take()
+        {
+            self.retired_pn[slot] = removed.tx.next_pn;
+        }
+        self.config.links.retain(|l| l.id != link);
+    }
+
+    /// Sets a link's priority (lower is preferred).
+    pub fn set_link_priority(&mut self, link: LinkId, priority: u8) {
+        if let Some(l) = self.link_mut(link) {
+            l.priority = priority;
+        }
+        for l in self.config.links.iter_mut().filter(|l| l.id == link) {
+            l.priority = priority;
+        }
+    }
+
+    /// Changes how frames are spread over the links, from the next frame on.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.config.mode = mode;
+        self.scheduler = mode.scheduler(&self.config.tuning);
+        for link in self.links.iter_mut().flatten() {
+            link.tx.steered = mode.spreads_by_capacity();
+        }
     }
 
     /// The next datagram to send, written into `buf`.
