@@ -197,6 +197,7 @@ gateway:
 mode: ${MODE:-redundant}
 path_mtu: ${PATH_MTU:-1500}
 latency_budget_ms: ${BUDGET:-500}
+bitrate_feed: 127.0.0.1:5600
 tap:
   name: braid0
   bridge: br-lan
@@ -673,6 +674,19 @@ extra_bond_latency() {
 extra_auto_overload() {
     jq -r '"sender_secs=\(.end.sum_sent.seconds // "-") iperf3_rx_bps=\(.end.sum_received.bits_per_second // "-")"' \
         "$RUN/iperf-client.json" 2>/dev/null || echo "sender_secs=- iperf3_rx_bps=-"
+}
+
+# The edge's bitrate feed (UDP to 127.0.0.1:5600 in its namespace), recorded through the stream;
+# `braid-labtool check` sets it against what the uplinks with carrier deliver, second by second.
+before_bitrate_feed() {
+    in_ns edge "$BIN/braid-labtool" feed --listen 127.0.0.1:5600 --secs $((SECS + 4)) >"$RUN/feed.txt" 2>"$RUN/feed.log" &
+    FEED_PID=$!
+    sleep 0.5
+}
+
+extra_bitrate_feed() {
+    wait "$FEED_PID" 2>/dev/null || true
+    echo "feed_samples=$(labtool feed-samples --start "$T0" <"$RUN/feed.txt" | grep . || echo -)"
 }
 
 labtool() { "$BIN/braid-labtool" "$@"; }

@@ -209,6 +209,8 @@ pub struct Scenario {
     /// Why its bounds fail on some simulated seed while the lab holds them, if they do: what the
     /// simulation shows. The simulation test fails if this is wrong either way.
     pub fails_in_simulation: Option<&'static str>,
+    /// Whether the edge's bitrate feed is recorded through the stream (`feed_samples`).
+    pub feed: bool,
 }
 
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
@@ -277,6 +279,7 @@ const BASE: Scenario = Scenario {
     bounds: &[],
     goals: &[],
     fails_in_simulation: None,
+    feed: false,
 };
 
 /// Every scenario, in the order `scripts/lab.sh list` shows them.
@@ -502,6 +505,23 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "bitrate-feed",
+        describe: "the edge's bitrate feed through a cut of dsl and its return, against what the uplinks carry",
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 30 },
+        timeline: &[(10.0, Action::CarrierDown(0)), (20.0, Action::CarrierUp(0))],
+        bounds: &[
+            SENT_IN_FULL,
+            // Every second, under what the uplinks that had carrier in it deliver.
+            zero("feed_over_capacity"),
+            // Down within a second of the cut, and up again after dsl's return.
+            at_most("feed_down_ms", 1000.0),
+            at_most("feed_back_ms", 5000.0),
+        ],
+        feed: true,
+        ..BASE
+    },
+    Scenario {
         name: "auto-overload",
         describe: "auto mode offered 90% of the links' sum",
         mode: Mode::Auto,
@@ -533,6 +553,30 @@ impl Scenario {
         let actions: Vec<String> =
             self.timeline.iter().filter(|(_, a)| !a.simulated()).map(|(_, a)| format!("{a:?}")).collect();
         (!actions.is_empty()).then(|| format!("the simulator does not model {}", actions.join(", ")))
+    }
+
+    /// What the uplinks that carry at `t` seconds from the stream's start deliver, Mbit/s, as
+    /// their profiles' rates: summed in bond and auto, the least in redundant mode, the most in
+    /// active-backup. An uplink carries unless the timeline has taken its carrier or
+    /// blackholed it.
+    pub fn capacity_mbps(&self, t: f64) -> f64 {
+        let Ok(profiles) = self.profiles() else { return 0.0 };
+        let carrying = |link: u8| {
+            self.timeline.iter().filter(|(at, _)| *at <= t).fold(true, |up, (_, action)| match *action {
+                Action::CarrierDown(l) | Action::Blackhole(l) if l == link => false,
+                Action::CarrierUp(l) | Action::Restore(l) if l == link => true,
+                _ => up,
+            })
+        };
+        let rates = (0..3u8)
+            .filter(|&l| carrying(l))
+            .filter_map(|l| profiles[usize::from(l)].rate_bps)
+            .map(|bps| bps as f64 / 1e6);
+        match self.mode {
+            Mode::Bond | Mode::Auto => rates.sum(),
+            Mode::Redundant => rates.reduce(f64::min).unwrap_or(0.0),
+            Mode::ActiveBackup => rates.fold(0.0, f64::max),
+        }
     }
 
     /// The stream's duration, s (0 for a custom measurement).
@@ -847,6 +891,72 @@ impl Figures {
         if !drops.is_empty() {
             let merged: Vec<String> = drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
             self.set("gateway_drops", merged.join(","));
+        }
+        if let Some(text) = self.text("feed_samples") {
+            let samples: Vec<(f64, f64)> = text
+                .split(',')
+                .filter_map(|s| s.split_once(':'))
+                .filter_map(|(t, v)| Some((t.parse().ok()?, v.parse().ok()?)))
+                .collect();
+            self.set_feed(scenario, &samples);
+        }
+    }
+
+    /// The bitrate feed's figures from its samples (seconds from the stream's start, bit/s),
+    /// set against what the uplinks with carrier deliver ([`Scenario::capacity_mbps`]):
+    /// * `feed_mbps` and `capacity_mbps`, at the end of each second: the feed in effect, and the
+    ///   most the uplinks delivered in that second (a cut is allowed a second to show);
+    /// * `feed_over_capacity`: the seconds the feed stood above it;
+    /// * `feed_down_ms`: from each carrier loss until the feed is at most what is left (the
+    ///   longest);
+    /// * `feed_back_ms`: from each carrier return until the feed is above what the uplinks
+    ///   carried without it, at the engine's advised share (the longest; the rest of the run if
+    ///   it never is).
+    fn set_feed(&mut self, scenario: &Scenario, samples: &[(f64, f64)]) {
+        let secs = f64::from(scenario.secs());
+        let at = |t: f64| samples.iter().rev().find(|(s, _)| *s <= t).map_or(0.0, |(_, v)| *v / 1e6);
+        let changes: Vec<f64> = scenario.timeline.iter().map(|(t, _)| *t).collect();
+        let (mut feed, mut capacity, mut over) = (Vec::new(), Vec::new(), 0);
+        for s in 1..=scenario.secs() {
+            let (from, to) = (f64::from(s) - 1.0, f64::from(s));
+            let most = [from, to]
+                .into_iter()
+                .chain(changes.iter().copied().filter(|t| *t > from && *t <= to))
+                .map(|t| scenario.capacity_mbps(t))
+                .fold(0.0, f64::max);
+            over += usize::from(at(to) > most);
+            feed.push(format!("{:.1}", at(to)));
+            capacity.push(format!("{most:.1}"));
+        }
+        self.set("feed_mbps", feed.join(","));
+        self.set("capacity_mbps", capacity.join(","));
+        self.set("feed_over_capacity", over);
+        let first_after = |from: f64, holds: &dyn Fn(f64) -> bool| {
+            std::iter::once(from)
+                .chain(samples.iter().map(|(t, _)| *t).filter(|t| *t > from))
+                .find(|t| holds(at(*t)))
+                .map_or((secs - from) * 1e3, |t| (t - from) * 1e3)
+        };
+        let mut down: Option<f64> = None;
+        let mut back: Option<f64> = None;
+        for &(t, action) in scenario.timeline {
+            match action {
+                Action::CarrierDown(_) | Action::Blackhole(_) => {
+                    let left = scenario.capacity_mbps(t + 1e-3);
+                    down = Some(down.unwrap_or(0.0).max(first_after(t, &|v| v <= left)));
+                }
+                Action::CarrierUp(_) | Action::Restore(_) => {
+                    let before = scenario.capacity_mbps(t - 1e-3) * braid_engine::session::SAFE_BITRATE_SHARE;
+                    back = Some(back.unwrap_or(0.0).max(first_after(t, &|v| v > before)));
+                }
+                _ => {}
+            }
+        }
+        if let Some(ms) = down {
+            self.set("feed_down_ms", format!("{ms:.0}"));
+        }
+        if let Some(ms) = back {
+            self.set("feed_back_ms", format!("{ms:.0}"));
         }
     }
 }

@@ -799,6 +799,16 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
         sim.run_until(until);
         flap_packets += tx(&sim) - before;
     }
+    // The bitrate feed, as the edge would push it: its advice every 100 ms.
+    let mut feed = Vec::new();
+    if scenario.feed {
+        let mut t = WARM_UP;
+        while t < end {
+            sim.run_until(t);
+            feed.push(format!("{:.3}:{}", t - WARM_UP, sim.edge.safe_bitrate()));
+            t += 0.1;
+        }
+    }
     sim.run_until(end + 1.0);
     let r = sim.report();
     let mut figures = Figures::default();
@@ -812,6 +822,9 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     figures.set("max_gap_ms", format!("{:.1}", ms(r.max_gap)));
     figures.set("owd_p50_ms", format!("{:.1}", ms(r.p50)));
     figures.set("owd_p99_ms", format!("{:.1}", ms(r.p99)));
+    if !feed.is_empty() {
+        figures.set("feed_samples", feed.join(","));
+    }
     if scenario.timeline.iter().any(|(_, a)| matches!(a, scenario::Action::Flap { .. })) {
         figures.set("flap_packets", flap_packets);
     }

@@ -20,6 +20,7 @@ pub(super) struct EdgeFile {
     pub(super) uplinks: Vec<UplinkFile>,
     pub(super) status: Option<StatusFile>,
     pub(super) name: Option<String>,
+    pub(super) bitrate_feed: Option<String>,
     pub(super) advanced: Option<Advanced>,
 }
 

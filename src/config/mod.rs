@@ -89,6 +89,8 @@ pub struct EdgeSettings {
     pub uplinks: Vec<UplinkSettings>,
     /// The status, metrics and dashboard endpoint.
     pub status: StatusSettings,
+    /// Where the edge sends its bitrate advice (UDP), if anywhere.
+    pub bitrate_feed: Option<SocketAddr>,
 }
 
 /// Everything `braid-gateway run` needs.

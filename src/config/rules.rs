@@ -50,6 +50,7 @@ pub(super) fn expected(key: &str) -> String {
         "uplinks" => format!("a list of 1 to {MAX_LINKS} uplinks, each with name and interface"),
         "edges" => "a list of allowed edges, each with name and public_key".into(),
         "source" => "an IP address of the uplink, e.g. 192.168.1.10".into(),
+        "bitrate_feed" => "IP:port the edge sends its bitrate advice to (UDP), e.g. 127.0.0.1:5600".into(),
         "priority" => "an integer from 0 (most preferred) to 255".into(),
         "rate_mbps" => format!("a rate in Mbit/s above 0 and at most {MAX_RATE_MBPS}"),
         "status" => "a mapping with listen, enabled and token_file (all optional)".into(),
@@ -189,6 +190,12 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         }
         Some(name) => Some(name),
     };
+    let bitrate_feed = match file.bitrate_feed {
+        None => Some(None),
+        Some(text) => problems.check(text.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
+            problem("bitrate_feed", format!("{text:?} is not an address; expected {}", expected("bitrate_feed")))
+        })),
+    };
     let (
         Some(private_key),
         Some(gateway_key),
@@ -198,7 +205,8 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         Some(tap),
         Some(status),
         Some(name),
-    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name)
+        Some(bitrate_feed),
+    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name, bitrate_feed)
     else {
         return Err(problems.0);
     };
@@ -213,6 +221,7 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         tap,
         uplinks,
         status,
+        bitrate_feed,
     })
 }
 

@@ -8,13 +8,15 @@ use tracing::{info, warn};
 
 use super::batch::{BatchSocket, poll_recv_any};
 use super::driver::{self, Buffers, Sinks};
+use super::feed::Feed;
 use super::netlink::{NetEvent, Netlink};
 use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
 use crate::config::{EdgeReload, EdgeSettings, UplinkSettings, load_edge};
 use crate::endpoint::edge::{Edge, Unreachable};
-use crate::session::{LinkEvent, Transmit};
+use crate::monitor::LinkState;
+use crate::session::{LinkEvent, Session, Transmit};
 use crate::{LinkId, MAX_LINKS};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.
@@ -68,6 +70,7 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
     }
     let mut observer = driver::observer(&settings.status, "edge")?;
     let mut recorder = Recorder::new();
+    let mut feed = settings.bitrate_feed.map(Feed::open).transpose()?;
     info!(edge = %settings.name, tap = %settings.tap.name, uplinks = settings.uplinks.len(), "edge running");
 
     let mut buffers = Buffers::default();
@@ -118,6 +121,9 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
                 Ok(new) => {
                     let plan = settings.reload_to(&new);
                     apply_reload(&mut edge, &mut uplinks, &mut sockets, &plan, &netlink, ipv6).await?;
+                    if plan.settings.bitrate_feed != feed.as_ref().map(Feed::target) {
+                        feed = plan.settings.bitrate_feed.map(Feed::open).transpose()?;
+                    }
                     settings = plan.settings;
                 }
                 Err(error) => warn!(%error, "reload refused; the edge runs on as it was"),
@@ -149,6 +155,11 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
             recorders: observer.is_some().then_some(std::slice::from_mut(&mut recorder)),
         };
         driver::drain(&mut edge, out, sends, sinks);
+        if let Some(feed) = feed.as_mut() {
+            let session = edge.session();
+            let up = session.map_or(0, |s| s.links().filter(|&l| s.link_state(l) == Some(LinkState::Up)).count());
+            feed.offer(now(), session.map_or(0, Session::safe_bitrate), up);
+        }
     }
     Ok(())
 }

@@ -203,6 +203,10 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
     let mut safe = gauges("braid_stream_safe", "1 while two or more links are usable: losing any one is survived.");
     let mut usable = gauges("braid_stream_usable_links", "Links up or degraded.");
     let mut hold_limit = gauges("braid_session_reorder_hold_limit_seconds", "The reorder buffer's current hold limit.");
+    let mut bitrate = gauges(
+        "braid_session_safe_bitrate_bps",
+        "The stream bitrate the links carry now with the mode's protection: what an encoder should stay under.",
+    );
     let mut session_counters = CounterFamilies::of::<SessionStats>("braid_session_");
     let mut drops = counters("braid_session_drops", "Datagrams and frames the session dropped, by reason.");
     let mut state = gauges("braid_link_state", "1 for the link's current state, 0 for the others.");
@@ -244,6 +248,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         usable.push(vec![("edge", e)], f64::from(edge.safety.usable_links));
         let Some(session) = &edge.session else { continue };
         hold_limit.push(vec![("edge", e)], session.reorder_hold_ms / 1e3);
+        bitrate.push(vec![("edge", e)], session.safe_bitrate_bps as f64);
         session_counters.push(&vec![("edge", e)], &session.counters.0);
         for reason in DropReason::ALL {
             let count = session.drops_by_reason.get(reason.as_str()).copied().unwrap_or(0);
@@ -273,7 +278,7 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         }
     }
 
-    for family in [&session_up, &safe, &usable, &hold_limit] {
+    for family in [&session_up, &safe, &usable, &hold_limit, &bitrate] {
         write_gauges(encoder, family)?;
     }
     session_counters.write(encoder)?;
@@ -380,6 +385,7 @@ pub(crate) mod tests {
             drops: 7,
             drops_by_reason: BTreeMap::from([("replay".to_string(), 7)]),
             reorder_hold_ms: 45.0,
+            safe_bitrate_bps: 12_000_000,
             links: vec![link(0, "dsl", "up"), link(1, "lte", "down")],
             hold,
         }

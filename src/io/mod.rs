@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod driver;
 pub mod edge;
+pub mod feed;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -143,6 +143,10 @@ pub struct SessionView {
     pub drops_by_reason: BTreeMap<String, u64>,
     /// The reorder buffer's current hold limit, in milliseconds.
     pub reorder_hold_ms: f64,
+    /// The stream bitrate the links can carry now with the mode's protection, bits per second
+    /// (what an encoder should stay under; `Session::safe_bitrate`).
+    #[serde(default)]
+    pub safe_bitrate_bps: u64,
     /// The links, in id order.
     pub links: Vec<LinkView>,
     /// How long delivered frames waited in the reorder buffer (not in the JSON; for metrics).
@@ -503,6 +507,7 @@ impl Recorder {
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             reorder_hold_ms: ms(session.reorder_hold()),
+            safe_bitrate_bps: session.safe_bitrate(),
             links,
             hold: self.hold.clone(),
         }

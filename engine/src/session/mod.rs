@@ -117,6 +117,11 @@ pub enum Event {
     },
 }
 
+/// The share of what the links carry that [`Session::safe_bitrate`] advises the stream to use:
+/// headroom for the rate estimates' error, retransmissions, and the tunnel's and the stream's
+/// own headers (about 8% of a 1316-byte MPEG-TS datagram).
+pub const SAFE_BITRATE_SHARE: f64 = 0.8;
+
 /// A datagram to send: its bytes are in the buffer passed to [`Session::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
@@ -313,6 +318,23 @@ impl Session {
     /// A link's measurements.
     pub fn link_quality(&self, link: LinkId) -> Option<LinkQuality> {
         self.link(link).map(|l| l.monitor.quality())
+    }
+
+    /// The stream bitrate the links can carry now with the mode's protection, bits per second
+    /// (what an encoder should stay under). Each link that is up counts with its congestion
+    /// control's rate less its loss: summed in bond and auto (auto's duplicates use only what
+    /// is left), the lowest in redundant mode (every link carries every frame), the preferred
+    /// link's in active-backup; and the total is scaled by [`SAFE_BITRATE_SHARE`]. 0 with no
+    /// link up.
+    pub fn safe_bitrate(&self) -> u64 {
+        let up = self.links.iter().flatten().filter(|l| l.can_send() && l.monitor.state() == LinkState::Up);
+        let usable = |l: &Link| l.tx.cc.rate_bps() as f64 * (1.0 - l.monitor.quality().tx_loss).clamp(0.0, 1.0);
+        let carried = match self.config.mode {
+            Mode::Bond | Mode::Auto => up.map(usable).sum::<f64>(),
+            Mode::Redundant => up.map(usable).reduce(f64::min).unwrap_or(0.0),
+            Mode::ActiveBackup => up.min_by_key(|l| (l.priority, l.id)).map_or(0.0, usable),
+        };
+        (carried * SAFE_BITRATE_SHARE) as u64
     }
 
     /// A link's congestion controller's estimates.
