@@ -185,9 +185,13 @@ up() {
     gw_pub=$("$BIN/braid-gateway" keygen --out "$RUN/gateway.key")
     edge_pub=$("$BIN/braid-edge" keygen --out "$RUN/edge.key")
     echo "$gw_pub" >"$RUN/gateway.pub"
-    for u in $(seq 1 "$UPLINKS"); do uplinks+="  - name: ${PROFILES[$((u - 1))]}
+    for u in $(seq 1 "$UPLINKS"); do
+        uplinks+="  - name: ${PROFILES[$((u - 1))]}
     interface: up$u
-"; done
+"
+        if [[ ${METERED[$((u - 1))]:-0} == 1 ]]; then uplinks+="    metered: true
+"; fi
+    done
     cat >"$RUN/edge.yaml" <<EOF
 name: rig
 private_key_file: $RUN/edge.key
@@ -686,7 +690,27 @@ before_bitrate_feed() {
 
 extra_bitrate_feed() {
     wait "$FEED_PID" 2>/dev/null || true
-    echo "feed_samples=$(labtool feed-samples --start "$T0" <"$RUN/feed.txt" | grep . || echo -)"
+    echo "feed_samples=$(labtool samples --start "$T0" <"$RUN/feed.txt" | grep . || echo -)"
+}
+
+# Each uplink's bytes sent, every second through the stream, from the edge's status;
+# `braid-labtool check` makes the metered uplinks' share of the stream while the unmetered one
+# is up (`metered_share`) and the bytes per uplink.
+before_metered() {
+    (
+        for _ in $(seq 1 $((SECS + 3))); do
+            printf '%s %s\n' "$(date +%s.%N)" "$(in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+                jq -r '[.session.links[].tx_bytes] | map(tostring) | join(":")' 2>/dev/null)"
+            sleep 1
+        done
+    ) >"$RUN/bytes.txt" &
+    BYTES_PID=$!
+}
+
+extra_metered() {
+    kill "$BYTES_PID" 2>/dev/null || true
+    wait "$BYTES_PID" 2>/dev/null || true
+    echo "byte_samples=$(labtool samples --start "$T0" <"$RUN/bytes.txt" | grep . || echo -)"
 }
 
 labtool() { "$BIN/braid-labtool" "$@"; }

@@ -534,6 +534,20 @@ pub fn table(status: &crate::io::status::Status) -> String {
                 format!("{}{}", link.max_datagram, if link.max_datagram_settled { "" } else { "?" })
             );
         }
+        for link in session.links.iter().filter(|l| l.metered) {
+            let used = link.period_bytes.unwrap_or(0) as f64 / 1e9;
+            let _ = match (link.cap_bytes, &link.cap_period) {
+                (Some(cap), Some(period)) => writeln!(
+                    out,
+                    "  {}: {used:.2} of {:.2} GB this {period} ({:.0}%){}",
+                    link.name,
+                    cap as f64 / 1e9,
+                    used * 1e9 * 100.0 / cap.max(1) as f64,
+                    if link.spend == "backup_only" { ", cap used: backup only" } else { "" }
+                ),
+                _ => writeln!(out, "  {}: {used:.2} GB this month (metered, no cap)", link.name),
+            };
+        }
         if let Some(last) = edge.transitions.last() {
             let _ = writeln!(out, "  last change: {} {} → {} ({})", last.link, last.from, last.to, last.reason);
         }

@@ -134,6 +134,7 @@ lab_tests! {
     delay_spikes_with_two_links_left_lose_nothing,
         goals delay_spikes_with_two_links_left_stall_at_most_150_ms => "lte-spikes-two-links";
     the_bitrate_feed_stays_under_what_the_links_carry_and_follows_a_cut_within_a_second => "bitrate-feed";
+    metered_lte_links_carry_at_most_a_tenth_of_the_stream_while_dsl_is_up_and_nothing_is_lost => "metered";
     auto_mode_offered_90_percent_of_the_links_sum_delivers_85_percent_of_it => "auto-overload";
 }
 

@@ -639,3 +639,21 @@ fn uplinks_removed_and_added_while_streaming_lose_nothing_and_a_mode_change_take
     let ids: Vec<u8> = sim.edge.links().iter().map(|l| l.id.get()).collect();
     assert_eq!(ids, [1, 2]);
 }
+
+#[test]
+fn a_link_past_its_cap_carries_no_frame_while_another_is_usable_and_the_stream_when_none_is() {
+    use braid::LinkId;
+    use braid::scheduler::Spend;
+    let mut sim = Sim::new(22, Mode::Auto, &three_field_links());
+    sim.edge.set_link_spend(LinkId::new(1), Spend::BackupOnly);
+    sim.stream(1.0, 9.0, 4.0, 1200);
+    sim.schedule(5.0, Action::CarrierDown(0));
+    sim.schedule(5.0, Action::CarrierDown(2));
+    sim.run_until(4.99);
+    let frames = |sim: &Sim| sim.edge.link_stats(LinkId::new(1)).map_or(0, |s| s.tx_frames);
+    assert_eq!(frames(&sim), 0, "the capped link carried frames while two others were up");
+    sim.run_until(10.0);
+    let r = sim.report();
+    assert!(frames(&sim) > 1000, "the capped link did not take the stream when it was the last: {}", frames(&sim));
+    assert!(r.lost <= 5, "{r}");
+}

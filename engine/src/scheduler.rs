@@ -76,6 +76,30 @@ impl Mode {
     }
 }
 
+/// What a link may be spent on, as its owner pays for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spend {
+    /// Unmetered: first copies, and `auto`'s duplicates first.
+    #[default]
+    Free,
+    /// Paid by the byte (an LTE plan): first copies as any link, but `auto`'s spare duplicates
+    /// only while no free link is up.
+    Metered,
+    /// Past its data cap: used only while no other link is usable.
+    BackupOnly,
+}
+
+impl Spend {
+    /// As status and metrics name it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Metered => "metered",
+            Self::BackupOnly => "backup_only",
+        }
+    }
+}
+
 /// What a scheduler knows of one link.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkView {
@@ -99,6 +123,8 @@ pub struct LinkView {
     pub loss: f64,
     /// The queue the path's own round trips show (the congestion controller's), if measured.
     pub path_queue: Option<Duration>,
+    /// What it may be spent on.
+    pub spend: Spend,
 }
 
 impl LinkView {
@@ -301,7 +327,9 @@ pub const TRENDING_LOSS: f64 = 0.02;
 /// * the next-earliest link, for a small control frame ([`FrameMeta::critical`]) or a frame
 ///   whose earliest link trends down (degraded, or losing more than [`TRENDING_LOSS`]), if that
 ///   link has room at all;
-/// * every other usable link that is spare (queue under [`SPARE_QUEUE`]).
+/// * every other usable link that is spare (queue under [`SPARE_QUEUE`]) and free, or metered
+///   while no free link is up ([`Spend`]): metered links carry duplicates only when the stream
+///   has no free link to be protected by.
 ///
 /// Under light load every frame thus travels twice or more and a cut costs nothing; as the
 /// load grows the links' queues leave no spare room, and `auto` becomes [`Bond`].
@@ -339,13 +367,17 @@ impl Scheduler for Auto {
         let mut set: LinkSet = [first.id].into_iter().collect();
         let mut others: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable() && l.id != first.id).collect();
         others.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
+        let free_up = links.iter().any(|l| l.state == LinkState::Up && l.spend == Spend::Free);
+        let spendable = |l: &LinkView| l.spend == Spend::Free || !free_up;
+        // The second copy on the next-earliest free link, if one is usable.
+        let second = others.iter().find(|l| l.spend == Spend::Free).or_else(|| others.first());
         if (frame.critical || self.trends_down(first))
-            && let Some(second) = others.first()
+            && let Some(second) = second
             && second.queue_delay <= self.second_copy_queue
         {
             set.insert(second.id);
         }
-        set.extend(others.iter().filter(|l| l.queue_delay < self.spare_queue).map(|l| l.id));
+        set.extend(others.iter().filter(|l| l.queue_delay < self.spare_queue && spendable(l)).map(|l| l.id));
         set
     }
 
@@ -368,6 +400,7 @@ pub(crate) fn view_for_test(id: u8, state: LinkState, priority: u8, owd_ms: u64)
         queue_delay: Duration::ZERO,
         loss: 0.0,
         path_queue: None,
+        spend: Spend::Free,
     }
 }
 
@@ -418,6 +451,22 @@ mod tests {
         links[0].usable_since = Some(t);
         assert!(s.schedule(t + FAILBACK_HOLD / 2, &FRAME, &links).contains(LinkId::new(2)));
         assert!(s.schedule(t + FAILBACK_HOLD, &FRAME, &links).contains(LinkId::new(0)));
+    }
+
+    #[test]
+    fn auto_spends_spare_duplicates_on_metered_links_only_while_no_free_link_is_up() {
+        let metered = |id: u8, owd: u64| LinkView { spend: Spend::Metered, ..view(id, LinkState::Up, id, owd) };
+        let frame = FrameMeta { seq: FrameSeq(1), len: 1200, critical: false };
+        let mut auto = Auto::default();
+        let links = [view(0, LinkState::Up, 0, 10), metered(1, 20), metered(2, 30)];
+        let ids = |set: LinkSet| set.iter().map(|l| l.get()).collect::<Vec<_>>();
+        assert_eq!(ids(auto.schedule(now(), &frame, &links)), [0], "the free link is up: no metered duplicate");
+        let critical = FrameMeta { critical: true, ..frame };
+        assert_eq!(ids(auto.schedule(now(), &critical, &links)), [0, 1], "a critical frame is still protected");
+        let free_down = [view(0, LinkState::Down, 0, 10), metered(1, 20), metered(2, 30)];
+        assert_eq!(ids(auto.schedule(now(), &frame, &free_down)), [1, 2], "no free link: metered ones protect");
+        let two_free = [view(0, LinkState::Up, 0, 10), metered(1, 20), view(2, LinkState::Up, 2, 30)];
+        assert_eq!(ids(auto.schedule(now(), &frame, &two_free)), [0, 2], "duplicates on the other free link");
     }
 
     #[test]

@@ -211,6 +211,9 @@ pub struct Scenario {
     pub fails_in_simulation: Option<&'static str>,
     /// Whether the edge's bitrate feed is recorded through the stream (`feed_samples`).
     pub feed: bool,
+    /// Which uplinks are metered (`uplinks[].metered`); their bytes are then recorded through
+    /// the stream (`byte_samples`).
+    pub metered: [bool; 3],
 }
 
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
@@ -280,6 +283,7 @@ const BASE: Scenario = Scenario {
     goals: &[],
     fails_in_simulation: None,
     feed: false,
+    metered: [false; 3],
 };
 
 /// Every scenario, in the order `scripts/lab.sh list` shows them.
@@ -522,6 +526,21 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "metered",
+        describe: "auto mode through the cuts with both LTE links metered: duplicates go on dsl, not on LTE",
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 30 },
+        timeline: CUTS,
+        metered: [false, true, true],
+        bounds: &[
+            SENT_IN_FULL,
+            zero("lost"),
+            // The metered uplinks' bytes while dsl is up, as a share of the stream's.
+            at_most("metered_share", 0.10),
+        ],
+        ..BASE
+    },
+    Scenario {
         name: "auto-overload",
         describe: "auto mode offered 90% of the links' sum",
         mode: Mode::Auto,
@@ -561,15 +580,8 @@ impl Scenario {
     /// blackholed it.
     pub fn capacity_mbps(&self, t: f64) -> f64 {
         let Ok(profiles) = self.profiles() else { return 0.0 };
-        let carrying = |link: u8| {
-            self.timeline.iter().filter(|(at, _)| *at <= t).fold(true, |up, (_, action)| match *action {
-                Action::CarrierDown(l) | Action::Blackhole(l) if l == link => false,
-                Action::CarrierUp(l) | Action::Restore(l) if l == link => true,
-                _ => up,
-            })
-        };
         let rates = (0..3u8)
-            .filter(|&l| carrying(l))
+            .filter(|&l| self.carrying(l, t))
             .filter_map(|l| profiles[usize::from(l)].rate_bps)
             .map(|bps| bps as f64 / 1e6);
         match self.mode {
@@ -577,6 +589,16 @@ impl Scenario {
             Mode::Redundant => rates.reduce(f64::min).unwrap_or(0.0),
             Mode::ActiveBackup => rates.fold(0.0, f64::max),
         }
+    }
+
+    /// Whether uplink `link` carries at `t` seconds from the stream's start: unless the timeline
+    /// has taken its carrier or blackholed it.
+    pub fn carrying(&self, link: u8, t: f64) -> bool {
+        self.timeline.iter().filter(|(at, _)| *at <= t).fold(true, |up, (_, action)| match *action {
+            Action::CarrierDown(l) | Action::Blackhole(l) if l == link => false,
+            Action::CarrierUp(l) | Action::Restore(l) if l == link => true,
+            _ => up,
+        })
     }
 
     /// The stream's duration, s (0 for a custom measurement).
@@ -602,12 +624,13 @@ impl Scenario {
             Topology::Captured => "captured",
         };
         format!(
-            "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\n",
+            "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\n",
             self.mode.as_str(),
             self.budget_ms,
             list(self.links.iter().map(|l| (*l).to_owned()).collect()),
             list(self.timeline.iter().map(|(t, a)| format!("{t}:{}", a.verb())).collect()),
             list(self.windows.iter().map(|w| format!("{}:{}:{}", w.name, w.from, w.to)).collect()),
+            self.metered.iter().map(|&m| u8::from(m).to_string()).collect::<Vec<_>>().join(" "),
         )
     }
 
@@ -892,6 +915,16 @@ impl Figures {
             let merged: Vec<String> = drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
             self.set("gateway_drops", merged.join(","));
         }
+        if let Some(text) = self.text("byte_samples") {
+            let samples: Vec<(f64, Vec<f64>)> = text
+                .split(',')
+                .filter_map(|s| s.split_once(':'))
+                .filter_map(|(t, v)| {
+                    Some((t.parse().ok()?, v.split(':').map(|b| b.parse().ok()).collect::<Option<_>>()?))
+                })
+                .collect();
+            self.set_metered(scenario, &samples);
+        }
         if let Some(text) = self.text("feed_samples") {
             let samples: Vec<(f64, f64)> = text
                 .split(',')
@@ -899,6 +932,41 @@ impl Figures {
                 .filter_map(|(t, v)| Some((t.parse().ok()?, v.parse().ok()?)))
                 .collect();
             self.set_feed(scenario, &samples);
+        }
+    }
+
+    /// The metered uplinks' figures from each uplink's bytes sent, sampled through the stream
+    /// (seconds from its start, bytes per uplink):
+    /// * `link_mbytes`: each uplink's megabytes sent over the stream;
+    /// * `metered_share`: the metered uplinks' bytes over the stretches between samples in which
+    ///   every unmetered uplink carried throughout, as a share of the stream's bytes in them.
+    fn set_metered(&mut self, scenario: &Scenario, samples: &[(f64, Vec<f64>)]) {
+        let Stream::Udp { mbps, .. } = scenario.stream else { return };
+        let changes: Vec<f64> = scenario.timeline.iter().map(|(t, _)| *t).collect();
+        let free_carries = |from: f64, to: f64| {
+            (0..3u8).filter(|&l| !scenario.metered[usize::from(l)]).all(|l| {
+                [from, to]
+                    .into_iter()
+                    .chain(changes.iter().copied().filter(|t| *t > from && *t <= to))
+                    .all(|t| scenario.carrying(l, t))
+            })
+        };
+        let (mut metered, mut secs) = (0.0, 0.0);
+        for pair in samples.windows(2) {
+            let ((from, a), (to, b)) = (&pair[0], &pair[1]);
+            if *from < 0.0 || *to > f64::from(scenario.secs()) || a.len() != b.len() || !free_carries(*from, *to) {
+                continue;
+            }
+            secs += to - from;
+            metered +=
+                (0..a.len()).filter(|&i| scenario.metered.get(i) == Some(&true)).map(|i| b[i] - a[i]).sum::<f64>();
+        }
+        if secs > 0.0 {
+            self.set("metered_share", format!("{:.4}", metered / (mbps * 1e6 / 8.0 * secs)));
+        }
+        if let (Some((_, first)), Some((_, last))) = (samples.first(), samples.last()) {
+            let mbytes: Vec<String> = first.iter().zip(last).map(|(a, b)| format!("{:.1}", (b - a) / 1e6)).collect();
+            self.set("link_mbytes", mbytes.join(","));
         }
     }
 

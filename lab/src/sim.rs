@@ -799,14 +799,23 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
         sim.run_until(until);
         flap_packets += tx(&sim) - before;
     }
-    // The bitrate feed, as the edge would push it: its advice every 100 ms.
-    let mut feed = Vec::new();
-    if scenario.feed {
-        let mut t = WARM_UP;
-        while t < end {
+    for (i, _) in scenario.metered.iter().enumerate().filter(|(_, m)| **m) {
+        sim.edge.set_link_spend(LinkId::new(i as u8), braid_engine::scheduler::Spend::Metered);
+    }
+    // The bitrate feed, as the edge would push it (its advice every 100 ms), and the uplinks'
+    // bytes sent every second.
+    let (mut feed, mut bytes) = (Vec::new(), Vec::new());
+    if scenario.feed || scenario.metered.contains(&true) {
+        for step in 0..=secs * 10 {
+            let t = WARM_UP + f64::from(step) / 10.0;
             sim.run_until(t);
-            feed.push(format!("{:.3}:{}", t - WARM_UP, sim.edge.safe_bitrate()));
-            t += 0.1;
+            if scenario.feed {
+                feed.push(format!("{:.3}:{}", t - WARM_UP, sim.edge.safe_bitrate()));
+            }
+            if step % 10 == 0 {
+                let tx = |l: u8| sim.edge.link_stats(LinkId::new(l)).map_or(0, |s| s.tx_bytes).to_string();
+                bytes.push(format!("{:.3}:{}", t - WARM_UP, (0..3).map(tx).collect::<Vec<_>>().join(":")));
+            }
         }
     }
     sim.run_until(end + 1.0);
@@ -824,6 +833,9 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     figures.set("owd_p99_ms", format!("{:.1}", ms(r.p99)));
     if !feed.is_empty() {
         figures.set("feed_samples", feed.join(","));
+    }
+    if scenario.metered.contains(&true) {
+        figures.set("byte_samples", bytes.join(","));
     }
     if scenario.timeline.iter().any(|(_, a)| matches!(a, scenario::Action::Flap { .. })) {
         figures.set("flap_packets", flap_packets);

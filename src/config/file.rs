@@ -49,6 +49,9 @@ pub(super) struct UplinkFile {
     pub(super) source: Option<String>,
     pub(super) priority: Option<i64>,
     pub(super) rate_mbps: Option<f64>,
+    pub(super) metered: Option<bool>,
+    pub(super) cap_mb: Option<f64>,
+    pub(super) cap_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,39 @@ pub struct UplinkSettings {
     pub interface: String,
     /// The source address to bind, if fixed.
     pub source: Option<IpAddr>,
+    /// Whether it is paid by the byte (`auto` spends duplicates on it only while no unmetered
+    /// link is up).
+    pub metered: bool,
+    /// Its data cap, if any (a cap makes it metered).
+    pub cap: Option<DataCap>,
+}
+
+/// A data cap: bytes per period, both directions counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataCap {
+    /// Bytes allowed per period.
+    pub bytes: u64,
+    /// The period.
+    pub period: CapPeriod,
+}
+
+/// The period a data cap counts over, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapPeriod {
+    /// A calendar day.
+    Day,
+    /// A calendar month.
+    Month,
+}
+
+impl CapPeriod {
+    /// As the config names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
 }
 
 /// The local HTTP endpoint: `/status`, `/metrics` and the dashboard.

@@ -53,6 +53,9 @@ pub(super) fn expected(key: &str) -> String {
         "bitrate_feed" => "IP:port the edge sends its bitrate advice to (UDP), e.g. 127.0.0.1:5600".into(),
         "priority" => "an integer from 0 (most preferred) to 255".into(),
         "rate_mbps" => format!("a rate in Mbit/s above 0 and at most {MAX_RATE_MBPS}"),
+        "metered" => "true or false".into(),
+        "cap_mb" => "megabytes (10^6 bytes) per cap_period, above 0, e.g. 20000".into(),
+        "cap_period" => "day or month (UTC)".into(),
         "status" => "a mapping with listen, enabled and token_file (all optional)".into(),
         "enabled" => "true or false".into(),
         "token_file" => TOKEN_RULE.into(),
@@ -172,10 +175,32 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
                 None
             }
         };
+        let period = match uplink.cap_period.as_deref() {
+            None | Some("month") => Some(CapPeriod::Month),
+            Some("day") => Some(CapPeriod::Day),
+            Some(other) => {
+                problems.push(problem(key("cap_period"), format!("{other:?}; expected {}", expected("cap_period"))));
+                None
+            }
+        };
+        let cap = match (uplink.cap_mb, period) {
+            (None, _) => Some(None),
+            (Some(mb), Some(period)) if mb > 0.0 && mb.is_finite() && mb <= 1e12 => {
+                Some(Some(DataCap { bytes: (mb * 1e6).round() as u64, period }))
+            }
+            (Some(mb), _) => {
+                problems.push(problem(key("cap_mb"), format!("{mb} is out of range; expected {}", expected("cap_mb"))));
+                None
+            }
+        };
+        if uplink.cap_mb.is_none() && uplink.cap_period.is_some() {
+            problems.push(problem(key("cap_period"), "without cap_mb it caps nothing; expected cap_mb beside it"));
+        }
         // A refused uplink is left out, so that the next ones are checked against the good ones.
-        if let (true, Some(source), Some(priority), Some(rate_bps)) = (ok, source, priority, rate_bps) {
+        if let (true, Some(source), Some(priority), Some(rate_bps), Some(cap)) = (ok, source, priority, rate_bps, cap) {
             links.extend(remote.map(|remote| LinkConfig { id, priority, rate_bps, remote }));
-            uplinks.push(UplinkSettings { id, name: uplink.name, interface: uplink.interface, source });
+            let metered = uplink.metered.unwrap_or(false) || cap.is_some();
+            uplinks.push(UplinkSettings { id, name: uplink.name, interface: uplink.interface, source, metered, cap });
         }
     }
     let status = problems.check(status(doc, file.status, DEFAULT_EDGE_STATUS));

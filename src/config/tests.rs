@@ -189,12 +189,21 @@ fn a_full_edge_config_fills_every_setting() {
     assert_eq!(
         settings.uplinks,
         [
-            UplinkSettings { id: LinkId::new(0), name: "dsl".into(), interface: "eth1".into(), source: None },
+            UplinkSettings {
+                id: LinkId::new(0),
+                name: "dsl".into(),
+                interface: "eth1".into(),
+                source: None,
+                metered: false,
+                cap: None,
+            },
             UplinkSettings {
                 id: LinkId::new(1),
                 name: "lte".into(),
                 interface: "wwan0".into(),
                 source: Some("10.0.0.2".parse().unwrap()),
+                metered: false,
+                cap: None,
             },
         ]
     );
@@ -820,4 +829,22 @@ fn an_edge_reload_names_what_needs_a_new_session_and_what_needs_a_restart() {
     // dsl moved to another interface: the same id, as a new link.
     assert_eq!(plan.removed, [LinkId::new(0)]);
     assert_eq!(plan.added.iter().map(|(u, l)| (u.interface.as_str(), l.id.get())).collect::<Vec<_>>(), [("eth2", 0)]);
+}
+
+#[test]
+fn an_uplink_may_be_metered_and_capped_per_day_or_month() {
+    let scratch = Scratch::new("metered");
+    let yaml = edge_yaml().replace(
+        "interface: wwan0\n",
+        "interface: wwan0\n    cap_mb: 2000\n    cap_period: day\n  - name: lte-2\n    interface: wwan1\n    metered: true\n",
+    );
+    let settings = scratch.edge(&yaml).unwrap();
+    let got: Vec<(bool, Option<DataCap>)> = settings.uplinks.iter().map(|u| (u.metered, u.cap)).collect();
+    assert_eq!(
+        got,
+        [(false, None), (true, Some(DataCap { bytes: 2_000_000_000, period: CapPeriod::Day })), (true, None),]
+    );
+    let bad = edge_yaml().replace("interface: wwan0\n", "interface: wwan0\n    cap_mb: -5\n    cap_period: week\n");
+    let error = scratch.edge(&bad).unwrap_err().to_string();
+    assert!(error.contains("uplinks[1].cap_period") && error.contains("day or month"), "{error}");
 }

@@ -12,10 +12,12 @@ use super::feed::Feed;
 use super::netlink::{NetEvent, Netlink};
 use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
-use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
-use crate::config::{EdgeReload, EdgeSettings, UplinkSettings, load_edge};
+use super::usage::{self, Crossing, Usage, period_key};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
+use crate::config::{CapPeriod, EdgeReload, EdgeSettings, UplinkSettings, load_edge};
 use crate::endpoint::edge::{Edge, Unreachable};
 use crate::monitor::LinkState;
+use crate::scheduler::Spend;
 use crate::session::{LinkEvent, Session, Transmit};
 use crate::{LinkId, MAX_LINKS};
 
@@ -28,6 +30,63 @@ struct Uplink {
     settings: UplinkSettings,
     index: Option<u32>,
     carrier: bool,
+    /// What it used in its cap period (metered uplinks).
+    usage: Usage,
+}
+
+impl Uplink {
+    /// What the scheduler may spend it on: past its cap, only as a backup.
+    fn spend(&self) -> Spend {
+        if self.usage.past(self.settings.cap) {
+            Spend::BackupOnly
+        } else if self.settings.metered {
+            Spend::Metered
+        } else {
+            Spend::Free
+        }
+    }
+
+    fn period(&self) -> u64 {
+        period_key(unix_millis() / 1_000, self.settings.cap.map_or(CapPeriod::Month, |c| c.period))
+    }
+}
+
+/// Counts each metered uplink's use from the session's link counters, logs the cap thresholds
+/// it crosses, and moves an uplink past its cap to backup-only (and back in a new period).
+fn account_usage(edge: &mut Edge, uplinks: &mut [Option<Uplink>]) {
+    for uplink in uplinks.iter_mut().flatten().filter(|u| u.settings.metered) {
+        let id = uplink.settings.id;
+        let Some(stats) = edge.session().and_then(|s| s.link_stats(id)) else { continue };
+        let period = uplink.period();
+        let before = uplink.spend();
+        let crossing = uplink.usage.observe(stats.tx_bytes + stats.rx_bytes, period, uplink.settings.cap);
+        let (name, used, cap) = (&uplink.settings.name, uplink.usage.bytes, uplink.settings.cap.map(|c| c.bytes));
+        match crossing {
+            Some(Crossing::Nearing) => warn!(uplink = %name, used, cap, "uplink has used 80% of its data cap"),
+            Some(Crossing::Reached) => {
+                warn!(uplink = %name, used, cap, "uplink used its data cap: backup only until the period ends");
+            }
+            Some(Crossing::NewPeriod) => info!(uplink = %name, "new data cap period: the uplink is in use again"),
+            None => {}
+        }
+        if uplink.spend() != before {
+            edge.set_link_spend(id, uplink.spend());
+        }
+    }
+}
+
+/// Saves the metered uplinks' use to the state directory, if there is one.
+fn save_usage(uplinks: &[Option<Uplink>]) {
+    let Some(path) = usage::state_file() else { return };
+    let entries: Vec<(String, u64, u64)> = uplinks
+        .iter()
+        .flatten()
+        .filter(|u| u.settings.metered)
+        .map(|u| (u.settings.name.clone(), u.usage.period, u.usage.bytes))
+        .collect();
+    if let Err(error) = usage::save(&path, &entries) {
+        warn!(%error, path = %path.display(), "could not save the uplinks' data use");
+    }
 }
 
 enum Input {
@@ -65,9 +124,19 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
     // Both by link id.
     let mut uplinks: Vec<Option<Uplink>> = (0..MAX_LINKS).map(|_| None).collect();
     let mut sockets: Vec<Option<BatchSocket>> = (0..MAX_LINKS).map(|_| None).collect();
+    let saved = usage::state_file().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| usage::parse(&t));
     for uplink in &settings.uplinks {
         start_uplink(&mut edge, &mut uplinks, &mut sockets, uplink.clone(), &netlink, ipv6).await;
+        if let Some(u) = uplink.id.index().and_then(|i| uplinks[i].as_mut()) {
+            let period = u.period();
+            let used = saved.iter().flatten().find(|(name, p, _)| *name == u.settings.name && *p == period);
+            if let Some(&(_, _, bytes)) = used {
+                u.usage = Usage::resumed(period, bytes);
+                edge.set_link_spend(u.settings.id, u.spend());
+            }
+        }
     }
+    let mut ticks = 0u64;
     let mut observer = driver::observer(&settings.status, "edge")?;
     let mut recorder = Recorder::new();
     let mut feed = settings.bitrate_feed.map(Feed::open).transpose()?;
@@ -93,6 +162,7 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
         match input {
             Input::Shutdown(signal) => {
                 info!(signal, "shutting down");
+                save_usage(&uplinks);
                 break;
             }
             Input::Timeout => edge.handle_timeout(now()),
@@ -129,6 +199,11 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
                 Err(error) => warn!(%error, "reload refused; the edge runs on as it was"),
             },
             Input::Retry => {
+                account_usage(&mut edge, &mut uplinks);
+                ticks += 1;
+                if ticks.is_multiple_of(60) {
+                    save_usage(&uplinks);
+                }
                 for (slot, uplink) in uplinks.iter_mut().enumerate() {
                     let Some(uplink) = uplink else { continue };
                     if sockets[slot].is_none() && uplink.carrier {
@@ -175,10 +250,18 @@ fn snapshot(
     let now = now();
     let names = |link: LinkId| name_of(uplinks, usize::from(link.get()));
     let stats = edge.stats();
+    let mut view = recorder.view(now, name, edge.session(), names);
+    for link in view.session.iter_mut().flat_map(|s| s.links.iter_mut()) {
+        let Some(uplink) = uplinks.get(usize::from(link.id)).and_then(Option::as_ref) else { continue };
+        link.metered = uplink.settings.metered;
+        link.period_bytes = uplink.settings.metered.then_some(uplink.usage.bytes);
+        link.cap_bytes = uplink.settings.cap.map(|c| c.bytes);
+        link.cap_period = uplink.settings.cap.map(|c| c.period.as_str().to_owned());
+    }
     observer.status(
         now,
         Body::Edge(Box::new(EdgeBody {
-            edge: recorder.view(now, name, edge.session(), names),
+            edge: view,
             counters: Flat(stats),
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
@@ -234,7 +317,9 @@ async fn start_uplink(
     ipv6: bool,
 ) {
     let Some(slot) = settings.id.index() else { return };
-    let mut uplink = Uplink { settings, index: None, carrier: false };
+    let period = period_key(unix_millis() / 1_000, settings.cap.map_or(CapPeriod::Month, |c| c.period));
+    let mut uplink = Uplink { settings, index: None, carrier: false, usage: Usage::new(period) };
+    edge.set_link_spend(uplink.settings.id, uplink.spend());
     if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
         uplink.index = Some(index);
         uplink.carrier = carrier;
@@ -285,12 +370,24 @@ async fn apply_reload(
         }
         start_uplink(edge, uplinks, sockets, uplink.clone(), netlink, ipv6).await;
     }
+    // Kept uplinks take their new settings (metered, cap); each is spent as they say.
+    for new in &plan.settings.uplinks {
+        if let Some(uplink) = new.id.index().and_then(|i| uplinks[i].as_mut()) {
+            uplink.settings = new.clone();
+        }
+    }
+    for uplink in uplinks.iter().flatten() {
+        edge.set_link_spend(uplink.settings.id, uplink.spend());
+    }
     if !plan.new_session.is_empty() {
         // The tunnel starts afresh with the new settings: a new handshake, on the same links.
         *edge = Edge::new(plan.settings.edge.clone(), now, unix_nanos(), os_seed()?)
             .map_err(|e| IoError::new("starting the edge anew", io::Error::other(e)))?;
-        for uplink in uplinks.iter().flatten().filter(|u| !u.carrier) {
-            edge.handle_link_event(now, uplink.settings.id, LinkEvent::CarrierDown);
+        for uplink in uplinks.iter().flatten() {
+            if !uplink.carrier {
+                edge.handle_link_event(now, uplink.settings.id, LinkEvent::CarrierDown);
+            }
+            edge.set_link_spend(uplink.settings.id, uplink.spend());
         }
         warn!(keys = %plan.new_session.join(", "), "the config changed keys that need a new session: starting one");
     }

@@ -226,6 +226,10 @@ fn encode_edges(encoder: &mut DescriptorEncoder<'_>, edges: &[&EdgeView]) -> Res
         (gauges("braid_link_rate_bps", "The sending rate the link's congestion control allows."), |l| {
             Some(l.rate_bps as f64)
         }),
+        (gauges("braid_link_period_bytes", "Bytes both ways in the data cap's current period (metered links)."), |l| {
+            l.period_bytes.map(|b| b as f64)
+        }),
+        (gauges("braid_link_cap_bytes", "The link's data cap, bytes per period."), |l| l.cap_bytes.map(|b| b as f64)),
     ];
     let mut loss = gauges("braid_link_loss_ratio", "Packet loss over the quality window, per direction.");
     let mut share = gauges(
@@ -355,6 +359,11 @@ pub(crate) mod tests {
             max_datagram_settled: true,
             rate_bps: 8_000_000,
             rate_measured: true,
+            metered: true,
+            period_bytes: Some(1_500_000_000),
+            cap_bytes: Some(2_000_000_000),
+            cap_period: Some("month".into()),
+            spend: "metered".into(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod schema;
 pub mod status;
 pub mod tap;
 pub mod udp;
+pub mod usage;
 
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

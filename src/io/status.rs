@@ -200,6 +200,22 @@ pub struct LinkView {
     /// link: the controller's starting or last value).
     #[serde(default)]
     pub rate_measured: bool,
+    /// Edge only: whether the uplink is metered (paid by the byte).
+    #[serde(default)]
+    pub metered: bool,
+    /// Edge only, metered uplinks: bytes both ways in the current cap period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_bytes: Option<u64>,
+    /// Edge only: the uplink's data cap, bytes per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_bytes: Option<u64>,
+    /// Edge only: `day` or `month`, with a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_period: Option<String>,
+    /// What the scheduler may spend the link on: `free`, `metered` or `backup_only` (past its
+    /// cap: used only while no other link is usable).
+    #[serde(default)]
+    pub spend: String,
 }
 
 /// Whether the stream survives the loss of one more link.
@@ -498,6 +514,11 @@ impl Recorder {
                     max_datagram_settled,
                     rate_bps: estimate.map_or(0, |e| e.rate_bps),
                     rate_measured: estimate.is_some_and(|e| e.delivery_bps.is_some()),
+                    metered: false,
+                    period_bytes: None,
+                    cap_bytes: None,
+                    cap_period: None,
+                    spend: session.link_spend(link).unwrap_or_default().as_str().to_owned(),
                 })
             })
             .collect();

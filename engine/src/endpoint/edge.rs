@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::{Aead, Cipher, SessionKeys};
 use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
-use crate::scheduler::Mode;
+use crate::scheduler::{Mode, Spend};
 use crate::session::{
     Delivered, DropReason, Earliest, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind,
     Transmit,
@@ -168,6 +168,8 @@ pub struct Edge {
     events: VecDeque<Event>,
     stats: EdgeStats,
     trouble: Option<Trouble>,
+    /// What each link may be spent on, by slot, for the sessions to come.
+    spend: [Spend; crate::MAX_LINKS],
 }
 
 impl Edge {
@@ -203,6 +205,7 @@ impl Edge {
             events: VecDeque::new(),
             stats: EdgeStats::default(),
             trouble: None,
+            spend: [Spend::Free; crate::MAX_LINKS],
         };
         edge.initiate(now);
         Ok(edge)
@@ -322,6 +325,16 @@ impl Edge {
         }
         for l in self.config.session.links.iter_mut().filter(|l| l.id == link) {
             l.priority = priority;
+        }
+    }
+
+    /// Sets what a link may be spent on (metered, past its cap); it holds for every session.
+    pub fn set_link_spend(&mut self, link: LinkId, spend: Spend) {
+        if let Some(slot) = link.index() {
+            self.spend[slot] = spend;
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.set_link_spend(link, spend);
         }
     }
 
@@ -526,6 +539,11 @@ impl Edge {
                 let mut session = Session::new(Role::Edge, self.config.session.clone(), keys, now, self.session_seed)
                     .map_err(|_| DropReason::HandshakeFailed)?;
                 session.restart_receive(payload.next_frame_seq);
+                for link in &self.config.session.links {
+                    if let Some(&spend) = link.id.index().and_then(|i| self.spend.get(i)) {
+                        session.set_link_spend(link.id, spend);
+                    }
+                }
                 self.session = Some(session);
             }
         }

@@ -123,6 +123,8 @@ impl Owed {
 pub(super) struct Link {
     pub(super) id: LinkId,
     pub(super) priority: u8,
+    /// What it may be spent on.
+    pub(super) spend: crate::scheduler::Spend,
     pub(super) remote: Option<SocketAddr>,
     pub(super) monitor: LinkMonitor,
     /// The largest datagram the link's path carries, as probed.
@@ -145,6 +147,7 @@ impl Link {
         Self {
             id,
             priority,
+            spend: crate::scheduler::Spend::Free,
             remote,
             monitor: LinkMonitor::new(first_probe, tuning.monitor),
             pmtu: PathMtu::new(DEFAULT_MAX_DATAGRAM, tuning.pmtu),
@@ -363,6 +366,7 @@ impl Link {
             queue_delay: Duration::from_secs_f64(self.tx.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
             loss: quality.tx_loss,
             path_queue: self.tx.cc.queue_delay(),
+            spend: self.spend,
         }
     }
 

@@ -442,6 +442,18 @@ impl Session {
         }
     }
 
+    /// Sets what a link may be spent on (metered, past its cap), from the next frame on.
+    pub fn set_link_spend(&mut self, link: LinkId, spend: crate::scheduler::Spend) {
+        if let Some(l) = self.link_mut(link) {
+            l.spend = spend;
+        }
+    }
+
+    /// What a link may be spent on.
+    pub fn link_spend(&self, link: LinkId) -> Option<crate::scheduler::Spend> {
+        self.link(link).map(|l| l.spend)
+    }
+
     /// Changes how frames are spread over the links, from the next frame on.
     pub fn set_mode(&mut self, mode: Mode) {
         self.config.mode = mode;

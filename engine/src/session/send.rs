@@ -9,7 +9,7 @@ use super::link::Link;
 use super::{Session, Transmit};
 use crate::crypto::PathNonce;
 use crate::fragment::{Split, emit_piece_header};
-use crate::scheduler::{FrameMeta, LinkView};
+use crate::scheduler::{FrameMeta, LinkView, Spend};
 use crate::stats::DropReason;
 use crate::wire::{
     ControlMessage, ControlType, DataHeader, FLAG_RETRANSMIT, FRAGMENT_PIECE, GRE_HEADER_LEN, GreRepr, MAX_FRAME_LEN,
@@ -111,6 +111,10 @@ impl Session {
             if which == Views::All || link.can_send() {
                 self.views.push(link.view());
             }
+        }
+        // A link past its data cap is a backup: out of every choice while another is usable.
+        if self.views.iter().any(|v| v.spend != Spend::BackupOnly && v.state.is_usable()) {
+            self.views.retain(|v| v.spend != Spend::BackupOnly);
         }
     }
 

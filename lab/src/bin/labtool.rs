@@ -10,7 +10,7 @@
 //! braid-labtool owd-limit --link-rtt-ms MS,MS,...
 //! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool feed --listen ADDR --secs S
-//! braid-labtool feed-samples --start EPOCH < feed-lines
+//! braid-labtool samples --start EPOCH < "UNIX_SECONDS VALUE" lines
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
 //! braid-labtool flood --to ADDR --pps N --secs S [--seed N]
@@ -22,8 +22,9 @@
 //! * `check` reads a scenario run's `RESULT` lines, adds the derived figures, tests the
 //!   scenario's bounds and goals, prints a verdict in words for each, writes a JSON record for
 //!   each to `--out`, and fails if a bound failed.
-//! * `feed` records the edge's bitrate feed (`TIME_UNIX_MS BPS` per datagram); `feed-samples`
-//!   turns that into `feed_samples` (`SECONDS:BPS,...` from the stream's start).
+//! * `feed` records the edge's bitrate feed (`UNIX_SECONDS BPS` per datagram); `samples`
+//!   turns such lines into `SECONDS:VALUE,...` from the stream's start (`feed_samples`,
+//!   `byte_samples`).
 //! * `back` reads the edge's log and prints, for each of the scenario's windows that names an
 //!   uplink, how long after the window's end that uplink was `up` again (`back_after_W_ms`).
 //! * `ping` prints the nearest-rank 50th and 99th percentiles of a ping output's round trips
@@ -124,15 +125,16 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         "feed" => feed(&flags),
-        "feed-samples" => {
+        "samples" => {
             let start = flags.text("start").and_then(|t| t.parse::<f64>().ok()).ok_or("--start UNIX_SECONDS")?;
             let mut input = String::new();
             std::io::stdin().lock().read_to_string(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
             let samples: Vec<String> = input
                 .lines()
                 .filter_map(|l| l.split_once(' '))
-                .filter_map(|(ms, bps)| Some((ms.parse::<f64>().ok()? / 1e3 - start, bps.parse::<u64>().ok()?)))
-                .map(|(t, bps)| format!("{t:.3}:{bps}"))
+                .filter_map(|(t, value)| Some((t.parse::<f64>().ok()? - start, value.trim())))
+                .filter(|(_, value)| !value.is_empty() && !value.contains([' ', ',']))
+                .map(|(t, value)| format!("{t:.3}:{value}"))
                 .collect();
             println!("{}", samples.join(","));
             Ok(())
@@ -342,7 +344,7 @@ fn wall_minus_monotonic() -> f64 {
 
 /// Sends datagrams built by `fill` to `--to` at `--pps` for `--secs`, then prints the count.
 /// Listens on `--listen` for `--secs` seconds for the edge's bitrate feed and prints each
-/// datagram as `TIME_UNIX_MS SAFE_BITRATE_BPS`.
+/// datagram as `UNIX_SECONDS SAFE_BITRATE_BPS`.
 fn feed(flags: &Flags) -> Result<(), String> {
     let listen: SocketAddr = flags.text("listen").ok_or("--listen ADDR")?.parse().map_err(|_| "--listen: IP:PORT")?;
     let secs = flags.number("secs").ok_or("--secs S")?;
@@ -357,7 +359,7 @@ fn feed(flags: &Flags) -> Result<(), String> {
         let Ok(n) = socket.recv(&mut buf) else { continue };
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(&buf[..n]) else { continue };
         if let (Some(ms), Some(bps)) = (value["time_unix_ms"].as_u64(), value["safe_bitrate_bps"].as_u64()) {
-            writeln!(out, "{ms} {bps}").map_err(|e| e.to_string())?;
+            writeln!(out, "{:.3} {bps}", ms as f64 / 1e3).map_err(|e| e.to_string())?;
             out.flush().map_err(|e| e.to_string())?;
         }
     }
