@@ -355,6 +355,72 @@ fn a_sighup_adds_a_third_uplink_and_removes_one_during_a_stream_losing_nothing()
     assert_eq!(links, [("isp2".to_owned(), 1, "up".to_owned()), ("isp3".to_owned(), 2, "up".to_owned())], "{status:#}");
 }
 
+#[test]
+fn an_uplink_past_its_data_cap_is_warned_of_and_becomes_a_backup_and_its_use_outlives_a_restart() {
+    if !root_or_skip("netns data cap") {
+        return;
+    }
+    let mut lab = Lab::new("c");
+    internet(&mut lab);
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    let rig1 = rig(&mut lab, 1, 2, &gateway_public);
+    // isp2 may carry 1 MB a day; the rig is redundant, so it carries the whole stream until then.
+    let text = std::fs::read_to_string(&rig1.config)
+        .unwrap()
+        .replace("    interface: up2\n", "    interface: up2\n    cap_mb: 1\n    cap_period: day\n");
+    std::fs::write(&rig1.config, text).unwrap();
+    let state = lab.dir.join("state-edge");
+    std::fs::create_dir_all(&state).unwrap();
+    let state_env = format!("STATE_DIRECTORY={}", state.display());
+    let config = gateway_config(&lab, &gateway_key, &[&rig1]);
+    let gateway = binary("braid-gateway");
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config.to_str().unwrap()]);
+    let edge = binary("braid-edge");
+    let run = ["env", &state_env, edge.to_str().unwrap(), "run", "--config", rig1.config.to_str().unwrap()];
+    lab.spawn("edge1", "edge1", &run);
+    assert!(ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)), "no tunnel\n{}", lab.log("edge1"));
+
+    lab.spawn("ing1", "iperf3-server", &["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = lab.exec("cam1", &["iperf3", "-c", &rig1.ingest, "-u", "-b", "2M", "-l", "1200", "-t", "8", "-J"]);
+    let udp = json(&out);
+    assert_eq!(udp["end"]["sum"]["lost_packets"], 0, "{}", udp["end"]["sum"]);
+    let log = lab.log("edge1");
+    assert!(log.contains("uplink has used 80% of its data cap") && log.contains("uplink=isp2"), "{log}");
+    assert!(log.contains("uplink used its data cap: backup only"), "{log}");
+    let status = lab.exec("edge1", &[edge.to_str().unwrap(), "status", "--json", "-c", rig1.config.to_str().unwrap()]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let isp2 = &status["session"]["links"][1];
+    assert_eq!((isp2["name"].as_str(), isp2["spend"].as_str()), (Some("isp2"), Some("backup_only")), "{status:#}");
+    assert!(isp2["period_bytes"].as_u64().unwrap_or(0) >= 1_000_000, "{isp2}");
+    assert_eq!(isp2["cap_bytes"], 1_000_000);
+    // Past the cap it carries no frame while isp1 is up.
+    let frames = |status: &serde_json::Value| status["session"]["links"][1]["tx_frames"].as_u64().unwrap_or(0);
+    let before = frames(&status);
+    lab.exec("cam1", &["ping", "-c", "20", "-i", "0.05", &rig1.ingest]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = lab.exec("edge1", &[edge.to_str().unwrap(), "status", "--json", "-c", rig1.config.to_str().unwrap()]);
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(frames(&after), before, "the capped uplink still carried frames");
+    // A restart does not hand it a fresh allowance: the use is kept in the state directory.
+    assert!(lab.stop("edge1"), "the edge did not exit on SIGTERM");
+    let saved = std::fs::read_to_string(state.join("usage")).unwrap_or_default();
+    assert!(saved.starts_with("isp2\t"), "{saved:?}");
+    lab.spawn("edge1", "edge1-again", &run);
+    // (Its endpoint answers a moment after it starts.)
+    let status = || {
+        let out =
+            lab.try_exec("edge1", &[edge.to_str().unwrap(), "status", "--json", "-c", rig1.config.to_str().unwrap()]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert!(
+        lab.wait_for(Duration::from_secs(10), || status()["session"]["links"][1]["spend"] == "backup_only"),
+        "after a restart the capped uplink is not a backup: {:#}\n{}",
+        status(),
+        lab.log("edge1-again")
+    );
+}
+
 /// Parses ping's summary: (packet loss %, average RTT in ms).
 fn ping_summary(text: &str) -> (f64, f64) {
     let loss = text
