@@ -97,7 +97,23 @@ impl Record {
         let every = self.backend.measures_every_figure();
         self.runs
             .iter()
-            .map(|r| format!("{} [{} seed {}] {}", self.name, self.backend.as_str(), r.seed, r.checked.verdict(every)))
+            .map(|r| {
+                let reported: Vec<String> = self
+                    .scenario
+                    .reported
+                    .iter()
+                    .map(|f| format!("{f}={}", r.figures.text(f).unwrap_or("-")))
+                    .collect();
+                let reported =
+                    if reported.is_empty() { String::new() } else { format!(" | reported: {}", reported.join(" ")) };
+                format!(
+                    "{} [{} seed {}] {}{reported}",
+                    self.name,
+                    self.backend.as_str(),
+                    r.seed,
+                    r.checked.verdict(every)
+                )
+            })
             .collect()
     }
 

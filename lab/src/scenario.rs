@@ -214,6 +214,8 @@ pub struct Scenario {
     /// Which uplinks are metered (`uplinks[].metered`); their bytes are then recorded through
     /// the stream (`byte_samples`).
     pub metered: [bool; 3],
+    /// Figures printed with the verdict and not tested (each run's record holds every figure).
+    pub reported: &'static [&'static str],
 }
 
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
@@ -284,6 +286,7 @@ const BASE: Scenario = Scenario {
     fails_in_simulation: None,
     feed: false,
     metered: [false; 3],
+    reported: &[],
 };
 
 /// Every scenario, in the order `scripts/lab.sh list` shows them.
@@ -523,6 +526,7 @@ pub static ALL: &[Scenario] = &[
             at_most("feed_back_ms", 5000.0),
         ],
         feed: true,
+        reported: &["feed_mbps", "capacity_mbps"],
         ..BASE
     },
     Scenario {
@@ -532,6 +536,7 @@ pub static ALL: &[Scenario] = &[
         stream: Stream::Udp { mbps: 6.0, secs: 30 },
         timeline: CUTS,
         metered: [false, true, true],
+        reported: &["link_mbytes", "extra_pct"],
         bounds: &[
             SENT_IN_FULL,
             zero("lost"),
