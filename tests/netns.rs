@@ -322,7 +322,16 @@ fn a_sighup_adds_a_third_uplink_and_removes_one_during_a_stream_losing_nothing()
     let client = lab.dir.join("iperf3-udp.json");
     let script = format!("iperf3 -c {} -u -b 4M -l 1200 -t 10 -J > {}", rig1.ingest, client.display());
     lab.spawn("cam1", "iperf3-client", &["sh", "-c", &script]);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
+    // A broken file is refused whole, and the edge runs on as it was.
+    std::fs::write(&rig1.config, two.replace("interface: up2", "interface: up2/bad")).unwrap();
+    lab.signal("edge1", "HUP");
+    assert!(
+        lab.wait_for(Duration::from_secs(3), || lab.log("edge1").contains("reload refused")),
+        "{}",
+        lab.log("edge1")
+    );
+    std::thread::sleep(Duration::from_secs(1));
     // isp3 added, isp1 removed, while the stream runs.
     let reloaded = full.replace("  - name: isp1\n    interface: up1\n", "");
     std::fs::write(&rig1.config, &reloaded).unwrap();
