@@ -18,6 +18,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod calendar;
 pub mod cc;
 pub mod crypto;
 pub mod endpoint;

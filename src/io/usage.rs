@@ -86,24 +86,15 @@ pub fn period_key(unix_secs: u64, period: CapPeriod) -> u64 {
     match period {
         CapPeriod::Day => days,
         CapPeriod::Month => {
-            let (year, month) = year_month(days);
-            year * 12 + month - 1
+            let (year, month, _) = crate::calendar::civil_from_days(days as i64);
+            year as u64 * 12 + u64::from(month) - 1
         }
     }
 }
 
-/// The civil year and month (1-12) of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn year_month(days: u64) -> (u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month)
+/// The period a cap (a month without one) counts in now.
+pub fn current_period(cap: Option<DataCap>) -> u64 {
+    period_key(super::unix_millis() / 1_000, cap.map_or(CapPeriod::Month, |c| c.period))
 }
 
 /// Where the use is kept: `$STATE_DIRECTORY/usage`, if systemd gave the daemon one.
@@ -142,7 +133,7 @@ mod tests {
 
     #[test]
     fn periods_are_utc_days_and_calendar_months() {
-        // 2026-12-04T20:00:00Z and 2027-01-01T00:00:00Z.
+        // An evening in December, and the first second of the next year.
         let (dec, jan) = (1_796_414_400, 1_798_761_600);
         assert_eq!(period_key(dec, CapPeriod::Day), 20_791);
         assert_eq!(period_key(dec, CapPeriod::Month), 2026 * 12 + 11);
