@@ -183,6 +183,21 @@ impl Link {
         self
     }
 
+    /// A new link of a session with `config`, steered and probing its path as the config says;
+    /// `remote` is `None` until the peer's first packet on it (at the gateway).
+    pub(super) fn of(
+        config: &super::SessionConfig,
+        id: LinkId,
+        priority: u8,
+        rate_bps: Option<u64>,
+        remote: Option<SocketAddr>,
+        first_probe: Instant,
+    ) -> Self {
+        Self::new(id, priority, rate_bps, remote, first_probe, &config.tuning)
+            .steered(config.mode.spreads_by_capacity())
+            .path_mtu(first_probe, config.max_datagram, config.probe_mtu)
+    }
+
     pub(super) const fn steered(mut self, steered: bool) -> Self {
         self.tx.steered = steered;
         self

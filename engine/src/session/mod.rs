@@ -189,11 +189,8 @@ impl Session {
             // Spread the first probes over the first interval so links do not tick in lockstep.
             let interval = config.tuning.monitor.probe_interval;
             let offset = Duration::from_micros(rng.below(interval.as_micros() as u64 / 4));
-            links[slot] = Some(
-                Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now + offset, &config.tuning)
-                    .steered(config.mode.spreads_by_capacity())
-                    .path_mtu(now + offset, config.max_datagram, config.probe_mtu),
-            );
+            links[slot] =
+                Some(Link::of(&config, link.id, link.priority, link.rate_bps, Some(link.remote), now + offset));
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
@@ -409,10 +406,7 @@ impl Session {
         if self.links[slot].is_some() {
             return Err(SetupError::DuplicateLink(link.id.get()));
         }
-        let config = &self.config;
-        let mut added = Link::new(link.id, link.priority, link.rate_bps, Some(link.remote), now, &config.tuning)
-            .steered(config.mode.spreads_by_capacity())
-            .path_mtu(now, config.max_datagram, config.probe_mtu);
+        let mut added = Link::of(&self.config, link.id, link.priority, link.rate_bps, Some(link.remote), now);
         added.tx.next_pn = self.retired_pn[slot];
         self.links[slot] = Some(added);
         self.config.links.push(*link);

@@ -62,11 +62,7 @@ impl Session {
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
-            self.links[slot] = Some(
-                Link::new(via, 0, None, None, now, &self.config.tuning)
-                    .steered(self.config.mode.spreads_by_capacity())
-                    .path_mtu(now, self.config.max_datagram, self.config.probe_mtu),
-            );
+            self.links[slot] = Some(Link::of(&self.config, via, 0, None, None, now));
         }
         let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
         let newest = link.rx.replay.highest().is_none_or(|h| pn > h);
