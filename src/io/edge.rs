@@ -12,13 +12,13 @@ use super::feed::Feed;
 use super::netlink::{NetEvent, Netlink};
 use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
-use super::usage::{self, Crossing, Usage, period_key};
-use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_millis, unix_nanos};
-use crate::config::{CapPeriod, EdgeReload, EdgeSettings, UplinkSettings, load_edge};
+use super::usage::{self, Crossing, Usage};
+use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
+use crate::config::{EdgeReload, EdgeSettings, UplinkSettings, load_edge};
 use crate::endpoint::edge::{Edge, Unreachable};
 use crate::monitor::LinkState;
 use crate::scheduler::Spend;
-use crate::session::{LinkEvent, Session, Transmit};
+use crate::session::{LinkEvent, Transmit};
 use crate::{LinkId, MAX_LINKS};
 
 /// How often uplinks without a socket (interface missing, no address yet) are tried again.
@@ -45,10 +45,6 @@ impl Uplink {
             Spend::Free
         }
     }
-
-    fn period(&self) -> u64 {
-        period_key(unix_millis() / 1_000, self.settings.cap.map_or(CapPeriod::Month, |c| c.period))
-    }
 }
 
 /// Counts each metered uplink's use from the session's link counters, logs the cap thresholds
@@ -57,7 +53,7 @@ fn account_usage(edge: &mut Edge, uplinks: &mut [Option<Uplink>]) {
     for uplink in uplinks.iter_mut().flatten().filter(|u| u.settings.metered) {
         let id = uplink.settings.id;
         let Some(stats) = edge.session().and_then(|s| s.link_stats(id)) else { continue };
-        let period = uplink.period();
+        let period = usage::current_period(uplink.settings.cap);
         let before = uplink.spend();
         let crossing = uplink.usage.observe(stats.tx_bytes + stats.rx_bytes, period, uplink.settings.cap);
         let (name, used, cap) = (&uplink.settings.name, uplink.usage.bytes, uplink.settings.cap.map(|c| c.bytes));
@@ -128,7 +124,7 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
     for uplink in &settings.uplinks {
         start_uplink(&mut edge, &mut uplinks, &mut sockets, uplink.clone(), &netlink, ipv6).await;
         if let Some(u) = uplink.id.index().and_then(|i| uplinks[i].as_mut()) {
-            let period = u.period();
+            let period = usage::current_period(u.settings.cap);
             let used = saved.iter().flatten().find(|(name, p, _)| *name == u.settings.name && *p == period);
             if let Some(&(_, _, bytes)) = used {
                 u.usage = Usage::resumed(period, bytes);
@@ -231,9 +227,10 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
         };
         driver::drain(&mut edge, out, sends, sinks);
         if let Some(feed) = feed.as_mut() {
-            let session = edge.session();
-            let up = session.map_or(0, |s| s.links().filter(|&l| s.link_state(l) == Some(LinkState::Up)).count());
-            feed.offer(now(), session.map_or(0, Session::safe_bitrate), up);
+            feed.offer(now(), || {
+                let Some(s) = edge.session() else { return (0, 0) };
+                (s.safe_bitrate(), s.links().filter(|&l| s.link_state(l) == Some(LinkState::Up)).count())
+            });
         }
     }
     Ok(())
@@ -317,8 +314,8 @@ async fn start_uplink(
     ipv6: bool,
 ) {
     let Some(slot) = settings.id.index() else { return };
-    let period = period_key(unix_millis() / 1_000, settings.cap.map_or(CapPeriod::Month, |c| c.period));
-    let mut uplink = Uplink { settings, index: None, carrier: false, usage: Usage::new(period) };
+    let usage = Usage::new(usage::current_period(settings.cap));
+    let mut uplink = Uplink { settings, index: None, carrier: false, usage };
     edge.set_link_spend(uplink.settings.id, uplink.spend());
     if let Some(NetEvent::Link { index, carrier, .. }) = netlink.link(&uplink.settings.interface).await {
         uplink.index = Some(index);
@@ -376,20 +373,17 @@ async fn apply_reload(
             uplink.settings = new.clone();
         }
     }
-    for uplink in uplinks.iter().flatten() {
-        edge.set_link_spend(uplink.settings.id, uplink.spend());
-    }
     if !plan.new_session.is_empty() {
         // The tunnel starts afresh with the new settings: a new handshake, on the same links.
         *edge = Edge::new(plan.settings.edge.clone(), now, unix_nanos(), os_seed()?)
             .map_err(|e| IoError::new("starting the edge anew", io::Error::other(e)))?;
-        for uplink in uplinks.iter().flatten() {
-            if !uplink.carrier {
-                edge.handle_link_event(now, uplink.settings.id, LinkEvent::CarrierDown);
-            }
-            edge.set_link_spend(uplink.settings.id, uplink.spend());
+        for uplink in uplinks.iter().flatten().filter(|u| !u.carrier) {
+            edge.handle_link_event(now, uplink.settings.id, LinkEvent::CarrierDown);
         }
         warn!(keys = %plan.new_session.join(", "), "the config changed keys that need a new session: starting one");
+    }
+    for uplink in uplinks.iter().flatten() {
+        edge.set_link_spend(uplink.settings.id, uplink.spend());
     }
     info!(
         uplinks = %plan.settings.uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(","),

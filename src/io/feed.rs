@@ -43,13 +43,15 @@ impl Feed {
         self.to
     }
 
-    /// Offers the advice as of `now`: sent if it moved by more than [`MOVE`] or [`REPEAT`] has
-    /// passed since the last; looked at no more often than [`CHECK`].
-    pub fn offer(&mut self, now: Instant, bitrate_bps: u64, links_up: usize) {
+    /// Offers the advice as of `now`, `advice` giving the bitrate and the links up: sent if it
+    /// moved by more than [`MOVE`] or [`REPEAT`] has passed since the last; worked out no more
+    /// often than [`CHECK`] (the driver offers after every input).
+    pub fn offer(&mut self, now: Instant, advice: impl FnOnce() -> (u64, usize)) {
         if self.checked.is_some_and(|at| now.saturating_duration_since(at) < CHECK) {
             return;
         }
         self.checked = Some(now);
+        let (bitrate_bps, links_up) = advice();
         let due = self.last.is_none_or(|(sent, at)| {
             now.saturating_duration_since(at) >= REPEAT || bitrate_bps.abs_diff(sent) as f64 > sent as f64 * MOVE
         });
@@ -81,7 +83,7 @@ mod tests {
         let ms = |n: u64| t0 + Duration::from_millis(n);
         // First offer; a small change, a change within CHECK, a big change, then quiet.
         for (at, bps) in [(0, 10_000_000), (150, 10_500_000), (200, 5_000_000), (300, 5_000_000), (1_400, 5_000_000)] {
-            feed.offer(ms(at), bps, 2);
+            feed.offer(ms(at), || (bps, 2));
         }
         let mut got = Vec::new();
         let mut buf = [0u8; 256];
