@@ -183,7 +183,7 @@ pub fn finish<T: Display, E: Display>(result: Result<T, E>) -> ExitCode {
 /// Warns, on stderr, of interfaces the config names that this machine does not have (yet).
 pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
     finish(load_edge_tuned(path, tune).map(|settings| {
-        warn_all(&edge_interface_warnings(&settings, interface_exists));
+        warn_all(&edge_interface_warnings(&settings));
         edge_summary(&settings)
     }))
 }
@@ -191,7 +191,7 @@ pub fn check_edge_config(path: &Path, tune: &[String]) -> ExitCode {
 /// `braid-gateway check-config`: as [`check_edge_config`], for a gateway config.
 pub fn check_gateway_config(path: &Path, tune: &[String]) -> ExitCode {
     finish(load_gateway_tuned(path, tune).map(|settings| {
-        warn_all(&bridge_warnings(&settings.taps, interface_exists));
+        warn_all(&bridge_warnings(&settings.taps));
         gateway_summary(&settings)
     }))
 }
@@ -207,12 +207,12 @@ fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// The edge's uplink interfaces and TAP bridge that `exists` says are missing.
-fn edge_interface_warnings(settings: &EdgeSettings, exists: impl Fn(&str) -> bool) -> Vec<String> {
+/// The edge's uplink interfaces and TAP bridge this machine does not have.
+fn edge_interface_warnings(settings: &EdgeSettings) -> Vec<String> {
     let mut warnings: Vec<String> = settings
         .uplinks
         .iter()
-        .filter(|u| !exists(&u.interface))
+        .filter(|u| !interface_exists(&u.interface))
         .map(|u| {
             format!(
                 "uplink {}: interface {} does not exist (yet): the edge binds it when it appears",
@@ -220,14 +220,14 @@ fn edge_interface_warnings(settings: &EdgeSettings, exists: impl Fn(&str) -> boo
             )
         })
         .collect();
-    warnings.extend(bridge_warnings(std::slice::from_ref(&settings.tap), exists));
+    warnings.extend(bridge_warnings(std::slice::from_ref(&settings.tap)));
     warnings
 }
 
-/// The TAP bridges that `exists` says are missing.
-fn bridge_warnings(taps: &[crate::config::TapSettings], exists: impl Fn(&str) -> bool) -> Vec<String> {
+/// The TAP bridges this machine does not have.
+fn bridge_warnings(taps: &[crate::config::TapSettings]) -> Vec<String> {
     taps.iter()
-        .filter_map(|tap| tap.bridge.as_deref().filter(|b| !exists(b)).map(|b| (tap, b)))
+        .filter_map(|tap| tap.bridge.as_deref().filter(|b| !interface_exists(b)).map(|b| (tap, b)))
         .map(|(tap, bridge)| {
             format!("TAP {}: bridge {bridge} does not exist: the daemon cannot start until it does", tap.name)
         })
