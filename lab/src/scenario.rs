@@ -596,6 +596,12 @@ impl Scenario {
         }
     }
 
+    /// The instants of `[from, to]` at which what the timeline sets can differ: both ends, and
+    /// each action's time in `(from, to]`.
+    fn instants(&self, from: f64, to: f64) -> impl Iterator<Item = f64> + '_ {
+        [from, to].into_iter().chain(self.timeline.iter().map(|(t, _)| *t).filter(move |t| *t > from && *t <= to))
+    }
+
     /// Whether uplink `link` carries at `t` seconds from the stream's start: unless the timeline
     /// has taken its carrier or blackholed it.
     pub fn carrying(&self, link: u8, t: f64) -> bool {
@@ -807,6 +813,15 @@ impl Figures {
         self.text(name)?.parse().ok()
     }
 
+    /// Samples (`T:V[:V...],...`, seconds from the stream's start and the values then); a
+    /// sample that does not parse is left out.
+    fn samples(&self, name: &str) -> Option<Vec<(f64, Vec<f64>)>> {
+        let parse = |(t, v): (&str, &str)| {
+            Some((t.parse().ok()?, v.split(':').map(|b| b.parse().ok()).collect::<Option<_>>()?))
+        };
+        Some(self.text(name)?.split(',').filter_map(|s| s.split_once(':')).filter_map(parse).collect())
+    }
+
     /// A list of numbers (`a,b,c`), if every item is one.
     fn numbers(&self, name: &str) -> Option<Vec<f64>> {
         self.text(name)?.split(',').map(|v| v.parse().ok()).collect()
@@ -920,22 +935,11 @@ impl Figures {
             let merged: Vec<String> = drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
             self.set("gateway_drops", merged.join(","));
         }
-        if let Some(text) = self.text("byte_samples") {
-            let samples: Vec<(f64, Vec<f64>)> = text
-                .split(',')
-                .filter_map(|s| s.split_once(':'))
-                .filter_map(|(t, v)| {
-                    Some((t.parse().ok()?, v.split(':').map(|b| b.parse().ok()).collect::<Option<_>>()?))
-                })
-                .collect();
+        if let Some(samples) = self.samples("byte_samples") {
             self.set_metered(scenario, &samples);
         }
-        if let Some(text) = self.text("feed_samples") {
-            let samples: Vec<(f64, f64)> = text
-                .split(',')
-                .filter_map(|s| s.split_once(':'))
-                .filter_map(|(t, v)| Some((t.parse().ok()?, v.parse().ok()?)))
-                .collect();
+        if let Some(samples) = self.samples("feed_samples") {
+            let samples: Vec<(f64, f64)> = samples.into_iter().filter_map(|(t, v)| Some((t, *v.first()?))).collect();
             self.set_feed(scenario, &samples);
         }
     }
@@ -947,14 +951,10 @@ impl Figures {
     ///   every unmetered uplink carried throughout, as a share of the stream's bytes in them.
     fn set_metered(&mut self, scenario: &Scenario, samples: &[(f64, Vec<f64>)]) {
         let Stream::Udp { mbps, .. } = scenario.stream else { return };
-        let changes: Vec<f64> = scenario.timeline.iter().map(|(t, _)| *t).collect();
         let free_carries = |from: f64, to: f64| {
-            (0..3u8).filter(|&l| !scenario.metered[usize::from(l)]).all(|l| {
-                [from, to]
-                    .into_iter()
-                    .chain(changes.iter().copied().filter(|t| *t > from && *t <= to))
-                    .all(|t| scenario.carrying(l, t))
-            })
+            (0..3u8)
+                .filter(|&l| !scenario.metered[usize::from(l)])
+                .all(|l| scenario.instants(from, to).all(|t| scenario.carrying(l, t)))
         };
         let (mut metered, mut secs) = (0.0, 0.0);
         for pair in samples.windows(2) {
@@ -988,15 +988,10 @@ impl Figures {
     fn set_feed(&mut self, scenario: &Scenario, samples: &[(f64, f64)]) {
         let secs = f64::from(scenario.secs());
         let at = |t: f64| samples.iter().rev().find(|(s, _)| *s <= t).map_or(0.0, |(_, v)| *v / 1e6);
-        let changes: Vec<f64> = scenario.timeline.iter().map(|(t, _)| *t).collect();
         let (mut feed, mut capacity, mut over) = (Vec::new(), Vec::new(), 0);
         for s in 1..=scenario.secs() {
             let (from, to) = (f64::from(s) - 1.0, f64::from(s));
-            let most = [from, to]
-                .into_iter()
-                .chain(changes.iter().copied().filter(|t| *t > from && *t <= to))
-                .map(|t| scenario.capacity_mbps(t))
-                .fold(0.0, f64::max);
+            let most = scenario.instants(from, to).map(|t| scenario.capacity_mbps(t)).fold(0.0, f64::max);
             over += usize::from(at(to) > most);
             feed.push(format!("{:.1}", at(to)));
             capacity.push(format!("{most:.1}"));
