@@ -113,6 +113,13 @@ run_tests() {
         )
     fi
     mapfile -t -O "${#skipped[@]}" skipped < <(grep -E '^SKIP ' "$log" || true)
+    if [[ $rc -ne 0 ]]; then
+        # What failed, once more at the end where a truncated log still shows it: each panic with
+        # its message, and each lab or simulation verdict that failed.
+        echo "==== what failed"
+        grep -aE -A2 'panicked at' "$log" | cut -c1-2000 || true
+        grep -aE '\] FAIL: ' "$log" | cut -c1-2000 || true
+    fi
     rm -f "$log"
     tests_passed=$((tests_passed + passed))
     tests_failed=$((tests_failed + failed))
