@@ -205,6 +205,8 @@ pub struct LinkQuality {
 struct Outstanding {
     seq: u64,
     sent: Instant,
+    /// When it leaves the sender's own queue on the link (its send time, for a probe).
+    departs: Instant,
 }
 
 /// Where the tx loss window stands after an outage.
@@ -529,26 +531,34 @@ impl LinkMonitor {
         if self.outstanding.len() == MAX_OUTSTANDING {
             self.outstanding.pop_front();
         }
-        self.outstanding.push_back(Outstanding { seq, sent: now });
+        self.outstanding.push_back(Outstanding { seq, sent: now, departs: now });
         self.on_packet_sent(now, seq);
     }
 
     /// Records any packet sent with path packet number `seq`.
     pub fn on_packet_sent(&mut self, now: Instant, seq: u64) {
+        self.note_sent(now, seq, now);
+    }
+
+    fn note_sent(&mut self, now: Instant, seq: u64, departs: Instant) {
         // Packets sent into a down link prove nothing once it is back: feedback is tracked
         // afresh from the first packet sent after it starts probing again.
         if self.tx_rebase == Rebase::AwaitSend && self.state != LinkState::Down {
             self.tx_rebase = Rebase::AwaitReport(seq);
         }
         if self.unconfirmed.is_none() && self.state != LinkState::Down {
-            self.unconfirmed = Some(Outstanding { seq, sent: now });
+            self.unconfirmed = Some(Outstanding { seq, sent: now, departs });
         }
     }
 
-    /// Records a data packet sent on this link (after [`Self::on_packet_sent`]).
-    pub fn on_data_sent(&mut self, now: Instant) {
+    /// Records a data packet sent with path packet number `seq` behind `queued` of the sender's
+    /// own backlog on this link: no answer can come before the packet has left that queue, so
+    /// the wait for one starts then (a burst of re-sent frames must not pass for a dead link).
+    pub fn on_data_sent(&mut self, now: Instant, seq: u64, queued: Duration) {
+        let departs = now + queued;
+        self.note_sent(now, seq, departs);
         if self.data_unanswered.is_none() && self.state != LinkState::Down && self.carrier {
-            self.data_unanswered = Some(now);
+            self.data_unanswered = Some(departs);
         }
     }
 
@@ -715,8 +725,8 @@ impl LinkMonitor {
     /// it, still leave that packet unconfirmed after the silence timeout.
     fn feedback_stalled(&self, now: Instant) -> bool {
         let Some(first) = self.unconfirmed else { return false };
-        now >= first.sent + self.silence_timeout()
-            && self.last_report.is_some_and(|at| at >= first.sent + self.probe_timeout())
+        now >= first.departs + self.silence_timeout()
+            && self.last_report.is_some_and(|at| at >= first.departs + self.probe_timeout())
     }
 
     fn sample_rx(&mut self, now: Instant) {
@@ -998,8 +1008,7 @@ mod tests {
         let mut seq = 100;
         while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
             // Data every 2 ms into a blackhole; nothing comes back.
-            m.on_packet_sent(t, seq);
-            m.on_data_sent(t);
+            m.on_data_sent(t, seq, Duration::ZERO);
             seq += 1;
             m.handle_timeout(t);
             t += Duration::from_millis(2);
@@ -1014,13 +1023,47 @@ mod tests {
     }
 
     #[test]
+    fn data_sent_behind_the_senders_own_queue_is_awaited_until_it_has_left_it() {
+        // A burst puts 200 ms of our own queue in front of the link: the peer keeps talking,
+        // but its reports cannot confirm the burst until it has drained and crossed.
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let sent = bring_up(&mut m, t0);
+        let report = |highest: u32| LinkReport { link: LinkId::new(0), highest, received: highest, received_bytes: 0 };
+        m.on_report(sent, &report(3));
+        let queued = Duration::from_millis(200);
+        let mut t = sent;
+        let mut seq = 100;
+        while t < sent + queued + RTT {
+            // More data joins the back of the queue as the front drains.
+            m.on_data_sent(t, seq, queued.saturating_sub(t - sent));
+            seq += 1;
+            m.on_packet_received(t, seq, 100, 0);
+            m.on_report(t, &report(3));
+            m.handle_timeout(t);
+            assert!(m.state().is_usable(), "went {:?} {:?} after the burst, inside its own queue", m.state(), t - sent);
+            t += Duration::from_millis(10);
+        }
+        // Past that, reports that still confirm nothing show the link dead.
+        while m.state() != LinkState::Down && t < sent + Duration::from_secs(2) {
+            m.on_data_sent(t, seq, Duration::ZERO);
+            seq += 1;
+            m.on_packet_received(t, seq, 100, 0);
+            m.on_report(t, &report(3));
+            m.handle_timeout(t);
+            t += Duration::from_millis(10);
+        }
+        assert_eq!(m.state(), LinkState::Down, "no confirmation once the queue has drained");
+        assert!(t - sent <= queued + Duration::from_millis(250), "detected {:?} after the burst", t - sent);
+    }
+
+    #[test]
     fn answered_data_keeps_a_busy_link_up() {
         let t0 = start();
         let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         for seq in 100..2100u64 {
-            m.on_packet_sent(t, seq);
-            m.on_data_sent(t);
+            m.on_data_sent(t, seq, Duration::ZERO);
             if seq % 5 == 0 {
                 // The peer's answer to data sent one RTT ago, every 10 ms.
                 m.on_packet_received(t, seq, 80, 0);

@@ -85,6 +85,11 @@ impl SentFrames {
         self.frames.get_mut(i)
     }
 
+    /// The kept frames, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Sent> {
+        self.frames.iter()
+    }
+
     /// Every kept frame, oldest first.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Sent> {
         self.frames.iter_mut()
@@ -115,6 +120,15 @@ pub struct Missing {
     pub naks: u8,
     /// When the last NAK went out.
     pub last_nak: Option<Instant>,
+    /// A re-sent copy of a frame asked for no earlier has come since: when the copy this NAK
+    /// brought is taken for lost too.
+    pub overtaken: Option<Instant>,
+}
+
+impl Missing {
+    const fn new(noticed: Instant) -> Self {
+        Self { noticed, naks: 0, last_nak: None, overtaken: None }
+    }
 }
 
 /// When missing frames are due for a NAK, as the session measures its links.
@@ -140,13 +154,25 @@ pub struct Gaps {
 impl Gaps {
     /// Notes that frame `seq` arrived at `now`, with the reorder buffer expecting `expected`
     /// next: the frames between the highest seen so far and `seq` are now missing.
-    pub fn on_frame(&mut self, now: Instant, seq: u64, expected: u64) {
-        self.missing.remove(&seq);
+    ///
+    /// A re-sent copy that comes in answer to a NAK (`resent`: how much later a copy sent
+    /// before it on another link could still come) shows the answers to the NAKs sent with or
+    /// before it lost, for the frames before it: the sender re-sends in order. They are asked
+    /// for again then, not a retransmission timeout later.
+    pub fn on_frame(&mut self, now: Instant, seq: u64, expected: u64, resent: Option<Duration>) {
+        let asked = self.missing.remove(&seq).and_then(|m| m.last_nak);
+        if let (Some(asked), Some(spread)) = (asked, resent) {
+            for m in self.missing.range_mut(..seq).map(|(_, m)| m) {
+                if m.last_nak.is_some_and(|at| at <= asked) {
+                    m.overtaken = Some(m.overtaken.map_or(now + spread, |at| at.min(now + spread)));
+                }
+            }
+        }
         let from = self.highest.map_or(expected, |h| h + 1).max(expected);
         if seq > from {
             let from = from.max(seq.saturating_sub(MAX_MISSING as u64));
             for m in from..seq {
-                self.missing.insert(m, Missing { noticed: now, naks: 0, last_nak: None });
+                self.missing.insert(m, Missing::new(now));
             }
             while self.missing.len() > MAX_MISSING {
                 self.missing.pop_first();
@@ -164,8 +190,8 @@ impl Gaps {
             && self.highest.is_none_or(|h| last > h)
             && last >= expected
         {
-            self.on_frame(now, last, expected);
-            self.missing.insert(last, Missing { noticed: now, naks: 0, last_nak: None });
+            self.on_frame(now, last, expected, None);
+            self.missing.insert(last, Missing::new(now));
         }
     }
 
@@ -182,14 +208,15 @@ impl Gaps {
         self.highest = None;
     }
 
-    /// Marks every frame due at `now` as NAKed and appends it to `out`, in ascending order.
-    pub fn take_due(&mut self, now: Instant, timing: &NakTiming, out: &mut Vec<u64>) {
+    /// Marks every frame due at `now` as NAKed and appends it, in ascending order, to `again`
+    /// if the answer to its last NAK was overtaken (lost: to be re-sent at once), else to `out`.
+    pub fn take_due(&mut self, now: Instant, timing: &NakTiming, out: &mut Vec<u64>, again: &mut Vec<u64>) {
         for (&seq, missing) in &mut self.missing {
             match Self::due_at(seq, missing, timing) {
                 Some(at) if at <= now => {
                     missing.naks += 1;
                     missing.last_nak = Some(now);
-                    out.push(seq);
+                    if missing.overtaken.take().is_some() { again.push(seq) } else { out.push(seq) }
                 }
                 _ => {}
             }
@@ -218,7 +245,7 @@ impl Gaps {
         let at = match missing.last_nak {
             None if seq < timing.passed_everywhere => missing.noticed,
             None => missing.noticed + timing.hold,
-            Some(last) => last + timing.rto,
+            Some(last) => missing.overtaken.map_or(last + timing.rto, |at| at.min(last + timing.rto)),
         };
         (at <= missing.noticed + timing.last_useful).then_some(at)
     }
@@ -243,23 +270,66 @@ mod tests {
     fn a_frame_passed_by_every_link_is_asked_for_at_once() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 0, 0);
-        gaps.on_frame(now, 3, 1);
+        gaps.on_frame(now, 0, 0, None);
+        gaps.on_frame(now, 3, 1, None);
         let mut due = Vec::new();
-        gaps.take_due(now, &timing(3), &mut due);
+        gaps.take_due(now, &timing(3), &mut due, &mut Vec::new());
         assert_eq!(due, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_answer_overtaking_an_earlier_one_asks_again_for_it_at_once() {
+        let now = t0();
+        let mut gaps = Gaps::default();
+        gaps.on_frame(now, 0, 0, None);
+        gaps.on_frame(now, 4, 1, None);
+        let mut due = Vec::new();
+        gaps.take_due(now, &timing(4), &mut due, &mut Vec::new());
+        assert_eq!(due, vec![1, 2, 3]);
+        // The answers come in order: 2's arrives, 1's does not; 3's may still be on its way.
+        let later = now + 10 * MS;
+        gaps.on_frame(later, 2, 1, Some(Duration::ZERO));
+        due.clear();
+        let mut again = Vec::new();
+        gaps.take_due(later, &timing(5), &mut due, &mut again);
+        assert!(due.is_empty(), "{due:?}");
+        assert_eq!(again, vec![1], "1 asked for again before its RTO, marked lost; 3 not");
+        assert_eq!(gaps.next_due(&timing(5)), Some(now + 100 * MS), "3 waits for its RTO");
+        // First copies overtake nothing, even late: the answer to 1 may still be on its way.
+        let mut fresh = Gaps::default();
+        fresh.on_frame(now, 0, 0, None);
+        fresh.on_frame(now, 4, 1, None);
+        fresh.take_due(now, &timing(4), &mut due, &mut again);
+        fresh.on_frame(later, 2, 1, None);
+        assert_eq!(fresh.next_due(&timing(5)), Some(now + 100 * MS));
+    }
+
+    #[test]
+    fn an_overtaken_answer_waits_for_what_a_slower_link_could_still_bring() {
+        let now = t0();
+        let mut gaps = Gaps::default();
+        gaps.on_frame(now, 0, 0, None);
+        gaps.on_frame(now, 3, 1, None);
+        let (mut due, mut again) = (Vec::new(), Vec::new());
+        gaps.take_due(now, &timing(3), &mut due, &mut again);
+        gaps.on_frame(now + 10 * MS, 2, 1, Some(30 * MS));
+        assert_eq!(gaps.next_due(&timing(3)), Some(now + 40 * MS), "1 is asked for again once 30 ms have passed");
+        gaps.take_due(now + 39 * MS, &timing(3), &mut due, &mut again);
+        assert!(again.is_empty());
+        gaps.take_due(now + 40 * MS, &timing(3), &mut due, &mut again);
+        assert_eq!(again, vec![1]);
     }
 
     #[test]
     fn a_frame_a_slow_link_may_still_bring_waits_for_the_hold() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 2, 0);
+        gaps.on_frame(now, 2, 0, None);
         let mut due = Vec::new();
-        gaps.take_due(now, &timing(0), &mut due);
+        gaps.take_due(now, &timing(0), &mut due, &mut Vec::new());
         assert!(due.is_empty());
         assert_eq!(gaps.next_due(&timing(0)), Some(now + 50 * MS));
-        gaps.take_due(now + 50 * MS, &timing(0), &mut due);
+        gaps.take_due(now + 50 * MS, &timing(0), &mut due, &mut Vec::new());
         assert_eq!(due, vec![0, 1]);
     }
 
@@ -267,14 +337,14 @@ mod tests {
     fn a_nak_is_repeated_after_the_rto_until_it_could_no_longer_help() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 1, 0);
+        gaps.on_frame(now, 1, 0, None);
         let mut due = Vec::new();
-        gaps.take_due(now, &timing(1), &mut due);
-        gaps.take_due(now + 99 * MS, &timing(1), &mut due);
+        gaps.take_due(now, &timing(1), &mut due, &mut Vec::new());
+        gaps.take_due(now + 99 * MS, &timing(1), &mut due, &mut Vec::new());
         assert_eq!(due, vec![0]);
-        gaps.take_due(now + 100 * MS, &timing(1), &mut due);
+        gaps.take_due(now + 100 * MS, &timing(1), &mut due, &mut Vec::new());
         assert_eq!(due, vec![0, 0]);
-        gaps.take_due(now + 200 * MS, &timing(1), &mut due);
+        gaps.take_due(now + 200 * MS, &timing(1), &mut due, &mut Vec::new());
         assert_eq!(due, vec![0, 0, 0], "the third NAK at 200 ms is still useful");
         assert_eq!(gaps.next_due(&timing(1)), None, "at most {MAX_NAKS_PER_FRAME} NAKs");
     }
@@ -283,12 +353,12 @@ mod tests {
     fn a_frame_that_arrives_or_is_given_up_is_no_longer_missing() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 4, 0);
-        gaps.on_frame(now, 2, 0);
+        gaps.on_frame(now, 4, 0, None);
+        gaps.on_frame(now, 2, 0, None);
         assert_eq!(gaps.len(), 3);
         gaps.forget_below(2);
         assert_eq!(gaps.len(), 1);
-        gaps.on_frame(now, 3, 2);
+        gaps.on_frame(now, 3, 2, None);
         assert!(gaps.is_empty());
     }
 
@@ -296,12 +366,12 @@ mod tests {
     fn frames_lost_at_the_tail_are_noticed_from_the_senders_announcement() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 0, 0);
+        gaps.on_frame(now, 0, 0, None);
         gaps.on_sent(now, 3, 1);
         assert_eq!(gaps.len(), 2, "frames 1 and 2");
         gaps.on_sent(now, 3, 1);
         assert_eq!(gaps.len(), 2, "announcing again changes nothing");
-        gaps.on_frame(now, 2, 1);
+        gaps.on_frame(now, 2, 1, None);
         assert_eq!(gaps.len(), 1);
     }
 
@@ -309,7 +379,7 @@ mod tests {
     fn a_huge_jump_tracks_only_the_newest_missing_frames() {
         let now = t0();
         let mut gaps = Gaps::default();
-        gaps.on_frame(now, 1_000_000, 0);
+        gaps.on_frame(now, 1_000_000, 0, None);
         assert_eq!(gaps.len(), MAX_MISSING);
     }
 

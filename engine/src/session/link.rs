@@ -240,6 +240,11 @@ impl Link {
         if self.tx.steered { rate } else { rate.max(self.tx.cc.delivery_rate().map_or(0, |d| (d * 8.0) as u64)) }
     }
 
+    /// How long the model's queue takes to drain at the link's rate.
+    pub(super) fn backlog_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.tx.backlog_bytes * 8.0 / self.rate_bps().max(1) as f64)
+    }
+
     /// Counts a datagram of `len` bytes of frame into the model's queue.
     pub(super) fn charge(&mut self, len: usize) {
         self.tx.backlog_bytes += (len + crate::wire::DATA_OVERHEAD) as f64;
@@ -378,7 +383,7 @@ impl Link {
                 .or(quality.srtt)
                 .map_or(Duration::from_millis(50), |rtt| rtt / 2 + quality.jitter),
             rate_bps,
-            queue_delay: Duration::from_secs_f64(self.tx.backlog_bytes * 8.0 / rate_bps.max(1) as f64),
+            queue_delay: self.backlog_delay(),
             loss: quality.tx_loss,
             path_queue: self.tx.cc.queue_delay(),
             spend: self.spend,

@@ -52,6 +52,8 @@ pub(super) struct Recovery {
     /// NAKs (and answers to the peer's NAKs) to send, and the links they still go out on.
     feedback: Vec<ControlMessage>,
     feedback_links: LinkSet,
+    /// Second copies of NAKs that had one link to go on, each with the time it goes out.
+    second_naks: VecDeque<(Instant, Vec<ControlMessage>)>,
     /// NAK ranges in one control packet.
     max_per_packet: usize,
 }
@@ -64,6 +66,7 @@ impl Recovery {
             gaps: Gaps::default(),
             feedback: Vec::new(),
             feedback_links: LinkSet::default(),
+            second_naks: VecDeque::new(),
             max_per_packet,
         }
     }
@@ -85,23 +88,32 @@ impl Recovery {
         message: fn(u32, u16) -> ControlMessage,
         route: impl FnOnce() -> LinkSet,
     ) {
-        let mut run: Option<(u64, u16)> = None;
-        for &seq in seqs {
-            run = match run {
-                Some((first, count)) if first + u64::from(count) == seq && count < u16::MAX => Some((first, count + 1)),
-                Some((first, count)) => {
-                    self.feedback.push(message(first as u32, count));
-                    Some((seq, 1))
-                }
-                None => Some((seq, 1)),
-            };
+        self.queue_messages(ranges(seqs, message), route);
+    }
+
+    /// Queues feedback messages; `route` as for [`Self::queue_feedback`].
+    fn queue_messages(&mut self, messages: Vec<ControlMessage>, route: impl FnOnce() -> LinkSet) {
+        if messages.is_empty() {
+            return;
         }
-        if let Some((first, count)) = run {
-            self.feedback.push(message(first as u32, count));
-        }
+        self.feedback.extend(messages);
         if self.feedback_links.is_empty() {
             self.feedback_links = route();
         }
+    }
+
+    /// The oldest second copy of a NAK, if it is due by `now`.
+    fn pop_second_nak(&mut self, now: Instant) -> Option<Vec<ControlMessage>> {
+        if self.second_naks.front().is_some_and(|(at, _)| *at <= now) {
+            self.second_naks.pop_front().map(|(_, m)| m)
+        } else {
+            None
+        }
+    }
+
+    /// When the next second copy of a NAK goes out.
+    pub(super) fn next_second_nak(&self) -> Option<Instant> {
+        self.second_naks.front().map(|(at, _)| *at)
     }
 
     /// The next packet's worth of feedback and the link it goes out on; `route` gives the
@@ -127,6 +139,26 @@ impl Recovery {
     }
 }
 
+/// Ascending frame sequences as ranges of `message`.
+fn ranges(seqs: &[u64], message: fn(u32, u16) -> ControlMessage) -> Vec<ControlMessage> {
+    let mut out = Vec::new();
+    let mut run: Option<(u64, u16)> = None;
+    for &seq in seqs {
+        run = match run {
+            Some((first, count)) if first + u64::from(count) == seq && count < u16::MAX => Some((first, count + 1)),
+            Some((first, count)) => {
+                out.push(message(first as u32, count));
+                Some((seq, 1))
+            }
+            None => Some((seq, 1)),
+        };
+    }
+    if let Some((first, count)) = run {
+        out.push(message(first as u32, count));
+    }
+    out
+}
+
 /// Where and when a copy of kept frame `sent` would go if re-sent at `now`: the links the
 /// scheduler's retransmission policy picks, and when the first copy can arrive. `None` if no
 /// copy can arrive within `budget` of the frame's first sending.
@@ -144,12 +176,41 @@ pub(super) fn resend_plan(
     (now.saturating_duration_since(sent.at) + arrival <= budget).then_some((links, arrival))
 }
 
+/// A kept frame to re-send: the links of its first copies, and the one link of a spaced
+/// second copy, if it gets one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Resend {
+    seq: u64,
+    links: LinkSet,
+    second: Option<LinkId>,
+}
+
+impl Resend {
+    /// Adds a second copy, [`RESEND_SPACING`] after the first, so that one loss burst does not
+    /// take both: on `via` if it is one of the links picked (the freshest proof that a link
+    /// works), else on the first; charged to its view like the first.
+    fn spaced(mut self, views: &mut [LinkView], via: Option<LinkId>, len: usize) -> Self {
+        self.second = via.filter(|&id| self.links.contains(id)).or_else(|| self.links.iter().next());
+        if let Some(id) = self.second {
+            charge_views(views, [id].into_iter().collect(), len);
+        }
+        self
+    }
+}
+
 /// Notes that `sent` is re-sent at `now` on `links`, arriving `arrival` later, and charges the
 /// copy to their views so the next frame of the batch is timed behind it.
-pub(super) fn commit_resend(views: &mut [LinkView], sent: &mut Sent, now: Instant, links: LinkSet, arrival: Duration) {
+pub(super) fn commit_resend(
+    views: &mut [LinkView],
+    sent: &mut Sent,
+    now: Instant,
+    links: LinkSet,
+    arrival: Duration,
+) -> Resend {
     sent.resent_at = Some(now);
     sent.resent_due = Some(now + arrival);
     charge_views(views, links, sent.frame.len());
+    Resend { seq: sent.seq, links, second: None }
 }
 
 /// The links a NAK goes out on, best first (lowest retransmission timeout): at most two,
@@ -181,20 +242,28 @@ impl Session {
     }
 
     /// How missing frames are timed, from the links as they measure now. Only links that are up
-    /// count as having passed a frame: a degraded one (a delay spike) brings its copies later
-    /// than a NAK's answer would. With `now`, only links that carried data within
-    /// [`DATA_RECENT`] count; without it (for a wake-up time) every link that ever carried data
-    /// counts, which can only make a NAK later.
+    /// count as having passed a frame while one carries data: a degraded one (a delay spike)
+    /// brings its copies later than a NAK's answer would. When only degraded links carry data,
+    /// they count: there is nothing faster to wait for. With `now`, only links that carried
+    /// data within [`DATA_RECENT`] count; without it (for a wake-up time) every link that ever
+    /// carried data counts, which can only make a NAK later.
     pub(super) fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
         let tuning = self.config.tuning.recovery;
-        let carrying = self.links.iter().flatten().filter(|l| l.monitor.state() == LinkState::Up).filter(|l| {
+        let carrying = self.links.iter().flatten().filter(|l| l.monitor.state().is_usable()).filter(|l| {
             match (now, l.rx.last_data) {
                 (Some(now), Some(at)) => now.saturating_duration_since(at) <= tuning.data_recent,
                 (None, Some(_)) => true,
                 (_, None) => false,
             }
         });
-        let passed_everywhere = carrying.map(|l| l.rx.highest_frame.map_or(0, |h| h + 1)).min().unwrap_or(0);
+        let passed = |up_only: bool| {
+            carrying
+                .clone()
+                .filter(|l| !up_only || l.monitor.state() == LinkState::Up)
+                .map(|l| l.rx.highest_frame.map_or(0, |h| h + 1))
+                .min()
+        };
+        let passed_everywhere = passed(true).or_else(|| passed(false)).unwrap_or(0);
         let rto = nak_route(&self.links).first().map_or(tuning.default_rto, |(_, rto)| *rto);
         let rtt = self.best_rtt().unwrap_or(tuning.default_rto);
         NakTiming {
@@ -203,6 +272,23 @@ impl Session {
             rto,
             last_useful: self.config.latency_budget.saturating_sub(rtt),
         }
+    }
+
+    /// How much later than on the link in `slot` a copy sent at the same time can arrive on
+    /// another usable link: the slowest one's least one-way delay and jitter, less this one's
+    /// least one-way delay.
+    pub(super) fn slower_by(&self, slot: usize) -> Duration {
+        let owd = |l: &Link| l.min_one_way().unwrap_or_default();
+        let this = self.links.get(slot).and_then(Option::as_ref).map_or(Duration::ZERO, owd);
+        let slowest = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state().is_usable())
+            .map(|l| owd(l) + l.monitor.jitter())
+            .max()
+            .unwrap_or_default();
+        slowest.saturating_sub(this)
     }
 
     /// The lowest smoothed RTT of the links that are not down.
@@ -221,13 +307,30 @@ impl Session {
             return;
         }
         let timing = self.nak_timing(Some(now));
-        let mut due = Vec::new();
-        self.recovery.gaps.take_due(now, &timing, &mut due);
-        let Some(&last) = due.last() else { return };
+        let (mut due, mut again) = (Vec::new(), Vec::new());
+        self.recovery.gaps.take_due(now, &timing, &mut due, &mut again);
+        let Some(last) = due.last().max(again.last()).copied() else { return };
         self.reorder.await_retransmit(last);
         self.stats.frames_nacked += due.len() as u64;
-        tracing::trace!(frames = due.len(), "nak");
-        self.queue_feedback(&due, |first, count| ControlMessage::Nak { first, count });
+        tracing::trace!(frames = due.len(), again = again.len(), "nak");
+        let mut messages = ranges(&due, |first, count| ControlMessage::Nak { first, count });
+        messages.extend(ranges(&again, |first, count| ControlMessage::NakAgain { first, count }));
+        // On a lone link, a second copy a little later: one loss burst must not take the NAK and
+        // leave the frame waiting a whole retransmission timeout.
+        if nak_route(&self.links).len() == 1 {
+            let at = now + self.config.tuning.recovery.resend_spacing;
+            self.recovery.second_naks.push_back((at, messages.clone()));
+        }
+        let links = &self.links;
+        self.recovery.queue_messages(messages, || nak_links(links));
+    }
+
+    /// Queues the second copies of NAKs that are due by `now`.
+    pub(super) fn queue_second_naks(&mut self, now: Instant) {
+        while let Some(messages) = self.recovery.pop_second_nak(now) {
+            let links = &self.links;
+            self.recovery.queue_messages(messages, || nak_links(links));
+        }
     }
 
     fn queue_feedback(&mut self, seqs: &[u64], message: fn(u32, u16) -> ControlMessage) {
@@ -250,8 +353,9 @@ impl Session {
     /// still kept and can still arrive within the budget, ahead of new frames, on the links the
     /// scheduler's retransmission policy picks; and a second copy [`RESEND_SPACING`] later, on
     /// `via` if the policy picked it, else on the first link picked. Frames that cannot be
-    /// re-sent are answered with `Gone`, so the peer stops waiting for them.
-    pub(super) fn answer_nak(&mut self, now: Instant, via: usize, first: u32, count: u16) {
+    /// re-sent are answered with `Gone`, so the peer stops waiting for them. A NAK that asks
+    /// `again` (the peer saw a later re-sent copy come) is never taken for early.
+    pub(super) fn answer_nak(&mut self, now: Instant, via: usize, first: u32, count: u16, again: bool) {
         if !self.config.retransmit {
             return;
         }
@@ -286,10 +390,11 @@ impl Session {
             // joined: answering it would send the frame again onto that queue, which grows the
             // queue and delays the copy the NAK asks for (on the last link left, the queue grew
             // past its limit and new frames were dropped at the entry).
-            let early = match sent.resent_due {
-                None => in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back),
-                Some(due) => now < due + back,
-            };
+            let early = !again
+                && match sent.resent_due {
+                    None => in_flight.is_some_and(|d| now.saturating_duration_since(sent.at) < d + back),
+                    Some(due) => now < due + back,
+                };
             if early {
                 self.stats.naks_early += 1;
                 continue;
@@ -301,26 +406,13 @@ impl Session {
             if sent.resent_at.is_some_and(|at| now.saturating_duration_since(at) < guard) {
                 continue;
             }
-            commit_resend(&mut self.views, sent, now, links, arrival);
-            // The first copy on each link picked, and the spaced second one.
-            let second = via.filter(|&id| links.contains(id)).or_else(|| links.iter().next());
-            if let Some(id) = second {
-                charge_views(&mut self.views, [id].into_iter().collect(), sent.frame.len());
-            }
-            resent.push((seq, links, second));
+            let len = sent.frame.len();
+            resent.push(commit_resend(&mut self.views, sent, now, links, arrival).spaced(&mut self.views, via, len));
         }
         if !gone.is_empty() {
             self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
         }
-        for &(seq, links, second) in resent.iter().rev() {
-            self.queue_resend(seq, links);
-            if let Some(id) = second {
-                let frame = self.copy_sent(seq);
-                let links: LinkSet = [id].into_iter().collect();
-                self.charge(links, frame.len());
-                self.recovery.delayed.push_back((now + tuning.resend_spacing, Pending::resend(seq, frame, links)));
-            }
-        }
+        self.queue_resends(now, &resent);
     }
 
     /// A link went down, or its path stopped carrying the size in use: the frames it carried in
@@ -364,20 +456,28 @@ impl Session {
             let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
                 continue;
             };
-            commit_resend(&mut self.views, sent, now, links, arrival);
-            resend.push((sent.seq, links));
+            resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
         }
         tracing::debug!(link = %lost_on, frames = resend.len(), ?why, "re-sending what a link swallowed");
-        for &(seq, links) in resend.iter().rev() {
-            self.queue_resend(seq, links);
-        }
+        self.queue_resends(now, &resend);
     }
 
-    /// Queues a copy of kept frame `seq` on `links`, ahead of new frames.
-    fn queue_resend(&mut self, seq: u64, links: LinkSet) {
-        let frame = self.copy_sent(seq);
-        self.charge(links, frame.len());
-        self.queue.push_front(Pending::resend(seq, frame, links));
+    /// Queues the copies of kept frames that [`commit_resend`] planned: the first on each link
+    /// picked, ahead of new frames (in sequence order), and any second [`RESEND_SPACING`] later.
+    fn queue_resends(&mut self, now: Instant, resends: &[Resend]) {
+        for resend in resends.iter().rev() {
+            let frame = self.copy_sent(resend.seq);
+            self.charge(resend.links, frame.len());
+            self.queue.push_front(Pending::resend(resend.seq, frame, resend.links));
+        }
+        let spacing = self.config.tuning.recovery.resend_spacing;
+        for resend in resends {
+            let Some(id) = resend.second else { continue };
+            let frame = self.copy_sent(resend.seq);
+            let links: LinkSet = [id].into_iter().collect();
+            self.charge(links, frame.len());
+            self.recovery.delayed.push_back((now + spacing, Pending::resend(resend.seq, frame, links)));
+        }
     }
 
     /// A copy of kept frame `seq`, in a pooled buffer.
@@ -425,18 +525,24 @@ mod tests {
     }
 
     #[test]
-    fn a_committed_copy_is_timed_and_charged_to_the_links_it_goes_on() {
+    fn a_committed_copy_and_its_second_are_timed_and_charged_to_the_links_they_go_on() {
         let now = start();
-        let mut views = [view(0, 20), view(1, 20)];
+        let mut views = [view(0, 20), view(1, 20), view(2, 20)];
         let mut frame = sent(1, now, 1250);
-        let links: LinkSet = [LinkId::new(1)].into_iter().collect();
-        commit_resend(&mut views, &mut frame, now, links, Duration::from_millis(21));
+        let links: LinkSet = [LinkId::new(1), LinkId::new(2)].into_iter().collect();
+        let resend = commit_resend(&mut views, &mut frame, now, links, Duration::from_millis(21));
         assert_eq!(frame.resent_at, Some(now));
         assert_eq!(frame.resent_due, Some(now + Duration::from_millis(21)));
-        assert!(views[0].queue_delay.is_zero());
+        assert_eq!(resend.second, None);
         // 1250 bytes of frame plus the data overhead, at 10 Mbit/s.
-        let expected = Duration::from_secs_f64((1250 + crate::wire::DATA_OVERHEAD) as f64 * 8.0 / 10e6);
-        assert_eq!(views[1].queue_delay, expected);
+        let one = Duration::from_secs_f64((1250 + crate::wire::DATA_OVERHEAD) as f64 * 8.0 / 10e6);
+        assert!(views[0].queue_delay.is_zero());
+        assert_eq!((views[1].queue_delay, views[2].queue_delay), (one, one));
+        let spaced = resend.spaced(&mut views, Some(LinkId::new(2)), 1250);
+        assert_eq!(spaced.second, Some(LinkId::new(2)), "the second copy goes on the link the NAK came in on");
+        assert_eq!((views[1].queue_delay, views[2].queue_delay), (one, one * 2));
+        let unasked = resend.spaced(&mut views, None, 1250);
+        assert_eq!(unasked.second, Some(LinkId::new(1)), "without a NAK's link, on the first link picked");
     }
 
     #[test]

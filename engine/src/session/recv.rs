@@ -129,10 +129,10 @@ impl Session {
                 match self.reorder.insert(now, seq, frame) {
                     Arrival::Ready | Arrival::Held => {
                         link.stats.rx_frames_first += 1;
-                        if header.flags & FLAG_RETRANSMIT != 0 {
-                            self.stats.frames_recovered += 1;
-                        }
-                        self.recovery.gaps.on_frame(now, seq, expected);
+                        let resent = header.flags & FLAG_RETRANSMIT != 0;
+                        self.stats.frames_recovered += u64::from(resent);
+                        let spread = resent.then(|| self.slower_by(slot));
+                        self.recovery.gaps.on_frame(now, seq, expected, spread);
                     }
                     Arrival::Duplicate | Arrival::Late => {}
                 }
@@ -183,7 +183,8 @@ impl Session {
                         self.emit_transition(now, id, transition);
                     }
                 }
-                ControlMessage::Nak { first, count } => self.answer_nak(now, slot, first, count),
+                ControlMessage::Nak { first, count } => self.answer_nak(now, slot, first, count, false),
+                ControlMessage::NakAgain { first, count } => self.answer_nak(now, slot, first, count, true),
                 ControlMessage::MtuProbe { size } => {
                     if let Some(link) = self.links[slot].as_mut() {
                         link.owed.mtu_ack = Some(size);

@@ -397,8 +397,7 @@ impl Session {
                     link.stats.tx_frames += u64::from(first_piece);
                     link.stats.retransmits += u64::from(retransmit && first_piece);
                     let pn = link.tx.next_pn - 1;
-                    link.monitor.on_packet_sent(now, pn);
-                    link.monitor.on_data_sent(now);
+                    link.monitor.on_data_sent(now, pn, link.backlog_delay());
                     link.log_sent(now, pn);
                 }
                 t

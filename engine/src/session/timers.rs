@@ -92,6 +92,9 @@ impl Session {
         if let Some((at, _)) = self.recovery.delayed.front() {
             best.consider(*at, TimerKind::Resend);
         }
+        if let Some(at) = self.recovery.next_second_nak() {
+            best.consider(at, TimerKind::Nak);
+        }
         if let Some(at) = self.keys.retire_at() {
             best.consider(at, TimerKind::KeyRetire);
         }
@@ -133,6 +136,7 @@ impl Session {
         while let Some(pending) = self.recovery.pop_due(now) {
             self.queue.push_front(pending);
         }
+        self.queue_second_naks(now);
         self.collect_naks(now);
         self.reorder.handle_timeout(now);
         self.recovery.gaps.forget_below(self.reorder.expected());

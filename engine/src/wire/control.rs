@@ -15,6 +15,7 @@ const MTU_ACK: u8 = 8;
 /// Filler that makes a path-MTU probe its size; skipped like any unknown type.
 const PADDING: u8 = 9;
 const EXCUSED: u8 = 10;
+const NAK_AGAIN: u8 = 11;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
@@ -61,6 +62,15 @@ pub enum ControlMessage {
         /// Low 32 bits of the first missing frame sequence.
         first: u32,
         /// How many consecutive frames from `first` are missing (at least 1).
+        count: u16,
+    },
+    /// Asks again for frames whose re-sent copies were lost: a copy re-sent after them has
+    /// come, and the sender re-sends in order. Answered at once, even where a copy could
+    /// still seem to be on its way.
+    NakAgain {
+        /// Low 32 bits of the first frame sequence.
+        first: u32,
+        /// How many consecutive frames from `first` (at least 1).
         count: u16,
     },
     /// Answers a NAK: these frames will not come (no longer kept, or too late to be useful), so
@@ -139,8 +149,12 @@ impl ControlMessage {
                 out.extend_from_slice(&[kind, MTU_LEN as u8]);
                 out.extend_from_slice(&size.to_be_bytes());
             }
-            Self::Nak { first, count } | Self::Gone { first, count } => {
-                let kind = if matches!(self, Self::Nak { .. }) { NAK } else { GONE };
+            Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
+                let kind = match self {
+                    Self::Nak { .. } => NAK,
+                    Self::NakAgain { .. } => NAK_AGAIN,
+                    _ => GONE,
+                };
                 out.extend_from_slice(&[kind, NAK_LEN as u8]);
                 out.extend_from_slice(&first.to_be_bytes());
                 out.extend_from_slice(&count.to_be_bytes());
@@ -154,7 +168,7 @@ impl ControlMessage {
             Self::Probe { .. } => PROBE_LEN,
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
-            Self::Nak { .. } | Self::Gone { .. } => NAK_LEN,
+            Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
         }
@@ -195,13 +209,14 @@ impl ControlMessage {
                 let size = u16::from_be_bytes([body[0], body[1]]);
                 if kind == MTU_PROBE { Self::MtuProbe { size } } else { Self::MtuAck { size } }
             }
-            NAK | GONE => {
+            NAK | NAK_AGAIN | GONE => {
                 exact(NAK_LEN)?;
                 let first = read_u32(body, 0..4);
                 let count = u16::from_be_bytes([body[4], body[5]]);
                 match (kind, count) {
                     (_, 0) => return Err(WireError::Malformed),
                     (NAK, _) => Self::Nak { first, count },
+                    (NAK_AGAIN, _) => Self::NakAgain { first, count },
                     _ => Self::Gone { first, count },
                 }
             }
@@ -266,6 +281,7 @@ mod tests {
             ControlMessage::ProbeReply { echo_seq: 9, echo_ts: 77 },
             ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
             ControlMessage::Nak { first: u32::MAX, count: 3 },
+            ControlMessage::NakAgain { first: 9, count: 2 },
             ControlMessage::Gone { first: 7, count: 1 },
             ControlMessage::Sent { next: 99 },
             ControlMessage::MtuProbe { size: 1452 },
