@@ -291,11 +291,23 @@ act_blackhole() { log "cut: $(name_of "$1") blackholed"; set_profile "$1" "${LIN
 act_restore() { log "restore: $(name_of "$1")'s blackhole ends"; set_profile "$1" "${LINKS[$(($1 - 1))]}"; }
 act_rebind() { log "NAT rebinding on $(name_of "$1")"; rebind_uplink "$1"; }
 act_set_profile() { log "$(name_of "$1") becomes ${2//,/ }"; set_profile "$1" "${2//,/ }"; }
+# The new process's first "gateway running" line (its sockets are bound by then) is the mark
+# the stream's return is measured from (resumed_after_listen_ms).
 act_kill_gateway() {
     log "gateway: SIGKILL and restart"
+    local before
+    before=$(grep -c "gateway running" "$RUN/gateway.log" || true)
     pkill -9 -f "braid-gateway run --config $RUN/gateway.yaml" || true
     sleep 0.2
     start_gateway
+    for _ in $(seq 250); do
+        (($(grep -c "gateway running" "$RUN/gateway.log" || true) > before)) && break
+        sleep 0.02
+    done
+    local line
+    line=$(grep "gateway running" "$RUN/gateway.log" | sed -n "$((before + 1))p")
+    [[ -n $line ]] || die "the restarted gateway did not start: $(tail -3 "$RUN/gateway.log")"
+    date -d "${line%% *}" +%s.%N >"$RUN/listen.mark"
 }
 # Blackholed for 200 ms and restored for 200 ms, N times, in the background; the packets the
 # edge sent on the link meanwhile go to $RUN/flap.packets (the figure flap_packets).
@@ -376,9 +388,18 @@ udp_stream() { # rate secs
     local windows
     windows=$(IFS=,; echo "${WINDOWS[*]:-}")
     STREAM=$(tshark -r "$RUN/stream.pcap" -T fields -e frame.time_epoch -e udp.payload 2>/dev/null |
-        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --windows "$windows" ${OWD_LIMIT_MS:+--owd-limit-ms "$OWD_LIMIT_MS"})
+        "$BIN/braid-labtool" stream --sent "$sent" --start "$T0" --windows "$windows" --marks "$(marks)" ${OWD_LIMIT_MS:+--owd-limit-ms "$OWD_LIMIT_MS"})
     PING=$(ping_percentiles "$RUN/ping.txt")
     log "stream: $STREAM"
+}
+
+# The instants the stream's return is measured from: NAME=EPOCH for each $RUN/NAME.mark.
+marks() {
+    local f out=()
+    for f in "$RUN"/*.mark; do
+        [[ -f $f ]] && out+=("$(basename "$f" .mark)=$(cat "$f")")
+    done
+    (IFS=,; echo "${out[*]:-}")
 }
 
 field() { # key line

@@ -348,6 +348,73 @@ fn a_restarted_gateway_is_found_and_the_stream_flows_again_within_2_s_even_under
 }
 
 #[test]
+fn a_restarted_gateway_answers_with_the_sessions_token_and_the_stream_is_back_within_100_ms_losing_nothing() {
+    // The new process has the same key, so it answers the old session's data with the token
+    // the old one handed out; the edge handshakes at once and re-sends what the old process
+    // may not have delivered. Without the answer the edge waits for every link to go quiet.
+    let security = Security::new();
+    let mut sim = secure(14, &security);
+    sim.stream(1.0, 6.0, 4.0, 1000);
+    sim.run_until(3.0);
+    let before = sim.edge.stats();
+    let fresh = security.gateway(&SessionConfig::default(), sim.now, 4321);
+    sim.replace_gateway(fresh);
+    sim.run_until(7.0);
+    let gap = sim.max_gap_between(2.5, 6.0);
+    let r = sim.report();
+    let edge = sim.edge.stats();
+    let resent = sim.edge.session().map_or(0, |s| s.stats().frames_resent_to_new_peer);
+    println!(
+        "RESULT scenario=sim-gateway-restart-token max_gap_ms={:.1} {r} handshakes={} resent={resent}",
+        ms(gap),
+        edge.handshakes_completed - before.handshakes_completed
+    );
+    assert!(gap <= Duration::from_millis(100), "the stream came back after {gap:?}");
+    assert_eq!(r.lost, 0, "what the old process had not delivered was re-sent: {r}");
+    assert_eq!(edge.handshakes_completed - before.handshakes_completed, 1, "one handshake, at once");
+    assert!(resent > 0, "nothing re-sent");
+    assert!(r.duplicated <= resent, "duplicates ({}) are at most the frames re-sent ({resent})", r.duplicated);
+    assert!(r.out_of_order <= r.duplicated, "only repeated frames come out of order: {r}");
+}
+
+#[test]
+fn a_forged_no_session_answer_changes_nothing_and_unknown_indices_are_answered_sparingly() {
+    let security = Security::new();
+    let mut sim = secure(15, &security);
+    sim.capture = true;
+    sim.stream(1.0, 4.0, 2.0, 1000);
+    sim.run_until(1.2);
+    // A "no such session" for the live session's index (in the clear on every data packet),
+    // with a made-up token, and one for an index the edge never had.
+    let data = captured(&sim, true, 0);
+    let mut forged = vec![0x30, 0, 0x88, 0xb5];
+    forged.extend_from_slice(&data[4..8]);
+    forged.extend_from_slice(&[0, 0, 0, 0, 5]);
+    forged.extend_from_slice(&[0x5a; 16]);
+    let started = sim.edge.stats().handshakes_started;
+    let link = LinkId::new(0);
+    assert_eq!(sim.edge.handle_datagram(sim.now, link, attacker(), &forged), Err(DropReason::BadMac));
+    forged[4] ^= 0xff;
+    assert_eq!(sim.edge.handle_datagram(sim.now, link, attacker(), &forged), Err(DropReason::UnknownSession));
+    // Data for 2,000 indices the gateway does not have, in one second: each answered at most
+    // once per 100 ms, and no more than 500 a second in all after a first burst of 500.
+    let mut rng = braid::rng::Rng::new(5);
+    for i in 0..4000 {
+        let mut bytes = data.clone();
+        bytes[4..7].copy_from_slice(&(rng.below(2000) as u32).to_be_bytes()[1..]);
+        sim.inject(1.5 + i as f64 * 0.00025, attacker(), bytes);
+    }
+    let short = vec![0x30, 0, 0x65, 0x58, 1, 2, 3, 0, 0, 0, 0, 1, 0];
+    sim.inject(2.6, attacker(), short);
+    sim.run_until(4.5);
+    let answers = sim.misdirected.iter().filter(|&&a| a == attacker()).count();
+    println!("RESULT scenario=sim-no-session-forged answers_to_attacker={answers}");
+    assert!((1..=1000).contains(&answers), "{answers} answers to 4,000 datagrams over one second");
+    assert_eq!(sim.edge.stats().handshakes_started, started, "the forged answer started no handshake");
+    assert_eq!(sim.report().lost, 0);
+}
+
+#[test]
 fn after_a_gateway_restart_late_in_a_busy_session_both_directions_recover_without_a_handshake_storm() {
     // Past the 4096-packet replay window in both directions before the restart, so the new
     // gateway's counters start far below the old ones.

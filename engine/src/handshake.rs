@@ -45,7 +45,11 @@ pub const NOISE_PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// Bytes of the initiation's Noise payload.
 pub const INIT_PAYLOAD_LEN: usize = 12 + 1 + 8 + 8;
 /// Bytes of the response's Noise payload.
-pub const RESPONSE_PAYLOAD_LEN: usize = 1 + 8;
+pub const RESPONSE_PAYLOAD_LEN: usize = 1 + 8 + TOKEN_LEN;
+/// Bytes of a "no such session" token.
+pub const TOKEN_LEN: usize = 16;
+/// Length of a "no such session" body (from the control-type byte on).
+pub const NO_SESSION_LEN: usize = 1 + TOKEN_LEN;
 const MAC_LEN: usize = 16;
 const INDEX_LEN: usize = 4;
 const NOISE_INIT_LEN: usize = 32 + 48 + INIT_PAYLOAD_LEN + 16;
@@ -324,22 +328,53 @@ pub struct ResponsePayload {
     pub resumed: bool,
     /// The gateway's next frame sequence for this session.
     pub next_frame_seq: u64,
+    /// What the gateway answers, in the clear, to data for the new keys' index once it no longer
+    /// has the session ([`no_session_token`]): only it and this edge know it.
+    pub no_session_token: [u8; TOKEN_LEN],
 }
 
 impl ResponsePayload {
     fn emit(&self) -> [u8; RESPONSE_PAYLOAD_LEN] {
         let mut out = [0u8; RESPONSE_PAYLOAD_LEN];
         out[0] = u8::from(self.resumed);
-        out[1..].copy_from_slice(&self.next_frame_seq.to_be_bytes());
+        out[1..9].copy_from_slice(&self.next_frame_seq.to_be_bytes());
+        out[9..].copy_from_slice(&self.no_session_token);
         out
     }
 
     fn parse(bytes: &[u8]) -> Result<Self, HandshakeError> {
         let bytes: &[u8; RESPONSE_PAYLOAD_LEN] = bytes.try_into().map_err(|_| HandshakeError::Malformed)?;
         let mut seq = [0u8; 8];
-        seq.copy_from_slice(&bytes[1..]);
-        Ok(Self { resumed: bytes[0] == 1, next_frame_seq: u64::from_be_bytes(seq) })
+        seq.copy_from_slice(&bytes[1..9]);
+        let mut no_session_token = [0u8; TOKEN_LEN];
+        no_session_token.copy_from_slice(&bytes[9..]);
+        Ok(Self { resumed: bytes[0] == 1, next_frame_seq: u64::from_be_bytes(seq), no_session_token })
     }
+}
+
+/// The secret behind a gateway's "no such session" tokens. It is derived from the gateway's
+/// static key, so a restarted process (or the other gateway of a pair that shares the key)
+/// answers with the token the edge was given.
+pub fn no_session_key(gateway: &PrivateKey) -> [u8; 32] {
+    mac32(gateway.as_bytes(), b"braid no-session token")
+}
+
+/// The token for session index `index` under `key` ([`no_session_key`]).
+pub fn no_session_token(key: &[u8; 32], index: SessionIndex) -> [u8; TOKEN_LEN] {
+    mac16(key, &index.get().to_be_bytes())
+}
+
+/// Writes a "no such session" body carrying `token` into `out`.
+pub fn no_session(token: &[u8; TOKEN_LEN], out: &mut Vec<u8>) {
+    out.push(ControlType::NoSession.to_u8());
+    out.extend_from_slice(token);
+}
+
+/// Whether a "no such session" body carries `expected` (compared in constant time).
+pub fn check_no_session(body: &[u8], expected: &[u8; TOKEN_LEN]) -> bool {
+    body.len() == NO_SESSION_LEN
+        && body[0] == ControlType::NoSession.to_u8()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(&body[1..], expected).is_ok()
 }
 
 /// The directional data-plane keys a finished handshake yields.
@@ -610,7 +645,7 @@ mod tests {
         assert_eq!(read.peer, edge.public());
         assert_eq!(read.payload, payload());
         let mut response = Vec::new();
-        let reply = ResponsePayload { resumed: false, next_frame_seq: 9 };
+        let reply = ResponsePayload { resumed: false, next_frame_seq: 9, no_session_token: [7; TOKEN_LEN] };
         let gw_keys = read.respond(None, SessionIndex::from_wire(6), &reply, &mut response).unwrap();
         let (index, got, edge_keys) = pending.finish(&response).unwrap();
         assert_eq!((index, got), (SessionIndex::from_wire(6), reply));
@@ -632,7 +667,7 @@ mod tests {
         read.respond(
             Some(&Psk([9; 32])),
             SessionIndex::from_wire(6),
-            &ResponsePayload { resumed: false, next_frame_seq: 0 },
+            &ResponsePayload { resumed: false, next_frame_seq: 0, no_session_token: [0; TOKEN_LEN] },
             &mut response,
         )
         .unwrap();

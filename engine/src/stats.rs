@@ -276,6 +276,9 @@ counters! {
         mss_clamped,
         /// NAKs for frames whose first copy could not have arrived yet, left unanswered.
         naks_early,
+        /// Frames re-sent to a peer that had lost the session (it restarted), because it may not
+        /// have delivered them: the most the far side can see twice.
+        frames_resent_to_new_peer,
         /// Datagram bytes of data sent as each frame's first copy.
         data_bytes_first,
         /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity

@@ -211,6 +211,12 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
         ),
         Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
         Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
+        Event::NoSession { link, gateway } => warn!(
+            edge,
+            %gateway,
+            link = name(*link),
+            "the gateway has no session for this edge (it restarted): handshaking again at once"
+        ),
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
             edge,
             %gateway,
@@ -247,6 +253,6 @@ pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(Li
                 ongoing: true,
             });
         }
-        Event::PathChanged { .. } => {}
+        Event::PathChanged { .. } | Event::NoSession { .. } => {}
     }
 }

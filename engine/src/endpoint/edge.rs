@@ -143,7 +143,14 @@ crate::counters! {
 struct Pending {
     initiation: Initiation,
     sent_at: Instant,
+    /// The first frame the initiation told the gateway to expect: a gateway that starts afresh
+    /// gets every kept frame from there on again.
+    next_frame_seq: u64,
 }
+
+/// "No such session" tokens kept: those of the current keys and of the previous ones, which
+/// the gateway may still be answering for.
+const TOKENS_KEPT: usize = 2;
 
 /// The edge's end of the tunnel.
 #[derive(Debug)]
@@ -170,6 +177,8 @@ pub struct Edge {
     trouble: Option<Trouble>,
     /// What each link may be spent on, by slot, for the sessions to come.
     spend: [Spend; crate::MAX_LINKS],
+    /// The gateway's "no such session" token for each of its recent indices, newest last.
+    tokens: VecDeque<(SessionIndex, [u8; handshake::TOKEN_LEN])>,
 }
 
 impl Edge {
@@ -206,6 +215,7 @@ impl Edge {
             stats: EdgeStats::default(),
             trouble: None,
             spend: [Spend::Free; crate::MAX_LINKS],
+            tokens: VecDeque::new(),
         };
         edge.initiate(now);
         Ok(edge)
@@ -251,6 +261,7 @@ impl Edge {
             Ok((repr, Kind::Handshake(kind, body))) => match kind {
                 ControlType::HandshakeResponse => self.handle_response(now, repr.key.index, body),
                 ControlType::CookieReply => self.handle_cookie(now, link, repr.key.index, body),
+                ControlType::NoSession => self.handle_no_session(now, link, from, repr.key.index, body),
                 ControlType::HandshakeInitiation | ControlType::Sealed => Err(DropReason::UnexpectedHandshake),
             },
             // The session counts its own drops.
@@ -458,11 +469,15 @@ impl Edge {
 
     fn initiate(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        // A gateway that resumes the session ignores it; one that starts afresh expects frames
+        // from the first it may not have had, which come again once the keys are in place.
+        let next_frame_seq =
+            self.session.as_ref().map_or(0, |s| s.first_unconfirmed_frame().unwrap_or_else(|| s.next_frame_seq()));
         let payload = InitPayload {
             timestamp: Tai64n::from_unix_nanos(self.unix_nanos_at_start.saturating_add(elapsed)),
             cipher: self.config.cipher,
             epoch: self.epoch,
-            next_frame_seq: self.session.as_ref().map_or(0, Session::next_frame_seq),
+            next_frame_seq,
         };
         let local_index = self.rng.session_index();
         let initiation = handshake::initiate(
@@ -489,7 +504,7 @@ impl Edge {
                 });
                 self.stats.handshakes_started += 1;
                 self.init_due = self.carrier;
-                self.pending = Some(Pending { initiation, sent_at: now });
+                self.pending = Some(Pending { initiation, sent_at: now, next_frame_seq });
                 tracing::debug!(index = ?local_index, "handshake initiated");
             }
             Err(error) => {
@@ -510,7 +525,7 @@ impl Edge {
             return Err(DropReason::BadMac);
         }
         let pending = self.pending.take().ok_or(DropReason::UnknownSession)?;
-        let sent_at = pending.sent_at;
+        let (sent_at, resend_from) = (pending.sent_at, pending.next_frame_seq);
         let (remote_index, payload, split) = match pending.initiation.finish(body) {
             Ok(done) => done,
             Err(error) => {
@@ -531,8 +546,10 @@ impl Edge {
             Some(session) => {
                 session.install_keys(now, keys, true);
                 if !payload.resumed {
-                    // The gateway started afresh (it restarted): nothing of the old one applies.
+                    // The gateway started afresh (it restarted): nothing of the old one applies,
+                    // and what it may not have delivered goes again.
                     session.peer_restarted(now, payload.next_frame_seq);
+                    session.resend_to_new_peer(now, resend_from);
                 }
             }
             None => {
@@ -547,6 +564,10 @@ impl Edge {
                 self.session = Some(session);
             }
         }
+        if self.tokens.len() == TOKENS_KEPT {
+            self.tokens.pop_front();
+        }
+        self.tokens.push_back((remote_index, payload.no_session_token));
         self.retry_at = None;
         self.init_due = LinkSet::EMPTY;
         self.last_completed = Some(now);
@@ -554,6 +575,29 @@ impl Edge {
         self.stats.handshakes_completed += 1;
         tracing::debug!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
         self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
+        Ok(())
+    }
+
+    /// The gateway says it has no session for `index`. Only the gateway that handed out the
+    /// token can say so (an attacker's guess is refused): it lost every session of this edge,
+    /// so a new handshake starts at once, unless one is already on its way.
+    fn handle_no_session(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        from: SocketAddr,
+        index: SessionIndex,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
+        let (_, token) = self.tokens.iter().find(|(i, _)| *i == index).ok_or(DropReason::UnknownSession)?;
+        if !handshake::check_no_session(body, token) {
+            return Err(DropReason::BadMac);
+        }
+        self.tokens.clear();
+        self.events.push_back(Event::NoSession { link, gateway: from });
+        if self.pending.is_none() {
+            self.initiate(now);
+        }
         Ok(())
     }
 

@@ -38,6 +38,12 @@ pub const WRONG_KEY_ANSWERS: f64 = 4.0;
 pub const UNKNOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Unknown edge keys are logged at most this many times a second in all.
 pub const UNKNOWN_LINES_PER_SECOND: f64 = 1.0;
+/// Data for a session the gateway does not have is answered with that session's "no such
+/// session" token at most this often per second in all...
+pub const NO_SESSION_ANSWERS: f64 = 500.0;
+/// ... and at most once per index in this long: an edge needs one answer, and its links carry
+/// hundreds of datagrams a second.
+pub const NO_SESSION_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One allowed edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +141,11 @@ pub struct Gateway {
     /// When each unknown edge key was last logged, and the lines left to log this second.
     unknown_logged: BTreeMap<PublicKey, Instant>,
     unknown_lines: TokenBucket,
+    /// The secret behind "no such session" tokens, and when each unknown index was last
+    /// answered with its token.
+    no_session_key: [u8; 32],
+    no_session_answered: BTreeMap<u32, Instant>,
+    no_session_answers: TokenBucket,
     out: VecDeque<(Transmit, Vec<u8>)>,
     events: VecDeque<(PeerId, Event)>,
     stats: GatewayStats,
@@ -155,6 +166,7 @@ impl Gateway {
             }
         }
         let public_key = config.private_key.public();
+        let no_session_key = handshake::no_session_key(&config.private_key);
         let rate = f64::from(config.handshake_rate.max(1));
         Ok(Self {
             mac1_key: handshake::mac1_key(&public_key),
@@ -178,6 +190,9 @@ impl Gateway {
             wrong_key: TokenBucket::full(WRONG_KEY_ANSWERS, now),
             unknown_logged: BTreeMap::new(),
             unknown_lines: TokenBucket::full(UNKNOWN_LINES_PER_SECOND, now),
+            no_session_key,
+            no_session_answered: BTreeMap::new(),
+            no_session_answers: TokenBucket::full(NO_SESSION_ANSWERS, now),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatewayStats::default(),
@@ -271,6 +286,7 @@ impl Gateway {
             Ok((repr, Kind::Data | Kind::SealedControl)) => repr,
         };
         let Some(&slot) = self.by_index.get(&repr.key.index.get()) else {
+            self.answer_no_session(now, repr.key, from, datagram.len());
             return Err(self.drop(DropReason::UnknownSession));
         };
         let peer = &mut self.peers[slot];
@@ -452,7 +468,16 @@ impl Gateway {
         let next_frame_seq = if resumed { peer.live.as_ref().map_or(0, Session::next_frame_seq) } else { 0 };
         let mut response = Vec::with_capacity(GRE_HEADER_LEN + handshake::RESPONSE_LEN);
         let split = read
-            .respond(peer.entry.psk.as_ref(), local_index, &ResponsePayload { resumed, next_frame_seq }, &mut response)
+            .respond(
+                peer.entry.psk.as_ref(),
+                local_index,
+                &ResponsePayload {
+                    resumed,
+                    next_frame_seq,
+                    no_session_token: handshake::no_session_token(&self.no_session_key, local_index),
+                },
+                &mut response,
+            )
             .map_err(|_| DropReason::HandshakeFailed)?;
         let protection = Aead::new(payload.cipher, &split.responder_to_initiator, &split.initiator_to_responder)
             .map_err(|_| DropReason::HandshakeFailed)?;
@@ -480,6 +505,33 @@ impl Gateway {
         self.events.push_back((PeerId(slot), Event::Handshake { index: local_index, resumed }));
         self.queue_control(link, sender_index, from, &response);
         Ok(())
+    }
+
+    /// Answers data for session index `key.index`, which this gateway does not have, with the
+    /// token it hands out for that index in a handshake: the edge that holds the session learns
+    /// at once that it is gone (this gateway restarted) and handshakes again. The answer is
+    /// smaller than what it answers, and rate-limited in all and per index, so it amplifies
+    /// nothing; it tells an attacker nothing it could forge for another index.
+    fn answer_no_session(&mut self, now: Instant, key: PathKey, from: SocketAddr, len: usize) {
+        if len < GRE_HEADER_LEN + handshake::NO_SESSION_LEN {
+            return;
+        }
+        let index = key.index.get();
+        if self
+            .no_session_answered
+            .get(&index)
+            .is_some_and(|&at| now.saturating_duration_since(at) < NO_SESSION_INTERVAL)
+            || !self.no_session_answers.take(now, NO_SESSION_ANSWERS)
+        {
+            return;
+        }
+        if self.no_session_answered.len() >= MAX_TRACKED_SOURCES {
+            self.no_session_answered.clear();
+        }
+        self.no_session_answered.insert(index, now);
+        let mut body = Vec::with_capacity(handshake::NO_SESSION_LEN);
+        handshake::no_session(&handshake::no_session_token(&self.no_session_key, key.index), &mut body);
+        self.queue_control(key.link, key.index, from, &body);
     }
 
     /// Logs an edge key that is not on the allowlist, once per [`UNKNOWN_LOG_INTERVAL`] per

@@ -57,6 +57,9 @@ pub(super) struct Sender {
     /// the model's backlog by what is really in flight. Only data: the peer answers data within
     /// [`ACK_INTERVAL`], while the reports in its probes may come up to a probe interval late.
     sent_log: VecDeque<SentSample>,
+    /// When the newest logged packet the peer's reports cover was sent: the peer had what the
+    /// link carried until then.
+    pub(super) confirmed_until: Option<Instant>,
     /// Since when the path's measured queue has stood past its limit, if it does now.
     queue_over_since: Option<Instant>,
     /// Whether the mode sends on this link by its rate (bond, auto). In the other modes a link
@@ -158,6 +161,7 @@ impl Link {
                 backlog_at: first_probe,
                 cc: RateControl::new(first_probe, DEFAULT_LINK_RATE_BPS, rate_bps, tuning.cc),
                 sent_log: VecDeque::new(),
+                confirmed_until: None,
                 queue_over_since: None,
                 steered: false,
             },
@@ -272,6 +276,7 @@ impl Link {
             newest = self.tx.sent_log.pop_front();
         }
         let Some(sample) = newest else { return };
+        self.tx.confirmed_until = Some(sample.at);
         // The raw round trip, queue included: the controller's minimum filter finds the path's
         // own delay, and what lies above it is the real queue (the model's guess of the queue
         // must not be subtracted: a rate estimated too low would make every sample look short

@@ -106,6 +106,14 @@ pub enum Event {
         /// Initiations sent since.
         attempts: u64,
     },
+    /// The gateway answered data with this session's "no such session" token: it lost the
+    /// session (it restarted), and a new handshake is under way at once (edge only).
+    NoSession {
+        /// The link the answer came in on.
+        link: LinkId,
+        /// The gateway's address.
+        gateway: SocketAddr,
+    },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
         /// The link.

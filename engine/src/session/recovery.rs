@@ -462,6 +462,36 @@ impl Session {
         self.queue_resends(now, &resend);
     }
 
+    /// The first frame the peer may not have delivered: the oldest kept frame that no link it
+    /// went on has had confirmed by the peer's reports. `None` when every kept frame was.
+    pub fn first_unconfirmed_frame(&self) -> Option<u64> {
+        let confirmed = |sent: &Sent| {
+            sent.links.iter().any(|id| self.link(id).and_then(|l| l.tx.confirmed_until).is_some_and(|at| sent.at <= at))
+        };
+        self.recovery.sent.iter().find(|s| !confirmed(s)).map(|s| s.seq)
+    }
+
+    /// The peer lost the session and a new one took its place (it restarted, and the new keys
+    /// said so): every kept frame from `first` on that can still arrive within the budget is
+    /// re-sent, since the old peer may not have delivered it.
+    pub fn resend_to_new_peer(&mut self, now: Instant, first: u64) {
+        if !self.config.retransmit {
+            return;
+        }
+        self.refresh_views(now, Views::Sendable);
+        let budget = self.config.latency_budget;
+        let mut resend = Vec::new();
+        for sent in self.recovery.sent.iter_mut().filter(|s| s.seq >= first) {
+            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
+                continue;
+            };
+            resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
+        }
+        tracing::debug!(first, frames = resend.len(), "re-sending what the lost session may not have delivered");
+        self.stats.frames_resent_to_new_peer += resend.len() as u64;
+        self.queue_resends(now, &resend);
+    }
+
     /// Queues the copies of kept frames that [`commit_resend`] planned: the first on each link
     /// picked, ahead of new frames (in sequence order), and any second [`RESEND_SPACING`] later.
     fn queue_resends(&mut self, now: Instant, resends: &[Resend]) {

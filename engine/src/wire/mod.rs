@@ -100,6 +100,9 @@ pub enum ControlType {
     CookieReply,
     /// Sealed probes, probe replies and link reports.
     Sealed,
+    /// The gateway's answer to data for a session it does not have: the token it handed out in
+    /// that session's handshake; Key is the unknown index.
+    NoSession,
 }
 
 impl ControlType {
@@ -110,6 +113,7 @@ impl ControlType {
             Self::HandshakeResponse => 2,
             Self::CookieReply => 3,
             Self::Sealed => 4,
+            Self::NoSession => 5,
         }
     }
 
@@ -120,6 +124,7 @@ impl ControlType {
             2 => Some(Self::HandshakeResponse),
             3 => Some(Self::CookieReply),
             4 => Some(Self::Sealed),
+            5 => Some(Self::NoSession),
             _ => None,
         }
     }

@@ -8,7 +8,8 @@
 //! braid-labtool back NAME --start EPOCH < edge-log
 //! braid-labtool ping FILE
 //! braid-labtool owd-limit --link-rtt-ms MS,MS,...
-//! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--owd-limit-ms MS] < tshark-lines
+//! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--marks NAME=EPOCH,...]
+//!                      [--owd-limit-ms MS] < tshark-lines
 //! braid-labtool feed --listen ADDR --secs S
 //! braid-labtool samples --start EPOCH < "UNIX_SECONDS VALUE" lines
 //! braid-labtool ts FILE
@@ -39,7 +40,8 @@
 //!   a header time more than a day from its capture time is moved onto the wall clock by the
 //!   offset between the two clocks, read now (run it on the machine, and in the boot, that
 //!   captured). With `--owd-limit-ms` it also prints the share of first copies that took
-//!   longer (`owd_over_limit_pct`).
+//!   longer (`owd_over_limit_pct`); with `--marks`, for each mark, how long after it the first
+//!   datagram came (`resumed_after_NAME_ms`).
 //! * `ts` checks an MPEG-TS recording's continuity counters; `unhex` turns tshark's hex
 //!   `udp.payload` lines back into the bytes (a TS recording of what crossed the wire).
 //! * `flood` sends random garbage datagrams; `replay` sends the payloads of a file of hex lines
@@ -303,6 +305,15 @@ fn stream(flags: &Flags) -> Result<(), String> {
     }
     let report = StreamReport::new(sent, start, &windows, &arrivals);
     let mut line = report.to_string();
+    // From each mark (an instant on the wall clock, such as a restarted gateway's first log
+    // line) to the first datagram captured after it.
+    for mark in flags.text("marks").unwrap_or("").split(',').filter(|m| !m.is_empty()) {
+        let Some((name, at)) = mark.split_once('=') else { return Err(format!("--marks: {mark:?} is not NAME=EPOCH")) };
+        let at: f64 = at.parse().map_err(|_| format!("--marks: {at:?} is not seconds"))?;
+        let resumed = arrivals.iter().map(|a| a.at).filter(|&t| t >= at).reduce(f64::min);
+        let resumed = resumed.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", (t - at) * 1000.0));
+        line += &format!(" resumed_after_{name}_ms={resumed}");
+    }
     for (i, name) in names.iter().enumerate() {
         line += &format!(
             " gap_after_{name}_ms={:.0} sent_after_{name}={} lost_after_{name}={}",
