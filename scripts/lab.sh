@@ -12,6 +12,9 @@
 # Topology (every address lives in namespaces this script creates; all are removed on exit):
 #   cam ─ br-lan ─ braid0 [edge] ═ upN ─ [ispN: braid-impair ta⇄tb, NAT] ─ inet ─ [gw] braid-rig ─ br-ing ─ ing
 #                                                                  attacker ─┘
+# With PAIR=1, a second gateway gw2 beside gw: both on one segment of inet (bridge brw), sharing
+# the virtual IP under keepalived (VRRPv3), both bridged into the ingest switch (ing's eth0 is a
+# bridge then).
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
 #
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
@@ -32,6 +35,10 @@ PROFILES=(dsl lte-good lte-bad)
 SEED=${SEED:-1}
 IMPAIR=1                           # 0: plain veths instead of braid-impair (baseline)
 GW_PUBLIC=10.200.0.2
+GW2_PUBLIC=10.200.0.3              # the second gateway of a keepalived pair
+VIP=10.200.0.100                   # the pair's virtual IP, which the edge is given
+PAIR=0                             # 1: two gateways under keepalived share VIP (vrrp-pair)
+GW_NS=gw                           # the namespace of the gateway that carries the stream
 INGEST=10.77.0.20
 
 ns() { echo "$P-$1"; }
@@ -45,7 +52,7 @@ need_root() { [[ $(id -u) -eq 0 ]] || die "needs root (namespaces, TAP, NAT): ru
 
 ensure_tools() {
     local missing=() cmd
-    for cmd in ip nft iperf3 ping jq ffmpeg ffprobe tshark dumpcap srt-live-transmit conntrack; do
+    for cmd in ip nft iperf3 ping jq ffmpeg ffprobe tshark dumpcap srt-live-transmit conntrack keepalived; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
@@ -53,7 +60,7 @@ ensure_tools() {
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        iproute2 nftables iperf3 iputils-ping jq ffmpeg tshark srt-tools conntrack >/dev/null
+        iproute2 nftables iperf3 iputils-ping jq ffmpeg tshark srt-tools conntrack keepalived >/dev/null
 }
 
 build() {
@@ -120,7 +127,20 @@ up() {
     down
     rm -rf "$RUN" && mkdir -p "$RUN"
     for n in inet gw edge cam ing attacker; do add_ns "$n"; done
-    veth inet gw0 10.200.0.1/24 gw wan "$GW_PUBLIC/24"
+    GW_NS=gw
+    if [[ $PAIR == 1 ]]; then
+        add_ns gw2
+        in_ns inet ip link add brw type bridge
+        in_ns inet ip addr add 10.200.0.1/24 dev brw
+        in_ns inet ip link set brw up
+        veth inet gw0 "" gw wan "$GW_PUBLIC/24"
+        veth inet gw0b "" gw2 wan "$GW2_PUBLIC/24"
+        in_ns inet ip link set gw0 master brw
+        in_ns inet ip link set gw0b master brw
+        in_ns gw2 ip route add default via 10.200.0.1
+    else
+        veth inet gw0 10.200.0.1/24 gw wan "$GW_PUBLIC/24"
+    fi
     in_ns gw ip route add default via 10.200.0.1
     in_ns inet sysctl -qw net.ipv4.ip_forward=1
     veth inet a0 10.202.0.1/24 attacker eth0 10.202.0.2/24
@@ -165,7 +185,19 @@ up() {
         in_ns edge ip route add default via "192.168.$u.1" dev "up$u" metric "$((u * 10))"
     done
     veth cam eth0 10.77.0.10/24 edge lan ""
-    veth ing eth0 "$INGEST/24" gw lan0 ""
+    if [[ $PAIR == 1 ]]; then
+        # The ingest switch: both gateways' bridges are ports of it.
+        in_ns ing ip link add eth0 type bridge
+        in_ns ing ip addr add "$INGEST/24" dev eth0
+        in_ns ing ip link set eth0 up
+        veth ing p1 "" gw lan0 ""
+        veth ing p2 "" gw2 lan0 ""
+        in_ns ing ip link set p1 master eth0
+        in_ns ing ip link set p2 master eth0
+        in_ns gw2 ip link add br-ing type bridge; in_ns gw2 ip link set br-ing up; in_ns gw2 ip link set lan0 master br-ing
+    else
+        veth ing eth0 "$INGEST/24" gw lan0 ""
+    fi
     in_ns edge ip link add br-lan type bridge; in_ns edge ip link set br-lan up; in_ns edge ip link set lan master br-lan
     in_ns gw ip link add br-ing type bridge; in_ns gw ip link set br-ing up; in_ns gw ip link set lan0 master br-ing
     if [[ ${DIRECT:-0} == 1 ]]; then
@@ -196,7 +228,7 @@ up() {
 name: rig
 private_key_file: $RUN/edge.key
 gateway:
-  address: $GW_PUBLIC:4754
+  address: $([[ $PAIR == 1 ]] && echo "$VIP" || echo "$GW_PUBLIC"):4754
   public_key: $gw_pub
 mode: ${MODE:-redundant}
 path_mtu: ${PATH_MTU:-1500}
@@ -210,7 +242,8 @@ $uplinks
 EOF
     cat >"$RUN/gateway.yaml" <<EOF
 private_key_file: $RUN/gateway.key
-listen: ["$GW_PUBLIC:4754"]
+listen: ["$([[ $PAIR == 1 ]] && echo "$VIP" || echo "$GW_PUBLIC"):4754"]
+nonlocal_bind: $([[ $PAIR == 1 ]] && echo true || echo false)
 mode: ${MODE:-redundant}
 path_mtu: ${PATH_MTU:-1500}
 latency_budget_ms: ${BUDGET:-500}
@@ -221,6 +254,7 @@ edges:
     bridge: br-ing
 EOF
     start_gateway
+    if [[ $PAIR == 1 ]]; then start_pair; fi
     in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" "${TUNE_ARGS[@]}" >"$RUN/edge.log" 2>&1 &
     for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && { log "tunnel up"; return 0; }; sleep 0.2; done
     tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
@@ -232,6 +266,51 @@ start_gateway() {
 }
 
 gateway_alive() { pgrep -f "braid-gateway run --config $RUN/gateway.yaml" >/dev/null; }
+
+# The pair: gw2 runs the same config (the same key and allowlist: an edge pins one key), and
+# keepalived runs in both. gw is the master (priority 200, gw2 100); neither takes the VIP back
+# once it lost it (nopreempt). Each tracks its gateway's TAP, which exists only while
+# braid-gateway runs: a killed gateway is a fault at once, and the master hands over with a
+# priority-0 advert instead of going silent for three intervals. When gw2 becomes master, its
+# time is the mark the stream's return is measured from (vrrp.mark: resumed_after_vrrp_ms).
+start_pair() {
+    in_ns gw2 "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" "${TUNE_ARGS[@]}" >>"$RUN/gateway2.log" 2>&1 &
+    local n prio note
+    for n in gw gw2; do
+        prio=$([[ $n == gw ]] && echo 200 || echo 100)
+        note=$([[ $n == gw ]] && echo "$RUN/master-gw.time" || echo "$RUN/vrrp.mark")
+        cat >"$RUN/keepalived-$n.conf" <<EOF
+global_defs {
+    router_id braid-$n
+    vrrp_version 3
+    script_user root
+}
+vrrp_instance braid {
+    state BACKUP
+    nopreempt
+    interface wan
+    virtual_router_id 54
+    priority $prio
+    advert_int 0.1
+    virtual_ipaddress {
+        $VIP/24 dev wan
+    }
+    track_interface {
+        braid-rig
+    }
+    notify_master "/bin/sh -c 'date +%s.%N >$note'"
+}
+EOF
+        in_ns "$n" keepalived --dont-fork --log-console --vrrp --use-file "$RUN/keepalived-$n.conf" \
+            --pid "$RUN/keepalived-$n.pid" --vrrp_pid "$RUN/keepalived-$n-vrrp.pid" >"$RUN/keepalived-$n.log" 2>&1 &
+    done
+    for _ in $(seq 100); do
+        in_ns gw ip -4 addr show dev wan | grep -q "$VIP/" && return 0
+        sleep 0.1
+    done
+    tail -20 "$RUN/keepalived-gw.log" "$RUN/keepalived-gw2.log" >&2
+    die "keepalived gave the VIP to no gateway"
+}
 
 wait_for_capture() { # dumpcap's log
     for _ in $(seq 100); do grep -q "Capturing on" "$1" 2>/dev/null && return 0; sleep 0.05; done
@@ -322,6 +401,18 @@ act_flap() { # uplink times
     echo "flap_tx_before=$before flap_tx_after=$(link_tx "$(name_of "$1")")" >"$RUN/flap.packets") &
 }
 act_attack() { attack; }
+# The pair's master gateway dies for good (the same command line runs in gw2: only gw's is
+# killed): keepalived moves the VIP to gw2, whose gateway answers the edge's data with "no such
+# session", and the edge handshakes again at once.
+act_kill_master() {
+    log "gateway: SIGKILL of the pair's master"
+    date +%s.%N >"$RUN/kill.time"
+    local pid
+    for pid in $(ip netns pids "$(ns gw)"); do
+        grep -q "braid-gateway" "/proc/$pid/cmdline" 2>/dev/null && kill -9 "$pid"
+    done
+    GW_NS=gw2
+}
 
 # Whether every datagram the edge sent on an uplink went through that uplink's impairment: each
 # braid-impair's count of frames offered (SIGUSR1) against the edge's count of datagrams sent.
@@ -426,7 +517,7 @@ engine_losses() {
     local edge gw
     edge=$(in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
         jq -r '.session.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",")' 2>/dev/null)
-    gw=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+    gw=$(in_ns "$GW_NS" "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
         jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-")"' 2>/dev/null)
     echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
 }
@@ -456,6 +547,19 @@ measure_udp() { # name
     udp_stream "$RATE" "$SECS"
     if declare -F "extra_$hook" >/dev/null; then extra=$("extra_$hook"); fi
     stream_result "$1" "$extra"
+}
+
+# How long keepalived took to give gw2 the VIP after the kill; the edge's part after that is
+# resumed_after_vrrp_ms.
+extra_vrrp_pair() {
+    local kill vrrp
+    kill=$(cat "$RUN/kill.time" 2>/dev/null || true)
+    vrrp=$(cat "$RUN/vrrp.mark" 2>/dev/null || true)
+    if [[ -n $kill && -n $vrrp ]]; then
+        awk -v k="$kill" -v v="$vrrp" 'BEGIN { printf "vrrp_ms=%.0f\n", (v - k) * 1000 }'
+    else
+        echo "vrrp_ms=-"
+    fi
 }
 
 extra_hostile() {
@@ -744,9 +848,11 @@ configure() { # name
     eval "$plan"
     BUDGET=${LAB_BUDGET:-$BUDGET}
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
+    PAIR=0
     case $TOPOLOGY in
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
+        vrrp-pair) PAIR=1 ;;
     esac
 }
 

@@ -53,7 +53,7 @@ fail() {
 # (and fail under CI=true).
 # Each command the tests run, and the Debian package that provides it.
 NEEDED=(iperf3:iperf3 ffmpeg:ffmpeg ffprobe:ffmpeg tshark:tshark dumpcap:wireshark-common ip:iproute2
-    nft:nftables ping:iputils-ping jq:jq srt-live-transmit:srt-tools conntrack:conntrack
+    nft:nftables ping:iputils-ping jq:jq srt-live-transmit:srt-tools conntrack:conntrack keepalived:keepalived
     chromium:chromium chromedriver:chromium-driver lintian:lintian)
 
 ensure_packages() {

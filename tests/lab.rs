@@ -21,7 +21,7 @@ use std::process::Command;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The tools the lab needs beyond those of the netns tests.
-const LAB_TOOLS: [&str; 6] = ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack"];
+const LAB_TOOLS: [&str; 7] = ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack", "keepalived"];
 
 /// Runs `scripts/lab.sh run NAME` on the binaries this test run built, and returns the JSON
 /// records it wrote; `None` if the test is skipped. The run fails if a bound failed.
@@ -118,6 +118,7 @@ lab_tests! {
     ffmpeg_over_udp_and_srt_through_the_cuts_has_no_continuity_errors_or_freezes => "ffmpeg-redundant";
     a_gateway_killed_mid_stream_is_back_within_100_ms_of_listening_and_loses_nothing => "gateway-restart";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
+    a_keepalived_pair_takes_over_a_killed_masters_stream_within_1_s_losing_nothing => "vrrp-pair";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,
         goals tcp_over_a_1420_byte_path_carries_90_percent_of_the_links_rate => "mtu";

@@ -50,6 +50,9 @@ pub enum Action {
     },
     /// The gateway is killed (SIGKILL) and started again.
     KillGateway,
+    /// The master of a keepalived pair ([`Topology::VrrpPair`]) loses its gateway for good
+    /// (SIGKILL): the virtual IP moves to the other one.
+    KillMaster,
     /// An attacker on the internet sends garbage, replayed tunnel packets and handshake
     /// initiations at the gateway's port for 10 s.
     Attack,
@@ -68,13 +71,15 @@ impl Action {
             Self::SetProfile(l, p) => format!("set_profile {} {}", n(l), p.replace(' ', ",")),
             Self::Flap { link, times } => format!("flap {} {times}", n(link)),
             Self::KillGateway => "kill_gateway".to_owned(),
+            Self::KillMaster => "kill_master".to_owned(),
             Self::Attack => "attack".to_owned(),
         }
     }
 
-    /// Whether the simulator models it (a gateway restart and an attack need the real daemons).
+    /// Whether the simulator models it (a gateway restart or takeover and an attack need the
+    /// real daemons).
     pub const fn simulated(&self) -> bool {
-        !matches!(self, Self::KillGateway | Self::Attack)
+        !matches!(self, Self::KillGateway | Self::KillMaster | Self::Attack)
     }
 }
 
@@ -103,6 +108,9 @@ pub enum Topology {
     DirectBeside,
     /// Impaired, and the first seconds of tunnel traffic captured for an attacker to replay.
     Captured,
+    /// Impaired, with two gateways under keepalived (VRRPv3) sharing the virtual IP the edge is
+    /// given, both bridged into the ingest switch.
+    VrrpPair,
 }
 
 /// A stretch of the run measured on its own, in seconds from the stream's start.
@@ -364,6 +372,21 @@ pub static ALL: &[Scenario] = &[
         // the ingest may see twice (dup, reported).
         bounds: &[at_most("resumed_after_listen_ms", 100.0), zero("lost"), at_most("gap_after_restart_ms", 2000.0)],
         reported: &["dup"],
+        ..BASE
+    },
+    Scenario {
+        name: "vrrp-pair",
+        describe: "two gateways share a virtual IP under keepalived; the master's gateway is killed",
+        topology: Topology::VrrpPair,
+        stream: Stream::Udp { mbps: 4.0, secs: 12 },
+        timeline: &[(5.0, Action::KillMaster)],
+        windows: &[Window { name: "takeover", from: 5.0, to: 6.0, link: None }],
+        // keepalived tracks the master's TAP, which dies with its gateway, and hands over with a
+        // priority-0 advert (vrrp_ms, reported); gw2's gateway, on the same key, answers the
+        // edge's data with "no such session" and the edge handshakes again and re-sends
+        // (resumed_after_vrrp_ms, reported).
+        bounds: &[at_most("gap_after_takeover_ms", 1000.0), zero("lost")],
+        reported: &["vrrp_ms", "resumed_after_vrrp_ms", "dup"],
         ..BASE
     },
     Scenario {
@@ -645,6 +668,7 @@ impl Scenario {
             Topology::Impaired => "impaired",
             Topology::DirectBeside => "direct",
             Topology::Captured => "captured",
+            Topology::VrrpPair => "vrrp-pair",
         };
         format!(
             "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\n",

@@ -787,7 +787,9 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
                 }
                 flaps.push((link, at, at + 0.4 * f64::from(times)));
             }
-            scenario::Action::KillGateway | scenario::Action::Attack => return Err(format!("{action:?}")),
+            scenario::Action::KillGateway | scenario::Action::KillMaster | scenario::Action::Attack => {
+                return Err(format!("{action:?}"));
+            }
         }
     }
     // Run in stretches, to read the edge's packet count on a flapping link at each end.

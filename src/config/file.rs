@@ -67,6 +67,7 @@ pub(super) struct StatusFile {
 pub(super) struct GatewayFile {
     pub(super) private_key_file: PathBuf,
     pub(super) listen: Option<Vec<String>>,
+    pub(super) nonlocal_bind: Option<bool>,
     pub(super) mode: Option<String>,
     pub(super) latency_budget_ms: Option<i64>,
     pub(super) retransmit: Option<bool>,

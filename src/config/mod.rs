@@ -135,6 +135,9 @@ pub struct GatewaySettings {
     pub gateway: GatewayConfig,
     /// UDP addresses to listen on (IPv4 and/or IPv6).
     pub listen: Vec<SocketAddr>,
+    /// Whether the listen addresses are bound even when this host does not hold them (yet): a
+    /// virtual IP that keepalived moves between a pair of gateways.
+    pub nonlocal_bind: bool,
     /// One TAP per allowed edge, in allowlist order (index = `PeerId`).
     pub taps: Vec<TapSettings>,
     /// The status, metrics and dashboard endpoint.
@@ -199,6 +202,7 @@ impl GatewaySettings {
         let status = &self.status;
         let mut settings: Vec<(String, String)> = [
             ("listen", format!("{:?}", self.listen)),
+            ("nonlocal_bind", self.nonlocal_bind.to_string()),
             ("private_key_file", self.gateway.private_key.public().to_base64()),
             ("handshake_rate", self.gateway.handshake_rate.to_string()),
             ("mode", s.mode.as_str().to_owned()),

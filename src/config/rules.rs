@@ -53,7 +53,7 @@ pub(super) fn expected(key: &str) -> String {
         "bitrate_feed" => "IP:port the edge sends its bitrate advice to (UDP), e.g. 127.0.0.1:5600".into(),
         "priority" => "an integer from 0 (most preferred) to 255".into(),
         "rate_mbps" => format!("a rate in Mbit/s above 0 and at most {MAX_RATE_MBPS}"),
-        "metered" => "true or false".into(),
+        "metered" | "nonlocal_bind" => "true or false".into(),
         "cap_mb" => "megabytes (10^6 bytes) per cap_period, above 0, e.g. 20000".into(),
         "cap_period" => "day or month (UTC)".into(),
         "status" => "a mapping with listen, enabled and token_file (all optional)".into(),
@@ -327,6 +327,7 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         path: doc.path.clone(),
         gateway: GatewayConfig { private_key, edges, session, handshake_rate },
         listen,
+        nonlocal_bind: file.nonlocal_bind.unwrap_or(false),
         taps,
         status,
     })

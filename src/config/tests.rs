@@ -545,7 +545,7 @@ fn a_full_gateway_config_fills_every_setting() {
     let scratch = Scratch::new("gateway-full");
     PrivateKey::from_bytes([6; 32]).write_file(&scratch.dir.join("van.psk")).unwrap();
     let yaml = gateway_yaml().replace("- name: van-2\n", "- name: van-2\n  psk_file: van.psk\n  tap: ingest2\n  mtu: 1400\n  mac: 02:00:00:00:00:02\n  bridge: br-ingest\n")
-        + "listen: [\"0.0.0.0:4754\", \"[::]:4755\"]\nmode: bond\nlatency_budget_ms: 80\nhandshake_rate: 9\nstatus:\n  listen: 127.0.0.1:1\n";
+        + "listen: [\"0.0.0.0:4754\", \"[::]:4755\"]\nnonlocal_bind: true\nmode: bond\nlatency_budget_ms: 80\nhandshake_rate: 9\nstatus:\n  listen: 127.0.0.1:1\n";
     let settings = scratch.gateway(&yaml).unwrap();
     let gateway = &settings.gateway;
     assert_eq!(gateway.private_key, PrivateKey::from_bytes([1; 32]));
@@ -562,6 +562,7 @@ fn a_full_gateway_config_fills_every_setting() {
     );
     assert_eq!(gateway.handshake_rate, 9);
     assert_eq!(settings.listen, ["0.0.0.0:4754".parse().unwrap(), "[::]:4755".parse().unwrap()]);
+    assert!(settings.nonlocal_bind);
     assert_eq!(
         settings.taps,
         [
@@ -582,6 +583,7 @@ fn a_minimal_gateway_config_takes_the_defaults() {
     let scratch = Scratch::new("gateway-min");
     let settings = scratch.gateway(&gateway_yaml()).unwrap();
     assert_eq!(settings.listen, [DEFAULT_GATEWAY_LISTEN]);
+    assert!(!settings.nonlocal_bind);
     assert_eq!(settings.gateway.handshake_rate, DEFAULT_HANDSHAKE_RATE);
     assert_eq!(settings.gateway.session, SessionConfig::default());
     assert_eq!(settings.taps.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["braid-0", "braid-1"]);

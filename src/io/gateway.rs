@@ -56,7 +56,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
         .listen
         .iter()
         .map(|&a| {
-            bind_listen(a)
+            bind_listen(a, settings.nonlocal_bind)
                 .and_then(|s| BatchSocket::new(s).map(Some).map_err(|e| IoError::new("enabling batched I/O", e)))
         })
         .collect::<Result<_, _>>()?;

@@ -35,12 +35,18 @@ pub fn bind_uplink(interface: &str, source: Option<IpAddr>, ipv6: bool) -> Resul
 ///
 /// # Errors
 /// [`IoError`] if the address cannot be bound.
-pub fn bind_listen(address: SocketAddr) -> Result<UdpSocket, IoError> {
+pub fn bind_listen(address: SocketAddr, nonlocal: bool) -> Result<UdpSocket, IoError> {
     let what = || format!("listening on UDP {address}");
     let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| IoError::new(what(), e))?;
     if address.is_ipv6() {
         socket.set_only_v6(true).map_err(|e| IoError::new(what(), e))?;
+    }
+    if nonlocal {
+        // IP_FREEBIND: a virtual IP the other gateway of a pair holds now. Replies leave from
+        // the bound address, so they come from the virtual IP once this host holds it.
+        let freebind = if address.is_ipv6() { socket.set_freebind_v6(true) } else { socket.set_freebind_v4(true) };
+        freebind.map_err(|e| IoError::new(what(), e))?;
     }
     finish(socket, address).map_err(|e| IoError::new(what(), e))
 }
