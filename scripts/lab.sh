@@ -549,10 +549,19 @@ measure_udp() { # name
     stream_result "$1" "$extra"
 }
 
-# How long keepalived took to give gw2 the VIP after the kill; the edge's part after that is
-# resumed_after_vrrp_ms.
+# Downstream beside the stream: the ingest host pings the camera every 20 ms.
+before_vrrp_pair() {
+    in_ns ing ping -D -i 0.02 -w "$((SECS + 3))" 10.77.0.10 >"$RUN/ping-down.txt" 2>&1 &
+}
+
+# How long keepalived took to give gw2 the VIP after the kill (the edge's part after that is
+# resumed_after_vrrp_ms), and the longest wait between two replies to the ingest's pings
+# (down_gap_ms): the ingest LAN must find the camera behind gw2 at once.
 extra_vrrp_pair() {
-    local kill vrrp
+    local kill vrrp down
+    down=$(awk '/bytes from/ { gsub(/[][]/, "", $1); if (p != "") { g = ($1 - p) * 1000; if (g > m) m = g }; p = $1 }
+        END { if (p == "") print "-"; else printf "%.0f", m }' "$RUN/ping-down.txt" 2>/dev/null || echo -)
+    echo -n "down_gap_ms=$down "
     kill=$(cat "$RUN/kill.time" 2>/dev/null || true)
     vrrp=$(cat "$RUN/vrrp.mark" 2>/dev/null || true)
     if [[ -n $kill && -n $vrrp ]]; then

@@ -355,7 +355,16 @@ fn a_restarted_gateway_answers_with_the_sessions_token_and_the_stream_is_back_wi
     let security = Security::new();
     let mut sim = secure(14, &security);
     sim.stream(1.0, 6.0, 4.0, 1000);
+    sim.run_until(2.0);
+    // A camera on the rig's LAN: its address is announced on the ingest LAN through the new
+    // gateway, so that traffic toward it finds the new port at once.
+    let camera = [2, 0, 0, 0, 0, 7];
+    let mut frame = vec![0u8; 100];
+    frame[6..12].copy_from_slice(&camera);
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    sim.edge.handle_frame(sim.now, &frame).expect("a frame from the camera");
     sim.run_until(3.0);
+    assert!(sim.sink.announced.is_empty(), "nothing announced while the gateway stays");
     let before = sim.edge.stats();
     let fresh = security.gateway(&SessionConfig::default(), sim.now, 4321);
     sim.replace_gateway(fresh);
@@ -375,6 +384,17 @@ fn a_restarted_gateway_answers_with_the_sessions_token_and_the_stream_is_back_wi
     assert!(resent > 0, "nothing re-sent");
     assert!(r.duplicated <= resent, "duplicates ({}) are at most the frames re-sent ({resent})", r.duplicated);
     assert!(r.out_of_order <= r.duplicated, "only repeated frames come out of order: {r}");
+    let restart = sim.at(3.0);
+    let announced: Vec<u128> = sim
+        .sink
+        .announced
+        .iter()
+        .filter(|(_, mac)| *mac == camera)
+        .map(|(at, _)| (*at - restart).as_millis())
+        .collect();
+    println!("announced at {announced:?} ms");
+    assert_eq!(announced.len(), 3, "the camera announced three times through the new gateway: {announced:?}");
+    assert!(announced[0] <= 100, "the first announcement reached the ingest {} ms after the restart", announced[0]);
 }
 
 #[test]

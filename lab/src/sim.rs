@@ -206,6 +206,8 @@ pub struct Sink {
     last_delivery: Option<Instant>,
     /// (time, delivering link) is not visible at the sink; frames carry only their index.
     pub delivered_at: Vec<Option<Instant>>,
+    /// RARP announcements delivered: when, and the address announced.
+    pub announced: Vec<(Instant, [u8; 6])>,
 }
 
 impl Sink {
@@ -222,6 +224,12 @@ impl Sink {
     }
 
     fn deliver(&mut self, now: Instant, frame: &[u8], streaming: bool) {
+        if frame.get(12..14) == Some(&[0x80, 0x35]) {
+            if let Some(mac) = frame.get(6..12).and_then(|m| <[u8; 6]>::try_from(m).ok()) {
+                self.announced.push((now, mac));
+            }
+            return;
+        }
         let Some(index) = frame.get(14..22).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))) else {
             return;
         };

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::announce::Announcer;
 use crate::crypto::{Aead, Cipher, SessionKeys};
 use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
@@ -179,6 +180,8 @@ pub struct Edge {
     spend: [Spend; crate::MAX_LINKS],
     /// The gateway's "no such session" token for each of its recent indices, newest last.
     tokens: VecDeque<(SessionIndex, [u8; handshake::TOKEN_LEN])>,
+    /// The LAN's addresses, announced through a gateway that starts afresh.
+    announcer: Announcer,
 }
 
 impl Edge {
@@ -216,6 +219,7 @@ impl Edge {
             trouble: None,
             spend: [Spend::Free; crate::MAX_LINKS],
             tokens: VecDeque::new(),
+            announcer: Announcer::default(),
         };
         edge.initiate(now);
         Ok(edge)
@@ -236,6 +240,7 @@ impl Edge {
     /// # Errors
     /// [`DropReason::NoSession`] before the first handshake completes, or the session's reason.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.announcer.note(frame);
         match self.session.as_mut() {
             Some(session) => session.handle_frame(now, frame),
             None => {
@@ -366,6 +371,10 @@ impl Edge {
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(session) = self.session.as_mut() {
             session.handle_timeout(now);
+            // Announcements are best effort: a frame the session refuses now is counted there.
+            self.announcer.take_due(now, |frame| {
+                let _ = session.handle_frame(now, frame);
+            });
         }
         if self.retry_at.is_some_and(|at| at <= now) || self.needs_handshake(now) {
             self.initiate(now);
@@ -453,6 +462,9 @@ impl Edge {
         let handshake = self.retry_at.or_else(|| self.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
         best.consider_opt(handshake.map(|at| (at, TimerKind::Handshake)));
         best.consider_opt(self.trouble.map(|t| (t.next_report, TimerKind::Handshake)));
+        if self.session.is_some() {
+            best.consider_opt(self.announcer.next().map(|at| (at, TimerKind::Announce)));
+        }
         best.get()
     }
 
@@ -550,6 +562,7 @@ impl Edge {
                     // and what it may not have delivered goes again.
                     session.peer_restarted(now, payload.next_frame_seq);
                     session.resend_to_new_peer(now, resend_from);
+                    self.announcer.schedule(now);
                 }
             }
             None => {

@@ -29,6 +29,8 @@ pub enum TimerKind {
     KeyRetire,
     /// A handshake is due: first, retry, rekey, or a gateway/session deadline.
     Handshake,
+    /// The LAN's addresses are due to be announced through a new gateway (edge only).
+    Announce,
 }
 
 /// The earliest of the deadlines it is shown; of equal ones, the first shown.
