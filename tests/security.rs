@@ -381,6 +381,7 @@ fn a_restarted_gateway_answers_with_the_sessions_token_and_the_stream_is_back_wi
     assert!(gap <= Duration::from_millis(100), "the stream came back after {gap:?}");
     assert_eq!(r.lost, 0, "what the old process had not delivered was re-sent: {r}");
     assert_eq!(edge.handshakes_completed - before.handshakes_completed, 1, "one handshake, at once");
+    assert_eq!(edge.sessions_lost - before.sessions_lost, 1, "the gateway's answer was counted once");
     assert!(resent > 0, "nothing re-sent");
     assert!(r.duplicated <= resent, "duplicates ({}) are at most the frames re-sent ({resent})", r.duplicated);
     assert!(r.out_of_order <= r.duplicated, "only repeated frames come out of order: {r}");
@@ -431,6 +432,7 @@ fn a_forged_no_session_answer_changes_nothing_and_unknown_indices_are_answered_s
     println!("RESULT scenario=sim-no-session-forged answers_to_attacker={answers}");
     assert!((1..=1000).contains(&answers), "{answers} answers to 4,000 datagrams over one second");
     assert_eq!(sim.edge.stats().handshakes_started, started, "the forged answer started no handshake");
+    assert_eq!(sim.edge.stats().sessions_lost, 0);
     assert_eq!(sim.report().lost, 0);
 }
 

@@ -136,6 +136,9 @@ crate::counters! {
         handshakes_completed,
         /// Cookie replies received (the gateway is under load).
         cookies,
+        /// Times the gateway answered that it had lost the session (it restarted, or another
+        /// gateway took over its address), each followed at once by a new handshake.
+        sessions_lost,
     }
     with drops
 }
@@ -607,6 +610,7 @@ impl Edge {
             return Err(DropReason::BadMac);
         }
         self.tokens.clear();
+        self.stats.sessions_lost += 1;
         self.events.push_back(Event::NoSession { link, gateway: from });
         if self.pending.is_none() {
             self.initiate(now);
