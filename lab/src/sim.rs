@@ -882,6 +882,9 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
                 .collect();
             let back = scenario::back_after(&changes, w.to, f64::from(secs) + 1.0);
             figures.set(&format!("back_after_{}_ms", w.name), format!("{back:.0}"));
+            if let Some(down) = scenario::down_after(&changes, w.from, w.to) {
+                figures.set(&format!("down_after_{}_ms", w.name), format!("{down:.0}"));
+            }
         }
     }
     figures.derive(scenario);

@@ -241,8 +241,9 @@ fn check(flags: &Flags) -> Result<(), String> {
     if failed { Err(format!("{}: a bound failed", scenario.name)) } else { Ok(()) }
 }
 
-/// Prints `back_after_W_ms` for the scenario's windows with an uplink, from the edge's log lines
-/// `TIMESTAMP INFO ... link state ... link="NAME" from="..." to="STATE"` on stdin.
+/// Prints `back_after_W_ms` (and `down_after_W_ms`) for the scenario's windows with an uplink,
+/// from the edge's log lines `TIMESTAMP INFO ... link state ... link="NAME" from="..."
+/// to="STATE"` on stdin.
 fn back(flags: &Flags) -> Result<(), String> {
     let scenario = find(flags.positional.first().ok_or("back NAME")?)?;
     let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
@@ -264,6 +265,9 @@ fn back(flags: &Flags) -> Result<(), String> {
             .collect();
         let back = scenario::back_after(&changes, w.to, f64::from(scenario.secs()) + 1.0);
         words.push(format!("back_after_{}_ms={back:.0}", w.name));
+        if let Some(down) = scenario::down_after(&changes, w.from, w.to) {
+            words.push(format!("down_after_{}_ms={down:.0}", w.name));
+        }
     }
     println!("{}", words.join(" "));
     Ok(())
