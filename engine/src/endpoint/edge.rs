@@ -596,7 +596,10 @@ impl Edge {
 
     /// The gateway says it has no session for `index`. Only the gateway that handed out the
     /// token can say so (an attacker's guess is refused): it lost every session of this edge,
-    /// so a new handshake starts at once, unless one is already on its way.
+    /// so a handshake starts at once. One already under way goes out again as it is, on every
+    /// link: its copies may have gone out while the gateway was not listening (a slow link's may
+    /// still reach it, too late), and a gateway that did answer it refuses the new copy as a
+    /// replay, while its answer completes the handshake.
     fn handle_no_session(
         &mut self,
         now: Instant,
@@ -612,7 +615,9 @@ impl Edge {
         self.tokens.clear();
         self.stats.sessions_lost += 1;
         self.events.push_back(Event::NoSession { link, gateway: from });
-        if self.pending.is_none() {
+        if self.pending.is_some() {
+            self.init_due = self.carrier;
+        } else {
             self.initiate(now);
         }
         Ok(())

@@ -19,7 +19,7 @@ use crate::session::{
     Transmit,
 };
 use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Protocol};
-use crate::{LinkId, SessionIndex};
+use crate::{LinkId, LinkSet, SessionIndex};
 
 /// Handshakes per second the gateway does before it asks for cookies.
 pub const DEFAULT_HANDSHAKE_RATE: u32 = 50;
@@ -41,8 +41,15 @@ pub const UNKNOWN_LINES_PER_SECOND: f64 = 1.0;
 /// Data for a session the gateway does not have is answered with that session's "no such
 /// session" token at most this often per second in all...
 pub const NO_SESSION_ANSWERS: f64 = 500.0;
-/// ... and at most once per index in this long: an edge needs one answer, and its links carry
-/// hundreds of datagrams a second.
+/// An initiation's copy that comes on another link within this long of the first is answered
+/// with the response the first got (the edge sends each initiation on every link, and again
+/// when the gateway says it lost the session).
+pub const ANSWER_REUSE: Duration = Duration::from_secs(1);
+/// Answered initiations remembered for [`ANSWER_REUSE`].
+const MAX_ANSWERED: usize = 64;
+/// ... and at most once per index and link in this long: an edge needs one answer, and its
+/// links carry hundreds of datagrams a second; one per link, so that a loss on one does not
+/// cost the edge the whole interval.
 pub const NO_SESSION_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One allowed edge.
@@ -95,6 +102,16 @@ struct Peer {
     candidate: Option<(Session, u64, Instant)>,
 }
 
+/// A response sent, for copies of its initiation on other links.
+#[derive(Debug)]
+struct Answered {
+    mac1: [u8; 16],
+    index: SessionIndex,
+    response: Vec<u8>,
+    links: LinkSet,
+    at: Instant,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TokenBucket {
     tokens: f64,
@@ -144,8 +161,9 @@ pub struct Gateway {
     /// The secret behind "no such session" tokens, and when each unknown index was last
     /// answered with its token.
     no_session_key: [u8; 32],
-    no_session_answered: BTreeMap<u32, Instant>,
+    no_session_answered: BTreeMap<(u32, LinkId), Instant>,
     no_session_answers: TokenBucket,
+    answered: VecDeque<Answered>,
     out: VecDeque<(Transmit, Vec<u8>)>,
     events: VecDeque<(PeerId, Event)>,
     stats: GatewayStats,
@@ -193,6 +211,7 @@ impl Gateway {
             no_session_key,
             no_session_answered: BTreeMap::new(),
             no_session_answers: TokenBucket::full(NO_SESSION_ANSWERS, now),
+            answered: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatewayStats::default(),
@@ -428,6 +447,23 @@ impl Gateway {
             }
             return Err(DropReason::BadMac);
         }
+        // A copy of an initiation answered moments ago, on another link: the same response goes
+        // back on this one, with no handshake work (the copy on the faster link may be the one
+        // that came second).
+        let mac1 = handshake::mac1_of(body);
+        if let Some(a) = self
+            .answered
+            .iter_mut()
+            .find(|a| Some(a.mac1) == mac1 && now.saturating_duration_since(a.at) < ANSWER_REUSE)
+        {
+            if a.links.contains(link) {
+                return Err(DropReason::HandshakeReplay);
+            }
+            a.links.insert(link);
+            let (index, response) = (a.index, a.response.clone());
+            self.queue_control(link, index, from, &response);
+            return Ok(());
+        }
         if !self.global.take(now, self.handshake_rate) {
             // Under load: only senders that prove they receive at their address get through,
             // and each of those only so often.
@@ -504,6 +540,13 @@ impl Gateway {
         tracing::info!(edge = %self.peers[slot].entry.name, %from, resumed, "handshake");
         self.events.push_back((PeerId(slot), Event::Handshake { index: local_index, resumed }));
         self.queue_control(link, sender_index, from, &response);
+        if let Some(mac1) = mac1 {
+            if self.answered.len() == MAX_ANSWERED {
+                self.answered.pop_front();
+            }
+            let links = [link].into_iter().collect();
+            self.answered.push_back(Answered { mac1, index: sender_index, response, links, at: now });
+        }
         Ok(())
     }
 
@@ -516,7 +559,7 @@ impl Gateway {
         if len < GRE_HEADER_LEN + handshake::NO_SESSION_LEN {
             return;
         }
-        let index = key.index.get();
+        let index = (key.index.get(), key.link);
         if self
             .no_session_answered
             .get(&index)
