@@ -598,8 +598,8 @@ impl Edge {
     /// token can say so (an attacker's guess is refused): it lost every session of this edge,
     /// so a handshake starts at once. One already under way goes out again as it is, on every
     /// link: its copies may have gone out while the gateway was not listening (a slow link's may
-    /// still reach it, too late), and a gateway that did answer it refuses the new copy as a
-    /// replay, while its answer completes the handshake.
+    /// still reach it, too late), and a gateway that did answer it sends the same answer back on
+    /// each new copy's link, so the fastest completes the handshake.
     fn handle_no_session(
         &mut self,
         now: Instant,

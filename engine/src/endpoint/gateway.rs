@@ -159,7 +159,7 @@ pub struct Gateway {
     unknown_logged: BTreeMap<PublicKey, Instant>,
     unknown_lines: TokenBucket,
     /// The secret behind "no such session" tokens, and when each unknown index was last
-    /// answered with its token.
+    /// answered with its token on each link.
     no_session_key: [u8; 32],
     no_session_answered: BTreeMap<(u32, LinkId), Instant>,
     no_session_answers: TokenBucket,
@@ -553,8 +553,8 @@ impl Gateway {
     /// Answers data for session index `key.index`, which this gateway does not have, with the
     /// token it hands out for that index in a handshake: the edge that holds the session learns
     /// at once that it is gone (this gateway restarted) and handshakes again. The answer is
-    /// smaller than what it answers, and rate-limited in all and per index, so it amplifies
-    /// nothing; it tells an attacker nothing it could forge for another index.
+    /// smaller than what it answers, and rate-limited in all and per index and link, so it
+    /// amplifies nothing; it tells an attacker nothing it could forge for another index.
     fn answer_no_session(&mut self, now: Instant, key: PathKey, from: SocketAddr, len: usize) {
         if len < GRE_HEADER_LEN + handshake::NO_SESSION_LEN {
             return;

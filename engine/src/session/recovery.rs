@@ -73,11 +73,7 @@ impl Recovery {
 
     /// The oldest second copy, if it is due by `now`.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<Pending> {
-        if self.delayed.front().is_some_and(|(at, _)| *at <= now) {
-            self.delayed.pop_front().map(|(_, p)| p)
-        } else {
-            None
-        }
+        pop_if_due(&mut self.delayed, now)
     }
 
     /// Queues ascending frame sequences as ranges of `message`; `route` gives the links they
@@ -104,11 +100,7 @@ impl Recovery {
 
     /// The oldest second copy of a NAK, if it is due by `now`.
     fn pop_second_nak(&mut self, now: Instant) -> Option<Vec<ControlMessage>> {
-        if self.second_naks.front().is_some_and(|(at, _)| *at <= now) {
-            self.second_naks.pop_front().map(|(_, m)| m)
-        } else {
-            None
-        }
+        pop_if_due(&mut self.second_naks, now)
     }
 
     /// When the next second copy of a NAK goes out.
@@ -137,6 +129,11 @@ impl Recovery {
         }
         Some((id, messages))
     }
+}
+
+/// The front of a queue kept in time order, if it is due by `now`.
+fn pop_if_due<T>(queue: &mut VecDeque<(Instant, T)>, now: Instant) -> Option<T> {
+    queue.front().is_some_and(|(at, _)| *at <= now).then(|| queue.pop_front().map(|(_, item)| item)).flatten()
 }
 
 /// Ascending frame sequences as ranges of `message`.
