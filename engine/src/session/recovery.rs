@@ -437,9 +437,7 @@ impl Session {
         let base = link.pmtu.current();
         self.refresh_views(now, Views::Sendable);
         let usable: LinkSet = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.id).collect();
-        let budget = self.config.latency_budget;
-        let mut resend = Vec::new();
-        for sent in self.recovery.sent.iter_mut().filter(|s| s.at >= since && s.links.contains(lost_on)) {
+        let frames = self.resend_kept(now, |sent| {
             let safe = match why {
                 Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
                 // Another link's path may have shrunk too, not yet found: each is re-sent, even
@@ -447,16 +445,9 @@ impl Session {
                 // the peer already has cost bandwidth once, within the latency budget.
                 Swallowed::BlackHole => Split::new(sent.frame.len(), base).pieces() == 1,
             };
-            if safe {
-                continue;
-            }
-            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
-                continue;
-            };
-            resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
-        }
-        tracing::debug!(link = %lost_on, frames = resend.len(), ?why, "re-sending what a link swallowed");
-        self.queue_resends(now, &resend);
+            sent.at >= since && sent.links.contains(lost_on) && !safe
+        });
+        tracing::debug!(link = %lost_on, frames, ?why, "re-sending what a link swallowed");
     }
 
     /// The first frame the peer may not have delivered: the oldest kept frame that no link it
@@ -476,17 +467,25 @@ impl Session {
             return;
         }
         self.refresh_views(now, Views::Sendable);
+        let frames = self.resend_kept(now, |sent| sent.seq >= first);
+        tracing::debug!(first, frames, "re-sending what the lost session may not have delivered");
+        self.stats.frames_resent_to_new_peer += frames as u64;
+    }
+
+    /// Re-sends, without waiting for a NAK, every kept frame `wanted` picks that can still arrive
+    /// within the budget, on the links the retransmission policy picks from the views (fresh
+    /// from the caller), each timed behind the ones before; returns how many.
+    fn resend_kept(&mut self, now: Instant, wanted: impl Fn(&Sent) -> bool) -> usize {
         let budget = self.config.latency_budget;
         let mut resend = Vec::new();
-        for sent in self.recovery.sent.iter_mut().filter(|s| s.seq >= first) {
+        for sent in self.recovery.sent.iter_mut().filter(|s| wanted(s)) {
             let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
                 continue;
             };
             resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
         }
-        tracing::debug!(first, frames = resend.len(), "re-sending what the lost session may not have delivered");
-        self.stats.frames_resent_to_new_peer += resend.len() as u64;
         self.queue_resends(now, &resend);
+        resend.len()
     }
 
     /// Queues the copies of kept frames that [`commit_resend`] planned: the first on each link
