@@ -57,8 +57,18 @@ fn scenario(name: &str) -> Option<Vec<serde_json::Value>> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
+    let records = braid_lab::results::read_dir(&results);
+    let passed =
+        out.status.success() && records.as_ref().is_ok_and(|rs| !rs.is_empty() && rs.iter().all(|r| r["pass"] == true));
+    if !passed {
+        // The next scenario reuses the run directory: keep this one's logs and captures.
+        let kept = std::env::temp_dir().join(format!("{tag}-failed-{name}"));
+        let _ = std::fs::remove_dir_all(&kept);
+        let _ = std::fs::rename(&run, &kept);
+        println!("{name}: its logs and captures are kept in {}", kept.display());
+    }
     assert!(out.status.success(), "{name}: the run failed ({}): its verdict is above\n{stderr}", out.status);
-    let records = braid_lab::results::read_dir(&results).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let records = records.unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(!records.is_empty(), "{name}: no record in {}:\n{stdout}\n{stderr}", results.display());
     for r in &records {
         assert_eq!(r["pass"], serde_json::Value::Bool(true), "{name}: {r:#}");
