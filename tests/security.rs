@@ -427,6 +427,34 @@ fn a_gateway_gone_for_300_ms_then_restarted_is_answered_at_once_though_a_handsha
 }
 
 #[test]
+fn a_gateway_back_too_late_for_the_oldest_frames_says_so_and_the_stream_does_not_wait_for_them() {
+    // Gone for 480 ms: by the time the new process has a session, the frames sent just after
+    // the old one died can no longer arrive within the 500 ms budget, so the edge does not
+    // re-send them; it must say so at once, or the new gateway holds the re-sent and new frames
+    // behind them until it gives them up.
+    let security = Security::new();
+    let mut sim = secure(16, &security);
+    sim.stream(1.0, 6.0, 4.0, 1000);
+    for link in 0..2 {
+        sim.schedule(3.0, Action::Blackhole(link));
+        sim.schedule(3.48, Action::Restore(link));
+    }
+    sim.run_until(3.48);
+    let fresh = security.gateway(&SessionConfig::default(), sim.now, 99);
+    sim.replace_gateway(fresh);
+    sim.run_until(7.0);
+    let listening = sim.at(3.48);
+    let back = sim.sink.delivered_at.iter().flatten().filter(|&&t| t > listening).min().map(|&t| t - listening);
+    let r = sim.report();
+    let gone = sim.edge.session().map_or(0, |s| s.stats().frames_gone_to_new_peer);
+    println!("RESULT scenario=sim-gateway-back-late back_after_listen_ms={:?} {r} gone={gone}", back.map(ms));
+    let back = back.expect("the stream came back");
+    assert!(back <= Duration::from_millis(100), "the stream came back {back:?} after the new gateway listened");
+    assert!(gone > 0, "no frame was too late: the scenario does not test what it says");
+    assert!(r.lost <= gone, "lost {} frames, more than the {gone} too late to re-send: {r}", r.lost);
+}
+
+#[test]
 fn a_forged_no_session_answer_changes_nothing_and_unknown_indices_are_answered_sparingly() {
     let security = Security::new();
     let mut sim = secure(15, &security);

@@ -279,6 +279,9 @@ counters! {
         /// Frames re-sent to a peer that had lost the session (it restarted), because it may not
         /// have delivered them: the most the far side can see twice.
         frames_resent_to_new_peer,
+        /// Frames a peer that had lost the session was told not to wait for: no longer kept, or
+        /// too late to arrive within the latency budget.
+        frames_gone_to_new_peer,
         /// Datagram bytes of data sent as each frame's first copy.
         data_bytes_first,
         /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity

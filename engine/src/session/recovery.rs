@@ -363,8 +363,7 @@ impl Session {
         let tuning = self.config.tuning.recovery;
         let guard = self.best_rtt().map_or(tuning.min_resend_gap, |rtt| (rtt / 2).max(tuning.min_resend_gap));
         let budget = self.config.latency_budget;
-        // Frames from here on are still queued for their first sending: not gone.
-        let queued = self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq);
+        let queued = self.first_queued();
         let mut resent = Vec::new();
         let mut gone = Vec::new();
         for seq in first..first + count {
@@ -447,7 +446,7 @@ impl Session {
             };
             sent.at >= since && sent.links.contains(lost_on) && !safe
         });
-        tracing::debug!(link = %lost_on, frames, ?why, "re-sending what a link swallowed");
+        tracing::debug!(link = %lost_on, frames = frames.len(), ?why, "re-sending what a link swallowed");
     }
 
     /// The first frame the peer may not have delivered: the oldest kept frame that no link it
@@ -459,23 +458,41 @@ impl Session {
         self.recovery.sent.iter().find(|s| !confirmed(s)).map(|s| s.seq)
     }
 
+    /// The first frame still queued for its first sending: from it on, nothing is gone.
+    fn first_queued(&self) -> u64 {
+        self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq)
+    }
+
     /// The peer lost the session and a new one took its place (it restarted, and the new keys
-    /// said so): every kept frame from `first` on that can still arrive within the budget is
-    /// re-sent, since the old peer may not have delivered it.
+    /// said so); it expects frame `first` next. Every kept frame from `first` on that can still
+    /// arrive within the budget is re-sent, since the old peer may not have delivered it; the
+    /// others are `Gone` at once, so the new peer does not hold what follows behind them.
     pub fn resend_to_new_peer(&mut self, now: Instant, first: u64) {
-        if !self.config.retransmit {
-            return;
+        let resent = if self.config.retransmit {
+            self.refresh_views(now, Views::Sendable);
+            self.resend_kept(now, |sent| sent.seq >= first)
+        } else {
+            Vec::new()
+        };
+        let mut kept = resent.iter().copied().peekable();
+        let gone: Vec<u64> = (first..self.first_queued()).filter(|&seq| kept.next_if_eq(&seq).is_none()).collect();
+        tracing::debug!(
+            first,
+            resent = resent.len(),
+            gone = gone.len(),
+            "re-sending what the lost session may not have delivered"
+        );
+        if !gone.is_empty() {
+            self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
         }
-        self.refresh_views(now, Views::Sendable);
-        let frames = self.resend_kept(now, |sent| sent.seq >= first);
-        tracing::debug!(first, frames, "re-sending what the lost session may not have delivered");
-        self.stats.frames_resent_to_new_peer += frames as u64;
+        self.stats.frames_resent_to_new_peer += resent.len() as u64;
+        self.stats.frames_gone_to_new_peer += gone.len() as u64;
     }
 
     /// Re-sends, without waiting for a NAK, every kept frame `wanted` picks that can still arrive
     /// within the budget, on the links the retransmission policy picks from the views (fresh
-    /// from the caller), each timed behind the ones before; returns how many.
-    fn resend_kept(&mut self, now: Instant, wanted: impl Fn(&Sent) -> bool) -> usize {
+    /// from the caller), each timed behind the ones before; returns their sequences, ascending.
+    fn resend_kept(&mut self, now: Instant, wanted: impl Fn(&Sent) -> bool) -> Vec<u64> {
         let budget = self.config.latency_budget;
         let mut resend = Vec::new();
         for sent in self.recovery.sent.iter_mut().filter(|s| wanted(s)) {
@@ -485,7 +502,7 @@ impl Session {
             resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
         }
         self.queue_resends(now, &resend);
-        resend.len()
+        resend.iter().map(|r| r.seq).collect()
     }
 
     /// Queues the copies of kept frames that [`commit_resend`] planned: the first on each link
