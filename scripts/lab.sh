@@ -14,7 +14,8 @@
 #                                                                  attacker ─┘
 # With PAIR=1, a second gateway gw2 beside gw: both on one segment of inet (bridge brw), sharing
 # the virtual IP under keepalived (VRRPv3), both bridged into the ingest switch (ing's eth0 is a
-# bridge then).
+# bridge then). With PAIR=2, the same, but each gateway has its own address and key and the edge
+# lists both (`gateways:`): gw carries the stream, gw2 is its standby.
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
 #
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
@@ -35,9 +36,9 @@ PROFILES=(dsl lte-good lte-bad)
 SEED=${SEED:-1}
 IMPAIR=1                           # 0: plain veths instead of braid-impair (baseline)
 GW_PUBLIC=10.200.0.2
-GW2_PUBLIC=10.200.0.3              # the second gateway of a keepalived pair
+GW2_PUBLIC=10.200.0.3              # the second gateway of a pair
 VIP=10.200.0.100                   # the pair's virtual IP, which the edge is given
-PAIR=0                             # 1: two gateways under keepalived share VIP (vrrp-pair)
+PAIR=0                             # 1: two gateways under keepalived share VIP (vrrp-pair); 2: a standby
 GW_NS=gw                           # the namespace of the gateway that carries the stream
 INGEST=10.77.0.20
 
@@ -128,7 +129,7 @@ up() {
     rm -rf "$RUN" && mkdir -p "$RUN"
     for n in inet gw edge cam ing attacker; do add_ns "$n"; done
     GW_NS=gw
-    if [[ $PAIR == 1 ]]; then
+    if [[ $PAIR != 0 ]]; then
         add_ns gw2
         in_ns inet ip link add brw type bridge
         in_ns inet ip addr add 10.200.0.1/24 dev brw
@@ -185,7 +186,7 @@ up() {
         in_ns edge ip route add default via "192.168.$u.1" dev "up$u" metric "$((u * 10))"
     done
     veth cam eth0 10.77.0.10/24 edge lan ""
-    if [[ $PAIR == 1 ]]; then
+    if [[ $PAIR != 0 ]]; then
         # The ingest switch: both gateways' bridges are ports of it.
         in_ns ing ip link add eth0 type bridge
         in_ns ing ip addr add "$INGEST/24" dev eth0
@@ -224,12 +225,23 @@ up() {
         if [[ ${METERED[$((u - 1))]:-0} == 1 ]]; then uplinks+="    metered: true
 "; fi
     done
+    local gateways="gateway:
+  address: $([[ $PAIR == 1 ]] && echo "$VIP" || echo "$GW_PUBLIC"):4754
+  public_key: $gw_pub"
+    if [[ $PAIR == 2 ]]; then
+        local gw2_pub
+        gw2_pub=$("$BIN/braid-gateway" keygen --out "$RUN/gateway2.key")
+        gateways="gateways:
+  - address: $GW_PUBLIC:4754
+    public_key: $gw_pub
+  - address: $GW2_PUBLIC:4754
+    public_key: $gw2_pub
+    priority: 1"
+    fi
     cat >"$RUN/edge.yaml" <<EOF
 name: rig
 private_key_file: $RUN/edge.key
-gateway:
-  address: $([[ $PAIR == 1 ]] && echo "$VIP" || echo "$GW_PUBLIC"):4754
-  public_key: $gw_pub
+$gateways
 mode: ${MODE:-redundant}
 path_mtu: ${PATH_MTU:-1500}
 latency_budget_ms: ${BUDGET:-500}
@@ -253,13 +265,32 @@ edges:
     tap: braid-rig
     bridge: br-ing
 EOF
+    sed -e "s|$RUN/gateway.key|$RUN/gateway2.key|" -e "s|$GW_PUBLIC:4754|$GW2_PUBLIC:4754|" \
+        "$RUN/gateway.yaml" >"$RUN/gateway2.yaml"
     start_gateway
     if [[ $PAIR == 1 ]]; then start_pair; fi
+    if [[ $PAIR == 2 ]]; then
+        in_ns gw2 "$BIN/braid-gateway" run --config "$RUN/gateway2.yaml" "${TUNE_ARGS[@]}" >>"$RUN/gateway2.log" 2>&1 &
+    fi
     in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" "${TUNE_ARGS[@]}" >"$RUN/edge.log" 2>&1 &
-    for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && { log "tunnel up"; return 0; }; sleep 0.2; done
-    tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
-    die "the tunnel did not come up"
+    for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && break; sleep 0.2; done
+    in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 || {
+        tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
+        die "the tunnel did not come up"
+    }
+    if [[ $PAIR == 2 ]]; then
+        # The standby's session must be up and answering before anything is cut.
+        for _ in $(seq 100); do
+            [[ $(edge_status | jq -r '[.gateways[].role] | join(",")' 2>/dev/null) == active,standby ]] && break
+            sleep 0.1
+        done
+        [[ $(edge_status | jq -r '[.gateways[].role] | join(",")' 2>/dev/null) == active,standby ]] ||
+            die "the standby gateway did not answer: $(tail -3 "$RUN/gateway2.log")"
+    fi
+    log "tunnel up"
 }
+
+edge_status() { in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null; }
 
 start_gateway() {
     in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" "${TUNE_ARGS[@]}" >>"$RUN/gateway.log" 2>&1 &
@@ -401,17 +432,37 @@ act_flap() { # uplink times
     echo "flap_tx_before=$before flap_tx_after=$(link_tx "$(name_of "$1")")" >"$RUN/flap.packets") &
 }
 act_attack() { attack; }
-# The pair's master gateway dies for good (the same command line runs in gw2: only gw's is
-# killed): keepalived moves the VIP to gw2, whose gateway answers the edge's data with "no such
-# session", and the edge handshakes again at once.
+# The pair's first gateway dies for good (only gw's is killed). Under keepalived the VIP moves
+# to gw2, whose gateway answers the edge's data with "no such session", and the edge handshakes
+# again at once; with a standby, the edge moves the stream to it.
 act_kill_master() {
-    log "gateway: SIGKILL of the pair's master"
+    log "gateway: SIGKILL of the pair's first gateway"
     date +%s.%N >"$RUN/kill.time"
     local pid
     for pid in $(ip netns pids "$(ns gw)"); do
         grep -q "braid-gateway" "/proc/$pid/cmdline" 2>/dev/null && kill -9 "$pid"
     done
     GW_NS=gw2
+}
+
+# The internet stops reaching the pair's first gateway (its port on inet's segment goes down);
+# it keeps running. What it had delivered to the ingest a second later, when what it held when
+# cut off is out, is noted (first-delivered.cut).
+act_cut_first_gateway() {
+    log "gateway: the internet stops reaching the first gateway"
+    (sleep 1; first_delivered >"$RUN/first-delivered.cut") &
+    date +%s.%N >"$RUN/kill.time"
+    in_ns inet ip link set gw0 down
+    GW_NS=gw2
+}
+act_restore_first_gateway() {
+    log "gateway: the internet reaches the first gateway again"
+    in_ns inet ip link set gw0 up
+}
+# The frames gw's gateway has delivered to the ingest from the rig.
+first_delivered() {
+    in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+        jq -r '.edges[0].session.frames_delivered // 0' 2>/dev/null || echo 0
 }
 
 # Whether every datagram the edge sent on an uplink went through that uplink's impairment: each
@@ -569,6 +620,37 @@ extra_vrrp_pair() {
     else
         echo "vrrp_ms=-"
     fi
+}
+
+before_gateway_failover() { before_vrrp_pair; }
+before_gateway_partition() { before_vrrp_pair; }
+
+# How long after the kill the edge moved the stream (its log's takeover line), and the longest
+# wait between two replies to the ingest's pings (down_gap_ms).
+extra_gateway_failover() {
+    local kill line moved down
+    down=$(awk '/bytes from/ { gsub(/[][]/, "", $1); if (p != "") { g = ($1 - p) * 1000; if (g > m) m = g }; p = $1 }
+        END { if (p == "") print "-"; else printf "%.0f", m }' "$RUN/ping-down.txt" 2>/dev/null || echo -)
+    kill=$(cat "$RUN/kill.time" 2>/dev/null || true)
+    line=$(grep -m1 "the stream moved to it" "$RUN/edge.log" || true)
+    moved=$([[ -n $line ]] && date -d "${line%% *}" +%s.%N || true)
+    if [[ -n $kill && -n $moved ]]; then
+        echo -n "takeover_ms=$(awk -v k="$kill" -v m="$moved" 'BEGIN { printf "%.0f", (m - k) * 1000 }') "
+    else
+        echo -n "takeover_ms=- "
+    fi
+    echo "down_gap_ms=$down"
+}
+
+# As gateway-failover, and after the first gateway is back: which gateway carries the stream
+# (first or second), how many takeovers there were, and what the first delivered from a second
+# after the cut on.
+extra_gateway_partition() {
+    local status active at_cut
+    status=$(edge_status)
+    active=$(jq -r --arg a "$GW2_PUBLIC:4754" '.gateways[] | select(.role == "active") | if .address == $a then "second" else "first" end' <<<"$status" 2>/dev/null || true)
+    at_cut=$(cat "$RUN/first-delivered.cut" 2>/dev/null || echo 0)
+    echo "$(extra_gateway_failover) active_gateway=${active:--} takeovers=$(jq -r '.gateway_takeovers // "-"' <<<"$status" 2>/dev/null) first_delivered_after_cut=$(($(first_delivered) - at_cut))"
 }
 
 extra_hostile() {
@@ -862,6 +944,7 @@ configure() { # name
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
         vrrp-pair) PAIR=1 ;;
+        standby-pair) PAIR=2 ;;
     esac
 }
 

@@ -552,6 +552,22 @@ pub fn table(status: &crate::io::status::Status) -> String {
             let _ = writeln!(out, "  last change: {} {} → {} ({})", last.link, last.from, last.to, last.reason);
         }
     }
+    if let crate::io::status::Body::Edge(body) = &status.body
+        && body.gateways.len() > 1
+    {
+        let _ = writeln!(out, "\n  {:<24} {:<11} UPLINKS", "GATEWAY", "ROLE");
+        for gateway in &body.gateways {
+            let links: Vec<String> = gateway.links.iter().map(|(name, state)| format!("{name} {state}")).collect();
+            let _ = writeln!(out, "  {:<24} {:<11} {}", gateway.address, gateway.role, links.join(", "));
+        }
+        if body.counters.0.gateway_takeovers > 0 {
+            let _ = writeln!(
+                out,
+                "  takeovers: {} ({} frames moved)",
+                body.counters.0.gateway_takeovers, body.counters.0.frames_moved
+            );
+        }
+    }
     out
 }
 
@@ -564,7 +580,34 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::endpoint::edge::EdgeStats;
     use crate::io::status::{Body, EdgeView, Flat, GatewayBody, Safety, Status};
+
+    /// An edge's snapshot for the table.
+    fn edge_status(
+        session: Option<crate::io::status::SessionView>,
+        counters: EdgeStats,
+        gateways: Vec<crate::io::status::GatewayView>,
+    ) -> Status {
+        Status {
+            version: crate::io::status::SCHEMA_VERSION,
+            time_unix_ms: 0,
+            uptime_s: 1.0,
+            body: Body::Edge(Box::new(crate::io::status::EdgeBody {
+                edge: EdgeView {
+                    name: "van-1".into(),
+                    session,
+                    safety: Safety::of(None),
+                    transitions: Vec::new(),
+                    handshake_problem: None,
+                },
+                counters: Flat(counters),
+                drops: 0,
+                drops_by_reason: BTreeMap::new(),
+                gateways,
+            })),
+        }
+    }
 
     #[test]
     fn the_table_marks_an_idle_links_rate_as_unmeasured() {
@@ -572,27 +615,26 @@ mod tests {
         session.links =
             vec![crate::io::metrics::tests::link(0, "dsl", "up"), crate::io::metrics::tests::link(1, "lte", "up")];
         session.links[1].rate_measured = false;
-        let status = Status {
-            version: crate::io::status::SCHEMA_VERSION,
-            time_unix_ms: 0,
-            uptime_s: 1.0,
-            body: Body::Edge(Box::new(crate::io::status::EdgeBody {
-                edge: EdgeView {
-                    name: "van-1".into(),
-                    session: Some(session),
-                    safety: Safety::of(None),
-                    transitions: Vec::new(),
-                    handshake_problem: None,
-                },
-                counters: Flat::default(),
-                drops: 0,
-                drops_by_reason: BTreeMap::new(),
-            })),
-        };
-        let text = table(&status);
+        let text = table(&edge_status(Some(session), EdgeStats::default(), Vec::new()));
         let row = |name: &str| text.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
         assert!(row("dsl").contains("8.0 Mb/s"), "{text}");
         assert!(row("lte").contains("unmeasured") && !row("lte").contains("8.0 Mb/s"), "{text}");
+    }
+
+    #[test]
+    fn the_table_lists_an_edges_gateways_with_their_roles_and_takeovers() {
+        let gateway = |address: &str, role: &str| crate::io::status::GatewayView {
+            address: address.into(),
+            role: role.into(),
+            links: [("dsl".to_owned(), "up".to_owned()), ("lte".to_owned(), "down".to_owned())].into(),
+        };
+        let stats = EdgeStats { gateway_takeovers: 1, frames_moved: 42, ..EdgeStats::default() };
+        let gateways = vec![gateway("192.0.2.1:4754", "down"), gateway("192.0.2.2:4754", "active")];
+        let text = table(&edge_status(None, stats, gateways));
+        let row = |name: &str| text.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+        assert!(row("192.0.2.1:4754").contains("down") && row("192.0.2.1:4754").contains("dsl up, lte down"), "{text}");
+        assert!(row("192.0.2.2:4754").contains("active"), "{text}");
+        assert!(row("takeovers").contains("1 (42 frames moved)"), "{text}");
     }
 
     #[test]

@@ -128,6 +128,9 @@ lab_tests! {
     ffmpeg_over_udp_and_srt_through_the_cuts_has_no_continuity_errors_or_freezes => "ffmpeg-redundant";
     a_gateway_killed_mid_stream_is_back_within_100_ms_of_listening_and_loses_nothing => "gateway-restart";
     a_keepalived_pair_takes_over_a_killed_masters_stream_within_1_s_losing_nothing => "vrrp-pair";
+    a_standby_gateway_takes_over_a_killed_gateways_stream_within_300_ms_losing_nothing => "gateway-failover";
+    a_gateway_cut_off_from_the_internet_loses_its_stream_to_the_standby_and_gets_nothing_back
+        => "gateway-partition";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

@@ -90,7 +90,13 @@ impl SentFrames {
         self.frames.iter()
     }
 
-    /// Every kept frame, oldest first.
+    /// Takes every kept frame out, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = Sent> + '_ {
+        self.bytes = 0;
+        self.frames.drain(..)
+    }
+
+    /// The kept frames, oldest first.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Sent> {
         self.frames.iter_mut()
     }

@@ -55,6 +55,7 @@ pub fn edge(now: Instant) -> Edge {
         psk: None,
         cipher: Cipher::ChaCha20Poly1305,
         session: SessionConfig { links, ..SessionConfig::default() },
+        standbys: Vec::new(),
     };
     Edge::new(config, now, 1_700_000_000_000_000_000, [9; 32]).expect("two links are a valid edge config")
 }

@@ -50,9 +50,14 @@ pub enum Action {
     },
     /// The gateway is killed (SIGKILL) and started again.
     KillGateway,
-    /// The master of a keepalived pair ([`Topology::VrrpPair`]) loses its gateway for good
-    /// (SIGKILL): the virtual IP moves to the other one.
+    /// The first gateway of a pair loses its daemon for good (SIGKILL): under keepalived
+    /// ([`Topology::VrrpPair`]) the virtual IP moves to the other one; with a standby
+    /// ([`Topology::StandbyPair`]) the edge moves the stream to it.
     KillMaster,
+    /// The internet stops reaching the first gateway of a pair, which keeps running.
+    CutFirstGateway,
+    /// The internet reaches it again.
+    RestoreFirstGateway,
     /// An attacker on the internet sends garbage, replayed tunnel packets and handshake
     /// initiations at the gateway's port for 10 s.
     Attack,
@@ -72,14 +77,20 @@ impl Action {
             Self::Flap { link, times } => format!("flap {} {times}", n(link)),
             Self::KillGateway => "kill_gateway".to_owned(),
             Self::KillMaster => "kill_master".to_owned(),
+            Self::CutFirstGateway => "cut_first_gateway".to_owned(),
+            Self::RestoreFirstGateway => "restore_first_gateway".to_owned(),
             Self::Attack => "attack".to_owned(),
         }
     }
 
     /// Whether the simulator models it (a gateway restart or takeover and an attack need the
-    /// real daemons).
+    /// real daemons; the engine's gateway redundancy has simulations of its own in
+    /// `tests/gateways.rs`).
     pub const fn simulated(&self) -> bool {
-        !matches!(self, Self::KillGateway | Self::KillMaster | Self::Attack)
+        !matches!(
+            self,
+            Self::KillGateway | Self::KillMaster | Self::CutFirstGateway | Self::RestoreFirstGateway | Self::Attack
+        )
     }
 }
 
@@ -111,6 +122,10 @@ pub enum Topology {
     /// Impaired, with two gateways under keepalived (VRRPv3) sharing the virtual IP the edge is
     /// given, both bridged into the ingest switch.
     VrrpPair,
+    /// Impaired, with two gateways, each with its own address and key, that the edge lists
+    /// (`gateways:`): the first carries the stream, the second is its standby; both are bridged
+    /// into the ingest switch.
+    StandbyPair,
 }
 
 /// A stretch of the run measured on its own, in seconds from the stream's start.
@@ -405,6 +420,45 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "gateway-failover",
+        describe: "the edge lists two gateways; the one carrying the stream is killed",
+        topology: Topology::StandbyPair,
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 12 },
+        timeline: &[(5.0, Action::KillMaster)],
+        windows: &[Window { name: "takeover", from: 5.0, to: 6.0, link: None }],
+        // The edge's session with the standby is up and probed before the kill; once the first
+        // gateway answers on no uplink it moves the stream there with what the first may not
+        // have delivered (dup, reported), and announces the camera through it, so the ingest's
+        // pings find it behind gw2 at once (down_gap_ms).
+        bounds: &[at_most("gap_after_takeover_ms", 300.0), zero("lost"), at_most("down_gap_ms", 300.0)],
+        reported: &["takeover_ms", "dup"],
+        ..BASE
+    },
+    Scenario {
+        name: "gateway-partition",
+        describe: "the internet stops reaching the gateway carrying the stream, then reaches it again",
+        topology: Topology::StandbyPair,
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 14 },
+        timeline: &[(5.0, Action::CutFirstGateway), (8.0, Action::RestoreFirstGateway)],
+        windows: &[Window { name: "takeover", from: 5.0, to: 6.0, link: None }],
+        // As gateway-failover, and the first gateway, back, stays a standby: the stream does not
+        // move back (active_gateway, takeovers) and the first gateway puts nothing of the rig's
+        // on the ingest LAN from a second after the cut on, once what it held is out
+        // (first_delivered_after_cut).
+        bounds: &[
+            at_most("gap_after_takeover_ms", 300.0),
+            zero("lost"),
+            at_most("down_gap_ms", 300.0),
+            Bound { figure: "active_gateway", test: Test::OneOf(&["second"]) },
+            Bound { figure: "takeovers", test: Test::OneOf(&["1"]) },
+            zero("first_delivered_after_cut"),
+        ],
+        reported: &["takeover_ms", "dup"],
+        ..BASE
+    },
+    Scenario {
         name: "hostile",
         describe: "an attacker replays and floods the gateway's port during a stream",
         topology: Topology::Captured,
@@ -684,6 +738,7 @@ impl Scenario {
             Topology::DirectBeside => "direct",
             Topology::Captured => "captured",
             Topology::VrrpPair => "vrrp-pair",
+            Topology::StandbyPair => "standby-pair",
         };
         format!(
             "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\n",

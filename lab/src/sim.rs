@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use braid_engine::crypto::Cipher;
-use braid_engine::endpoint::edge::{Edge, EdgeConfig};
+use braid_engine::endpoint::edge::{Edge, EdgeConfig, StandbyGateway};
 use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
 use braid_engine::keys::{PrivateKey, Psk};
 use braid_engine::monitor::LinkState;
@@ -106,6 +106,8 @@ impl End for Gateway {
 pub struct Security {
     pub edge_key: PrivateKey,
     pub gateway_key: PrivateKey,
+    /// The standby gateway's key ([`Sim::secure_with_standby`]).
+    pub standby_key: PrivateKey,
     /// The key the gateway's allowlist holds for the edge (normally the edge's own public key).
     pub allowed_edge: Option<PrivateKey>,
     pub edge_psk: Option<Psk>,
@@ -127,6 +129,7 @@ impl Security {
         Self {
             edge_key: PrivateKey::from_bytes([0x11; 32]),
             gateway_key: PrivateKey::from_bytes([0x22; 32]),
+            standby_key: PrivateKey::from_bytes([0x33; 32]),
             allowed_edge: None,
             edge_psk: None,
             gateway_psk: None,
@@ -137,9 +140,18 @@ impl Security {
     }
 
     pub fn gateway(&self, config: &SessionConfig, now: Instant, seed: u64) -> Gateway {
+        self.gateway_keyed(&self.gateway_key, config, now, seed)
+    }
+
+    /// The standby gateway, with its own key.
+    pub fn standby_gateway(&self, config: &SessionConfig, now: Instant, seed: u64) -> Gateway {
+        self.gateway_keyed(&self.standby_key, config, now, seed)
+    }
+
+    fn gateway_keyed(&self, key: &PrivateKey, config: &SessionConfig, now: Instant, seed: u64) -> Gateway {
         let allowed = self.allowed_edge.as_ref().unwrap_or(&self.edge_key).public();
         let config = GatewayConfig {
-            private_key: self.gateway_key.clone(),
+            private_key: key.clone(),
             edges: vec![EdgeEntry { name: "rig".into(), public_key: allowed, psk: self.gateway_psk.clone() }],
             session: SessionConfig { links: Vec::new(), ..config.clone() },
             handshake_rate: self.handshake_rate,
@@ -186,6 +198,24 @@ pub enum Action {
     /// The ISP's NAT gives the link a new public port.
     Rebind(u8),
     SetProfile(u8, Profile),
+    /// Nothing reaches the first gateway any more, nor comes from it (killed, or cut off from
+    /// the internet); it keeps running.
+    GatewayCut,
+    /// The first gateway is reachable again.
+    GatewayRestore,
+}
+
+/// A second gateway, the edge's standby, on paths of its own over the same uplinks (another
+/// datacenter): the uplink's carrier and blackhole hold for both.
+#[derive(Debug)]
+pub struct StandbyPeer<G> {
+    pub gateway: G,
+    pub addr: SocketAddr,
+    /// Per uplink: toward it, and back.
+    pub up: Vec<Link>,
+    pub down: Vec<Link>,
+    /// When it delivered each frame to the ingest.
+    pub delivered_at: Vec<Instant>,
 }
 
 /// What the gateway's side delivered, frame by frame.
@@ -340,6 +370,11 @@ pub struct Sim<E: End = Session, G: End = Session> {
     pub links: Vec<VirtualLink>,
     pub sink: Sink,
     pub gateway_addr: SocketAddr,
+    /// Whether the first gateway is reachable ([`Action::GatewayCut`]).
+    pub gateway_reachable: bool,
+    /// When the first gateway delivered each frame to the ingest.
+    pub gateway_delivered_at: Vec<Instant>,
+    pub standby: Option<StandbyPeer<G>>,
     /// Every link state change at the edge: (time since start, link, new state).
     pub edge_states: Vec<(Duration, LinkId, LinkState)>,
     /// Every handshake trouble the edge reported: (time since start, cause).
@@ -409,10 +444,42 @@ impl Sim<Edge, Gateway> {
             psk: security.edge_psk.clone(),
             cipher: security.cipher,
             session: edge_session_config(&config, profiles, gateway_addr(), true),
+            standbys: Vec::new(),
         };
         let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
         let gateway = security.gateway(&config, start, seed);
         Self::assemble(seed, start, edge, gateway, profiles)
+    }
+
+    /// As [`Sim::secure`], with a standby gateway that the edge keeps a session with, reached
+    /// over paths of its own with the same profiles.
+    pub fn secure_with_standby(seed: u64, config: SessionConfig, profiles: &[Profile], security: &Security) -> Self {
+        let start = origin();
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 4754));
+        let edge_config = EdgeConfig {
+            private_key: security.edge_key.clone(),
+            gateway_key: security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public(),
+            psk: security.edge_psk.clone(),
+            cipher: security.cipher,
+            session: edge_session_config(&config, profiles, gateway_addr(), true),
+            standbys: vec![StandbyGateway {
+                address: addr,
+                public_key: security.standby_key.public(),
+                psk: security.edge_psk.clone(),
+            }],
+        };
+        let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
+        let gateway = security.gateway(&config, start, seed);
+        let mut sim = Self::assemble(seed, start, edge, gateway, profiles);
+        let path = |i: usize, n: u64| Link::new(profiles[i], seed.wrapping_mul(37).wrapping_add(2 * i as u64 + n));
+        sim.standby = Some(StandbyPeer {
+            gateway: security.standby_gateway(&config, start, seed ^ 0x5757),
+            addr,
+            up: (0..profiles.len()).map(|i| path(i, 1)).collect(),
+            down: (0..profiles.len()).map(|i| path(i, 2)).collect(),
+            delivered_at: Vec::new(),
+        });
+        sim
     }
 }
 
@@ -475,6 +542,9 @@ impl<E: End, G: End> Sim<E, G> {
             links,
             sink: Sink::default(),
             gateway_addr,
+            gateway_reachable: true,
+            gateway_delivered_at: Vec::new(),
+            standby: None,
             edge_states: Vec::new(),
             edge_troubles: Vec::new(),
             gateway_states: Vec::new(),
@@ -587,6 +657,12 @@ impl<E: End, G: End> Sim<E, G> {
         consider(self.reverse_source.filter(|s| s.next_at <= s.until).map(|s| s.next_at));
         consider(self.edge.deadline());
         consider(self.gateway.deadline());
+        if let Some(standby) = &self.standby {
+            consider(standby.gateway.deadline());
+            for link in standby.up.iter().chain(&standby.down) {
+                consider(link.next_due());
+            }
+        }
         consider(self.actions.first().map(|(t, _)| *t));
         consider(self.injections.first().map(|(t, _, _)| *t));
         for link in &self.links {
@@ -626,10 +702,22 @@ impl<E: End, G: End> Sim<E, G> {
         for i in 0..self.links.len() {
             while let Some(bytes) = self.links[i].up.pop_due(now) {
                 let from = self.links[i].nat;
-                let _ = self.gateway.datagram(now, LinkId::new(i as u8), from, &bytes);
+                if self.gateway_reachable {
+                    let _ = self.gateway.datagram(now, LinkId::new(i as u8), from, &bytes);
+                }
             }
             while let Some(bytes) = self.links[i].down.pop_due(now) {
-                let _ = self.edge.datagram(now, LinkId::new(i as u8), self.gateway_addr, &bytes);
+                if self.gateway_reachable {
+                    let _ = self.edge.datagram(now, LinkId::new(i as u8), self.gateway_addr, &bytes);
+                }
+            }
+            if let Some(standby) = self.standby.as_mut() {
+                while let Some(bytes) = standby.up.get_mut(i).and_then(|l| l.pop_due(now)) {
+                    let _ = standby.gateway.datagram(now, LinkId::new(i as u8), self.links[i].nat, &bytes);
+                }
+                while let Some(bytes) = standby.down.get_mut(i).and_then(|l| l.pop_due(now)) {
+                    let _ = self.edge.datagram(now, LinkId::new(i as u8), standby.addr, &bytes);
+                }
             }
         }
         if self.edge.deadline().is_some_and(|t| t <= now) {
@@ -637,6 +725,11 @@ impl<E: End, G: End> Sim<E, G> {
         }
         if self.gateway.deadline().is_some_and(|t| t <= now) {
             self.gateway.timeout(now);
+        }
+        if let Some(standby) = self.standby.as_mut()
+            && standby.gateway.deadline().is_some_and(|t| t <= now)
+        {
+            standby.gateway.timeout(now);
         }
         self.drain();
     }
@@ -668,6 +761,8 @@ impl<E: End, G: End> Sim<E, G> {
                 link.up.set_profile(profile);
                 link.down.set_profile(profile);
             }
+            Action::GatewayCut => self.gateway_reachable = false,
+            Action::GatewayRestore => self.gateway_reachable = true,
         }
     }
 
@@ -681,12 +776,19 @@ impl<E: End, G: End> Sim<E, G> {
                 if self.capture {
                     self.captured.push((t.link.get(), buf.clone()));
                 }
-                let link = &mut self.links[usize::from(t.link.get())];
-                assert_eq!(t.destination, self.gateway_addr, "the edge sends only to the gateway");
-                if link.carrier && !link.blackhole {
+                let i = usize::from(t.link.get());
+                let link = &mut self.links[i];
+                if !link.carrier || link.blackhole {
+                    continue;
+                }
+                if t.destination == self.gateway_addr {
                     link.sent_up += 1;
                     link.up.offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
+                    continue;
                 }
+                let standby = self.standby.as_mut().filter(|s| s.addr == t.destination);
+                let standby = standby.expect("the edge sends only to its gateways");
+                standby.up[i].offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
             }
             while let Some(t) = self.gateway.transmit(now, &mut buf) {
                 progress = true;
@@ -700,11 +802,35 @@ impl<E: End, G: End> Sim<E, G> {
                     link.down.offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
                 }
             }
+            if let Some(standby) = self.standby.as_mut() {
+                while let Some(t) = standby.gateway.transmit(now, &mut buf) {
+                    progress = true;
+                    let Some(i) = self.links.iter().position(|l| l.nat == t.destination) else {
+                        self.misdirected.push(t.destination);
+                        continue;
+                    };
+                    if self.links[i].carrier && !self.links[i].blackhole {
+                        standby.down[i].offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
+                    }
+                }
+            }
             let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
             while let Some(delivered) = self.gateway.deliver(&mut buf) {
                 progress = true;
                 self.sink.held.push(delivered.held);
                 self.sink.deliver(now, &buf, streaming);
+                self.gateway_delivered_at.push(now);
+            }
+            if let Some(standby) = self.standby.as_mut() {
+                while let Some(delivered) = standby.gateway.deliver(&mut buf) {
+                    progress = true;
+                    self.sink.held.push(delivered.held);
+                    self.sink.deliver(now, &buf, streaming);
+                    standby.delivered_at.push(now);
+                }
+                while standby.gateway.event().is_some() {
+                    progress = true;
+                }
             }
             let streaming = self.reverse_source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
             while let Some(delivered) = self.edge.deliver(&mut buf) {
@@ -795,7 +921,11 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
                 }
                 flaps.push((link, at, at + 0.4 * f64::from(times)));
             }
-            scenario::Action::KillGateway | scenario::Action::KillMaster | scenario::Action::Attack => {
+            scenario::Action::KillGateway
+            | scenario::Action::KillMaster
+            | scenario::Action::CutFirstGateway
+            | scenario::Action::RestoreFirstGateway
+            | scenario::Action::Attack => {
                 return Err(format!("{action:?}"));
             }
         }

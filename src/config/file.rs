@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub(super) struct EdgeFile {
     pub(super) private_key_file: PathBuf,
-    pub(super) gateway: PeerFile,
+    pub(super) gateway: Option<PeerFile>,
+    pub(super) gateways: Option<Vec<GatewayEntryFile>>,
     pub(super) cipher: Option<String>,
     pub(super) mode: Option<String>,
     pub(super) latency_budget_ms: Option<i64>,
@@ -30,6 +31,15 @@ pub(super) struct PeerFile {
     pub(super) address: String,
     pub(super) public_key: String,
     pub(super) psk_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GatewayEntryFile {
+    pub(super) address: String,
+    pub(super) public_key: String,
+    pub(super) psk_file: Option<PathBuf>,
+    pub(super) priority: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -42,6 +42,7 @@ impl EdgeSettings {
             ("gateway.address", s.links.first().map(|l| l.remote) != n.links.first().map(|l| l.remote)),
             ("gateway.public_key", old.gateway_key != next.gateway_key),
             ("gateway.psk_file", old.psk != next.psk),
+            ("gateways", old.standbys != next.standbys),
             ("cipher", old.cipher != next.cipher),
             ("latency_budget_ms", s.latency_budget != n.latency_budget),
         ]);

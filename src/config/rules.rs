@@ -4,10 +4,11 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::file::{Advanced, EdgeFile, GatewayFile, StatusFile};
+use super::file::{Advanced, EdgeFile, GatewayEntryFile, GatewayFile, PeerFile, StatusFile};
 use super::locate::Document;
 use super::secrets::{read_private_key, read_psk, read_token};
 use super::*;
+use crate::endpoint::edge::StandbyGateway;
 use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry};
 use crate::keys::PublicKey;
 use crate::{LinkConfig, MAX_LINKS, Mode, SessionConfig, Tuning};
@@ -31,7 +32,8 @@ pub(super) fn expected(key: &str) -> String {
         "" => "a mapping of config keys, as in packaging/examples".into(),
         "private_key_file" => "the path of a private key file (from `keygen`, mode 0600)".into(),
         "psk_file" => "the path of a pre-shared key file (one base64 line, mode 0600)".into(),
-        "gateway" => "a mapping with address, public_key and optionally psk_file".into(),
+        "gateway" => "a mapping with address, public_key and optionally psk_file (or a gateways: list)".into(),
+        "gateways" => "a list of mappings with address, public_key, and optionally psk_file and priority".into(),
         "address" => ADDRESS_RULE.into(),
         "public_key" => KEY_RULE.into(),
         "cipher" => CIPHER_RULE.into(),
@@ -106,10 +108,10 @@ impl Problems {
 pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettings, Vec<Problem>> {
     let mut problems = Problems::default();
     let private_key = problems.check(read_private_key(doc, &file.private_key_file));
-    let remote = problems.check(resolve("gateway.address", &file.gateway.address));
-    let gateway_key = problems.check(public_key("gateway.public_key", &file.gateway.public_key));
-    let psk =
-        problems.check(file.gateway.psk_file.as_deref().map(|p| read_psk(doc, "gateway.psk_file", p)).transpose());
+    let (remote, gateway_key, psk, standbys) = match gateways(doc, &mut problems, file.gateway, file.gateways) {
+        Some((first, standbys)) => (Some(first.address), Some(first.public_key), Some(first.psk), Some(standbys)),
+        None => (None, None, None, None),
+    };
     let cipher = match file.cipher.as_deref() {
         None | Some("chacha20-poly1305") => Some(Cipher::ChaCha20Poly1305),
         Some("aes-256-gcm") => Some(Cipher::Aes256Gcm),
@@ -231,7 +233,8 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         Some(status),
         Some(name),
         Some(bitrate_feed),
-    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name, bitrate_feed)
+        Some(standbys),
+    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name, bitrate_feed, standbys)
     else {
         return Err(problems.0);
     };
@@ -242,7 +245,7 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
     Ok(EdgeSettings {
         path: doc.path.clone(),
         name,
-        edge: EdgeConfig { private_key, gateway_key, psk, cipher, session },
+        edge: EdgeConfig { private_key, gateway_key, psk, cipher, session, standbys },
         tap,
         uplinks,
         status,
@@ -480,6 +483,71 @@ pub(super) fn in_range<T: TryFrom<i64>>(
         .then(|| T::try_from(value).ok())
         .flatten()
         .ok_or_else(|| problem(key, format!("{value} is out of range; expected {}", range_rule(range, unit))))
+}
+
+/// The edge's gateways: `gateway:` alone, or `gateways:` ordered by priority (lower first, then
+/// as listed). The first carries the stream; the others are its standbys.
+fn gateways(
+    doc: &Document,
+    problems: &mut Problems,
+    one: Option<PeerFile>,
+    many: Option<Vec<GatewayEntryFile>>,
+) -> Option<(StandbyGateway, Vec<StandbyGateway>)> {
+    let entries: Vec<(String, GatewayEntryFile)> = match (one, many) {
+        (Some(_), Some(_)) => {
+            problems.push(problem("gateways", "both gateway and gateways are given; expected one of them"));
+            return None;
+        }
+        (None, None) => {
+            problems.push(problem("gateway", format!("missing; expected {}", expected("gateway"))));
+            return None;
+        }
+        (Some(peer), None) => {
+            let PeerFile { address, public_key, psk_file } = peer;
+            vec![("gateway".into(), GatewayEntryFile { address, public_key, psk_file, priority: None })]
+        }
+        (None, Some(list)) if list.is_empty() => {
+            problems.push(problem("gateways", format!("the list is empty; expected {}", expected("gateways"))));
+            return None;
+        }
+        (None, Some(list)) => list.into_iter().enumerate().map(|(i, e)| (format!("gateways[{i}]"), e)).collect(),
+    };
+    let mut gateways: Vec<(u8, StandbyGateway)> = Vec::with_capacity(entries.len());
+    let mut ok = true;
+    for (prefix, entry) in entries {
+        let key = |field: &str| format!("{prefix}.{field}");
+        let address = problems.check(resolve(&key("address"), &entry.address));
+        let public_key = problems.check(public_key(&key("public_key"), &entry.public_key));
+        let psk = problems.check(entry.psk_file.as_deref().map(|p| read_psk(doc, &key("psk_file"), p)).transpose());
+        let priority = match entry.priority {
+            None => Some(0),
+            Some(p) => problems.check(u8::try_from(p).map_err(|_| {
+                problem(key("priority"), format!("{p} is out of range; expected {}", expected("priority")))
+            })),
+        };
+        let (Some(address), Some(public_key), Some(psk), Some(priority)) = (address, public_key, psk, priority) else {
+            ok = false;
+            continue;
+        };
+        if gateways.iter().any(|(_, g)| g.address == address) {
+            problems
+                .push(problem(key("address"), format!("{address} is listed twice; expected one entry per gateway")));
+            ok = false;
+        } else if gateways.iter().any(|(_, g)| g.public_key == public_key) {
+            let message =
+                "the same key as an earlier gateway; expected each gateway's own key (`braid-gateway pubkey`)";
+            problems.push(problem(key("public_key"), message));
+            ok = false;
+        }
+        gateways.push((priority, StandbyGateway { address, public_key, psk }));
+    }
+    if !ok {
+        return None;
+    }
+    gateways.sort_by_key(|(priority, _)| *priority);
+    let mut gateways = gateways.into_iter().map(|(_, g)| g);
+    let first = gateways.next()?;
+    Some((first, gateways.collect()))
 }
 
 pub(super) fn public_key(key: &str, text: &str) -> Result<PublicKey, Problem> {

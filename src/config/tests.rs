@@ -850,3 +850,41 @@ fn an_uplink_may_be_metered_and_capped_per_day_or_month() {
     let error = scratch.edge(&bad).unwrap_err().to_string();
     assert!(error.contains("uplinks[1].cap_period") && error.contains("day or month"), "{error}");
 }
+
+/// `gateway:` of [`edge_yaml`] replaced by a `gateways:` list of `entries` (lines 2 on).
+fn edge_yaml_with_gateways(entries: &str) -> String {
+    let one = format!("gateway:\n  address: 203.0.113.10:4754\n  public_key: {}\n", key(2));
+    edge_yaml().replace(&one, &format!("gateways:\n{entries}"))
+}
+
+#[test]
+fn a_gateways_list_is_ordered_by_priority_and_its_first_carries_the_stream() {
+    let scratch = Scratch::new("gateways");
+    let yaml = edge_yaml_with_gateways(&format!(
+        "  - address: 203.0.113.20:4754\n    public_key: {}\n    priority: 2\n  \
+           - address: 203.0.113.10\n    public_key: {}\n    priority: 1\n",
+        key(5),
+        key(2)
+    ));
+    let settings = scratch.edge(&yaml).unwrap();
+    assert_eq!(settings.edge.gateway_key, key(2));
+    assert!(settings.edge.session.links.iter().all(|l| l.remote == "203.0.113.10:4754".parse().unwrap()));
+    let standbys: Vec<_> = settings.edge.standbys.iter().map(|s| (s.address.to_string(), s.public_key)).collect();
+    assert_eq!(standbys, [("203.0.113.20:4754".to_owned(), key(5))]);
+}
+
+#[test]
+fn gateways_sharing_a_key_or_an_address_or_given_twice_are_refused() {
+    let scratch = Scratch::new("gateways-bad");
+    let entry = |address: &str, k: PublicKey| format!("  - address: {address}\n    public_key: {k}\n");
+    let yaml = edge_yaml_with_gateways(&(entry("203.0.113.10", key(2)) + &entry("203.0.113.20", key(2))));
+    assert_refused(scratch.edge(&yaml), Some(6), "gateways[1].public_key", "the same key as an earlier gateway");
+    let yaml = edge_yaml_with_gateways(&(entry("203.0.113.10", key(2)) + &entry("203.0.113.10:4754", key(5))));
+    assert_refused(scratch.edge(&yaml), Some(5), "gateways[1].address", "203.0.113.10:4754 is listed twice");
+    let yaml = edge_yaml_with_gateways("  []\n").replace("gateways:\n  []", "gateways: []");
+    assert_refused(scratch.edge(&yaml), Some(2), "gateways", "the list is empty");
+    let yaml = format!("{}gateways:\n{}", edge_yaml(), entry("203.0.113.20", key(5)));
+    assert_refused(scratch.edge(&yaml), Some(10), "gateways", "both gateway and gateways are given");
+    let yaml = edge_yaml_with_gateways(&(entry("203.0.113.10", key(2)) + "    priority: 300\n"));
+    assert_refused(scratch.edge(&yaml), Some(5), "gateways[0].priority", "300 is out of range");
+}

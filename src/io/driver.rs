@@ -209,13 +209,22 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
             rx_loss = quality.rx_loss,
             "link state"
         ),
-        Event::Handshake { index, resumed } => info!(edge, ?index, resumed, "handshake complete"),
+        Event::Handshake { index, resumed, peer, carrying } => {
+            info!(edge, ?index, resumed, %peer, standby = !carrying, "handshake complete");
+        }
         Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
         Event::NoSession { link, gateway } => warn!(
             edge,
             %gateway,
             link = name(*link),
             "the gateway has no session for this edge (it restarted): handshaking again at once"
+        ),
+        Event::GatewayTakeover { from, to, frames } => warn!(
+            edge,
+            %from,
+            %to,
+            frames,
+            "the gateway stopped answering on every uplink while a standby answers: the stream moved to it"
         ),
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
             edge,
@@ -235,9 +244,9 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
 pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
     match event {
         Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
-        Event::Handshake { resumed, .. } => {
+        Event::Handshake { resumed, carrying, .. } => {
             recorder.handshake_completed();
-            if !resumed {
+            if !resumed && *carrying {
                 recorder.session_restarted();
             }
         }
@@ -253,6 +262,7 @@ pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(Li
                 ongoing: true,
             });
         }
+        Event::GatewayTakeover { .. } => recorder.session_restarted(),
         Event::PathChanged { .. } | Event::NoSession { .. } => {}
     }
 }

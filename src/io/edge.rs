@@ -10,7 +10,7 @@ use super::batch::{BatchSocket, poll_recv_any};
 use super::driver::{self, Buffers, Sinks};
 use super::feed::Feed;
 use super::netlink::{NetEvent, Netlink};
-use super::status::{Body, EdgeBody, Flat, Observer, Recorder, Status, by_reason, tick};
+use super::status::{Body, EdgeBody, Flat, GatewayView, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_uplink;
 use super::usage::{self, Crossing, Usage};
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap, unix_nanos};
@@ -212,7 +212,7 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
             let Some(socket) = socket.as_ref().filter(|s| s.take_icmp_pending()) else { continue };
             for icmp in socket.icmp_errors() {
                 if let Some(what) = unreachable(icmp.raw_errno) {
-                    edge.handle_unreachable(now(), LinkId::new(slot as u8), what);
+                    edge.handle_unreachable(now(), LinkId::new(slot as u8), icmp.addr, what);
                 }
             }
         }
@@ -262,6 +262,10 @@ fn snapshot(
             counters: Flat(stats),
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
+            gateways: edge
+                .gateways()
+                .map(|(address, session)| GatewayView::of(address, session, address == edge.active_gateway(), names))
+                .collect(),
         })),
     )
 }

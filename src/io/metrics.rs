@@ -418,6 +418,7 @@ pub(crate) mod tests {
                 counters: Flat(EdgeStats { handshakes_started: 2, handshakes_completed: 1, ..EdgeStats::default() }),
                 drops: 0,
                 drops_by_reason: BTreeMap::new(),
+                gateways: Vec::new(),
             })),
         }
     }

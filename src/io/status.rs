@@ -73,6 +73,43 @@ pub struct EdgeBody {
     pub drops: u64,
     /// Drops outside the session, by reason (non-zero ones).
     pub drops_by_reason: BTreeMap<String, u64>,
+    /// Each gateway the edge is configured with, in priority order.
+    pub gateways: Vec<GatewayView>,
+}
+
+/// One of an edge's gateways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// Its address.
+    pub address: String,
+    /// `active` (it carries the stream), `standby` (a session answers on some uplink), `down`
+    /// (its session answers on none) or `connecting` (no handshake has completed yet).
+    pub role: String,
+    /// Each uplink's state toward it, by uplink name.
+    pub links: BTreeMap<String, String>,
+}
+
+impl GatewayView {
+    /// The view of a gateway at `address`, with its session if any.
+    pub fn of<'a>(
+        address: SocketAddr,
+        session: Option<&Session>,
+        active: bool,
+        name: impl Fn(LinkId) -> &'a str,
+    ) -> Self {
+        let role = match session {
+            _ if active => "active",
+            None => "connecting",
+            Some(s) if s.any_link_usable() => "standby",
+            Some(_) => "down",
+        };
+        let links = session
+            .map(|s| {
+                s.links().filter_map(|l| Some((name(l).to_owned(), s.link_state(l)?.as_str().to_owned()))).collect()
+            })
+            .unwrap_or_default();
+        Self { address: address.to_string(), role: role.to_owned(), links }
+    }
 }
 
 /// A gateway's report.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use braid::crypto::Cipher;
 use braid::endpoint::edge::EdgeStats;
 use braid::endpoint::gateway::GatewayStats;
-use braid::io::status::{Body, EdgeBody, Endpoint, Flat, GatewayBody, Recorder, SCHEMA_VERSION, Status};
+use braid::io::status::{Body, EdgeBody, Endpoint, Flat, GatewayBody, GatewayView, Recorder, SCHEMA_VERSION, Status};
 use braid::stats::Counters;
 use braid::{LinkConfig, LinkEvent, LinkId, Role, Session, SessionConfig};
 use e2e::{Lab, binary, gateway_config, internet, ping_until, rig, root_or_skip};
@@ -105,6 +105,10 @@ fn session_pair_snapshots() -> (Status, Status) {
             counters: Flat(EdgeStats { handshakes_started: 1, handshakes_completed: 1, ..EdgeStats::default() }),
             drops: 0,
             drops_by_reason: BTreeMap::new(),
+            gateways: vec![
+                GatewayView::of("192.0.2.1:4754".parse().unwrap(), Some(&edge), true, names),
+                GatewayView::of("192.0.2.2:4754".parse().unwrap(), None, false, names),
+            ],
         })),
     };
     let idle = Recorder::new().view(now, "van-2", None, gateway_names);

@@ -125,6 +125,21 @@ pub struct EdgeConfig {
     pub cipher: Cipher,
     /// Links, mode and budgets; each link's `remote` is the gateway's address.
     pub session: SessionConfig,
+    /// Standby gateways, by priority: each keeps a session ready (handshaked and probed on
+    /// every link, carrying no data), and the first that answers takes the stream over when the
+    /// active gateway stops answering on every link.
+    pub standbys: Vec<StandbyGateway>,
+}
+
+/// A standby gateway: where it listens and its pinned key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyGateway {
+    /// Its UDP address.
+    pub address: SocketAddr,
+    /// Its public key, pinned.
+    pub public_key: PublicKey,
+    /// The optional pre-shared key it holds for this edge.
+    pub psk: Option<Psk>,
 }
 
 crate::counters! {
@@ -139,6 +154,13 @@ crate::counters! {
         /// Times the gateway answered that it had lost the session (it restarted, or another
         /// gateway took over its address), each followed at once by a new handshake.
         sessions_lost,
+        /// Times the stream moved to a standby gateway because the active one stopped answering.
+        gateway_takeovers,
+        /// Frames moved to the new gateway in a takeover: sent to the old one and not confirmed,
+        /// or not yet sent. The most the ingest can see twice.
+        frames_moved,
+        /// Frames a gateway that does not carry the stream sent down, discarded.
+        standby_frames_discarded,
     }
     with drops
 }
@@ -156,6 +178,65 @@ struct Pending {
 /// the gateway may still be answering for.
 const TOKENS_KEPT: usize = 2;
 
+/// Before its first session, the first gateway has this long to answer before a standby that
+/// did takes the stream.
+pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// One gateway the edge handshakes with, and its session.
+#[derive(Debug)]
+struct Peer {
+    address: SocketAddr,
+    key: PublicKey,
+    psk: Option<Psk>,
+    session: Option<Session>,
+    pending: Option<Pending>,
+    /// The initiation body, and the links it still has to go out on.
+    init_body: Vec<u8>,
+    init_due: LinkSet,
+    retry_at: Option<Instant>,
+    last_completed: Option<Instant>,
+    /// The gateway's cookie for each link's source address, and when it came.
+    cookies: [Option<([u8; 16], Instant)>; crate::MAX_LINKS],
+    trouble: Option<Trouble>,
+    /// The gateway's "no such session" token for each of its recent indices, newest last.
+    tokens: VecDeque<(SessionIndex, [u8; handshake::TOKEN_LEN])>,
+}
+
+impl Peer {
+    fn new(address: SocketAddr, key: PublicKey, psk: Option<Psk>) -> Self {
+        Self {
+            address,
+            key,
+            psk,
+            session: None,
+            pending: None,
+            init_body: Vec::new(),
+            init_due: LinkSet::EMPTY,
+            retry_at: None,
+            last_completed: None,
+            cookies: [None; crate::MAX_LINKS],
+            trouble: None,
+            tokens: VecDeque::new(),
+        }
+    }
+
+    /// A session that answers on some link.
+    fn answers(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::any_link_usable)
+    }
+
+    fn needs_handshake(&self, now: Instant) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        let Some(session) = &self.session else { return true };
+        let settled = self.last_completed.is_none_or(|at| now.saturating_duration_since(at) >= DEAD_GATEWAY_HANDSHAKE);
+        now.saturating_duration_since(session.keys_created()) >= REKEY_AFTER_TIME
+            || session.keys_used() >= REKEY_AFTER_PACKETS
+            || (session.all_links_down() && settled)
+    }
+}
+
 /// The edge's end of the tunnel.
 #[derive(Debug)]
 pub struct Edge {
@@ -166,38 +247,44 @@ pub struct Edge {
     unix_nanos_at_start: u64,
     epoch: u64,
     session_seed: u64,
-    session: Option<Session>,
-    pending: Option<Pending>,
-    /// The initiation body, and the links it still has to go out on.
-    init_body: Vec<u8>,
-    init_due: LinkSet,
-    retry_at: Option<Instant>,
-    last_completed: Option<Instant>,
-    /// The gateway's cookie for each link's source address, and when it came.
-    cookies: [Option<([u8; 16], Instant)>; crate::MAX_LINKS],
+    /// The gateways: the configured one first, then the standbys by priority.
+    peers: Vec<Peer>,
+    /// The peer that carries the stream.
+    active: usize,
+    /// Until when the first gateway may answer before a standby that did takes the stream;
+    /// `None` once passed (or with one gateway).
+    first_answer_due: Option<Instant>,
     carrier: LinkSet,
     events: VecDeque<Event>,
     stats: EdgeStats,
-    trouble: Option<Trouble>,
     /// What each link may be spent on, by slot, for the sessions to come.
     spend: [Spend; crate::MAX_LINKS],
-    /// The gateway's "no such session" token for each of its recent indices, newest last.
-    tokens: VecDeque<(SessionIndex, [u8; handshake::TOKEN_LEN])>,
     /// The LAN's addresses, announced through a gateway that starts afresh.
     announcer: Announcer,
 }
 
 impl Edge {
-    /// An edge that starts its first handshake at once.
+    /// An edge that starts its first handshake with every gateway at once.
     ///
     /// `unix_nanos` is the wall-clock time at `now` (for the initiation's replay timestamp);
     /// `seed` must come from the OS's entropy outside tests.
     ///
     /// # Errors
-    /// [`SetupError`] if the session config is unusable.
+    /// [`SetupError`] if the session config is unusable, or two gateways share a key or an
+    /// address.
     pub fn new(config: EdgeConfig, now: Instant, unix_nanos: u64, seed: [u8; 32]) -> Result<Self, SetupError> {
-        if config.session.links.is_empty() {
+        let Some(primary) = config.session.links.first().map(|l| l.remote) else {
             return Err(SetupError::NoLinks);
+        };
+        let mut peers = vec![Peer::new(primary, config.gateway_key, config.psk.clone())];
+        for standby in &config.standbys {
+            if peers.iter().any(|p| p.address == standby.address) {
+                return Err(SetupError::DuplicateGatewayAddress(standby.address));
+            }
+            if peers.iter().any(|p| p.key == standby.public_key) {
+                return Err(SetupError::DuplicateGatewayKey(standby.address));
+            }
+            peers.push(Peer::new(standby.address, standby.public_key, standby.psk.clone()));
         }
         let mut rng = CryptoRng::new(seed);
         let carrier = config.session.links.iter().map(|l| l.id).collect();
@@ -209,33 +296,47 @@ impl Edge {
             config,
             start: now,
             unix_nanos_at_start: unix_nanos,
-            session: None,
-            pending: None,
-            init_body: Vec::new(),
-            init_due: LinkSet::EMPTY,
-            retry_at: None,
-            last_completed: None,
-            cookies: [None; crate::MAX_LINKS],
+            first_answer_due: (peers.len() > 1).then_some(now + FIRST_ANSWER_GRACE),
+            peers,
+            active: 0,
             carrier,
             events: VecDeque::new(),
             stats: EdgeStats::default(),
-            trouble: None,
             spend: [Spend::Free; crate::MAX_LINKS],
-            tokens: VecDeque::new(),
             announcer: Announcer::default(),
         };
-        edge.initiate(now);
+        for peer in 0..edge.peers.len() {
+            edge.initiate(now, peer);
+        }
         Ok(edge)
     }
 
-    /// The session, once a handshake has completed.
-    pub const fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
+    /// The session with the gateway that carries the stream, once a handshake has completed.
+    pub fn session(&self) -> Option<&Session> {
+        self.peers.get(self.active)?.session.as_ref()
+    }
+
+    /// The address of the gateway that carries the stream.
+    pub fn active_gateway(&self) -> SocketAddr {
+        self.peers[self.active].address
+    }
+
+    /// Each gateway's address and session, the active one included, in the configured order.
+    pub fn gateways(&self) -> impl Iterator<Item = (SocketAddr, Option<&Session>)> {
+        self.peers.iter().map(|p| (p.address, p.session.as_ref()))
     }
 
     /// Edge-level counters.
     pub const fn stats(&self) -> EdgeStats {
         self.stats
+    }
+
+    fn active_session(&mut self) -> Option<&mut Session> {
+        self.peers.get_mut(self.active)?.session.as_mut()
+    }
+
+    fn sessions(&mut self) -> impl Iterator<Item = &mut Session> {
+        self.peers.iter_mut().filter_map(|p| p.session.as_mut())
     }
 
     /// Takes in a frame from the TAP.
@@ -244,7 +345,7 @@ impl Edge {
     /// [`DropReason::NoSession`] before the first handshake completes, or the session's reason.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
         self.announcer.note(frame);
-        match self.session.as_mut() {
+        match self.active_session() {
             Some(session) => session.handle_frame(now, frame),
             None => {
                 self.stats.drops.add(DropReason::NoSession);
@@ -264,16 +365,18 @@ impl Edge {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
+        // Each gateway answers from its own address; anything else meets the first's keys.
+        let peer = self.peers.iter().position(|p| p.address == from).unwrap_or(0);
         let outcome = match wire::classify(datagram) {
             Err(reason) => Err(reason),
             Ok((repr, Kind::Handshake(kind, body))) => match kind {
-                ControlType::HandshakeResponse => self.handle_response(now, repr.key.index, body),
-                ControlType::CookieReply => self.handle_cookie(now, link, repr.key.index, body),
-                ControlType::NoSession => self.handle_no_session(now, link, from, repr.key.index, body),
+                ControlType::HandshakeResponse => self.handle_response(now, peer, repr.key.index, body),
+                ControlType::CookieReply => self.handle_cookie(now, peer, link, repr.key.index, body),
+                ControlType::NoSession => self.handle_no_session(now, peer, link, from, repr.key.index, body),
                 ControlType::HandshakeInitiation | ControlType::Sealed => Err(DropReason::UnexpectedHandshake),
             },
             // The session counts its own drops.
-            Ok((_, Kind::Data | Kind::SealedControl)) => match self.session.as_mut() {
+            Ok((_, Kind::Data | Kind::SealedControl)) => match self.peers[peer].session.as_mut() {
                 Some(session) => return session.handle_datagram(now, link, from, datagram),
                 None => Err(DropReason::NoSession),
             },
@@ -292,10 +395,12 @@ impl Edge {
             LinkEvent::CarrierUp => self.carrier.insert(link),
             LinkEvent::CarrierDown => {
                 self.carrier.remove(link);
-                self.init_due.remove(link);
+                for peer in &mut self.peers {
+                    peer.init_due.remove(link);
+                }
             }
         }
-        if let Some(session) = self.session.as_mut() {
+        for session in self.sessions() {
             session.handle_link_event(now, link, event);
         }
     }
@@ -312,34 +417,38 @@ impl Edge {
         if self.config.session.links.iter().any(|l| l.id == link.id) {
             return Err(SetupError::DuplicateLink(link.id.get()));
         }
-        if let Some(session) = self.session.as_mut() {
-            session.add_link(now, &link)?;
+        for peer in &mut self.peers {
+            if let Some(session) = peer.session.as_mut() {
+                session.add_link(now, &LinkConfig { remote: peer.address, ..link })?;
+            }
+            if peer.pending.is_some() {
+                peer.init_due.insert(link.id);
+            }
         }
         self.config.session.links.push(link);
         self.carrier.insert(link.id);
-        if self.pending.is_some() {
-            self.init_due.insert(link.id);
-        }
         Ok(())
     }
 
     /// Removes a link while running (an uplink a reload removed): what it carried and was not
     /// yet answered is re-sent on the others.
     pub fn remove_link(&mut self, now: Instant, link: LinkId) {
-        if let Some(session) = self.session.as_mut() {
-            session.remove_link(now, link);
+        for peer in &mut self.peers {
+            if let Some(session) = peer.session.as_mut() {
+                session.remove_link(now, link);
+            }
+            peer.init_due.remove(link);
+            if let Some(slot) = link.index() {
+                peer.cookies[slot] = None;
+            }
         }
         self.config.session.links.retain(|l| l.id != link);
         self.carrier.remove(link);
-        self.init_due.remove(link);
-        if let Some(slot) = link.index() {
-            self.cookies[slot] = None;
-        }
     }
 
     /// Sets a link's priority (lower is preferred).
     pub fn set_link_priority(&mut self, link: LinkId, priority: u8) {
-        if let Some(session) = self.session.as_mut() {
+        for session in self.sessions() {
             session.set_link_priority(link, priority);
         }
         for l in self.config.session.links.iter_mut().filter(|l| l.id == link) {
@@ -352,14 +461,14 @@ impl Edge {
         if let Some(slot) = link.index() {
             self.spend[slot] = spend;
         }
-        if let Some(session) = self.session.as_mut() {
+        for session in self.sessions() {
             session.set_link_spend(link, spend);
         }
     }
 
     /// Changes the mode, from the next frame on.
     pub fn set_mode(&mut self, mode: Mode) {
-        if let Some(session) = self.session.as_mut() {
+        for session in self.sessions() {
             session.set_mode(mode);
         }
         self.config.session.mode = mode;
@@ -372,122 +481,187 @@ impl Edge {
 
     /// Runs what is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(session) = self.session.as_mut() {
-            session.handle_timeout(now);
-            // Announcements are best effort: a frame the session refuses now is counted there.
-            self.announcer.take_due(now, |frame| {
-                let _ = session.handle_frame(now, frame);
-            });
+        for peer in 0..self.peers.len() {
+            if let Some(session) = self.peers[peer].session.as_mut() {
+                session.handle_timeout(now);
+                if peer == self.active {
+                    // Announcements are best effort: a frame the session refuses now is
+                    // counted there.
+                    self.announcer.take_due(now, |frame| {
+                        let _ = session.handle_frame(now, frame);
+                    });
+                }
+            }
+            let p = &self.peers[peer];
+            if p.retry_at.is_some_and(|at| at <= now) || p.needs_handshake(now) {
+                self.initiate(now, peer);
+            }
+            if self.peers[peer].trouble.is_some_and(|t| t.next_report <= now) {
+                self.report_trouble(now, peer);
+            }
         }
-        if self.retry_at.is_some_and(|at| at <= now) || self.needs_handshake(now) {
-            self.initiate(now);
-        }
-        if self.trouble.is_some_and(|t| t.next_report <= now) {
-            self.report_trouble(now);
-        }
+        self.take_over_if_silent(now);
     }
 
-    /// Takes in an ICMP error that came back on `link` for a datagram to the gateway.
-    pub fn handle_unreachable(&mut self, now: Instant, link: LinkId, what: Unreachable) {
-        tracing::debug!(%link, ?what, "ICMP error");
-        self.observe(now, HandshakeTrouble::Unreachable(what));
+    /// Moves the stream to the first standby that answers when the active gateway answers on
+    /// no link (or, before its first session, has not answered within [`FIRST_ANSWER_GRACE`]):
+    /// the frames the old one may not have delivered go to the new one, and the LAN's addresses
+    /// are announced through it.
+    fn take_over_if_silent(&mut self, now: Instant) {
+        if self.first_answer_due.is_some_and(|due| due <= now) {
+            self.first_answer_due = None;
+        }
+        let active = &self.peers[self.active];
+        let silent = match &active.session {
+            Some(session) => session.all_links_down(),
+            None => self.first_answer_due.is_none(),
+        };
+        if !silent {
+            return;
+        }
+        let Some(next) = self.peers.iter().position(Peer::answers) else { return };
+        let from = self.peers[self.active].address;
+        let frames = self.peers[self.active].session.as_mut().map(|s| s.take_undelivered(now)).unwrap_or_default();
+        self.active = next;
+        let to = self.peers[next].address;
+        if let Some(session) = self.peers[next].session.as_mut() {
+            for frame in &frames {
+                // Refused frames are counted by the session.
+                let _ = session.handle_frame(now, frame);
+            }
+        }
+        self.announcer.schedule(now);
+        self.stats.gateway_takeovers += 1;
+        self.stats.frames_moved += frames.len() as u64;
+        tracing::debug!(%from, %to, frames = frames.len(), "the stream moves to a standby gateway");
+        self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len() });
+    }
+
+    /// Takes in an ICMP error that came back on `link`, from `origin` if the OS said: it counts
+    /// against the gateway at that address, or against every gateway if it names none of them
+    /// (a router on the way).
+    pub fn handle_unreachable(&mut self, now: Instant, link: LinkId, origin: Option<SocketAddr>, what: Unreachable) {
+        tracing::debug!(%link, ?origin, ?what, "ICMP error");
+        let named = self.peers.iter().position(|p| Some(p.address) == origin);
+        for peer in 0..self.peers.len() {
+            if named.is_none_or(|n| n == peer) {
+                self.observe(now, peer, HandshakeTrouble::Unreachable(what));
+            }
+        }
     }
 
     /// Notes what a handshake attempt met, and reports it at once if it tells more than what
     /// was reported.
-    fn observe(&mut self, now: Instant, seen: HandshakeTrouble) {
-        let Some(trouble) = self.trouble.as_mut() else { return };
+    fn observe(&mut self, now: Instant, peer: usize, seen: HandshakeTrouble) {
+        let Some(trouble) = self.peers[peer].trouble.as_mut() else { return };
         trouble.worst = trouble.worst.max(seen);
         if trouble.reported.is_none_or(|r| seen > r) {
-            self.report_trouble(now);
+            self.report_trouble(now, peer);
         }
     }
 
-    fn report_trouble(&mut self, now: Instant) {
-        let Some(trouble) = self.trouble.as_mut() else { return };
+    fn report_trouble(&mut self, now: Instant, peer: usize) {
+        let p = &mut self.peers[peer];
+        let Some(trouble) = p.trouble.as_mut() else { return };
         trouble.reported = Some(trouble.worst);
         trouble.next_report = now + trouble.every;
         trouble.every = (trouble.every * 2).min(TROUBLE_REPEAT_MAX);
-        let gateway = self.config.session.links.iter().find(|l| self.carrier.contains(l.id)).map(|l| l.remote);
-        let gateway = gateway.or_else(|| self.config.session.links.first().map(|l| l.remote));
-        if let Some(gateway) = gateway {
-            self.events.push_back(Event::HandshakeTrouble {
-                trouble: trouble.worst,
-                gateway,
-                links: self.carrier,
-                waited: now.saturating_duration_since(trouble.since),
-                attempts: self.stats.handshakes_started - trouble.attempts_before,
-            });
-        }
+        self.events.push_back(Event::HandshakeTrouble {
+            trouble: trouble.worst,
+            gateway: p.address,
+            links: self.carrier,
+            waited: now.saturating_duration_since(trouble.since),
+            attempts: self.stats.handshakes_started - trouble.attempts_before,
+        });
     }
 
     /// The next datagram to send, written into `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        while let Some(link) = self.init_due.pop_first() {
-            let Some(remote) = self.config.session.links.iter().find(|l| l.id == link).map(|l| l.remote) else {
-                continue;
-            };
-            buf.clear();
-            buf.resize(crate::wire::GRE_HEADER_LEN, 0);
-            let repr = GreRepr {
-                protocol: Protocol::Control,
-                key: PathKey { index: SessionIndex::default(), link },
-                sequence: 0,
-            };
-            if repr.emit(buf).is_ok() {
-                buf.extend_from_slice(&self.init_body);
-                let cookie = link
-                    .index()
-                    .and_then(|i| self.cookies[i])
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
-                    .map(|(cookie, _)| cookie);
-                handshake::set_mac2(&mut buf[crate::wire::GRE_HEADER_LEN..], cookie.as_ref());
-                return Some(Transmit { link, destination: remote });
+        for peer in &mut self.peers {
+            while let Some(link) = peer.init_due.pop_first() {
+                if !self.config.session.links.iter().any(|l| l.id == link) {
+                    continue;
+                }
+                buf.clear();
+                buf.resize(crate::wire::GRE_HEADER_LEN, 0);
+                let repr = GreRepr {
+                    protocol: Protocol::Control,
+                    key: PathKey { index: SessionIndex::default(), link },
+                    sequence: 0,
+                };
+                if repr.emit(buf).is_ok() {
+                    buf.extend_from_slice(&peer.init_body);
+                    let cookie = link
+                        .index()
+                        .and_then(|i| peer.cookies[i])
+                        .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
+                        .map(|(cookie, _)| cookie);
+                    handshake::set_mac2(&mut buf[crate::wire::GRE_HEADER_LEN..], cookie.as_ref());
+                    return Some(Transmit { link, destination: peer.address });
+                }
             }
         }
-        self.session.as_mut()?.poll_transmit(now, buf)
+        if let Some(t) = self.active_session().and_then(|s| s.poll_transmit(now, buf)) {
+            return Some(t);
+        }
+        let active = self.active;
+        self.peers
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| *i != active)
+            .find_map(|(_, p)| p.session.as_mut()?.poll_transmit(now, buf))
     }
 
-    /// The next frame for the TAP, written into `buf`.
+    /// The next frame for the TAP, written into `buf`. Frames from a gateway that does not
+    /// carry the stream are discarded (counted): the LAN hears from one gateway at a time.
     pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
-        self.session.as_mut()?.poll_frame(buf)
+        let active = self.active;
+        for (_, peer) in self.peers.iter_mut().enumerate().filter(|(i, _)| *i != active) {
+            if let Some(session) = peer.session.as_mut() {
+                while session.poll_frame(buf).is_some() {
+                    self.stats.standby_frames_discarded += 1;
+                }
+            }
+        }
+        self.active_session()?.poll_frame(buf)
     }
 
-    /// The next event.
+    /// The next event. A standby's own link events are not reported: its links' health shows
+    /// in [`Edge::gateways`].
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front().or_else(|| self.session.as_mut()?.poll_event())
+        let active = self.active;
+        for (_, peer) in self.peers.iter_mut().enumerate().filter(|(i, _)| *i != active) {
+            if let Some(session) = peer.session.as_mut() {
+                while session.poll_event().is_some() {}
+            }
+        }
+        self.events.pop_front().or_else(|| self.active_session()?.poll_event())
     }
 
     /// When [`Edge::handle_timeout`] is next due, and why.
     pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
         let mut best = Earliest::new();
-        best.consider_opt(self.session.as_ref().and_then(Session::poll_timeout));
-        let handshake = self.retry_at.or_else(|| self.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
-        best.consider_opt(handshake.map(|at| (at, TimerKind::Handshake)));
-        best.consider_opt(self.trouble.map(|t| (t.next_report, TimerKind::Handshake)));
-        if self.session.is_some() {
+        for peer in &self.peers {
+            best.consider_opt(peer.session.as_ref().and_then(Session::poll_timeout));
+            let handshake =
+                peer.retry_at.or_else(|| peer.session.as_ref().map(|s| s.keys_created() + REKEY_AFTER_TIME));
+            best.consider_opt(handshake.map(|at| (at, TimerKind::Handshake)));
+            best.consider_opt(peer.trouble.map(|t| (t.next_report, TimerKind::Handshake)));
+        }
+        if self.session().is_some() {
             best.consider_opt(self.announcer.next().map(|at| (at, TimerKind::Announce)));
         }
+        best.consider_opt(self.first_answer_due.map(|at| (at, TimerKind::Handshake)));
         best.get()
     }
 
-    fn needs_handshake(&self, now: Instant) -> bool {
-        if self.pending.is_some() {
-            return false;
-        }
-        let Some(session) = &self.session else { return true };
-        let settled = self.last_completed.is_none_or(|at| now.saturating_duration_since(at) >= DEAD_GATEWAY_HANDSHAKE);
-        now.saturating_duration_since(session.keys_created()) >= REKEY_AFTER_TIME
-            || session.keys_used() >= REKEY_AFTER_PACKETS
-            || (session.all_links_down() && settled)
-    }
-
-    fn initiate(&mut self, now: Instant) {
+    fn initiate(&mut self, now: Instant, peer: usize) {
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let p = &mut self.peers[peer];
         // A gateway that resumes the session ignores it; one that starts afresh expects frames
         // from the first it may not have had, which come again once the keys are in place.
         let next_frame_seq =
-            self.session.as_ref().map_or(0, |s| s.first_unconfirmed_frame().unwrap_or_else(|| s.next_frame_seq()));
+            p.session.as_ref().map_or(0, |s| s.first_unconfirmed_frame().unwrap_or_else(|| s.next_frame_seq()));
         let payload = InitPayload {
             timestamp: Tai64n::from_unix_nanos(self.unix_nanos_at_start.saturating_add(elapsed)),
             cipher: self.config.cipher,
@@ -497,19 +671,19 @@ impl Edge {
         let local_index = self.rng.session_index();
         let initiation = handshake::initiate(
             &self.config.private_key,
-            &self.config.gateway_key,
-            self.config.psk.as_ref(),
+            &p.key,
+            p.psk.as_ref(),
             &mut self.rng,
             local_index,
             &payload,
-            &mut self.init_body,
+            &mut p.init_body,
         );
         // Retry with a little jitter, so many edges behind one outage do not retry in step.
         let jitter = Duration::from_micros(self.rng.next_u64() % (HANDSHAKE_RETRY.as_micros() as u64 / 5));
-        self.retry_at = Some(now + HANDSHAKE_RETRY + jitter);
+        p.retry_at = Some(now + HANDSHAKE_RETRY + jitter);
         match initiation {
             Ok(initiation) => {
-                self.trouble.get_or_insert(Trouble {
+                p.trouble.get_or_insert(Trouble {
                     since: now,
                     attempts_before: self.stats.handshakes_started,
                     worst: HandshakeTrouble::NoReply,
@@ -518,34 +692,41 @@ impl Edge {
                     every: TROUBLE_AFTER,
                 });
                 self.stats.handshakes_started += 1;
-                self.init_due = self.carrier;
-                self.pending = Some(Pending { initiation, sent_at: now, next_frame_seq });
-                tracing::debug!(index = ?local_index, "handshake initiated");
+                p.init_due = self.carrier;
+                p.pending = Some(Pending { initiation, sent_at: now, next_frame_seq });
+                tracing::debug!(index = ?local_index, gateway = %p.address, "handshake initiated");
             }
             Err(error) => {
                 tracing::warn!(%error, "could not build a handshake initiation");
-                self.pending = None;
+                p.pending = None;
             }
         }
     }
 
-    fn handle_response(&mut self, now: Instant, index: SessionIndex, body: &[u8]) -> Result<(), DropReason> {
-        if self.pending.as_ref().is_none_or(|p| p.initiation.local_index != index) {
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        peer: usize,
+        index: SessionIndex,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
+        let p = &self.peers[peer];
+        if p.pending.as_ref().is_none_or(|p| p.initiation.local_index != index) {
             return Err(DropReason::UnknownSession);
         }
         // Junk must not cancel the handshake: only a response with a valid mac1 (the sender
         // knows this edge's public key) is allowed to consume the pending initiation.
         if handshake::check_response(body, &self.local_public).is_err() {
-            self.observe(now, HandshakeTrouble::WrongKey);
+            self.observe(now, peer, HandshakeTrouble::WrongKey);
             return Err(DropReason::BadMac);
         }
-        let pending = self.pending.take().ok_or(DropReason::UnknownSession)?;
+        let pending = self.peers[peer].pending.take().ok_or(DropReason::UnknownSession)?;
         let (sent_at, resend_from) = (pending.sent_at, pending.next_frame_seq);
         let (remote_index, payload, split) = match pending.initiation.finish(body) {
             Ok(done) => done,
             Err(error) => {
                 tracing::warn!(%error, "handshake response refused");
-                self.observe(now, HandshakeTrouble::WrongKey);
+                self.observe(now, peer, HandshakeTrouble::WrongKey);
                 return Err(if error == handshake::HandshakeError::BadMac {
                     DropReason::BadMac
                 } else {
@@ -557,7 +738,9 @@ impl Edge {
             .map_err(|_| DropReason::HandshakeFailed)?;
         let keys = SessionKeys { local_index: index, remote_index, protection: Box::new(protection) };
         let rtt = now.saturating_duration_since(sent_at);
-        match self.session.as_mut() {
+        let active = peer == self.active;
+        let p = &mut self.peers[peer];
+        match p.session.as_mut() {
             Some(session) => {
                 session.install_keys(now, keys, true);
                 if !payload.resumed {
@@ -565,11 +748,17 @@ impl Edge {
                     // and what it may not have delivered goes again.
                     session.peer_restarted(now, payload.next_frame_seq);
                     session.resend_to_new_peer(now, resend_from);
-                    self.announcer.schedule(now);
+                    if active {
+                        self.announcer.schedule(now);
+                    }
                 }
             }
             None => {
-                let mut session = Session::new(Role::Edge, self.config.session.clone(), keys, now, self.session_seed)
+                let mut config = self.config.session.clone();
+                for link in &mut config.links {
+                    link.remote = p.address;
+                }
+                let mut session = Session::new(Role::Edge, config, keys, now, self.session_seed ^ peer as u64)
                     .map_err(|_| DropReason::HandshakeFailed)?;
                 session.restart_receive(payload.next_frame_seq);
                 for link in &self.config.session.links {
@@ -577,20 +766,20 @@ impl Edge {
                         session.set_link_spend(link.id, spend);
                     }
                 }
-                self.session = Some(session);
+                p.session = Some(session);
             }
         }
-        if self.tokens.len() == TOKENS_KEPT {
-            self.tokens.pop_front();
+        if p.tokens.len() == TOKENS_KEPT {
+            p.tokens.pop_front();
         }
-        self.tokens.push_back((remote_index, payload.no_session_token));
-        self.retry_at = None;
-        self.init_due = LinkSet::EMPTY;
-        self.last_completed = Some(now);
-        self.trouble = None;
+        p.tokens.push_back((remote_index, payload.no_session_token));
+        p.retry_at = None;
+        p.init_due = LinkSet::EMPTY;
+        p.last_completed = Some(now);
+        p.trouble = None;
         self.stats.handshakes_completed += 1;
-        tracing::debug!(index = ?index, resumed = payload.resumed, ?rtt, "handshake complete");
-        self.events.push_back(Event::Handshake { index, resumed: payload.resumed });
+        tracing::debug!(index = ?index, gateway = %p.address, resumed = payload.resumed, ?rtt, "handshake complete");
+        self.events.push_back(Event::Handshake { index, resumed: payload.resumed, peer: p.address, carrying: active });
         Ok(())
     }
 
@@ -603,22 +792,24 @@ impl Edge {
     fn handle_no_session(
         &mut self,
         now: Instant,
+        peer: usize,
         link: LinkId,
         from: SocketAddr,
         index: SessionIndex,
         body: &[u8],
     ) -> Result<(), DropReason> {
-        let (_, token) = self.tokens.iter().find(|(i, _)| *i == index).ok_or(DropReason::UnknownSession)?;
+        let p = &mut self.peers[peer];
+        let (_, token) = p.tokens.iter().find(|(i, _)| *i == index).ok_or(DropReason::UnknownSession)?;
         if !handshake::check_no_session(body, token) {
             return Err(DropReason::BadMac);
         }
-        self.tokens.clear();
+        p.tokens.clear();
         self.stats.sessions_lost += 1;
         self.events.push_back(Event::NoSession { link, gateway: from });
-        if self.pending.is_some() {
-            self.init_due = self.carrier;
+        if p.pending.is_some() {
+            p.init_due = self.carrier;
         } else {
-            self.initiate(now);
+            self.initiate(now, peer);
         }
         Ok(())
     }
@@ -626,27 +817,29 @@ impl Edge {
     fn handle_cookie(
         &mut self,
         now: Instant,
+        peer: usize,
         link: LinkId,
         index: SessionIndex,
         body: &[u8],
     ) -> Result<(), DropReason> {
+        let p = &self.peers[peer];
         let pending =
-            self.pending.as_ref().filter(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
-        let Some(cookie) = handshake::open_cookie_reply(&self.config.gateway_key, &pending.initiation.mac1, body)
-        else {
+            p.pending.as_ref().filter(|p| p.initiation.local_index == index).ok_or(DropReason::UnknownSession)?;
+        let Some(cookie) = handshake::open_cookie_reply(&p.key, &pending.initiation.mac1, body) else {
             // Sealed with another key than the one pinned: the gateway there holds another key.
-            self.observe(now, HandshakeTrouble::WrongKey);
+            self.observe(now, peer, HandshakeTrouble::WrongKey);
             return Err(DropReason::HandshakeFailed);
         };
         let slot = link.index().ok_or(DropReason::BadLink)?;
         self.stats.cookies += 1;
-        self.observe(now, HandshakeTrouble::UnderLoad);
-        self.cookies[slot] = Some((cookie, now));
+        self.observe(now, peer, HandshakeTrouble::UnderLoad);
+        let p = &mut self.peers[peer];
+        p.cookies[slot] = Some((cookie, now));
         // The gateway is loaded, not gone: the same initiation goes again on this link, now
         // with mac2. It was refused before any handshake work, so it is no replay, and the
         // copies on other links carry on undisturbed.
         if self.carrier.contains(link) {
-            self.init_due.insert(link);
+            p.init_due.insert(link);
         }
         Ok(())
     }

@@ -538,7 +538,8 @@ impl Gateway {
         self.by_index.insert(local_index.get(), slot);
         self.stats.handshakes += 1;
         tracing::info!(edge = %self.peers[slot].entry.name, %from, resumed, "handshake");
-        self.events.push_back((PeerId(slot), Event::Handshake { index: local_index, resumed }));
+        self.events
+            .push_back((PeerId(slot), Event::Handshake { index: local_index, resumed, peer: from, carrying: true }));
         self.queue_control(link, sender_index, from, &response);
         if let Some(mac1) = mac1 {
             if self.answered.len() == MAX_ANSWERED {

@@ -122,6 +122,12 @@ pub enum SetupError {
     /// Two allowed edges with one public key.
     #[error("edge {0:?} has the same public key as an earlier edge")]
     DuplicateEdgeKey(String),
+    /// Two gateways of an edge with one public key.
+    #[error("gateway {0} has the same public key as an earlier gateway")]
+    DuplicateGatewayKey(std::net::SocketAddr),
+    /// Two gateways of an edge at one address.
+    #[error("gateway {0} is listed twice")]
+    DuplicateGatewayAddress(std::net::SocketAddr),
     /// A zero latency budget.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),

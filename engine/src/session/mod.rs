@@ -90,6 +90,11 @@ pub enum Event {
         index: SessionIndex,
         /// Whether the peer continued the session rather than starting afresh.
         resumed: bool,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Whether the session carries the stream: always at a gateway; at an edge, false for a
+        /// standby gateway's.
+        carrying: bool,
     },
     /// Handshakes have not completed for a while, and this is why as far as the edge can tell
     /// (edge only): at once for a cause seen, after [`crate::endpoint::edge::TROUBLE_AFTER`]
@@ -113,6 +118,16 @@ pub enum Event {
         link: LinkId,
         /// The gateway's address.
         gateway: SocketAddr,
+    },
+    /// The active gateway stopped answering on every link while a standby answered: the stream
+    /// moved to the standby, with the frames the old one may not have delivered (edge only).
+    GatewayTakeover {
+        /// The gateway that stopped answering.
+        from: SocketAddr,
+        /// The gateway that carries the stream now.
+        to: SocketAddr,
+        /// Frames moved: sent to the old gateway and not confirmed, or not yet sent.
+        frames: usize,
     },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
@@ -252,6 +267,11 @@ impl Session {
     /// Whether every link is down (the peer may have restarted, or the network is gone).
     pub fn all_links_down(&self) -> bool {
         self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down)
+    }
+
+    /// Whether some link is up or degraded: the peer answers on it.
+    pub fn any_link_usable(&self) -> bool {
+        self.links.iter().flatten().any(|l| l.monitor.state().is_usable())
     }
 
     /// The sequence the next frame handed in will get.

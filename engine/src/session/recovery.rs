@@ -458,6 +458,25 @@ impl Session {
         self.recovery.sent.iter().find(|s| !confirmed(s)).map(|s| s.seq)
     }
 
+    /// What another session takes over when its peer replaces this one's (the gateway stopped
+    /// answering): the frames this peer may not have delivered that can still arrive within the
+    /// budget, then those still queued for their first sending, in order. Nothing is left to
+    /// send this peer again: the queue, the kept frames and the spaced re-sends empty.
+    pub fn take_undelivered(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let budget = self.config.latency_budget;
+        let first = self.first_unconfirmed_frame().unwrap_or(u64::MAX);
+        let mut frames: Vec<Vec<u8>> = self
+            .recovery
+            .sent
+            .drain()
+            .filter(|s| s.seq >= first && now.saturating_duration_since(s.at) < budget)
+            .map(|s| s.frame)
+            .collect();
+        frames.extend(self.queue.drain(..).filter(|p| !p.retransmit).map(|p| p.frame));
+        self.recovery.delayed.clear();
+        frames
+    }
+
     /// The first frame still queued for its first sending: from it on, nothing is gone.
     fn first_queued(&self) -> u64 {
         self.queue.iter().find(|p| !p.retransmit).map_or(self.next_frame_seq, |p| p.seq)

@@ -1,0 +1,143 @@
+//! Gateway redundancy, simulated: an edge with a standby gateway keeps a session with it (over
+//! paths of its own on the same uplinks) and moves the stream there when the active gateway
+//! stops answering on every uplink. Seeded, without root.
+
+// A failed simulation names what it found.
+#![allow(clippy::panic, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use braid::crypto::Cipher;
+use braid::endpoint::edge::{Edge, EdgeConfig, StandbyGateway};
+use braid::endpoint::gateway::Gateway;
+use braid::keys::PrivateKey;
+use braid::session::{LinkConfig, SessionConfig, SetupError};
+use braid::{LinkId, Mode};
+use braid_lab::sim::{Action, Profile, Security, Sim, ms};
+
+type PairSim = Sim<Edge, Gateway>;
+
+fn field_links() -> [Profile; 3] {
+    [Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]
+}
+
+fn with_standby(seed: u64, mode: Mode) -> PairSim {
+    let config = SessionConfig { mode, ..SessionConfig::default() };
+    Sim::secure_with_standby(seed, config, &field_links(), &Security::new())
+}
+
+fn standby_addr(sim: &PairSim) -> SocketAddr {
+    sim.standby.as_ref().unwrap().addr
+}
+
+/// When the standby delivered its first frame to the ingest.
+fn standby_first_delivery(sim: &PairSim) -> Option<Instant> {
+    sim.standby.as_ref().unwrap().delivered_at.first().copied()
+}
+
+#[test]
+fn a_standby_takes_over_a_dead_gateways_stream_within_300_ms_losing_nothing() {
+    for seed in [21, 22, 23] {
+        let mut sim = with_standby(seed, Mode::Auto);
+        sim.stream(1.0, 7.0, 6.0, 1000);
+        sim.schedule(4.0, Action::GatewayCut);
+        sim.run_until(3.9);
+        assert_eq!(sim.edge.active_gateway(), sim.gateway_addr, "seed {seed}: the first gateway carries the stream");
+        assert!(standby_first_delivery(&sim).is_none(), "seed {seed}: the standby delivered before it was needed");
+        let standby_ready = sim.edge.gateways().nth(1).and_then(|(_, s)| s).is_some_and(|s| s.any_link_usable());
+        assert!(standby_ready, "seed {seed}: the standby has no session answering before the cut");
+        sim.run_until(8.0);
+        let r = sim.report();
+        let stats = sim.edge.stats();
+        let stall = sim.max_gap_between(3.5, 7.0);
+        let moved_at = standby_first_delivery(&sim).map(|t| ms(t - sim.at(4.0)));
+        println!(
+            "RESULT scenario=sim-gateway-failover seed={seed} stall_ms={:.1} {r} moved={} takeover_ms={moved_at:?}",
+            ms(stall),
+            stats.frames_moved,
+        );
+        assert_eq!(stats.gateway_takeovers, 1, "seed {seed}: one takeover");
+        assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "seed {seed}: the standby carries the stream");
+        assert_eq!(r.lost, 0, "seed {seed}: what the dead gateway had not delivered went to the standby: {r}");
+        assert!(stall <= Duration::from_millis(300), "seed {seed}: the stream stalled {stall:?}");
+        assert!(r.duplicated <= stats.frames_moved, "seed {seed}: more duplicates than frames moved: {r}");
+    }
+}
+
+#[test]
+fn a_gateway_cut_off_and_back_gets_nothing_back_and_the_ingest_hears_one_gateway_at_a_time() {
+    let mut sim = with_standby(24, Mode::Redundant);
+    sim.stream(1.0, 9.0, 4.0, 1000);
+    sim.schedule(3.0, Action::GatewayCut);
+    sim.schedule(4.0, Action::GatewayRestore);
+    sim.run_until(10.0);
+    let r = sim.report();
+    let stats = sim.edge.stats();
+    println!("RESULT scenario=sim-gateway-partition {r} takeovers={}", stats.gateway_takeovers);
+    assert_eq!(stats.gateway_takeovers, 1, "the stream moved once, and not back");
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "no surprise switch back to the first gateway");
+    assert_eq!(r.lost, 0, "{r}");
+    let first_standby = standby_first_delivery(&sim).expect("the standby carried the stream");
+    let late = sim.gateway_delivered_at.iter().filter(|&&t| t > first_standby + Duration::from_millis(500)).count();
+    assert_eq!(late, 0, "the first gateway delivered {late} frames while the standby carried the stream");
+    let back = sim.edge.gateways().next().and_then(|(_, s)| s).is_some_and(|s| s.any_link_usable());
+    assert!(back, "the first gateway answers again, as a standby");
+}
+
+#[test]
+fn a_first_gateway_that_never_answers_leaves_the_stream_to_the_standby_after_the_grace() {
+    let mut sim = with_standby(25, Mode::Auto);
+    sim.schedule(0.0, Action::GatewayCut);
+    sim.stream(1.5, 4.0, 2.0, 1000);
+    sim.run_until(5.0);
+    let r = sim.report();
+    println!("RESULT scenario=sim-gateway-first-silent {r}");
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim));
+    assert_eq!(sim.edge.stats().gateway_takeovers, 1);
+    assert_eq!(r.lost, 0, "{r}");
+    assert!(sim.gateway_delivered_at.is_empty());
+}
+
+#[test]
+// Any instant serves: nothing runs.
+#[allow(clippy::disallowed_methods)]
+fn two_gateways_with_one_key_or_one_address_are_refused() {
+    let gateway = |port: u16| SocketAddr::from(([192, 0, 2, 1], port));
+    let config = |standby: StandbyGateway| EdgeConfig {
+        private_key: PrivateKey::from_bytes([1; 32]),
+        gateway_key: PrivateKey::from_bytes([2; 32]).public(),
+        psk: None,
+        cipher: Cipher::ChaCha20Poly1305,
+        session: SessionConfig {
+            links: vec![LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote: gateway(4754) }],
+            ..SessionConfig::default()
+        },
+        standbys: vec![standby],
+    };
+    let now = Instant::now();
+    let same_key =
+        StandbyGateway { address: gateway(4755), public_key: PrivateKey::from_bytes([2; 32]).public(), psk: None };
+    let error = Edge::new(config(same_key), now, 0, [0; 32]).unwrap_err();
+    assert_eq!(error, SetupError::DuplicateGatewayKey(gateway(4755)));
+    let same_address =
+        StandbyGateway { address: gateway(4754), public_key: PrivateKey::from_bytes([3; 32]).public(), psk: None };
+    let error = Edge::new(config(same_address), now, 0, [0; 32]).unwrap_err();
+    assert_eq!(error, SetupError::DuplicateGatewayAddress(gateway(4754)));
+    assert_eq!(error.to_string(), "gateway 192.0.2.1:4754 is listed twice");
+}
+
+#[test]
+fn with_no_gateway_answering_the_edge_waits_without_spinning_and_moves_nothing() {
+    let mut sim = with_standby(26, Mode::Auto);
+    for link in 0..3 {
+        sim.schedule(0.0, Action::Blackhole(link));
+    }
+    sim.stream(0.5, 3.0, 2.0, 1000);
+    // A timer left in the past would spin the loop past its step limit, which fails the run.
+    sim.run_until(4.0);
+    assert!(sim.edge.session().is_none());
+    assert_eq!(sim.edge.stats().gateway_takeovers, 0);
+    let roles: Vec<bool> = sim.edge.gateways().map(|(_, s)| s.is_some()).collect();
+    assert_eq!(roles, [false, false], "no session with either gateway");
+}
