@@ -455,6 +455,15 @@ act_cut_first_gateway() {
     in_ns inet ip link set gw0 down
     GW_NS=gw2
 }
+# `braid-gateway drain` on the first gateway; its time is the mark the move is measured from.
+act_drain_first_gateway() {
+    log "gateway: braid-gateway drain on the first gateway"
+    local pid
+    pid=$(pgrep -f "braid-gateway run --config $RUN/gateway.yaml" | head -1)
+    [[ -n $pid ]] || die "no first gateway to drain"
+    date +%s.%N >"$RUN/kill.time"
+    in_ns gw "$BIN/braid-gateway" drain --pid "$pid" >>"$RUN/drain.log" 2>&1 || die "drain failed: $(cat "$RUN/drain.log")"
+}
 act_restore_first_gateway() {
     log "gateway: the internet reaches the first gateway again"
     in_ns inet ip link set gw0 up
@@ -623,16 +632,18 @@ extra_vrrp_pair() {
 }
 
 before_gateway_failover() { before_vrrp_pair; }
+before_gateway_drain() { before_vrrp_pair; }
+extra_gateway_drain() { extra_gateway_failover; }
 before_gateway_partition() { before_vrrp_pair; }
 
-# How long after the kill the edge moved the stream (its log's takeover line), and the longest
-# wait between two replies to the ingest's pings (down_gap_ms).
+# How long after the kill (or the cut, or the drain) the edge moved the stream (its log's move
+# line), and the longest wait between two replies to the ingest's pings (down_gap_ms).
 extra_gateway_failover() {
     local kill line moved down
     down=$(awk '/bytes from/ { gsub(/[][]/, "", $1); if (p != "") { g = ($1 - p) * 1000; if (g > m) m = g }; p = $1 }
         END { if (p == "") print "-"; else printf "%.0f", m }' "$RUN/ping-down.txt" 2>/dev/null || echo -)
     kill=$(cat "$RUN/kill.time" 2>/dev/null || true)
-    line=$(grep -m1 "the stream moved to it" "$RUN/edge.log" || true)
+    line=$(grep -m1 "the stream moved to" "$RUN/edge.log" || true)
     moved=$([[ -n $line ]] && date -d "${line%% *}" +%s.%N || true)
     if [[ -n $kill && -n $moved ]]; then
         echo -n "takeover_ms=$(awk -v k="$kill" -v m="$moved" 'BEGIN { printf "%.0f", (m - k) * 1000 }') "

@@ -94,6 +94,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR", requires = "against_running")]
         runtime_dir: Option<PathBuf>,
     },
+    /// Gateway: starts a drain of the running gateway (SIGUSR1): every edge with a standby
+    /// gateway moves its stream there, make-before-break, and stays off this one while the
+    /// drain lasts; `--end` ends it (SIGUSR2). Edges without a standby stay.
+    Drain {
+        /// Ends the drain.
+        #[arg(long)]
+        end: bool,
+        /// The gateway's PID (default: the one it recorded in $RUNTIME_DIRECTORY, else
+        /// /run/braid-gateway).
+        #[arg(long, value_name = "PID")]
+        pid: Option<i32>,
+    },
     /// Lists every engine tunable with its value and what it tunes: the defaults, or what a
     /// config (and `--tune`) make of them.
     Tuning {
@@ -129,9 +141,39 @@ impl Command {
                 finish(check_against_running(&config.resolve(daemon), &tune, runtime_dir))
             }
             (Self::Tuning { config, tune }, daemon) => finish(tuning(daemon, config.as_deref(), &tune)),
+            (Self::Drain { .. }, Daemon::Edge) => {
+                finish::<&str, _>(Err("drain is for the gateway: it moves the edges off it to their standbys"))
+            }
+            (Self::Drain { end, pid }, Daemon::Gateway) => finish(drain(end, pid)),
             (Self::Key(command), _) => finish(command.run()),
         }
     }
+}
+
+/// Signals the running gateway to start (SIGUSR1) or end (SIGUSR2) a drain.
+fn drain(end: bool, pid: Option<i32>) -> Result<String, String> {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let path = crate::config::gateway_runtime_dir().join(crate::config::PID_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{}: {e}; a gateway records its PID there only under systemd (RuntimeDirectory=): give --pid",
+                    path.display()
+                )
+            })?;
+            text.trim().parse().map_err(|_| format!("{}: {:?} is not a PID", path.display(), text.trim()))?
+        }
+    };
+    // A stale PID file must not signal another process (SIGUSR1 would end most).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|e| format!("process {pid}: {e}"))?;
+    if comm.trim() != "braid-gateway" {
+        return Err(format!("process {pid} is {:?}, not braid-gateway", comm.trim()));
+    }
+    let target = rustix::process::Pid::from_raw(pid).ok_or(format!("{pid} is not a PID"))?;
+    let signal = if end { rustix::process::Signal::USR2 } else { rustix::process::Signal::USR1 };
+    rustix::process::kill_process(target, signal).map_err(|e| format!("signalling process {pid}: {e}"))?;
+    Ok(if end { format!("drain of gateway {pid} ended") } else { format!("gateway {pid} is draining") })
 }
 
 /// Key management subcommands.
@@ -473,7 +515,9 @@ fn extra_share(extra: u64, first: u64) -> String {
 /// The snapshot as a terminal table: one block per edge, one row per link.
 pub fn table(status: &crate::io::status::Status) -> String {
     use core::fmt::Write as _;
-    let mut out = format!("braid {} · up {:.0} s\n", status.role(), status.uptime_s);
+    let draining = matches!(&status.body, crate::io::status::Body::Gateway(g) if g.draining);
+    let mut out =
+        format!("braid {} · up {:.0} s{}\n", status.role(), status.uptime_s, if draining { " · DRAINING" } else { "" });
     for edge in status.edges() {
         let level = match edge.safety.level.as_str() {
             "safe" => "SAFE",
@@ -653,15 +697,25 @@ mod tests {
             body: Body::Gateway(Box::new(GatewayBody {
                 counters: Flat::default(),
                 sessions: 0,
+                draining: true,
                 drops: 0,
                 drops_by_reason: BTreeMap::new(),
                 edges: vec![edge("van-1"), edge("van-2")],
             })),
         };
         let text = table(&status);
-        assert!(text.starts_with("braid gateway · up 61 s\n"), "{text}");
+        assert!(text.starts_with("braid gateway · up 61 s · DRAINING\n"), "{text}");
         assert!(text.contains("van-1: stream DOWN (no session yet)"), "{text}");
         assert!(text.contains("van-2: stream DOWN"), "{text}");
+    }
+
+    #[test]
+    fn drain_signals_nothing_but_a_braid_gateway() {
+        let me = std::process::id() as i32;
+        let error = drain(false, Some(me)).unwrap_err();
+        assert!(error.contains("not braid-gateway"), "{error}");
+        let error = drain(true, Some(i32::MAX)).unwrap_err();
+        assert!(error.starts_with(&format!("process {}", i32::MAX)), "{error}");
     }
 
     #[test]

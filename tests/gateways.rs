@@ -141,3 +141,46 @@ fn with_no_gateway_answering_the_edge_waits_without_spinning_and_moves_nothing()
     let roles: Vec<bool> = sim.edge.gateways().map(|(_, s)| s.is_some()).collect();
     assert_eq!(roles, [false, false], "no session with either gateway");
 }
+
+#[test]
+fn a_drained_gateway_hands_the_stream_to_the_standby_losing_and_repeating_nothing() {
+    for seed in [31, 32, 33] {
+        let mut sim = with_standby(seed, Mode::Auto);
+        sim.stream(1.0, 8.0, 6.0, 1000);
+        sim.run_until(4.0);
+        sim.gateway.set_draining(true);
+        sim.run_until(6.0);
+        let moved_at = standby_first_delivery(&sim).map(|t| ms(t - sim.at(4.0)));
+        // The drain ends: the edge stays where it is.
+        sim.gateway.set_draining(false);
+        sim.run_until(9.0);
+        let r = sim.report();
+        let stats = sim.edge.stats();
+        let stall = sim.max_gap_between(3.5, 8.0);
+        println!(
+            "RESULT scenario=sim-gateway-drain seed={seed} stall_ms={:.1} {r} moved={} takeover_ms={moved_at:?}",
+            ms(stall),
+            stats.frames_moved
+        );
+        assert_eq!(stats.gateway_takeovers, 1, "seed {seed}: one move, and none back when the drain ends");
+        assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "seed {seed}");
+        assert_eq!(r.lost, 0, "seed {seed}: {r}");
+        assert_eq!(r.duplicated, 0, "seed {seed}: make-before-break sends nothing twice: {r}");
+        assert!(stall <= Duration::from_millis(50), "seed {seed}: the stream stalled {stall:?}");
+    }
+}
+
+#[test]
+fn a_drained_gateway_keeps_an_edge_that_has_no_standby() {
+    let security = Security::new();
+    let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    let mut sim = Sim::secure(34, config, &field_links(), &security);
+    sim.stream(1.0, 5.0, 4.0, 1000);
+    sim.run_until(2.0);
+    sim.gateway.set_draining(true);
+    sim.run_until(6.0);
+    let r = sim.report();
+    assert_eq!(sim.edge.stats().gateway_takeovers, 0);
+    assert_eq!(r.lost, 0, "{r}");
+    assert!(sim.max_gap_between(1.5, 5.0) <= Duration::from_millis(50), "{r}");
+}

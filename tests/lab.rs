@@ -131,6 +131,7 @@ lab_tests! {
     a_standby_gateway_takes_over_a_killed_gateways_stream_within_300_ms_losing_nothing => "gateway-failover";
     a_gateway_cut_off_from_the_internet_loses_its_stream_to_the_standby_and_gets_nothing_back
         => "gateway-partition";
+    a_drained_gateway_hands_its_stream_to_the_standby_losing_and_repeating_nothing => "gateway-drain";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

@@ -58,6 +58,8 @@ pub enum Action {
     CutFirstGateway,
     /// The internet reaches it again.
     RestoreFirstGateway,
+    /// `braid-gateway drain` on the pair's first gateway.
+    DrainFirstGateway,
     /// An attacker on the internet sends garbage, replayed tunnel packets and handshake
     /// initiations at the gateway's port for 10 s.
     Attack,
@@ -79,6 +81,7 @@ impl Action {
             Self::KillMaster => "kill_master".to_owned(),
             Self::CutFirstGateway => "cut_first_gateway".to_owned(),
             Self::RestoreFirstGateway => "restore_first_gateway".to_owned(),
+            Self::DrainFirstGateway => "drain_first_gateway".to_owned(),
             Self::Attack => "attack".to_owned(),
         }
     }
@@ -89,7 +92,12 @@ impl Action {
     pub const fn simulated(&self) -> bool {
         !matches!(
             self,
-            Self::KillGateway | Self::KillMaster | Self::CutFirstGateway | Self::RestoreFirstGateway | Self::Attack
+            Self::KillGateway
+                | Self::KillMaster
+                | Self::CutFirstGateway
+                | Self::RestoreFirstGateway
+                | Self::DrainFirstGateway
+                | Self::Attack
         )
     }
 }
@@ -456,6 +464,22 @@ pub static ALL: &[Scenario] = &[
             zero("first_delivered_after_cut"),
         ],
         reported: &["takeover_ms", "dup"],
+        ..BASE
+    },
+    Scenario {
+        name: "gateway-drain",
+        describe: "`braid-gateway drain` on the gateway carrying the stream",
+        topology: Topology::StandbyPair,
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 12 },
+        timeline: &[(5.0, Action::DrainFirstGateway)],
+        windows: &[Window { name: "drain", from: 5.0, to: 6.0, link: None }],
+        // The edge hears the drain on the next probe and moves make-before-break: the frames not
+        // yet sent go to the standby, the first gateway delivers what it was sent and answers
+        // its NAKs, so nothing is lost or repeated; takeover_ms (reported) is from the command
+        // to the move.
+        bounds: &[at_most("gap_after_drain_ms", 50.0), zero("lost"), zero("dup"), at_most("down_gap_ms", 300.0)],
+        reported: &["takeover_ms"],
         ..BASE
     },
     Scenario {

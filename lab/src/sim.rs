@@ -461,7 +461,7 @@ impl Sim<Edge, Gateway> {
             gateway_key: security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public(),
             psk: security.edge_psk.clone(),
             cipher: security.cipher,
-            session: edge_session_config(&config, profiles, gateway_addr(), true),
+            session: edge_session_config(&config, profiles, gateway_addr(), false),
             standbys: vec![StandbyGateway {
                 address: addr,
                 public_key: security.standby_key.public(),
@@ -925,6 +925,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
             | scenario::Action::KillMaster
             | scenario::Action::CutFirstGateway
             | scenario::Action::RestoreFirstGateway
+            | scenario::Action::DrainFirstGateway
             | scenario::Action::Attack => {
                 return Err(format!("{action:?}"));
             }

@@ -154,6 +154,9 @@ pub struct RestartOnly(pub Vec<(String, String)>);
 /// The file in the gateway's runtime directory that holds its [`RestartOnly`] settings.
 pub const RUNNING_FILE: &str = "restart-only";
 
+/// The file in the gateway's runtime directory that holds its PID.
+pub const PID_FILE: &str = "braid-gateway.pid";
+
 /// The runtime directory a gateway records its restart-only settings in: systemd's
 /// `$RUNTIME_DIRECTORY` (the first, if it lists several), else `/run/braid-gateway`.
 pub fn gateway_runtime_dir() -> PathBuf {

@@ -219,13 +219,16 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
             link = name(*link),
             "the gateway has no session for this edge (it restarted): handshaking again at once"
         ),
-        Event::GatewayTakeover { from, to, frames } => warn!(
+        Event::GatewayTakeover { from, to, frames, drained: false } => warn!(
             edge,
             %from,
             %to,
             frames,
             "the gateway stopped answering on every uplink while a standby answers: the stream moved to it"
         ),
+        Event::GatewayTakeover { from, to, frames, drained: true } => {
+            info!(edge, %from, %to, frames, "the gateway is being drained: the stream moved to a standby");
+        }
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
             edge,
             %gateway,

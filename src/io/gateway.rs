@@ -21,6 +21,7 @@ use crate::session::Transmit;
 enum Input {
     Shutdown(&'static str),
     Reload,
+    Drain(bool),
     Timeout,
     Tap(usize, io::Result<usize>),
     Udp(io::Result<usize>),
@@ -28,8 +29,10 @@ enum Input {
 }
 
 /// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
-/// allowlist from the config file without disturbing the other edges' sessions. The TAPs are
-/// removed on the way out.
+/// allowlist from the config file without disturbing the other edges' sessions; SIGUSR1 starts a
+/// drain (edges with a standby gateway move their streams there) and SIGUSR2 ends it. Its PID is
+/// written to its runtime directory, for `braid-gateway drain`. The TAPs are removed on the way
+/// out.
 ///
 /// # Errors
 /// [`IoError`] if a socket, a TAP or the runtime cannot be set up.
@@ -49,6 +52,10 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| IoError::new("installing the SIGHUP handler", e))?;
+    let mut drain =
+        signal(SignalKind::user_defined1()).map_err(|e| IoError::new("installing the SIGUSR1 handler", e))?;
+    let mut undrain =
+        signal(SignalKind::user_defined2()).map_err(|e| IoError::new("installing the SIGUSR2 handler", e))?;
     let netlink = Netlink::open()?;
     let mut taps: Vec<Option<AsyncDevice>> = open_taps(&settings.taps, &netlink).await?.into_iter().map(Some).collect();
     let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
@@ -64,6 +71,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
     let mut observer = driver::observer(&settings.status, "gateway")?;
     record_restart_only(&settings);
+    record_pid();
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
     info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
 
@@ -76,6 +84,8 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             biased;
             signal = &mut shutdown => Input::Shutdown(signal),
             _ = hangup.recv() => Input::Reload,
+            _ = drain.recv() => Input::Drain(true),
+            _ = undrain.recv() => Input::Drain(false),
             () = sleep_until(deadline) => Input::Timeout,
             () = tick(&mut observer) => Input::Snapshot,
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
@@ -100,6 +110,17 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
                     }
                     Err(error) => warn!(%error, "reload refused; the running allowlist is unchanged"),
                 }
+            }
+            Input::Drain(on) => {
+                if on != gateway.draining() {
+                    let live = (0..names.len()).filter(|&i| gateway.session(PeerId(i)).is_some()).count();
+                    if on {
+                        info!(edges = live, "draining: edges with a standby gateway move their streams there");
+                    } else {
+                        info!(edges = live, "drain ended: edges may come back (they do not move by themselves)");
+                    }
+                }
+                gateway.set_draining(on);
             }
             Input::Timeout => gateway.handle_timeout(now()),
             Input::Tap(slot, Ok(len)) => {
@@ -210,6 +231,19 @@ fn record_restart_only(settings: &GatewaySettings) {
     }
 }
 
+/// Writes the process's PID to its runtime directory, for `braid-gateway drain`; only when it
+/// has one (`$RUNTIME_DIRECTORY`, from systemd's `RuntimeDirectory=`). Without, `drain --pid`
+/// names the process.
+fn record_pid() {
+    if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+        return;
+    }
+    let path = crate::config::gateway_runtime_dir().join(crate::config::PID_FILE);
+    if let Err(error) = std::fs::write(&path, std::process::id().to_string()) {
+        warn!(%error, path = %path.display(), "could not record the PID for `braid-gateway drain`");
+    }
+}
+
 fn poll_recv_taps(
     cx: &mut Context<'_>,
     taps: &[Option<AsyncDevice>],
@@ -238,6 +272,7 @@ fn snapshot(observer: &Observer, gateway: &Gateway, names: &[String], recorders:
         Body::Gateway(Box::new(GatewayBody {
             counters: Flat(stats),
             sessions: edges.iter().filter(|e| e.session.is_some()).count() as u64,
+            draining: gateway.draining(),
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             edges,

@@ -181,6 +181,9 @@ impl Collector for Snapshot {
                 let mut sessions = gauges("braid_gateway_sessions", "Edges with a live session.");
                 sessions.push(Vec::new(), gateway.sessions as f64);
                 write_gauges(&mut encoder, &sessions)?;
+                let mut draining = gauges("braid_gateway_draining", "1 while the gateway is being drained.");
+                draining.push(Vec::new(), f64::from(u8::from(gateway.draining)));
+                write_gauges(&mut encoder, &draining)?;
                 let mut own = CounterFamilies::of::<GatewayStats>("braid_gateway_");
                 own.push(&Vec::new(), &gateway.counters.0);
                 own.write(&mut encoder)?;
@@ -523,6 +526,7 @@ pub(crate) mod tests {
                     ..GatewayStats::default()
                 }),
                 sessions: 1,
+                draining: false,
                 drops: 3,
                 drops_by_reason: BTreeMap::from([("bad_header".to_string(), 3)]),
                 edges: vec![first, second],
@@ -530,6 +534,7 @@ pub(crate) mod tests {
         };
         let scrape = parse(&encode(Some(&status), "gateway"));
         assert_eq!(value(&scrape, "braid_gateway_sessions", &[]), 1.0);
+        assert_eq!(value(&scrape, "braid_gateway_draining", &[]), 0.0);
         assert_eq!(value(&scrape, "braid_gateway_handshakes", &[]), 4.0);
         assert_eq!(value(&scrape, "braid_gateway_drops", &[("reason", "bad_header")]), 3.0);
         assert_eq!(value(&scrape, "braid_session_up", &[("edge", "van-1")]), 1.0);

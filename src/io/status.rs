@@ -120,6 +120,8 @@ pub struct GatewayBody {
     pub counters: Flat<GatewayStats>,
     /// Edges with a live session now.
     pub sessions: u64,
+    /// Whether the gateway is being drained (`braid-gateway drain`).
+    pub draining: bool,
     /// Drops outside any session.
     pub drops: u64,
     /// Drops outside any session, by reason (non-zero ones).

@@ -119,6 +119,7 @@ fn session_pair_snapshots() -> (Status, Status) {
         body: Body::Gateway(Box::new(GatewayBody {
             counters: Flat(GatewayStats { handshakes: 1, sessions_started: 1, ..GatewayStats::default() }),
             sessions: 1,
+            draining: false,
             drops: 0,
             drops_by_reason: BTreeMap::new(),
             edges: vec![gateway_log.view(now, "van-1", Some(&gateway), gateway_names), idle],

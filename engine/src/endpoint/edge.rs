@@ -500,28 +500,41 @@ impl Edge {
                 self.report_trouble(now, peer);
             }
         }
-        self.take_over_if_silent(now);
+        self.choose_gateway(now);
     }
 
-    /// Moves the stream to the first standby that answers when the active gateway answers on
-    /// no link (or, before its first session, has not answered within [`FIRST_ANSWER_GRACE`]):
-    /// the frames the old one may not have delivered go to the new one, and the LAN's addresses
-    /// are announced through it.
-    fn take_over_if_silent(&mut self, now: Instant) {
+    /// Moves the stream to another gateway when the active one is silent or drained. Silent: it
+    /// answers on no link (or, before its first session, has not answered within
+    /// [`FIRST_ANSWER_GRACE`]); the stream goes to the first standby that answers, preferring
+    /// one not being drained, with the frames the old one may not have delivered, since it
+    /// will not. Drained: the stream goes, make-before-break, to the first standby that answers
+    /// and is not being drained; only the frames not yet sent move, and the old session stays to
+    /// answer its gateway's NAKs for what it sent, so nothing is lost or sent twice. Either way
+    /// the LAN's addresses are announced through the new gateway.
+    fn choose_gateway(&mut self, now: Instant) {
         if self.first_answer_due.is_some_and(|due| due <= now) {
             self.first_answer_due = None;
         }
-        let active = &self.peers[self.active];
-        let silent = match &active.session {
-            Some(session) => session.all_links_down(),
-            None => self.first_answer_due.is_none(),
+        let active = self.active;
+        let (silent, drained) = match &self.peers[active].session {
+            Some(session) => (session.all_links_down(), session.peer_draining(now)),
+            None => (self.first_answer_due.is_none(), false),
         };
-        if !silent {
+        if !silent && !drained {
             return;
         }
-        let Some(next) = self.peers.iter().position(Peer::answers) else { return };
-        let from = self.peers[self.active].address;
-        let frames = self.peers[self.active].session.as_mut().map(|s| s.take_undelivered(now)).unwrap_or_default();
+        let undrained = |(i, p): &(usize, &Peer)| {
+            *i != active && p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now))
+        };
+        let next = self.peers.iter().enumerate().find(undrained).map(|(i, _)| i);
+        let next = next.or_else(|| silent.then(|| self.peers.iter().position(Peer::answers)).flatten());
+        let Some(next) = next else { return };
+        let from = self.peers[active].address;
+        let frames = match self.peers[active].session.as_mut() {
+            Some(session) if silent => session.take_undelivered(now),
+            Some(session) => session.take_queued(),
+            None => Vec::new(),
+        };
         self.active = next;
         let to = self.peers[next].address;
         if let Some(session) = self.peers[next].session.as_mut() {
@@ -533,8 +546,8 @@ impl Edge {
         self.announcer.schedule(now);
         self.stats.gateway_takeovers += 1;
         self.stats.frames_moved += frames.len() as u64;
-        tracing::debug!(%from, %to, frames = frames.len(), "the stream moves to a standby gateway");
-        self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len() });
+        tracing::debug!(%from, %to, frames = frames.len(), drained = !silent, "the stream moves to a standby gateway");
+        self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len(), drained: !silent });
     }
 
     /// Takes in an ICMP error that came back on `link`, from `origin` if the OS said: it counts

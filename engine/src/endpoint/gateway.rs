@@ -168,6 +168,8 @@ pub struct Gateway {
     events: VecDeque<(PeerId, Event)>,
     stats: GatewayStats,
     cursor: usize,
+    /// Being drained: every session says so on every probe, and edges with a standby move.
+    draining: bool,
 }
 
 impl Gateway {
@@ -216,6 +218,7 @@ impl Gateway {
             events: VecDeque::new(),
             stats: GatewayStats::default(),
             cursor: 0,
+            draining: false,
         })
     }
 
@@ -286,6 +289,23 @@ impl Gateway {
     /// The live session of an edge.
     pub fn session(&self, peer: PeerId) -> Option<&Session> {
         self.peers.get(peer.0)?.live.as_ref()
+    }
+
+    /// Starts or ends a drain: while it lasts, every session tells its edge so on every probe,
+    /// and an edge with a standby gateway moves its stream there, make-before-break, and does not
+    /// come back while the drain lasts. Edges without a standby stay.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+        for peer in &mut self.peers {
+            for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
+                session.set_draining(draining);
+            }
+        }
+    }
+
+    /// Whether the gateway is being drained.
+    pub const fn draining(&self) -> bool {
+        self.draining
     }
 
     /// Takes in one UDP payload from `from`.
@@ -533,6 +553,7 @@ impl Gateway {
             let mut session = Session::new(Role::Gateway, self.template.clone(), keys, now, seed)
                 .map_err(|_| DropReason::HandshakeFailed)?;
             session.restart_receive(payload.next_frame_seq);
+            session.set_draining(self.draining);
             peer.candidate = Some((session, payload.epoch, now));
         }
         self.by_index.insert(local_index.get(), slot);

@@ -119,8 +119,8 @@ pub enum Event {
         /// The gateway's address.
         gateway: SocketAddr,
     },
-    /// The active gateway stopped answering on every link while a standby answered: the stream
-    /// moved to the standby, with the frames the old one may not have delivered (edge only).
+    /// The active gateway stopped answering on every link, or is being drained, while a standby
+    /// answered: the stream moved to the standby (edge only).
     GatewayTakeover {
         /// The gateway that stopped answering.
         from: SocketAddr,
@@ -128,6 +128,8 @@ pub enum Event {
         to: SocketAddr,
         /// Frames moved: sent to the old gateway and not confirmed, or not yet sent.
         frames: usize,
+        /// The old gateway is being drained (it still answers); else it stopped answering.
+        drained: bool,
     },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
@@ -139,6 +141,10 @@ pub enum Event {
         to: SocketAddr,
     },
 }
+
+/// A peer that said it is being drained is taken to be for this long after it last said so (it
+/// says so on every probe, every link's probe interval).
+pub const DRAINING_HEARD: Duration = Duration::from_secs(1);
 
 /// The share of what the links carry that [`Session::safe_bitrate`] advises the stream to use:
 /// headroom for the rate estimates' error, retransmissions, and the tunnel's and the stream's
@@ -175,6 +181,10 @@ pub struct Session {
     scheduler: Box<dyn Scheduler>,
     next_frame_seq: u64,
     queue: VecDeque<Pending>,
+    /// This end is being drained: every probe says so.
+    draining: bool,
+    /// When the peer last said it was being drained.
+    peer_draining_at: Option<Instant>,
     recovery: Recovery,
     reorder: ReorderBuffer,
     /// Frames arriving in pieces.
@@ -229,6 +239,8 @@ impl Session {
             links,
             next_frame_seq: 0,
             queue: VecDeque::new(),
+            draining: false,
+            peer_draining_at: None,
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -267,6 +279,16 @@ impl Session {
     /// Whether every link is down (the peer may have restarted, or the network is gone).
     pub fn all_links_down(&self) -> bool {
         self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down)
+    }
+
+    /// Says on every probe, from now on or no longer, that this end is being drained.
+    pub const fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether the peer said it is being drained within the last [`DRAINING_HEARD`].
+    pub fn peer_draining(&self, now: Instant) -> bool {
+        self.peer_draining_at.is_some_and(|at| now.saturating_duration_since(at) < DRAINING_HEARD)
     }
 
     /// Whether some link is up or degraded: the peer answers on it.

@@ -472,9 +472,18 @@ impl Session {
             .filter(|s| s.seq >= first && now.saturating_duration_since(s.at) < budget)
             .map(|s| s.frame)
             .collect();
-        frames.extend(self.queue.drain(..).filter(|p| !p.retransmit).map(|p| p.frame));
+        frames.extend(self.take_queued());
         self.recovery.delayed.clear();
         frames
+    }
+
+    /// The frames still queued for their first sending, in order, taken out of the queue: what a
+    /// session that takes over from this one make-before-break sends (this one keeps what it
+    /// sent, to answer its peer's NAKs).
+    pub fn take_queued(&mut self) -> Vec<Vec<u8>> {
+        let (first, rest): (VecDeque<Pending>, VecDeque<Pending>) = self.queue.drain(..).partition(|p| !p.retransmit);
+        self.queue = rest;
+        first.into_iter().map(|p| p.frame).collect()
     }
 
     /// The first frame still queued for its first sending: from it on, nothing is gone.

@@ -205,6 +205,7 @@ impl Session {
                     self.recovery.gaps.on_sent(now, expand_u32(expected, next), expected);
                     self.collect_naks(now);
                 }
+                ControlMessage::Draining => self.peer_draining_at = Some(now),
                 ControlMessage::Gone { first, count } => {
                     let first = expand_u32(self.reorder.expected(), first);
                     for seq in first..first + u64::from(count).min(MAX_MISSING as u64) {

@@ -246,6 +246,9 @@ impl Session {
             let mut messages = Vec::with_capacity(MAX_LINKS + 3);
             messages.push(ControlMessage::Probe { priority });
             messages.extend(excused.map(|total| ControlMessage::Excused { total }));
+            if self.draining {
+                messages.push(ControlMessage::Draining);
+            }
             if let Some(next) = self.recovery.sent.next_seq() {
                 messages.push(ControlMessage::Sent { next: next as u32 });
             }

@@ -16,6 +16,7 @@ const MTU_ACK: u8 = 8;
 const PADDING: u8 = 9;
 const EXCUSED: u8 = 10;
 const NAK_AGAIN: u8 = 11;
+const DRAINING: u8 = 12;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
@@ -104,6 +105,9 @@ pub enum ControlMessage {
         /// The cumulative count, wrapping.
         total: u32,
     },
+    /// The gateway is being drained: the edge moves its stream to a standby gateway, and keeps
+    /// it off this one while the message keeps coming (on every probe).
+    Draining,
 }
 
 /// Appends `len` bytes of padding messages, which a receiver skips (`len` of 0 or at least 2).
@@ -149,6 +153,7 @@ impl ControlMessage {
                 out.extend_from_slice(&[kind, MTU_LEN as u8]);
                 out.extend_from_slice(&size.to_be_bytes());
             }
+            Self::Draining => out.extend_from_slice(&[DRAINING, 0]),
             Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
                 let kind = match self {
                     Self::Nak { .. } => NAK,
@@ -171,6 +176,7 @@ impl ControlMessage {
             Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
+            Self::Draining => 0,
         }
     }
 
@@ -208,6 +214,10 @@ impl ControlMessage {
                 exact(MTU_LEN)?;
                 let size = u16::from_be_bytes([body[0], body[1]]);
                 if kind == MTU_PROBE { Self::MtuProbe { size } } else { Self::MtuAck { size } }
+            }
+            DRAINING => {
+                exact(0)?;
+                Self::Draining
             }
             NAK | NAK_AGAIN | GONE => {
                 exact(NAK_LEN)?;
@@ -287,6 +297,7 @@ mod tests {
             ControlMessage::MtuProbe { size: 1452 },
             ControlMessage::MtuAck { size: 1392 },
             ControlMessage::Excused { total: 12 },
+            ControlMessage::Draining,
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
