@@ -699,8 +699,8 @@ attack() {
 # takes is measured, connect_ms), and it stays connected for SRT's latency after the last
 # frame. An SRT receiver discards what its latency buffer still holds when the sender closes,
 # so an ffmpeg that spoke SRT itself would lose its last 1.2 s at every end of stream.
-ffmpeg_stream() { # udp|srt
-    local transport=$1 secs=30 out="$RUN/ingest-$1.ts" url listen capture="" sender="" connect_ms=0
+ffmpeg_stream() { # udp|srt [scenario seconds]
+    local transport=$1 name=${2:-ffmpeg-redundant} secs=${3:-30} out="$RUN/ingest-$1.ts" url listen capture="" sender="" connect_ms=0
     case $transport in
         udp)
             listen="udp://:5000?rcvbuf=4194304"
@@ -762,13 +762,15 @@ ffmpeg_stream() { # udp|srt
     frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | sed -n 1p | tr -dc 0-9)
     freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
     log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
-    result "ffmpeg-redundant/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes connect_ms=$connect_ms"
+    result "$name/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes connect_ms=$connect_ms"
 }
 
 measure_ffmpeg_redundant() {
     ffmpeg_stream udp
     ffmpeg_stream srt
 }
+
+measure_gateway_failover_ffmpeg() { ffmpeg_stream udp gateway-failover-ffmpeg 14; }
 
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
 # when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at

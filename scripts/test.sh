@@ -5,7 +5,7 @@
 #   scripts/test.sh --fast    the fast tier only
 #
 # The fast tier: formatting, clippy, the engine built alone with no runtime dependency, and the
-# tests that need neither root nor real time (unit, doc, property, simulation and security
+# tests that need neither root nor real time (unit, doc, property, simulation, security and gateway
 # tests). The root tier: system packages for the lab (and cargo-deb), the netns end-to-end,
 # observability (browser included), Debian package and lab tests, then clippy on the fuzz
 # targets and a 10-second fuzz smoke run of each.
@@ -132,7 +132,7 @@ run_tests() {
 
 # The test targets of each tier. Every test target of the workspace is in one of them (checked
 # below), so a new one cannot be left out of both.
-FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test emulator --test check_config
+FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test gateways --test emulator --test check_config
     --test keygen --test docs_links --test scenarios)
 ROOT_TESTS=(--test netns --test observability --test packages --test lab)
 

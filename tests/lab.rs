@@ -129,6 +129,8 @@ lab_tests! {
     a_gateway_killed_mid_stream_is_back_within_100_ms_of_listening_and_loses_nothing => "gateway-restart";
     a_keepalived_pair_takes_over_a_killed_masters_stream_within_1_s_losing_nothing => "vrrp-pair";
     a_standby_gateway_takes_over_a_killed_gateways_stream_within_300_ms_losing_nothing => "gateway-failover";
+    an_mpeg_ts_stream_through_a_gateway_failover_misses_no_frame_and_does_not_freeze,
+        goals an_mpeg_ts_stream_through_a_gateway_failover_has_no_continuity_errors => "gateway-failover-ffmpeg";
     a_gateway_cut_off_from_the_internet_loses_its_stream_to_the_standby_and_gets_nothing_back
         => "gateway-partition";
     a_drained_gateway_hands_its_stream_to_the_standby_losing_and_repeating_nothing => "gateway-drain";
