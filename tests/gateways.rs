@@ -184,3 +184,26 @@ fn a_drained_gateway_keeps_an_edge_that_has_no_standby() {
     assert_eq!(r.lost, 0, "{r}");
     assert!(sim.max_gap_between(1.5, 5.0) <= Duration::from_millis(50), "{r}");
 }
+
+#[test]
+#[ignore = "a goal: in bond mode the 200-odd frames moved at once fill the standby session's modelled queues \
+            past send.max_queue_delay, and new frames meet over_capacity at the entry (10 in seed 43); run \
+            with --ignored"]
+fn a_killed_gateways_bonded_stream_moves_to_the_standby_losing_nothing() {
+    // Bond over links 15 to 70 ms away: the gateway holds frames behind gaps all the time, and
+    // what it held when it died is gone with it.
+    for seed in [41, 42, 43, 44, 45] {
+        let mut sim = with_standby(seed, Mode::Bond);
+        sim.stream(1.0, 7.0, 6.0, 1000);
+        sim.schedule(4.0, Action::GatewayKill);
+        sim.run_until(8.0);
+        let r = sim.report();
+        let drops = sim.edge.session().map(|s| s.stats().drops);
+        println!(
+            "RESULT scenario=sim-gateway-kill-held seed={seed} {r} moved={} drops={drops:?}",
+            sim.edge.stats().frames_moved
+        );
+        assert_eq!(sim.edge.stats().gateway_takeovers, 1, "seed {seed}");
+        assert_eq!(r.lost, 0, "seed {seed}: frames the dead gateway held were not moved: {r}");
+    }
+}

@@ -203,6 +203,8 @@ pub enum Action {
     GatewayCut,
     /// The first gateway is reachable again.
     GatewayRestore,
+    /// The first gateway's process dies: unreachable, and what it held is gone with it.
+    GatewayKill,
 }
 
 /// A second gateway, the edge's standby, on paths of its own over the same uplinks (another
@@ -372,6 +374,8 @@ pub struct Sim<E: End = Session, G: End = Session> {
     pub gateway_addr: SocketAddr,
     /// Whether the first gateway is reachable ([`Action::GatewayCut`]).
     pub gateway_reachable: bool,
+    /// Whether the first gateway runs ([`Action::GatewayKill`]).
+    pub gateway_alive: bool,
     /// When the first gateway delivered each frame to the ingest.
     pub gateway_delivered_at: Vec<Instant>,
     pub standby: Option<StandbyPeer<G>>,
@@ -543,6 +547,7 @@ impl<E: End, G: End> Sim<E, G> {
             sink: Sink::default(),
             gateway_addr,
             gateway_reachable: true,
+            gateway_alive: true,
             gateway_delivered_at: Vec::new(),
             standby: None,
             edge_states: Vec::new(),
@@ -763,6 +768,10 @@ impl<E: End, G: End> Sim<E, G> {
             }
             Action::GatewayCut => self.gateway_reachable = false,
             Action::GatewayRestore => self.gateway_reachable = true,
+            Action::GatewayKill => {
+                self.gateway_reachable = false;
+                self.gateway_alive = false;
+            }
         }
     }
 
@@ -815,7 +824,9 @@ impl<E: End, G: End> Sim<E, G> {
                 }
             }
             let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
-            while let Some(delivered) = self.gateway.deliver(&mut buf) {
+            while self.gateway_alive
+                && let Some(delivered) = self.gateway.deliver(&mut buf)
+            {
                 progress = true;
                 self.sink.held.push(delivered.held);
                 self.sink.deliver(now, &buf, streaming);
