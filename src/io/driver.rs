@@ -247,12 +247,14 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
 pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(LinkId) -> &'a str) {
     match event {
         Event::LinkState { link, .. } => recorder.on_event(unix_millis(), event, name(*link)),
-        Event::Handshake { resumed, carrying, .. } => {
+        // A standby's handshake says nothing of the stream's session.
+        Event::Handshake { resumed, carrying: true, .. } => {
             recorder.handshake_completed();
-            if !resumed && *carrying {
+            if !resumed {
                 recorder.session_restarted();
             }
         }
+        Event::Handshake { carrying: false, .. } => {}
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => {
             recorder.on_handshake_problem(super::status::HandshakeProblem {
                 cause: trouble.as_str().to_owned(),
