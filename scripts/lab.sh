@@ -291,6 +291,8 @@ EOF
 }
 
 edge_status() { in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null; }
+# The status of the gateway in namespace $1 (gw by default).
+gateway_status() { in_ns "${1:-gw}" "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null; }
 
 start_gateway() {
     in_ns gw "$BIN/braid-gateway" run --config "$RUN/gateway.yaml" "${TUNE_ARGS[@]}" >>"$RUN/gateway.log" 2>&1 &
@@ -349,13 +351,13 @@ wait_for_capture() { # dumpcap's log
 }
 
 link_states() {
-    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+    edge_status |
         jq -r '[.session.links[] | "\(.name)=\(.state)\(if .rtt_ms then "(\(.rtt_ms|floor)ms)" else "" end)"] | join("  ")' 2>/dev/null || echo "(no status)"
 }
 
 # Frames sent on one link so far (data and probes), from the edge's status.
 link_tx() { # name
-    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+    edge_status |
         jq -r --arg n "$1" '.session.links[] | select(.name == $n) | .tx_packets' 2>/dev/null || echo 0
 }
 
@@ -470,7 +472,7 @@ act_restore_first_gateway() {
 }
 # The frames gw's gateway has delivered to the ingest from the rig.
 first_delivered() {
-    in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+    gateway_status |
         jq -r '.edges[0].session.frames_delivered // 0' 2>/dev/null || echo 0
 }
 
@@ -575,9 +577,9 @@ stream_result() { # name extra
 # filled; late: arrived after its gap was released), NAKs sent and gaps filled.
 engine_losses() {
     local edge gw
-    edge=$(in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+    edge=$(edge_status |
         jq -r '.session.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",")' 2>/dev/null)
-    gw=$(in_ns "$GW_NS" "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+    gw=$(gateway_status "$GW_NS" |
         jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-")"' 2>/dev/null)
     echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
 }
@@ -667,7 +669,7 @@ extra_gateway_partition() {
 extra_hostile() {
     local alive=yes drops attack
     gateway_alive || alive=no
-    drops=$(in_ns gw "$BIN/braid-gateway" status --json --config "$RUN/gateway.yaml" 2>/dev/null |
+    drops=$(gateway_status |
         jq -r '"gateway_drops_endpoint=" + (.drops_by_reason | to_entries | map("\(.key):\(.value)") | join(","))
             + " gateway_drops_session=" + ([.edges[]?.session.drops_by_reason // {} | to_entries[] | "\(.key):\(.value)"] | join(","))' \
             2>/dev/null || true)
@@ -796,7 +798,7 @@ measure_mtu() {
 # The largest datagram (UDP payload) each edge link's probing found, comma-separated, with "?"
 # after one still searching. A 1420-byte IPv4 path carries 1392 (1420 − 20 − 8).
 probed_datagrams() {
-    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+    edge_status |
         jq -r '[.session.links[] | "\(.max_datagram)\(if .max_datagram_settled then "" else "?" end)"] | join(",")' 2>/dev/null || true
 }
 
@@ -805,7 +807,7 @@ probed_datagrams() {
 # The edge's data bytes beyond the first copies (duplicates, retransmissions) and of the first
 # copies, from its status: `braid-labtool check` makes the mode's overhead of them (extra_pct).
 edge_data_bytes() {
-    in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+    edge_status |
         jq -r '.session | "data_bytes_extra=\(.data_bytes_extra // "-") data_bytes_first=\(.data_bytes_first // "-")"' 2>/dev/null ||
         echo "data_bytes_extra=- data_bytes_first=-"
 }
@@ -928,7 +930,7 @@ extra_bitrate_feed() {
 before_metered() {
     (
         for _ in $(seq 1 $((SECS + 3))); do
-            printf '%s %s\n' "$(date +%s.%N)" "$(in_ns edge "$BIN/braid-edge" status --json --config "$RUN/edge.yaml" 2>/dev/null |
+            printf '%s %s\n' "$(date +%s.%N)" "$(edge_status |
                 jq -r '[.session.links[].tx_bytes] | map(tostring) | join(":")' 2>/dev/null)"
             sleep 1
         done
