@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use braid_engine::crypto::Cipher;
-use braid_engine::endpoint::edge::{Edge, EdgeConfig, StandbyGateway};
+use braid_engine::endpoint::edge::{Edge, EdgeConfig, GatewayPeer};
 use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
 use braid_engine::keys::{PrivateKey, Psk};
 use braid_engine::monitor::LinkState;
@@ -441,16 +441,7 @@ impl Sim<Edge, Gateway> {
     /// An edge and a gateway endpoint that must complete a real handshake first.
     pub fn secure(seed: u64, config: SessionConfig, profiles: &[Profile], security: &Security) -> Self {
         let start = origin();
-        let pinned = security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public();
-        let edge_config = EdgeConfig {
-            private_key: security.edge_key.clone(),
-            gateway_key: pinned,
-            psk: security.edge_psk.clone(),
-            cipher: security.cipher,
-            session: edge_session_config(&config, profiles, gateway_addr(), true),
-            standbys: Vec::new(),
-        };
-        let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
+        let edge = secure_edge(seed, start, &config, profiles, security, true, Vec::new());
         let gateway = security.gateway(&config, start, seed);
         Self::assemble(seed, start, edge, gateway, profiles)
     }
@@ -460,19 +451,9 @@ impl Sim<Edge, Gateway> {
     pub fn secure_with_standby(seed: u64, config: SessionConfig, profiles: &[Profile], security: &Security) -> Self {
         let start = origin();
         let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 4754));
-        let edge_config = EdgeConfig {
-            private_key: security.edge_key.clone(),
-            gateway_key: security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public(),
-            psk: security.edge_psk.clone(),
-            cipher: security.cipher,
-            session: edge_session_config(&config, profiles, gateway_addr(), false),
-            standbys: vec![StandbyGateway {
-                address: addr,
-                public_key: security.standby_key.public(),
-                psk: security.edge_psk.clone(),
-            }],
-        };
-        let edge = Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config");
+        let standby =
+            GatewayPeer { address: addr, public_key: security.standby_key.public(), psk: security.edge_psk.clone() };
+        let edge = secure_edge(seed, start, &config, profiles, security, false, vec![standby]);
         let gateway = security.gateway(&config, start, seed);
         let mut sim = Self::assemble(seed, start, edge, gateway, profiles);
         let path = |i: usize, n: u64| Link::new(profiles[i], seed.wrapping_mul(37).wrapping_add(2 * i as u64 + n));
@@ -485,6 +466,28 @@ impl Sim<Edge, Gateway> {
         });
         sim
     }
+}
+
+/// The edge endpoint of a secure sim: its keys from `security`, the first gateway pinned (or
+/// the key the test pins instead), and `standbys` after it.
+fn secure_edge(
+    seed: u64,
+    start: Instant,
+    config: &SessionConfig,
+    profiles: &[Profile],
+    security: &Security,
+    rated: bool,
+    standbys: Vec<GatewayPeer>,
+) -> Edge {
+    let edge_config = EdgeConfig {
+        private_key: security.edge_key.clone(),
+        gateway_key: security.pinned_gateway.as_ref().unwrap_or(&security.gateway_key).public(),
+        psk: security.edge_psk.clone(),
+        cipher: security.cipher,
+        session: edge_session_config(config, profiles, gateway_addr(), rated),
+        standbys,
+    };
+    Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config")
 }
 
 impl Sim {
