@@ -222,25 +222,28 @@ async fn reload(
 /// (`RuntimeDirectory=`, exported as `$RUNTIME_DIRECTORY`). A few hundred bytes on tmpfs, at start
 /// and at each reload.
 fn record_restart_only(settings: &GatewaySettings) {
-    if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
-        return;
-    }
-    let path = crate::config::gateway_runtime_dir().join(crate::config::RUNNING_FILE);
-    if let Err(error) = std::fs::write(&path, settings.restart_only().to_text()) {
-        warn!(%error, path = %path.display(), "could not record the settings a reload cannot change");
-    }
+    record_runtime_file(
+        crate::config::RUNNING_FILE,
+        &settings.restart_only().to_text(),
+        "check-config --against-running",
+    );
 }
 
-/// Writes the process's PID to its runtime directory, for `braid-gateway drain`; only when it
-/// has one (`$RUNTIME_DIRECTORY`, from systemd's `RuntimeDirectory=`). Without, `drain --pid`
-/// names the process.
+/// Writes the process's PID to its runtime directory, for `braid-gateway drain`; only under
+/// systemd, as above. Without, `drain --pid` names the process.
 fn record_pid() {
+    record_runtime_file(crate::config::PID_FILE, &std::process::id().to_string(), "braid-gateway drain");
+}
+
+/// Writes `name` in the runtime directory when the process has one; a failure is logged with
+/// the command (`reader`) that will miss the file, and the gateway runs on.
+fn record_runtime_file(name: &str, text: &str, reader: &str) {
     if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
         return;
     }
-    let path = crate::config::gateway_runtime_dir().join(crate::config::PID_FILE);
-    if let Err(error) = std::fs::write(&path, std::process::id().to_string()) {
-        warn!(%error, path = %path.display(), "could not record the PID for `braid-gateway drain`");
+    let path = crate::config::gateway_runtime_dir().join(name);
+    if let Err(error) = std::fs::write(&path, text) {
+        warn!(%error, path = %path.display(), "could not write a runtime file for `{reader}`");
     }
 }
 
