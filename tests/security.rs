@@ -401,25 +401,39 @@ fn a_restarted_gateway_answers_with_the_sessions_token_and_the_stream_is_back_wi
     assert!(announced[0] <= 100, "the first announcement reached the ingest {} ms after the restart", announced[0]);
 }
 
+/// A stream from 1 s on, both links blackholed at 3 s until `back_at`, when a new gateway
+/// process (no sessions) takes the old one's place; `while_gone` looks at the sim just before.
+/// Returns the sim at 7 s and how long after `back_at` the first frame was delivered.
+fn gateway_gone_and_restarted(
+    security: &Security,
+    back_at: f64,
+    while_gone: impl FnOnce(&SecureSim),
+) -> (SecureSim, Option<Duration>) {
+    let mut sim = secure(16, security);
+    sim.stream(1.0, 6.0, 4.0, 1000);
+    for link in 0..2 {
+        sim.schedule(3.0, Action::Blackhole(link));
+        sim.schedule(back_at, Action::Restore(link));
+    }
+    sim.run_until(back_at);
+    while_gone(&sim);
+    let fresh = security.gateway(&SessionConfig::default(), sim.now, 99);
+    sim.replace_gateway(fresh);
+    sim.run_until(7.0);
+    let listening = sim.at(back_at);
+    let back = sim.sink.delivered_at.iter().flatten().filter(|&&t| t > listening).min().map(|&t| t - listening);
+    (sim, back)
+}
+
 #[test]
 fn a_gateway_gone_for_300_ms_then_restarted_is_answered_at_once_though_a_handshake_was_under_way() {
     // While the gateway is gone, the edge's links go down and it starts a handshake that no one
     // receives; the new process's answer must not wait for that handshake's retry.
     let security = Security::new();
-    let mut sim = secure(16, &security);
-    sim.stream(1.0, 6.0, 4.0, 1000);
-    for link in 0..2 {
-        sim.schedule(3.0, Action::Blackhole(link));
-        sim.schedule(3.3, Action::Restore(link));
-    }
-    sim.run_until(3.3);
-    let started = sim.edge.stats().handshakes_started;
-    assert!(started >= 2, "the edge started a handshake while the gateway was gone");
-    let fresh = security.gateway(&SessionConfig::default(), sim.now, 99);
-    sim.replace_gateway(fresh);
-    sim.run_until(7.0);
-    let listening = sim.at(3.3);
-    let back = sim.sink.delivered_at.iter().flatten().filter(|&&t| t > listening).min().map(|&t| t - listening);
+    let (sim, back) = gateway_gone_and_restarted(&security, 3.3, |sim| {
+        let started = sim.edge.stats().handshakes_started;
+        assert!(started >= 2, "the edge started a handshake while the gateway was gone");
+    });
     println!("RESULT scenario=sim-gateway-gone-and-back back_after_listen_ms={:?}", back.map(ms));
     let back = back.expect("the stream came back");
     assert!(back <= Duration::from_millis(100), "the stream came back {back:?} after the new gateway listened");
@@ -433,18 +447,7 @@ fn a_gateway_back_too_late_for_the_oldest_frames_says_so_and_the_stream_does_not
     // re-send them; it must say so at once, or the new gateway holds the re-sent and new frames
     // behind them until it gives them up.
     let security = Security::new();
-    let mut sim = secure(16, &security);
-    sim.stream(1.0, 6.0, 4.0, 1000);
-    for link in 0..2 {
-        sim.schedule(3.0, Action::Blackhole(link));
-        sim.schedule(3.48, Action::Restore(link));
-    }
-    sim.run_until(3.48);
-    let fresh = security.gateway(&SessionConfig::default(), sim.now, 99);
-    sim.replace_gateway(fresh);
-    sim.run_until(7.0);
-    let listening = sim.at(3.48);
-    let back = sim.sink.delivered_at.iter().flatten().filter(|&&t| t > listening).min().map(|&t| t - listening);
+    let (sim, back) = gateway_gone_and_restarted(&security, 3.48, |_| {});
     let r = sim.report();
     let gone = sim.edge.session().map_or(0, |s| s.stats().frames_gone_to_new_peer);
     println!("RESULT scenario=sim-gateway-back-late back_after_listen_ms={:?} {r} gone={gone}", back.map(ms));
