@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use braid::crypto::Cipher;
-use braid::endpoint::edge::{Edge, EdgeConfig, StandbyGateway};
+use braid::endpoint::edge::{Edge, EdgeConfig, GatewayPeer};
 use braid::endpoint::gateway::Gateway;
 use braid::keys::PrivateKey;
 use braid::session::{LinkConfig, SessionConfig, SetupError};
@@ -104,7 +104,7 @@ fn a_first_gateway_that_never_answers_leaves_the_stream_to_the_standby_after_the
 #[allow(clippy::disallowed_methods)]
 fn two_gateways_with_one_key_or_one_address_are_refused() {
     let gateway = |port: u16| SocketAddr::from(([192, 0, 2, 1], port));
-    let config = |standby: StandbyGateway| EdgeConfig {
+    let config = |standby: GatewayPeer| EdgeConfig {
         private_key: PrivateKey::from_bytes([1; 32]),
         gateway_key: PrivateKey::from_bytes([2; 32]).public(),
         psk: None,
@@ -117,11 +117,11 @@ fn two_gateways_with_one_key_or_one_address_are_refused() {
     };
     let now = Instant::now();
     let same_key =
-        StandbyGateway { address: gateway(4755), public_key: PrivateKey::from_bytes([2; 32]).public(), psk: None };
+        GatewayPeer { address: gateway(4755), public_key: PrivateKey::from_bytes([2; 32]).public(), psk: None };
     let error = Edge::new(config(same_key), now, 0, [0; 32]).unwrap_err();
     assert_eq!(error, SetupError::DuplicateGatewayKey(gateway(4755)));
     let same_address =
-        StandbyGateway { address: gateway(4754), public_key: PrivateKey::from_bytes([3; 32]).public(), psk: None };
+        GatewayPeer { address: gateway(4754), public_key: PrivateKey::from_bytes([3; 32]).public(), psk: None };
     let error = Edge::new(config(same_address), now, 0, [0; 32]).unwrap_err();
     assert_eq!(error, SetupError::DuplicateGatewayAddress(gateway(4754)));
     assert_eq!(error.to_string(), "gateway 192.0.2.1:4754 is listed twice");

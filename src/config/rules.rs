@@ -8,7 +8,7 @@ use super::file::{Advanced, EdgeFile, GatewayEntryFile, GatewayFile, PeerFile, S
 use super::locate::Document;
 use super::secrets::{read_private_key, read_psk, read_token};
 use super::*;
-use crate::endpoint::edge::StandbyGateway;
+use crate::endpoint::edge::GatewayPeer;
 use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry};
 use crate::keys::PublicKey;
 use crate::{LinkConfig, MAX_LINKS, Mode, SessionConfig, Tuning};
@@ -492,7 +492,7 @@ fn gateways(
     problems: &mut Problems,
     one: Option<PeerFile>,
     many: Option<Vec<GatewayEntryFile>>,
-) -> Option<(StandbyGateway, Vec<StandbyGateway>)> {
+) -> Option<(GatewayPeer, Vec<GatewayPeer>)> {
     let entries: Vec<(String, GatewayEntryFile)> = match (one, many) {
         (Some(_), Some(_)) => {
             problems.push(problem("gateways", "both gateway and gateways are given; expected one of them"));
@@ -512,7 +512,7 @@ fn gateways(
         }
         (None, Some(list)) => list.into_iter().enumerate().map(|(i, e)| (format!("gateways[{i}]"), e)).collect(),
     };
-    let mut gateways: Vec<(u8, StandbyGateway)> = Vec::with_capacity(entries.len());
+    let mut gateways: Vec<(u8, GatewayPeer)> = Vec::with_capacity(entries.len());
     let mut ok = true;
     for (prefix, entry) in entries {
         let key = |field: &str| format!("{prefix}.{field}");
@@ -539,7 +539,7 @@ fn gateways(
             problems.push(problem(key("public_key"), message));
             ok = false;
         }
-        gateways.push((priority, StandbyGateway { address, public_key, psk }));
+        gateways.push((priority, GatewayPeer { address, public_key, psk }));
     }
     if !ok {
         return None;

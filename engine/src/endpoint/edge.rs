@@ -128,12 +128,12 @@ pub struct EdgeConfig {
     /// Standby gateways, by priority: each keeps a session ready (handshaked and probed on
     /// every link, carrying no data), and the first that answers takes the stream over when the
     /// active gateway stops answering on every link.
-    pub standbys: Vec<StandbyGateway>,
+    pub standbys: Vec<GatewayPeer>,
 }
 
-/// A standby gateway: where it listens and its pinned key.
+/// A gateway the edge may carry its stream to: where it listens and its pinned key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StandbyGateway {
+pub struct GatewayPeer {
     /// Its UDP address.
     pub address: SocketAddr,
     /// Its public key, pinned.
@@ -366,7 +366,7 @@ impl Edge {
         datagram: &[u8],
     ) -> Result<(), DropReason> {
         // Each gateway answers from its own address; anything else meets the first's keys.
-        let peer = self.peers.iter().position(|p| p.address == from).unwrap_or(0);
+        let peer = self.peer_at(from).unwrap_or(0);
         let outcome = match wire::classify(datagram) {
             Err(reason) => Err(reason),
             Ok((repr, Kind::Handshake(kind, body))) => match kind {
@@ -550,12 +550,17 @@ impl Edge {
         self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len(), drained: !silent });
     }
 
+    /// The gateway that listens at `address`, if any.
+    fn peer_at(&self, address: SocketAddr) -> Option<usize> {
+        self.peers.iter().position(|p| p.address == address)
+    }
+
     /// Takes in an ICMP error that came back on `link`, from `origin` if the OS said: it counts
     /// against the gateway at that address, or against every gateway if it names none of them
     /// (a router on the way).
     pub fn handle_unreachable(&mut self, now: Instant, link: LinkId, origin: Option<SocketAddr>, what: Unreachable) {
         tracing::debug!(%link, ?origin, ?what, "ICMP error");
-        let named = self.peers.iter().position(|p| Some(p.address) == origin);
+        let named = origin.and_then(|origin| self.peer_at(origin));
         for peer in 0..self.peers.len() {
             if named.is_none_or(|n| n == peer) {
                 self.observe(now, peer, HandshakeTrouble::Unreachable(what));
