@@ -65,6 +65,44 @@ fn a_standby_takes_over_a_dead_gateways_stream_within_300_ms_losing_nothing() {
     }
 }
 
+/// The probes the edge sent to the `gateway`th gateway and the packets it received from it, on
+/// all links, so far.
+fn probe_traffic(sim: &PairSim, gateway: usize) -> (u64, u64) {
+    let Some((_, Some(session))) = sim.edge.gateways().nth(gateway) else { return (0, 0) };
+    session
+        .links()
+        .filter_map(|l| session.link_stats(l))
+        .fold((0, 0), |(p, r), s| (p + s.probes_sent, r + s.rx_packets))
+}
+
+#[test]
+fn a_standby_is_probed_at_the_standby_rate_both_ways_until_it_carries_the_stream() {
+    let mut sim = with_standby(26, Mode::Auto);
+    sim.stream(1.0, 9.0, 2.0, 1000);
+    sim.schedule(6.0, Action::GatewayCut);
+    sim.run_until(3.0);
+    let (active_before, standby_before) = (probe_traffic(&sim, 0), probe_traffic(&sim, 1));
+    sim.run_until(5.0);
+    let (active_after, standby_after) = (probe_traffic(&sim, 0), probe_traffic(&sim, 1));
+    let active_probes = active_after.0 - active_before.0;
+    let (standby_probes, standby_rx) = (standby_after.0 - standby_before.0, standby_after.1 - standby_before.1);
+    // 2 s on 3 links: at most one probe per link each 250 ms (jitter only lengthens an
+    // interval), and from the standby gateway its own probes and the replies to ours.
+    let slow = 2 * 3 * 1000 / (50 * u64::from(braid::session::STANDBY_PROBE_FACTOR));
+    println!("standby: {standby_probes} probes sent, {standby_rx} packets back; active: {active_probes} probes sent");
+    assert!(standby_probes <= slow + 3, "the standby was probed {standby_probes} times in 2 s, more than {slow}");
+    assert!(standby_probes >= slow / 2, "the standby was probed only {standby_probes} times in 2 s");
+    assert!(standby_rx <= 2 * slow + 6, "the standby gateway sent {standby_rx} packets in 2 s");
+    assert!(active_probes >= 2 * slow, "the active gateway was probed only {active_probes} times in 2 s");
+    // Once it carries the stream, the standby is probed at the full rate.
+    sim.run_until(7.0);
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the standby took over");
+    let before = probe_traffic(&sim, 1).0;
+    sim.run_until(8.0);
+    let carrying = probe_traffic(&sim, 1).0 - before;
+    assert!(carrying >= slow, "the gateway that carries the stream was probed only {carrying} times in 1 s");
+}
+
 #[test]
 fn a_gateway_cut_off_and_back_gets_nothing_back_and_the_ingest_hears_one_gateway_at_a_time() {
     let mut sim = with_standby(24, Mode::Redundant);

@@ -385,6 +385,8 @@ pub struct LinkMonitor {
     last_report: Option<Instant>,
     /// The first data packet sent since anything arrived on this link.
     data_unanswered: Option<Instant>,
+    /// A shorter probe interval, in force from the next packet received.
+    faster_interval: Option<Duration>,
 }
 
 impl LinkMonitor {
@@ -421,6 +423,19 @@ impl LinkMonitor {
             unconfirmed: None,
             data_unanswered: None,
             last_report: None,
+            faster_interval: None,
+        }
+    }
+
+    /// Probes come every `interval` from now on (a session that became or stopped being a
+    /// standby): the silence that takes the link down scales with it. A shorter interval takes
+    /// effect with the next packet from the peer: what was heard so far came at the old pace.
+    pub const fn set_probe_interval(&mut self, interval: Duration) {
+        if interval.as_nanos() >= self.tuning.probe_interval.as_nanos() {
+            self.tuning.probe_interval = interval;
+            self.faster_interval = None;
+        } else {
+            self.faster_interval = Some(interval);
         }
     }
 
@@ -565,6 +580,9 @@ impl LinkMonitor {
     /// Records an authenticated packet from the peer on this link.
     pub fn on_packet_received(&mut self, now: Instant, seq: u64, len: usize, owd_us: i64) {
         self.last_rx = now;
+        if let Some(interval) = self.faster_interval.take() {
+            self.tuning.probe_interval = interval;
+        }
         self.data_unanswered = None;
         self.rx_rebase = false;
         self.rx_highest = Some(self.rx_highest.map_or(seq, |h| h.max(seq)));
@@ -856,6 +874,25 @@ mod tests {
         m.on_packet_received(t + RTT, seq, 100, 0);
         m.on_probe_reply(t + RTT, seq as u32);
         m.handle_timeout(t + RTT);
+    }
+
+    #[test]
+    fn a_shorter_probe_interval_waits_for_the_next_packet_and_a_longer_one_applies_at_once() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let t = bring_up(&mut m, t0);
+        let fast = m.silence_timeout();
+        m.set_probe_interval(PROBE_INTERVAL * 5);
+        let slow = m.silence_timeout();
+        assert_eq!(slow - fast, PROBE_INTERVAL * 4 * (m.tuning.missed_probes_down - 1));
+        // Heard 200 ms ago at the slow pace: back at the fast one, the link is not down yet.
+        m.on_packet_received(t, 999, 100, 0);
+        m.set_probe_interval(PROBE_INTERVAL);
+        assert_eq!(m.silence_timeout(), slow, "the old pace holds until the peer is heard again");
+        assert_eq!(m.handle_timeout(t + Duration::from_millis(200)), None);
+        assert_eq!(m.state(), LinkState::Up);
+        m.on_packet_received(t + Duration::from_millis(210), 1000, 100, 0);
+        assert_eq!(m.silence_timeout(), fast);
     }
 
     /// Probes every interval, answered, until the link is up; returns the time.

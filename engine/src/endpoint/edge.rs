@@ -535,9 +535,13 @@ impl Edge {
             Some(session) => session.take_queued(),
             None => Vec::new(),
         };
+        if let Some(session) = self.peers[active].session.as_mut().filter(|_| silent) {
+            session.set_standby(now, true);
+        }
         self.active = next;
         let to = self.peers[next].address;
         if let Some(session) = self.peers[next].session.as_mut() {
+            session.set_standby(now, false);
             for frame in &frames {
                 // Refused frames are counted by the session.
                 let _ = session.handle_frame(now, frame);
@@ -779,6 +783,7 @@ impl Edge {
                 let mut session = Session::new(Role::Edge, config, keys, now, self.session_seed ^ peer as u64)
                     .map_err(|_| DropReason::HandshakeFailed)?;
                 session.restart_receive(payload.next_frame_seq);
+                session.set_standby(now, !active);
                 for link in &self.config.session.links {
                     if let Some(&spend) = link.id.index().and_then(|i| self.spend.get(i)) {
                         session.set_link_spend(link.id, spend);

@@ -145,6 +145,9 @@ pub enum Event {
 /// A peer that said it is being drained is taken to be for this long after it last said so (it
 /// says so on every probe, every link's probe interval).
 pub const DRAINING_HEARD: Duration = Duration::from_secs(1);
+/// A standby session (the edge keeps it ready while another gateway carries the stream) is
+/// probed this many times less often, at both ends: a few kbit/s per link instead of tens.
+pub const STANDBY_PROBE_FACTOR: u32 = 5;
 
 /// The share of what the links carry that [`Session::safe_bitrate`] advises the stream to use:
 /// headroom for the rate estimates' error, retransmissions, and the tunnel's and the stream's
@@ -185,6 +188,10 @@ pub struct Session {
     draining: bool,
     /// When the peer last said it was being drained.
     peer_draining_at: Option<Instant>,
+    /// This end keeps the session as a standby: every probe says so.
+    standby: bool,
+    /// The peer's last probe said it keeps the session as a standby, and no data came since.
+    peer_standby: bool,
     recovery: Recovery,
     reorder: ReorderBuffer,
     /// Frames arriving in pieces.
@@ -241,6 +248,8 @@ impl Session {
             queue: VecDeque::new(),
             draining: false,
             peer_draining_at: None,
+            standby: false,
+            peer_standby: false,
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -289,6 +298,47 @@ impl Session {
     /// Whether the peer said it is being drained within the last [`DRAINING_HEARD`].
     pub fn peer_draining(&self, now: Instant) -> bool {
         self.peer_draining_at.is_some_and(|at| now.saturating_duration_since(at) < DRAINING_HEARD)
+    }
+
+    /// Keeps the session, from now on or no longer, as a standby: probed every
+    /// [`STANDBY_PROBE_FACTOR`] intervals at both ends, every probe saying so. A session that
+    /// stops being a standby probes every link at once.
+    pub fn set_standby(&mut self, now: Instant, standby: bool) {
+        if self.standby != standby {
+            self.standby = standby;
+            self.retune_probes(now);
+        }
+    }
+
+    /// Whether this end or the peer keeps the session as a standby.
+    pub const fn is_standby(&self) -> bool {
+        self.standby || self.peer_standby
+    }
+
+    pub(crate) fn set_peer_standby(&mut self, now: Instant, standby: bool) {
+        if self.peer_standby != standby {
+            self.peer_standby = standby;
+            self.retune_probes(now);
+        }
+    }
+
+    /// The interval between two probes of a link: longer for a standby.
+    pub(crate) fn probe_interval(&self) -> Duration {
+        let interval = self.config.tuning.monitor.probe_interval;
+        if self.is_standby() { interval * STANDBY_PROBE_FACTOR } else { interval }
+    }
+
+    /// Gives every link's monitor the probe interval in force; back at the carrying rate, every
+    /// link is probed at once.
+    fn retune_probes(&mut self, now: Instant) {
+        let interval = self.probe_interval();
+        let fast = !self.is_standby();
+        for link in self.links.iter_mut().flatten() {
+            link.monitor.set_probe_interval(interval);
+            if fast {
+                link.owed.next_probe = link.owed.next_probe.min(now);
+            }
+        }
     }
 
     /// Whether some link is up or degraded: the peer answers on it.

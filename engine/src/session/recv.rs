@@ -64,6 +64,10 @@ impl Session {
         if self.links[slot].is_none() {
             self.links[slot] = Some(Link::of(&self.config, via, 0, None, None, now));
         }
+        if self.peer_standby && repr.protocol == Protocol::Ethernet {
+            // Data goes to the gateway that carries the stream: the edge took this one up.
+            self.set_peer_standby(now, false);
+        }
         let link = self.links[slot].as_mut().ok_or(DropReason::BadLink)?;
         let newest = link.rx.replay.highest().is_none_or(|h| pn > h);
         link.rx.replay.mark(pn);
@@ -154,6 +158,9 @@ impl Session {
     /// Acts on the control messages of one packet that arrived on the link in `slot`, with
     /// sequence `seq` and sent at `send_ts` on the peer's clock.
     fn handle_control(&mut self, now: Instant, slot: usize, seq: u32, send_ts: u32, messages: &[ControlMessage]) {
+        if self.role == Role::Gateway && messages.iter().any(|m| matches!(m, ControlMessage::Probe { .. })) {
+            self.set_peer_standby(now, messages.contains(&ControlMessage::Standby));
+        }
         for message in messages {
             match *message {
                 ControlMessage::Probe { priority } => {
@@ -206,6 +213,8 @@ impl Session {
                     self.collect_naks(now);
                 }
                 ControlMessage::Draining => self.peer_draining_at = Some(now),
+                // Read with the probe it comes with, above.
+                ControlMessage::Standby => {}
                 ControlMessage::Gone { first, count } => {
                     let first = expand_u32(self.reorder.expected(), first);
                     for seq in first..first + u64::from(count).min(MAX_MISSING as u64) {

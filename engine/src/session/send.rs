@@ -249,6 +249,9 @@ impl Session {
             if self.draining {
                 messages.push(ControlMessage::Draining);
             }
+            if self.standby {
+                messages.push(ControlMessage::Standby);
+            }
             if let Some(next) = self.recovery.sent.next_seq() {
                 messages.push(ControlMessage::Sent { next: next as u32 });
             }

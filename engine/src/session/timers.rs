@@ -105,7 +105,7 @@ impl Session {
 
     /// Runs timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let interval = self.config.tuning.monitor.probe_interval;
+        let interval = self.probe_interval();
         let suspect_loss = self.config.tuning.send.mtu_suspect_loss;
         let mut transitions = Vec::new();
         let mut shrunk = Vec::new();

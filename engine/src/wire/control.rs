@@ -17,6 +17,7 @@ const PADDING: u8 = 9;
 const EXCUSED: u8 = 10;
 const NAK_AGAIN: u8 = 11;
 const DRAINING: u8 = 12;
+const STANDBY: u8 = 13;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
@@ -108,6 +109,9 @@ pub enum ControlMessage {
     /// The gateway is being drained: the edge moves its stream to a standby gateway, and keeps
     /// it off this one while the message keeps coming (on every probe).
     Draining,
+    /// The edge keeps this session as a standby (another gateway carries its stream): both ends
+    /// probe it at the standby rate while the message keeps coming (on every probe of the edge).
+    Standby,
 }
 
 /// Appends `len` bytes of padding messages, which a receiver skips (`len` of 0 or at least 2).
@@ -154,6 +158,7 @@ impl ControlMessage {
                 out.extend_from_slice(&size.to_be_bytes());
             }
             Self::Draining => out.extend_from_slice(&[DRAINING, 0]),
+            Self::Standby => out.extend_from_slice(&[STANDBY, 0]),
             Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
                 let kind = match self {
                     Self::Nak { .. } => NAK,
@@ -176,7 +181,7 @@ impl ControlMessage {
             Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
-            Self::Draining => 0,
+            Self::Draining | Self::Standby => 0,
         }
     }
 
@@ -218,6 +223,10 @@ impl ControlMessage {
             DRAINING => {
                 exact(0)?;
                 Self::Draining
+            }
+            STANDBY => {
+                exact(0)?;
+                Self::Standby
             }
             NAK | NAK_AGAIN | GONE => {
                 exact(NAK_LEN)?;
@@ -298,6 +307,7 @@ mod tests {
             ControlMessage::MtuAck { size: 1392 },
             ControlMessage::Excused { total: 12 },
             ControlMessage::Draining,
+            ControlMessage::Standby,
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);
