@@ -639,9 +639,20 @@ extra_vrrp_pair() {
 }
 
 before_gateway_failover() { before_vrrp_pair; }
-before_gateway_drain() { before_vrrp_pair; }
-extra_gateway_drain() { extra_gateway_failover; }
-before_gateway_partition() { before_vrrp_pair; }
+# A rig device gw's bridge learned that has been quiet since (no announcement moves it): only
+# the gateway's own clearing removes it once the edge keeps gw as a standby.
+before_gateway_drain() {
+    before_vrrp_pair
+    in_ns gw bridge fdb replace "$QUIET_RIG_MAC" dev braid-rig master dynamic
+}
+QUIET_RIG_MAC=02:00:00:00:0b:99
+# As gateway-failover, and the addresses the first gateway's bridge still has learned behind the
+# rig's TAP: none, once the edge keeps it as a standby.
+extra_gateway_drain() { echo "$(extra_gateway_failover) first_bridge_rig_entries=$(first_bridge_rig_entries)"; }
+
+# The addresses gw's bridge learned behind the rig's TAP (not its own permanent ones).
+first_bridge_rig_entries() { in_ns gw bridge fdb show brport braid-rig 2>/dev/null | grep -vc permanent || true; }
+before_gateway_partition() { before_gateway_drain; }
 
 # How long after the kill (or the cut, or the drain) the edge moved the stream (its log's move
 # line), and the longest wait between two replies to the ingest's pings (down_gap_ms).
@@ -660,7 +671,7 @@ extra_gateway_failover() {
     echo "down_gap_ms=$down"
 }
 
-# As gateway-failover, and after the first gateway is back: which gateway carries the stream
+# As gateway-drain, and after the first gateway is back: which gateway carries the stream
 # (first or second), how many takeovers there were, and what the first delivered from a second
 # after the cut on.
 extra_gateway_partition() {
@@ -668,7 +679,7 @@ extra_gateway_partition() {
     status=$(edge_status)
     active=$(jq -r --arg a "$GW2_PUBLIC:4754" '.gateways[] | select(.role == "active") | if .address == $a then "second" else "first" end' <<<"$status" 2>/dev/null || true)
     at_cut=$(cat "$RUN/first-delivered.cut" 2>/dev/null || echo 0)
-    echo "$(extra_gateway_failover) active_gateway=${active:--} takeovers=$(jq -r '.gateway_takeovers // "-"' <<<"$status" 2>/dev/null) first_delivered_after_cut=$(($(first_delivered) - at_cut))"
+    echo "$(extra_gateway_drain) active_gateway=${active:--} takeovers=$(jq -r '.gateway_takeovers // "-"' <<<"$status" 2>/dev/null) first_delivered_after_cut=$(($(first_delivered) - at_cut))"
 }
 
 extra_hostile() {

@@ -78,6 +78,9 @@ drop_reasons! {
     /// exceeds what the links carry, and the tunnel drops at its entry rather than fill the
     /// modems' buffers.
     OverCapacity = "over_capacity", "over capacity";
+    /// A frame for an edge that keeps this gateway as a standby (another gateway carries its
+    /// stream): the edge would discard it.
+    Standby = "standby", "standby session";
 }
 
 impl DropReason {

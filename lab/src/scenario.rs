@@ -472,7 +472,8 @@ pub static ALL: &[Scenario] = &[
         // As gateway-failover, and the first gateway, back, stays a standby: the stream does not
         // move back (active_gateway, takeovers) and the first gateway puts nothing of the rig's
         // on the ingest LAN from a second after the cut on, once what it held is out
-        // (first_delivered_after_cut).
+        // (first_delivered_after_cut), and, told it is a standby, its bridge forgets the rig's
+        // addresses (first_bridge_rig_entries).
         bounds: &[
             at_most("gap_after_takeover_ms", 300.0),
             zero("lost"),
@@ -480,6 +481,7 @@ pub static ALL: &[Scenario] = &[
             Bound { figure: "active_gateway", test: Test::OneOf(&["second"]) },
             Bound { figure: "takeovers", test: Test::OneOf(&["1"]) },
             zero("first_delivered_after_cut"),
+            zero("first_bridge_rig_entries"),
         ],
         reported: &["takeover_ms", "dup"],
         ..BASE
@@ -495,8 +497,15 @@ pub static ALL: &[Scenario] = &[
         // The edge hears the drain on the next probe and moves make-before-break: the frames not
         // yet sent go to the standby, the first gateway delivers what it was sent and answers
         // its NAKs, so nothing is lost or repeated; takeover_ms (reported) is from the command
-        // to the move.
-        bounds: &[at_most("gap_after_drain_ms", 50.0), zero("lost"), zero("dup"), at_most("down_gap_ms", 300.0)],
+        // to the move. The drained gateway, a standby now, forgets the rig's addresses on its
+        // bridge (first_bridge_rig_entries).
+        bounds: &[
+            at_most("gap_after_drain_ms", 50.0),
+            zero("lost"),
+            zero("dup"),
+            at_most("down_gap_ms", 300.0),
+            zero("first_bridge_rig_entries"),
+        ],
         reported: &["takeover_ms"],
         ..BASE
     },

@@ -133,6 +133,9 @@ impl Default for Buffers {
     }
 }
 
+/// What else hears each engine event, with the peer's index.
+pub type EventHook<'a> = dyn FnMut(usize, &Event) + 'a;
+
 /// Where a drain puts what the endpoint emits, by peer.
 pub struct Sinks<'a, S, T, N, L> {
     /// The sockets datagrams go out on.
@@ -147,6 +150,8 @@ pub struct Sinks<'a, S, T, N, L> {
     pub link_name: L,
     /// The status recorders, one per peer, while the status endpoint is on.
     pub recorders: Option<&'a mut [Recorder]>,
+    /// What else hears each event, by peer.
+    pub on_event: Option<&'a mut EventHook<'a>>,
 }
 
 impl<S, T, N, L> core::fmt::Debug for Sinks<'_, S, T, N, L> {
@@ -191,6 +196,9 @@ pub fn drain<'t, 'n, 'l, E, S, T, N, L>(
         if let Some(recorder) = sinks.recorders.as_deref_mut().and_then(|r| r.get_mut(peer)) {
             record_event(recorder, &event, &sinks.link_name);
         }
+        if let Some(on_event) = sinks.on_event.as_deref_mut() {
+            on_event(peer, &event);
+        }
     }
 }
 
@@ -213,6 +221,10 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
             info!(edge, ?index, resumed, %peer, standby = !carrying, "handshake complete");
         }
         Event::PathChanged { link, from, to } => info!(edge, link = name(*link), ?from, %to, "path moved"),
+        Event::PeerStandby { standby: true } => {
+            info!(edge, "the edge keeps this gateway as a standby: its frames from the LAN stop here");
+        }
+        Event::PeerStandby { standby: false } => info!(edge, "the edge carries its stream through this gateway"),
         Event::NoSession { link, gateway } => warn!(
             edge,
             %gateway,
@@ -268,6 +280,6 @@ pub fn record_event<'a>(recorder: &mut Recorder, event: &Event, name: impl Fn(Li
             });
         }
         Event::GatewayTakeover { .. } => recorder.session_restarted(),
-        Event::PathChanged { .. } | Event::NoSession { .. } => {}
+        Event::PathChanged { .. } | Event::NoSession { .. } | Event::PeerStandby { .. } => {}
     }
 }

@@ -224,6 +224,7 @@ async fn drive(mut settings: EdgeSettings) -> Result<(), IoError> {
             name: |_| settings.name.as_str(),
             link_name,
             recorders: observer.is_some().then_some(std::slice::from_mut(&mut recorder)),
+            on_event: None,
         };
         driver::drain(&mut edge, out, sends, sinks);
         if let Some(feed) = feed.as_mut() {

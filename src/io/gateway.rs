@@ -16,7 +16,7 @@ use super::udp::bind_listen;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
-use crate::session::Transmit;
+use crate::session::{Event, Transmit};
 
 enum Input {
     Shutdown(&'static str),
@@ -57,6 +57,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     let mut undrain =
         signal(SignalKind::user_defined2()).map_err(|e| IoError::new("installing the SIGUSR2 handler", e))?;
     let netlink = Netlink::open()?;
+    let forget = netlink.forgetter();
     let mut taps: Vec<Option<AsyncDevice>> = open_taps(&settings.taps, &netlink).await?.into_iter().map(Some).collect();
     let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
     let sockets: Vec<Option<BatchSocket>> = settings
@@ -159,6 +160,15 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             name: |peer| names.get(peer).map_or("?", String::as_str),
             link_name,
             recorders: if observer.is_some() { Some(&mut recorders[..]) } else { None },
+            on_event: Some(&mut |peer, event| {
+                // A rig that keeps this gateway as a standby is reached through another: the
+                // bridge forgets where it learned the rig's addresses.
+                if let Event::PeerStandby { standby: true } = event
+                    && let Some(tap) = settings.taps.get(peer).filter(|t| t.bridge.is_some())
+                {
+                    let _ = forget.send(tap.name.clone());
+                }
+            }),
         };
         driver::drain(&mut gateway, out, sends, sinks);
     }

@@ -5,13 +5,17 @@
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
 use rtnetlink::sys::SocketAddr as NetlinkAddr;
 use rtnetlink::{Handle, LinkUnspec, MulticastGroup, new_multicast_connection};
 
 use super::IoError;
+use std::io;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// What the kernel said about an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +96,22 @@ impl Netlink {
             .map_err(|e| IoError::new(format!("joining {device} to bridge {bridge}"), std::io::Error::other(e)))
     }
 
+    /// A queue of devices whose bridge should forget the addresses it learned behind them,
+    /// worked off by a task of its own: sending never waits on the kernel.
+    pub fn forgetter(&self) -> UnboundedSender<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            while let Some(device) = rx.recv().await {
+                match forget_learned(&handle, &device).await {
+                    Ok(count) => tracing::info!(device, count, "the bridge forgot the addresses learned behind it"),
+                    Err(error) => tracing::warn!(device, %error, "could not clear the bridge's learned addresses"),
+                }
+            }
+        });
+        tx
+    }
+
     /// The next event, skipping messages braid has no use for; `None` if the connection closed.
     pub async fn next(&mut self) -> Option<NetEvent> {
         loop {
@@ -124,4 +144,33 @@ fn link_event(link: &LinkMessage) -> Option<NetEvent> {
     let flags = link.header.flags;
     let carrier = flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
     Some(NetEvent::Link { name, index: link.header.index, carrier })
+}
+
+/// Deletes the entries the bridge learned behind `device` (not static or permanent ones), so
+/// frames for those addresses go where they are announced next instead of into `device`;
+/// returns how many.
+async fn forget_learned(handle: &Handle, device: &str) -> Result<usize, IoError> {
+    let error =
+        |e: rtnetlink::Error| IoError::new(format!("clearing the bridge entries of {device}"), io::Error::other(e));
+    let mut links = handle.link().get().match_name(device.to_string()).execute();
+    let Some(link) = links.try_next().await.map_err(error)? else { return Ok(0) };
+    let index = link.header.index;
+    let mut entries = handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
+    let mut learned = Vec::new();
+    while let Some(entry) = entries.try_next().await.map_err(error)? {
+        let header = &entry.header;
+        // The bridge's own entries name it (NDA_MASTER); the device's own list does not.
+        let bridged = entry.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Controller(_)));
+        if header.ifindex == index
+            && bridged
+            && matches!(header.state, NeighbourState::Reachable | NeighbourState::Stale)
+        {
+            learned.push(entry);
+        }
+    }
+    let count = learned.len();
+    for entry in learned {
+        handle.neighbours().del(entry).execute().await.map_err(error)?;
+    }
+    Ok(count)
 }

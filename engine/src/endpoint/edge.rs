@@ -535,7 +535,7 @@ impl Edge {
             Some(session) => session.take_queued(),
             None => Vec::new(),
         };
-        if let Some(session) = self.peers[active].session.as_mut().filter(|_| silent) {
+        if let Some(session) = self.peers[active].session.as_mut() {
             session.set_standby(now, true);
         }
         self.active = next;
@@ -544,7 +544,7 @@ impl Edge {
             session.set_standby(now, false);
             for frame in &frames {
                 // Refused frames are counted by the session.
-                let _ = session.handle_frame(now, frame);
+                let _ = session.adopt_frame(now, frame);
             }
         }
         self.announcer.schedule(now);

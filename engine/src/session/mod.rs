@@ -131,6 +131,13 @@ pub enum Event {
         /// The old gateway is being drained (it still answers); else it stopped answering.
         drained: bool,
     },
+    /// The edge made this gateway's session a standby (another gateway carries its stream), or
+    /// took it up again (gateway only). A standby session takes no frames from the LAN
+    /// ([`DropReason::Standby`]): the driver forgets the rig's addresses on its bridge.
+    PeerStandby {
+        /// Whether the session is a standby now.
+        standby: bool,
+    },
     /// A link's remote address changed, proven by an authenticated packet (gateway only).
     PathChanged {
         /// The link.
@@ -188,6 +195,8 @@ pub struct Session {
     draining: bool,
     /// When the peer last said it was being drained.
     peer_draining_at: Option<Instant>,
+    /// Until when the frames adopted from another session drain (see [`Session::adopt_frame`]).
+    adopted_until: Option<Instant>,
     /// This end keeps the session as a standby: every probe says so.
     standby: bool,
     /// The peer's last probe said it keeps the session as a standby, and no data came since.
@@ -250,6 +259,7 @@ impl Session {
             peer_draining_at: None,
             standby: false,
             peer_standby: false,
+            adopted_until: None,
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -319,6 +329,7 @@ impl Session {
         if self.peer_standby != standby {
             self.peer_standby = standby;
             self.retune_probes(now);
+            self.events.push_back(Event::PeerStandby { standby });
         }
     }
 
@@ -465,7 +476,29 @@ impl Session {
     /// # Errors
     /// A [`DropReason`] (also counted) if the frame is dropped: bad length, or no link.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
-        self.enter_frame(now, frame)
+        if self.peer_standby {
+            return Err(self.count(DropReason::Standby));
+        }
+        self.enter_frame(now, frame, false)
+    }
+
+    /// Takes in a frame another session had already taken in (the stream moved here from a
+    /// gateway that stopped answering or is being drained): it is sent whatever the links'
+    /// queues, since refusing it now would lose what the stream was promised. The burst is
+    /// bounded by what one session holds within the budget.
+    ///
+    /// # Errors
+    /// A [`DropReason`] (also counted) if the frame is dropped: bad length, or no link.
+    pub fn adopt_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        self.enter_frame(now, frame, true)?;
+        // The adopted frames drain at the usable links' summed rate: until then, the queue is
+        // theirs.
+        let rate: u64 = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.rate_bps).sum();
+        if rate > 0 {
+            let from = self.adopted_until.filter(|&until| until > now).unwrap_or(now);
+            self.adopted_until = Some(from + Duration::from_secs_f64(frame.len() as f64 * 8.0 / rate as f64));
+        }
+        Ok(())
     }
 
     /// Takes in one UDP payload received on `link` from `from`.

@@ -119,7 +119,7 @@ impl Session {
     }
 
     /// Schedules a frame from the local side onto links (see [`Session::handle_frame`]).
-    pub(super) fn enter_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+    pub(super) fn enter_frame(&mut self, now: Instant, frame: &[u8], adopted: bool) -> Result<(), DropReason> {
         self.stats.frames_in += 1;
         if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
             return Err(self.count(DropReason::BadFrameLength));
@@ -145,7 +145,10 @@ impl Session {
         // and the frame goes out, which is what lets the rate grow; a moment's real queue
         // (ENTRY_SUSTAIN) is waited out.
         let overrun = |id: LinkId| queue_of(&self.views, id) > tuning.max_queue_delay && sustained.contains(id);
-        if self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
+        // Frames adopted from another session are a one-time backlog, not offered load: neither
+        // they nor the frames that come while they drain are refused for the queue they make.
+        let adopting = adopted || self.adopted_until.is_some_and(|until| now < until);
+        if !adopting && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for id in chosen.iter() {
                     if let Some(l) = self.link(id) {
