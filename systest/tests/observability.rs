@@ -582,6 +582,10 @@ fn the_dashboard_shows_every_link_marks_a_cut_within_two_seconds_and_fits_a_phon
     assert_eq!(links, "isp1,isp2,isp3", "the dashboard does not show every link");
     let banner = driver.script("return document.querySelector('.banner').dataset.level");
     assert_eq!(banner, "safe");
+    let gateways = driver.script(
+        "return [...document.querySelectorAll('.gateway')].map(e => e.dataset.role + ' ' + e.querySelectorAll('.uplink').length).join(',')",
+    );
+    assert_eq!(gateways, "active 3", "the dashboard does not show the gateway as active with its three uplinks");
     std::thread::sleep(Duration::from_secs(8)); // a few seconds of charts
 
     let cut_at = Instant::now();
