@@ -147,6 +147,65 @@ fn a_gateway_cut_off_and_back_gets_nothing_back_and_the_ingest_hears_one_gateway
 }
 
 #[test]
+fn a_recovered_first_gateway_gets_the_stream_back_only_after_the_hold_down_losing_and_repeating_nothing() {
+    let security = Security { return_after: Some(Duration::from_secs(3)), ..Security::new() };
+    let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    let mut sim = Sim::secure_with_standby(28, config, &field_links(), &security);
+    sim.stream(1.0, 20.0, 6.0, 1000);
+    // Cut off, back, and cut off again before the hold-down passed (a flapping gateway): the
+    // hold-down starts again when it is back for good, after 8 s.
+    sim.schedule(3.0, Action::GatewayCut);
+    sim.schedule(4.0, Action::GatewayRestore);
+    sim.schedule(7.0, Action::GatewayCut);
+    sim.schedule(8.0, Action::GatewayRestore);
+    let first_answers =
+        |sim: &PairSim| sim.edge.gateways().next().and_then(|(_, s)| s).is_some_and(|s| s.any_link_usable());
+    // When the first gateway answers again for good (its links probed back up, at the standby's
+    // pace, past the penalty its flapping earned).
+    let mut answered = None;
+    let mut answered_between_cuts = false;
+    for step in 0..300 {
+        sim.run_until(4.0 + 0.05 * f64::from(step));
+        answered_between_cuts |= sim.now < sim.at(7.0) && first_answers(&sim);
+        if first_answers(&sim) {
+            answered = answered.or(Some(sim.now));
+        } else {
+            answered = None;
+        }
+        if answered.is_some_and(|t| sim.now < t + Duration::from_millis(2900)) {
+            assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the stream went back before the hold-down");
+        }
+    }
+    assert!(answered_between_cuts, "the first gateway did not answer between the cuts: no flap was tested");
+    let answered = answered.expect("the first gateway answers again");
+    sim.run_until(21.0);
+    let r = sim.report();
+    let stats = sim.edge.stats();
+    let returned = sim.gateway_delivered_at.iter().copied().find(|&t| t > sim.at(8.0));
+    let returned_s = returned.map(|t| (t - sim.at(0.0)).as_secs_f64());
+    // Frames sent from 1 s before the return on: the move was make-before-break.
+    let around = returned.map_or(sim.now, |t| t - Duration::from_secs(1));
+    let sink = &sim.sink;
+    let dup_after = sink.sent_at.iter().zip(&sink.delivered).filter(|&(&at, &n)| at >= around && n > 1).count();
+    let stall = sim.max_gap_between(returned_s.unwrap_or(1.0) - 1.0, returned_s.unwrap_or(1.0) + 1.0);
+    println!(
+        "RESULT scenario=sim-gateway-return {r} returned_at_s={returned_s:?} stall_ms={:.1} dup_after={dup_after}",
+        ms(stall)
+    );
+    assert_eq!(sim.edge.active_gateway(), sim.gateway_addr, "the stream is back on the first gateway");
+    assert_eq!(stats.gateway_takeovers, 2, "one move away, one back");
+    let returned = returned.expect("the first gateway delivered again");
+    let after = returned - answered;
+    assert!(
+        (Duration::from_secs(3)..Duration::from_millis(3300)).contains(&after),
+        "back {after:?} after the first gateway answered again, not the 3 s hold-down"
+    );
+    assert_eq!(r.lost, 0, "{r}");
+    assert_eq!(dup_after, 0, "the return sent frames twice");
+    assert!(stall <= Duration::from_millis(50), "the return stalled the stream {stall:?}");
+}
+
+#[test]
 fn a_first_gateway_that_never_answers_leaves_the_stream_to_the_standby_after_the_grace() {
     let mut sim = with_standby(25, Mode::Auto);
     sim.schedule(0.0, Action::GatewayCut);
@@ -175,6 +234,7 @@ fn two_gateways_with_one_key_or_one_address_are_refused() {
             ..SessionConfig::default()
         },
         standbys: vec![standby],
+        return_after: None,
     };
     let now = Instant::now();
     let same_key =

@@ -44,7 +44,8 @@ pub mod testing;
 pub use monitor::LinkState;
 pub use scheduler::Mode;
 pub use session::{
-    DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind, Transmit,
+    DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TakeoverReason, TimerKind,
+    Transmit,
 };
 pub use tuning::Tuning;
 

@@ -56,6 +56,7 @@ pub fn edge(now: Instant) -> Edge {
         cipher: Cipher::ChaCha20Poly1305,
         session: SessionConfig { links, ..SessionConfig::default() },
         standbys: Vec::new(),
+        return_after: None,
     };
     Edge::new(config, now, 1_700_000_000_000_000_000, [9; 32]).expect("two links are a valid edge config")
 }

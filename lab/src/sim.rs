@@ -108,6 +108,8 @@ pub struct Security {
     pub gateway_key: PrivateKey,
     /// The standby gateway's key ([`Sim::secure_with_standby`]).
     pub standby_key: PrivateKey,
+    /// The edge's hold-down before the stream returns to the first gateway; none by default.
+    pub return_after: Option<Duration>,
     /// The key the gateway's allowlist holds for the edge (normally the edge's own public key).
     pub allowed_edge: Option<PrivateKey>,
     pub edge_psk: Option<Psk>,
@@ -130,6 +132,7 @@ impl Security {
             edge_key: PrivateKey::from_bytes([0x11; 32]),
             gateway_key: PrivateKey::from_bytes([0x22; 32]),
             standby_key: PrivateKey::from_bytes([0x33; 32]),
+            return_after: None,
             allowed_edge: None,
             edge_psk: None,
             gateway_psk: None,
@@ -486,6 +489,7 @@ fn secure_edge(
         cipher: security.cipher,
         session: edge_session_config(config, profiles, gateway_addr(), rated),
         standbys,
+        return_after: security.return_after,
     };
     Edge::new(edge_config, start, 1_700_000_000_000_000_000, seed_bytes(seed)).expect("edge config")
 }

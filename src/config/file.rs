@@ -11,6 +11,7 @@ pub(super) struct EdgeFile {
     pub(super) private_key_file: PathBuf,
     pub(super) gateway: Option<PeerFile>,
     pub(super) gateways: Option<Vec<GatewayEntryFile>>,
+    pub(super) gateway_return_after_s: Option<i64>,
     pub(super) cipher: Option<String>,
     pub(super) mode: Option<String>,
     pub(super) latency_budget_ms: Option<i64>,

@@ -309,6 +309,11 @@ pub const DEFAULT_EDGE_NAME: &str = "edge";
 pub const DEFAULT_GATEWAY_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
 /// The latency budgets a config may set, in milliseconds.
 pub const LATENCY_BUDGET_MS_RANGE: core::ops::RangeInclusive<i64> = 1..=5000;
+/// The hold-downs a config may set before the stream returns to an earlier gateway, in seconds
+/// (0: it never returns by itself).
+pub const GATEWAY_RETURN_AFTER_S_RANGE: core::ops::RangeInclusive<i64> = 0..=86_400;
+/// The hold-down when the config sets none.
+pub const DEFAULT_GATEWAY_RETURN_AFTER_S: u32 = 60;
 /// The handshake rates a config may set, per second.
 pub const HANDSHAKE_RATE_RANGE: core::ops::RangeInclusive<i64> = 1..=100_000;
 /// The largest uplink rate a config may set, in Mbit/s (1 Tbit/s; keeps bits per second in a `u64`).

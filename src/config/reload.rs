@@ -48,6 +48,7 @@ impl EdgeSettings {
         ]);
         let restart_only = changed(&[
             ("tap", self.tap != new.tap),
+            ("gateway_return_after_s", old.return_after != next.return_after),
             ("status", self.status != new.status),
             ("path_mtu", s.max_datagram != n.max_datagram),
             ("retransmit", s.retransmit != n.retransmit),

@@ -39,6 +39,7 @@ pub(super) fn expected(key: &str) -> String {
         "cipher" => CIPHER_RULE.into(),
         "mode" => MODE_RULE.into(),
         "latency_budget_ms" => range_rule(&LATENCY_BUDGET_MS_RANGE, "milliseconds"),
+        "gateway_return_after_s" => range_rule(&GATEWAY_RETURN_AFTER_S_RANGE, "seconds; 0: never"),
         "retransmit" | "mss_clamp" => "true or false".into(),
         "path_mtu" => range_rule(&PATH_MTU_RANGE, "bytes"),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
@@ -112,6 +113,10 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         Some((first, standbys)) => (Some(first.address), Some(first.public_key), Some(first.psk), Some(standbys)),
         None => (None, None, None, None),
     };
+    let return_after_s = file.gateway_return_after_s.map_or(Some(DEFAULT_GATEWAY_RETURN_AFTER_S), |s| {
+        problems.check(in_range::<u32>("gateway_return_after_s", s, &GATEWAY_RETURN_AFTER_S_RANGE, "seconds; 0: never"))
+    });
+    let return_after = return_after_s.map(|s| (s > 0).then(|| Duration::from_secs(u64::from(s))));
     let cipher = match file.cipher.as_deref() {
         None | Some("chacha20-poly1305") => Some(Cipher::ChaCha20Poly1305),
         Some("aes-256-gcm") => Some(Cipher::Aes256Gcm),
@@ -234,7 +239,8 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         Some(name),
         Some(bitrate_feed),
         Some(standbys),
-    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name, bitrate_feed, standbys)
+        Some(return_after),
+    ) = (private_key, gateway_key, psk, cipher, session, tap, status, name, bitrate_feed, standbys, return_after)
     else {
         return Err(problems.0);
     };
@@ -245,7 +251,7 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
     Ok(EdgeSettings {
         path: doc.path.clone(),
         name,
-        edge: EdgeConfig { private_key, gateway_key, psk, cipher, session, standbys },
+        edge: EdgeConfig { private_key, gateway_key, psk, cipher, session, standbys, return_after },
         tap,
         uplinks,
         status,

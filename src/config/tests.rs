@@ -871,6 +871,14 @@ fn a_gateways_list_is_ordered_by_priority_and_its_first_carries_the_stream() {
     assert!(settings.edge.session.links.iter().all(|l| l.remote == "203.0.113.10:4754".parse().unwrap()));
     let standbys: Vec<_> = settings.edge.standbys.iter().map(|s| (s.address.to_string(), s.public_key)).collect();
     assert_eq!(standbys, [("203.0.113.20:4754".to_owned(), key(5))]);
+    assert_eq!(settings.edge.return_after, Some(Duration::from_secs(60)), "the default hold-down");
+    let never = scratch.edge(&(yaml.clone() + "gateway_return_after_s: 0\n")).unwrap();
+    assert_eq!(never.edge.return_after, None, "0: the stream never returns by itself");
+    let error = scratch.edge(&(yaml + "gateway_return_after_s: -5\n")).unwrap_err().to_string();
+    assert!(
+        error.contains("gateway_return_after_s") && error.contains("from 0 to 86400 (seconds; 0: never)"),
+        "{error}"
+    );
 }
 
 #[test]

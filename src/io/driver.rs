@@ -16,7 +16,7 @@ use crate::LinkId;
 use crate::config::StatusSettings;
 use crate::endpoint::edge::Edge;
 use crate::endpoint::gateway::{Gateway, PeerId};
-use crate::session::{Delivered, Event, Transmit};
+use crate::session::{Delivered, Event, TakeoverReason, Transmit};
 use crate::tuning::Tuning;
 
 /// Large enough for any datagram or jumbo frame.
@@ -231,16 +231,23 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
             link = name(*link),
             "the gateway has no session for this edge (it restarted): handshaking again at once"
         ),
-        Event::GatewayTakeover { from, to, frames, drained: false } => warn!(
+        Event::GatewayTakeover { from, to, frames, reason: TakeoverReason::Silent } => warn!(
             edge,
             %from,
             %to,
             frames,
             "the gateway stopped answering on every uplink while a standby answers: the stream moved to it"
         ),
-        Event::GatewayTakeover { from, to, frames, drained: true } => {
+        Event::GatewayTakeover { from, to, frames, reason: TakeoverReason::Drained } => {
             info!(edge, %from, %to, frames, "the gateway is being drained: the stream moved to a standby");
         }
+        Event::GatewayTakeover { from, to, frames, reason: TakeoverReason::Returned } => info!(
+            edge,
+            %from,
+            %to,
+            frames,
+            "a gateway earlier in the list has answered for the hold-down: the stream moved back to it"
+        ),
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
             edge,
             %gateway,

@@ -19,8 +19,8 @@ use crate::handshake::{self, CryptoRng, InitPayload, Initiation, Tai64n};
 use crate::keys::{PrivateKey, Psk, PublicKey};
 use crate::scheduler::{Mode, Spend};
 use crate::session::{
-    Delivered, DropReason, Earliest, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TimerKind,
-    Transmit,
+    Delivered, DropReason, Earliest, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError,
+    TakeoverReason, TimerKind, Transmit,
 };
 use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
@@ -129,6 +129,10 @@ pub struct EdgeConfig {
     /// every link, carrying no data), and the first that answers takes the stream over when the
     /// active gateway stops answering on every link.
     pub standbys: Vec<GatewayPeer>,
+    /// The stream returns, make-before-break, to a gateway earlier in the list once it has
+    /// answered (and not said it is being drained) for this long: the hold-down that keeps a
+    /// flapping gateway from pulling the stream back and forth. `None`: it stays where it is.
+    pub return_after: Option<Duration>,
 }
 
 /// A gateway the edge may carry its stream to: where it listens and its pinned key.
@@ -200,6 +204,8 @@ struct Peer {
     trouble: Option<Trouble>,
     /// The gateway's "no such session" token for each of its recent indices, newest last.
     tokens: VecDeque<(SessionIndex, [u8; handshake::TOKEN_LEN])>,
+    /// Since when its session has answered on some link without saying it is being drained.
+    answering_since: Option<Instant>,
 }
 
 impl Peer {
@@ -217,6 +223,7 @@ impl Peer {
             cookies: [None; crate::MAX_LINKS],
             trouble: None,
             tokens: VecDeque::new(),
+            answering_since: None,
         }
     }
 
@@ -499,18 +506,24 @@ impl Edge {
             if self.peers[peer].trouble.is_some_and(|t| t.next_report <= now) {
                 self.report_trouble(now, peer);
             }
+            let p = &mut self.peers[peer];
+            let available = p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now));
+            p.answering_since = if available { Some(p.answering_since.unwrap_or(now)) } else { None };
         }
         self.choose_gateway(now);
     }
 
-    /// Moves the stream to another gateway when the active one is silent or drained. Silent: it
-    /// answers on no link (or, before its first session, has not answered within
-    /// [`FIRST_ANSWER_GRACE`]); the stream goes to the first standby that answers, preferring
-    /// one not being drained, with the frames the old one may not have delivered, since it
-    /// will not. Drained: the stream goes, make-before-break, to the first standby that answers
-    /// and is not being drained; only the frames not yet sent move, and the old session stays to
-    /// answer its gateway's NAKs for what it sent, so nothing is lost or sent twice. Either way
-    /// the LAN's addresses are announced through the new gateway.
+    /// Moves the stream to another gateway when the active one is silent or drained, or back to
+    /// an earlier one. Silent: it answers on no link (or, before its first session, has not
+    /// answered within [`FIRST_ANSWER_GRACE`]); the stream goes to the first standby that
+    /// answers, preferring one not being drained, with the frames the old one may not have
+    /// delivered, since it will not. Drained: the stream goes, make-before-break, to the first
+    /// standby that answers and is not being drained; only the frames not yet sent move, and the
+    /// old session stays to answer its gateway's NAKs for what it sent, so nothing is lost or
+    /// sent twice. Returned: a gateway earlier in the list has answered, undrained, for
+    /// [`EdgeConfig::return_after`]; the stream goes back to it make-before-break, as from a
+    /// drained one. Either way the LAN's addresses are announced through the new gateway, and
+    /// the old session is kept as a standby.
     fn choose_gateway(&mut self, now: Instant) {
         if self.first_answer_due.is_some_and(|due| due <= now) {
             self.first_answer_due = None;
@@ -520,15 +533,18 @@ impl Edge {
             Some(session) => (session.all_links_down(), session.peer_draining(now)),
             None => (self.first_answer_due.is_none(), false),
         };
-        if !silent && !drained {
-            return;
-        }
-        let undrained = |(i, p): &(usize, &Peer)| {
-            *i != active && p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now))
+        let (next, reason) = if silent || drained {
+            let undrained = |(i, p): &(usize, &Peer)| {
+                *i != active && p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now))
+            };
+            let next = self.peers.iter().enumerate().find(undrained).map(|(i, _)| i);
+            let next = next.or_else(|| silent.then(|| self.peers.iter().position(Peer::answers)).flatten());
+            let Some(next) = next else { return };
+            (next, if silent { TakeoverReason::Silent } else { TakeoverReason::Drained })
+        } else {
+            let Some(next) = self.return_due().filter(|(_, due)| *due <= now).map(|(i, _)| i) else { return };
+            (next, TakeoverReason::Returned)
         };
-        let next = self.peers.iter().enumerate().find(undrained).map(|(i, _)| i);
-        let next = next.or_else(|| silent.then(|| self.peers.iter().position(Peer::answers)).flatten());
-        let Some(next) = next else { return };
         let from = self.peers[active].address;
         let frames = match self.peers[active].session.as_mut() {
             Some(session) if silent => session.take_undelivered(now),
@@ -550,8 +566,15 @@ impl Edge {
         self.announcer.schedule(now);
         self.stats.gateway_takeovers += 1;
         self.stats.frames_moved += frames.len() as u64;
-        tracing::debug!(%from, %to, frames = frames.len(), drained = !silent, "the stream moves to a standby gateway");
-        self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len(), drained: !silent });
+        tracing::debug!(%from, %to, frames = frames.len(), ?reason, "the stream moves to another gateway");
+        self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len(), reason });
+    }
+
+    /// The first gateway before the active one that has answered, undrained, since long enough
+    /// ago for the stream to return to it, and when it may.
+    fn return_due(&self) -> Option<(usize, Instant)> {
+        let after = self.config.return_after?;
+        self.peers[..self.active].iter().enumerate().find_map(|(i, p)| Some((i, p.answering_since? + after)))
     }
 
     /// The gateway that listens at `address`, if any.
@@ -674,6 +697,7 @@ impl Edge {
             best.consider_opt(self.announcer.next().map(|at| (at, TimerKind::Announce)));
         }
         best.consider_opt(self.first_answer_due.map(|at| (at, TimerKind::Handshake)));
+        best.consider_opt(self.return_due().map(|(_, at)| (at, TimerKind::Handshake)));
         best.get()
     }
 

@@ -72,6 +72,29 @@ pub enum LinkEvent {
     CarrierDown,
 }
 
+/// Why the stream moved to another gateway ([`Event::GatewayTakeover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverReason {
+    /// The active gateway stopped answering on every link while another answered.
+    Silent,
+    /// The active gateway said it is being drained: the move was make-before-break.
+    Drained,
+    /// A gateway earlier in the list answered for the hold-down: the stream went back to it,
+    /// make-before-break.
+    Returned,
+}
+
+impl TakeoverReason {
+    /// A short name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Silent => "silent",
+            Self::Drained => "drained",
+            Self::Returned => "returned",
+        }
+    }
+}
+
 /// Something the session wants the driver to know.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event {
@@ -119,8 +142,8 @@ pub enum Event {
         /// The gateway's address.
         gateway: SocketAddr,
     },
-    /// The active gateway stopped answering on every link, or is being drained, while a standby
-    /// answered: the stream moved to the standby (edge only).
+    /// The stream moved to another gateway (edge only): the active one stopped answering on
+    /// every link or is being drained while a standby answered, or an earlier one is back.
     GatewayTakeover {
         /// The gateway that stopped answering.
         from: SocketAddr,
@@ -128,8 +151,8 @@ pub enum Event {
         to: SocketAddr,
         /// Frames moved: sent to the old gateway and not confirmed, or not yet sent.
         frames: usize,
-        /// The old gateway is being drained (it still answers); else it stopped answering.
-        drained: bool,
+        /// Why the stream moved.
+        reason: TakeoverReason,
     },
     /// The edge made this gateway's session a standby (another gateway carries its stream), or
     /// took it up again (gateway only). A standby session takes no frames from the LAN
