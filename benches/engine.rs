@@ -116,11 +116,11 @@ fn gateway_open(c: &mut Criterion) {
                 now += STEP;
                 gateway.handle_datagram(now, LINK, EDGE, black_box(&datagrams[next])).expect("a fresh datagram opens");
                 next += 1;
-                let delivered = gateway.poll_frame(&mut buf).expect("an in-order frame is delivered at once");
+                let delivered = gateway.poll_frame(now, &mut buf).expect("an in-order frame is delivered at once");
                 black_box((delivered, buf.len()));
                 // Drain as a driver does. The first packet moves the path (an event); the rest
                 // find nothing.
-                while gateway.poll_frame(&mut buf).is_some() {}
+                while gateway.poll_frame(now, &mut buf).is_some() {}
                 while gateway.poll_transmit(now, &mut tx).is_some() {}
                 while gateway.poll_event().is_some() {}
             });

@@ -574,8 +574,12 @@ stream_result() { # name extra
     local back
     back=$(labtool back "$1" --start "$T0" <"$RUN/edge.log" || true)
     echo
-    echo "RESULT scenario=$1 mode=$MODE $STREAM p50_ms=$p50 p99_ms=$p99 $(edge_data_bytes) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
+    echo "RESULT scenario=$1 mode=$MODE $STREAM app_lost=$(app_lost) p50_ms=$p50 p99_ms=$p99 $(edge_data_bytes) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
 }
+
+# The datagrams the receiving application (iperf3's server, default socket buffer) missed, by its
+# own count ("-" if it wrote no report).
+app_lost() { jq -r '.end.sum.lost_packets // "-"' "$RUN/iperf-server.json" 2>/dev/null || echo -; }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
 # entry: over_capacity, queue_full, ...), and the gateway's frames given up (lost: a gap never

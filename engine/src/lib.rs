@@ -28,6 +28,7 @@ pub mod keys;
 pub mod monitor;
 pub mod mss;
 pub mod pmtu;
+pub mod release;
 pub mod reorder;
 pub mod retransmit;
 pub mod rng;

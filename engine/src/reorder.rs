@@ -44,6 +44,8 @@ pub struct Released {
     pub frame: Vec<u8>,
     /// How long it waited in the buffer.
     pub held: Duration,
+    /// When it was released.
+    pub at: Instant,
 }
 
 /// Counters of the buffer's work.
@@ -190,7 +192,7 @@ impl ReorderBuffer {
         buf.clear();
         buf.extend_from_slice(frame);
         if seq == self.next {
-            self.release(seq, buf, Duration::ZERO);
+            self.release(now, seq, buf, Duration::ZERO);
             self.drain_in_order(now);
             return Arrival::Ready;
         }
@@ -219,6 +221,11 @@ impl ReorderBuffer {
     /// The next released frame, in order.
     pub fn pop(&mut self) -> Option<Released> {
         self.ready.pop_front()
+    }
+
+    /// The next released frame, left in place.
+    pub fn peek(&self) -> Option<&Released> {
+        self.ready.front()
     }
 
     /// Returns a frame buffer for reuse, so steady state allocates nothing.
@@ -250,17 +257,17 @@ impl ReorderBuffer {
             }
             self.held_bytes -= held.frame.len();
             self.stats.reordered += 1;
-            self.release(seq, held.frame, now.saturating_duration_since(held.arrived));
+            self.release(now, seq, held.frame, now.saturating_duration_since(held.arrived));
         }
         while self.arrivals.front().is_some_and(|&(_, seq)| seq < self.next) {
             self.arrivals.pop_front();
         }
     }
 
-    fn release(&mut self, seq: u64, frame: Vec<u8>, held: Duration) {
+    fn release(&mut self, now: Instant, seq: u64, frame: Vec<u8>, held: Duration) {
         self.next = seq + 1;
         self.stats.released += 1;
-        self.ready.push_back(Released { seq: FrameSeq(seq), frame, held });
+        self.ready.push_back(Released { seq: FrameSeq(seq), frame, held, at: now });
     }
 }
 

@@ -8,7 +8,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::{cc, monitor, pmtu, scheduler, session};
+use crate::{cc, monitor, pmtu, release, scheduler, session};
 
 /// A value a tunable holds: parsed from text and shown as text.
 pub trait Tunable: Copy {
@@ -281,6 +281,20 @@ section! {
 }
 
 section! {
+    /// The release of in-order frames to the local side ([`crate::release`]).
+    ReleaseTuning {
+        /// Past the burst, frames leave at this multiple of the stream's recent arrival rate.
+        rate_factor: f64 = release::RELEASE_RATE_FACTOR,
+        /// Bytes that may leave back to back.
+        burst: usize = release::RELEASE_BURST,
+        /// The arrival rate is averaged over about this long.
+        rate_window: Duration = release::RATE_WINDOW,
+        /// The paced rate is never below this, bits per second.
+        min_rate_bps: f64 = release::MIN_RELEASE_BPS,
+    }
+}
+
+section! {
     /// The path-MTU search ([`crate::pmtu`]).
     PmtuTuning {
         /// Tries per size before it counts as too large.
@@ -349,6 +363,8 @@ tuning! {
     recovery: RecoveryTuning,
     /// The path-MTU search.
     pmtu: PmtuTuning,
+    /// The release of in-order frames to the local side.
+    release: ReleaseTuning,
 }
 
 impl Tuning {

@@ -106,8 +106,8 @@ pub fn run_handshake(data: &[u8], base: Instant) {
                 let _ = gateway.handle_datagram(now, from, &buf);
                 moved = true;
             }
-            while gateway.poll_frame(&mut buf).is_some() || gateway.poll_event().is_some() {}
-            while edge.poll_frame(&mut buf).is_some() || edge.poll_event().is_some() {}
+            while gateway.poll_frame(now, &mut buf).is_some() || gateway.poll_event().is_some() {}
+            while edge.poll_frame(now, &mut buf).is_some() || edge.poll_event().is_some() {}
             if !moved {
                 break;
             }

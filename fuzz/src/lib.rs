@@ -326,7 +326,7 @@ impl Harness {
                 );
                 replies.push((transmit.link, self.buf.clone()));
             }
-            while let Some(delivered) = self.gateway.poll_frame(&mut self.buf) {
+            while let Some(delivered) = self.gateway.poll_frame(self.now, &mut self.buf) {
                 assert!(
                     self.last_delivered.is_none_or(|last| delivered.seq > last),
                     "frame {:?} delivered after {:?}",
@@ -337,7 +337,7 @@ impl Harness {
                 self.delivered += 1;
             }
             while self.gateway.poll_event().is_some() {}
-            while self.edge.poll_frame(&mut self.buf).is_some() {}
+            while self.edge.poll_frame(self.now, &mut self.buf).is_some() {}
             while self.edge.poll_event().is_some() {}
             if replies.is_empty() {
                 return;

@@ -5,6 +5,7 @@
 //! it models, the seeded simulator ([`crate::sim`], feature `sim`).
 //!
 //! Figures are named once, the same in both backends: `sent`, `lost`, `dup`, `reordered`,
+//! `app_lost` (the lab's only: iperf3's server),
 //! `max_gap_ms`, `loss_pct`, `extra_pct`, and for each window `W`: `gap_after_W_ms` (the
 //! longest stall that began in it), `sent_after_W` and `lost_after_W` (by send time).
 
@@ -812,17 +813,21 @@ impl Scenario {
 
     /// Tests every bound (and goal) against a run's figures. A lab run that checked its
     /// impairment (`impair_check`) is also held to it: figures from traffic that bypassed the
-    /// emulated links would prove nothing.
+    /// emulated links would prove nothing. A run that has the receiving application's own loss
+    /// (`app_lost`, iperf3's server) is held to losing no more than the capture on the ingest
+    /// LAN shows (`lost`): what the application receives is what counts.
     pub fn check(&self, figures: &Figures) -> Checked {
         const IMPAIRED: Bound = Bound { figure: "impair_check", test: Test::OneOf(&["ok"]) };
+        const APP_LOSES_NO_MORE: Bound = Bound { figure: "app_lost", test: Test::AtMostFigure("lost") };
         let test = |b: &Bound| Outcome {
             bound: *b,
             value: figures.text(b.figure).map(str::to_owned),
             pass: b.holds(self, figures),
         };
         let checked_impairment = figures.text(IMPAIRED.figure).is_some().then_some(&IMPAIRED);
+        let app_loss = figures.number(APP_LOSES_NO_MORE.figure).is_some().then_some(&APP_LOSES_NO_MORE);
         Checked {
-            bounds: self.bounds.iter().chain(checked_impairment).map(test).collect(),
+            bounds: self.bounds.iter().chain(checked_impairment).chain(app_loss).map(test).collect(),
             goals: self.goals.iter().map(|g| test(&g.bound)).collect(),
         }
     }

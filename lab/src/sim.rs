@@ -29,7 +29,7 @@ pub trait End {
     fn link_event(&mut self, now: Instant, link: LinkId, event: LinkEvent);
     fn timeout(&mut self, now: Instant);
     fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
-    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered>;
+    fn deliver(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered>;
     fn event(&mut self) -> Option<Event>;
     fn deadline(&self) -> Option<Instant>;
 }
@@ -59,8 +59,8 @@ macro_rules! end_by_delegation {
             fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
                 self.poll_transmit(now, buf)
             }
-            fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
-                self.poll_frame(buf)
+            fn deliver(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
+                self.poll_frame(now, buf)
             }
             fn event(&mut self) -> Option<Event> {
                 self.poll_event()
@@ -90,8 +90,8 @@ impl End for Gateway {
     fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.poll_transmit(now, buf)
     }
-    fn deliver(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
-        self.poll_frame(buf).map(|(_, d)| d)
+    fn deliver(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.poll_frame(now, buf).map(|(_, d)| d)
     }
     fn event(&mut self) -> Option<Event> {
         self.poll_event().map(|(_, e)| e)
@@ -832,7 +832,7 @@ impl<E: End, G: End> Sim<E, G> {
             }
             let streaming = self.source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
             while self.gateway_alive
-                && let Some(delivered) = self.gateway.deliver(&mut buf)
+                && let Some(delivered) = self.gateway.deliver(now, &mut buf)
             {
                 progress = true;
                 self.sink.held.push(delivered.held);
@@ -840,7 +840,7 @@ impl<E: End, G: End> Sim<E, G> {
                 self.gateway_delivered_at.push(now);
             }
             if let Some(standby) = self.standby.as_mut() {
-                while let Some(delivered) = standby.gateway.deliver(&mut buf) {
+                while let Some(delivered) = standby.gateway.deliver(now, &mut buf) {
                     progress = true;
                     self.sink.held.push(delivered.held);
                     self.sink.deliver(now, &buf, streaming);
@@ -851,7 +851,7 @@ impl<E: End, G: End> Sim<E, G> {
                 }
             }
             let streaming = self.reverse_source.is_some_and(|s| now <= s.until + Duration::from_millis(300));
-            while let Some(delivered) = self.edge.deliver(&mut buf) {
+            while let Some(delivered) = self.edge.deliver(now, &mut buf) {
                 progress = true;
                 self.reverse.held.push(delivered.held);
                 self.reverse.deliver(now, &buf, streaming);

@@ -28,7 +28,7 @@ pub trait Endpoint {
     /// The next datagram to send.
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
     /// The next frame for a peer's TAP.
-    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)>;
+    fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(usize, Delivered)>;
     /// The next event, and the peer it concerns.
     fn poll_event(&mut self) -> Option<(usize, Event)>;
 }
@@ -38,8 +38,8 @@ impl Endpoint for Edge {
         Self::poll_transmit(self, now, buf)
     }
 
-    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
-        Self::poll_frame(self, buf).map(|d| (0, d))
+    fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
+        Self::poll_frame(self, now, buf).map(|d| (0, d))
     }
 
     fn poll_event(&mut self) -> Option<(usize, Event)> {
@@ -52,8 +52,8 @@ impl Endpoint for Gateway {
         Self::poll_transmit(self, now, buf)
     }
 
-    fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
-        Self::poll_frame(self, buf).map(|(PeerId(i), d)| (i, d))
+    fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(usize, Delivered)> {
+        Self::poll_frame(self, now, buf).map(|(PeerId(i), d)| (i, d))
     }
 
     fn poll_event(&mut self) -> Option<(usize, Event)> {
@@ -181,7 +181,7 @@ pub fn drain<'t, 'n, 'l, E, S, T, N, L>(
         }
     }
     sends.flush(sinks.sockets);
-    while let Some((peer, delivered)) = endpoint.poll_frame(out) {
+    while let Some((peer, delivered)) = endpoint.poll_frame(now, out) {
         if let Some(recorder) = sinks.recorders.as_deref_mut().and_then(|r| r.get_mut(peer)) {
             recorder.on_delivered(delivered.held);
         }

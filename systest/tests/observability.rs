@@ -73,10 +73,10 @@ fn session_pair_snapshots() -> (Status, Status) {
         while let Some(t) = gateway.poll_transmit(now, &mut buf) {
             in_flight.push((now + Duration::from_millis(2), false, t.link, buf.clone()));
         }
-        while let Some(delivered) = gateway.poll_frame(&mut buf) {
+        while let Some(delivered) = gateway.poll_frame(now, &mut buf) {
             gateway_log.on_delivered(delivered.held);
         }
-        while let Some(delivered) = edge.poll_frame(&mut buf) {
+        while let Some(delivered) = edge.poll_frame(now, &mut buf) {
             edge_log.on_delivered(delivered.held);
         }
         while let Some(event) = edge.poll_event() {

@@ -659,16 +659,16 @@ impl Edge {
 
     /// The next frame for the TAP, written into `buf`. Frames from a gateway that does not
     /// carry the stream are discarded (counted): the LAN hears from one gateway at a time.
-    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+    pub fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
         let active = self.active;
         for (_, peer) in self.peers.iter_mut().enumerate().filter(|(i, _)| *i != active) {
             if let Some(session) = peer.session.as_mut() {
-                while session.poll_frame(buf).is_some() {
+                while session.poll_frame(now, buf).is_some() {
                     self.stats.standby_frames_discarded += 1;
                 }
             }
         }
-        self.active_session()?.poll_frame(buf)
+        self.active_session()?.poll_frame(now, buf)
     }
 
     /// The next event. A standby's own link events are not reported: its links' health shows

@@ -415,8 +415,11 @@ impl Gateway {
     }
 
     /// The next frame from an edge, written into `buf`.
-    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<(PeerId, Delivered)> {
-        self.peers.iter_mut().enumerate().find_map(|(i, p)| p.live.as_mut()?.poll_frame(buf).map(|d| (PeerId(i), d)))
+    pub fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(PeerId, Delivered)> {
+        self.peers
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, p)| p.live.as_mut()?.poll_frame(now, buf).map(|d| (PeerId(i), d)))
     }
 
     /// The next event, with the edge it concerns.

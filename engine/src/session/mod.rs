@@ -39,6 +39,7 @@ use crate::crypto::SessionKeys;
 use crate::fragment::Reassembly;
 use crate::monitor::{LinkQuality, LinkState, Transition};
 use crate::pmtu::Phase;
+use crate::release::Pacer;
 use crate::reorder::ReorderBuffer;
 use crate::rng::Rng;
 use crate::scheduler::{LinkView, Mode, Scheduler};
@@ -226,6 +227,8 @@ pub struct Session {
     peer_standby: bool,
     recovery: Recovery,
     reorder: ReorderBuffer,
+    /// Paces what the reorder buffer releases to the local side.
+    pacer: Pacer,
     /// Frames arriving in pieces.
     reassembly: Reassembly,
     /// The first one-way delay sample: later samples are relative to it, so the two clocks'
@@ -269,6 +272,7 @@ impl Session {
             role,
             scheduler: config.mode.scheduler(&config.tuning),
             reorder: ReorderBuffer::new(config.latency_budget, window),
+            pacer: Pacer::new(config.tuning.release),
             recovery: Recovery::new(config.latency_budget, config.tuning.recovery.max_naks_per_packet),
             reassembly: Reassembly::default(),
             config,
@@ -618,8 +622,16 @@ impl Session {
         self.next_transmit(now, buf)
     }
 
-    /// The next frame for the local side, in order, written into `buf`.
-    pub fn poll_frame(&mut self, buf: &mut Vec<u8>) -> Option<Delivered> {
+    /// The next frame for the local side, in order, written into `buf`, if it may leave at
+    /// `now`: frames released together (a gap filled or given up) leave paced
+    /// ([`crate::release`]), each within the latency budget; [`Session::poll_timeout`] says when
+    /// the next may.
+    pub fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
+        let next = self.reorder.peek()?;
+        let overdue = next.held + now.saturating_duration_since(next.at) >= self.config.latency_budget;
+        if !self.pacer.take(now, next.frame.len(), overdue) {
+            return None;
+        }
         let released = self.reorder.pop()?;
         buf.clear();
         buf.extend_from_slice(&released.frame);

@@ -132,6 +132,7 @@ impl Session {
                 let Some(link) = self.links[slot].as_mut() else { return Err(DropReason::BadLink) };
                 match self.reorder.insert(now, seq, frame) {
                     Arrival::Ready | Arrival::Held => {
+                        self.pacer.on_arrival(now, frame.len());
                         link.stats.rx_frames_first += 1;
                         let resent = header.flags & FLAG_RETRANSMIT != 0;
                         self.stats.frames_recovered += u64::from(resent);
@@ -336,9 +337,9 @@ mod tests {
         let second = datagram_on(&mut edge, now + Duration::from_millis(1), 1);
         gateway.handle_datagram(now, LinkId::new(1), from, &second).unwrap();
         let mut buf = Vec::new();
-        assert!(gateway.poll_frame(&mut buf).is_none(), "the second frame waits for the first");
+        assert!(gateway.poll_frame(now, &mut buf).is_none(), "the second frame waits for the first");
         gateway.handle_datagram(now, LinkId::new(0), from, &first).unwrap();
-        let seqs: Vec<u64> = core::iter::from_fn(|| gateway.poll_frame(&mut buf)).map(|d| d.seq.0).collect();
+        let seqs: Vec<u64> = core::iter::from_fn(|| gateway.poll_frame(now, &mut buf)).map(|d| d.seq.0).collect();
         assert_eq!(seqs, [0, 1]);
     }
 }

@@ -17,6 +17,8 @@ pub enum TimerKind {
     LinkTimeout(LinkId),
     /// The reorder buffer gives up a gap.
     Reorder,
+    /// A frame released together with others may leave ([`crate::release`]).
+    Release,
     /// A missing frame is due to be asked for again.
     Nak,
     /// A spaced second copy of a re-sent frame is due.
@@ -85,6 +87,12 @@ impl Session {
         }
         if let Some(at) = self.reorder.poll_timeout() {
             best.consider(at, TimerKind::Reorder);
+        }
+        if let Some(next) = self.reorder.peek()
+            && let Some(ready) = self.pacer.ready_at(next.frame.len())
+        {
+            let overdue = (next.at + self.config.latency_budget).checked_sub(next.held).unwrap_or(next.at);
+            best.consider(ready.min(overdue), TimerKind::Release);
         }
         if self.config.retransmit
             && let Some(at) = self.recovery.gaps.next_due(&self.nak_timing(None))
