@@ -12,4 +12,5 @@ pub use braid_engine::*;
 
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod io;
