@@ -219,8 +219,8 @@ pub struct Session {
     draining: bool,
     /// When the peer last said it was being drained.
     peer_draining_at: Option<Instant>,
-    /// Until when the frames adopted from another session drain (see [`Session::adopt_frame`]).
-    adopted_until: Option<Instant>,
+    /// Until when a one-time backlog drains (see [`Session::adopt_frame`]).
+    backlog_until: Option<Instant>,
     /// This end keeps the session as a standby: every probe says so.
     standby: bool,
     /// The peer's last probe said it keeps the session as a standby, and no data came since.
@@ -286,7 +286,7 @@ impl Session {
             peer_draining_at: None,
             standby: false,
             peer_standby: false,
-            adopted_until: None,
+            backlog_until: None,
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -518,14 +518,19 @@ impl Session {
     /// A [`DropReason`] (also counted) if the frame is dropped: bad length, or no link.
     pub fn adopt_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
         self.enter_frame(now, frame, true)?;
-        // The adopted frames drain at the usable links' summed rate: until then, the queue is
-        // theirs.
+        self.add_backlog(now, frame.len());
+        Ok(())
+    }
+
+    /// Notes `bytes` of one-time backlog (frames adopted from another session): they drain at
+    /// the usable links' summed rate, and until then the queue is theirs, not the stream's, and
+    /// new frames are not refused for it. Call with the views fresh.
+    fn add_backlog(&mut self, now: Instant, bytes: usize) {
         let rate: u64 = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.rate_bps).sum();
         if rate > 0 {
-            let from = self.adopted_until.filter(|&until| until > now).unwrap_or(now);
-            self.adopted_until = Some(from + Duration::from_secs_f64(frame.len() as f64 * 8.0 / rate as f64));
+            let from = self.backlog_until.filter(|&until| until > now).unwrap_or(now);
+            self.backlog_until = Some(from + Duration::from_secs_f64(bytes as f64 * 8.0 / rate as f64));
         }
-        Ok(())
     }
 
     /// Takes in one UDP payload received on `link` from `from`.

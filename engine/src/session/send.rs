@@ -147,8 +147,8 @@ impl Session {
         let overrun = |id: LinkId| queue_of(&self.views, id) > tuning.max_queue_delay && sustained.contains(id);
         // Frames adopted from another session are a one-time backlog, not offered load: neither
         // they nor the frames that come while they drain are refused for the queue they make.
-        let adopting = adopted || self.adopted_until.is_some_and(|until| now < until);
-        if !adopting && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
+        let backlog = adopted || self.backlog_until.is_some_and(|until| now < until);
+        if !backlog && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for id in chosen.iter() {
                     if let Some(l) = self.link(id) {
