@@ -237,6 +237,8 @@ up() {
   - address: $GW2_PUBLIC:4754
     public_key: $gw2_pub
     priority: 1"
+        if [[ -n ${RETURN_AFTER:-} ]]; then gateways+="
+gateway_return_after_s: $RETURN_AFTER"; fi
     fi
     cat >"$RUN/edge.yaml" <<EOF
 name: rig
@@ -474,6 +476,7 @@ act_drain_first_gateway() {
 act_restore_first_gateway() {
     log "gateway: the internet reaches the first gateway again"
     in_ns inet ip link set gw0 up
+    date +%s.%N >"$RUN/restore.time"
 }
 # The frames gw's gateway has delivered to the ingest from the rig.
 first_delivered() {
@@ -661,29 +664,48 @@ before_gateway_partition() { before_gateway_drain; }
 # How long after the kill (or the cut, or the drain) the edge moved the stream (its log's move
 # line), and the longest wait between two replies to the ingest's pings (down_gap_ms).
 extra_gateway_failover() {
-    local kill line moved down
+    local down
     down=$(awk '/bytes from/ { gsub(/[][]/, "", $1); if (p != "") { g = ($1 - p) * 1000; if (g > m) m = g }; p = $1 }
         END { if (p == "") print "-"; else printf "%.0f", m }' "$RUN/ping-down.txt" 2>/dev/null || echo -)
-    kill=$(cat "$RUN/kill.time" 2>/dev/null || true)
-    line=$(grep -m1 "the stream moved to" "$RUN/edge.log" || true)
-    moved=$([[ -n $line ]] && date -d "${line%% *}" +%s.%N || true)
-    if [[ -n $kill && -n $moved ]]; then
-        echo -n "takeover_ms=$(awk -v k="$kill" -v m="$moved" 'BEGIN { printf "%.0f", (m - k) * 1000 }') "
-    else
-        echo -n "takeover_ms=- "
-    fi
-    echo "down_gap_ms=$down"
+    echo "$(ms_to_log_line takeover_ms kill.time "the stream moved to") down_gap_ms=$down"
 }
 
 # As gateway-drain, and after the first gateway is back: which gateway carries the stream
 # (first or second), how many takeovers there were, and what the first delivered from a second
 # after the cut on.
 extra_gateway_partition() {
-    local status active at_cut
+    local at_cut
+    at_cut=$(cat "$RUN/first-delivered.cut" 2>/dev/null || echo 0)
+    echo "$(extra_gateway_drain) $(gateway_roles) first_delivered_after_cut=$(($(first_delivered) - at_cut))"
+}
+
+# Which gateway carries the stream (first or second) and how many times it moved.
+gateway_roles() {
+    local status active
     status=$(edge_status)
     active=$(jq -r --arg a "$GW2_PUBLIC:4754" '.gateways[] | select(.role == "active") | if .address == $a then "second" else "first" end' <<<"$status" 2>/dev/null || true)
-    at_cut=$(cat "$RUN/first-delivered.cut" 2>/dev/null || echo 0)
-    echo "$(extra_gateway_drain) active_gateway=${active:--} takeovers=$(jq -r '.gateway_takeovers // "-"' <<<"$status" 2>/dev/null) first_delivered_after_cut=$(($(first_delivered) - at_cut))"
+    echo "active_gateway=${active:--} takeovers=$(jq -r '.gateway_takeovers // "-"' <<<"$status" 2>/dev/null)"
+}
+
+# Which gateway carries the stream at the end, how many times it moved, and how long after the
+# first gateway's restore the stream moved back to it (its log's line).
+before_gateway_return() { before_vrrp_pair; }
+extra_gateway_return() {
+    echo "$(ms_to_log_line returned_after_restore_ms restore.time "moved back to it") $(gateway_roles)"
+}
+
+# NAME=the ms from the time in $RUN/MARK to the edge log's first line with PATTERN ("-" if
+# either is missing).
+ms_to_log_line() { # name mark pattern
+    local mark line at
+    mark=$(cat "$RUN/$2" 2>/dev/null || true)
+    line=$(grep -m1 "$3" "$RUN/edge.log" || true)
+    at=$([[ -n $line ]] && date -d "${line%% *}" +%s.%N || true)
+    if [[ -n $mark && -n $at ]]; then
+        echo "$1=$(awk -v m="$mark" -v a="$at" 'BEGIN { printf "%.0f", (a - m) * 1000 }')"
+    else
+        echo "$1=-"
+    fi
 }
 
 extra_hostile() {

@@ -134,6 +134,7 @@ lab_tests! {
     a_gateway_cut_off_from_the_internet_loses_its_stream_to_the_standby_and_gets_nothing_back
         => "gateway-partition";
     a_drained_gateway_hands_its_stream_to_the_standby_losing_and_repeating_nothing => "gateway-drain";
+    a_gateway_back_from_a_cut_gets_its_stream_back_after_the_hold_down_losing_nothing => "gateway-return";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

@@ -249,6 +249,8 @@ pub struct Scenario {
     pub metered: [bool; 3],
     /// Figures printed with the verdict and not tested (each run's record holds every figure).
     pub reported: &'static [&'static str],
+    /// The edge's `gateway_return_after_s`, if the scenario sets it (with two gateways).
+    pub return_after_s: Option<u32>,
 }
 
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
@@ -320,6 +322,7 @@ const BASE: Scenario = Scenario {
     feed: false,
     metered: [false; 3],
     reported: &[],
+    return_after_s: None,
 };
 
 /// Every scenario, in the order `scripts/lab.sh list` shows them.
@@ -508,6 +511,31 @@ pub static ALL: &[Scenario] = &[
             zero("first_bridge_rig_entries"),
         ],
         reported: &["takeover_ms"],
+        ..BASE
+    },
+    Scenario {
+        name: "gateway-return",
+        describe: "the gateway carrying the stream is cut off and comes back: the stream returns after the hold-down",
+        topology: Topology::StandbyPair,
+        mode: Mode::Auto,
+        stream: Stream::Udp { mbps: 6.0, secs: 24 },
+        timeline: &[(4.0, Action::CutFirstGateway), (6.0, Action::RestoreFirstGateway)],
+        windows: &[Window { name: "return", from: 9.0, to: 24.0, link: None }],
+        return_after_s: Some(5),
+        // The stream moves to the standby at the cut; the first gateway, back at 6 s, answers
+        // again once its uplinks are probed up (at the standby's pace), and 5 s of hold-down
+        // later the stream returns to it make-before-break: a short stall at most
+        // (gap_after_return_ms), nothing lost from 9 s on (lost_after_return), and the first
+        // gateway carries it at the end. The cut's own takeover is gateway-partition's to hold;
+        // here its losses are reported with the run's (lost). returned_after_restore_ms
+        // (reported) is from the restore to the move back.
+        bounds: &[
+            zero("lost_after_return"),
+            at_most("gap_after_return_ms", 50.0),
+            Bound { figure: "active_gateway", test: Test::OneOf(&["first"]) },
+            Bound { figure: "takeovers", test: Test::OneOf(&["2"]) },
+        ],
+        reported: &["returned_after_restore_ms", "lost", "dup"],
         ..BASE
     },
     Scenario {
@@ -793,13 +821,14 @@ impl Scenario {
             Topology::StandbyPair => "standby-pair",
         };
         format!(
-            "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\n",
+            "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\nRETURN_AFTER={}\n",
             self.mode.as_str(),
             self.budget_ms,
             list(self.links.iter().map(|l| (*l).to_owned()).collect()),
             list(self.timeline.iter().map(|(t, a)| format!("{t}:{}", a.verb())).collect()),
             list(self.windows.iter().map(|w| format!("{}:{}:{}", w.name, w.from, w.to)).collect()),
             self.metered.iter().map(|&m| u8::from(m).to_string()).collect::<Vec<_>>().join(" "),
+            self.return_after_s.map_or(String::new(), |s| s.to_string()),
         )
     }
 
