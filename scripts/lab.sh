@@ -799,14 +799,18 @@ ffmpeg_stream() { # udp|srt [scenario seconds]
     else
         cp "$RUN/received-$transport.ts" "$out"
     fi
-    local ts frames freezes
+    local ts pts frames decoded freezes
     ts=$("$BIN/braid-labtool" ts "$out")
-    # sed, not head: head leaves the pipe at once, and ffprobe writing a line more then dies of
-    # SIGPIPE, which pipefail turns into the script's exit (seen once over SRT).
-    frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$out" 2>/dev/null | sed -n 1p | tr -dc 0-9)
+    # Distinct frames by presentation time: a frame whose datagrams came twice (a gateway
+    # takeover re-sends what the dead gateway may not have delivered) can decode twice, and is
+    # still one frame of the picture (dup_frames counts the second decodings).
+    pts=$(ffprobe -v error -select_streams v:0 -show_entries frame=pts -of csv=p=0 "$out" 2>/dev/null |
+        cut -d, -f1 | grep -E '^[0-9]+$' || true)
+    decoded=$(grep -c . <<<"$pts" || true)
+    frames=$(sort -u <<<"$pts" | grep -c . || true)
     freezes=$(ffmpeg -hide_banner -i "$out" -vf "freezedetect=n=-50dB:d=0.2" -map 0:v -f null - 2>&1 | grep -c 'freeze_start' || true)
     log "$transport ingest: $ts frames=$frames/$((secs * 30)) freezes=$freezes"
-    result "$name/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames expected_frames=$((secs * 30)) freezes=$freezes connect_ms=$connect_ms"
+    result "$name/$transport" "cc_errors=$(field cc_errors "$ts") ts_packets=$(field ts_packets "$ts") frames=$frames dup_frames=$((decoded - frames)) expected_frames=$((secs * 30)) freezes=$freezes connect_ms=$connect_ms"
 }
 
 measure_ffmpeg_redundant() {

@@ -77,7 +77,9 @@ fn probe_traffic(sim: &PairSim, gateway: usize) -> (u64, u64) {
 
 #[test]
 fn a_standby_is_probed_at_the_standby_rate_both_ways_until_it_carries_the_stream() {
-    let mut sim = with_standby(26, Mode::Auto);
+    let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    config.tuning.monitor.standby_probe_factor = 5;
+    let mut sim = Sim::secure_with_standby(26, config, &field_links(), &Security::new());
     sim.stream(1.0, 9.0, 2.0, 1000);
     sim.schedule(6.0, Action::GatewayCut);
     sim.run_until(3.0);
@@ -88,7 +90,7 @@ fn a_standby_is_probed_at_the_standby_rate_both_ways_until_it_carries_the_stream
     let (standby_probes, standby_rx) = (standby_after.0 - standby_before.0, standby_after.1 - standby_before.1);
     // 2 s on 3 links: at most one probe per link each 250 ms (jitter only lengthens an
     // interval), and from the standby gateway its own probes and the replies to ours.
-    let slow = 2 * 3 * 1000 / (50 * u64::from(braid::session::STANDBY_PROBE_FACTOR));
+    let slow = 2 * 3 * 1000 / (50 * 5);
     println!("standby: {standby_probes} probes sent, {standby_rx} packets back; active: {active_probes} probes sent");
     assert!(standby_probes <= slow + 3, "the standby was probed {standby_probes} times in 2 s, more than {slow}");
     assert!(standby_probes >= slow / 2, "the standby was probed only {standby_probes} times in 2 s");
@@ -195,14 +197,17 @@ fn a_recovered_first_gateway_gets_the_stream_back_only_after_the_hold_down_losin
     assert_eq!(sim.edge.active_gateway(), sim.gateway_addr, "the stream is back on the first gateway");
     assert_eq!(stats.gateway_takeovers, 2, "one move away, one back");
     let returned = returned.expect("the first gateway delivered again");
+    // `answered` is sampled every 50 ms: the gateway may have answered up to 50 ms before it.
     let after = returned - answered;
     assert!(
-        (Duration::from_secs(3)..Duration::from_millis(3300)).contains(&after),
+        (Duration::from_millis(2950)..Duration::from_millis(3300)).contains(&after),
         "back {after:?} after the first gateway answered again, not the 3 s hold-down"
     );
     assert_eq!(r.lost, 0, "{r}");
     assert_eq!(dup_after, 0, "the return sent frames twice");
-    assert!(stall <= Duration::from_millis(50), "the return stalled the stream {stall:?}");
+    // Make-before-break, and the first gateway told at once which frames went to the standby
+    // (else it holds the first new frames behind them for a NAK's round trip: 30 ms here).
+    assert!(stall <= Duration::from_millis(15), "the return stalled the stream {stall:?}");
 }
 
 #[test]

@@ -582,6 +582,9 @@ impl LinkMonitor {
         self.last_rx = now;
         if let Some(interval) = self.faster_interval.take() {
             self.tuning.probe_interval = interval;
+            // What was sent so far was answered at the old pace: feedback is judged afresh from
+            // the next packet sent.
+            self.unconfirmed = None;
         }
         self.data_unanswered = None;
         self.rx_rebase = false;
@@ -893,6 +896,27 @@ mod tests {
         assert_eq!(m.state(), LinkState::Up);
         m.on_packet_received(t + Duration::from_millis(210), 1000, 100, 0);
         assert_eq!(m.silence_timeout(), fast);
+    }
+
+    #[test]
+    fn back_at_the_fast_pace_a_packet_sent_at_the_slow_one_is_not_taken_for_stalled_feedback() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let t = bring_up(&mut m, t0);
+        // The peer has reported everything bring_up sent.
+        let report = LinkReport { link: LinkId::new(0), highest: 999, received: 1000, received_bytes: 100_000 };
+        m.on_packet_received(t, 4000, 100, 0);
+        assert_eq!(m.on_report(t, &report), None);
+        m.set_probe_interval(PROBE_INTERVAL * 5);
+        // A probe at the slow pace; the peer's next report, 240 ms later, was sent before the
+        // probe reached it (the peer reports at the slow pace too). Meanwhile the session went
+        // back to the fast pace.
+        m.on_probe_sent(t + Duration::from_millis(10), 5000);
+        m.set_probe_interval(PROBE_INTERVAL);
+        let later = t + Duration::from_millis(250);
+        m.on_packet_received(later, 4001, 100, 0);
+        assert_eq!(m.on_report(later, &report), None, "the slow pace's probe took the link down");
+        assert_eq!(m.state(), LinkState::Up);
     }
 
     /// Probes every interval, answered, until the link is up; returns the time.

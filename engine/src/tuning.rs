@@ -182,6 +182,8 @@ section! {
         degraded_rtt_rise: Duration = monitor::DEGRADED_RTT_RISE,
         /// Fewer expected packets than this tell nothing of loss.
         min_loss_samples: u64 = monitor::MIN_LOSS_SAMPLES,
+        /// A standby gateway's session is probed this many times less often, at both ends.
+        standby_probe_factor: u32 = session::STANDBY_PROBE_FACTOR,
     }
 }
 

@@ -457,6 +457,7 @@ pub static ALL: &[Scenario] = &[
         // What the dead gateway may not have delivered goes to the standby: no frame is
         // missing, and the ~0.2 s stall is within a decoder's buffer (no freeze).
         bounds: &[zero("freezes"), zero("missing_frames")],
+        reported: &["dup_frames"],
         goals: &[Goal {
             bound: zero("cc_errors"),
             why: "the frames a killed gateway delivered after its last report reached the edge are sent again \
@@ -843,8 +844,10 @@ impl Scenario {
     /// Tests every bound (and goal) against a run's figures. A lab run that checked its
     /// impairment (`impair_check`) is also held to it: figures from traffic that bypassed the
     /// emulated links would prove nothing. A run that has the receiving application's own loss
-    /// (`app_lost`, iperf3's server) is held to losing no more than the capture on the ingest
-    /// LAN shows (`lost`): what the application receives is what counts.
+    /// (`app_lost`, iperf3's server) is measured against losing no more than the capture on the
+    /// ingest LAN shows (`lost`), as a goal: the engine paces what a gap held, but a default
+    /// socket buffer holds about 30 ms of a 28 Mbit/s stream, and a receiver descheduled that long
+    /// on a busy host overflows it whatever the tunnel does.
     pub fn check(&self, figures: &Figures) -> Checked {
         const IMPAIRED: Bound = Bound { figure: "impair_check", test: Test::OneOf(&["ok"]) };
         const APP_LOSES_NO_MORE: Bound = Bound { figure: "app_lost", test: Test::AtMostFigure("lost") };
@@ -856,8 +859,8 @@ impl Scenario {
         let checked_impairment = figures.text(IMPAIRED.figure).is_some().then_some(&IMPAIRED);
         let app_loss = figures.number(APP_LOSES_NO_MORE.figure).is_some().then_some(&APP_LOSES_NO_MORE);
         Checked {
-            bounds: self.bounds.iter().chain(checked_impairment).chain(app_loss).map(test).collect(),
-            goals: self.goals.iter().map(|g| test(&g.bound)).collect(),
+            bounds: self.bounds.iter().chain(checked_impairment).map(test).collect(),
+            goals: self.goals.iter().map(|g| &g.bound).chain(app_loss).map(test).collect(),
         }
     }
 }

@@ -177,8 +177,10 @@ pub enum Event {
 /// says so on every probe, every link's probe interval).
 pub const DRAINING_HEARD: Duration = Duration::from_secs(1);
 /// A standby session (the edge keeps it ready while another gateway carries the stream) is
-/// probed this many times less often, at both ends: a few kbit/s per link instead of tens.
-pub const STANDBY_PROBE_FACTOR: u32 = 5;
+/// probed this many times less often, at both ends (`monitor.standby_probe_factor`). 1 by
+/// default: at 5, the session that takes a stream over judged its links by what it heard at
+/// the slow pace and lost frames in the lab's takeovers.
+pub const STANDBY_PROBE_FACTOR: u32 = 1;
 
 /// The share of what the links carry that [`Session::safe_bitrate`] advises the stream to use:
 /// headroom for the rate estimates' error, retransmissions, and the tunnel's and the stream's
@@ -221,6 +223,8 @@ pub struct Session {
     peer_draining_at: Option<Instant>,
     /// Until when a one-time backlog drains (see [`Session::adopt_frame`]).
     backlog_until: Option<Instant>,
+    /// The frames, `[from, to)`, this session handed over to another: its peer never gets them.
+    handed_over: Option<(u64, u64)>,
     /// This end keeps the session as a standby: every probe says so.
     standby: bool,
     /// The peer's last probe said it keeps the session as a standby, and no data came since.
@@ -287,6 +291,7 @@ impl Session {
             standby: false,
             peer_standby: false,
             backlog_until: None,
+            handed_over: None,
             owd_base: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -338,12 +343,19 @@ impl Session {
     }
 
     /// Keeps the session, from now on or no longer, as a standby: probed every
-    /// [`STANDBY_PROBE_FACTOR`] intervals at both ends, every probe saying so. A session that
-    /// stops being a standby probes every link at once.
+    /// `monitor.standby_probe_factor` intervals at both ends, every probe saying so. A session that
+    /// stops being a standby probes every link at once, and tells its peer again which frames
+    /// went to another session while it was away.
     pub fn set_standby(&mut self, now: Instant, standby: bool) {
         if self.standby != standby {
             self.standby = standby;
             self.retune_probes(now);
+        }
+        if !standby {
+            // Carrying the stream again: the frames handed over while it was away are gone,
+            // once more, ahead of the first new frame.
+            self.announce_handed_over();
+            self.handed_over = None;
         }
     }
 
@@ -363,7 +375,7 @@ impl Session {
     /// The interval between two probes of a link: longer for a standby.
     pub(crate) fn probe_interval(&self) -> Duration {
         let interval = self.config.tuning.monitor.probe_interval;
-        if self.is_standby() { interval * STANDBY_PROBE_FACTOR } else { interval }
+        if self.is_standby() { interval * self.config.tuning.monitor.standby_probe_factor } else { interval }
     }
 
     /// Gives every link's monitor the probe interval in force; back at the carrying rate, every

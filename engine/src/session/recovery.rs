@@ -465,6 +465,7 @@ impl Session {
     pub fn take_undelivered(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let budget = self.config.latency_budget;
         let first = self.first_unconfirmed_frame().unwrap_or(u64::MAX);
+        self.hand_over(first.min(self.first_queued()));
         let mut frames: Vec<Vec<u8>> = self
             .recovery
             .sent
@@ -481,9 +482,31 @@ impl Session {
     /// session that takes over from this one make-before-break sends (this one keeps what it
     /// sent, to answer its peer's NAKs).
     pub fn take_queued(&mut self) -> Vec<Vec<u8>> {
+        self.hand_over(self.first_queued());
         let (first, rest): (VecDeque<Pending>, VecDeque<Pending>) = self.queue.drain(..).partition(|p| !p.retransmit);
         self.queue = rest;
         first.into_iter().map(|p| p.frame).collect()
+    }
+
+    /// Notes that the frames from `from` on, up to the next to be taken in, went to another
+    /// session: this session's peer never gets them. It is told so (`Gone`) now, and again when
+    /// the session carries the stream once more ([`Session::set_standby`]), so that it does not
+    /// hold the first new frames behind them: a peer cut off now does not hear it the first time.
+    fn hand_over(&mut self, from: u64) {
+        let to = self.next_frame_seq;
+        if from >= to {
+            return;
+        }
+        let (from, to) = self.handed_over.map_or((from, to), |(f, t)| (f.min(from), t.max(to)));
+        self.handed_over = Some((from, to));
+        self.announce_handed_over();
+    }
+
+    /// Queues `Gone` for the frames handed over to another session.
+    pub(super) fn announce_handed_over(&mut self) {
+        let Some((from, to)) = self.handed_over else { return };
+        let gone: Vec<u64> = (from..to).collect();
+        self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
     }
 
     /// The first frame still queued for its first sending: from it on, nothing is gone.
