@@ -81,6 +81,9 @@ drop_reasons! {
     /// A frame for an edge that keeps this gateway as a standby (another gateway carries its
     /// stream): the edge would discard it.
     Standby = "standby", "standby session";
+    /// A "no such session" answer to data sent under keys a newer handshake replaced: the
+    /// gateway has the newer session.
+    StaleNoSession = "stale_no_session", "stale no-session answer";
 }
 
 impl DropReason {

@@ -850,6 +850,11 @@ impl Edge {
         if !handshake::check_no_session(body, token) {
             return Err(DropReason::BadMac);
         }
+        if p.tokens.back().is_some_and(|(newest, _)| *newest != index) {
+            // An answer to data sent under the keys before the newest handshake: the gateway
+            // that sent it has answered that handshake since, so it has the session now.
+            return Err(DropReason::StaleNoSession);
+        }
         p.tokens.clear();
         self.stats.sessions_lost += 1;
         self.events.push_back(Event::NoSession { link, gateway: from });
