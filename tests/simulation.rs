@@ -708,3 +708,30 @@ fn frames_held_behind_a_gap_leave_paced_at_twice_the_streams_rate() {
     assert!(paced <= 130, "{paced} frames left within 10 ms: not paced at twice the stream's rate");
     println!("RESULT scenario=sim-paced-release-cost p99_ms={:.1} unpaced_p99_ms={:.1}", ms(p99), ms(unpaced_p99));
 }
+
+#[test]
+fn bond_overflows_onto_a_degraded_link_rather_than_refuse_frames_at_the_entry() {
+    // 12 Mbit/s over a 10 Mbit/s dsl and an 8 Mbit/s link losing 15% (degraded): the stream
+    // needs both. The scheduler passes the degraded link over while dsl is up; a frame dsl has
+    // no room for goes to the degraded link, where it may be lost and re-sent, rather than be
+    // refused at the entry, where it is lost for certain. (Refused at the entry, the degraded
+    // link carried only re-sent copies: 796 frames, and 1,617 were refused.)
+    let config = SessionConfig { mode: Mode::Bond, ..SessionConfig::default() };
+    let lossy = Profile::lte_good().rate_mbps(8.0).lossless().loss(0.15);
+    let mut sim = Sim::with_config(7, config, &[Profile::dsl().rate_mbps(10.0).lossless(), lossy]);
+    sim.stream(1.0, 9.0, 12.0, 1200);
+    sim.run_until(10.0);
+    let r = sim.report();
+    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    let on = [0, 1].map(|l| frames_sent_on(&sim, l));
+    let state = sim.edge.link_state(braid::LinkId::new(1));
+    // Reported only: over_capacity and lost, what dsl's controller still refuses while its
+    // queue swings (the congestion control's sawtooth, not the choice of link).
+    println!("RESULT scenario=sim-bond-overflow mode=bond {r} over_capacity={over} frames_per_link={on:?}");
+    assert_eq!(
+        state,
+        Some(braid::LinkState::Degraded),
+        "the lossy link must be degraded for the test to mean anything"
+    );
+    assert!(on[1] * 5 >= r.sent, "the degraded link carried {} of {} frames: {r}", on[1], r.sent);
+}

@@ -9,6 +9,7 @@ use super::link::Link;
 use super::{Session, Transmit};
 use crate::crypto::PathNonce;
 use crate::fragment::{Split, emit_piece_header};
+use crate::monitor::LinkState;
 use crate::scheduler::{FrameMeta, LinkView, Spend};
 use crate::stats::DropReason;
 use crate::wire::{
@@ -149,15 +150,27 @@ impl Session {
         // they nor the frames that come while they drain are refused for the queue they make.
         let backlog = adopted || self.backlog_until.is_some_and(|until| now < until);
         if !backlog && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                for id in chosen.iter() {
-                    if let Some(l) = self.link(id) {
-                        tracing::debug!(link = %id, rate = l.tx.cc.rate_bps(), model_queue = ?queue_of(&self.views, id),
-                            path_queue = ?l.tx.cc.queue_delay(), jitter = ?l.monitor.jitter(), "over capacity");
+            // A frame refused here is lost for certain: a degraded link with room (which the
+            // scheduler passes over while a link is up) takes it instead.
+            let overflow = self
+                .views
+                .iter()
+                .filter(|v| v.state == LinkState::Degraded && v.queue_delay <= tuning.max_queue_delay)
+                .min_by_key(|v| (v.expected_arrival(frame.len()), v.priority, v.id));
+            match overflow {
+                Some(view) => chosen = [view.id].into_iter().collect(),
+                None => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        for id in chosen.iter() {
+                            if let Some(l) = self.link(id) {
+                                tracing::debug!(link = %id, rate = l.tx.cc.rate_bps(), model_queue = ?queue_of(&self.views, id),
+                                    path_queue = ?l.tx.cc.queue_delay(), jitter = ?l.monitor.jitter(), "over capacity");
+                            }
+                        }
                     }
+                    return Err(self.count(DropReason::OverCapacity));
                 }
             }
-            return Err(self.count(DropReason::OverCapacity));
         }
         for id in chosen.iter() {
             let queue = queue_of(&self.views, id);
