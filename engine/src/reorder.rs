@@ -48,6 +48,14 @@ pub struct Released {
     pub at: Instant,
 }
 
+impl Released {
+    /// When the frame has waited `budget` in all, in the buffer and since its release: it may
+    /// wait no longer for anything.
+    pub fn overdue_at(&self, budget: Duration) -> Instant {
+        (self.at + budget).checked_sub(self.held).unwrap_or(self.at)
+    }
+}
+
 /// Counters of the buffer's work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReorderStats {

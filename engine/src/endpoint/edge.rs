@@ -232,6 +232,12 @@ impl Peer {
         self.session.as_ref().is_some_and(Session::any_link_usable)
     }
 
+    /// A session that answers on some link and whose gateway is not being drained: one the
+    /// stream may go to.
+    fn available(&self, now: Instant) -> bool {
+        self.answers() && !self.session.as_ref().is_some_and(|s| s.peer_draining(now))
+    }
+
     fn needs_handshake(&self, now: Instant) -> bool {
         if self.pending.is_some() {
             return false;
@@ -507,8 +513,7 @@ impl Edge {
                 self.report_trouble(now, peer);
             }
             let p = &mut self.peers[peer];
-            let available = p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now));
-            p.answering_since = if available { Some(p.answering_since.unwrap_or(now)) } else { None };
+            p.answering_since = if p.available(now) { Some(p.answering_since.unwrap_or(now)) } else { None };
         }
         self.choose_gateway(now);
     }
@@ -534,10 +539,7 @@ impl Edge {
             None => (self.first_answer_due.is_none(), false),
         };
         let (next, reason) = if silent || drained {
-            let undrained = |(i, p): &(usize, &Peer)| {
-                *i != active && p.answers() && !p.session.as_ref().is_some_and(|s| s.peer_draining(now))
-            };
-            let next = self.peers.iter().enumerate().find(undrained).map(|(i, _)| i);
+            let next = self.peers.iter().enumerate().find(|(i, p)| *i != active && p.available(now)).map(|(i, _)| i);
             let next = next.or_else(|| silent.then(|| self.peers.iter().position(Peer::answers)).flatten());
             let Some(next) = next else { return };
             (next, if silent { TakeoverReason::Silent } else { TakeoverReason::Drained })

@@ -645,7 +645,7 @@ impl Session {
     /// the next may.
     pub fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
         let next = self.reorder.peek()?;
-        let overdue = next.held + now.saturating_duration_since(next.at) >= self.config.latency_budget;
+        let overdue = now >= next.overdue_at(self.config.latency_budget);
         if !self.pacer.take(now, next.frame.len(), overdue) {
             return None;
         }

@@ -91,8 +91,7 @@ impl Session {
         if let Some(next) = self.reorder.peek()
             && let Some(ready) = self.pacer.ready_at(next.frame.len())
         {
-            let overdue = (next.at + self.config.latency_budget).checked_sub(next.held).unwrap_or(next.at);
-            best.consider(ready.min(overdue), TimerKind::Release);
+            best.consider(ready.min(next.overdue_at(self.config.latency_budget)), TimerKind::Release);
         }
         if self.config.retransmit
             && let Some(at) = self.recovery.gaps.next_due(&self.nak_timing(None))
