@@ -54,7 +54,7 @@ fail() {
 # Each command the tests run, and the Debian package that provides it.
 NEEDED=(iperf3:iperf3 ffmpeg:ffmpeg ffprobe:ffmpeg tshark:tshark dumpcap:wireshark-common ip:iproute2
     nft:nftables ping:iputils-ping jq:jq srt-live-transmit:srt-tools conntrack:conntrack keepalived:keepalived
-    chromium:chromium chromedriver:chromium-driver lintian:lintian)
+    chromium:chromium chromedriver:chromium-driver lintian:lintian etcd:etcd-server etcdctl:etcd-client)
 
 ensure_packages() {
     local missing=() packages=() pair
@@ -96,6 +96,17 @@ ensure_rust_components() {
     fi
 }
 
+# etcd-client's build generates its gRPC code with protoc.
+ensure_protoc() {
+    command -v protoc >/dev/null 2>&1 && return 0
+    [[ $(id -u) -eq 0 ]] || fail "protoc not found: the build needs it (apt-get install protobuf-compiler)"
+    echo "installing protobuf-compiler with apt-get (the build needs protoc)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null 2>&1 ||
+        { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null 2>&1; } ||
+        fail "installing protobuf-compiler failed: the build needs protoc"
+}
+
 # Runs `cargo test` with the given target selection, keeps its output, and adds its per-binary
 # "test result" lines to the totals.
 tests_passed=0
@@ -134,7 +145,7 @@ run_tests() {
 # below), so a new one cannot be left out of both.
 FAST_TESTS=(--lib --bins --test wire_props --test simulation --test security --test gateways --test emulator --test check_config
     --test keygen --test docs_links --test scenarios)
-ROOT_TESTS=(--test netns --test observability --test packages --test lab)
+ROOT_TESTS=(--test netns --test fleet --test observability --test packages --test lab)
 
 # Fails if a test target of the workspace is in neither tier.
 check_tiers() {
@@ -206,6 +217,7 @@ fuzz_smoke() {
 
 banner "fast tier: toolchain"
 ensure_rust_components
+ensure_protoc
 
 banner "cargo fmt --check"
 cargo fmt --all -- --check

@@ -106,6 +106,14 @@ pub enum Command {
         #[arg(long, value_name = "PID")]
         pid: Option<i32>,
     },
+    /// Gateway: the fleet on etcd that the config's `fleet:` section names: its state, and the
+    /// allowlist every gateway of it applies without a restart.
+    Fleet {
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(subcommand)]
+        command: crate::fleet::admin::FleetCommand,
+    },
     /// Lists every engine tunable with its value and what it tunes: the defaults, or what a
     /// config (and `--tune`) make of them.
     Tuning {
@@ -145,9 +153,22 @@ impl Command {
                 finish::<&str, _>(Err("drain is for the gateway: it moves the edges off it to their standbys"))
             }
             (Self::Drain { end, pid }, Daemon::Gateway) => finish(drain(end, pid)),
+            (Self::Fleet { .. }, Daemon::Edge) => {
+                finish::<&str, _>(Err("fleet is for the gateway: an edge lists its gateways in its config"))
+            }
+            (Self::Fleet { config, command }, Daemon::Gateway) => finish(fleet(&config.resolve(daemon), command)),
             (Self::Key(command), _) => finish(command.run()),
         }
     }
+}
+
+/// Runs a `fleet` subcommand with the fleet settings of the gateway config at `path`.
+fn fleet(path: &std::path::Path, command: crate::fleet::admin::FleetCommand) -> Result<String, String> {
+    let settings = crate::config::load_gateway(path).map_err(|e| e.to_string())?;
+    let fleet = settings
+        .fleet
+        .ok_or_else(|| format!("{}: no fleet: section; the gateway is not in a fleet", path.display()))?;
+    command.run(&fleet)
 }
 
 /// Signals the running gateway to start (SIGUSR1) or end (SIGUSR2) a drain.
@@ -701,6 +722,7 @@ mod tests {
                 drops: 0,
                 drops_by_reason: BTreeMap::new(),
                 edges: vec![edge("van-1"), edge("van-2")],
+                fleet: None,
             })),
         };
         let text = table(&status);

@@ -85,8 +85,10 @@ pub(super) struct GatewayFile {
     pub(super) path_mtu: Option<i64>,
     pub(super) mss_clamp: Option<bool>,
     pub(super) handshake_rate: Option<i64>,
+    #[serde(default)]
     pub(super) edges: Vec<AllowedEdgeFile>,
     pub(super) status: Option<StatusFile>,
+    pub(super) fleet: Option<super::fleet::FleetFile>,
     pub(super) advanced: Option<Advanced>,
 }
 

@@ -15,6 +15,7 @@
 //! directory, so a config and its keys can move together.
 
 mod file;
+mod fleet;
 mod locate;
 mod reload;
 mod rules;
@@ -32,8 +33,19 @@ use crate::endpoint::gateway::GatewayConfig;
 use crate::wire::DEFAULT_PORT;
 
 use self::file::{EdgeFile, GatewayFile};
+pub use self::fleet::{DEFAULT_PREFIX, FleetSettings, fleet_tap_name};
 use self::locate::Document;
 pub use self::locate::{key_at, line_of};
+
+/// Whether `name` may name a gateway or an edge in the fleet's keys.
+pub fn is_fleet_name(name: &str) -> bool {
+    fleet::fleet_name("", name).is_ok()
+}
+
+/// Whether `name` is a valid Linux interface name.
+pub fn is_interface_name(name: &str) -> bool {
+    rules::interface_name("", name).is_ok()
+}
 pub use self::reload::EdgeReload;
 use self::rules::{edge_settings, gateway_settings};
 
@@ -142,6 +154,8 @@ pub struct GatewaySettings {
     pub taps: Vec<TapSettings>,
     /// The status, metrics and dashboard endpoint.
     pub status: StatusSettings,
+    /// The fleet it takes part in, if any.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// What a gateway runs with that a reload cannot change, one `(key, value)` per config key
@@ -216,6 +230,8 @@ impl GatewaySettings {
             ("advanced", format!("{:?}", s.tuning)),
             // The token itself never goes to disk: only whether there is one.
             ("status", format!("{} {} token={}", status.listen, status.enabled, status.token.is_some())),
+            // Nor the etcd password.
+            ("fleet", self.fleet.as_ref().map(FleetSettings::restart_text).unwrap_or_default()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

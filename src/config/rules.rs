@@ -28,6 +28,11 @@ pub(super) const MAC_RULE: &str = "six hex bytes with ':' of a unicast address, 
 pub(super) fn expected(key: &str) -> String {
     let leaf = key.rsplit('.').next().unwrap_or(key);
     let leaf = leaf.split('[').next().unwrap_or(leaf);
+    if key.starts_with("fleet")
+        && let Some(rule) = super::fleet::expected(leaf)
+    {
+        return rule;
+    }
     match leaf {
         "" => "a mapping of config keys, as in packaging/examples".into(),
         "private_key_file" => "the path of a private key file (from `keygen`, mode 0600)".into(),
@@ -91,7 +96,7 @@ pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
     /// The value, or `None` with its problem noted.
-    fn check<T>(&mut self, result: Result<T, Problem>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, result: Result<T, Problem>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(problem) => {
@@ -101,7 +106,7 @@ impl Problems {
         }
     }
 
-    fn push(&mut self, problem: Problem) {
+    pub(super) fn push(&mut self, problem: Problem) {
         self.0.push(problem);
     }
 }
@@ -290,7 +295,9 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         None => Some(DEFAULT_HANDSHAKE_RATE),
         Some(rate) => problems.check(in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")),
     };
-    if file.edges.is_empty() {
+    // A fleet member may start with no edge of its own: the fleet's allowlist admits them.
+    let fleet = file.fleet.map(|fleet| super::fleet::fleet(doc, &mut problems, fleet, &listen));
+    if file.edges.is_empty() && fleet.is_none() {
         problems.push(problem("edges", format!("the list is empty; expected {}", expected("edges"))));
     }
     let mut edges: Vec<EdgeEntry> = Vec::with_capacity(file.edges.len());
@@ -339,6 +346,7 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         nonlocal_bind: file.nonlocal_bind.unwrap_or(false),
         taps,
         status,
+        fleet: fleet.flatten(),
     })
 }
 

@@ -51,3 +51,19 @@ pub(super) fn key_file_problem(key: &str, what: &str, error: KeyError) -> Proble
     };
     problem(key, message)
 }
+
+/// Reads a password or similar secret: one line, refused if others can read the file.
+pub(super) fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let mode = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!("{shown} is readable by others (mode {:o}); run `chmod 600 {shown}`", mode & 0o777));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let secret = text.trim();
+    if secret.is_empty() || secret.len() > 1024 || secret.contains('\n') {
+        return Err(format!("{shown} does not hold one line of 1 to 1024 characters"));
+    }
+    Ok(secret.to_owned())
+}

@@ -896,3 +896,48 @@ fn gateways_sharing_a_key_or_an_address_or_given_twice_are_refused() {
     let yaml = edge_yaml_with_gateways(&(entry("203.0.113.10", key(2)) + "    priority: 300\n"));
     assert_refused(scratch.edge(&yaml), Some(5), "gateways[0].priority", "300 is out of range");
 }
+
+#[test]
+fn a_fleet_member_needs_no_edge_of_its_own_and_takes_the_fleet_defaults() {
+    let scratch = Scratch::new("fleet-defaults");
+    let yaml = "private_key_file: key.key\nlisten: [\"198.51.100.7:4754\"]\nfleet:\n  etcd: [\"http://10.0.0.1:2379\"]\n  name: gw-a\n";
+    let gateway = scratch.gateway(yaml).unwrap();
+    assert!(gateway.gateway.edges.is_empty());
+    let fleet = gateway.fleet.expect("a fleet");
+    assert_eq!(fleet.address, "198.51.100.7:4754".parse().unwrap(), "the address edges reach: the listen address");
+    assert_eq!((fleet.prefix.as_str(), fleet.zone.as_str()), ("/braid", "default"));
+    assert_eq!((fleet.capacity_edges, fleet.lease_ttl), (100, Duration::from_secs(5)));
+    assert_eq!(fleet.auth, None);
+    // Without a fleet, an empty allowlist is still refused.
+    assert_refused(scratch.gateway("private_key_file: key.key\n"), None, "edges", "");
+}
+
+#[test]
+fn every_bad_fleet_setting_is_refused_at_its_line() {
+    let scratch = Scratch::new("fleet-bad");
+    let yaml = "private_key_file: key.key\n\
+                fleet:\n  \
+                  etcd: [\"10.0.0.1:2379\"]\n  \
+                  name: \"gw a\"\n  \
+                  lease_ttl_s: 1\n  \
+                  username: root\n";
+    let error = scratch.gateway(yaml).expect_err("refused");
+    let text = error.to_string();
+    for expected in [
+        "fleet.etcd[0]: \"10.0.0.1:2379\" is not an etcd client URL",
+        "fleet.name: \"gw a\" is not a fleet name",
+        "fleet.lease_ttl_s: 1 is out of range; expected an integer from 2 to 60",
+        "fleet.password_file: missing",
+        "fleet.address: missing, and every listen address is a wildcard",
+    ] {
+        assert!(text.contains(expected), "{text}\nshould contain: {expected}");
+    }
+    // A password file others can read is refused like a key.
+    let password = scratch.write("etcd.password", "s3cret\n");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let yaml = "private_key_file: key.key\nlisten: [\"198.51.100.7:4754\"]\nfleet:\n  etcd: [\"http://10.0.0.1:2379\"]\n  username: braid\n  password_file: etcd.password\n";
+    assert_refused(scratch.gateway(yaml), Some(6), "fleet.password_file", "readable by others (mode 644)");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fleet = scratch.gateway(yaml).unwrap().fleet.unwrap();
+    assert_eq!(fleet.auth, Some(("braid".to_owned(), "s3cret".to_owned())));
+}

@@ -16,6 +16,7 @@ use super::udp::bind_listen;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
+use crate::fleet::member::{self, Agent, FleetEdge, Load};
 use crate::session::{Event, Transmit};
 
 enum Input {
@@ -26,6 +27,8 @@ enum Input {
     Tap(usize, io::Result<usize>),
     Udp(io::Result<usize>),
     Snapshot,
+    FleetEdges(Vec<FleetEdge>),
+    FleetTick,
 }
 
 /// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
@@ -71,6 +74,18 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
     let mut observer = driver::observer(&settings.status, "gateway")?;
+    // What the file says; what runs is it with the fleet's allowlist after its own edges.
+    let mut file_settings = settings.clone();
+    let mut fleet_edges: Vec<FleetEdge> = Vec::new();
+    let mut fleet = match &settings.fleet {
+        Some(fleet) => Some(
+            member::start(fleet.clone(), gateway.public_key())
+                .map_err(|e| IoError::new("starting the fleet agent", e))?,
+        ),
+        None => None,
+    };
+    let mut fleet_tick = tokio::time::interval(FLEET_REPORT_INTERVAL);
+    let mut load = LoadMeter::default();
     record_restart_only(&settings);
     record_pid();
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
@@ -89,6 +104,8 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             _ = undrain.recv() => Input::Drain(false),
             () = sleep_until(deadline) => Input::Timeout,
             () = tick(&mut observer) => Input::Snapshot,
+            Some(edges) = fleet_allowlist(&mut fleet) => Input::FleetEdges(edges),
+            _ = fleet_tick.tick(), if fleet.is_some() => Input::FleetTick,
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
             (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, batch, &mut udp_cursor)) => Input::Udp(result),
         };
@@ -98,18 +115,41 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
                 break;
             }
             Input::Reload => {
-                match reload(&mut settings, &mut gateway, &mut taps, &mut names, &netlink).await {
-                    // Kept edges keep their history; new ones start afresh.
-                    Ok(moved) => {
-                        let mut old = std::mem::take(&mut recorders);
-                        recorders = moved
-                            .iter()
-                            .map(|before| {
-                                before.and_then(|PeerId(i)| old.get_mut(i).map(std::mem::take)).unwrap_or_default()
-                            })
-                            .collect();
+                let loaded = load_gateway(&settings.path)
+                    .map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())));
+                let applied = match loaded {
+                    Ok(loaded) => {
+                        let merged = with_fleet(&loaded, &fleet_edges);
+                        let result = apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await;
+                        if result.is_ok() {
+                            file_settings = loaded;
+                            info!(edges = ?names, "allowlist reloaded");
+                        }
+                        result
                     }
+                    Err(error) => Err(error),
+                };
+                match applied {
+                    Ok(moved) => recorders = follow(recorders, &moved),
                     Err(error) => warn!(%error, "reload refused; the running allowlist is unchanged"),
+                }
+            }
+            Input::FleetEdges(edges) => {
+                fleet_edges = edges;
+                let merged = with_fleet(&file_settings, &fleet_edges);
+                match apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await {
+                    Ok(moved) => {
+                        recorders = follow(recorders, &moved);
+                        info!(edges = ?names, "allowlist changed by the fleet");
+                    }
+                    Err(error) => {
+                        warn!(%error, "the fleet's allowlist could not be applied; the running one is unchanged")
+                    }
+                }
+            }
+            Input::FleetTick => {
+                if let Some(agent) = &fleet {
+                    agent.load.send_replace(load.measure(&gateway, &names));
                 }
             }
             Input::Drain(on) => {
@@ -144,7 +184,8 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
             Input::Snapshot => {
                 if let Some(observer) = &observer {
-                    observer.board.publish(snapshot(observer, &gateway, &names, &mut recorders));
+                    let fleet = fleet.as_ref().map(|agent| agent.view.borrow().clone());
+                    observer.board.publish(snapshot(observer, &gateway, &names, &mut recorders, fleet));
                 }
             }
         }
@@ -175,19 +216,77 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     Ok(())
 }
 
-/// Reloads the allowlist, all or nothing: the TAPs of new edges are opened first, and only then
-/// are the allowlist, the TAPs and the names swapped together. Kept edges keep their TAPs and
-/// sessions; removed edges' TAPs are closed (and so removed). Every other key the file changed
-/// needs a restart: a WARN names each. `running` follows what the gateway runs with.
-async fn reload(
+/// How often the data plane reports its load to the fleet agent.
+const FLEET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The fleet's agent's allowlist, when it changes; never, without a fleet.
+async fn fleet_allowlist(agent: &mut Option<Agent>) -> Option<Vec<FleetEdge>> {
+    match agent {
+        Some(agent) => agent.edges.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `file` with the fleet's allowlist after its own edges; an edge left out is warned of.
+fn with_fleet(file: &GatewaySettings, edges: &[FleetEdge]) -> GatewaySettings {
+    let (merged, skipped) = file.with_fleet_edges(edges);
+    if !skipped.is_empty() {
+        warn!(edges = ?skipped, "fleet edges left out: the config file has an edge of the same name, key or TAP");
+    }
+    merged
+}
+
+/// Each kept edge's recorder at its new place; new edges start afresh.
+fn follow(mut old: Vec<Recorder>, moved: &[Option<PeerId>]) -> Vec<Recorder> {
+    moved
+        .iter()
+        .map(|before| before.and_then(|PeerId(i)| old.get_mut(i).map(std::mem::take)).unwrap_or_default())
+        .collect()
+}
+
+/// What the gateway carries, measured between two calls, for the fleet.
+#[derive(Debug, Default)]
+struct LoadMeter {
+    last: Option<(std::time::Instant, u64, u64)>,
+}
+
+impl LoadMeter {
+    fn measure(&mut self, gateway: &Gateway, names: &[String]) -> Load {
+        let (mut carrying, mut standby_for, mut rx, mut tx) = (Vec::new(), Vec::new(), 0, 0);
+        for (name, session) in names.iter().enumerate().filter_map(|(i, n)| Some((n, gateway.session(PeerId(i))?))) {
+            if session.is_standby() { &mut standby_for } else { &mut carrying }.push(name.clone());
+            for stats in session.links().filter_map(|l| session.link_stats(l)) {
+                rx += stats.rx_bytes;
+                tx += stats.tx_bytes;
+            }
+        }
+        let now = now();
+        let mbps = |after: u64, before: u64, secs: f64| after.saturating_sub(before) as f64 * 8.0 / secs / 1e6;
+        let (mbps_in, mbps_out) = match self.last {
+            Some((at, last_rx, last_tx)) => {
+                let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+                (mbps(rx, last_rx, secs), mbps(tx, last_tx, secs))
+            }
+            None => (0.0, 0.0),
+        };
+        self.last = Some((now, rx, tx));
+        Load { carrying, standby_for, mbps_in, mbps_out, draining: gateway.draining() }
+    }
+}
+
+/// Applies `settings`' allowlist, all or nothing: the TAPs of new edges are opened first, and
+/// only then are the allowlist, the TAPs and the names swapped together. Kept edges keep their
+/// TAPs and sessions; removed edges' TAPs are closed (and so removed). Every other key that
+/// changed needs a restart: a WARN names each. `running` follows what the gateway runs with.
+async fn apply(
     running: &mut GatewaySettings,
+    settings: GatewaySettings,
     gateway: &mut Gateway,
     taps: &mut Vec<Option<AsyncDevice>>,
     names: &mut Vec<String>,
     netlink: &Netlink,
 ) -> Result<Vec<Option<PeerId>>, IoError> {
     let refused = |e: String| IoError::new("reloading", io::Error::other(e));
-    let settings = load_gateway(&running.path).map_err(|e| refused(e.to_string()))?;
     let previous: Vec<Option<PeerId>> = settings.gateway.edges.iter().map(|e| gateway.peer_of(&e.public_key)).collect();
     let mut opened = Vec::with_capacity(previous.len());
     for (slot, before) in previous.iter().enumerate() {
@@ -217,7 +316,6 @@ async fn reload(
     running.gateway.edges = settings.gateway.edges;
     running.taps = taps_running;
     record_restart_only(running);
-    info!(edges = ?names, "allowlist reloaded");
     if !ignored.is_empty() {
         warn!(
             keys = %ignored.join(", "),
@@ -271,7 +369,13 @@ fn link_name(link: crate::LinkId) -> &'static str {
 }
 
 /// The gateway's status as of now: every allowed edge and its live session.
-fn snapshot(observer: &Observer, gateway: &Gateway, names: &[String], recorders: &mut [Recorder]) -> Status {
+fn snapshot(
+    observer: &Observer,
+    gateway: &Gateway,
+    names: &[String],
+    recorders: &mut [Recorder],
+    fleet: Option<crate::fleet::member::FleetView>,
+) -> Status {
     let now = now();
     let edges: Vec<_> = names
         .iter()
@@ -289,6 +393,7 @@ fn snapshot(observer: &Observer, gateway: &Gateway, names: &[String], recorders:
             drops: stats.drops.total(),
             drops_by_reason: by_reason(&stats.drops),
             edges,
+            fleet,
         })),
     )
 }

@@ -184,6 +184,20 @@ impl Collector for Snapshot {
                 let mut draining = gauges("braid_gateway_draining", "1 while the gateway is being drained.");
                 draining.push(Vec::new(), f64::from(u8::from(gateway.draining)));
                 write_gauges(&mut encoder, &draining)?;
+                if let Some(fleet) = &gateway.fleet {
+                    let mut reachable = gauges("braid_fleet_etcd_reachable", "1 while etcd answers the fleet agent.");
+                    reachable.push(Vec::new(), f64::from(u8::from(fleet.etcd_reachable)));
+                    write_gauges(&mut encoder, &reachable)?;
+                    let mut members = gauges("braid_fleet_members", "Gateways registered in the fleet, as last seen.");
+                    members.push(Vec::new(), fleet.members.len() as f64);
+                    write_gauges(&mut encoder, &members)?;
+                    let mut edges = gauges("braid_fleet_edges", "Edges on the fleet's allowlist, as last seen.");
+                    edges.push(Vec::new(), fleet.edges as f64);
+                    write_gauges(&mut encoder, &edges)?;
+                    let mut outages = counters("braid_fleet_etcd_outages", "Times the fleet agent lost etcd.");
+                    outages.push(Vec::new(), fleet.etcd_outages);
+                    write_counters(&mut encoder, &outages)?;
+                }
                 let mut own = CounterFamilies::of::<GatewayStats>("braid_gateway_");
                 own.push(&Vec::new(), &gateway.counters.0);
                 own.write(&mut encoder)?;
@@ -530,9 +544,18 @@ pub(crate) mod tests {
                 drops: 3,
                 drops_by_reason: BTreeMap::from([("bad_header".to_string(), 3)]),
                 edges: vec![first, second],
+                fleet: Some(crate::fleet::member::FleetView {
+                    etcd_reachable: false,
+                    etcd_outages: 2,
+                    edges: 5,
+                    ..Default::default()
+                }),
             })),
         };
         let scrape = parse(&encode(Some(&status), "gateway"));
+        assert_eq!(value(&scrape, "braid_fleet_etcd_reachable", &[]), 0.0);
+        assert_eq!(value(&scrape, "braid_fleet_etcd_outages", &[]), 2.0);
+        assert_eq!(value(&scrape, "braid_fleet_edges", &[]), 5.0);
         assert_eq!(value(&scrape, "braid_gateway_sessions", &[]), 1.0);
         assert_eq!(value(&scrape, "braid_gateway_draining", &[]), 0.0);
         assert_eq!(value(&scrape, "braid_gateway_handshakes", &[]), 4.0);

@@ -128,6 +128,9 @@ pub struct GatewayBody {
     pub drops_by_reason: BTreeMap<String, u64>,
     /// Every allowed edge, in allowlist order.
     pub edges: Vec<EdgeView>,
+    /// The fleet as this gateway sees it, when it is a member of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::member::FleetView>,
 }
 
 /// One edge: its session (if any), whether its stream is safe, and its recent link changes.

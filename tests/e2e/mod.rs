@@ -38,6 +38,18 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Whether `tools` are all installed; prints which are not, and fails under CI.
+pub fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !which(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} missing (scripts/test.sh installs them)", missing.join(", "));
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: skipped in CI: {why}");
+    println!("SKIP {test}: {why}");
+    false
+}
+
 fn which(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }

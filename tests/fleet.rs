@@ -1,0 +1,237 @@
+//! The gateway fleet on a real etcd: a three-member etcd cluster and two gateways, each in its
+//! own namespace; the fleet's allowlist admits a rig on every gateway without a restart, and
+//! losing etcd (one member, then all) never touches forwarding.
+//!
+//! ```text
+//!  etcd1 (10.210.1.2) ─┐
+//!  etcd2 (10.210.2.2) ─┼─ inet ─ gw (10.200.0.2), gw2 (10.200.9.2)
+//!  etcd3 (10.210.3.2) ─┘    └── the rig's ISPs (tests/e2e)
+//! ```
+
+#![allow(clippy::disallowed_methods, clippy::panic, clippy::unwrap_used)]
+
+mod e2e;
+
+use std::time::{Duration, Instant};
+
+use e2e::{Lab, binary, internet, ping_until, rig, root_or_skip};
+
+const MEMBERS: [&str; 3] = ["etcd1", "etcd2", "etcd3"];
+
+fn etcd_ip(n: usize) -> String {
+    format!("10.210.{n}.2")
+}
+
+/// Starts etcd member `n` (1-based) of the three, on its data directory (kept across restarts).
+fn start_etcd(lab: &mut Lab, n: usize, run: &str) {
+    let ns = MEMBERS[n - 1];
+    let cluster: Vec<String> = (1..=3).map(|i| format!("e{i}=http://{}:2380", etcd_ip(i))).collect();
+    let ip = etcd_ip(n);
+    let data = lab.dir.join(format!("etcd{n}.data"));
+    let args = [
+        "etcd",
+        "--name",
+        &format!("e{n}"),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen-peer-urls",
+        &format!("http://{ip}:2380"),
+        "--initial-advertise-peer-urls",
+        &format!("http://{ip}:2380"),
+        "--listen-client-urls",
+        &format!("http://{ip}:2379"),
+        "--advertise-client-urls",
+        &format!("http://{ip}:2379"),
+        "--initial-cluster",
+        &cluster.join(","),
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        "braid-fleet-test",
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(ns, &format!("{ns}-{run}"), &args);
+}
+
+/// The gateway `name`'s config: in the fleet, with no edge of its own.
+fn gateway_yaml(lab: &Lab, name: &str, key: &std::path::Path, address: &str) -> std::path::PathBuf {
+    let endpoints: Vec<String> = (1..=3).map(|i| format!("\"http://{}:2379\"", etcd_ip(i))).collect();
+    lab.write(
+        &format!("{name}.yaml"),
+        &format!(
+            "private_key_file: {}\nlisten: [\"{address}\"]\nfleet:\n  etcd: [{}]\n  name: {name}\n  zone: z-{name}\n  lease_ttl_s: 3\n",
+            key.display(),
+            endpoints.join(", ")
+        ),
+    )
+}
+
+/// `braid-gateway COMMAND -c CONFIG ARGS...` run in namespace `ns`: (success, stdout + stderr).
+fn gateway_cli(lab: &Lab, ns: &str, config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let gateway = binary("braid-gateway");
+    let mut full = vec![gateway.to_str().unwrap(), args[0], "-c", config.to_str().unwrap()];
+    full.extend_from_slice(&args[1..]);
+    let out = lab.try_exec(ns, &full);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The gateway's `/status` JSON.
+fn status(lab: &Lab, ns: &str, config: &std::path::Path) -> serde_json::Value {
+    let (_, text) = gateway_cli(lab, ns, config, &["status", "--json"]);
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+fn allows(status: &serde_json::Value, edge: &str) -> bool {
+    status["edges"].as_array().is_some_and(|edges| edges.iter().any(|e| e["name"] == edge))
+}
+
+fn etcd_reachable(status: &serde_json::Value) -> Option<bool> {
+    status["fleet"]["etcd_reachable"].as_bool()
+}
+
+#[test]
+fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_through_etcd_outages() {
+    if !root_or_skip("fleet on etcd") {
+        return;
+    }
+    if !e2e::tools_or_skip("fleet on etcd", &["etcd", "etcdctl"]) {
+        return;
+    }
+    let mut lab = Lab::new("f");
+    internet(&mut lab);
+    lab.add_ns("gw2");
+    lab.link(("inet", "gw9", "10.200.9.1/24"), ("gw2", "wan", "10.200.9.2/24"));
+    lab.exec("gw2", &["ip", "route", "add", "default", "via", "10.200.9.1"]);
+    for (n, ns) in MEMBERS.iter().enumerate().map(|(i, ns)| (i + 1, *ns)) {
+        lab.add_ns(ns);
+        lab.link(("inet", &format!("e{n}"), &format!("10.210.{n}.1/24")), (ns, "eth0", &format!("{}/24", etcd_ip(n))));
+        lab.exec(ns, &["ip", "route", "add", "default", "via", &format!("10.210.{n}.1")]);
+    }
+    for n in 1..=3 {
+        start_etcd(&mut lab, n, "a");
+    }
+    let endpoints: Vec<String> = (1..=3).map(|i| format!("http://{}:2379", etcd_ip(i))).collect();
+    let healthy = lab.wait_for(Duration::from_secs(20), || {
+        let out = lab.try_exec("gw", &["etcdctl", "--endpoints", &endpoints.join(","), "endpoint", "health"]);
+        out.status.success()
+    });
+    assert!(healthy, "etcd did not become healthy\n{}", lab.log("etcd1-a"));
+
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    let (gateway2_key, _) = lab.keygen("gateway2");
+    let rig1 = rig(&mut lab, 1, 2, &gateway_public);
+    // gw2 has the rig's ingest bridge too (empty): a fleet edge's TAP joins it on every gateway.
+    lab.exec("gw2", &["ip", "link", "add", "br-ing1", "type", "bridge"]);
+    let config1 = gateway_yaml(&lab, "gw1", &gateway_key, "10.200.0.2:4754");
+    let config2 = gateway_yaml(&lab, "gw2", &gateway2_key, "10.200.9.2:4754");
+    let gateway = binary("braid-gateway");
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config1.to_str().unwrap()]);
+    lab.spawn("gw2", "gateway2", &[gateway.to_str().unwrap(), "run", "--config", config2.to_str().unwrap()]);
+    let both = lab.wait_for(Duration::from_secs(15), || {
+        let (ok, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
+        ok && text.contains(": 2 gateways")
+    });
+    let (_, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
+    assert!(both, "both gateways did not register: {text}\n{}\n{}", lab.log("gateway"), lab.log("gateway2"));
+
+    // The rig is not admitted yet: its edge runs and is refused.
+    let edge = binary("braid-edge");
+    lab.spawn(&rig1.name, &rig1.name, &[edge.to_str().unwrap(), "run", "--config", rig1.config.to_str().unwrap()]);
+    assert!(!ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(2)), "rig 1 got in before it was admitted");
+
+    // Bad input is refused before etcd is reached, and says why.
+    let (ok, text) = gateway_cli(&lab, "gw2", &config2, &["fleet", "add-edge", "edge 1", &rig1.public_key]);
+    assert!(!ok && text.contains("not an edge name"), "{text}");
+    let (ok, text) = gateway_cli(&lab, "gw2", &config2, &["fleet", "add-edge", "edge1", "not-a-key"]);
+    assert!(!ok && text.contains("not a public key"), "{text}");
+
+    // Admitted from gw2's host: every gateway applies it within a second, without a restart.
+    let (ok, text) =
+        gateway_cli(&lab, "gw2", &config2, &["fleet", "add-edge", "edge1", &rig1.public_key, "--bridge", "br-ing1"]);
+    assert!(ok, "{text}");
+    let admitted = Instant::now();
+    let on_both = lab.wait_for(Duration::from_secs(5), || {
+        allows(&status(&lab, "gw", &config1), "edge1") && allows(&status(&lab, "gw2", &config2), "edge1")
+    });
+    let took = admitted.elapsed();
+    assert!(on_both, "the fleet's allowlist did not reach both gateways\n{}", lab.log("gateway"));
+    println!("RESULT fleet admit_ms={}", took.as_millis());
+    assert!(took <= Duration::from_secs(1), "admitting took {took:?}");
+    let (ok, text) = gateway_cli(&lab, "gw2", &config2, &["fleet", "add-edge", "edge1", &rig1.public_key]);
+    assert!(!ok && text.contains("already admitted"), "{text}");
+    assert!(
+        ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)),
+        "rig 1 not admitted\n{}",
+        lab.log("gateway")
+    );
+    let (_, list) = gateway_cli(&lab, "gw", &config1, &["fleet", "list"]);
+    assert!(list.contains(&format!("edge1 {}", rig1.public_key)), "{list}");
+    let carried = lab.wait_for(Duration::from_secs(10), || {
+        let (_, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
+        text.contains("edges 1/100") && text.contains("  edge1 (standby none)")
+    });
+    assert!(
+        carried,
+        "fleet status does not show gw1 carrying edge1:\n{}",
+        gateway_cli(&lab, "gw", &config1, &["fleet", "status"]).1
+    );
+
+    // A stream through everything that follows: etcd's outages must not cost one packet.
+    lab.spawn("cam1", "ping", &["ping", "-i", "0.02", "-c", "2500", &rig1.ingest]);
+
+    // One member dies: nothing changes.
+    assert!(lab.stop("etcd1-a"), "etcd1 did not stop");
+    std::thread::sleep(Duration::from_secs(4));
+    for (ns, config) in [("gw", &config1), ("gw2", &config2)] {
+        assert_eq!(etcd_reachable(&status(&lab, ns, config)), Some(true), "{ns} lost etcd with two members left");
+    }
+    let (ok, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
+    assert!(ok && text.contains(": 2 gateways"), "{text}");
+
+    // All die: the gateways say so, and forward as before.
+    for name in ["etcd2-a", "etcd3-a"] {
+        assert!(lab.stop(name), "{name} did not stop");
+    }
+    let lost = lab.wait_for(Duration::from_secs(10), || {
+        [("gw", &config1), ("gw2", &config2)].iter().all(|(ns, c)| etcd_reachable(&status(&lab, ns, c)) == Some(false))
+    });
+    assert!(lost, "the gateways do not report etcd unreachable\n{}", lab.log("gateway"));
+    assert!(lab.log("gateway").contains("etcd unreachable"), "{}", lab.log("gateway"));
+
+    // etcd returns: the gateways register again.
+    for n in 1..=3 {
+        start_etcd(&mut lab, n, "b");
+    }
+    let back = lab.wait_for(Duration::from_secs(30), || {
+        [("gw", &config1), ("gw2", &config2)].iter().all(|(ns, c)| etcd_reachable(&status(&lab, ns, c)) == Some(true))
+    });
+    assert!(back, "the gateways did not find etcd again\n{}", lab.log("gateway"));
+    let both = lab.wait_for(Duration::from_secs(10), || {
+        let (ok, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
+        ok && text.contains(": 2 gateways")
+    });
+    assert!(both, "{}", gateway_cli(&lab, "gw", &config1, &["fleet", "status"]).1);
+
+    assert!(lab.wait_for(Duration::from_secs(60), || lab.log("ping").contains("packet loss")), "ping did not finish");
+    let ping = lab.log("ping");
+    println!(
+        "RESULT fleet ping_through_etcd_outages={}",
+        ping.lines().find(|l| l.contains("packet loss")).unwrap_or("")
+    );
+    assert!(ping.contains(" 0% packet loss"), "etcd's outages cost the stream: {ping}");
+
+    // Removed: every gateway ends the rig's session within a second.
+    let (ok, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "remove-edge", "edge1"]);
+    assert!(ok, "{text}");
+    let removed = Instant::now();
+    let gone = lab.wait_for(Duration::from_secs(5), || {
+        !allows(&status(&lab, "gw", &config1), "edge1") && !allows(&status(&lab, "gw2", &config2), "edge1")
+    });
+    assert!(gone && removed.elapsed() <= Duration::from_secs(1), "removal took {:?}", removed.elapsed());
+    assert!(!ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(2)), "a removed rig still gets through");
+    for log in [lab.log("gateway"), lab.log("gateway2")] {
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
