@@ -235,3 +235,115 @@ fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_th
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// Runs `openssl` with `line`'s words as arguments, in the lab's directory.
+fn openssl(lab: &Lab, line: &str) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let out = std::process::Command::new("openssl").args(&args).current_dir(&lab.dir).output().unwrap();
+    assert!(out.status.success(), "openssl {line}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`NAME-ca.pem`), and certificates it signs: `NAME-etcd` for the etcd member's IP and
+/// `NAME-client` for a gateway, each `.pem` and `.key` (mode 0600).
+fn certificates(lab: &Lab, name: &str, ip: &str) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(lab, &format!("req {ec} -x509 -keyout {name}-ca.key -out {name}-ca.pem -days 1 -subj /CN={name}-ca"));
+    for (cert, ext) in [
+        ("etcd", format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n")),
+        ("client", "extendedKeyUsage=clientAuth\n".to_owned()),
+    ] {
+        let stem = format!("{name}-{cert}");
+        lab.write(&format!("{stem}.ext"), &ext);
+        openssl(lab, &format!("req {ec} -keyout {stem}.key -out {stem}.csr -subj /CN={stem}"));
+        openssl(
+            lab,
+            &format!(
+                "x509 -req -in {stem}.csr -CA {name}-ca.pem -CAkey {name}-ca.key -CAcreateserial -days 1 -out {stem}.pem -extfile {stem}.ext"
+            ),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(lab.dir.join(format!("{stem}.key")), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn a_gateway_reaches_etcd_over_tls_with_a_client_certificate_and_refuses_an_unknown_ca() {
+    if !root_or_skip("fleet over TLS") || !e2e::tools_or_skip("fleet over TLS", &["etcd", "etcdctl", "openssl"]) {
+        return;
+    }
+    let mut lab = Lab::new("t");
+    internet(&mut lab);
+    lab.add_ns("etcd1");
+    lab.link(("inet", "e1", "10.210.1.1/24"), ("etcd1", "eth0", &format!("{}/24", etcd_ip(1))));
+    lab.exec("etcd1", &["ip", "route", "add", "default", "via", "10.210.1.1"]);
+    let ip = etcd_ip(1);
+    certificates(&lab, "good", &ip);
+    certificates(&lab, "other", &ip);
+    let dir = lab.dir.clone();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let data = file("etcd-tls.data");
+    lab.spawn(
+        "etcd1",
+        "etcd",
+        &[
+            "etcd",
+            "--name",
+            "e1",
+            "--data-dir",
+            &data,
+            "--listen-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-cluster",
+            &format!("e1=http://{ip}:2380"),
+            "--listen-client-urls",
+            &format!("https://{ip}:2379"),
+            "--advertise-client-urls",
+            &format!("https://{ip}:2379"),
+            "--cert-file",
+            &file("good-etcd.pem"),
+            "--key-file",
+            &file("good-etcd.key"),
+            "--trusted-ca-file",
+            &file("good-ca.pem"),
+            "--client-cert-auth",
+        ],
+    );
+    let (key, _) = lab.keygen("gateway");
+    let yaml = |ca: &str, client: &str| {
+        format!(
+            "private_key_file: {}\nlisten: [\"10.200.0.2:4754\"]\nfleet:\n  etcd: [\"https://{ip}:2379\"]\n  name: gw1\n  lease_ttl_s: 3\n  ca_file: {}\n  cert_file: {}\n  key_file: {}\n",
+            key.display(),
+            file(&format!("{ca}-ca.pem")),
+            file(&format!("{client}-client.pem")),
+            file(&format!("{client}-client.key"))
+        )
+    };
+    let good = lab.write("good.yaml", &yaml("good", "good"));
+    let gateway = binary("braid-gateway");
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", good.to_str().unwrap()]);
+    let registered = lab.wait_for(Duration::from_secs(20), || {
+        let (ok, text) = gateway_cli(&lab, "gw", &good, &["fleet", "status"]);
+        ok && text.contains(": 1 gateways") && text.contains("gw1  zone default  10.200.0.2:4754")
+    });
+    assert!(
+        registered,
+        "the gateway did not register over TLS: {}\n{}\n{}",
+        gateway_cli(&lab, "gw", &good, &["fleet", "status"]).1,
+        lab.log("gateway"),
+        lab.log("etcd")
+    );
+    assert_eq!(etcd_reachable(&status(&lab, "gw", &good)), Some(true));
+
+    // A CA that did not sign etcd's certificate: the CLI fails saying why, and the gateway runs
+    // with etcd unreachable.
+    let other_ca = lab.write("other-ca.yaml", &yaml("other", "good"));
+    let (ok, text) = gateway_cli(&lab, "gw", &other_ca, &["fleet", "list"]);
+    assert!(!ok && text.contains("etcd"), "{text}");
+    // A client certificate etcd's CA did not sign: refused by etcd.
+    let stranger = lab.write("stranger.yaml", &yaml("good", "other").replace("name: gw1", "name: gw9"));
+    let (ok, text) = gateway_cli(&lab, "gw", &stranger, &["fleet", "list"]);
+    assert!(!ok, "etcd let in a client its CA did not sign: {text}");
+    assert!(!lab.log("gateway").contains("panicked"), "{}", lab.log("gateway"));
+}

@@ -24,6 +24,9 @@ pub(super) struct FleetFile {
     lease_ttl_s: Option<i64>,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     edge_bridge: Option<String>,
 }
 
@@ -67,8 +70,30 @@ pub struct FleetSettings {
     pub lease_ttl: Duration,
     /// etcd's user and password, if the cluster has authentication on.
     pub auth: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints).
+    pub tls: Option<FleetTls>,
     /// The bridge the TAPs of edges admitted through the fleet join, unless their entry names one.
     pub edge_bridge: Option<String>,
+}
+
+/// TLS to etcd: the CA that signed its certificates, and this gateway's client certificate and
+/// key if etcd asks for one (`--client-cert-auth`), all PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    /// The CA certificate(s).
+    pub ca: Vec<u8>,
+    /// The client certificate and its private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for FleetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("FleetTls")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_cert", &self.identity.is_some())
+            .finish()
+    }
 }
 
 impl FleetSettings {
@@ -84,11 +109,12 @@ impl FleetSettings {
             capacity_edges,
             lease_ttl,
             auth,
+            tls,
             edge_bridge,
         } = self;
         let user = auth.as_ref().map(|(user, _)| user);
         format!(
-            "{endpoints:?} {name} {prefix} {zone} {address} {capacity_mbps} {capacity_edges} {lease_ttl:?} {user:?} {edge_bridge:?}"
+            "{endpoints:?} {name} {prefix} {zone} {address} {capacity_mbps} {capacity_edges} {lease_ttl:?} {user:?} {tls:?} {edge_bridge:?}"
         )
     }
 }
@@ -187,6 +213,7 @@ pub(super) fn fleet(
             None
         }
     };
+    let tls = tls(doc, problems, &file.etcd, (file.ca_file, file.cert_file, file.key_file));
     if let Some(bridge) = &file.edge_bridge
         && let Err(p) = interface_name("fleet.edge_bridge", bridge)
     {
@@ -205,15 +232,95 @@ pub(super) fn fleet(
         capacity_edges: capacity_edges?,
         lease_ttl: lease_ttl?,
         auth: auth?,
+        tls: tls?,
         edge_bridge: file.edge_bridge,
     })
+}
+
+/// TLS to etcd: with `https://` endpoints a CA is required (no system roots are trusted for
+/// etcd), and a client certificate and key go together; the key is refused when others can
+/// read it. `None` when a problem was noted.
+fn tls(
+    doc: &Document,
+    problems: &mut Problems,
+    endpoints: &[String],
+    (ca, cert, key): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+) -> Option<Option<FleetTls>> {
+    let https = endpoints.iter().filter(|u| u.starts_with("https://")).count();
+    if https > 0 && https < endpoints.len() {
+        problems.push(problem("fleet.etcd", "mixes http:// and https://; expected one scheme for the cluster"));
+        return None;
+    }
+    if https == 0 {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            let message = "TLS files are set but the etcd endpoints are http://; expected https:// endpoints";
+            problems.push(problem("fleet.ca_file", message));
+            return None;
+        }
+        return Some(None);
+    }
+    let Some(ca) = ca else {
+        let message = "missing; expected the PEM file of the CA that signed etcd's certificates (https:// endpoints)";
+        problems.push(problem("fleet.ca_file", message));
+        return None;
+    };
+    let ca = read_pem(doc, problems, "fleet.ca_file", &ca, false);
+    let identity = match (cert, key) {
+        (None, None) => Some(None),
+        (Some(cert), Some(key)) => {
+            let cert = read_pem(doc, problems, "fleet.cert_file", &cert, false);
+            let key = read_pem(doc, problems, "fleet.key_file", &key, true);
+            cert.zip(key).map(Some)
+        }
+        (Some(_), None) => {
+            problems.push(problem("fleet.key_file", "missing; expected it with fleet.cert_file (PEM, mode 0600)"));
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(problem("fleet.cert_file", "missing; expected it with fleet.key_file (PEM)"));
+            None
+        }
+    };
+    Some(Some(FleetTls { ca: ca?, identity: identity? }))
+}
+
+/// A PEM file; a `secret` one (a private key) is refused when others can read it.
+fn read_pem(
+    doc: &Document,
+    problems: &mut Problems,
+    key: &str,
+    path: &std::path::Path,
+    secret: bool,
+) -> Option<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = doc.resolve(path);
+    let shown = path.display();
+    if secret
+        && let Ok(meta) = std::fs::metadata(&path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        let mode = meta.permissions().mode() & 0o777;
+        problems.push(problem(key, format!("{shown} is readable by others (mode {mode:o}); run `chmod 600 {shown}`")));
+        return None;
+    }
+    match std::fs::read(&path) {
+        Ok(pem) if pem.starts_with(b"-----BEGIN ") => Some(pem),
+        Ok(_) => {
+            problems.push(problem(key, format!("{shown} is not PEM; expected a PEM file")));
+            None
+        }
+        Err(e) => {
+            problems.push(problem(key, format!("cannot read {shown}: {e}")));
+            None
+        }
+    }
 }
 
 /// What `fleet.*` keys accept, for the parser's own errors.
 pub(super) fn expected(leaf: &str) -> Option<String> {
     Some(match leaf {
         "fleet" => "a mapping with etcd (required) and name, prefix, zone, address, capacity_mbps, capacity_edges, \
-                    lease_ttl_s, username, password_file, edge_bridge"
+                    lease_ttl_s, username, password_file, ca_file, cert_file, key_file, edge_bridge"
             .into(),
         "etcd" => ENDPOINT_RULE.into(),
         "zone" | "name" => FLEET_NAME_RULE.into(),
@@ -224,6 +331,9 @@ pub(super) fn expected(leaf: &str) -> Option<String> {
         "lease_ttl_s" => range_rule(&LEASE_TTL_S_RANGE, "seconds"),
         "username" => "etcd's user name".into(),
         "password_file" => "a file holding etcd's password, mode 0600".into(),
+        "ca_file" => "the PEM file of the CA that signed etcd's certificates".into(),
+        "cert_file" => "this gateway's client certificate for etcd, PEM".into(),
+        "key_file" => "the client certificate's private key, PEM, mode 0600".into(),
         "edge_bridge" => format!("a bridge name of {}", super::rules::INTERFACE_RULE),
         _ => return None,
     })

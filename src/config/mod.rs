@@ -33,7 +33,7 @@ use crate::endpoint::gateway::GatewayConfig;
 use crate::wire::DEFAULT_PORT;
 
 use self::file::{EdgeFile, GatewayFile};
-pub use self::fleet::{DEFAULT_PREFIX, FleetSettings, fleet_tap_name};
+pub use self::fleet::{DEFAULT_PREFIX, FleetSettings, FleetTls, fleet_tap_name};
 use self::locate::Document;
 pub use self::locate::{key_at, line_of};
 

@@ -941,3 +941,27 @@ fn every_bad_fleet_setting_is_refused_at_its_line() {
     let fleet = scratch.gateway(yaml).unwrap().fleet.unwrap();
     assert_eq!(fleet.auth, Some(("braid".to_owned(), "s3cret".to_owned())));
 }
+
+#[test]
+fn tls_to_etcd_needs_https_endpoints_and_a_ca_and_a_private_key_only_its_owner_reads() {
+    let scratch = Scratch::new("fleet-tls");
+    let base = "private_key_file: key.key\nlisten: [\"198.51.100.7:4754\"]\nfleet:\n";
+    let mixed = format!("{base}  etcd: [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n  ca_file: ca.pem\n");
+    assert_refused(scratch.gateway(&mixed), Some(4), "fleet.etcd", "mixes http:// and https://");
+    let no_ca = format!("{base}  etcd: [\"https://10.0.0.1:2379\"]\n");
+    assert_refused(scratch.gateway(&no_ca), Some(3), "fleet.ca_file", "missing; expected the PEM file of the CA");
+    let plain = format!("{base}  etcd: [\"http://10.0.0.1:2379\"]\n  ca_file: ca.pem\n");
+    assert_refused(scratch.gateway(&plain), Some(5), "fleet.ca_file", "endpoints are http://");
+    scratch.write("ca.pem", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+    scratch.write("client.pem", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+    let key = scratch.write("client.key", "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let full = format!(
+        "{base}  etcd: [\"https://10.0.0.1:2379\"]\n  ca_file: ca.pem\n  cert_file: client.pem\n  key_file: client.key\n"
+    );
+    assert_refused(scratch.gateway(&full), Some(7), "fleet.key_file", "readable by others (mode 640)");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tls = scratch.gateway(&full).unwrap().fleet.unwrap().tls.expect("TLS");
+    assert!(tls.identity.is_some());
+    assert!(!format!("{tls:?}").contains("PRIVATE"), "the key must never be printed: {tls:?}");
+}
