@@ -1,6 +1,7 @@
 //! The gateway fleet on a real etcd: a three-member etcd cluster and two gateways, each in its
-//! own namespace; the fleet's allowlist admits a rig on every gateway without a restart, and
-//! losing etcd (one member, then all) never touches forwarding.
+//! own namespace; the fleet's allowlist admits a rig on every gateway without a restart, the
+//! full first gateway places the rig on the second (which it follows), and losing etcd (one
+//! member, then all) never touches forwarding.
 //!
 //! ```text
 //!  etcd1 (10.210.1.2) ─┐
@@ -54,13 +55,13 @@ fn start_etcd(lab: &mut Lab, n: usize, run: &str) {
     lab.spawn(ns, &format!("{ns}-{run}"), &args);
 }
 
-/// The gateway `name`'s config: in the fleet, with no edge of its own.
-fn gateway_yaml(lab: &Lab, name: &str, key: &std::path::Path, address: &str) -> std::path::PathBuf {
+/// The gateway `name`'s config: in the fleet, with no edge of its own, and `extra` fleet keys.
+fn gateway_yaml(lab: &Lab, name: &str, key: &std::path::Path, address: &str, extra: &str) -> std::path::PathBuf {
     let endpoints: Vec<String> = (1..=3).map(|i| format!("\"http://{}:2379\"", etcd_ip(i))).collect();
     lab.write(
         &format!("{name}.yaml"),
         &format!(
-            "private_key_file: {}\nlisten: [\"{address}\"]\nfleet:\n  etcd: [{}]\n  name: {name}\n  zone: z-{name}\n  lease_ttl_s: 3\n",
+            "private_key_file: {}\nlisten: [\"{address}\"]\nfleet:\n  etcd: [{}]\n  name: {name}\n  zone: z-{name}\n  lease_ttl_s: 3\n{extra}",
             key.display(),
             endpoints.join(", ")
         ),
@@ -120,12 +121,27 @@ fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_th
     assert!(healthy, "etcd did not become healthy\n{}", lab.log("etcd1-a"));
 
     let (gateway_key, gateway_public) = lab.keygen("gateway");
-    let (gateway2_key, _) = lab.keygen("gateway2");
+    let (gateway2_key, gateway2_public) = lab.keygen("gateway2");
     let rig1 = rig(&mut lab, 1, 2, &gateway_public);
-    // gw2 has the rig's ingest bridge too (empty): a fleet edge's TAP joins it on every gateway.
+    // gw2 has the rig's ingest bridge too, on the same LAN as gw's: a fleet edge's TAP joins it
+    // on every gateway.
     lab.exec("gw2", &["ip", "link", "add", "br-ing1", "type", "bridge"]);
-    let config1 = gateway_yaml(&lab, "gw1", &gateway_key, "10.200.0.2:4754");
-    let config2 = gateway_yaml(&lab, "gw2", &gateway2_key, "10.200.9.2:4754");
+    lab.exec("gw2", &["ip", "link", "set", "br-ing1", "up"]);
+    lab.link(("gw", "lan-gw2", ""), ("gw2", "lan-gw1", ""));
+    lab.exec("gw", &["ip", "link", "set", "lan-gw2", "master", "br-ing1"]);
+    lab.exec("gw2", &["ip", "link", "set", "lan-gw1", "master", "br-ing1"]);
+    // The rig lists both gateways, gw1 first; gw1 is full with one edge (its placement share
+    // would pass 0.9), so the fleet places the rig on gw2.
+    let text = std::fs::read_to_string(&rig1.config).unwrap().replace(
+        &format!("gateway:\n  address: 10.200.0.2:4754\n  public_key: {gateway_public}\n"),
+        &format!(
+            "gateways:\n  - address: 10.200.0.2:4754\n    public_key: {gateway_public}\n  - address: 10.200.9.2:4754\n    public_key: {gateway2_public}\n"
+        ),
+    );
+    assert!(text.contains("gateways:"), "{text}");
+    std::fs::write(&rig1.config, text).unwrap();
+    let config1 = gateway_yaml(&lab, "gw1", &gateway_key, "10.200.0.2:4754", "  capacity_edges: 1\n  hold_down_s: 0\n");
+    let config2 = gateway_yaml(&lab, "gw2", &gateway2_key, "10.200.9.2:4754", "  hold_down_s: 0\n");
     let gateway = binary("braid-gateway");
     lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config1.to_str().unwrap()]);
     lab.spawn("gw2", "gateway2", &[gateway.to_str().unwrap(), "run", "--config", config2.to_str().unwrap()]);
@@ -168,15 +184,26 @@ fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_th
     );
     let (_, list) = gateway_cli(&lab, "gw", &config1, &["fleet", "list"]);
     assert!(list.contains(&format!("edge1 {}", rig1.public_key)), "{list}");
+    // gw1, full, placed the rig on gw2: the rig moved its stream there.
     let carried = lab.wait_for(Duration::from_secs(10), || {
         let (_, text) = gateway_cli(&lab, "gw", &config1, &["fleet", "status"]);
-        text.contains("edges 1/100") && text.contains("  edge1 (standby none)")
+        let gw2: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("gw2 ")).take(2).collect();
+        text.contains("edges 0/1")
+            && gw2.len() == 2
+            && gw2[0].contains("edges 1/100")
+            && gw2[1] == "  edge1 (standby gw1)"
     });
     assert!(
         carried,
-        "fleet status does not show gw1 carrying edge1:\n{}",
-        gateway_cli(&lab, "gw", &config1, &["fleet", "status"]).1
+        "fleet status does not show gw2 carrying edge1:\n{}\n{}",
+        gateway_cli(&lab, "gw", &config1, &["fleet", "status"]).1,
+        lab.log(&rig1.name)
     );
+    let edge_status =
+        lab.try_exec(&rig1.name, &[edge.to_str().unwrap(), "status", "--json", "-c", rig1.config.to_str().unwrap()]);
+    let edge_status: serde_json::Value = serde_json::from_slice(&edge_status.stdout).unwrap_or_default();
+    assert_eq!(edge_status["redirects_followed"], 1, "{edge_status}");
+    assert!(lab.log(&rig1.name).contains("placed this edge on another gateway"), "{}", lab.log(&rig1.name));
 
     // A stream through everything that follows: etcd's outages must not cost one packet.
     lab.spawn("cam1", "ping", &["ping", "-i", "0.02", "-c", "2500", &rig1.ingest]);

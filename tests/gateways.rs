@@ -332,3 +332,46 @@ fn a_killed_gateways_bonded_stream_moves_to_the_standby_losing_nothing() {
         assert_eq!(r.lost, 0, "seed {seed}: frames the dead gateway held were not moved: {r}");
     }
 }
+
+#[test]
+fn a_fleet_placement_moves_the_stream_to_a_pinned_gateway_make_before_break_and_never_to_an_unpinned_one() {
+    use braid::wire::Placement;
+    let security = Security::new();
+    let (first, standby) = (security.gateway_key.public().0, security.standby_key.public().0);
+    let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    let mut sim = Sim::secure_with_standby(41, config, &field_links(), &security);
+    sim.stream(1.0, 12.0, 6.0, 1000);
+    sim.run_until(3.0);
+    // A gateway it does not pin: refused, counted once, and the stream stays.
+    sim.gateway.set_placement(PeerId(0), Some(Placement { gateway: [9; 32], standby: None }));
+    sim.run_until(4.0);
+    assert_eq!(sim.edge.stats().redirects_refused, 1);
+    assert_eq!(sim.edge.stats().gateway_takeovers, 0);
+    // The fleet puts the edge on the standby: the stream moves, make-before-break.
+    sim.gateway.set_placement(PeerId(0), Some(Placement { gateway: standby, standby: Some(first) }));
+    sim.run_until(6.0);
+    let moved_at = standby_first_delivery(&sim).map(|t| ms(t - sim.at(4.0)));
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the placement was not followed");
+    // Gateways that disagree cannot bounce the stream: two moves in a minute, no more.
+    let standby_gateway = &mut sim.standby.as_mut().unwrap().gateway;
+    standby_gateway.set_placement(PeerId(0), Some(Placement { gateway: first, standby: Some(standby) }));
+    sim.run_until(8.0);
+    sim.standby.as_mut().unwrap().gateway.set_placement(PeerId(0), None);
+    sim.gateway.set_placement(PeerId(0), Some(Placement { gateway: standby, standby: Some(first) }));
+    sim.run_until(13.0);
+    let r = sim.report();
+    let stats = sim.edge.stats();
+    let stall = sim.max_gap_between(3.5, 11.5);
+    println!(
+        "RESULT scenario=sim-fleet-redirect {r} stall_ms={:.1} moved_after_ms={moved_at:?} followed={} refused={}",
+        ms(stall),
+        stats.redirects_followed,
+        stats.redirects_refused
+    );
+    assert_eq!(stats.redirects_followed, 2, "to the standby and back, then no more");
+    assert_eq!(stats.redirects_refused, 2, "the unpinned gateway, and the third move");
+    assert_eq!(sim.edge.active_gateway(), sim.gateway_addr, "the third move was refused");
+    assert_eq!(r.lost, 0, "{r}");
+    assert_eq!(r.duplicated, 0, "make-before-break sends nothing twice: {r}");
+    assert!(stall <= Duration::from_millis(50), "the stream stalled {stall:?}");
+}

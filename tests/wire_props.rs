@@ -42,6 +42,8 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         any::<u16>().prop_map(|size| ControlMessage::MtuProbe { size }),
         any::<u16>().prop_map(|size| ControlMessage::MtuAck { size }),
         any::<u32>().prop_map(|total| ControlMessage::Excused { total }),
+        (any::<[u8; 32]>(), any::<Option<[u8; 32]>>())
+            .prop_map(|(gateway, standby)| ControlMessage::Placement(braid::wire::Placement { gateway, standby })),
     ]
 }
 

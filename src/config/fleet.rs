@@ -22,6 +22,7 @@ pub(super) struct FleetFile {
     capacity_mbps: Option<f64>,
     capacity_edges: Option<i64>,
     lease_ttl_s: Option<i64>,
+    hold_down_s: Option<i64>,
     username: Option<String>,
     password_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -43,6 +44,8 @@ pub(super) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 /// Lease TTLs a config may set, in seconds: etcd's minimum is 2 (shorter leases are extended to
 /// its election timeout), and past a minute a dead gateway lingers in the fleet too long.
 pub(super) const LEASE_TTL_S_RANGE: core::ops::RangeInclusive<i64> = 2..=60;
+/// Placement hold-downs a config may set, in seconds.
+const HOLD_DOWN_S_RANGE: core::ops::RangeInclusive<i64> = 0..=3600;
 /// The most Mbit/s a gateway may offer.
 const MAX_CAPACITY_MBPS: f64 = 1_000_000.0;
 const CAPACITY_EDGES_RANGE: core::ops::RangeInclusive<i64> = 1..=100_000;
@@ -68,6 +71,8 @@ pub struct FleetSettings {
     pub capacity_edges: u32,
     /// How long its registration outlives its last keep-alive.
     pub lease_ttl: Duration,
+    /// How long a member must have been in the fleet before edges are placed on it.
+    pub hold_down: Duration,
     /// etcd's user and password, if the cluster has authentication on.
     pub auth: Option<(String, String)>,
     /// TLS to etcd (`https://` endpoints).
@@ -108,13 +113,14 @@ impl FleetSettings {
             capacity_mbps,
             capacity_edges,
             lease_ttl,
+            hold_down,
             auth,
             tls,
             edge_bridge,
         } = self;
         let user = auth.as_ref().map(|(user, _)| user);
         format!(
-            "{endpoints:?} {name} {prefix} {zone} {address} {capacity_mbps} {capacity_edges} {lease_ttl:?} {user:?} {tls:?} {edge_bridge:?}"
+            "{endpoints:?} {name} {prefix} {zone} {address} {capacity_mbps} {capacity_edges} {lease_ttl:?} {hold_down:?} {user:?} {tls:?} {edge_bridge:?}"
         )
     }
 }
@@ -191,6 +197,12 @@ pub(super) fn fleet(
             .check(in_range::<u64>("fleet.lease_ttl_s", s, &LEASE_TTL_S_RANGE, "seconds"))
             .map(Duration::from_secs),
     };
+    let hold_down = match file.hold_down_s {
+        None => Some(crate::fleet::placement::HOLD_DOWN),
+        Some(s) => problems
+            .check(in_range::<u64>("fleet.hold_down_s", s, &HOLD_DOWN_S_RANGE, "seconds"))
+            .map(Duration::from_secs),
+    };
     let auth = match (file.username, file.password_file) {
         (None, None) => Some(None),
         (Some(user), Some(path)) => {
@@ -231,6 +243,7 @@ pub(super) fn fleet(
         capacity_mbps,
         capacity_edges: capacity_edges?,
         lease_ttl: lease_ttl?,
+        hold_down: hold_down?,
         auth: auth?,
         tls: tls?,
         edge_bridge: file.edge_bridge,
@@ -320,7 +333,7 @@ fn read_pem(
 pub(super) fn expected(leaf: &str) -> Option<String> {
     Some(match leaf {
         "fleet" => "a mapping with etcd (required) and name, prefix, zone, address, capacity_mbps, capacity_edges, \
-                    lease_ttl_s, username, password_file, ca_file, cert_file, key_file, edge_bridge"
+                    lease_ttl_s, hold_down_s, username, password_file, ca_file, cert_file, key_file, edge_bridge"
             .into(),
         "etcd" => ENDPOINT_RULE.into(),
         "zone" | "name" => FLEET_NAME_RULE.into(),
@@ -329,6 +342,7 @@ pub(super) fn expected(leaf: &str) -> Option<String> {
         "capacity_mbps" => format!("Mbit/s above 0 and at most {MAX_CAPACITY_MBPS}"),
         "capacity_edges" => range_rule(&CAPACITY_EDGES_RANGE, "edges"),
         "lease_ttl_s" => range_rule(&LEASE_TTL_S_RANGE, "seconds"),
+        "hold_down_s" => range_rule(&HOLD_DOWN_S_RANGE, "seconds"),
         "username" => "etcd's user name".into(),
         "password_file" => "a file holding etcd's password, mode 0600".into(),
         "ca_file" => "the PEM file of the CA that signed etcd's certificates".into(),

@@ -55,6 +55,10 @@ pub struct MemberRecord {
     pub cpu: f64,
     /// It is being drained.
     pub draining: bool,
+    /// Since when (Unix ms) it has been a member without a break: a member takes edges only
+    /// after the placement hold-down.
+    #[serde(default)]
+    pub since_unix_ms: u64,
 }
 
 /// An edge admitted by the fleet, as JSON under `PREFIX/edges/NAME`.
@@ -149,6 +153,8 @@ struct State {
     cpu: CpuMeter,
     /// The current session registered and read the fleet.
     healthy: bool,
+    /// Since when (Unix ms) this member has been registered without a break.
+    since_unix_ms: Option<u64>,
     /// The etcd member tried first: the last that answered, or the one after it when its
     /// session broke.
     member: usize,
@@ -171,6 +177,7 @@ async fn run(
         cpu: CpuMeter::default(),
         healthy: false,
         member: 0,
+        since_unix_ms: None,
     };
     loop {
         let error = state.session().await;
@@ -185,6 +192,8 @@ async fn run(
             continue;
         }
         let was_reachable = state.view.borrow().etcd_reachable;
+        // Past a lease's life, the registration has lapsed: the member starts afresh.
+        state.since_unix_ms = None;
         state.view.send_modify(|v| {
             v.etcd_reachable = false;
             v.etcd_outages += u64::from(was_reachable);
@@ -323,6 +332,7 @@ impl State {
             load_mbps_out: round(load.mbps_out),
             cpu: round(cpu),
             draining: load.draining,
+            since_unix_ms: *self.since_unix_ms.get_or_insert_with(crate::io::unix_millis),
         }
     }
 

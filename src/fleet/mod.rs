@@ -6,3 +6,4 @@
 pub mod admin;
 pub mod member;
 pub mod placement;
+pub mod placer;

@@ -119,17 +119,41 @@ impl Rules {
 
     /// Where a new edge of `expected_mbps` goes, if any member accepts it.
     pub fn place<'a>(&self, members: &'a [Member], expected_mbps: f64, now: Instant) -> Option<Placement<'a>> {
-        let best = |skip: Option<&Member>, zone: Option<&str>| {
-            members
-                .iter()
-                .filter(|m| skip.is_none_or(|s| s.name != m.name))
-                .filter(|m| zone.is_none_or(|z| m.zone != z))
-                .filter(|m| self.accepts(m, expected_mbps, now))
-                .min_by(|a, b| a.score(expected_mbps).total_cmp(&b.score(expected_mbps)).then(a.name.cmp(&b.name)))
-        };
-        let gateway = best(None, None)?;
-        let standby = best(Some(gateway), Some(&gateway.zone)).or_else(|| best(Some(gateway), None));
-        Some(Placement { gateway: &gateway.name, standby: standby.map(|m| m.name.as_str()) })
+        let gateway = self.best(members, expected_mbps, now, None, None)?;
+        Some(Placement { gateway: &gateway.name, standby: self.standby(members, &gateway.name, expected_mbps, now) })
+    }
+
+    /// The standby for an edge carried by `gateway`: the best other member that accepts it, in
+    /// another zone when one does.
+    pub fn standby<'a>(
+        &self,
+        members: &'a [Member],
+        gateway: &str,
+        expected_mbps: f64,
+        now: Instant,
+    ) -> Option<&'a str> {
+        let zone = members.iter().find(|m| m.name == gateway).map(|m| m.zone.as_str());
+        self.best(members, expected_mbps, now, Some(gateway), zone)
+            .or_else(|| self.best(members, expected_mbps, now, Some(gateway), None))
+            .map(|m| m.name.as_str())
+    }
+
+    /// The member with the lowest score that accepts an edge of `expected_mbps`, other than
+    /// `skip` and outside `zone`.
+    fn best<'a>(
+        &self,
+        members: &'a [Member],
+        expected_mbps: f64,
+        now: Instant,
+        skip: Option<&str>,
+        zone: Option<&str>,
+    ) -> Option<&'a Member> {
+        members
+            .iter()
+            .filter(|m| skip.is_none_or(|s| s != m.name))
+            .filter(|m| zone.is_none_or(|z| m.zone != z))
+            .filter(|m| self.accepts(m, expected_mbps, now))
+            .min_by(|a, b| a.score(expected_mbps).total_cmp(&b.score(expected_mbps)).then(a.name.cmp(&b.name)))
     }
 
     /// What the member called `me` answers a handshake from an edge of `expected_mbps`: it

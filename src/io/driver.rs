@@ -248,6 +248,9 @@ pub fn log_event<'a>(edge: &str, event: &Event, name: impl Fn(LinkId) -> &'a str
             frames,
             "a gateway earlier in the list has answered for the hold-down: the stream moved back to it"
         ),
+        Event::GatewayTakeover { from, to, frames, reason: TakeoverReason::Redirected } => {
+            info!(edge, %from, %to, frames, "the gateway's fleet placed this edge on another gateway: the stream moved to it");
+        }
         Event::HandshakeTrouble { trouble, gateway, links, waited, attempts } => warn!(
             edge,
             %gateway,

@@ -17,6 +17,8 @@ use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
 use crate::config::{GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
 use crate::fleet::member::{self, Agent, FleetEdge, Load};
+use crate::fleet::placement::Rules;
+use crate::fleet::placer::{EdgeNow, Placer};
 use crate::session::{Event, Transmit};
 
 enum Input {
@@ -86,6 +88,8 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     };
     let mut fleet_tick = tokio::time::interval(FLEET_REPORT_INTERVAL);
     let mut load = LoadMeter::default();
+    let mut placer = Placer::default();
+    let rules = settings.fleet.as_ref().map(|f| Rules { hold_down: f.hold_down, ..Rules::default() });
     record_restart_only(&settings);
     record_pid();
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
@@ -148,8 +152,21 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
                 }
             }
             Input::FleetTick => {
-                if let Some(agent) = &fleet {
+                if let (Some(agent), Some(rules), Some(me)) = (&fleet, &rules, &settings.fleet) {
                     agent.load.send_replace(load.measure(&gateway, &names));
+                    let view = agent.view.borrow().clone();
+                    let edges: Vec<EdgeNow<'_>> = names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| EdgeNow {
+                            name,
+                            carried: gateway.session(PeerId(i)).is_some_and(|s| !s.is_standby()),
+                        })
+                        .collect();
+                    let placements = placer.place(rules, &me.name, &view, &edges, now(), super::unix_millis());
+                    for (i, placement) in placements.into_iter().enumerate() {
+                        gateway.set_placement(PeerId(i), placement);
+                    }
                 }
             }
             Input::Drain(on) => {

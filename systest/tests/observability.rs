@@ -142,6 +142,7 @@ fn session_pair_snapshots() -> (Status, Status) {
                     load_mbps_out: 0.3,
                     cpu: 0.04,
                     draining: false,
+                    since_unix_ms: 1_700_000_000_000,
                 }],
                 edges: 1,
                 bad_records: 0,

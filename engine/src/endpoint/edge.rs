@@ -22,7 +22,7 @@ use crate::session::{
     Delivered, DropReason, Earliest, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError,
     TakeoverReason, TimerKind, Transmit,
 };
-use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Protocol};
+use crate::wire::{self, ControlType, GreRepr, Kind, PathKey, Placement, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
 
 /// The edge starts a new handshake when its keys are this old.
@@ -165,6 +165,11 @@ crate::counters! {
         frames_moved,
         /// Frames a gateway that does not carry the stream sent down, discarded.
         standby_frames_discarded,
+        /// Times the stream moved to the gateway the active one's fleet placed it on.
+        redirects_followed,
+        /// Placements not followed: a gateway this edge does not pin, or past
+        /// [`MAX_REDIRECTS`] in [`REDIRECT_WINDOW`] (each distinct placement counted once).
+        redirects_refused,
     }
     with drops
 }
@@ -185,6 +190,12 @@ const TOKENS_KEPT: usize = 2;
 /// Before its first session, the first gateway has this long to answer before a standby that
 /// did takes the stream.
 pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// The most moves the edge makes on a fleet's placements in [`REDIRECT_WINDOW`]: gateways that
+/// disagree cannot bounce the stream between them.
+pub const MAX_REDIRECTS: usize = 2;
+/// See [`MAX_REDIRECTS`].
+pub const REDIRECT_WINDOW: Duration = Duration::from_secs(60);
 
 /// One gateway the edge handshakes with, and its session.
 #[derive(Debug)]
@@ -274,6 +285,12 @@ pub struct Edge {
     spend: [Spend; crate::MAX_LINKS],
     /// The LAN's addresses, announced through a gateway that starts afresh.
     announcer: Announcer,
+    /// When the stream last moved on a fleet's placement (at most [`MAX_REDIRECTS`] kept).
+    redirects: VecDeque<Instant>,
+    /// The standby the active gateway's fleet named, first in line for a takeover.
+    preferred_standby: Option<usize>,
+    /// The last placement not followed, so that it is counted once.
+    refused: Option<[u8; 32]>,
 }
 
 impl Edge {
@@ -317,6 +334,9 @@ impl Edge {
             stats: EdgeStats::default(),
             spend: [Spend::Free; crate::MAX_LINKS],
             announcer: Announcer::default(),
+            redirects: VecDeque::new(),
+            preferred_standby: None,
+            refused: None,
         };
         for peer in 0..edge.peers.len() {
             edge.initiate(now, peer);
@@ -538,11 +558,23 @@ impl Edge {
             Some(session) => (session.all_links_down(), session.peer_draining(now)),
             None => (self.first_answer_due.is_none(), false),
         };
+        let placed = self.peers[active].session.as_ref().and_then(|s| s.peer_placement(now));
+        if let Some(placement) = placed {
+            self.preferred_standby = placement.standby.and_then(|key| self.peer_by_key(key)).filter(|&i| i != active);
+        }
         let (next, reason) = if silent || drained {
-            let next = self.peers.iter().enumerate().find(|(i, p)| *i != active && p.available(now)).map(|(i, _)| i);
+            let preferred = self.preferred_standby.filter(|&i| i != active && self.peers[i].available(now));
+            let next = preferred.or_else(|| {
+                self.peers.iter().enumerate().find(|(i, p)| *i != active && p.available(now)).map(|(i, _)| i)
+            });
             let next = next.or_else(|| silent.then(|| self.peers.iter().position(Peer::answers)).flatten());
             let Some(next) = next else { return };
             (next, if silent { TakeoverReason::Silent } else { TakeoverReason::Drained })
+        } else if let Some(placement) = placed {
+            // A fleet places the edge: its placement, not the list's order, says where the
+            // stream belongs.
+            let Some(next) = self.follow(now, placement) else { return };
+            (next, TakeoverReason::Redirected)
         } else {
             let Some(next) = self.return_due().filter(|(_, due)| *due <= now).map(|(i, _)| i) else { return };
             (next, TakeoverReason::Returned)
@@ -570,6 +602,42 @@ impl Edge {
         self.stats.frames_moved += frames.len() as u64;
         tracing::debug!(%from, %to, frames = frames.len(), ?reason, "the stream moves to another gateway");
         self.events.push_back(Event::GatewayTakeover { from, to, frames: frames.len(), reason });
+    }
+
+    /// The gateway to move the stream to on the active gateway's `placement`, if it is another
+    /// one this edge pins, it answers and is not being drained, and the edge has not moved
+    /// [`MAX_REDIRECTS`] times in [`REDIRECT_WINDOW`]; the move is then counted.
+    fn follow(&mut self, now: Instant, placement: Placement) -> Option<usize> {
+        let target = self.peer_by_key(placement.gateway);
+        if target == Some(self.active) {
+            self.refused = None;
+            return None;
+        }
+        while self.redirects.front().is_some_and(|&at| now.saturating_duration_since(at) >= REDIRECT_WINDOW) {
+            self.redirects.pop_front();
+        }
+        let Some(target) = target.filter(|_| self.redirects.len() < MAX_REDIRECTS) else {
+            if self.refused != Some(placement.gateway) {
+                self.refused = Some(placement.gateway);
+                self.stats.redirects_refused += 1;
+                tracing::warn!(
+                    gateway = %PublicKey(placement.gateway).to_base64(),
+                    "the fleet placed this edge on a gateway it does not pin, or moved it too often: staying"
+                );
+            }
+            return None;
+        };
+        if !self.peers[target].available(now) {
+            return None;
+        }
+        self.redirects.push_back(now);
+        self.stats.redirects_followed += 1;
+        Some(target)
+    }
+
+    /// The gateway with public key `key`, if this edge pins it.
+    fn peer_by_key(&self, key: [u8; 32]) -> Option<usize> {
+        self.peers.iter().position(|p| p.key.0 == key)
     }
 
     /// The first gateway before the active one that has answered, undrained, since long enough

@@ -18,7 +18,7 @@ use crate::session::{
     Delivered, DropReason, Earliest, Event, REJECT_AFTER_TIME, Role, Session, SessionConfig, SetupError, TimerKind,
     Transmit,
 };
-use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Protocol};
+use crate::wire::{self, ControlType, GRE_HEADER_LEN, GreRepr, Kind, PathKey, Placement, Protocol};
 use crate::{LinkId, LinkSet, SessionIndex};
 
 /// Handshakes per second the gateway does before it asks for cookies.
@@ -100,6 +100,8 @@ struct Peer {
     live: Option<Session>,
     epoch: Option<u64>,
     candidate: Option<(Session, u64, Instant)>,
+    /// Where the fleet puts the edge, said on every probe.
+    placement: Option<Placement>,
 }
 
 /// A response sent, for copies of its initiation on other links.
@@ -200,7 +202,14 @@ impl Gateway {
             peers: config
                 .edges
                 .into_iter()
-                .map(|entry| Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None })
+                .map(|entry| Peer {
+                    entry,
+                    last_timestamp: None,
+                    live: None,
+                    epoch: None,
+                    candidate: None,
+                    placement: None,
+                })
                 .collect(),
             by_key,
             by_index: BTreeMap::new(),
@@ -259,7 +268,7 @@ impl Gateway {
                     peer.entry = entry;
                     peer
                 }
-                None => Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None },
+                None => Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None, placement: None },
             };
             moved.push(previous.map(PeerId));
             self.peers.push(peer);
@@ -300,6 +309,17 @@ impl Gateway {
             for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
                 session.set_draining(draining);
             }
+        }
+    }
+
+    /// Says to `peer`'s edge, on every probe of its session from now on (or no longer), where
+    /// the fleet puts it: the gateway to carry its stream and the standby to keep. An edge that
+    /// pins the gateway named moves its stream there.
+    pub fn set_placement(&mut self, peer: PeerId, placement: Option<Placement>) {
+        let Some(peer) = self.peers.get_mut(peer.0) else { return };
+        peer.placement = placement;
+        for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
+            session.set_placement(placement);
         }
     }
 
@@ -557,6 +577,7 @@ impl Gateway {
                 .map_err(|_| DropReason::HandshakeFailed)?;
             session.restart_receive(payload.next_frame_seq);
             session.set_draining(self.draining);
+            session.set_placement(peer.placement);
             peer.candidate = Some((session, payload.epoch, now));
         }
         self.by_index.insert(local_index.get(), slot);

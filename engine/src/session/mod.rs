@@ -45,7 +45,7 @@ use crate::rng::Rng;
 use crate::scheduler::{LinkView, Mode, Scheduler};
 use crate::stats::{LinkStats, SessionStats};
 use crate::window::SeqWindow;
-use crate::wire::ControlMessage;
+use crate::wire::{ControlMessage, Placement};
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, SessionIndex};
 
 pub use self::config::{
@@ -83,6 +83,9 @@ pub enum TakeoverReason {
     /// A gateway earlier in the list answered for the hold-down: the stream went back to it,
     /// make-before-break.
     Returned,
+    /// The active gateway's fleet placed the edge on another gateway it pins: the stream went
+    /// there, make-before-break.
+    Redirected,
 }
 
 impl TakeoverReason {
@@ -92,6 +95,7 @@ impl TakeoverReason {
             Self::Silent => "silent",
             Self::Drained => "drained",
             Self::Returned => "returned",
+            Self::Redirected => "redirected",
         }
     }
 }
@@ -221,6 +225,10 @@ pub struct Session {
     draining: bool,
     /// When the peer last said it was being drained.
     peer_draining_at: Option<Instant>,
+    /// Where this end (a gateway of a fleet) puts the peer: every probe says so.
+    placement: Option<Placement>,
+    /// Where the peer last said this end belongs, and when.
+    peer_placement: Option<(Placement, Instant)>,
     /// Until when a one-time backlog drains (see [`Session::adopt_frame`]).
     backlog_until: Option<Instant>,
     /// The frames, `[from, to)`, this session handed over to another: its peer never gets them.
@@ -288,6 +296,8 @@ impl Session {
             queue: VecDeque::new(),
             draining: false,
             peer_draining_at: None,
+            placement: None,
+            peer_placement: None,
             standby: false,
             peer_standby: false,
             backlog_until: None,
@@ -335,6 +345,17 @@ impl Session {
     /// Says on every probe, from now on or no longer, that this end is being drained.
     pub const fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// Says on every probe, from now on or no longer, where the fleet puts the peer.
+    pub const fn set_placement(&mut self, placement: Option<Placement>) {
+        self.placement = placement;
+    }
+
+    /// Where the peer (a gateway of a fleet) said, within the last [`DRAINING_HEARD`], that this
+    /// end belongs.
+    pub fn peer_placement(&self, now: Instant) -> Option<Placement> {
+        self.peer_placement.filter(|(_, at)| now.saturating_duration_since(*at) < DRAINING_HEARD).map(|(p, _)| p)
     }
 
     /// Whether the peer said it is being drained within the last [`DRAINING_HEARD`].

@@ -214,6 +214,11 @@ impl Session {
                     self.collect_naks(now);
                 }
                 ControlMessage::Draining => self.peer_draining_at = Some(now),
+                // Only a gateway places an edge.
+                ControlMessage::Placement(placement) if self.role == Role::Edge => {
+                    self.peer_placement = Some((placement, now));
+                }
+                ControlMessage::Placement(_) => {}
                 // Read with the probe it comes with, above.
                 ControlMessage::Standby => {}
                 ControlMessage::Gone { first, count } => {

@@ -268,6 +268,7 @@ impl Session {
             if self.standby {
                 messages.push(ControlMessage::Standby);
             }
+            messages.extend(self.placement.map(ControlMessage::Placement));
             if let Some(next) = self.recovery.sent.next_seq() {
                 messages.push(ControlMessage::Sent { next: next as u32 });
             }

@@ -18,6 +18,7 @@ const EXCUSED: u8 = 10;
 const NAK_AGAIN: u8 = 11;
 const DRAINING: u8 = 12;
 const STANDBY: u8 = 13;
+const PLACEMENT: u8 = 14;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
@@ -25,6 +26,17 @@ const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
 const SENT_LEN: usize = 4;
 const MTU_LEN: usize = 2;
+const KEY_LEN: usize = 32;
+
+/// Where a gateway of a fleet puts an edge: the gateway (by its public key) that should carry
+/// its stream, and the standby it should keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Placement {
+    /// The public key of the gateway that carries the stream.
+    pub gateway: [u8; KEY_LEN],
+    /// The public key of the standby gateway, if the fleet has one for the edge.
+    pub standby: Option<[u8; KEY_LEN]>,
+}
 
 /// What one peer has received from the other on one link, cumulatively (all counters wrap).
 ///
@@ -112,6 +124,9 @@ pub enum ControlMessage {
     /// The edge keeps this session as a standby (another gateway carries its stream): both ends
     /// probe it at the standby rate while the message keeps coming (on every probe of the edge).
     Standby,
+    /// A gateway of a fleet says where the edge belongs (on every probe of the gateway): the edge
+    /// moves its stream to that gateway if it pins its key, and prefers the standby named.
+    Placement(Placement),
 }
 
 /// Appends `len` bytes of padding messages, which a receiver skips (`len` of 0 or at least 2).
@@ -158,6 +173,13 @@ impl ControlMessage {
                 out.extend_from_slice(&size.to_be_bytes());
             }
             Self::Draining => out.extend_from_slice(&[DRAINING, 0]),
+            Self::Placement(p) => {
+                out.extend_from_slice(&[PLACEMENT, (KEY_LEN * (1 + usize::from(p.standby.is_some()))) as u8]);
+                out.extend_from_slice(&p.gateway);
+                if let Some(standby) = &p.standby {
+                    out.extend_from_slice(standby);
+                }
+            }
             Self::Standby => out.extend_from_slice(&[STANDBY, 0]),
             Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
                 let kind = match self {
@@ -182,6 +204,7 @@ impl ControlMessage {
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
             Self::Draining | Self::Standby => 0,
+            Self::Placement(p) => KEY_LEN * (1 + p.standby.is_some() as usize),
         }
     }
 
@@ -227,6 +250,21 @@ impl ControlMessage {
             STANDBY => {
                 exact(0)?;
                 Self::Standby
+            }
+            PLACEMENT => {
+                let key = |range: core::ops::Range<usize>| {
+                    let mut out = [0; KEY_LEN];
+                    out.copy_from_slice(&body[range]);
+                    out
+                };
+                match body.len() {
+                    KEY_LEN => Self::Placement(Placement { gateway: key(0..KEY_LEN), standby: None }),
+                    64 => Self::Placement(Placement {
+                        gateway: key(0..KEY_LEN),
+                        standby: Some(key(KEY_LEN..2 * KEY_LEN)),
+                    }),
+                    _ => return Err(WireError::Malformed),
+                }
             }
             NAK | NAK_AGAIN | GONE => {
                 exact(NAK_LEN)?;
@@ -308,6 +346,8 @@ mod tests {
             ControlMessage::Excused { total: 12 },
             ControlMessage::Draining,
             ControlMessage::Standby,
+            ControlMessage::Placement(Placement { gateway: [7; 32], standby: None }),
+            ControlMessage::Placement(Placement { gateway: [8; 32], standby: Some([9; 32]) }),
         ];
         let mut out = Vec::new();
         messages[0].emit(&mut out);

@@ -36,7 +36,7 @@ mod control;
 mod gre;
 mod inner;
 
-pub use control::{ControlMessage, ControlMessages, LinkReport, emit_padding};
+pub use control::{ControlMessage, ControlMessages, LinkReport, Placement, emit_padding};
 pub use gre::{GrePacket, GreRepr};
 pub use inner::{ControlHeader, DataHeader, FLAG_RETRANSMIT, FRAGMENT_PIECE};
 

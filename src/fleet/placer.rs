@@ -1,0 +1,217 @@
+//! A gateway's placement of its edges: from the fleet as it last saw it, where each edge whose
+//! stream it carries belongs ([`crate::fleet::placement::Rules`]), said to the edge on every
+//! probe of its session ([`crate::wire::Placement`]).
+//!
+//! An edge is placed once, when its stream first comes to this gateway (a new session, or a
+//! takeover from a gateway that died); the decision then stands, so that loads reported a
+//! moment late never bounce an edge between gateways. It is made again only when the gateway or
+//! the standby it names leaves the fleet. While etcd is unreachable nothing new is placed: the
+//! gateway keeps the edges it has, and their standbys.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::member::{FleetView, MemberRecord};
+use super::placement::{Answer, Member, Rules};
+use crate::keys::PublicKey;
+use crate::wire::Placement;
+
+/// One edge as the placer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeNow<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its session here carries its stream (not a standby).
+    pub carried: bool,
+}
+
+/// Where an edge was placed, by member names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decision {
+    gateway: String,
+    standby: Option<String>,
+}
+
+/// The placements this gateway made.
+#[derive(Debug, Default)]
+pub struct Placer {
+    decided: BTreeMap<String, Decision>,
+}
+
+impl Placer {
+    /// The placement to say to each of `edges` (by position), as of `now` (`now_unix_ms` on the
+    /// wall clock, against which the members' `since_unix_ms` are read). `me` is this gateway's
+    /// name. An edge not carried here, or with no fleet to place it in, is told nothing.
+    pub fn place(
+        &mut self,
+        rules: &Rules,
+        me: &str,
+        view: &FleetView,
+        edges: &[EdgeNow<'_>],
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Vec<Option<Placement>> {
+        let names: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
+        let member = |name: &str| view.members.iter().find(|m| m.name == name);
+        self.decided.retain(|edge, _| edges.iter().any(|e| e.carried && e.name == edge));
+        // This gateway's own edges are counted from its decisions, not from its report, which
+        // may not have caught up yet.
+        let mut members: Vec<Member> = view.members.iter().map(|m| to_member(m, now, now_unix_ms)).collect();
+        let mine = |decided: &BTreeMap<String, Decision>| decided.values().filter(|d| d.gateway == me).count() as u32;
+        edges
+            .iter()
+            .map(|edge| {
+                if !edge.carried {
+                    return None;
+                }
+                let kept = self.decided.get(edge.name).filter(|d| names.contains(&d.gateway.as_str()));
+                let standby_gone = kept.is_some_and(|d| {
+                    d.standby.as_deref().is_some_and(|s| !names.contains(&s))
+                        || (d.standby.is_none() && names.len() > 1)
+                });
+                if standby_gone && view.etcd_reachable {
+                    // Its gateway stays; only its standby is chosen again.
+                    let gateway = kept.map(|d| d.gateway.clone()).unwrap_or_default();
+                    let standby = rules.standby(&members, &gateway, 0.0, now).map(str::to_owned);
+                    self.decided.insert(edge.name.to_owned(), Decision { gateway, standby });
+                } else if kept.is_none() && view.etcd_reachable {
+                    self.decided.remove(edge.name);
+                    if let Some(own) = members.iter_mut().find(|m| m.name == me) {
+                        own.edges = mine(&self.decided);
+                    }
+                    let decision = match rules.answer(me, &members, 0.0, now) {
+                        Answer::Accept { standby } => {
+                            Decision { gateway: me.to_owned(), standby: standby.map(str::to_owned) }
+                        }
+                        Answer::Redirect(p) => {
+                            Decision { gateway: p.gateway.to_owned(), standby: p.standby.map(str::to_owned) }
+                        }
+                        // No member takes it: this gateway carries it anyway, and says nothing.
+                        Answer::Overloaded => return None,
+                    };
+                    if let Some(target) = members.iter_mut().find(|m| m.name == decision.gateway && m.name != me) {
+                        // Counted at once, so the next edge placed in the same pass sees it.
+                        target.edges += 1;
+                    }
+                    self.decided.insert(edge.name.to_owned(), decision);
+                }
+                let decision = self.decided.get(edge.name)?;
+                let key =
+                    |name: &str| member(name).and_then(|m| PublicKey::from_base64(&m.public_key).ok()).map(|k| k.0);
+                Some(Placement { gateway: key(&decision.gateway)?, standby: decision.standby.as_deref().and_then(key) })
+            })
+            .collect()
+    }
+}
+
+/// A member's record as the placement rules read it.
+fn to_member(record: &MemberRecord, now: Instant, now_unix_ms: u64) -> Member {
+    let age = Duration::from_millis(now_unix_ms.saturating_sub(record.since_unix_ms));
+    Member {
+        name: record.name.clone(),
+        zone: record.zone.clone(),
+        capacity_mbps: record.capacity_mbps,
+        capacity_edges: record.capacity_edges,
+        load_mbps: record.load_mbps_in.max(record.load_mbps_out),
+        edges: record.edges,
+        draining: record.draining,
+        since: now.checked_sub(age).unwrap_or(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    fn start() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    fn record(name: &str, seed: u8, edges: u32, capacity_edges: u32) -> MemberRecord {
+        MemberRecord {
+            name: name.to_owned(),
+            zone: format!("z-{name}"),
+            address: "192.0.2.1:4754".into(),
+            public_key: PrivateKey::from_bytes([seed; 32]).public().to_base64(),
+            capacity_mbps: 1000.0,
+            capacity_edges,
+            edges,
+            carrying: Vec::new(),
+            standby_for: Vec::new(),
+            load_mbps_in: 0.0,
+            load_mbps_out: 0.0,
+            cpu: 0.0,
+            draining: false,
+            since_unix_ms: 0,
+        }
+    }
+
+    fn key(seed: u8) -> [u8; 32] {
+        PrivateKey::from_bytes([seed; 32]).public().0
+    }
+
+    fn view(members: Vec<MemberRecord>) -> FleetView {
+        FleetView { name: "gw1".into(), etcd_reachable: true, members, ..FleetView::default() }
+    }
+
+    const NOW_MS: u64 = 3_600_000;
+
+    #[test]
+    fn each_edge_is_placed_once_spreading_over_the_fleet_and_the_decision_stands() {
+        let rules = Rules::default();
+        let now = start();
+        let fleet = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10), record("gw3", 3, 0, 10)]);
+        let mut placer = Placer::default();
+        let edges = [
+            EdgeNow { name: "a", carried: true },
+            EdgeNow { name: "b", carried: true },
+            EdgeNow { name: "c", carried: true },
+            EdgeNow { name: "s", carried: false },
+        ];
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS);
+        let gateways: Vec<Option<[u8; 32]>> = placed.iter().map(|p| p.map(|p| p.gateway)).collect();
+        assert_eq!(gateways, [Some(key(1)), Some(key(2)), Some(key(3)), None], "one each; a standby is told nothing");
+        assert!(placed[0].is_some_and(|p| p.standby.is_some()), "a standby in another zone");
+        // Loads change (gw2 and gw3 report the edges they got, and more): the decisions stand.
+        let busier = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 9, 10), record("gw3", 3, 1, 10)]);
+        assert_eq!(placer.place(&rules, "gw1", &busier, &edges, now, NOW_MS), placed);
+    }
+
+    #[test]
+    fn an_edge_is_placed_again_when_its_gateway_or_standby_leaves_and_not_while_etcd_is_away() {
+        let rules = Rules::default();
+        let now = start();
+        let mut placer = Placer::default();
+        let edges = [EdgeNow { name: "a", carried: true }];
+        let two = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10)]);
+        let first = placer.place(&rules, "gw1", &two, &edges, now, NOW_MS)[0].unwrap();
+        assert_eq!((first.gateway, first.standby), (key(1), Some(key(2))));
+        // gw2 leaves; gw3 joins: the standby is chosen again.
+        let mut away = view(vec![record("gw1", 1, 1, 10), record("gw3", 3, 0, 10)]);
+        away.etcd_reachable = false;
+        let kept = placer.place(&rules, "gw1", &away, &edges, now, NOW_MS)[0].unwrap();
+        assert_eq!((kept.gateway, kept.standby), (key(1), None), "kept, less the standby that left");
+        away.etcd_reachable = true;
+        let again = placer.place(&rules, "gw1", &away, &edges, now, NOW_MS)[0].unwrap();
+        assert_eq!((again.gateway, again.standby), (key(1), Some(key(3))));
+    }
+
+    #[test]
+    fn a_gateway_at_capacity_redirects_and_a_new_member_waits_out_the_hold_down() {
+        let rules = Rules::default();
+        let now = start();
+        let mut placer = Placer::default();
+        let edges = [EdgeNow { name: "a", carried: true }];
+        // gw1 takes one edge (a second would be past the threshold); gw2 joined a minute ago.
+        let mut fresh = record("gw2", 2, 0, 10);
+        fresh.since_unix_ms = NOW_MS - 1000;
+        let fleet = view(vec![record("gw1", 1, 1, 1), fresh.clone()]);
+        assert_eq!(placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS)[0], None, "nobody accepts: say nothing");
+        fresh.since_unix_ms = 0;
+        let fleet = view(vec![record("gw1", 1, 1, 1), fresh]);
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS)[0].unwrap();
+        assert_eq!(placed.gateway, key(2), "redirected to the member with room");
+    }
+}
