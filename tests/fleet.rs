@@ -55,6 +55,18 @@ fn start_etcd(lab: &mut Lab, n: usize, run: &str) {
     lab.spawn(ns, &format!("{ns}-{run}"), &args);
 }
 
+/// Three etcd members, each in its own namespace behind `inet`, started.
+fn etcd_cluster(lab: &mut Lab) {
+    for (n, ns) in MEMBERS.iter().enumerate().map(|(i, ns)| (i + 1, *ns)) {
+        lab.add_ns(ns);
+        lab.link(("inet", &format!("e{n}"), &format!("10.210.{n}.1/24")), (ns, "eth0", &format!("{}/24", etcd_ip(n))));
+        lab.exec(ns, &["ip", "route", "add", "default", "via", &format!("10.210.{n}.1")]);
+    }
+    for n in 1..=3 {
+        start_etcd(lab, n, "a");
+    }
+}
+
 /// The gateway `name`'s config: in the fleet, with no edge of its own, and `extra` fleet keys.
 fn gateway_yaml(lab: &Lab, name: &str, key: &std::path::Path, address: &str, extra: &str) -> std::path::PathBuf {
     let endpoints: Vec<String> = (1..=3).map(|i| format!("\"http://{}:2379\"", etcd_ip(i))).collect();
@@ -105,14 +117,7 @@ fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_th
     lab.add_ns("gw2");
     lab.link(("inet", "gw9", "10.200.9.1/24"), ("gw2", "wan", "10.200.9.2/24"));
     lab.exec("gw2", &["ip", "route", "add", "default", "via", "10.200.9.1"]);
-    for (n, ns) in MEMBERS.iter().enumerate().map(|(i, ns)| (i + 1, *ns)) {
-        lab.add_ns(ns);
-        lab.link(("inet", &format!("e{n}"), &format!("10.210.{n}.1/24")), (ns, "eth0", &format!("{}/24", etcd_ip(n))));
-        lab.exec(ns, &["ip", "route", "add", "default", "via", &format!("10.210.{n}.1")]);
-    }
-    for n in 1..=3 {
-        start_etcd(&mut lab, n, "a");
-    }
+    etcd_cluster(&mut lab);
     let endpoints: Vec<String> = (1..=3).map(|i| format!("http://{}:2379", etcd_ip(i))).collect();
     let healthy = lab.wait_for(Duration::from_secs(20), || {
         let out = lab.try_exec("gw", &["etcdctl", "--endpoints", &endpoints.join(","), "endpoint", "health"]);
@@ -206,7 +211,7 @@ fn a_fleet_on_etcd_admits_a_rig_on_every_gateway_within_a_second_and_forwards_th
     assert!(lab.log(&rig1.name).contains("placed this edge on another gateway"), "{}", lab.log(&rig1.name));
 
     // A stream through everything that follows: etcd's outages must not cost one packet.
-    lab.spawn("cam1", "ping", &["ping", "-i", "0.02", "-c", "2500", &rig1.ingest]);
+    lab.spawn("cam1", "ping", &["ping", "-i", "0.02", "-c", "1500", &rig1.ingest]);
 
     // One member dies: nothing changes.
     assert!(lab.stop("etcd1-a"), "etcd1 did not stop");
@@ -373,4 +378,214 @@ fn a_gateway_reaches_etcd_over_tls_with_a_client_certificate_and_refuses_an_unkn
     let (ok, text) = gateway_cli(&lab, "gw", &stranger, &["fleet", "list"]);
     assert!(!ok, "etcd let in a client its CA did not sign: {text}");
     assert!(!lab.log("gateway").contains("panicked"), "{}", lab.log("gateway"));
+}
+
+/// The longest silence between two answers in `ping -D` output, and the answers counted.
+fn ping_stall(text: &str) -> (Duration, usize) {
+    let times: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let stall = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    (Duration::from_secs_f64(stall.max(0.0)), times.len())
+}
+
+/// Each gateway's carried edges, from `fleet status`: (name, edges) per member line.
+fn fleet_counts(text: &str) -> Vec<(String, u32)> {
+    text.lines()
+        .filter(|l| l.starts_with("gw"))
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?.to_owned();
+            let edges = l.split("edges ").nth(1)?.split('/').next()?.parse().ok()?;
+            Some((name, edges))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_of_three_gateways_places_six_rigs_two_by_two_and_their_streams_survive_a_dead_gateway_and_etcd() {
+    if !root_or_skip("fleet of three") || !e2e::tools_or_skip("fleet of three", &["etcd", "etcdctl"]) {
+        return;
+    }
+    const RIGS: usize = 6;
+    const STREAM_S: u32 = 50;
+    let mut lab = Lab::new("s");
+    internet(&mut lab);
+    for (ns, subnet) in [("gw2", 9), ("gw3", 8)] {
+        lab.add_ns(ns);
+        lab.link(
+            ("inet", &format!("gw{subnet}"), &format!("10.200.{subnet}.1/24")),
+            (ns, "wan", &format!("10.200.{subnet}.2/24")),
+        );
+        lab.exec(ns, &["ip", "route", "add", "default", "via", &format!("10.200.{subnet}.1")]);
+    }
+    etcd_cluster(&mut lab);
+    let keys: Vec<(std::path::PathBuf, String)> =
+        ["gateway1", "gateway2", "gateway3"].iter().map(|n| lab.keygen(n)).collect();
+    let rigs: Vec<e2e::Rig> = (1..=RIGS).map(|n| rig(&mut lab, n, 2, &keys[0].1)).collect();
+    let addresses = ["10.200.0.2:4754", "10.200.9.2:4754", "10.200.8.2:4754"];
+    // Every gateway reaches every rig's ingest LAN: gw2's and gw3's bridges are wired to gw's.
+    for n in 1..=RIGS {
+        for (ns, short) in [("gw2", "b"), ("gw3", "c")] {
+            lab.exec(ns, &["ip", "link", "add", &format!("br-ing{n}"), "type", "bridge"]);
+            lab.exec(ns, &["ip", "link", "set", &format!("br-ing{n}"), "up"]);
+            lab.link(("gw", &format!("x{short}{n}"), ""), (ns, &format!("xa{n}"), ""));
+            lab.exec("gw", &["ip", "link", "set", &format!("x{short}{n}"), "master", &format!("br-ing{n}")]);
+            lab.exec(ns, &["ip", "link", "set", &format!("xa{n}"), "master", &format!("br-ing{n}")]);
+        }
+    }
+    // Each rig pins all three gateways, gw1 first.
+    let list: String = keys
+        .iter()
+        .zip(addresses)
+        .map(|((_, public), address)| format!("  - address: {address}\n    public_key: {public}\n"))
+        .collect();
+    for r in &rigs {
+        let text = std::fs::read_to_string(&r.config).unwrap().replace(
+            &format!("gateway:\n  address: 10.200.0.2:4754\n  public_key: {}\n", keys[0].1),
+            &format!("gateways:\n{list}"),
+        );
+        assert!(text.contains("gateways:"), "{text}");
+        std::fs::write(&r.config, text).unwrap();
+    }
+    let configs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| gateway_yaml(&lab, &format!("gw{}", i + 1), &keys[i].0, addresses[i], "  hold_down_s: 0\n"))
+        .collect();
+    let namespaces = ["gw", "gw2", "gw3"];
+    let gateway = binary("braid-gateway");
+    for i in 0..3 {
+        lab.spawn(
+            namespaces[i],
+            &format!("gateway{}", i + 1),
+            &[gateway.to_str().unwrap(), "run", "--config", configs[i].to_str().unwrap()],
+        );
+    }
+    let fleet_status = |lab: &Lab| gateway_cli(lab, "gw", &configs[0], &["fleet", "status"]).1;
+    assert!(
+        lab.wait_for(Duration::from_secs(20), || fleet_status(&lab).contains(": 3 gateways")),
+        "the gateways did not register: {}\n{}",
+        fleet_status(&lab),
+        lab.log("gateway1")
+    );
+    for (n, r) in rigs.iter().enumerate() {
+        let (ok, text) = gateway_cli(
+            &lab,
+            "gw",
+            &configs[0],
+            &["fleet", "add-edge", &r.name, &r.public_key, "--bridge", &format!("br-ing{}", n + 1)],
+        );
+        assert!(ok, "{text}");
+    }
+    // The rigs come one after the other, as a fleet's do: each is placed where there is room.
+    let edge = binary("braid-edge");
+    for r in &rigs {
+        lab.spawn(&r.name, &r.name, &[edge.to_str().unwrap(), "run", "--config", r.config.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    let even = lab.wait_for(Duration::from_secs(30), || {
+        let counts = fleet_counts(&fleet_status(&lab));
+        counts.len() == 3 && counts.iter().all(|(_, edges)| *edges == 2)
+    });
+    let placed = fleet_status(&lab);
+    println!("RESULT scenario=fleet placement={:?}", fleet_counts(&placed));
+    assert!(even, "six rigs did not land 2/2/2:\n{placed}");
+
+    // A stream on every rig: 2 Mbit/s of UDP (iperf3) and a ping every 10 ms for the stalls.
+    for (n, r) in rigs.iter().enumerate() {
+        let n = n + 1;
+        lab.spawn(&format!("ing{n}"), &format!("iperf-server{n}"), &["iperf3", "-s", "-1", "-J"]);
+        std::thread::sleep(Duration::from_millis(100));
+        let secs = STREAM_S.to_string();
+        lab.spawn(
+            &format!("cam{n}"),
+            &format!("iperf{n}"),
+            &["iperf3", "-c", &r.ingest, "-u", "-b", "2M", "-l", "1200", "-t", &secs],
+        );
+        lab.spawn(&format!("cam{n}"), &format!("ping{n}"), &["ping", "-D", "-i", "0.01", "-w", &secs, &r.ingest]);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Kill a gateway: its two rigs take over on their standbys, and the fleet ends 3/3.
+    let victim = fleet_counts(&fleet_status(&lab)).iter().position(|(name, _)| name == "gw3").map_or(3, |i| i + 1);
+    let victim_name = format!("gateway{victim}");
+    let victims: Vec<String> = {
+        let text = fleet_status(&lab);
+        text.lines()
+            .skip_while(|l| !l.starts_with(&format!("gw{victim} ")))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(victims.len(), 2, "gw{victim} should carry two rigs:\n{}", fleet_status(&lab));
+    lab.signal(&victim_name, "KILL");
+    let rebalanced = lab.wait_for(Duration::from_secs(20), || {
+        let counts = fleet_counts(&fleet_status(&lab));
+        counts.len() == 2 && counts.iter().all(|(_, edges)| *edges == 3)
+    });
+    let after = fleet_status(&lab);
+    println!("RESULT scenario=fleet after_kill={:?}", fleet_counts(&after));
+    let logs: Vec<String> = victims.iter().map(|v| lab.log(v)).collect();
+    assert!(rebalanced, "the fleet did not end 3/3:\n{after}\n{}\n{}", logs.join("\n"), lab.log("gateway1"));
+
+    // One etcd member dies: nothing changes. All die: the gateways say so and forward as before.
+    assert!(lab.stop("etcd1-a"), "etcd1 did not stop");
+    std::thread::sleep(Duration::from_secs(3));
+    let alive: Vec<usize> = (1..=3).filter(|&i| i != victim).collect();
+    for &i in &alive {
+        assert_eq!(
+            etcd_reachable(&status(&lab, namespaces[i - 1], &configs[i - 1])),
+            Some(true),
+            "gw{i} lost etcd with two members left"
+        );
+    }
+    for name in ["etcd2-a", "etcd3-a"] {
+        assert!(lab.stop(name), "{name} did not stop");
+    }
+    let lost = lab.wait_for(Duration::from_secs(10), || {
+        alive.iter().all(|&i| etcd_reachable(&status(&lab, namespaces[i - 1], &configs[i - 1])) == Some(false))
+    });
+    assert!(lost, "the gateways do not report etcd unreachable");
+    for n in 1..=3 {
+        start_etcd(&mut lab, n, "b");
+    }
+    let back = lab.wait_for(Duration::from_secs(30), || {
+        alive.iter().all(|&i| etcd_reachable(&status(&lab, namespaces[i - 1], &configs[i - 1])) == Some(true))
+    });
+    assert!(back, "the gateways did not find etcd again");
+
+    // Every stream: nothing lost, and the rigs of the dead gateway stalled at most 300 ms.
+    assert!(
+        lab.wait_for(Duration::from_secs(u64::from(STREAM_S) + 20), || (1..=RIGS)
+            .all(|n| lab.log(&format!("ping{n}")).contains("packet loss"))),
+        "the pings did not finish"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut failures = Vec::new();
+    for (n, r) in rigs.iter().enumerate() {
+        let n = n + 1;
+        let server: serde_json::Value = serde_json::from_str(&lab.log(&format!("iperf-server{n}"))).unwrap_or_default();
+        let lost = server["end"]["sum"]["lost_packets"].as_i64();
+        let packets = server["end"]["sum"]["packets"].as_i64();
+        let ping = lab.log(&format!("ping{n}"));
+        let (stall, answers) = ping_stall(&ping);
+        let summary = ping.lines().find(|l| l.contains("packet loss")).unwrap_or_default().to_owned();
+        let moved = victims.contains(&r.name);
+        println!(
+            "RESULT scenario=fleet rig={} moved={moved} app_lost={lost:?} packets={packets:?} stall_ms={} ping_answers={answers} ping=\"{summary}\"",
+            r.name,
+            stall.as_millis()
+        );
+        if lost != Some(0) {
+            failures.push(format!("{}: iperf3 lost {lost:?} of {packets:?}", r.name));
+        }
+        if stall > Duration::from_millis(300) {
+            failures.push(format!("{}: stalled {stall:?}", r.name));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}\n{}", lab.log("gateway1"));
+    for i in 1..=3 {
+        assert!(!lab.log(&format!("gateway{i}")).contains("panicked"));
+    }
 }

@@ -32,10 +32,17 @@ struct Decision {
     standby: Option<String>,
 }
 
+/// How long an edge sent to another member counts toward that member's load before its
+/// report shows it: the edges placed in one burst (a fleet restarting) spread, rather than all
+/// go where the last reports said there was room.
+pub const PENDING_FOR: Duration = Duration::from_secs(10);
+
 /// The placements this gateway made.
 #[derive(Debug, Default)]
 pub struct Placer {
     decided: BTreeMap<String, Decision>,
+    /// Edges sent to another member, by name: the member, and when.
+    pending: BTreeMap<String, (String, Instant)>,
 }
 
 impl Placer {
@@ -57,6 +64,15 @@ impl Placer {
         // This gateway's own edges are counted from its decisions, not from its report, which
         // may not have caught up yet.
         let mut members: Vec<Member> = view.members.iter().map(|m| to_member(m, now, now_unix_ms)).collect();
+        self.pending.retain(|edge, (to, at)| {
+            now.saturating_duration_since(*at) < PENDING_FOR
+                && !view.members.iter().any(|m| m.name == *to && m.carrying.contains(edge))
+        });
+        for (to, _) in self.pending.values() {
+            if let Some(member) = members.iter_mut().find(|m| m.name == *to) {
+                member.edges += 1;
+            }
+        }
         let mine = |decided: &BTreeMap<String, Decision>| decided.values().filter(|d| d.gateway == me).count() as u32;
         edges
             .iter()
@@ -90,8 +106,9 @@ impl Placer {
                         Answer::Overloaded => return None,
                     };
                     if let Some(target) = members.iter_mut().find(|m| m.name == decision.gateway && m.name != me) {
-                        // Counted at once, so the next edge placed in the same pass sees it.
+                        // Counted at once, so the next edge placed sees it.
                         target.edges += 1;
+                        self.pending.insert(edge.name.to_owned(), (decision.gateway.clone(), now));
                     }
                     self.decided.insert(edge.name.to_owned(), decision);
                 }
@@ -174,6 +191,14 @@ mod tests {
         let gateways: Vec<Option<[u8; 32]>> = placed.iter().map(|p| p.map(|p| p.gateway)).collect();
         assert_eq!(gateways, [Some(key(1)), Some(key(2)), Some(key(3)), None], "one each; a standby is told nothing");
         assert!(placed[0].is_some_and(|p| p.standby.is_some()), "a standby in another zone");
+        // The edges sent away count toward their gateways until their reports show them: a
+        // fourth edge placed a moment later, on the same stale reports, spreads on.
+        let mut later = edges.to_vec();
+        later.push(EdgeNow { name: "d", carried: true });
+        let fourth = placer.place(&rules, "gw1", &fleet, &later, now + Duration::from_secs(1), NOW_MS + 1000);
+        assert_eq!(&fourth[..4], &placed[..], "the first decisions stand");
+        let gateway = fourth[4].map(|p| p.gateway);
+        assert_eq!(gateway, Some(key(1)), "gw1 has 1, gw2 and gw3 1 each pending: gw1 first by name");
         // Loads change (gw2 and gw3 report the edges they got, and more): the decisions stand.
         let busier = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 9, 10), record("gw3", 3, 1, 10)]);
         assert_eq!(placer.place(&rules, "gw1", &busier, &edges, now, NOW_MS), placed);
