@@ -37,12 +37,17 @@ struct Decision {
 /// go where the last reports said there was room.
 pub const PENDING_FOR: Duration = Duration::from_secs(10);
 
+/// How often a member may move one step of edges to a member with more room.
+pub const REBALANCE_EVERY: Duration = Duration::from_secs(10);
+
 /// The placements this gateway made.
 #[derive(Debug, Default)]
 pub struct Placer {
     decided: BTreeMap<String, Decision>,
     /// Edges sent to another member, by name: the member, and when.
     pending: BTreeMap<String, (String, Instant)>,
+    /// When the next planned move may be made.
+    next_rebalance: Option<Instant>,
 }
 
 impl Placer {
@@ -74,50 +79,76 @@ impl Placer {
             }
         }
         let mine = |decided: &BTreeMap<String, Decision>| decided.values().filter(|d| d.gateway == me).count() as u32;
+        for edge in edges.iter().filter(|e| e.carried) {
+            let kept = self.decided.get(edge.name).filter(|d| names.contains(&d.gateway.as_str()));
+            let standby_gone = kept.is_some_and(|d| {
+                d.standby.as_deref().is_some_and(|s| !names.contains(&s)) || (d.standby.is_none() && names.len() > 1)
+            });
+            if !view.etcd_reachable || (kept.is_some() && !standby_gone) {
+                continue;
+            }
+            if standby_gone {
+                // Its gateway stays; only its standby is chosen again.
+                let gateway = kept.map(|d| d.gateway.clone()).unwrap_or_default();
+                let standby = rules.standby(&members, &gateway, 0.0, now).map(str::to_owned);
+                self.decided.insert(edge.name.to_owned(), Decision { gateway, standby });
+                continue;
+            }
+            self.decided.remove(edge.name);
+            if let Some(own) = members.iter_mut().find(|m| m.name == me) {
+                own.edges = mine(&self.decided);
+            }
+            let decision = match rules.answer(me, &members, 0.0, now) {
+                Answer::Accept { standby } => Decision { gateway: me.to_owned(), standby: standby.map(str::to_owned) },
+                Answer::Redirect(p) => {
+                    Decision { gateway: p.gateway.to_owned(), standby: p.standby.map(str::to_owned) }
+                }
+                // No member takes it: this gateway carries it anyway, and says nothing.
+                Answer::Overloaded => continue,
+            };
+            if let Some(target) = members.iter_mut().find(|m| m.name == decision.gateway && m.name != me) {
+                // Counted at once, so the next edge placed sees it.
+                target.edges += 1;
+                self.pending.insert(edge.name.to_owned(), (decision.gateway.clone(), now));
+            }
+            self.decided.insert(edge.name.to_owned(), decision);
+        }
+        if view.etcd_reachable && self.next_rebalance.is_none_or(|at| now >= at) {
+            if let Some(own) = members.iter_mut().find(|m| m.name == me) {
+                own.edges = mine(&self.decided);
+            }
+            self.rebalance(rules, me, &members, now);
+        }
+        let key = |name: &str| member(name).and_then(|m| PublicKey::from_base64(&m.public_key).ok()).map(|k| k.0);
         edges
             .iter()
             .map(|edge| {
-                if !edge.carried {
-                    return None;
-                }
-                let kept = self.decided.get(edge.name).filter(|d| names.contains(&d.gateway.as_str()));
-                let standby_gone = kept.is_some_and(|d| {
-                    d.standby.as_deref().is_some_and(|s| !names.contains(&s))
-                        || (d.standby.is_none() && names.len() > 1)
-                });
-                if standby_gone && view.etcd_reachable {
-                    // Its gateway stays; only its standby is chosen again.
-                    let gateway = kept.map(|d| d.gateway.clone()).unwrap_or_default();
-                    let standby = rules.standby(&members, &gateway, 0.0, now).map(str::to_owned);
-                    self.decided.insert(edge.name.to_owned(), Decision { gateway, standby });
-                } else if kept.is_none() && view.etcd_reachable {
-                    self.decided.remove(edge.name);
-                    if let Some(own) = members.iter_mut().find(|m| m.name == me) {
-                        own.edges = mine(&self.decided);
-                    }
-                    let decision = match rules.answer(me, &members, 0.0, now) {
-                        Answer::Accept { standby } => {
-                            Decision { gateway: me.to_owned(), standby: standby.map(str::to_owned) }
-                        }
-                        Answer::Redirect(p) => {
-                            Decision { gateway: p.gateway.to_owned(), standby: p.standby.map(str::to_owned) }
-                        }
-                        // No member takes it: this gateway carries it anyway, and says nothing.
-                        Answer::Overloaded => return None,
-                    };
-                    if let Some(target) = members.iter_mut().find(|m| m.name == decision.gateway && m.name != me) {
-                        // Counted at once, so the next edge placed sees it.
-                        target.edges += 1;
-                        self.pending.insert(edge.name.to_owned(), (decision.gateway.clone(), now));
-                    }
-                    self.decided.insert(edge.name.to_owned(), decision);
-                }
-                let decision = self.decided.get(edge.name)?;
-                let key =
-                    |name: &str| member(name).and_then(|m| PublicKey::from_base64(&m.public_key).ok()).map(|k| k.0);
+                let decision = self.decided.get(edge.name).filter(|_| edge.carried)?;
                 Some(Placement { gateway: key(&decision.gateway)?, standby: decision.standby.as_deref().and_then(key) })
             })
             .collect()
+    }
+
+    /// The fleet's next planned move, if it is from this member: its last edges by name go to
+    /// the member the rule names, make-before-break (the edge follows its new placement), one
+    /// step every [`REBALANCE_EVERY`], so that a returned member gets edges back in small steps.
+    fn rebalance(&mut self, rules: &Rules, me: &str, members: &[Member], now: Instant) {
+        let Some(step) = rules.rebalance(members, now).filter(|m| m.from == me) else { return };
+        let moving: Vec<String> = self
+            .decided
+            .iter()
+            .rev()
+            .filter(|(_, d)| d.gateway == me)
+            .take(step.edges as usize)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in moving {
+            tracing::info!(edge = %name, to = step.to, "rebalancing: the edge moves to a member with more room");
+            let standby = Some(me.to_owned());
+            self.decided.insert(name.clone(), Decision { gateway: step.to.to_owned(), standby });
+            self.pending.insert(name, (step.to.to_owned(), now));
+        }
+        self.next_rebalance = Some(now + REBALANCE_EVERY);
     }
 }
 
@@ -139,6 +170,7 @@ fn to_member(record: &MemberRecord, now: Instant, now_unix_ms: u64) -> Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::placement::HOLD_DOWN;
     use crate::keys::PrivateKey;
 
     fn start() -> Instant {
@@ -238,5 +270,32 @@ mod tests {
         let fleet = view(vec![record("gw1", 1, 1, 1), fresh]);
         let placed = placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS)[0].unwrap();
         assert_eq!(placed.gateway, key(2), "redirected to the member with room");
+    }
+
+    #[test]
+    fn a_returned_member_gets_edges_back_after_the_hold_down_one_step_at_a_time() {
+        let rules = Rules::default();
+        let now = start();
+        let mut placer = Placer::default();
+        let edges: Vec<EdgeNow<'_>> = ["a", "b", "c", "d"].iter().map(|name| EdgeNow { name, carried: true }).collect();
+        let mut back = record("gw3", 3, 0, 10);
+        back.since_unix_ms = NOW_MS;
+        let fleet = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 3, 10), back.clone()]);
+        let on = |placed: &[Option<Placement>], seed: u8| {
+            placed.iter().filter(|p| p.is_some_and(|p| p.gateway == key(seed))).count()
+        };
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS);
+        assert_eq!(on(&placed, 1), 4, "gw3 is held down: gw1 keeps its four");
+        let later = now + HOLD_DOWN + Duration::from_secs(1);
+        let later_ms = NOW_MS + HOLD_DOWN.as_millis() as u64 + 1000;
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, later, later_ms);
+        assert_eq!((on(&placed, 1), on(&placed, 3)), (3, 1), "one step to the returned member");
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, later + Duration::from_secs(1), later_ms + 1000);
+        assert_eq!(on(&placed, 3), 1, "never all at once");
+        back.edges = 1;
+        back.carrying = vec!["d".into()];
+        let fleet = view(vec![record("gw1", 1, 3, 10), record("gw2", 2, 3, 10), back]);
+        let placed = placer.place(&rules, "gw1", &fleet, &edges, later + REBALANCE_EVERY, later_ms + 10_000);
+        assert_eq!((on(&placed, 1), on(&placed, 3)), (2, 2), "the next step, a step's interval later");
     }
 }

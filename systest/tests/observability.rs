@@ -825,3 +825,64 @@ fn call(ns: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Valu
         serde_json::from_slice(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
     })
 }
+
+#[test]
+fn the_gateway_dashboard_shows_its_fleet_and_says_when_etcd_goes_away() {
+    if !root_or_skip("dashboard fleet") || !chromium_or_skip() || !e2e::tools_or_skip("dashboard fleet", &["etcd"]) {
+        return;
+    }
+    let mut lab = Lab::new("k");
+    internet(&mut lab);
+    lab.add_ns("etcd1");
+    lab.link(("inet", "e1", "10.210.1.1/24"), ("etcd1", "eth0", "10.210.1.2/24"));
+    lab.exec("etcd1", &["ip", "route", "add", "default", "via", "10.210.1.1"]);
+    let data = lab.dir.join("etcd.data");
+    lab.spawn(
+        "etcd1",
+        "etcd",
+        &[
+            "etcd",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            "http://10.210.1.2:2379",
+            "--advertise-client-urls",
+            "http://10.210.1.2:2379",
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+        ],
+    );
+    let (key, _) = lab.keygen("gateway");
+    let config = lab.write(
+        "gateway.yaml",
+        &format!(
+            "private_key_file: {}\nlisten: [\"10.200.0.2:4754\"]\nfleet:\n  etcd: [\"http://10.210.1.2:2379\"]\n  name: gw1\n  zone: fra1\n  lease_ttl_s: 2\n",
+            key.display()
+        ),
+    );
+    lab.spawn(
+        "gw",
+        "gateway",
+        &[binary("braid-gateway").to_str().unwrap(), "run", "--config", config.to_str().unwrap()],
+    );
+    lab.spawn("gw", "chromedriver", &["chromedriver", "--port=9515"]);
+    let gw_ns = lab.ns("gw");
+    let driver = WebDriver::start(&gw_ns);
+    driver.navigate("http://127.0.0.1:7475/");
+    let members = driver.wait_for(
+        Duration::from_secs(20),
+        "return [...document.querySelectorAll('.fleet .member')].map(e => e.dataset.member).join(',')",
+        |v| v == "gw1",
+    );
+    assert_eq!(members, "gw1", "the dashboard does not show the fleet\n{}", lab.log("gateway"));
+    let line = driver.script("return document.querySelector('.fleet .member').textContent");
+    assert!(line.contains("zone fra1") && line.contains("edges 0/100"), "{line}");
+    assert_eq!(driver.script("return document.querySelector('.fleet').dataset.etcd"), "reachable");
+    let overflow = driver.script("return String(document.documentElement.scrollWidth - window.innerWidth)");
+    assert!(overflow.parse::<i64>().unwrap() <= 0, "the page is {overflow} px wider than a phone");
+    assert!(lab.stop("etcd"), "etcd did not stop");
+    let etcd = driver.wait_for(Duration::from_secs(15), "return document.querySelector('.fleet').dataset.etcd", |v| {
+        v == "unreachable"
+    });
+    assert_eq!(etcd, "unreachable", "the dashboard did not say etcd went away\n{}", lab.log("gateway"));
+}
