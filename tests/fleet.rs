@@ -371,7 +371,9 @@ fn a_gateway_reaches_etcd_over_tls_with_a_client_certificate_and_refuses_an_unkn
         lab.log("gateway"),
         lab.log("etcd")
     );
-    assert_eq!(etcd_reachable(&status(&lab, "gw", &good)), Some(true));
+    // The status snapshot follows within its interval.
+    let reachable = lab.wait_for(Duration::from_secs(5), || etcd_reachable(&status(&lab, "gw", &good)) == Some(true));
+    assert!(reachable, "the gateway registered, but its status does not say etcd is reachable");
 
     // A CA that did not sign etcd's certificate: the CLI fails saying why, and the gateway runs
     // with etcd unreachable.
