@@ -14,7 +14,7 @@ use super::netlink::Netlink;
 use super::status::{Body, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
 use super::udp::bind_listen;
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
-use crate::config::{GatewaySettings, TapSettings, load_gateway};
+use crate::config::{FleetSettings, GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
 use crate::fleet::member::{self, Agent, FleetEdge, Load};
 use crate::fleet::placement::Rules;
@@ -79,17 +79,8 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     // What the file says; what runs is it with the fleet's allowlist after its own edges.
     let mut file_settings = settings.clone();
     let mut fleet_edges: Vec<FleetEdge> = Vec::new();
-    let mut fleet = match &settings.fleet {
-        Some(fleet) => Some(
-            member::start(fleet.clone(), gateway.public_key())
-                .map_err(|e| IoError::new("starting the fleet agent", e))?,
-        ),
-        None => None,
-    };
+    let mut fleet = settings.fleet.as_ref().map(|f| Fleet::start(f, gateway.public_key())).transpose()?;
     let mut fleet_tick = tokio::time::interval(FLEET_REPORT_INTERVAL);
-    let mut load = LoadMeter::default();
-    let mut placer = Placer::default();
-    let rules = settings.fleet.as_ref().map(|f| Rules { hold_down: f.hold_down, ..Rules::default() });
     record_restart_only(&settings);
     record_pid();
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
@@ -127,46 +118,23 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
                         let result = apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await;
                         if result.is_ok() {
                             file_settings = loaded;
-                            info!(edges = ?names, "allowlist reloaded");
                         }
                         result
                     }
                     Err(error) => Err(error),
                 };
-                match applied {
-                    Ok(moved) => recorders = follow(recorders, &moved),
-                    Err(error) => warn!(%error, "reload refused; the running allowlist is unchanged"),
-                }
+                recorders = applied_or_warned(applied, recorders, &names, "allowlist reloaded", "reload refused");
             }
             Input::FleetEdges(edges) => {
                 fleet_edges = edges;
                 let merged = with_fleet(&file_settings, &fleet_edges);
-                match apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await {
-                    Ok(moved) => {
-                        recorders = follow(recorders, &moved);
-                        info!(edges = ?names, "allowlist changed by the fleet");
-                    }
-                    Err(error) => {
-                        warn!(%error, "the fleet's allowlist could not be applied; the running one is unchanged")
-                    }
-                }
+                let applied = apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await;
+                let refused = "the fleet's allowlist could not be applied";
+                recorders = applied_or_warned(applied, recorders, &names, "allowlist changed by the fleet", refused);
             }
             Input::FleetTick => {
-                if let (Some(agent), Some(rules), Some(me)) = (&fleet, &rules, &settings.fleet) {
-                    agent.load.send_replace(load.measure(&gateway, &names));
-                    let view = agent.view.borrow().clone();
-                    let edges: Vec<EdgeNow<'_>> = names
-                        .iter()
-                        .enumerate()
-                        .map(|(i, name)| EdgeNow {
-                            name,
-                            carried: gateway.session(PeerId(i)).is_some_and(|s| !s.is_standby()),
-                        })
-                        .collect();
-                    let placements = placer.place(rules, &me.name, &view, &edges, now(), super::unix_millis());
-                    for (i, placement) in placements.into_iter().enumerate() {
-                        gateway.set_placement(PeerId(i), placement);
-                    }
+                if let Some(fleet) = &mut fleet {
+                    fleet.tick(&mut gateway, &names);
                 }
             }
             Input::Drain(on) => {
@@ -201,7 +169,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             Input::Udp(Err(error)) => tracing::debug!(%error, "receive error"),
             Input::Snapshot => {
                 if let Some(observer) = &observer {
-                    let fleet = fleet.as_ref().map(|agent| agent.view.borrow().clone());
+                    let fleet = fleet.as_ref().map(|f| f.agent.view.borrow().clone());
                     observer.board.publish(snapshot(observer, &gateway, &names, &mut recorders, fleet));
                 }
             }
@@ -237,10 +205,43 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
 const FLEET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The fleet's agent's allowlist, when it changes; never, without a fleet.
-async fn fleet_allowlist(agent: &mut Option<Agent>) -> Option<Vec<FleetEdge>> {
-    match agent {
-        Some(agent) => agent.edges.recv().await,
+async fn fleet_allowlist(fleet: &mut Option<Fleet>) -> Option<Vec<FleetEdge>> {
+    match fleet {
+        Some(fleet) => fleet.agent.edges.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The data plane's side of the fleet: the agent on its own thread, the placement rules, the
+/// placements made, and the load measured between reports.
+struct Fleet {
+    agent: Agent,
+    name: String,
+    rules: Rules,
+    placer: Placer,
+    load: LoadMeter,
+}
+
+impl Fleet {
+    fn start(settings: &FleetSettings, public_key: crate::keys::PublicKey) -> Result<Self, IoError> {
+        let agent =
+            member::start(settings.clone(), public_key).map_err(|e| IoError::new("starting the fleet agent", e))?;
+        let rules = Rules { hold_down: settings.hold_down, ..Rules::default() };
+        Ok(Self { agent, name: settings.name.clone(), rules, placer: Placer::default(), load: LoadMeter::default() })
+    }
+
+    /// Reports the gateway's load to the agent, and says to each edge it carries where the
+    /// fleet puts it.
+    fn tick(&mut self, gateway: &mut Gateway, names: &[String]) {
+        let load = self.load.measure(gateway, names);
+        let edges: Vec<EdgeNow<'_>> =
+            names.iter().map(|name| EdgeNow { name, carried: load.carrying.contains(name) }).collect();
+        let view = self.agent.view.borrow().clone();
+        let placements = self.placer.place(&self.rules, &self.name, &view, &edges, now(), super::unix_millis());
+        for (i, placement) in placements.into_iter().enumerate() {
+            gateway.set_placement(PeerId(i), placement);
+        }
+        self.agent.load.send_replace(load);
     }
 }
 
@@ -253,12 +254,29 @@ fn with_fleet(file: &GatewaySettings, edges: &[FleetEdge]) -> GatewaySettings {
     merged
 }
 
-/// Each kept edge's recorder at its new place; new edges start afresh.
-fn follow(mut old: Vec<Recorder>, moved: &[Option<PeerId>]) -> Vec<Recorder> {
-    moved
-        .iter()
-        .map(|before| before.and_then(|PeerId(i)| old.get_mut(i).map(std::mem::take)).unwrap_or_default())
-        .collect()
+/// After an allowlist change: each kept edge's recorder at its new place (new edges start
+/// afresh) and `done` logged, or, if it was refused, the recorders as they were and `refused`
+/// warned of.
+fn applied_or_warned(
+    applied: Result<Vec<Option<PeerId>>, IoError>,
+    mut old: Vec<Recorder>,
+    names: &[String],
+    done: &str,
+    refused: &str,
+) -> Vec<Recorder> {
+    match applied {
+        Ok(moved) => {
+            info!(edges = ?names, "{done}");
+            moved
+                .iter()
+                .map(|before| before.and_then(|PeerId(i)| old.get_mut(i).map(std::mem::take)).unwrap_or_default())
+                .collect()
+        }
+        Err(error) => {
+            warn!(%error, "{refused}; the running allowlist is unchanged");
+            old
+        }
+    }
 }
 
 /// What the gateway carries, measured between two calls, for the fleet.
