@@ -81,7 +81,12 @@ down() {
     pids=$(pgrep -f "$RUN/" || true)
     [[ -n $pids ]] && kill $pids 2>/dev/null || true
     sleep 0.3
-    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+    local pid
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^($P-|brt[0-9]+fleet-)" || true); do
+        # The fleet's own namespaces (braid-labtool fleet) go once their labtool is gone.
+        pid=${n#brt}
+        pid=${pid%%fleet-*}
+        [[ $n == "$P-"* || ! -d /proc/$pid ]] || continue
         ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$n" 2>/dev/null || true
     done
@@ -820,6 +825,14 @@ measure_ffmpeg_redundant() {
 
 measure_gateway_failover_ffmpeg() { ffmpeg_stream udp gateway-failover-ffmpeg 14; }
 
+# A gateway fleet on etcd: three members, three gateways and six rigs in namespaces of its own
+# (braid-labtool fleet builds, measures and removes them; lab/src/bin/labtool/fleet.rs).
+measure_fleet() {
+    log "fleet: etcd x3, gateways x3, rigs x6 at 2 Mbit/s; a forged redirect, a gateway killed, etcd lost and back"
+    command -v etcd >/dev/null && command -v etcdctl >/dev/null || die "fleet needs etcd and etcdctl (apt-get install etcd-server etcd-client)"
+    labtool fleet --out "$RUN/fleet" --seed "$SEED"
+}
+
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
 # when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at
 # its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
@@ -1000,8 +1013,9 @@ configure() { # name
     eval "$plan"
     BUDGET=${LAB_BUDGET:-$BUDGET}
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
-    PAIR=0
+    PAIR=0 OWN_TOPOLOGY=0
     case $TOPOLOGY in
+        fleet) OWN_TOPOLOGY=1 ;;
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
         vrrp-pair) PAIR=1 ;;
@@ -1037,7 +1051,7 @@ case ${1:-} in
         for name in "$@"; do
             configure "$name"
             log "=== $name ($MODE)"
-            up
+            if [[ $OWN_TOPOLOGY == 1 ]]; then down && rm -rf "$RUN" && mkdir -p "$RUN"; else up; fi
             measure "$name" | tee "$RUN/$name.out"
             echo
             verdict "$name" <"$RUN/$name.out" || failed+=("$name")

@@ -21,7 +21,8 @@ use std::process::Command;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The tools the lab needs beyond those of the netns tests.
-const LAB_TOOLS: [&str; 7] = ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack", "keepalived"];
+const LAB_TOOLS: [&str; 9] =
+    ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack", "keepalived", "etcd", "etcdctl"];
 
 /// Runs `scripts/lab.sh run NAME` on the binaries this test run built, and returns the JSON
 /// records it wrote; `None` if the test is skipped. The run fails if a bound failed.
@@ -135,6 +136,8 @@ lab_tests! {
         => "gateway-partition";
     a_drained_gateway_hands_its_stream_to_the_standby_losing_and_repeating_nothing => "gateway-drain";
     a_gateway_back_from_a_cut_gets_its_stream_back_after_the_hold_down_losing_nothing => "gateway-return";
+    three_gateways_on_etcd_place_six_rigs_evenly_ignore_a_forged_redirect_and_lose_nothing_to_a_dead_gateway_or_etcd
+        => "fleet";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

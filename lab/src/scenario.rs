@@ -135,6 +135,9 @@ pub enum Topology {
     /// (`gateways:`): the first carries the stream, the second is its standby; both are bridged
     /// into the ingest switch.
     StandbyPair,
+    /// Its own: three etcd members, three gateways in a fleet and six rigs of two NATed uplinks
+    /// each, built and measured by `braid-labtool fleet`.
+    Fleet,
 }
 
 /// A stretch of the run measured on its own, in seconds from the stream's start.
@@ -540,6 +543,52 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "fleet",
+        describe: "three gateways in a fleet on a three-member etcd, six rigs; a gateway killed, etcd lost and back, a forged redirect",
+        topology: Topology::Fleet,
+        stream: Stream::Custom,
+        // Each rig streams 2 Mbit/s of 1200-byte UDP for 75 s (15,625 datagrams; iperf3's server
+        // counts them) with a 10 ms ping beside it. The first `fleet add-edge` is allowed on
+        // all three gateways within a second (admit_ms); the rigs, started 2.5 s apart, are
+        // placed 2/2/2. An attacker holding the address of rig 1's gateway sends it forged
+        // placements onto another pinned gateway (sealed with a random key under a captured
+        // session index) and replays of captured packets: every one is dropped, none is
+        // followed, the stream does not move. The gateway carrying rig 6 is SIGKILLed: its two
+        // rigs take over on their standbys (moved_stall_ms, their longest ping silence) and
+        // the fleet ends 3/3. One etcd member stops (still reachable), then all three (every
+        // gateway reports it), then all come back. The killed gateway returns and gets rigs
+        // back one at a time until 2/2/2. No rig's iperf3 server misses a datagram (iperf_lost).
+        bounds: &[
+            at_most("admit_ms", 1000.0),
+            Bound { figure: "placement", test: Test::EachWithin { n: 3, lo: 2.0, hi: 2.0 } },
+            Bound { figure: "attack_sent", test: Test::AtMostFigure("attack_dropped") },
+            at_least("attack_sent", 1200.0),
+            Bound { figure: "edge_session_drops", test: Test::Contains("open_failed") },
+            zero("forged_followed"),
+            Bound { figure: "forged_moved", test: Test::OneOf(&["no"]) },
+            Bound { figure: "victim_rigs", test: Test::OneOf(&["2"]) },
+            Bound { figure: "after_kill", test: Test::EachWithin { n: 2, lo: 3.0, hi: 3.0 } },
+            at_most("moved_stall_ms", 300.0),
+            Bound { figure: "etcd_one_down_reachable", test: Test::OneOf(&["yes"]) },
+            Bound { figure: "etcd_all_down_reported", test: Test::OneOf(&["yes"]) },
+            Bound { figure: "etcd_back", test: Test::OneOf(&["yes"]) },
+            Bound { figure: "placement_after_return", test: Test::EachWithin { n: 3, lo: 2.0, hi: 2.0 } },
+            at_most("returned_step_max", 1.0),
+            zero("iperf_lost"),
+            Bound { figure: "iperf_packets_each", test: Test::EachWithin { n: 6, lo: 14_844.0, hi: 15_700.0 } },
+            zero("panicked"),
+        ],
+        reported: &[
+            "forged_sent",
+            "replayed_sent",
+            "victim",
+            "returned_edges_over_time",
+            "iperf_lost_each",
+            "ping_stall_ms_each",
+        ],
+        ..BASE
+    },
+    Scenario {
         name: "hostile",
         describe: "an attacker replays and floods the gateway's port during a stream",
         topology: Topology::Captured,
@@ -820,6 +869,7 @@ impl Scenario {
             Topology::Captured => "captured",
             Topology::VrrpPair => "vrrp-pair",
             Topology::StandbyPair => "standby-pair",
+            Topology::Fleet => "fleet",
         };
         format!(
             "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\nRETURN_AFTER={}\n",

@@ -15,8 +15,10 @@
 //! braid-labtool ts FILE
 //! braid-labtool unhex < tshark-lines > FILE
 //! braid-labtool flood --to ADDR --pps N --secs S [--seed N]
-//! braid-labtool replay --to ADDR --pps N --secs S FILE
+//! braid-labtool replay --to ADDR [--from ADDR] --pps N --secs S FILE
 //! braid-labtool initiations --to ADDR --gateway-key BASE64 --pps N --secs S [--seed N]
+//! braid-labtool forge --to ADDR [--from ADDR] --header HEX --gateway-key BASE64 --pps N --secs S [--seed N]
+//! braid-labtool fleet --out DIR [--seed N]
 //! ```
 //! * `list` names each scenario with its description; `plan` prints a scenario as shell
 //!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
@@ -46,7 +48,13 @@
 //!   `udp.payload` lines back into the bytes (a TS recording of what crossed the wire).
 //! * `flood` sends random garbage datagrams; `replay` sends the payloads of a file of hex lines
 //!   (captured tunnel packets) over and over; `initiations` sends fresh handshake initiations
-//!   from random keys, correctly addressed (mac1 verifies) but not on any allowlist.
+//!   from random keys, correctly addressed (mac1 verifies) but not on any allowlist; `forge`
+//!   sends sealed control packets that place the edge on the gateway `--gateway-key`, under the
+//!   session index, link and packet numbers of a captured gateway packet (`--header`, its
+//!   hex), sealed with a random key: what an attacker who sees the tunnel can write. `--from`
+//!   sends from that address (the attacker's host holds it: a spoofed source).
+//! * `fleet` runs the `fleet` scenario (it builds its own namespaces: three etcd members, three
+//!   gateways, six rigs; see [`fleet`]) and prints its RESULT line, with its logs in `--out`.
 //!
 //! Every sending loop stops after `--secs`, whatever happens.
 
@@ -55,14 +63,21 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use braid_engine::crypto::Cipher;
+use braid_engine::crypto::{Aead, Cipher, PathNonce, Protection};
 use braid_engine::handshake::{self, CryptoRng, InitPayload, Tai64n};
 use braid_engine::keys::{PrivateKey, PublicKey};
-use braid_engine::wire::{GRE_HEADER_LEN, GreRepr, PathKey, Protocol};
-use braid_engine::{LinkId, SessionIndex};
+use braid_engine::wire::{
+    ControlMessage, ControlType, GRE_HEADER_LEN, GrePacket, GreRepr, PathKey, Placement, Protocol,
+};
+use braid_engine::{LinkId, PacketNumber, SessionIndex};
 use braid_lab::analyze::{Arrival, StreamReport, TsReport};
 use braid_lab::results::{self, Backend, Record};
 use braid_lab::scenario::{self, Figures, Scenario};
+
+#[path = "../../../tests/e2e/mod.rs"]
+mod e2e;
+#[path = "labtool/fleet.rs"]
+mod fleet;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,7 +93,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args
         .split_first()
-        .ok_or("expected list, plan, check, report, stream, ts, unhex, flood, replay or initiations")?;
+        .ok_or("expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge or fleet")?;
     let flags = Flags::parse(rest)?;
     match command.as_str() {
         "list" => {
@@ -198,8 +213,13 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             })
         }
+        "forge" => forge(&flags),
+        "fleet" => {
+            let out = flags.text("out").ok_or("--out DIR")?;
+            fleet::run(std::path::Path::new(out), flags.number("seed").unwrap_or(1))
+        }
         other => Err(format!(
-            "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay or initiations"
+            "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge or fleet"
         )),
     }
 }
@@ -378,8 +398,12 @@ fn send_for(flags: &Flags, mut fill: impl FnMut(&mut Vec<u8>)) -> Result<(), Str
     let to: SocketAddr = flags.text("to").ok_or("--to ADDR")?.parse().map_err(|_| "--to: expected IP:PORT")?;
     let pps = flags.number("pps").ok_or("--pps N")?.max(1);
     let secs = flags.number("secs").ok_or("--secs S")?;
-    let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("binding a socket: {e}"))?;
+    let bind = match flags.text("from") {
+        Some(from) => from.parse().map_err(|_| "--from: expected IP:PORT")?,
+        None if to.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket = UdpSocket::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
     let interval = Duration::from_secs_f64(1.0 / pps as f64);
     // The lab's only clock user outside the daemons: this is a load generator, not the engine.
     #[allow(clippy::disallowed_methods)]
@@ -406,6 +430,40 @@ fn send_for(flags: &Flags, mut fill: impl FnMut(&mut Vec<u8>)) -> Result<(), Str
     }
     println!("sent={sent} failed={failed}");
     Ok(())
+}
+
+/// Sealed control packets that place the edge on `--gateway-key`, under a captured packet's
+/// session index and link, with packet numbers counting up from past its own, sealed with a
+/// random key.
+fn forge(flags: &Flags) -> Result<(), String> {
+    let captured = flags.text("header").and_then(hex).ok_or("--header HEX (a captured tunnel packet)")?;
+    let packet = GrePacket::new_checked(&captured[..]).map_err(|_| "--header: not a tunnel packet")?;
+    let header = GreRepr::parse(&packet).map_err(|_| "--header: not a tunnel packet")?;
+    let key = flags.text("gateway-key").ok_or("--gateway-key BASE64")?;
+    let gateway = PublicKey::from_base64(key).map_err(|e| format!("--gateway-key: {e}"))?;
+    let mut rng = CryptoRng::new(seed_bytes(flags.number("seed").unwrap_or(1)));
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret);
+    let aead = Aead::new(Cipher::ChaCha20Poly1305, &secret, &secret).map_err(|e| format!("a random key: {e}"))?;
+    let placement = ControlMessage::Placement(Placement { gateway: gateway.0, standby: None });
+    let mut sequence = header.sequence;
+    send_for(flags, |buf| {
+        sequence = sequence.wrapping_add(1 + (rng.next_u64() % 4) as u32);
+        let repr = GreRepr { protocol: Protocol::Control, key: header.key, sequence };
+        buf.clear();
+        buf.resize(GRE_HEADER_LEN, 0);
+        if repr.emit(buf).is_err() {
+            return;
+        }
+        buf.push(ControlType::Sealed.to_u8());
+        let aad_len = buf.len();
+        buf.extend_from_slice(&rng.next_u64().to_be_bytes());
+        placement.emit(buf);
+        let nonce = PathNonce { link: header.key.link, packet_number: PacketNumber(u64::from(sequence)) };
+        if aead.seal(nonce, buf, aad_len).is_err() {
+            buf.clear();
+        }
+    })
 }
 
 fn hex(line: &str) -> Option<Vec<u8>> {
