@@ -82,10 +82,10 @@ down() {
     [[ -n $pids ]] && kill $pids 2>/dev/null || true
     sleep 0.3
     local pid
-    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^($P-|brt[0-9]+fleet-)" || true); do
-        # The fleet's own namespaces (braid-labtool fleet) go once their labtool is gone.
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^($P-|brt[0-9]+(fleet|rigs)-)" || true); do
+        # The own namespaces of braid-labtool fleet and many-rigs go once their labtool is gone.
         pid=${n#brt}
-        pid=${pid%%fleet-*}
+        pid=${pid%%[a-z]*}
         [[ $n == "$P-"* || ! -d /proc/$pid ]] || continue
         ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$n" 2>/dev/null || true
@@ -833,6 +833,14 @@ measure_fleet() {
     labtool fleet --out "$RUN/fleet" --seed "$SEED"
 }
 
+# Many rigs through one gateway: `braid-labtool rigs` runs 50 edges (the engine's, real keys,
+# sockets and handshakes) in a namespace of their own, and a sink on the ingest host counts what
+# each delivered (lab/src/bin/labtool/many_rigs.rs).
+measure_many_rigs() {
+    log "many-rigs: 50 rigs of two links at 2 Mbit/s for 15 s through one gateway"
+    labtool many-rigs --out "$RUN/many-rigs" --count 50 --mbps 2 --secs 15
+}
+
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
 # when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at
 # its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
@@ -1015,7 +1023,7 @@ configure() { # name
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
     PAIR=0 OWN_TOPOLOGY=0
     case $TOPOLOGY in
-        fleet) OWN_TOPOLOGY=1 ;;
+        fleet | many-rigs) OWN_TOPOLOGY=1 ;;
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
         vrrp-pair) PAIR=1 ;;

@@ -138,6 +138,9 @@ pub enum Topology {
     /// Its own: three etcd members, three gateways in a fleet and six rigs of two NATed uplinks
     /// each, built and measured by `braid-labtool fleet`.
     Fleet,
+    /// Its own: one gateway, a namespace of many rigs in one process (`braid-labtool rigs`) and
+    /// an ingest host, built and measured by `braid-labtool many-rigs`.
+    ManyRigs,
 }
 
 /// A stretch of the run measured on its own, in seconds from the stream's start.
@@ -589,6 +592,34 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "many-rigs",
+        describe: "50 rigs of two links at 2 Mbit/s each through one gateway",
+        topology: Topology::ManyRigs,
+        mode: Mode::Bond,
+        stream: Stream::Custom,
+        // Each rig is the engine's edge with its own key, sockets and handshake (all in one
+        // `braid-labtool rigs` process); after 3 s to connect, each sends 2 Mbit/s of 1242-byte
+        // frames for 15 s (3,019 frames) to a sink on the ingest host, which counts each rig's
+        // distinct sequences. The gateway's CPU time over the run is reported, and per Gbit/s
+        // delivered.
+        bounds: &[
+            Bound { figure: "connected", test: Test::OneOf(&["50"]) },
+            at_least("sent_min", 2868.0),
+            zero("lost"),
+            zero("dup"),
+            zero("panicked"),
+        ],
+        reported: &[
+            "delivered_mbps",
+            "gateway_cpu_pct",
+            "gateway_cpu_s_per_gbit",
+            "rigs_with_loss",
+            "lost_max",
+            "sent",
+        ],
+        ..BASE
+    },
+    Scenario {
         name: "hostile",
         describe: "an attacker replays and floods the gateway's port during a stream",
         topology: Topology::Captured,
@@ -870,6 +901,7 @@ impl Scenario {
             Topology::VrrpPair => "vrrp-pair",
             Topology::StandbyPair => "standby-pair",
             Topology::Fleet => "fleet",
+            Topology::ManyRigs => "many-rigs",
         };
         format!(
             "MODE={}\nBUDGET={}\nTOPOLOGY={topology}\nLINKS=({})\nRATE={rate}\nSECS={secs}\nEVENTS=({})\nWINDOWS=({})\nMETERED=({})\nRETURN_AFTER={}\n",

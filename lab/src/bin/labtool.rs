@@ -19,6 +19,11 @@
 //! braid-labtool initiations --to ADDR --gateway-key BASE64 --pps N --secs S [--seed N]
 //! braid-labtool forge --to ADDR [--from ADDR] --header HEX --gateway-key BASE64 --pps N --secs S [--seed N]
 //! braid-labtool fleet --out DIR [--seed N]
+//! braid-labtool rig-keys --count N [--seed N]
+//! braid-labtool rigs --gateway ADDR --gateway-key BASE64 --count N [--links L] --mbps R --secs S
+//!                    --ingest IP --ingest-mac MAC --port P [--seed N]
+//! braid-labtool sink --listen ADDR --count N --secs S
+//! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S]
 //! ```
 //! * `list` names each scenario with its description; `plan` prints a scenario as shell
 //!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
@@ -55,6 +60,10 @@
 //!   sends from that address (the attacker's host holds it: a spoofed source).
 //! * `fleet` runs the `fleet` scenario (it builds its own namespaces: three etcd members, three
 //!   gateways, six rigs; see [`fleet`]) and prints its RESULT line, with its logs in `--out`.
+//! * `rigs` runs many edges in one process, each with its own key (`rig-keys` prints them for
+//!   the gateway's allowlist), sockets and real handshake, streaming at a set bitrate; `sink`
+//!   counts what each delivered; `many-rigs` runs the `many-rigs` scenario with them (50 rigs
+//!   at 2 Mbit/s for 15 s by default; see [`many_rigs`]).
 //!
 //! Every sending loop stops after `--secs`, whatever happens.
 
@@ -78,6 +87,10 @@ use braid_lab::scenario::{self, Figures, Scenario};
 mod e2e;
 #[path = "labtool/fleet.rs"]
 mod fleet;
+#[path = "labtool/many_rigs.rs"]
+mod many_rigs;
+#[path = "labtool/rigs.rs"]
+mod rigs;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,7 +106,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args
         .split_first()
-        .ok_or("expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge or fleet")?;
+        .ok_or("expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge, fleet, rig-keys, rigs, sink or many-rigs")?;
     let flags = Flags::parse(rest)?;
     match command.as_str() {
         "list" => {
@@ -218,8 +231,17 @@ fn run(args: &[String]) -> Result<(), String> {
             let out = flags.text("out").ok_or("--out DIR")?;
             fleet::run(std::path::Path::new(out), flags.number("seed").unwrap_or(1))
         }
+        "rig-keys" => rigs::print_keys(&flags),
+        "rigs" => rigs::run(&flags),
+        "sink" => rigs::sink(&flags),
+        "many-rigs" => {
+            let out = flags.text("out").ok_or("--out DIR")?;
+            let count = flags.number("count").unwrap_or(50).clamp(1, 1000) as usize;
+            let mbps = flags.text("mbps").unwrap_or("2");
+            many_rigs::run("many-rigs", std::path::Path::new(out), count, mbps, flags.number("secs").unwrap_or(15))
+        }
         other => Err(format!(
-            "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge or fleet"
+            "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge, fleet, rig-keys, rigs, sink or many-rigs"
         )),
     }
 }
