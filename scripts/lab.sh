@@ -7,6 +7,9 @@
 #                              one blackholed, both restored; live link state; a result table
 #   scripts/lab.sh list        the scenarios
 #   scripts/lab.sh run NAME... run scenarios (each ends with a RESULT line)
+#   scripts/lab.sh repeat N NAME...
+#                              run each scenario N times, with seeds 1..N, and print the tally
+#                              (a failed run's directory is kept as RUN-failed-NAME-SEED)
 #   scripts/lab.sh up | down   build the topology and leave it running | tear it down
 #
 # Topology (every address lives in namespaces this script creates; all are removed on exit):
@@ -1048,7 +1051,11 @@ case ${1:-} in
         if [[ -n $BIN ]]; then labtool list; else cargo run -q --release -p braid-lab --bin braid-labtool -- list; fi
         ;;
     down) need_root; down; log "down" ;;
-    up) need_root; ensure_tools; build; configure "${2:-redundant-cuts}"; up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN" ;;
+    up)
+        need_root; ensure_tools; build; configure "${2:-redundant-cuts}"
+        [[ $OWN_TOPOLOGY == 0 ]] || die "${2} builds its own topology for its run only: scripts/lab.sh run ${2}"
+        up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN"
+        ;;
     run)
         shift
         [[ $# -gt 0 ]] || die "run which scenario? (scripts/lab.sh list names them)"
@@ -1066,6 +1073,38 @@ case ${1:-} in
         done
         [[ ${#failed[@]} -eq 0 ]] || die "failed their bounds: ${failed[*]}"
         ;;
+    repeat)
+        shift
+        [[ ${1:-} =~ ^[1-9][0-9]?$ ]] || die "repeat how many times (1-99)? scripts/lab.sh repeat N NAME..."
+        times=$1
+        shift
+        [[ $# -gt 0 ]] || die "repeat which scenarios? (scripts/lab.sh list names them)"
+        need_root; ensure_tools; build
+        for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
+        trap down EXIT
+        tally=() all_passed=1
+        for name in "$@"; do
+            passed=0 failed_seeds=""
+            for SEED in $(seq 1 "$times"); do
+                configure "$name"
+                log "=== $name ($MODE): run $SEED of $times (seed $SEED)"
+                if [[ $OWN_TOPOLOGY == 1 ]]; then down && rm -rf "$RUN" && mkdir -p "$RUN"; else up; fi
+                measure "$name" >"$RUN/$name.out" 2>&1 || true
+                if verdict "$name" <"$RUN/$name.out"; then
+                    passed=$((passed + 1))
+                else
+                    failed_seeds+=" $SEED"
+                    down
+                    rm -rf "$RUN-failed-$name-$SEED" && cp -r "$RUN" "$RUN-failed-$name-$SEED"
+                fi
+            done
+            [[ -z $failed_seeds ]] || all_passed=0
+            tally+=("$name: $passed of $times passed${failed_seeds:+ (failed with seeds$failed_seeds)}")
+        done
+        echo
+        printf 'TALLY %s\n' "${tally[@]}"
+        [[ $all_passed == 1 ]] || die "not every run held its bounds"
+        ;;
     demo)
         need_root; ensure_tools; build
         trap down EXIT
@@ -1077,5 +1116,5 @@ case ${1:-} in
         echo
         verdict redundant-cuts <"$RUN/demo.out"
         ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

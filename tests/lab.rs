@@ -21,8 +21,12 @@ use std::process::Command;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The tools the lab needs beyond those of the netns tests.
-const LAB_TOOLS: [&str; 9] =
-    ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack", "keepalived", "etcd", "etcdctl"];
+const LAB_TOOLS: [&str; 7] = ["ffmpeg", "ffprobe", "dumpcap", "srt-live-transmit", "jq", "conntrack", "keepalived"];
+
+/// The tools one scenario needs beyond [`LAB_TOOLS`].
+fn tools_of(name: &str) -> &'static [&'static str] {
+    if name == "fleet" { &["etcd", "etcdctl"] } else { &[] }
+}
 
 /// Runs `scripts/lab.sh run NAME` on the binaries this test run built, and returns the JSON
 /// records it wrote; `None` if the test is skipped. The run fails if a bound failed.
@@ -30,7 +34,7 @@ fn scenario(name: &str) -> Option<Vec<serde_json::Value>> {
     if !e2e::root_or_skip(name) {
         return None;
     }
-    let missing: Vec<&str> = LAB_TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
+    let missing: Vec<&str> = LAB_TOOLS.iter().chain(tools_of(name)).copied().filter(|t| !on_path(t)).collect();
     assert!(
         missing.is_empty() || std::env::var("CI").as_deref() != Ok("true"),
         "{name}: skipped in CI: {missing:?} missing (scripts/test.sh installs them)"

@@ -269,7 +269,8 @@ impl Drop for Lab {
     }
 }
 
-/// Deletes `brt<pid>…` namespaces whose process is gone (a run killed before its cleanup).
+/// Deletes `brt<pid>…` namespaces whose process is gone (a run killed before its cleanup), and
+/// kills what still runs in them.
 fn remove_stale_namespaces() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -277,6 +278,12 @@ fn remove_stale_namespaces() {
         let Some(rest) = name.strip_prefix("brt") else { continue };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // What still runs inside goes first: deleting the name would not stop it.
+            if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

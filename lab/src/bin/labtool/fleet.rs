@@ -92,11 +92,12 @@ fn measure(lab: &mut Lab, seed: u64) -> Result<String, String> {
         .map(|((_, public), address)| format!("  - address: {address}\n    public_key: {public}\n"))
         .collect();
     for r in &rigs {
-        let text = std::fs::read_to_string(&r.config).map_err(|e| e.to_string())?.replace(
-            &format!("gateway:\n  address: 10.200.0.2:4754\n  public_key: {}\n", keys[0].1),
-            &format!("gateways:\n{list}"),
-        );
-        std::fs::write(&r.config, text).map_err(|e| e.to_string())?;
+        let single = format!("gateway:\n  address: 10.200.0.2:4754\n  public_key: {}\n", keys[0].1);
+        let text = std::fs::read_to_string(&r.config).map_err(|e| e.to_string())?;
+        if !text.contains(&single) {
+            return Err(format!("{}: no single gateway to replace:\n{text}", r.config.display()));
+        }
+        std::fs::write(&r.config, text.replace(&single, &format!("gateways:\n{list}"))).map_err(|e| e.to_string())?;
     }
     let configs: Vec<std::path::PathBuf> = (0..3)
         .map(|i| gateway_yaml(lab, &format!("gw{}", i + 1), &keys[i].0, ADDRESSES[i], "  hold_down_s: 0\n"))
@@ -157,6 +158,8 @@ fn measure(lab: &mut Lab, seed: u64) -> Result<String, String> {
         );
         lab.spawn(&format!("cam{n}"), &format!("ping{n}"), &["ping", "-D", "-i", "0.01", "-w", &secs, &r.ingest]);
     }
+    // Every phase below must end while the streams still run, or they would not measure it.
+    let streaming = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
 
     attack(lab, &rigs[0], &fleet_status(lab), &keys, seed, &mut put)?;
@@ -211,6 +214,7 @@ fn measure(lab: &mut Lab, seed: u64) -> Result<String, String> {
     put("placement_after_return", &counts(&fleet_status(lab)));
     put("returned_edges_over_time", &join(&seen));
     put("returned_step_max", &seen.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0));
+    put("phases_done_s", &streaming.elapsed().as_secs());
 
     // Every stream: what iperf3's server received, and the longest ping silence.
     lab.wait_for(Duration::from_secs(u64::from(STREAM_S) + 20), || {
@@ -218,12 +222,16 @@ fn measure(lab: &mut Lab, seed: u64) -> Result<String, String> {
     });
     std::thread::sleep(Duration::from_secs(2));
     let (mut lost, mut packets, mut stalls, mut moved_stalls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ping_loss_max = 0.0f64;
     for (n, r) in rigs.iter().enumerate().map(|(i, r)| (i + 1, r)) {
         let server: serde_json::Value = serde_json::from_str(&lab.log(&format!("iperf-server{n}"))).unwrap_or_default();
         let sum = &server["end"]["sum"];
         lost.push(sum["lost_packets"].as_i64().map_or("-".into(), |v| v.to_string()));
         packets.push(sum["packets"].as_i64().map_or("-".into(), |v| v.to_string()));
-        let (stall, _) = ping_stall(&lab.log(&format!("ping{n}")));
+        let ping = lab.log(&format!("ping{n}"));
+        let (stall, _) = ping_stall(&ping);
+        // A rig whose pings went unanswered (or were never sent) fails, whatever its stalls.
+        ping_loss_max = ping_loss_max.max(ping_loss_pct(&ping).unwrap_or(100.0));
         stalls.push(stall.as_millis().to_string());
         if victims.contains(&r.name) {
             moved_stalls.push(stall.as_millis());
@@ -233,6 +241,7 @@ fn measure(lab: &mut Lab, seed: u64) -> Result<String, String> {
     put("iperf_lost", &sum_or_dash(&lost));
     put("iperf_packets_each", &packets.join(","));
     put("ping_stall_ms_each", &stalls.join(","));
+    put("ping_loss_max_pct", &format!("{ping_loss_max:.2}"));
     put("moved_stall_ms", &moved_stalls.iter().max().map_or("-".into(), ToString::to_string));
     let panicked = (1..=3)
         .flat_map(|i| [format!("gateway{i}"), format!("gateway{i}-back")])
@@ -304,8 +313,16 @@ fn attack(
     let active = |s: &serde_json::Value| {
         s["gateways"].as_array().and_then(|g| g.iter().find(|g| g["role"] == "active")).map(|g| g["address"].clone())
     };
-    let dropped =
-        |s: &serde_json::Value| s["drops"].as_u64().unwrap_or(0) + s["session"]["drops"].as_u64().unwrap_or(0);
+    // Drops by reason, the edge's own and its active session's.
+    let drops = |s: &serde_json::Value| -> std::collections::BTreeMap<String, u64> {
+        let mut all = std::collections::BTreeMap::new();
+        for by in [&s["drops_by_reason"], &s["session"]["drops_by_reason"]] {
+            for (reason, n) in by.as_object().into_iter().flatten() {
+                *all.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+        all
+    };
     let before = edge_status(lab);
     lab.exec("attacker", &["ip", "addr", "add", &format!("{ip}/32"), "dev", "wan"]);
     let labtool = binary("braid-labtool");
@@ -334,6 +351,8 @@ fn attack(
         ],
     );
     lab.wait_for(Duration::from_secs(8), || lab.log("forge").contains("sent="));
+    // Its socket must be gone before the replay binds the same address and port.
+    lab.stop("forge");
     lab.spawn(
         "attacker",
         "replay",
@@ -348,15 +367,21 @@ fn attack(
     put("forged_sent", &sent("forge"));
     put("replayed_sent", &sent("replay"));
     put("attack_sent", &(sent("forge") + sent("replay")));
-    put("attack_dropped", &dropped(&after).saturating_sub(dropped(&before)));
-    let reasons = |s: &serde_json::Value| {
-        let list: Vec<String> = s["session"]["drops_by_reason"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}:{v}")).collect())
-            .unwrap_or_default();
-        if list.is_empty() { "-".to_owned() } else { list.join(",") }
-    };
-    put("edge_session_drops", &reasons(&after));
+    // What the edge dropped while the attack ran, by reason.
+    let (was, is) = (drops(&before), drops(&after));
+    let during: Vec<(String, u64)> = is
+        .iter()
+        .map(|(reason, n)| (reason.clone(), n.saturating_sub(was.get(reason).copied().unwrap_or(0))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let list: Vec<String> = during.iter().map(|(reason, n)| format!("{reason}:{n}")).collect();
+    put("edge_drops_during_attack", &if list.is_empty() { "-".to_owned() } else { list.join(",") });
+    let rejected: u64 = during
+        .iter()
+        .filter(|(reason, _)| ["open_failed", "replay", "too_old"].contains(&reason.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    put("attack_rejected", &rejected);
     let followed = after["redirects_followed"].as_u64().zip(before["redirects_followed"].as_u64());
     put("forged_followed", &followed.map_or("-".into(), |(a, b)| a.saturating_sub(b).to_string()));
     let moved = match (active(&before), active(&after)) {
@@ -371,6 +396,14 @@ fn attack(
     };
     put("forged_moved", &moved);
     Ok(())
+}
+
+/// The share of a ping run's echo requests that went unanswered, from its summary line.
+fn ping_loss_pct(ping: &str) -> Option<f64> {
+    let line = ping.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut numbers = line.split(',').map(|part| part.split_whitespace().next()?.parse::<f64>().ok());
+    let (sent, received) = (numbers.next()??, numbers.next()??);
+    (sent > 0.0).then(|| 100.0 * (sent - received) / sent)
 }
 
 /// The gateway (1-based) that carries `rig`, from `fleet status`.

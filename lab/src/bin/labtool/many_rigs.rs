@@ -6,14 +6,15 @@
 //!
 //! The gateway allows every rig (`rig-keys`), each with its own TAP on the ingest bridge. The
 //! rigs connect, then each streams the same bitrate for the same time; the sink on the ingest
-//! host counts what each delivered. Figures: rigs connected, frames sent and lost (per rig and
-//! in all), the gateway's CPU time over the stream, and that per Gbit/s delivered.
+//! host counts what each delivered. Figures: rigs connected, frames offered, refused by the
+//! tunnel, and lost (per rig and in all), and the gateway's CPU over the run (handshakes and
+//! the stream), as a share of one core and per Gbit/s delivered.
 
 #![allow(clippy::disallowed_methods)]
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::e2e::{Lab, binary};
 
@@ -27,6 +28,9 @@ const PORT: &str = "9000";
 /// # Errors
 /// What stopped it before it could measure.
 pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Result<(), String> {
+    if !(1..=600).contains(&secs) {
+        return Err("--secs: between 1 and 600".into());
+    }
     let mut lab = Lab::new("rigs");
     let result = measure(&mut lab, count, mbps, secs);
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -90,7 +94,7 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String,
         &[labtool, "sink", "--listen", &format!("{INGEST}:{PORT}"), "--count", &count_text, "--secs", &sink_secs],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let cpu_before = cpu_ticks(lab.pid("gateway"));
+    let cpu_before = (Instant::now(), cpu_ticks(lab.pid("gateway")));
     lab.spawn(
         "rigs",
         "rigs",
@@ -119,7 +123,7 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String,
     );
     let limit = Duration::from_secs(secs + 20);
     lab.wait_for(limit, || lab.log("rigs").contains("sent=") && lab.log("sink").contains("received="));
-    let cpu_after = cpu_ticks(lab.pid("gateway"));
+    let cpu_after = (Instant::now(), cpu_ticks(lab.pid("gateway")));
     let field = |log: &str, key: &str| -> Vec<u64> {
         lab.log(log)
             .split_whitespace()
@@ -127,22 +131,27 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String,
             .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
             .unwrap_or_default()
     };
-    let (connected, sent, received) = (field("rigs", "connected"), field("rigs", "sent"), field("sink", "received"));
+    let (offered, sent, received) = (field("rigs", "offered"), field("rigs", "sent"), field("sink", "received"));
+    let first = |log: &str, key: &str| field(log, key).first().map_or("-".into(), ToString::to_string);
     put("rigs", &count);
-    put("connected", &connected.first().map_or("-".into(), ToString::to_string));
-    if sent.len() != count || received.len() != count {
+    put("connected", &first("rigs", "connected"));
+    if offered.len() != count || sent.len() != count || received.len() != count {
         return Err(format!("rigs said {:?}, the sink {:?}", lab.log("rigs"), lab.log("sink")));
     }
-    let lost: Vec<u64> = sent.iter().zip(&received).map(|(s, r)| s.saturating_sub(*r)).collect();
-    let sent_total: u64 = sent.iter().sum();
-    put("sent", &sent_total);
-    put("sent_min", &sent.iter().min().copied().unwrap_or(0));
+    // Lost: what a rig offered that its sink never saw (refused by the tunnel or lost on the way).
+    let lost: Vec<u64> = offered.iter().zip(&received).map(|(o, r)| o.saturating_sub(*r)).collect();
+    put("offered", &offered.iter().sum::<u64>());
+    put("offered_min", &offered.iter().min().copied().unwrap_or(0));
+    put("refused", &offered.iter().zip(&sent).map(|(o, s)| o.saturating_sub(*s)).sum::<u64>());
+    put("send_errors", &first("rigs", "send_errors"));
     put("lost", &lost.iter().sum::<u64>());
     put("rigs_with_loss", &lost.iter().filter(|l| **l > 0).count());
     put("lost_max", &lost.iter().max().copied().unwrap_or(0));
-    put("dup", &field("sink", "dup").first().copied().unwrap_or(0));
-    // The gateway's CPU over the whole run, per Gbit/s of what it delivered over the stream.
-    let ticks = cpu_after.zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+    put("dup", &first("sink", "dup"));
+    // The gateway's CPU over the whole run (handshakes and the stream), as a share of one core
+    // and per Gbit/s of what it delivered.
+    let elapsed = cpu_after.0.duration_since(cpu_before.0).as_secs_f64();
+    let ticks = cpu_after.1.zip(cpu_before.1).map(|(a, b)| a.saturating_sub(b));
     let tick_hz = rustix::param::clock_ticks_per_second() as f64;
     let delivered_bits = received.iter().sum::<u64>() as f64 * 1242.0 * 8.0;
     let gbps = delivered_bits / secs as f64 / 1e9;
@@ -150,7 +159,7 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String,
     match ticks {
         Some(t) => {
             let cpu_s = t as f64 / tick_hz;
-            put("gateway_cpu_pct", &format!("{:.1}", 100.0 * cpu_s / (secs as f64 + 4.0)));
+            put("gateway_cpu_pct", &format!("{:.1}", 100.0 * cpu_s / elapsed.max(1e-3)));
             put("gateway_cpu_s_per_gbit", &format!("{:.2}", cpu_s / (delivered_bits / 1e9).max(1e-9)));
         }
         None => {

@@ -6,7 +6,8 @@
 //! connect, each sends `--mbps` of 1242-byte Ethernet frames (IPv4/UDP to `--ingest`, at its MAC
 //! `--ingest-mac`, port `--port`; 1200 bytes of payload that carry the rig's number and the
 //! frame's sequence) for `--secs`, then lingers a second for what is still in flight. It prints
-//! `connected=N sent=A,B,...` (the frames each rig's engine took).
+//! `connected=N offered=A,B,... sent=A,B,... send_errors=N`: the frames each rig offered its
+//! engine, those the engine took, and the datagrams the sockets refused.
 //!
 //! `sink` counts, for each rig, the distinct sequences that arrived on its port, until `--secs`
 //! pass: `received=A,B,... dup=N`.
@@ -45,15 +46,19 @@ pub(crate) fn key(seed: u64, i: usize) -> PrivateKey {
 
 /// `rig-keys --count N [--seed N]`: each rig's name and public key, one per line.
 pub(crate) fn print_keys(flags: &Flags) -> Result<(), String> {
-    let count = flags.number("count").ok_or("--count N")? as usize;
+    let count = flags.number("count").ok_or("--count N")?;
+    if !(1..=1000).contains(&count) {
+        return Err("--count: between 1 and 1000".into());
+    }
     let seed = flags.number("seed").unwrap_or(1);
-    for i in 0..count {
+    for i in 0..count as usize {
         println!("rig{} {}", i + 1, key(seed, i).public().to_base64());
     }
     Ok(())
 }
 
 struct Plan {
+    count: usize,
     gateway: SocketAddr,
     gateway_key: PublicKey,
     links: usize,
@@ -76,29 +81,40 @@ pub(crate) fn run(flags: &Flags) -> Result<(), String> {
     if !(mbps > 0.0 && mbps <= 1000.0) {
         return Err("--mbps: between 0 and 1000".into());
     }
+    let links = flags.number("links").unwrap_or(2).clamp(1, 8) as usize;
+    // Each link is a socket: stay well inside the default limit of 1024 open files.
+    if count == 0 || count * links > 900 {
+        return Err("--count: at least 1, and at most 900 sockets in all (--count times --links)".into());
+    }
+    let secs = flags.number("secs").ok_or("--secs S")?;
+    if !(1..=3600).contains(&secs) {
+        return Err("--secs: between 1 and 3600".into());
+    }
     let plan = Plan {
+        count,
         gateway,
         gateway_key,
-        links: flags.number("links").unwrap_or(2).clamp(1, 8) as usize,
+        links,
         frame_interval: Duration::from_secs_f64((FRAME * 8) as f64 / (mbps * 1e6)),
-        secs: Duration::from_secs(flags.number("secs").ok_or("--secs S")?),
+        secs: Duration::from_secs(secs),
         seed: flags.number("seed").unwrap_or(1),
         ingest: flags.text("ingest").ok_or("--ingest IP")?.parse().map_err(|_| "--ingest: an IPv4 address")?,
         ingest_mac: mac(flags.text("ingest-mac").ok_or("--ingest-mac MAC")?)?,
         port: flags.number("port").ok_or("--port N")?.try_into().map_err(|_| "--port: at most 65535")?,
     };
-    if count == 0 || count > 1000 {
-        return Err("--count: between 1 and 1000".into());
-    }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("a runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
     let connected = Rc::new(Cell::new(0usize));
+    let send_errors = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let plan = Rc::new(plan);
     let sent = local.block_on(&runtime, async {
         let tasks: Vec<_> = (0..count)
-            .map(|i| tokio::task::spawn_local(rig(i, Rc::clone(&plan), start, Rc::clone(&connected))))
+            .map(|i| {
+                let counters = (Rc::clone(&connected), Rc::clone(&send_errors));
+                tokio::task::spawn_local(rig(i, Rc::clone(&plan), start, counters))
+            })
             .collect();
         let mut sent = Vec::with_capacity(count);
         for task in tasks {
@@ -106,13 +122,26 @@ pub(crate) fn run(flags: &Flags) -> Result<(), String> {
         }
         Ok::<_, String>(sent)
     })?;
-    let list: Vec<String> = sent.iter().map(ToString::to_string).collect();
-    println!("connected={} sent={}", connected.get(), list.join(","));
+    let list = |values: Vec<u64>| values.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let (offered, sent): (Vec<u64>, Vec<u64>) = sent.into_iter().unzip();
+    println!(
+        "connected={} offered={} sent={} send_errors={}",
+        connected.get(),
+        list(offered),
+        list(sent),
+        send_errors.get()
+    );
     Ok(())
 }
 
-/// One rig: its edge, its sockets, its frames. Returns the frames its engine took.
-async fn rig(i: usize, plan: Rc<Plan>, start: Instant, connected: Rc<Cell<usize>>) -> Result<u64, String> {
+/// One rig: its edge, its sockets, its frames. Returns the frames it offered its engine and
+/// those the engine took.
+async fn rig(
+    i: usize,
+    plan: Rc<Plan>,
+    start: Instant,
+    (connected, send_errors): (Rc<Cell<usize>>, Rc<Cell<u64>>),
+) -> Result<(u64, u64), String> {
     let mut sockets = Vec::with_capacity(plan.links);
     for _ in 0..plan.links {
         let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.map_err(|e| format!("binding: {e}"))?;
@@ -149,7 +178,7 @@ async fn rig(i: usize, plan: Rc<Plan>, start: Instant, connected: Rc<Cell<usize>
     let mut edge = Edge::new(config, Instant::now(), unix_nanos, rng_seed).map_err(|e| format!("rig {i}: {e}"))?;
     let mut frame = template(i, &plan);
     // The rigs start their streams spread over one frame interval, not all at once.
-    let stagger = plan.frame_interval.mul_f64(i as f64 / 1000.0);
+    let stagger = plan.frame_interval.mul_f64(i as f64 / plan.count as f64);
     let (first, end) = (start + WARMUP + stagger, start + WARMUP + plan.secs);
     let linger = end + Duration::from_secs(1);
     let (mut next, mut seq, mut sent, mut up) = (first, 0u64, 0u64, false);
@@ -168,9 +197,10 @@ async fn rig(i: usize, plan: Rc<Plan>, start: Instant, connected: Rc<Cell<usize>
             edge.handle_timeout(now);
         }
         while let Some(t) = edge.poll_transmit(now, &mut buf) {
-            if let Some(socket) = sockets.get(usize::from(t.link.get())) {
-                // A full socket buffer loses the datagram, as a modem's queue would.
-                let _ = socket.try_send_to(&buf, t.destination);
+            if let Some(socket) = sockets.get(usize::from(t.link.get()))
+                && socket.send_to(&buf, t.destination).await.is_err()
+            {
+                send_errors.set(send_errors.get() + 1);
             }
         }
         while let Some(event) = edge.poll_event() {
@@ -181,7 +211,7 @@ async fn rig(i: usize, plan: Rc<Plan>, start: Instant, connected: Rc<Cell<usize>
         }
         while edge.poll_frame(now, &mut buf).is_some() {}
         if now >= linger {
-            return Ok(sent);
+            return Ok((seq, sent));
         }
         let mut wake = linger;
         if next < end {
@@ -238,8 +268,9 @@ fn checksum(header: &[u8]) -> u16 {
 }
 
 fn mac(text: &str) -> Result<[u8; 6], String> {
-    let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-    bytes.try_into().map_err(|_| format!("{text}: not a MAC address"))
+    let bytes: Option<Vec<u8>> =
+        text.split(':').map(|b| if b.len() == 2 { u8::from_str_radix(b, 16).ok() } else { None }).collect();
+    bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| format!("{text}: not a MAC address"))
 }
 
 /// `sink --listen IP:PORT --count N --secs S`: what each rig's frames delivered.
@@ -247,6 +278,9 @@ pub(crate) fn sink(flags: &Flags) -> Result<(), String> {
     let listen = flags.text("listen").ok_or("--listen IP:PORT")?;
     let count = flags.number("count").ok_or("--count N")? as usize;
     let secs = flags.number("secs").ok_or("--secs S")?;
+    if !(1..=1000).contains(&count) || !(1..=3600).contains(&secs) {
+        return Err("--count: between 1 and 1000; --secs: between 1 and 3600".into());
+    }
     let socket = UdpSocket::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
     // Room for a second of every rig's stream: the sink counts the tunnel, not its own lag.
     rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, 32 << 20)
