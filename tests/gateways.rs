@@ -13,7 +13,7 @@ use braid::endpoint::edge::{Edge, EdgeConfig, GatewayPeer};
 use braid::endpoint::gateway::{Gateway, PeerId};
 use braid::keys::PrivateKey;
 use braid::session::{DropReason, LinkConfig, SessionConfig, SetupError};
-use braid::{LinkId, Mode};
+use braid::{LinkId, LinkState, Mode};
 use braid_lab::sim::{Action, Profile, Security, Sim, ms};
 
 type PairSim = Sim<Edge, Gateway>;
@@ -103,6 +103,34 @@ fn a_standby_is_probed_at_the_standby_rate_both_ways_until_it_carries_the_stream
     sim.run_until(8.0);
     let carrying = probe_traffic(&sim, 1).0 - before;
     assert!(carrying >= slow, "the gateway that carries the stream was probed only {carrying} times in 1 s");
+}
+
+/// The links of the standby gateway's session, each with whether it is up or degraded.
+fn standby_links_usable(sim: &PairSim) -> Vec<(LinkId, bool)> {
+    let Some(session) = sim.standby.as_ref().and_then(|s| s.gateway.session(PeerId(0))) else { return Vec::new() };
+    session.links().map(|l| (l, session.link_state(l).is_some_and(LinkState::is_usable))).collect()
+}
+
+#[test]
+fn a_standby_gateways_links_stay_up_while_probed_at_the_standby_pace() {
+    let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    config.tuning.monitor.standby_probe_factor = 5;
+    let mut sim = Sim::secure_with_standby(28, config, &field_links(), &Security::new());
+    sim.stream(1.0, 6.0, 2.0, 1000);
+    // Sampled every 100 ms from 2 s to 6 s: the standby gateway's links, probed five times less
+    // often than the carrying gateway's, never go down.
+    let mut flaps = 0;
+    let mut was_usable: Vec<(LinkId, bool)> = Vec::new();
+    for step in 0..40 {
+        sim.run_until(2.0 + f64::from(step) * 0.1);
+        let now_usable = standby_links_usable(&sim);
+        flaps += now_usable.iter().filter(|(l, up)| !up && was_usable.iter().any(|(w, was)| w == l && *was)).count();
+        was_usable = now_usable;
+    }
+    println!("standby gateway's links at 6 s: {was_usable:?}, went down {flaps} times");
+    assert_eq!(was_usable.len(), 3, "the standby gateway learned {was_usable:?}");
+    assert!(was_usable.iter().all(|(_, up)| *up), "a standby gateway's link is not up: {was_usable:?}");
+    assert_eq!(flaps, 0, "the standby gateway's links went down {flaps} times with nothing wrong");
 }
 
 #[test]

@@ -450,8 +450,10 @@ impl Session {
         self.keys.forget_others();
         self.owd_base = None;
         self.retired_pn = [0; MAX_LINKS];
+        let interval = self.probe_interval();
         for link in self.links.iter_mut().flatten() {
             link.restart(now, &self.config.tuning);
+            link.monitor.set_probe_interval(interval);
         }
     }
 
@@ -606,6 +608,7 @@ impl Session {
         }
         let mut added = Link::of(&self.config, link.id, link.priority, link.rate_bps, Some(link.remote), now);
         added.tx.next_pn = self.retired_pn[slot];
+        added.monitor.set_probe_interval(self.probe_interval());
         self.links[slot] = Some(added);
         self.config.links.push(*link);
         Ok(())

@@ -62,7 +62,10 @@ impl Session {
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
-            self.links[slot] = Some(Link::of(&self.config, via, 0, None, None, now));
+            let mut learned = Link::of(&self.config, via, 0, None, None, now);
+            // A link learned while the session is a standby is probed, and judged, at its pace.
+            learned.monitor.set_probe_interval(self.probe_interval());
+            self.links[slot] = Some(learned);
         }
         if self.peer_standby && repr.protocol == Protocol::Ethernet {
             // Data goes to the gateway that carries the stream: the edge took this one up.
@@ -288,6 +291,36 @@ mod tests {
         gateway.handle_datagram(now, LinkId::new(0), from, &datagram).unwrap();
         assert_eq!(gateway.link_remote(LinkId::new(0)), Some(from));
         assert_eq!(gateway.poll_event(), Some(Event::PathChanged { link: LinkId::new(0), from: None, to: from }));
+    }
+
+    #[test]
+    fn a_link_learned_after_the_peer_became_a_standby_is_judged_at_the_standby_pace() {
+        let now = start();
+        let (mut edge, mut gateway) = pair(now);
+        gateway.config.tuning.monitor.standby_probe_factor = 5;
+        let from: SocketAddr = RIG.parse().unwrap();
+        let first = datagram_on(&mut edge, now, 0);
+        gateway.handle_datagram(now, LinkId::new(0), from, &first).unwrap();
+        // The edge keeps this gateway as a standby: what it sends on link 1 is a probe.
+        edge.set_standby(now, true);
+        gateway.set_peer_standby(now, true);
+        let mut buf = Vec::new();
+        let mut probe = None;
+        for step in 0..20 {
+            let at = now + Duration::from_millis(50 * step);
+            edge.handle_timeout(at);
+            while let Some(transmit) = edge.poll_transmit(at, &mut buf) {
+                if transmit.link == LinkId::new(1) && probe.is_none() {
+                    probe = Some((at, buf.clone()));
+                }
+            }
+        }
+        let (at, second) = probe.expect("the edge probes link 1");
+        gateway.handle_datagram(at, LinkId::new(1), from, &second).unwrap();
+        assert!(gateway.is_standby(), "the probe kept the gateway a standby");
+        let silence = |link: usize| gateway.links[link].as_ref().unwrap().monitor.silence_timeout();
+        assert_eq!(silence(1), silence(0), "the late link waits for probes at the carrying pace");
+        assert!(silence(1) >= gateway.config.tuning.monitor.probe_interval * 5, "{:?}", silence(1));
     }
 
     #[test]
