@@ -362,6 +362,28 @@ fn a_killed_gateways_bonded_stream_moves_to_the_standby_losing_nothing() {
 }
 
 #[test]
+fn an_edge_its_fleet_placed_on_a_later_gateway_does_not_return_to_the_first_by_list_order() {
+    use braid::wire::Placement;
+    let security = Security { return_after: Some(Duration::from_secs(3)), ..Security::new() };
+    let (first, standby) = (security.gateway_key.public().0, security.standby_key.public().0);
+    let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    let mut sim = Sim::secure_with_standby(42, config, &field_links(), &security);
+    sim.stream(1.0, 14.0, 4.0, 1000);
+    sim.run_until(2.0);
+    // The fleet puts the edge on the second gateway, says so once, and then says nothing more:
+    // the first, earlier in the edge's list, answers all along.
+    sim.gateway.set_placement(PeerId(0), Some(Placement { gateway: standby, standby: Some(first) }));
+    sim.run_until(3.0);
+    sim.gateway.set_placement(PeerId(0), None);
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the placement was not followed");
+    sim.run_until(14.0);
+    let stats = sim.edge.stats();
+    println!("takeovers {} followed {}", stats.gateway_takeovers, stats.redirects_followed);
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the edge went back to the first by list order");
+    assert_eq!(stats.gateway_takeovers, 1, "only the placement moved the stream");
+}
+
+#[test]
 fn a_fleet_placement_moves_the_stream_to_a_pinned_gateway_make_before_break_and_never_to_an_unpinned_one() {
     use braid::wire::Placement;
     let security = Security::new();

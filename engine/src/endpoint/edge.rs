@@ -289,6 +289,9 @@ pub struct Edge {
     redirects: VecDeque<Instant>,
     /// The standby the active gateway's fleet named, first in line for a takeover.
     preferred_standby: Option<usize>,
+    /// Whether a gateway's fleet has placed this edge: its placements, not the order of the
+    /// edge's list, then say where the stream belongs, and the stream never returns by the list.
+    placed_by_fleet: bool,
     /// The last placement not followed, so that it is counted once.
     refused: Option<[u8; 32]>,
 }
@@ -336,6 +339,7 @@ impl Edge {
             announcer: Announcer::default(),
             redirects: VecDeque::new(),
             preferred_standby: None,
+            placed_by_fleet: false,
             refused: None,
         };
         for peer in 0..edge.peers.len() {
@@ -547,7 +551,7 @@ impl Edge {
     /// old session stays to answer its gateway's NAKs for what it sent, so nothing is lost or
     /// sent twice. Returned: a gateway earlier in the list has answered, undrained, for
     /// [`EdgeConfig::return_after`]; the stream goes back to it make-before-break, as from a
-    /// drained one. Either way the LAN's addresses are announced through the new gateway, and
+    /// drained one, unless a fleet has placed the edge (its placements decide then). Either way the LAN's addresses are announced through the new gateway, and
     /// the old session is kept as a standby.
     fn choose_gateway(&mut self, now: Instant) {
         if self.first_answer_due.is_some_and(|due| due <= now) {
@@ -560,6 +564,7 @@ impl Edge {
         };
         let placed = self.peers[active].session.as_ref().and_then(|s| s.peer_placement(now));
         if let Some(placement) = placed {
+            self.placed_by_fleet = true;
             self.preferred_standby = placement.standby.and_then(|key| self.peer_by_key(key)).filter(|&i| i != active);
         }
         let (next, reason) = if silent || drained {
@@ -643,6 +648,9 @@ impl Edge {
     /// The first gateway before the active one that has answered, undrained, since long enough
     /// ago for the stream to return to it, and when it may.
     fn return_due(&self) -> Option<(usize, Instant)> {
+        if self.placed_by_fleet {
+            return None;
+        }
         let after = self.config.return_after?;
         self.peers[..self.active].iter().enumerate().find_map(|(i, p)| Some((i, p.answering_since? + after)))
     }
