@@ -27,6 +27,13 @@ fn with_standby(seed: u64, mode: Mode) -> PairSim {
     Sim::secure_with_standby(seed, config, &field_links(), &Security::new())
 }
 
+/// `auto` with a standby probed five times less often than the gateway carrying the stream.
+fn slow_standby(seed: u64) -> PairSim {
+    let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+    config.tuning.monitor.standby_probe_factor = 5;
+    Sim::secure_with_standby(seed, config, &field_links(), &Security::new())
+}
+
 fn standby_addr(sim: &PairSim) -> SocketAddr {
     sim.standby.as_ref().unwrap().addr
 }
@@ -77,9 +84,7 @@ fn probe_traffic(sim: &PairSim, gateway: usize) -> (u64, u64) {
 
 #[test]
 fn a_standby_is_probed_at_the_standby_rate_both_ways_until_it_carries_the_stream() {
-    let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
-    config.tuning.monitor.standby_probe_factor = 5;
-    let mut sim = Sim::secure_with_standby(26, config, &field_links(), &Security::new());
+    let mut sim = slow_standby(26);
     sim.stream(1.0, 9.0, 2.0, 1000);
     sim.schedule(6.0, Action::GatewayCut);
     sim.run_until(3.0);
@@ -113,9 +118,7 @@ fn standby_links_usable(sim: &PairSim) -> Vec<(LinkId, bool)> {
 
 #[test]
 fn a_standby_gateways_links_stay_up_while_probed_at_the_standby_pace() {
-    let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
-    config.tuning.monitor.standby_probe_factor = 5;
-    let mut sim = Sim::secure_with_standby(28, config, &field_links(), &Security::new());
+    let mut sim = slow_standby(28);
     sim.stream(1.0, 6.0, 2.0, 1000);
     // Sampled every 100 ms from 2 s to 6 s: the standby gateway's links, probed five times less
     // often than the carrying gateway's, never go down.
@@ -322,6 +325,39 @@ fn a_drained_gateway_hands_the_stream_to_the_standby_losing_and_repeating_nothin
         assert_eq!(r.duplicated, 0, "seed {seed}: make-before-break sends nothing twice: {r}");
         assert!(stall <= Duration::from_millis(50), "seed {seed}: the stream stalled {stall:?}");
     }
+}
+
+/// Each link's rate, as the congestion control of the session with the gateway at `index`
+/// has it.
+fn link_rates(sim: &PairSim, index: usize) -> Vec<(LinkId, u64)> {
+    let (_, session) = sim.edge.gateways().nth(index).unwrap();
+    let session = session.expect("a session with the gateway");
+    session.links().map(|l| (l, session.link_estimate(l).unwrap().rate_bps)).collect()
+}
+
+#[test]
+fn the_session_that_takes_a_stream_over_starts_from_the_rates_the_carrying_one_measured() {
+    // The uplinks are the same whichever gateway is behind them: what the carrying session
+    // measured is what the next one can send, not the rate its session kept from before (a
+    // default, or what a cut drained it to), which would spill the stream onto slower links.
+    let mut sim = with_standby(34, Mode::Auto);
+    // Enough to load every link (20, 10 and 8 Mbit/s), so that each rate is measured.
+    sim.stream(1.0, 8.0, 24.0, 1200);
+    sim.run_until(4.0);
+    sim.gateway.set_draining(true);
+    let mut before = link_rates(&sim, 0);
+    for step in 1..=2000 {
+        sim.run_until(4.0 + f64::from(step) * 0.0005);
+        if sim.edge.active_gateway() == standby_addr(&sim) {
+            break;
+        }
+        before = link_rates(&sim, 0);
+    }
+    assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "the drain moved the stream");
+    let after = link_rates(&sim, 1);
+    println!("carrying session's rates {before:?}, the next one's once it carries {after:?}");
+    assert!(before.iter().any(|&(_, r)| r != braid::scheduler::DEFAULT_LINK_RATE_BPS), "nothing measured: {before:?}");
+    assert_eq!(after, before, "the session that took the stream over kept its own rates");
 }
 
 #[test]

@@ -202,6 +202,24 @@ impl RateControl {
         }
     }
 
+    /// Starts again from `rate_bps`, what another controller measured on the same uplink (the
+    /// stream moved to this session's peer from another's): what this one kept from when it
+    /// last carried is stale. Its delivery and queue history go with it; its minimum RTT (a
+    /// property of its own path) stays.
+    pub fn adopt_rate(&mut self, now: Instant, rate_bps: u64) {
+        let ceiling = self.ceiling_bps.unwrap_or(f64::INFINITY);
+        self.rate_bps = (rate_bps as f64).min(ceiling).max(self.tuning.min_rate_bps);
+        self.recent.clear();
+        self.delivered.clear();
+        self.last_peer_ts = None;
+        self.sent.clear();
+        self.busy = false;
+        self.queues.clear();
+        self.next_update = now + self.tuning.update_interval;
+        self.last_drain = None;
+        self.phase = Phase::Starting;
+    }
+
     /// The rate the link may be given, in bits per second.
     pub fn rate_bps(&self) -> u64 {
         self.rate_bps as u64

@@ -387,6 +387,9 @@ pub struct LinkMonitor {
     data_unanswered: Option<Instant>,
     /// A shorter probe interval, in force from the next packet received.
     faster_interval: Option<Duration>,
+    /// The probe interval the link started with (the carrying pace): the smoothed RTT's gain is
+    /// set for it, and weighs a sample more when probes come less often.
+    carrying_interval: Duration,
 }
 
 impl LinkMonitor {
@@ -424,6 +427,7 @@ impl LinkMonitor {
             data_unanswered: None,
             last_report: None,
             faster_interval: None,
+            carrying_interval: tuning.probe_interval,
         }
     }
 
@@ -775,8 +779,18 @@ impl LinkMonitor {
             }
             Some(srtt) => {
                 let deviation = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + deviation) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
+                let pace = self.tuning.probe_interval.as_secs_f64() / self.carrying_interval.as_secs_f64();
+                if pace > 1.0 {
+                    // Probed `pace` times less often (a standby): one sample counts as `pace`
+                    // would at the carrying pace, so the estimates follow the path as fast in
+                    // time.
+                    let (keep_var, keep_rtt) = (0.75_f64.powf(pace), 0.875_f64.powf(pace));
+                    self.rttvar = self.rttvar.mul_f64(keep_var) + deviation.mul_f64(1.0 - keep_var);
+                    self.srtt = Some(srtt.mul_f64(keep_rtt) + rtt.mul_f64(1.0 - keep_rtt));
+                } else {
+                    self.rttvar = (self.rttvar * 3 + deviation) / 4;
+                    self.srtt = Some((srtt * 7 + rtt) / 8);
+                }
             }
         }
     }
@@ -917,6 +931,35 @@ mod tests {
         m.on_packet_received(later, 4001, 100, 0);
         assert_eq!(m.on_report(later, &report), None, "the slow pace's probe took the link down");
         assert_eq!(m.state(), LinkState::Up);
+    }
+
+    /// The smoothed RTT after a path answered 280 ms (the replies after a cut) and then 30 ms
+    /// for a second, probed every `interval`.
+    fn srtt_after_a_spike(interval: Duration) -> Duration {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        m.set_probe_interval(interval);
+        let mut t = t0;
+        let probes = 1 + Duration::from_secs(1).as_nanos() / interval.as_nanos();
+        for seq in 0..probes as u32 {
+            let rtt = Duration::from_millis(if seq == 0 { 280 } else { 30 });
+            m.on_probe_sent(t, u64::from(seq));
+            m.on_probe_reply(t + rtt, seq);
+            t += interval;
+        }
+        m.quality().srtt.expect("answered")
+    }
+
+    #[test]
+    fn a_link_probed_at_the_standby_pace_smooths_its_rtt_over_the_same_time_not_the_same_count() {
+        let carrying = srtt_after_a_spike(PROBE_INTERVAL);
+        let standby = srtt_after_a_spike(PROBE_INTERVAL * 5);
+        // A session that takes the stream over schedules by what its standby pace learned: with
+        // one sample weighing as at the fast pace, a 280 ms spike would still count 5x as long.
+        assert!(
+            standby.abs_diff(carrying) <= Duration::from_millis(2),
+            "smoothed RTT {standby:?} at the standby pace, {carrying:?} at the carrying pace"
+        );
     }
 
     /// Probes every interval, answered, until the link is up; returns the time.

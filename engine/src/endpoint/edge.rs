@@ -551,8 +551,9 @@ impl Edge {
     /// old session stays to answer its gateway's NAKs for what it sent, so nothing is lost or
     /// sent twice. Returned: a gateway earlier in the list has answered, undrained, for
     /// [`EdgeConfig::return_after`]; the stream goes back to it make-before-break, as from a
-    /// drained one, unless a fleet has placed the edge (its placements decide then). Either way the LAN's addresses are announced through the new gateway, and
-    /// the old session is kept as a standby.
+    /// drained one, unless a fleet has placed the edge (its placements decide then). Either way
+    /// the LAN's addresses are announced through the new gateway, and the old session is kept
+    /// as a standby.
     fn choose_gateway(&mut self, now: Instant) {
         if self.first_answer_due.is_some_and(|due| due <= now) {
             self.first_answer_due = None;
@@ -590,12 +591,15 @@ impl Edge {
             Some(session) => session.take_queued(),
             None => Vec::new(),
         };
-        if let Some(session) = self.peers[active].session.as_mut() {
+        let rates = self.peers[active].session.as_mut().map_or_else(Vec::new, |session| {
             session.set_standby(now, true);
-        }
+            session.link_rates()
+        });
         self.active = next;
         let to = self.peers[next].address;
         if let Some(session) = self.peers[next].session.as_mut() {
+            // The uplinks are the same: what the old session measured on them holds.
+            session.adopt_link_rates(now, &rates);
             session.set_standby(now, false);
             for frame in &frames {
                 // Refused frames are counted by the session.

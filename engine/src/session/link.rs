@@ -187,8 +187,9 @@ impl Link {
         self
     }
 
-    /// A new link of a session with `config`, steered and probing its path as the config says;
-    /// `remote` is `None` until the peer's first packet on it (at the gateway).
+    /// A new link of a session with `config`, steered and probing its path as the config says,
+    /// probed every `probe_interval` (the session's pace: slower for a standby); `remote` is
+    /// `None` until the peer's first packet on it (at the gateway).
     pub(super) fn of(
         config: &super::SessionConfig,
         id: LinkId,
@@ -196,10 +197,13 @@ impl Link {
         rate_bps: Option<u64>,
         remote: Option<SocketAddr>,
         first_probe: Instant,
+        probe_interval: Duration,
     ) -> Self {
-        Self::new(id, priority, rate_bps, remote, first_probe, &config.tuning)
+        let mut link = Self::new(id, priority, rate_bps, remote, first_probe, &config.tuning)
             .steered(config.mode.spreads_by_capacity())
-            .path_mtu(first_probe, config.max_datagram, config.probe_mtu)
+            .path_mtu(first_probe, config.max_datagram, config.probe_mtu);
+        link.monitor.set_probe_interval(probe_interval);
+        link
     }
 
     pub(super) const fn steered(mut self, steered: bool) -> Self {
@@ -218,13 +222,14 @@ impl Link {
     }
 
     /// The peer restarted: the link's packet numbers, replay window and measurements start
-    /// afresh, and it probes at once.
-    pub(super) fn restart(&mut self, now: Instant, tuning: &Tuning) {
+    /// afresh, and it probes at once, and then every `probe_interval` (the session's pace).
+    pub(super) fn restart(&mut self, now: Instant, tuning: &Tuning, probe_interval: Duration) {
         let carrier = self.monitor.carrier();
         self.rx.replay = SeqWindow::new(PATH_REPLAY_WINDOW);
         self.tx.next_pn = 0;
         self.owed.reply = None;
         self.monitor = LinkMonitor::new(now, tuning.monitor);
+        self.monitor.set_probe_interval(probe_interval);
         if !carrier {
             self.monitor.on_carrier(now, false);
         }
@@ -505,7 +510,7 @@ mod tests {
         l.rx.replay.mark(42);
         l.owed.reply = Some((1, 2));
         l.monitor.on_carrier(now, false);
-        l.restart(now + Duration::from_secs(1), &Tuning::default());
+        l.restart(now + Duration::from_secs(1), &Tuning::default(), PROBE_INTERVAL);
         assert_eq!(l.tx.next_pn, 0);
         assert_eq!(l.rx.replay.highest(), None);
         assert_eq!(l.owed.reply, None);

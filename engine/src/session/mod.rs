@@ -276,8 +276,15 @@ impl Session {
             // Spread the first probes over the first interval so links do not tick in lockstep.
             let interval = config.tuning.monitor.probe_interval;
             let offset = Duration::from_micros(rng.below(interval.as_micros() as u64 / 4));
-            links[slot] =
-                Some(Link::of(&config, link.id, link.priority, link.rate_bps, Some(link.remote), now + offset));
+            links[slot] = Some(Link::of(
+                &config,
+                link.id,
+                link.priority,
+                link.rate_bps,
+                Some(link.remote),
+                now + offset,
+                interval,
+            ));
         }
         let window = SeqWindow::for_budget(config.latency_budget, config.max_frame_rate);
         Ok(Self {
@@ -452,8 +459,7 @@ impl Session {
         self.retired_pn = [0; MAX_LINKS];
         let interval = self.probe_interval();
         for link in self.links.iter_mut().flatten() {
-            link.restart(now, &self.config.tuning);
-            link.monitor.set_probe_interval(interval);
+            link.restart(now, &self.config.tuning, interval);
         }
     }
 
@@ -510,6 +516,21 @@ impl Session {
     /// A link's congestion controller's estimates.
     pub fn link_estimate(&self, link: LinkId) -> Option<crate::cc::Estimate> {
         self.link(link).map(|l| l.tx.cc.estimate())
+    }
+
+    /// Each link's rate, as its congestion control has it now.
+    pub fn link_rates(&self) -> Vec<(LinkId, u64)> {
+        self.links.iter().flatten().map(|l| (l.id, l.tx.cc.rate_bps())).collect()
+    }
+
+    /// Takes up the rates another session measured on the same uplinks (`link_rates` of the
+    /// one that carried the stream until now): they are this session's rates from here on.
+    pub fn adopt_link_rates(&mut self, now: Instant, rates: &[(LinkId, u64)]) {
+        for &(id, rate) in rates {
+            if let Some(link) = self.links.iter_mut().flatten().find(|l| l.id == id) {
+                link.tx.cc.adopt_rate(now, rate);
+            }
+        }
     }
 
     /// A link's counters.
@@ -606,9 +627,9 @@ impl Session {
         if self.links[slot].is_some() {
             return Err(SetupError::DuplicateLink(link.id.get()));
         }
-        let mut added = Link::of(&self.config, link.id, link.priority, link.rate_bps, Some(link.remote), now);
+        let pace = self.probe_interval();
+        let mut added = Link::of(&self.config, link.id, link.priority, link.rate_bps, Some(link.remote), now, pace);
         added.tx.next_pn = self.retired_pn[slot];
-        added.monitor.set_probe_interval(self.probe_interval());
         self.links[slot] = Some(added);
         self.config.links.push(*link);
         Ok(())

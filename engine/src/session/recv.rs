@@ -62,10 +62,8 @@ impl Session {
 
         // Authenticated: from here on the packet may change state.
         if self.links[slot].is_none() {
-            let mut learned = Link::of(&self.config, via, 0, None, None, now);
             // A link learned while the session is a standby is probed, and judged, at its pace.
-            learned.monitor.set_probe_interval(self.probe_interval());
-            self.links[slot] = Some(learned);
+            self.links[slot] = Some(Link::of(&self.config, via, 0, None, None, now, self.probe_interval()));
         }
         if self.peer_standby && repr.protocol == Protocol::Ethernet {
             // Data goes to the gateway that carries the stream: the edge took this one up.
