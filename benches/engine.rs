@@ -6,6 +6,11 @@
 //!   `poll_frame` (open, replay check, dedup, reorder).
 //! * `aead_seal_open`: the bare AEAD, seal then open, for both ciphers: the floor under the two
 //!   above.
+//! * `fec_encode`, `fec_decode`: forward error correction per frame, for blocks of
+//!   [`FEC_ORIGINALS`] frames of 1316 bytes (MPEG-TS over UDP) with [`FEC_PARITY`] recovery
+//!   shards: encoding is each frame into the encoder plus its share of the block's recovery
+//!   shards; decoding is each frame of a block that lost [`FEC_PARITY`] of them into the decoder,
+//!   the recovery shards, and the rebuilding, divided by the frames of the block.
 //!
 //! Run with `cargo bench --bench engine`; quote medians, and compare against `aead_seal_open`
 //! from the same run rather than against figures from another machine.
@@ -15,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use braid::crypto::{Aead, Cipher, PathNonce, Protection};
+use braid::fec::{FecDecoder, FecEncoder};
 use braid::wire::GRE_HEADER_LEN;
 use braid::{LinkConfig, LinkId, PacketNumber, Role, Session, SessionConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -156,5 +162,69 @@ fn aead_seal_open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, edge_seal, gateway_open, aead_seal_open);
+/// Frames per FEC block in the benches.
+const FEC_ORIGINALS: usize = 10;
+/// Recovery shards per FEC block in the benches.
+const FEC_PARITY: usize = 2;
+/// An MPEG-TS datagram's payload: seven 188-byte packets.
+const TS_FRAME: usize = 1316;
+
+fn fec_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fec_encode");
+    group.throughput(Throughput::Bytes(TS_FRAME as u64));
+    group.bench_function(BenchmarkId::from_parameter(TS_FRAME), |b| {
+        let mut encoder = FecEncoder::new(FEC_ORIGINALS, FEC_PARITY).expect("counts in range");
+        let frame = frame(TS_FRAME);
+        let mut seq = 0;
+        b.iter(|| {
+            seq += 1;
+            black_box(encoder.push(seq, black_box(&frame)).expect("a frame in range"));
+        });
+    });
+    group.finish();
+}
+
+fn fec_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fec_decode");
+    group.throughput(Throughput::Bytes((TS_FRAME * FEC_ORIGINALS) as u64));
+    let frames: Vec<Vec<u8>> = (0..FEC_ORIGINALS)
+        .map(|i| {
+            let mut f = frame(TS_FRAME);
+            f[20] = i as u8;
+            f
+        })
+        .collect();
+    // Each iteration decodes one block, FEC_ORIGINALS frames: criterion's time per iteration,
+    // divided by FEC_ORIGINALS, is the cost per frame.
+    group.bench_function(BenchmarkId::new("block", TS_FRAME), |b| {
+        let mut block = 0u64;
+        let mut decoder = FecDecoder::new(4 * FEC_ORIGINALS);
+        let mut encoder = FecEncoder::new(FEC_ORIGINALS, FEC_PARITY).expect("counts in range");
+        b.iter_batched(
+            || {
+                block += 1;
+                let first = block * FEC_ORIGINALS as u64;
+                let mut parity = Vec::new();
+                for (i, f) in frames.iter().enumerate() {
+                    parity.extend(encoder.push(first + i as u64, f).expect("a frame in range"));
+                }
+                (first, parity)
+            },
+            |(first, parity)| {
+                for (i, f) in frames.iter().enumerate().skip(FEC_PARITY) {
+                    black_box(decoder.on_frame(first + i as u64, f));
+                }
+                let mut rebuilt = 0;
+                for shard in &parity {
+                    rebuilt += decoder.on_parity(shard).expect("the encoder's own shards").len();
+                }
+                assert_eq!(rebuilt, FEC_PARITY, "the lost frames are rebuilt");
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, edge_seal, gateway_open, aead_seal_open, fec_encode, fec_decode);
 criterion_main!(benches);

@@ -6,10 +6,13 @@
 //! * [`SeqWindow`] agrees with a set of marked numbers plus the highest.
 //! * [`ReorderBuffer`] releases each frame at most once, in ascending order, and loses nothing
 //!   when the hold outlasts the whole arrival span.
+//! * [`FecDecoder`] takes any bytes as a recovery shard without panicking, and rebuilds exactly
+//!   the frames lost from a block when no more than its recovery shards are.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use braid::fec::{FecDecoder, FecEncoder};
 use braid::reorder::ReorderBuffer;
 use braid::window::{MIN_WINDOW, SeqWindow, Verdict};
 use braid::wire::{
@@ -296,5 +299,40 @@ proptest! {
             prop_assert_eq!(stats.lost, 0);
             prop_assert_eq!(released, inserted.into_iter().collect::<Vec<_>>());
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_as_a_recovery_shard_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut decoder = FecDecoder::new(64);
+        decoder.on_frame(3, b"a frame");
+        let _ = decoder.on_parity(&bytes);
+    }
+
+    #[test]
+    fn any_loss_within_the_recovery_count_is_rebuilt(
+        lens in proptest::collection::vec(1usize..1500, 1..20),
+        parity in 1usize..6,
+        lost_bits in any::<u64>(),
+    ) {
+        let frames: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
+        let mut encoder = FecEncoder::new(frames.len(), parity).expect("counts in range");
+        let mut shards = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            shards.extend(encoder.push(1000 + i as u64, frame).expect("frames in range"));
+        }
+        let lost: Vec<usize> = (0..frames.len()).filter(|i| (lost_bits >> i) & 1 == 1).take(parity).collect();
+        let mut decoder = FecDecoder::new(64);
+        let mut rebuilt = Vec::new();
+        for (i, frame) in frames.iter().enumerate().filter(|(i, _)| !lost.contains(i)) {
+            rebuilt.extend(decoder.on_frame(1000 + i as u64, frame));
+        }
+        for shard in &shards {
+            rebuilt.extend(decoder.on_parity(shard).expect("the encoder's own shards"));
+        }
+        rebuilt.sort();
+        let expected: Vec<(u64, Vec<u8>)> = lost.iter().map(|&i| (1000 + i as u64, frames[i].clone())).collect();
+        prop_assert_eq!(rebuilt, expected);
     }
 }

@@ -11,6 +11,7 @@
 //! * [`crypto`]: the seal/open trait and its AEAD implementation;
 //! * [`window`]: the dedup/replay window;
 //! * [`reorder`]: the time-bounded reorder buffer;
+//! * [`fec`]: forward error correction over short blocks of frames (systematic Reed-Solomon);
 //! * [`monitor`]: per-link liveness and quality;
 //! * [`scheduler`]: which links carry each frame (policy behind one trait);
 //! * [`session`]: the state machine that composes them;
@@ -22,6 +23,7 @@ pub mod calendar;
 pub mod cc;
 pub mod crypto;
 pub mod endpoint;
+pub mod fec;
 pub mod fragment;
 pub mod handshake;
 pub mod keys;

@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use braid_engine::fec::{FecDecoder, ParityHeader};
 use braid_engine::crypto::Cipher;
 use braid_engine::stats::SessionStats;
 use braid_engine::wire::{
@@ -72,6 +73,17 @@ pub fn parse_datagram(data: &[u8]) {
 }
 
 fn parse_payload(payload: &[u8]) {
+    if let Ok((header, shard)) = ParityHeader::parse(payload) {
+        let mut out = Vec::new();
+        header.emit(&mut out);
+        assert_eq!(out[..], payload[..out.len()], "recovery shard header does not round-trip");
+        assert_eq!(shard.len(), usize::from(header.shard_len));
+    }
+    // As a recovery shard of a block the decoder holds frames of: it rebuilds, refuses or
+    // waits, and never panics.
+    let mut decoder = FecDecoder::new(64);
+    decoder.on_frame(0, payload.get(..40).unwrap_or(payload));
+    let _ = decoder.on_parity(payload);
     if let Ok((header, frame)) = DataHeader::parse(payload) {
         let mut out = [0u8; braid_engine::wire::DATA_HEADER_LEN];
         header.emit(&mut out).expect("the buffer holds a data header");
