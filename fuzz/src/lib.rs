@@ -25,8 +25,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use braid_engine::fec::{FecDecoder, ParityHeader};
 use braid_engine::crypto::Cipher;
+use braid_engine::fec::{FecDecoder, ParityHeader};
 use braid_engine::stats::SessionStats;
 use braid_engine::wire::{
     ControlHeader, ControlMessage, ControlMessages, DataHeader, GRE_HEADER_LEN, GrePacket, GreRepr,
