@@ -204,20 +204,18 @@ impl RateControl {
 
     /// Starts again from `rate_bps`, what another controller measured on the same uplink (the
     /// stream moved to this session's peer from another's): what this one kept from when it
-    /// last carried is stale. Its delivery and queue history go with it; its minimum RTT (a
-    /// property of its own path) stays.
+    /// last carried is stale. It starts as a new controller would, but at that rate and keeping
+    /// its own path's RTT measurements (its minimum, smoothed RTT and spread).
     pub fn adopt_rate(&mut self, now: Instant, rate_bps: u64) {
-        let ceiling = self.ceiling_bps.unwrap_or(f64::INFINITY);
-        self.rate_bps = (rate_bps as f64).min(ceiling).max(self.tuning.min_rate_bps);
-        self.recent.clear();
-        self.delivered.clear();
-        self.last_peer_ts = None;
-        self.sent.clear();
-        self.busy = false;
-        self.queues.clear();
-        self.next_update = now + self.tuning.update_interval;
-        self.last_drain = None;
-        self.phase = Phase::Starting;
+        let rate = (rate_bps as f64).min(self.ceiling_bps.unwrap_or(f64::INFINITY)).max(self.tuning.min_rate_bps);
+        *self = Self {
+            rate_bps: rate,
+            ceiling_bps: self.ceiling_bps,
+            min_rtt: std::mem::take(&mut self.min_rtt),
+            smoothed: self.smoothed,
+            spread: self.spread,
+            ..Self::new(now, rate_bps, None, self.tuning)
+        };
     }
 
     /// The rate the link may be given, in bits per second.

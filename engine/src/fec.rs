@@ -142,6 +142,12 @@ fn original_shard(frame: &[u8], shard_len: usize, out: &mut Vec<u8>) -> Result<(
     Ok(())
 }
 
+/// Frame `seq` among the `recent` ones (sorted by sequence), if it was received.
+fn received(recent: &VecDeque<(u64, Vec<u8>)>, seq: u64) -> Option<&[u8]> {
+    let at = recent.partition_point(|(s, _)| *s < seq);
+    recent.get(at).filter(|(s, _)| *s == seq).map(|(_, f)| f.as_slice())
+}
+
 /// The sender's side: frames in, recovery shards (header included) out, a block at a time.
 pub struct FecEncoder {
     originals: usize,
@@ -349,8 +355,7 @@ impl FecDecoder {
     }
 
     fn frame(&self, seq: u64) -> Option<&[u8]> {
-        let at = self.recent.partition_point(|(s, _)| *s < seq);
-        self.recent.get(at).filter(|(s, _)| *s == seq).map(|(_, f)| f.as_slice())
+        received(&self.recent, seq)
     }
 
     /// The frames of the block that have not been received.
@@ -361,18 +366,16 @@ impl FecDecoder {
     /// Rebuilds the block starting at `first` if it has enough pieces: the rebuilt frames, which
     /// also join the recent ones. A block that cannot be decoded is dropped.
     fn try_rebuild(&mut self, first: u64) -> Vec<(u64, Vec<u8>)> {
-        let Some(pending) = self.pending.get(&first) else { return Vec::new() };
+        let Some(pending) = self.pending.remove(&first) else { return Vec::new() };
         let header = pending.header;
         let missing = self.missing(&header);
         if missing.is_empty() {
-            self.pending.remove(&first);
             return Vec::new();
         }
-        let originals = usize::from(header.originals);
-        if originals - missing.len() + pending.recovery.len() < originals {
+        if pending.recovery.len() < missing.len() {
+            self.pending.insert(first, pending);
             return Vec::new();
         }
-        let pending = self.pending.remove(&first).unwrap_or_else(|| unreachable!("looked up above"));
         let rebuilt = self.decode(&header, &pending.recovery, &missing).unwrap_or_default();
         for (seq, frame) in &rebuilt {
             self.on_frame(*seq, frame);
@@ -398,8 +401,7 @@ impl FecDecoder {
             }
         };
         for (i, seq) in (header.first..header.first + originals as u64).enumerate() {
-            let at = self.recent.partition_point(|(s, _)| *s < seq);
-            let Some((_, frame)) = self.recent.get(at).filter(|(s, _)| *s == seq) else { continue };
+            let Some(frame) = received(&self.recent, seq) else { continue };
             original_shard(frame, shard_len, &mut self.shard)?;
             codec.add_original_shard(i, &self.shard).map_err(|_| FecError::Codec)?;
         }

@@ -527,7 +527,7 @@ impl Session {
     /// one that carried the stream until now): they are this session's rates from here on.
     pub fn adopt_link_rates(&mut self, now: Instant, rates: &[(LinkId, u64)]) {
         for &(id, rate) in rates {
-            if let Some(link) = self.links.iter_mut().flatten().find(|l| l.id == id) {
+            if let Some(link) = self.link_mut(id) {
                 link.tx.cc.adopt_rate(now, rate);
             }
         }
