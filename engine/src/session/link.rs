@@ -385,13 +385,15 @@ impl Link {
             usable_since: self.monitor.usable_since(),
             carrier: self.monitor.carrier(),
             // The path's own delay and its usual jitter; the queue we add is the model's
-            // (`queue_delay`), so it is not counted twice.
-            one_way_delay: self
-                .tx
-                .cc
-                .min_rtt()
-                .or(quality.srtt)
-                .map_or(Duration::from_millis(50), |rtt| rtt / 2 + quality.jitter),
+            // (`queue_delay`), so it is not counted twice. The controller's minimum of data
+            // round trips, but never above the probes' smoothed RTT: a first round trip held
+            // up (an LTE modem waking, an ARP request lost) would otherwise keep the link out
+            // of every choice, and with no data on it no data round trip would correct it.
+            one_way_delay: match (self.tx.cc.min_rtt(), quality.srtt) {
+                (Some(min), Some(srtt)) => Some(min.min(srtt)),
+                (min, srtt) => min.or(srtt),
+            }
+            .map_or(Duration::from_millis(50), |rtt| rtt / 2 + quality.jitter),
             rate_bps,
             queue_delay: self.backlog_delay(),
             loss: quality.tx_loss,
@@ -516,6 +518,27 @@ mod tests {
         assert_eq!(l.owed.reply, None);
         assert!(!l.monitor.carrier(), "a link without carrier stays without it");
         assert_eq!(l.owed.next_probe, now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_first_round_trip_held_up_does_not_keep_the_link_out_of_the_schedulers_choice() {
+        // The first data on an LTE modem waking from idle (or behind a lost ARP request) comes
+        // back after a second; every probe since has taken 150 ms. With no data on the link, no
+        // data round trip corrects the controller's minimum.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        l.tx.cc.on_rtt(t0 + Duration::from_secs(1), Duration::from_secs(1));
+        let mut t = t0 + Duration::from_secs(1);
+        for seq in 0..20 {
+            l.monitor.on_probe_sent(t, seq);
+            t += Duration::from_millis(150);
+            l.monitor.on_packet_received(t, seq, 100, 0);
+            l.monitor.on_probe_reply(t, seq as u32);
+        }
+        assert_eq!(l.tx.cc.min_rtt(), Some(Duration::from_secs(1)), "no data round trip since");
+        let owd = l.view().one_way_delay;
+        assert!(owd <= Duration::from_millis(80), "one-way delay {owd:?}: the probes' 150 ms round trips");
     }
 
     #[test]
