@@ -297,6 +297,16 @@ EOF
         [[ $(edge_status | jq -r '[.gateways[].role] | join(",")' 2>/dev/null) == active,standby ]] ||
             die "the standby gateway did not answer: $(tail -3 "$RUN/gateway2.log")"
     fi
+    # The stream starts once every uplink is up, as an operator's does once the dashboard shows
+    # them: a link whose first ARP or probes were lost is still coming up, which no scenario
+    # measures. Past 10 s it starts anyway, and says so.
+    local all_up=false
+    for _ in $(seq 100); do
+        all_up=$(edge_status | jq --argjson n "$UPLINKS" '.session.links | length == $n and all(.state == "up")' 2>/dev/null)
+        [[ $all_up == true ]] && break
+        sleep 0.1
+    done
+    [[ $all_up == true ]] || log "not every uplink is up after 10 s: $(link_states)"
     log "tunnel up"
 }
 
