@@ -152,7 +152,7 @@ lab_tests! {
     bond_at_three_quarters_of_the_sum_sends_its_stream_in_full,
         goals bonding_adds_no_more_latency_at_the_99th_percentile_than_the_links_delay_spread_plus_30_ms
         => "bond-latency";
-    bond_over_links_with_2_percent_random_loss_loses_at_most_0_05_percent_for_at_most_15_percent_extra_bytes
+    bond_over_links_with_2_percent_random_loss_loses_at_most_0_01_percent_for_at_most_12_percent_extra_bytes
         => "bond-udp-loss";
     bond_loses_nothing_to_a_carrier_cut_and_at_most_a_ten_thousandth_to_a_blackhole => "bond-cut";
     auto_mode_through_the_cuts_sends_its_stream_in_full, goals auto_mode_loses_nothing_through_the_cuts => "auto-cut";

@@ -566,8 +566,8 @@ fn bond_with_2_percent_loss_on_every_link_at_three_quarters_of_the_sum_loses_alm
         let r = sim.report();
         let edge = sim.edge.stats();
         let extra = edge.data_bytes_extra as f64 / edge.data_bytes_first.max(1) as f64;
-        assert!(r.lost as f64 <= r.sent as f64 * 0.0005, "seed {seed}: {r}");
-        assert!(extra <= 0.15, "seed {seed}: extra {extra:.3}");
+        assert!(r.lost as f64 <= r.sent as f64 * 0.0001, "seed {seed}: {r}");
+        assert!(extra <= 0.12, "seed {seed}: extra {extra:.3}");
         (sent, lost, first, extra_bytes) =
             (sent + r.sent, lost + r.lost, first + edge.data_bytes_first, extra_bytes + edge.data_bytes_extra);
         worst = worst.max(r.lost as f64 * 100.0 / r.sent as f64);
@@ -677,36 +677,43 @@ fn most_delivered_within(sim: &Sim, window: Duration) -> usize {
 fn frames_held_behind_a_gap_leave_paced_at_twice_the_streams_rate() {
     // Bond at 28 Mbit/s of 1200-byte frames over the field links: each burst loss on lte-bad is
     // a gap until its frames are re-sent, and everything behind it is held, then released; once
-    // paced as the engine does, once with the pacing out of the way.
-    let run = |pace: bool| {
+    // paced as the engine does, once with the pacing out of the way. Over 8 seeds: how large
+    // the worst burst is depends on the seed's losses, the pacing on none of them.
+    let run = |seed: u64, pace: bool| {
         let mut config = SessionConfig { mode: Mode::Bond, ..SessionConfig::default() };
         if !pace {
             config.tuning.release.rate_factor = 1e9;
             config.tuning.release.burst = 1 << 30;
         }
-        let mut sim = Sim::unrated(4, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
+        let mut sim = Sim::unrated(seed, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
         sim.stream(1.0, 11.0, 28.0, 1200);
         sim.run_until(12.0);
         let r = sim.report();
         let most = most_delivered_within(&sim, Duration::from_millis(10));
         let held_most = sim.sink.held.iter().max().copied().unwrap_or_default();
         println!(
-            "RESULT scenario=sim-paced-release paced={pace} {r} most_in_10ms={most} held_max_ms={:.1}",
+            "RESULT scenario=sim-paced-release seed={seed} paced={pace} {r} most_in_10ms={most} held_max_ms={:.1}",
             ms(held_most)
         );
-        assert_eq!(r.lost, 0, "paced={pace}: {r}");
+        assert_eq!(r.lost, 0, "seed {seed} paced={pace}: {r}");
         (most, held_most, r.p99)
     };
-    let (paced, held, p99) = run(true);
-    let (unpaced, _, unpaced_p99) = run(false);
-    // The test means something only if a gap held more than the bucket: 50 ms at 2900 frames/s.
+    let (mut worst_paced, mut worst_unpaced, mut held, mut p99, mut unpaced_p99) = (0, 0, Duration::ZERO, 0.0, 0.0);
+    for seed in 1..=8 {
+        let (paced, seed_held, seed_p99) = run(seed, true);
+        let (unpaced, _, seed_unpaced_p99) = run(seed, false);
+        // The 64 KiB bucket (at 56 Mbit/s, 10 ms of it: 58 frames) and 10 ms more at twice the
+        // rate; the rate counts the re-sent frames that fill a gap as they arrive, a little
+        // above the stream's.
+        assert!(paced <= 130, "seed {seed}: {paced} frames left within 10 ms: not paced at twice the stream's rate");
+        (worst_paced, worst_unpaced, held) = (worst_paced.max(paced), worst_unpaced.max(unpaced), held.max(seed_held));
+        (p99, unpaced_p99) = (f64::max(p99, ms(seed_p99)), f64::max(unpaced_p99, ms(seed_unpaced_p99)));
+    }
+    // The test means something only if a gap held more than the bucket (50 ms at 2900 frames/s)
+    // and, unpaced, released at least twice what pacing lets out.
     assert!(held >= Duration::from_millis(50), "no gap held long enough ({held:?})");
-    assert!(unpaced >= 2 * paced, "{paced} frames left within 10 ms paced, {unpaced} unpaced");
-    // The 64 KiB bucket (at 56 Mbit/s, 10 ms of it: 58 frames) and 10 ms more at twice the
-    // rate; the rate counts the re-sent frames that fill a gap as they arrive, a little above
-    // the stream's.
-    assert!(paced <= 130, "{paced} frames left within 10 ms: not paced at twice the stream's rate");
-    println!("RESULT scenario=sim-paced-release-cost p99_ms={:.1} unpaced_p99_ms={:.1}", ms(p99), ms(unpaced_p99));
+    assert!(worst_unpaced >= 2 * worst_paced, "{worst_paced} frames left within 10 ms paced, {worst_unpaced} unpaced");
+    println!("RESULT scenario=sim-paced-release-cost worst_p99_ms={p99:.1} worst_unpaced_p99_ms={unpaced_p99:.1}");
 }
 
 #[test]

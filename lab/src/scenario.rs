@@ -702,7 +702,7 @@ pub static ALL: &[Scenario] = &[
         mode: Mode::Bond,
         links: ["preset=dsl loss=0.02", "preset=lte-good loss=0.02", "preset=lte-bad loss=0.02"],
         stream: Stream::Udp { mbps: 28.5, secs: 20 },
-        bounds: &[SENT_IN_FULL, at_most("loss_pct", 0.05), at_most("extra_pct", 15.0)],
+        bounds: &[SENT_IN_FULL, at_most("loss_pct", 0.01), at_most("extra_pct", 12.0)],
         ..BASE
     },
     Scenario {
