@@ -754,20 +754,33 @@ impl LinkMonitor {
     /// While data flows, when silence since the first data sent after the last arrival shows the
     /// link dead. The peer answers data within [`ACK_INTERVAL`], and probes the link every
     /// interval anyway; so the answer is due within the probe timeout, or within one probe
-    /// interval plus four jitters, whichever is sooner, plus [`ACK_INTERVAL`]. A path that lost
-    /// a run of answers behind a delay swing in the last [`ANSWER_WAIT_WINDOW`] is given half
-    /// again that longest wait (within the probe timeout): its pauses are its own, not death.
+    /// interval plus four jitters, whichever is sooner, plus [`ACK_INTERVAL`]
+    /// ([`Self::answer_due`]). A path that lost a run of answers behind a delay swing in the last
+    /// [`ANSWER_WAIT_WINDOW`] is given half again that longest wait (within the probe timeout):
+    /// its pauses are its own, not death.
     fn data_deadline(&self) -> Option<Instant> {
+        let due = self.answer_due()?;
+        let seen = (self.answer_waits.longest() * 3 / 2).min(self.probe_timeout() + ACK_INTERVAL);
+        self.data_unanswered.map(|at| due.max(at + seen))
+    }
+
+    /// While data flows, when its answer is due, before the link's own pauses are allowed for.
+    fn answer_due(&self) -> Option<Instant> {
         // Before an RTT is measured nothing says when an answer is due.
         self.srtt?;
         let jitter = Duration::from_micros(self.delay.jitter_us as u64);
         // Never below one probe interval: on a link with a tiny RTT, a busy host's scheduling
         // would otherwise pass for a dead link.
         let interval = self.tuning.probe_interval;
-        let timeout = self.probe_timeout();
-        let fast = timeout.min(interval + jitter * 4 + self.tuning.min_rtt_margin).max(interval) + ACK_INTERVAL;
-        let seen = (self.answer_waits.longest() * 3 / 2).min(timeout + ACK_INTERVAL);
-        self.data_unanswered.map(|at| at + fast.max(seen))
+        let wait = self.probe_timeout().min(interval + jitter * 4 + self.tuning.min_rtt_margin).max(interval);
+        self.data_unanswered.map(|at| at + wait + ACK_INTERVAL)
+    }
+
+    /// Whether data on the link waits past its answer's due time ([`Self::answer_due`]), though
+    /// the link may not be down yet. One link's pause is its own; every link of a session
+    /// overdue at once is its peer gone, which no one path's pauses explain.
+    pub fn answer_overdue(&self, now: Instant) -> bool {
+        self.state != LinkState::Down && self.answer_due().is_some_and(|due| now >= due)
     }
 
     fn check_liveness(&mut self, now: Instant) -> Option<Transition> {
@@ -1187,6 +1200,7 @@ mod tests {
         let pauses = [(1000, 70), (2000, 100), (3000, 140)];
         let start_data = t;
         let mut seq = 1000;
+        let mut overdue_in_pause = false;
         for step in 0..2000u64 {
             let ms = step * 2;
             m.on_data_sent(t, seq, Duration::ZERO);
@@ -1197,8 +1211,12 @@ mod tests {
             }
             m.handle_timeout(t);
             assert!(m.state().is_usable(), "went {:?} {ms} ms into the data, pauses {pauses:?}", m.state());
+            assert!(!m.answer_overdue(t) || paused, "overdue {ms} ms into the data, outside a pause");
+            overdue_in_pause |= m.answer_overdue(t);
             t = start_data + Duration::from_millis(ms + 2);
         }
+        // Up, but overdue by the answer's due time alone: every link so at once is the peer gone.
+        assert!(overdue_in_pause, "the longest pause was never past the answer's due time");
         // A blackhole now is still found within the probe timeout.
         let cut = t;
         while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
