@@ -83,9 +83,6 @@ pub const MIN_LOSS_SAMPLES: u64 = 20;
 pub const DELAY_WINDOW: Duration = Duration::from_secs(2);
 /// Buckets of the delay window.
 pub const DELAY_BUCKETS: usize = 4;
-/// The longest wait for an answer to data is remembered over this window (in
-/// [`DELAY_BUCKETS`] buckets): a lossy, jittery path shows its pauses more rarely than its delay.
-pub const ANSWER_WAIT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Outstanding probes remembered per link.
 const MAX_OUTSTANDING: usize = 64;
@@ -342,34 +339,6 @@ impl DelayWindow {
     }
 }
 
-/// The longest the peer's answers kept data waiting, over [`ANSWER_WAIT_WINDOW`].
-#[derive(Debug, Default)]
-struct AnswerWaits {
-    buckets: VecDeque<(Instant, Duration)>,
-}
-
-impl AnswerWaits {
-    /// An arrival at `now`, answering data that had waited `wait` (if any was waiting).
-    fn push(&mut self, now: Instant, wait: Option<Duration>) {
-        while self.buckets.front().is_some_and(|(start, _)| now.saturating_duration_since(*start) >= ANSWER_WAIT_WINDOW)
-        {
-            self.buckets.pop_front();
-        }
-        let Some(wait) = wait else { return };
-        let bucket_len = ANSWER_WAIT_WINDOW / DELAY_BUCKETS as u32;
-        match self.buckets.back_mut() {
-            Some((start, longest)) if now.saturating_duration_since(*start) < bucket_len => {
-                *longest = (*longest).max(wait);
-            }
-            _ => self.buckets.push_back((now, wait)),
-        }
-    }
-
-    fn longest(&self) -> Duration {
-        self.buckets.iter().map(|&(_, wait)| wait).max().unwrap_or_default()
-    }
-}
-
 /// Liveness and quality of one link.
 #[derive(Debug)]
 pub struct LinkMonitor {
@@ -416,7 +385,6 @@ pub struct LinkMonitor {
     last_report: Option<Instant>,
     /// The first data packet sent since anything arrived on this link.
     data_unanswered: Option<Instant>,
-    answer_waits: AnswerWaits,
     /// A shorter probe interval, in force from the next packet received.
     faster_interval: Option<Duration>,
     /// The probe interval the link started with (the carrying pace): the smoothed RTT's gain is
@@ -457,7 +425,6 @@ impl LinkMonitor {
             tx_rebase: Rebase::Done,
             unconfirmed: None,
             data_unanswered: None,
-            answer_waits: AnswerWaits::default(),
             last_report: None,
             faster_interval: None,
             carrying_interval: tuning.probe_interval,
@@ -623,7 +590,6 @@ impl LinkMonitor {
             // the next packet sent.
             self.unconfirmed = None;
         }
-        self.answer_waits.push(now, self.data_unanswered.map(|at| now.saturating_duration_since(at)));
         self.data_unanswered = None;
         self.rx_rebase = false;
         self.rx_highest = Some(self.rx_highest.map_or(seq, |h| h.max(seq)));
@@ -754,18 +720,8 @@ impl LinkMonitor {
     /// While data flows, when silence since the first data sent after the last arrival shows the
     /// link dead. The peer answers data within [`ACK_INTERVAL`], and probes the link every
     /// interval anyway; so the answer is due within the probe timeout, or within one probe
-    /// interval plus four jitters, whichever is sooner, plus [`ACK_INTERVAL`]
-    /// ([`Self::answer_due`]). A path that lost a run of answers behind a delay swing in the last
-    /// [`ANSWER_WAIT_WINDOW`] is given half again that longest wait (within the probe timeout):
-    /// its pauses are its own, not death.
+    /// interval plus four jitters, whichever is sooner, plus [`ACK_INTERVAL`].
     fn data_deadline(&self) -> Option<Instant> {
-        let due = self.answer_due()?;
-        let seen = (self.answer_waits.longest() * 3 / 2).min(self.probe_timeout() + ACK_INTERVAL);
-        self.data_unanswered.map(|at| due.max(at + seen))
-    }
-
-    /// While data flows, when its answer is due, before the link's own pauses are allowed for.
-    fn answer_due(&self) -> Option<Instant> {
         // Before an RTT is measured nothing says when an answer is due.
         self.srtt?;
         let jitter = Duration::from_micros(self.delay.jitter_us as u64);
@@ -774,13 +730,6 @@ impl LinkMonitor {
         let interval = self.tuning.probe_interval;
         let wait = self.probe_timeout().min(interval + jitter * 4 + self.tuning.min_rtt_margin).max(interval);
         self.data_unanswered.map(|at| at + wait + ACK_INTERVAL)
-    }
-
-    /// Whether data on the link waits past its answer's due time ([`Self::answer_due`]), though
-    /// the link may not be down yet. One link's pause is its own; every link of a session
-    /// overdue at once is its peer gone, which no one path's pauses explain.
-    pub fn answer_overdue(&self, now: Instant) -> bool {
-        self.state != LinkState::Down && self.answer_due().is_some_and(|due| now >= due)
     }
 
     fn check_liveness(&mut self, now: Instant) -> Option<Transition> {
@@ -1175,60 +1124,6 @@ mod tests {
             + Duration::from_millis(4);
         assert!(detection <= bound, "detected after {detection:?}, bound {bound:?}");
         assert!(detection < m.silence_timeout(), "faster than silence ({:?})", m.silence_timeout());
-    }
-
-    #[test]
-    fn a_busy_link_whose_answers_pause_now_and_then_is_given_half_again_its_longest_pause() {
-        // A lossy, jittery path 150 ms long: answers to data come every 10 ms, but now and then
-        // a run of them is lost behind a delay swing, each pause at most half again the longest
-        // before.
-        let t0 = start();
-        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
-        let rtt = Duration::from_millis(150);
-        let mut t = t0;
-        for seq in 0..100 {
-            m.on_probe_sent(t, seq);
-            t += rtt;
-            m.on_packet_received(t, seq, 100, 0);
-            m.on_probe_reply(t, seq as u32);
-            m.handle_timeout(t);
-            if m.state() == LinkState::Up {
-                break;
-            }
-        }
-        assert_eq!(m.state(), LinkState::Up);
-        let pauses = [(1000, 70), (2000, 100), (3000, 140)];
-        let start_data = t;
-        let mut seq = 1000;
-        let mut overdue_in_pause = false;
-        for step in 0..2000u64 {
-            let ms = step * 2;
-            m.on_data_sent(t, seq, Duration::ZERO);
-            seq += 1;
-            let paused = pauses.iter().any(|&(at, len)| ms > at && ms < at + len);
-            if ms % 10 == 0 && !paused {
-                m.on_packet_received(t, seq, 80, 0);
-            }
-            m.handle_timeout(t);
-            assert!(m.state().is_usable(), "went {:?} {ms} ms into the data, pauses {pauses:?}", m.state());
-            assert!(!m.answer_overdue(t) || paused, "overdue {ms} ms into the data, outside a pause");
-            overdue_in_pause |= m.answer_overdue(t);
-            t = start_data + Duration::from_millis(ms + 2);
-        }
-        // Up, but overdue by the answer's due time alone: every link so at once is the peer gone.
-        assert!(overdue_in_pause, "the longest pause was never past the answer's due time");
-        // A blackhole now is still found within the probe timeout.
-        let cut = t;
-        while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
-            m.on_data_sent(t, seq, Duration::ZERO);
-            seq += 1;
-            m.handle_timeout(t);
-            t += Duration::from_millis(2);
-        }
-        assert_eq!(m.state(), LinkState::Down);
-        let bound = m.probe_timeout() + ACK_INTERVAL + Duration::from_millis(4);
-        assert!(t - cut <= bound, "detected after {:?}, bound {bound:?}", t - cut);
-        assert!(t - cut < m.silence_timeout(), "faster than silence ({:?})", m.silence_timeout());
     }
 
     #[test]

@@ -560,7 +560,7 @@ impl Edge {
         }
         let active = self.active;
         let (silent, drained) = match &self.peers[active].session {
-            Some(session) => (session.peer_silent(now), session.peer_draining(now)),
+            Some(session) => (session.all_links_down(), session.peer_draining(now)),
             None => (self.first_answer_due.is_none(), false),
         };
         let placed = self.peers[active].session.as_ref().and_then(|s| s.peer_placement(now));

@@ -349,12 +349,6 @@ impl Session {
         self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down)
     }
 
-    /// Whether no link hears the peer: each is down, or its data waits past the answer's due
-    /// time. A pause on one path is that path's own; on every path at once, the peer is gone.
-    pub fn peer_silent(&self, now: Instant) -> bool {
-        self.links.iter().flatten().all(|l| l.monitor.state() == LinkState::Down || l.monitor.answer_overdue(now))
-    }
-
     /// Says on every probe, from now on or no longer, that this end is being drained.
     pub const fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
