@@ -248,6 +248,11 @@ up() {
         if [[ -n ${RETURN_AFTER:-} ]]; then gateways+="
 gateway_return_after_s: $RETURN_AFTER"; fi
     fi
+    local fec=""
+    if [[ -n ${FEC:-} ]]; then
+        IFS=: read -r block parity max_delay <<<"$FEC"
+        fec="fec: {block: $block, parity: $parity, max_delay_ms: $max_delay}"
+    fi
     cat >"$RUN/edge.yaml" <<EOF
 name: rig
 private_key_file: $RUN/edge.key
@@ -255,6 +260,7 @@ $gateways
 mode: ${MODE:-redundant}
 path_mtu: ${PATH_MTU:-1500}
 latency_budget_ms: ${BUDGET:-500}
+$fec
 bitrate_feed: 127.0.0.1:5600
 tap:
   name: braid0
@@ -610,7 +616,7 @@ engine_losses() {
     edge=$(edge_status |
         jq -r '.session.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",")' 2>/dev/null)
     gw=$(gateway_status "$GW_NS" |
-        jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-")"' 2>/dev/null)
+        jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-") gw_rebuilt=\(.frames_rebuilt // "-")"' 2>/dev/null)
     echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
 }
 
@@ -635,9 +641,11 @@ measure_baseline() {
 # key=value words).
 measure_udp() { # name
     local hook=${1//-/_} extra=""
+    if [[ ${LATENCY:-0} == 1 ]]; then latency_before; fi
     if declare -F "before_$hook" >/dev/null; then "before_$hook"; fi
     udp_stream "$RATE" "$SECS"
     if declare -F "extra_$hook" >/dev/null; then extra=$("extra_$hook"); fi
+    if [[ ${LATENCY:-0} == 1 ]]; then extra+="${extra:+ }$(latency_figures)"; fi
     stream_result "$1" "$extra"
 }
 
@@ -888,8 +896,8 @@ probed_datagrams() {
 # copies, from its status: `braid-labtool check` makes the mode's overhead of them (extra_pct).
 edge_data_bytes() {
     edge_status |
-        jq -r '.session | "data_bytes_extra=\(.data_bytes_extra // "-") data_bytes_first=\(.data_bytes_first // "-")"' 2>/dev/null ||
-        echo "data_bytes_extra=- data_bytes_first=-"
+        jq -r '.session | "data_bytes_extra=\(.data_bytes_extra // "-") data_bytes_first=\(.data_bytes_first // "-") fec_bytes=\(.fec_bytes // "-")"' 2>/dev/null ||
+        echo "data_bytes_extra=- data_bytes_first=- fec_bytes=-"
 }
 
 # iperf3 TCP goodput cam → ingest at the receiver, bit/s ("-" if the test failed). A server of
@@ -968,8 +976,8 @@ link_rtts() {
 # links' median one-way delays, measured before the stream, plus 30 ms; what bonding adds is the
 # p99 above the fastest link's. link_owd_p99_ms shows how far each link's own delay reaches (see
 # link_owds). over_bound_pct is the share of datagrams that added more than the bound (the p99
-# allows 1%).
-before_bond_latency() {
+# allows 1%). Run for every scenario whose bounds or goals name the added latency (LATENCY=1).
+latency_before() {
     link_rtts
     # Past this one-way delay a datagram added more than the bound (none if a link's delay could
     # not be measured).
@@ -977,7 +985,7 @@ before_bond_latency() {
     return 0
 }
 
-extra_bond_latency() {
+latency_figures() {
     echo "link_rtt_p50_ms=$LINK_RTT link_rtt_p99_ms=$LINK_RTT_P99 over_bound_pct=$(field owd_over_limit_pct "$STREAM" | grep . || echo -) budget_ms=$BUDGET"
 }
 
@@ -1026,13 +1034,14 @@ extra_metered() {
 
 labtool() { "$BIN/braid-labtool" "$@"; }
 
-# The scenario's plan (lab/src/scenario.rs): MODE, BUDGET, TOPOLOGY, LINKS, RATE, SECS, EVENTS
-# and WINDOWS; then the topology it needs.
+# The scenario's plan (lab/src/scenario.rs): MODE, BUDGET, TOPOLOGY, LINKS, RATE, SECS, EVENTS,
+# WINDOWS, METERED, RETURN_AFTER, FEC and LATENCY; then the topology it needs.
 configure() { # name
     local plan
     plan=$(labtool plan "$1") || die "no scenario $1 (try: scripts/lab.sh list)"
     eval "$plan"
     BUDGET=${LAB_BUDGET:-$BUDGET}
+    FEC=${LAB_FEC-$FEC}
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
     PAIR=0 OWN_TOPOLOGY=0
     case $TOPOLOGY in

@@ -154,7 +154,11 @@ lab_tests! {
         => "bond-latency";
     bond_over_links_with_2_percent_random_loss_loses_at_most_0_01_percent_for_at_most_12_percent_extra_bytes
         => "bond-udp-loss";
+    bond_with_forward_error_correction_over_links_with_2_percent_loss_adds_no_more_than_the_spread_plus_30_ms_at_p99
+        => "bond-fec-loss";
     bond_loses_nothing_to_a_carrier_cut_and_at_most_a_ten_thousandth_to_a_blackhole => "bond-cut";
+    auto_with_forward_error_correction_loses_nothing_to_loss_bursts_on_its_main_link_within_the_latency_bound
+        => "fec-burst";
     auto_mode_through_the_cuts_sends_its_stream_in_full, goals auto_mode_loses_nothing_through_the_cuts => "auto-cut";
     five_delay_spikes_on_one_of_three_links_lose_nothing_and_it_is_back_within_1_5_s_of_each => "lte-spikes";
     delay_spikes_with_two_links_left_send_the_stream_in_full,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use braid::monitor::{LinkState, PROBE_INTERVAL};
-use braid::{Mode, SessionConfig};
+use braid::{FecConfig, Mode, SessionConfig};
 use braid_lab::sim::{Action, Burst, Profile, Sim, ms};
 
 /// The three field links, without `lte-bad`'s burst loss: redundancy cannot hide loss on the
@@ -741,4 +741,46 @@ fn bond_overflows_onto_a_degraded_link_rather_than_refuse_frames_at_the_entry() 
         "the lossy link must be degraded for the test to mean anything"
     );
     assert!(on[1] * 5 >= r.sent, "the degraded link carried {} of {} frames: {r}", on[1], r.sent);
+}
+
+#[test]
+fn forward_error_correction_rebuilds_random_losses_before_a_nak_could_return_over_3_seeds() {
+    // bond at 15 Mbit/s (40% of the sum) over the field links with 2% random loss on each: a
+    // lost frame waits a round trip for its re-sent copy, and the stream behind it with it. One
+    // frame's worth of recovery per 16 rebuilds it from what the other links carried.
+    // The bound is the lab's: the links' one-way delay spread (70 - 15 ms) plus 30 ms, added to
+    // the fastest link's 15 ms.
+    let limit = Duration::from_millis(15 + 55 + 30);
+    let run = |seed: u64, fec: Option<FecConfig>| {
+        let config = SessionConfig { mode: Mode::Bond, fec, ..SessionConfig::default() };
+        let links = [Profile::dsl().loss(0.02), Profile::lte_good().loss(0.02), Profile::lte_bad().loss(0.02)];
+        let mut sim = Sim::unrated(seed, config, &links);
+        sim.stream(1.0, 11.0, 15.0, 1200);
+        sim.run_until(12.0);
+        let (edge, gateway) = (sim.edge.stats(), sim.gateway.stats());
+        (
+            sim.report(),
+            edge.fec_bytes as f64 / edge.data_bytes_first.max(1) as f64,
+            gateway.frames_rebuilt,
+            gateway.frames_recovered,
+        )
+    };
+    let fec = FecConfig { block: 16, parity: 2, max_delay: Duration::from_millis(10) };
+    for seed in 1..=3 {
+        let (without, _, _, resent_without) = run(seed, None);
+        let (with, overhead, rebuilt, resent_with) = run(seed, Some(fec));
+        println!(
+            "RESULT scenario=sim-fec-loss seed={seed} p99_without_ms={:.1} p99_with_ms={:.1} limit_ms={} fec_pct={:.1} rebuilt={rebuilt} resent_without={resent_without} resent_with={resent_with} lost={}",
+            without.p99.as_secs_f64() * 1e3,
+            with.p99.as_secs_f64() * 1e3,
+            limit.as_millis(),
+            overhead * 100.0,
+            with.lost
+        );
+        assert_eq!(with.lost, 0, "seed {seed}: {with}");
+        assert!(with.p99 <= limit, "seed {seed}: p99 {:?} with recovery, over {limit:?}: {with}", with.p99);
+        assert!(without.p99 > limit, "seed {seed}: the losses did not hold the stream without recovery: {without}");
+        assert!(rebuilt > resent_with * 10, "seed {seed}: {rebuilt} rebuilt against {resent_with} re-sent");
+        assert!(overhead <= 0.15, "seed {seed}: recovery cost {overhead:.3} of the first copies");
+    }
 }

@@ -105,9 +105,10 @@ proptest! {
         frame_seq: u32,
         send_ts: u32,
         flags: u8,
+        fragment in 0u8..=2,
         frame in prop::collection::vec(any::<u8>(), 0..32),
     ) {
-        let header = DataHeader { frame_seq, send_ts, flags, fragment: 0 };
+        let header = DataHeader { frame_seq, send_ts, flags, fragment };
         let mut bytes = vec![0u8; DATA_HEADER_LEN];
         header.emit(&mut bytes).unwrap();
         bytes.extend_from_slice(&frame);
@@ -117,7 +118,7 @@ proptest! {
     }
 
     #[test]
-    fn a_data_header_with_an_unknown_fragment_kind_is_malformed(header: [u8; DATA_HEADER_LEN - 1], fragment in 2u8..) {
+    fn a_data_header_with_an_unknown_fragment_kind_is_malformed(header: [u8; DATA_HEADER_LEN - 1], fragment in 3u8..) {
         let mut bytes = header.to_vec();
         bytes.push(fragment);
         prop_assert_eq!(DataHeader::parse(&bytes).unwrap_err(), WireError::Malformed);
@@ -315,9 +316,12 @@ proptest! {
         lens in proptest::collection::vec(1usize..1500, 1..20),
         parity in 1usize..6,
         lost_bits in any::<u64>(),
+        max_shard in 0usize..2000,
     ) {
         let frames: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
         let mut encoder = FecEncoder::new(frames.len(), parity).expect("counts in range");
+        // Frames cut into up to 8 shards, where a whole one would be larger than `max_shard`.
+        encoder.set_max_shard(max_shard);
         let mut shards = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
             shards.extend(encoder.push(1000 + i as u64, frame).expect("frames in range"));

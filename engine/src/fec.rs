@@ -2,10 +2,13 @@
 //! frame lost on one link is rebuilt from what the others carried, without a round trip.
 //!
 //! The sender ([`FecEncoder`]) takes frames in sequence order and groups up to `originals`
-//! consecutive ones into a block. When the block is full (or closed early), it makes `parity`
-//! recovery shards over it: each frame is an original shard, its length in two bytes and then its
-//! bytes, padded with zeros to the block's shard size (the longest frame plus two, rounded up to
-//! an even count). Each recovery shard travels with a [`ParityHeader`] naming the block.
+//! consecutive ones into a block. When the block is full (or closed early), it makes recovery
+//! shards over it: each frame, its length in two bytes and then its bytes, is padded with zeros
+//! to the block's longest and cut into `stripes` equal original shards (one, unless a shard
+//! would not fit the path's datagram: then a recovery shard is a datagram no larger than a piece
+//! of a frame, and each one still helps on its own). A block of `parity` frames' worth of
+//! recovery has `parity × stripes` recovery shards, each travelling with a [`ParityHeader`]
+//! naming the block.
 //!
 //! The receiver ([`FecDecoder`]) keeps a copy of the recent frames it received and the recovery
 //! shards of the recent blocks. Once a block has `originals` pieces in all (frames and recovery
@@ -23,13 +26,20 @@ use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 /// The most frames one block covers.
 pub const MAX_ORIGINALS: usize = 64;
-/// The most recovery shards one block has.
+/// The most frames' worth of recovery one block has.
 pub const MAX_PARITY: usize = 32;
+/// The most original shards one frame is cut into.
+pub const MAX_STRIPES: usize = 8;
+/// The most recovery shards one block has (the count travels in one byte).
+const MAX_RECOVERY_SHARDS: usize = 255;
+/// The smallest shard the encoder cuts a frame into.
+const MIN_SHARD: usize = 64;
 /// The largest frame a block carries (the length prefix is two bytes).
 pub const MAX_FRAME: usize = 9216;
-/// Bytes of a recovery shard's header: the block's first frame (8), its frame count (1), its
-/// recovery shard count (1), this shard's index (1) and the shard size (2).
-pub const PARITY_HEADER_LEN: usize = 13;
+/// Bytes of a recovery shard's header: the block's first frame (8), its frame count (1), the
+/// shards per frame (1), its recovery shard count (1), this shard's index (1) and the shard size
+/// (2).
+pub const PARITY_HEADER_LEN: usize = 14;
 /// Bytes before a frame inside an original shard: its length.
 const LENGTH_PREFIX: usize = 2;
 /// Recovery shards kept for blocks not yet complete, at most.
@@ -66,6 +76,8 @@ pub struct ParityHeader {
     pub first: u64,
     /// How many consecutive frames the block covers.
     pub originals: u8,
+    /// How many original shards each frame is cut into.
+    pub stripes: u8,
     /// How many recovery shards the block has.
     pub parity: u8,
     /// This shard's index among them.
@@ -86,19 +98,21 @@ impl ParityHeader {
         let header = Self {
             first: u64::from_be_bytes(first),
             originals: head[8],
-            parity: head[9],
-            index: head[10],
-            shard_len: u16::from_be_bytes([head[11], head[12]]),
+            stripes: head[9],
+            parity: head[10],
+            index: head[11],
+            shard_len: u16::from_be_bytes([head[12], head[13]]),
         };
-        let (originals, parity) = (usize::from(header.originals), usize::from(header.parity));
+        let (originals, stripes) = (usize::from(header.originals), usize::from(header.stripes));
         if !(1..=MAX_ORIGINALS).contains(&originals)
-            || !(1..=MAX_PARITY).contains(&parity)
+            || !(1..=MAX_STRIPES).contains(&stripes)
+            || header.parity == 0
             || header.index >= header.parity
         {
             return Err(FecError::OutOfRange);
         }
         let len = usize::from(header.shard_len);
-        if len % 2 != 0 || len <= LENGTH_PREFIX || len > shard_size(MAX_FRAME) || shard.len() != len {
+        if len % 2 != 0 || len * stripes <= LENGTH_PREFIX || len > shard_size(MAX_FRAME) || shard.len() != len {
             return Err(FecError::BadSize);
         }
         if header.first.checked_add(originals as u64).is_none() {
@@ -110,7 +124,7 @@ impl ParityHeader {
     /// Appends the header to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.first.to_be_bytes());
-        out.extend_from_slice(&[self.originals, self.parity, self.index]);
+        out.extend_from_slice(&[self.originals, self.stripes, self.parity, self.index]);
         out.extend_from_slice(&self.shard_len.to_be_bytes());
     }
 
@@ -120,8 +134,13 @@ impl ParityHeader {
     }
 
     /// The block's shape, which every shard of it must repeat.
-    const fn shape(&self) -> (u64, u8, u8, u16) {
-        (self.first, self.originals, self.parity, self.shard_len)
+    const fn shape(&self) -> (u64, u8, u8, u8, u16) {
+        (self.first, self.originals, self.stripes, self.parity, self.shard_len)
+    }
+
+    /// The original shards of the block.
+    const fn original_shards(&self) -> usize {
+        self.originals as usize * self.stripes as usize
     }
 }
 
@@ -130,15 +149,24 @@ const fn shard_size(longest: usize) -> usize {
     (longest + LENGTH_PREFIX).next_multiple_of(2)
 }
 
-/// `frame` as an original shard of `shard_len` bytes, written into `out`.
-fn original_shard(frame: &[u8], shard_len: usize, out: &mut Vec<u8>) -> Result<(), FecError> {
-    if frame.len() + LENGTH_PREFIX > shard_len {
+/// How many shards, and of what size, frames of at most `longest` bytes are cut into when a
+/// shard may be at most `max_shard` bytes.
+fn cut(longest: usize, max_shard: usize) -> (usize, usize) {
+    let whole = longest + LENGTH_PREFIX;
+    let max_shard = (max_shard & !1).max(MIN_SHARD);
+    let stripes = whole.div_ceil(max_shard).clamp(1, MAX_STRIPES);
+    (stripes, whole.div_ceil(stripes).next_multiple_of(2))
+}
+
+/// `frame` as `stripes` original shards of `shard_len` bytes each, one after the other in `out`.
+fn original_shards(frame: &[u8], stripes: usize, shard_len: usize, out: &mut Vec<u8>) -> Result<(), FecError> {
+    if frame.len() + LENGTH_PREFIX > shard_len * stripes {
         return Err(FecError::FrameTooLong);
     }
     out.clear();
     out.extend_from_slice(&(frame.len() as u16).to_be_bytes());
     out.extend_from_slice(frame);
-    out.resize(shard_len, 0);
+    out.resize(shard_len * stripes, 0);
     Ok(())
 }
 
@@ -152,6 +180,8 @@ fn received(recent: &VecDeque<(u64, Vec<u8>)>, seq: u64) -> Option<&[u8]> {
 pub struct FecEncoder {
     originals: usize,
     parity: usize,
+    /// The largest shard to make.
+    max_shard: usize,
     /// The sequence of the open block's first frame.
     first: u64,
     frames: Vec<Vec<u8>>,
@@ -179,7 +209,27 @@ impl FecEncoder {
         if !(1..=MAX_ORIGINALS).contains(&originals) || !(1..=MAX_PARITY).contains(&parity) {
             return Err(FecError::OutOfRange);
         }
-        Ok(Self { originals, parity, first: 0, frames: Vec::with_capacity(originals), codec: None, shard: Vec::new() })
+        Ok(Self {
+            originals,
+            parity,
+            max_shard: shard_size(MAX_FRAME),
+            first: 0,
+            frames: Vec::with_capacity(originals),
+            codec: None,
+            shard: Vec::new(),
+        })
+    }
+
+    /// Cuts the frames of the blocks closed from now on into shards of at most `bytes` (at
+    /// least 64; a frame is cut into at most [`MAX_STRIPES`]).
+    pub fn set_max_shard(&mut self, bytes: usize) {
+        self.max_shard = bytes;
+    }
+
+    /// The bytes a recovery shard of a block with frames of at most `longest` bytes takes,
+    /// header included.
+    pub fn shard_bytes(&self, longest: usize) -> usize {
+        PARITY_HEADER_LEN + cut(longest, self.max_shard).1
     }
 
     /// Frames in the open block.
@@ -221,27 +271,31 @@ impl FecEncoder {
         }
         let frames = std::mem::take(&mut self.frames);
         let longest = frames.iter().map(Vec::len).max().unwrap_or(0);
-        let shard_len = shard_size(longest);
+        let (stripes, shard_len) = cut(longest, self.max_shard);
+        let (originals, recovery) = (frames.len() * stripes, (self.parity * stripes).min(MAX_RECOVERY_SHARDS));
         let codec = match self.codec.as_mut() {
             Some(codec) => {
-                codec.reset(frames.len(), self.parity, shard_len).map_err(|_| FecError::Codec)?;
+                codec.reset(originals, recovery, shard_len).map_err(|_| FecError::Codec)?;
                 codec
             }
-            None => self
-                .codec
-                .insert(ReedSolomonEncoder::new(frames.len(), self.parity, shard_len).map_err(|_| FecError::Codec)?),
+            None => {
+                self.codec.insert(ReedSolomonEncoder::new(originals, recovery, shard_len).map_err(|_| FecError::Codec)?)
+            }
         };
         for frame in &frames {
-            original_shard(frame, shard_len, &mut self.shard)?;
-            codec.add_original_shard(&self.shard).map_err(|_| FecError::Codec)?;
+            original_shards(frame, stripes, shard_len, &mut self.shard)?;
+            for stripe in self.shard.chunks_exact(shard_len) {
+                codec.add_original_shard(stripe).map_err(|_| FecError::Codec)?;
+            }
         }
         let result = codec.encode().map_err(|_| FecError::Codec)?;
-        let mut out = Vec::with_capacity(self.parity);
+        let mut out = Vec::with_capacity(recovery);
         for (index, shard) in result.recovery_iter().enumerate() {
             let header = ParityHeader {
                 first: self.first,
                 originals: frames.len() as u8,
-                parity: self.parity as u8,
+                stripes: stripes as u8,
+                parity: recovery as u8,
                 index: index as u8,
                 shard_len: shard_len as u16,
             };
@@ -372,7 +426,7 @@ impl FecDecoder {
         if missing.is_empty() {
             return Vec::new();
         }
-        if pending.recovery.len() < missing.len() {
+        if pending.recovery.len() < missing.len() * usize::from(header.stripes) {
             self.pending.insert(first, pending);
             return Vec::new();
         }
@@ -389,8 +443,9 @@ impl FecDecoder {
         recovery: &BTreeMap<u8, Vec<u8>>,
         missing: &[u64],
     ) -> Result<Vec<(u64, Vec<u8>)>, FecError> {
-        let (originals, parity, shard_len) =
-            (usize::from(header.originals), usize::from(header.parity), usize::from(header.shard_len));
+        let (stripes, parity, shard_len) =
+            (usize::from(header.stripes), usize::from(header.parity), usize::from(header.shard_len));
+        let originals = header.original_shards();
         let codec = match self.codec.as_mut() {
             Some(codec) => {
                 codec.reset(originals, parity, shard_len).map_err(|_| FecError::Codec)?;
@@ -400,19 +455,26 @@ impl FecDecoder {
                 self.codec.insert(ReedSolomonDecoder::new(originals, parity, shard_len).map_err(|_| FecError::Codec)?)
             }
         };
-        for (i, seq) in (header.first..header.first + originals as u64).enumerate() {
+        for (i, seq) in (header.first..header.first + u64::from(header.originals)).enumerate() {
             let Some(frame) = received(&self.recent, seq) else { continue };
-            original_shard(frame, shard_len, &mut self.shard)?;
-            codec.add_original_shard(i, &self.shard).map_err(|_| FecError::Codec)?;
+            original_shards(frame, stripes, shard_len, &mut self.shard)?;
+            for (j, stripe) in self.shard.chunks_exact(shard_len).enumerate() {
+                codec.add_original_shard(i * stripes + j, stripe).map_err(|_| FecError::Codec)?;
+            }
         }
         for (&index, shard) in recovery {
             codec.add_recovery_shard(usize::from(index), shard).map_err(|_| FecError::Codec)?;
         }
         let result = codec.decode().map_err(|_| FecError::Codec)?;
         let mut rebuilt = Vec::with_capacity(missing.len());
+        let mut whole = Vec::with_capacity(stripes * shard_len);
         for &seq in missing {
-            let shard = result.restored_original((seq - header.first) as usize).ok_or(FecError::Codec)?;
-            let (len, bytes) = shard.split_at_checked(LENGTH_PREFIX).ok_or(FecError::Codec)?;
+            let at = (seq - header.first) as usize * stripes;
+            whole.clear();
+            for j in at..at + stripes {
+                whole.extend_from_slice(result.restored_original(j).ok_or(FecError::Codec)?);
+            }
+            let (len, bytes) = whole.split_at_checked(LENGTH_PREFIX).ok_or(FecError::Codec)?;
             let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
             let frame = bytes.get(..len).ok_or(FecError::Codec)?;
             rebuilt.push((seq, frame.to_vec()));
@@ -459,6 +521,36 @@ mod tests {
             assert_eq!(rebuilt, expected, "lost {lost:?}");
             assert_eq!(decoder.pending_blocks(), 0);
         }
+    }
+
+    #[test]
+    fn frames_cut_to_fit_a_small_datagram_are_rebuilt_from_that_many_shards_each() {
+        let block = frames(8, 5);
+        let longest = block.iter().map(Vec::len).max().unwrap();
+        let mut encoder = FecEncoder::new(block.len(), 2).unwrap();
+        encoder.set_max_shard(600);
+        let mut parity = Vec::new();
+        for (i, frame) in block.iter().enumerate() {
+            parity.extend(encoder.push(200 + i as u64, frame).unwrap());
+        }
+        let (header, _) = ParityHeader::parse(&parity[0]).unwrap();
+        let stripes = (longest + 2).div_ceil(600);
+        assert_eq!((usize::from(header.stripes), parity.len()), (stripes, 2 * stripes));
+        assert!(parity.iter().all(|p| p.len() <= PARITY_HEADER_LEN + 600), "every shard fits");
+        assert_eq!(encoder.shard_bytes(longest), parity[0].len());
+        let lost = [3, 6];
+        let mut decoder = FecDecoder::new(64);
+        for (i, frame) in block.iter().enumerate().filter(|(i, _)| !lost.contains(i)) {
+            assert!(decoder.on_frame(200 + i as u64, frame).is_empty());
+        }
+        let mut rebuilt = Vec::new();
+        for (n, shard) in parity.iter().enumerate() {
+            rebuilt.extend(decoder.on_parity(shard).unwrap());
+            if n + 1 < 2 * stripes {
+                assert!(rebuilt.is_empty(), "two frames need {} shards, {} came", 2 * stripes, n + 1);
+            }
+        }
+        assert_eq!(rebuilt, vec![(203, block[3].clone()), (206, block[6].clone())]);
     }
 
     #[test]
@@ -531,9 +623,11 @@ mod tests {
             ParityHeader::parse(&bad).map(|(h, _)| h)
         };
         assert_eq!(with(8, 0), Err(FecError::OutOfRange), "no frames");
-        assert_eq!(with(9, 0), Err(FecError::OutOfRange), "no recovery shards");
-        assert_eq!(with(10, 1), Err(FecError::OutOfRange), "index past the count");
-        assert_eq!(with(12, good[12] ^ 1), Err(FecError::BadSize), "odd size");
+        assert_eq!(with(9, 0), Err(FecError::OutOfRange), "no shards per frame");
+        assert_eq!(with(9, MAX_STRIPES as u8 + 1), Err(FecError::OutOfRange), "too many shards per frame");
+        assert_eq!(with(10, 0), Err(FecError::OutOfRange), "no recovery shards");
+        assert_eq!(with(11, 1), Err(FecError::OutOfRange), "index past the count");
+        assert_eq!(with(13, good[13] ^ 1), Err(FecError::BadSize), "odd size");
         assert_eq!(ParityHeader::parse(&good[..good.len() - 2]).map(|(h, _)| h), Err(FecError::BadSize));
         let mut wraps = good.clone();
         wraps[..8].copy_from_slice(&u64::MAX.to_be_bytes());
@@ -549,9 +643,10 @@ mod tests {
         let mut forged = vec![0u8; shard_len];
         forged[..2].copy_from_slice(&u16::MAX.to_be_bytes());
         let mut honest = Vec::new();
-        original_shard(b"frame one", shard_len, &mut honest).unwrap();
+        original_shards(b"frame one", 1, shard_len, &mut honest).unwrap();
         let recovery = reed_solomon_simd::encode(2, 1, [&forged, &honest]).unwrap();
-        let header = ParityHeader { first: 0, originals: 2, parity: 1, index: 0, shard_len: shard_len as u16 };
+        let header =
+            ParityHeader { first: 0, originals: 2, stripes: 1, parity: 1, index: 0, shard_len: shard_len as u16 };
         let mut packet = Vec::new();
         header.emit(&mut packet);
         packet.extend_from_slice(&recovery[0]);

@@ -47,8 +47,8 @@ pub mod testing;
 pub use monitor::LinkState;
 pub use scheduler::Mode;
 pub use session::{
-    DropReason, Event, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TakeoverReason, TimerKind,
-    Transmit,
+    DropReason, Event, FecConfig, LinkConfig, LinkEvent, Role, Session, SessionConfig, SetupError, TakeoverReason,
+    TimerKind, Transmit,
 };
 pub use tuning::Tuning;
 

@@ -49,6 +49,9 @@ drop_reasons! {
     OpenFailed = "open_failed", "failed to open";
     /// Authenticated, but the inner payload is malformed.
     BadPayload = "bad_payload", "bad payload";
+    /// An authenticated recovery shard that its block refuses (a header out of range or at odds
+    /// with the block's other shards, or a block that does not decode).
+    BadRecovery = "bad_recovery", "bad recovery shard";
     /// A handshake message reached an established session.
     UnexpectedHandshake = "unexpected_handshake", "unexpected handshake";
     /// An outgoing frame is larger than the engine carries, or shorter than an Ethernet header.
@@ -291,8 +294,18 @@ counters! {
         /// Datagram bytes of data sent as each frame's first copy.
         data_bytes_first,
         /// Datagram bytes of data sent beyond the first copies: redundant and spare-capacity
-        /// duplicates and retransmissions (the overhead of the mode).
+        /// duplicates, retransmissions and recovery shards (the overhead of the mode).
         data_bytes_extra,
+        /// Recovery shards sent (forward error correction).
+        fec_shards_sent,
+        /// Of the extra data bytes, those of recovery shards.
+        fec_bytes,
+        /// Recovery shards never sent: no link had room for them before their block's time.
+        fec_shards_dropped,
+        /// Recovery shards received from the peer.
+        fec_shards_received,
+        /// Frames lost on their way and rebuilt from the peer's recovery shards.
+        frames_rebuilt,
     }
     with drops
 }

@@ -913,6 +913,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     let config = SessionConfig {
         mode: scenario.mode,
         latency_budget: Duration::from_millis(scenario.budget_ms),
+        fec: scenario.fec,
         ..SessionConfig::default()
     };
     let mut sim = Sim::unrated(seed, config, &profiles);
@@ -990,6 +991,9 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     figures.set("max_gap_ms", format!("{:.1}", ms(r.max_gap)));
     figures.set("owd_p50_ms", format!("{:.1}", ms(r.p50)));
     figures.set("owd_p99_ms", format!("{:.1}", ms(r.p99)));
+    // The links' round trips as the lab pings them alone: twice their one-way delay.
+    let rtts: Vec<String> = profiles.iter().map(|p| format!("{:.1}", 2.0 * ms(p.delay))).collect();
+    figures.set("link_rtt_p50_ms", rtts.join(","));
     if !feed.is_empty() {
         figures.set("feed_samples", feed.join(","));
     }
@@ -1013,6 +1017,10 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     figures.set("gw_late", gateway.frames_late);
     figures.set("gw_nacked", gateway.frames_nacked);
     figures.set("gw_recovered", gateway.frames_recovered);
+    if scenario.fec.is_some() {
+        figures.set("gw_rebuilt", gateway.frames_rebuilt);
+        figures.set("fec_pct", format!("{:.2}", edge.fec_bytes as f64 * 100.0 / edge.data_bytes_first.max(1) as f64));
+    }
     if edge.data_bytes_first > 0 {
         figures.set("extra_pct", format!("{:.2}", edge.data_bytes_extra as f64 * 100.0 / edge.data_bytes_first as f64));
     }

@@ -18,6 +18,7 @@ pub(super) struct EdgeFile {
     pub(super) retransmit: Option<bool>,
     pub(super) path_mtu: Option<i64>,
     pub(super) mss_clamp: Option<bool>,
+    pub(super) fec: Option<FecFile>,
     pub(super) tap: Option<TapFile>,
     pub(super) uplinks: Vec<UplinkFile>,
     pub(super) status: Option<StatusFile>,
@@ -41,6 +42,15 @@ pub(super) struct GatewayEntryFile {
     pub(super) public_key: String,
     pub(super) psk_file: Option<PathBuf>,
     pub(super) priority: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FecFile {
+    pub(super) enabled: Option<bool>,
+    pub(super) block: Option<i64>,
+    pub(super) parity: Option<i64>,
+    pub(super) max_delay_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

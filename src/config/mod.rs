@@ -300,6 +300,12 @@ impl std::error::Error for ConfigError {}
 
 /// The path MTUs a config may set (`path_mtu`): the IPv6 minimum up to jumbo frames.
 pub const PATH_MTU_RANGE: core::ops::RangeInclusive<i64> = 1280..=9000;
+/// `fec.block`: frames per block.
+pub const FEC_BLOCK_RANGE: core::ops::RangeInclusive<i64> = 1..=braid_engine::fec::MAX_ORIGINALS as i64;
+/// `fec.parity`: frames' worth of recovery per block.
+pub const FEC_PARITY_RANGE: core::ops::RangeInclusive<i64> = 1..=braid_engine::fec::MAX_PARITY as i64;
+/// `fec.max_delay_ms`: the most a block stays open.
+pub const FEC_MAX_DELAY_MS_RANGE: core::ops::RangeInclusive<i64> = 1..=100;
 /// What IP and UDP take of a path's MTU: the IPv6 header (40) and UDP (8), so one setting serves
 /// either family.
 pub const IP_UDP_OVERHEAD: usize = 48;

@@ -53,6 +53,7 @@ impl EdgeSettings {
             ("path_mtu", s.max_datagram != n.max_datagram),
             ("retransmit", s.retransmit != n.retransmit),
             ("mss_clamp", s.clamp_mss != n.clamp_mss),
+            ("fec", s.fec != n.fec),
             ("advanced", s.tuning != n.tuning),
         ]);
 

@@ -4,14 +4,14 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::file::{Advanced, EdgeFile, GatewayEntryFile, GatewayFile, PeerFile, StatusFile};
+use super::file::{Advanced, EdgeFile, FecFile, GatewayEntryFile, GatewayFile, PeerFile, StatusFile};
 use super::locate::Document;
 use super::secrets::{read_private_key, read_psk, read_token};
 use super::*;
 use crate::endpoint::edge::GatewayPeer;
 use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry};
 use crate::keys::PublicKey;
-use crate::{LinkConfig, MAX_LINKS, Mode, SessionConfig, Tuning};
+use crate::{FecConfig, LinkConfig, MAX_LINKS, Mode, SessionConfig, Tuning};
 
 pub(super) const INTERFACE_RULE: &str = "1-15 bytes without spaces, '/' or ':'";
 pub(super) const ADDRESS_RULE: &str =
@@ -47,6 +47,11 @@ pub(super) fn expected(key: &str) -> String {
         "gateway_return_after_s" => range_rule(&GATEWAY_RETURN_AFTER_S_RANGE, "seconds; 0: never"),
         "retransmit" | "mss_clamp" => "true or false".into(),
         "path_mtu" => range_rule(&PATH_MTU_RANGE, "bytes"),
+        "fec" => "a mapping with enabled, block, parity and max_delay_ms (all optional)".into(),
+        "enabled" if key == "fec.enabled" => "true or false".into(),
+        "block" => range_rule(&FEC_BLOCK_RANGE, "frames"),
+        "parity" => range_rule(&FEC_PARITY_RANGE, "frames' worth of recovery per block"),
+        "max_delay_ms" => range_rule(&FEC_MAX_DELAY_MS_RANGE, "milliseconds"),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
         "name" if key == "tap.name" => format!("an interface name of {INTERFACE_RULE}"),
@@ -135,6 +140,8 @@ pub(super) fn edge_settings(doc: &Document, file: EdgeFile) -> Result<EdgeSettin
         (file.mode.as_deref(), file.latency_budget_ms, file.retransmit, file.path_mtu, file.mss_clamp),
         file.advanced.as_ref(),
     );
+    let fec = file.fec.map_or(Some(None), |f| fec(&mut problems, f));
+    let session = session.zip(fec).map(|(session, fec)| SessionConfig { fec, ..session });
 
     let tap_file = file.tap.unwrap_or_default();
     let tap_name = tap_file.name.unwrap_or_else(|| DEFAULT_EDGE_TAP.into());
@@ -391,6 +398,25 @@ pub(super) fn session(
         }
     }
     ok.then_some(session)
+}
+
+/// `fec:`: on unless `enabled: false`, each count in its range; `None` if any is refused (each
+/// problem is noted).
+fn fec(problems: &mut Problems, file: FecFile) -> Option<Option<FecConfig>> {
+    let default = FecConfig::default();
+    let block = file
+        .block
+        .map_or(Some(default.block), |v| problems.check(in_range::<u8>("fec.block", v, &FEC_BLOCK_RANGE, "frames")));
+    let parity = file.parity.map_or(Some(default.parity), |v| {
+        problems.check(in_range::<u8>("fec.parity", v, &FEC_PARITY_RANGE, "frames' worth of recovery per block"))
+    });
+    let max_delay = file.max_delay_ms.map_or(Some(default.max_delay), |v| {
+        problems
+            .check(in_range::<u64>("fec.max_delay_ms", v, &FEC_MAX_DELAY_MS_RANGE, "milliseconds"))
+            .map(Duration::from_millis)
+    });
+    let (block, parity, max_delay) = (block?, parity?, max_delay?);
+    Some(file.enabled.unwrap_or(true).then_some(FecConfig { block, parity, max_delay }))
 }
 
 /// Sets one tunable of `advanced:`: one of [`Tuning::OPERATOR_KEYS`] only.

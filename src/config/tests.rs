@@ -6,7 +6,7 @@ use super::rules::ADDRESS_RULE;
 use super::*;
 use crate::endpoint::gateway::{DEFAULT_HANDSHAKE_RATE, EdgeEntry};
 use crate::keys::{PrivateKey, Psk, PublicKey};
-use crate::{LinkConfig, Mode, SessionConfig};
+use crate::{FecConfig, LinkConfig, Mode, SessionConfig};
 
 /// A directory holding `key.key` (mode 0600), removed on drop. Configs refer to the key by
 /// the relative path `key.key`, which resolves against the config's directory.
@@ -158,6 +158,7 @@ fn a_full_edge_config_fills_every_setting() {
     let yaml = edge_yaml()
         .replace("  - name: lte\n", "  - name: lte\n    source: 10.0.0.2\n    priority: 7\n    rate_mbps: 2.5\n")
         + "cipher: aes-256-gcm\nmode: active-backup\nlatency_budget_ms: 120\nretransmit: false\npath_mtu: 1420\nmss_clamp: false\n\
+           fec:\n  block: 12\n  parity: 3\n  max_delay_ms: 8\n\
            tap:\n  name: tap9\n  mtu: 9000\n  mac: 02:00:00:00:00:0a\n  bridge: br0\n\
            status:\n  listen: \"[::1]:9000\"\n";
     let settings = scratch.edge(&yaml).unwrap();
@@ -175,6 +176,7 @@ fn a_full_edge_config_fills_every_setting() {
             retransmit: false,
             max_datagram: 1420 - 48,
             clamp_mss: false,
+            fec: Some(FecConfig { block: 12, parity: 3, max_delay: Duration::from_millis(8) }),
             links: vec![
                 LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote },
                 LinkConfig { id: LinkId::new(1), priority: 7, rate_bps: Some(2_500_000), remote },
@@ -964,4 +966,25 @@ fn tls_to_etcd_needs_https_endpoints_and_a_ca_and_a_private_key_only_its_owner_r
     let tls = scratch.gateway(&full).unwrap().fleet.unwrap().tls.expect("TLS");
     assert!(tls.identity.is_some());
     assert!(!format!("{tls:?}").contains("PRIVATE"), "the key must never be printed: {tls:?}");
+}
+
+#[test]
+fn forward_error_correction_is_off_unless_asked_for_and_its_counts_are_checked() {
+    let scratch = Scratch::new("edge-fec");
+    assert_eq!(scratch.edge(&edge_yaml()).unwrap().edge.session.fec, None);
+    let on = scratch.edge(&(edge_yaml() + "fec: {}\n")).unwrap();
+    assert_eq!(on.edge.session.fec, Some(FecConfig::default()));
+    let off = scratch.edge(&(edge_yaml() + "fec: {enabled: false, block: 8}\n")).unwrap();
+    assert_eq!(off.edge.session.fec, None);
+    let problems =
+        scratch.edge(&(edge_yaml() + "fec: {block: 0, parity: 40, max_delay_ms: 500}\n")).unwrap_err().to_string();
+    for expected in [
+        "fec.block: 0 is out of range; expected an integer from 1 to 64 (frames)",
+        "fec.parity: 40 is out of range; expected an integer from 1 to 32",
+        "fec.max_delay_ms: 500 is out of range; expected an integer from 1 to 100 (milliseconds)",
+    ] {
+        assert!(problems.contains(expected), "{expected:?} not in:\n{problems}");
+    }
+    let unknown = scratch.edge(&(edge_yaml() + "fec: {blocks: 8}\n")).unwrap_err().to_string();
+    assert!(unknown.contains("blocks"), "{unknown}");
 }

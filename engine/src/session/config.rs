@@ -60,8 +60,30 @@ pub struct SessionConfig {
     /// Whether each link probes its path for the largest datagram it carries, up to
     /// `max_datagram` ([`crate::pmtu`]). Without it every link uses `max_datagram` as given.
     pub probe_mtu: bool,
+    /// Forward error correction of the frames this end sends, if on ([`crate::fec`]).
+    pub fec: Option<FecConfig>,
     /// The engine's tunables (probe interval, congestion control, recovery timing...).
     pub tuning: Tuning,
+}
+
+/// How this end protects what it sends with recovery shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecConfig {
+    /// Frames per block, at most [`crate::fec::MAX_ORIGINALS`].
+    pub block: u8,
+    /// Frames' worth of recovery shards per block, at most [`crate::fec::MAX_PARITY`]: a block
+    /// rebuilds this many of its frames lost, wherever they were lost.
+    pub parity: u8,
+    /// The most a block stays open before its recovery shards go out, however few frames it
+    /// has: a frame lost early in a block is rebuilt no later than this after it was sent, plus
+    /// the shards' way.
+    pub max_delay: Duration,
+}
+
+impl Default for FecConfig {
+    fn default() -> Self {
+        Self { block: 16, parity: 2, max_delay: Duration::from_millis(10) }
+    }
 }
 
 impl Default for SessionConfig {
@@ -75,6 +97,7 @@ impl Default for SessionConfig {
             max_datagram: DEFAULT_MAX_DATAGRAM,
             clamp_mss: true,
             probe_mtu: true,
+            fec: None,
             tuning: Tuning::default(),
         }
     }
@@ -89,6 +112,17 @@ impl SessionConfig {
         self.tuning.validate()?;
         if self.latency_budget.is_zero() {
             return Err(SetupError::Zero("latency budget"));
+        }
+        if let Some(fec) = self.fec {
+            if !(1..=crate::fec::MAX_ORIGINALS).contains(&usize::from(fec.block)) {
+                return Err(SetupError::FecOutOfRange("fec.block", crate::fec::MAX_ORIGINALS));
+            }
+            if !(1..=crate::fec::MAX_PARITY).contains(&usize::from(fec.parity)) {
+                return Err(SetupError::FecOutOfRange("fec.parity", crate::fec::MAX_PARITY));
+            }
+            if fec.max_delay.is_zero() {
+                return Err(SetupError::Zero("fec.max_delay"));
+            }
         }
         if role == Role::Edge && self.links.is_empty() {
             return Err(SetupError::NoLinks);
@@ -131,6 +165,9 @@ pub enum SetupError {
     /// A zero latency budget.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A forward error correction count out of its range.
+    #[error("{0} must be between 1 and {1}")]
+    FecOutOfRange(&'static str, usize),
     /// A tunable out of range.
     #[error(transparent)]
     Tuning(#[from] TuningError),
@@ -157,6 +194,27 @@ mod tests {
         assert_eq!(config.validate(Role::Edge), Err(SetupError::LinkOutOfRange(MAX_LINKS as u8)));
         let config = SessionConfig { links: vec![link(1), link(2), link(1)], ..SessionConfig::default() };
         assert_eq!(config.validate(Role::Edge), Err(SetupError::DuplicateLink(1)));
+    }
+
+    #[test]
+    fn forward_error_correction_counts_are_checked_by_name() {
+        let with = |fec: FecConfig| {
+            let config = SessionConfig { links: vec![link(0)], fec: Some(fec), ..SessionConfig::default() };
+            config.validate(Role::Edge).map_err(|e| e.to_string())
+        };
+        assert_eq!(with(FecConfig::default()), Ok(()));
+        assert_eq!(
+            with(FecConfig { block: 0, ..FecConfig::default() }),
+            Err("fec.block must be between 1 and 64".into())
+        );
+        assert_eq!(
+            with(FecConfig { parity: 33, ..FecConfig::default() }),
+            Err("fec.parity must be between 1 and 32".into())
+        );
+        assert_eq!(
+            with(FecConfig { max_delay: Duration::ZERO, ..FecConfig::default() }),
+            Err("fec.max_delay must be greater than zero".into())
+        );
     }
 
     #[test]

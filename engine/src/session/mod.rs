@@ -21,9 +21,11 @@
 //! * `recv.rs`: opening a datagram, path migration, data and control messages;
 //! * `send.rs`: a frame's entry, the order of what goes out, and sealing;
 //! * `recovery.rs`: NAKs, re-sends, and what a dead link swallowed;
+//! * `fec.rs`: recovery shards out, and frames rebuilt from the peer's;
 //! * `timers.rs`: [`TimerKind`], [`Session::poll_timeout`] and [`Session::handle_timeout`].
 
 mod config;
+mod fec;
 mod keys;
 mod link;
 mod recovery;
@@ -49,8 +51,10 @@ use crate::wire::{ControlMessage, Placement};
 use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, SessionIndex};
 
 pub use self::config::{
-    DEFAULT_LATENCY_BUDGET, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_FRAME_RATE, LinkConfig, Role, SessionConfig, SetupError,
+    DEFAULT_LATENCY_BUDGET, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_FRAME_RATE, FecConfig, LinkConfig, Role, SessionConfig,
+    SetupError,
 };
+pub use self::fec::FEC_SPREAD;
 pub use self::keys::{KEY_GRACE, REJECT_AFTER_TIME};
 pub use self::link::{ENTRY_SUSTAIN, MTU_SUSPECT_LOSS, PATH_REPLAY_WINDOW, SENT_LOG_SPACING};
 pub use self::recovery::{DATA_RECENT, DEFAULT_RTO, MAX_NAKS_PER_PACKET, MIN_RESEND_GAP, RESEND_SPACING};
@@ -243,6 +247,10 @@ pub struct Session {
     pacer: Pacer,
     /// Frames arriving in pieces.
     reassembly: Reassembly,
+    /// The blocks of frames this end protects with recovery shards, if it does.
+    fec_tx: Option<self::fec::FecSend>,
+    /// The peer's frames kept for rebuilding, once it has sent a recovery shard.
+    fec_rx: Option<crate::fec::FecDecoder>,
     /// The first one-way delay sample: later samples are relative to it, so the two clocks'
     /// offset cancels and only differences between links matter.
     owd_base: Option<u32>,
@@ -294,6 +302,8 @@ impl Session {
             pacer: Pacer::new(config.tuning.release),
             recovery: Recovery::new(config.latency_budget, config.tuning.recovery.max_naks_per_packet),
             reassembly: Reassembly::default(),
+            fec_tx: config.fec.and_then(self::fec::FecSend::new),
+            fec_rx: None,
             config,
             epoch: now,
             rng,
@@ -757,5 +767,22 @@ impl Session {
     /// Microseconds since the session started, wrapping at 2³².
     fn timestamp(epoch: Instant, now: Instant) -> u32 {
         now.saturating_duration_since(epoch).as_micros() as u32
+    }
+}
+
+/// What the session's sub-state tests share: the addresses of an edge and a gateway, and the
+/// one clock read their virtual time starts from.
+#[cfg(test)]
+mod tests_support {
+    use std::time::Instant;
+
+    /// The gateway's address.
+    pub(super) const GATEWAY: &str = "192.0.2.1:4754";
+    /// The edge's address, as the gateway sees it.
+    pub(super) const RIG: &str = "198.51.100.7:40000";
+
+    #[allow(clippy::disallowed_methods)]
+    pub(super) fn start() -> Instant {
+        Instant::now()
     }
 }

@@ -15,8 +15,8 @@ use crate::retransmit::MAX_MISSING;
 use crate::stats::DropReason;
 use crate::window::Verdict;
 use crate::wire::{
-    self, ControlHeader, ControlMessage, ControlMessages, DataHeader, FLAG_RETRANSMIT, FRAGMENT_PIECE, Kind, Protocol,
-    WireError, expand_u32,
+    self, ControlHeader, ControlMessage, ControlMessages, DataHeader, FEC_RECOVERY, FLAG_RETRANSMIT, FRAGMENT_PIECE,
+    Kind, Protocol, WireError, expand_u32,
 };
 use crate::{LinkId, PacketNumber};
 
@@ -104,12 +104,24 @@ impl Session {
         match body {
             None => {
                 let (header, frame) = DataHeader::parse(plain).map_err(|_| DropReason::BadPayload)?;
-                link.stats.rx_frames += 1;
                 let expected = self.reorder.expected();
                 let seq = expand_u32(expected, header.frame_seq);
-                link.rx.highest_frame = link.rx.highest_frame.max(Some(seq));
+                // A recovery shard names the frame its block ends before: it went out behind
+                // every frame of its block, so they have passed this link.
+                let passed = if header.fragment == FEC_RECOVERY { seq.checked_sub(1) } else { Some(seq) };
+                link.rx.highest_frame = link.rx.highest_frame.max(passed);
                 link.rx.last_data = Some(now);
                 link.owed.data_arrived();
+                if header.fragment == FEC_RECOVERY {
+                    // A recovery shard: the frames it lets this end rebuild join the stream.
+                    self.stats.fec_shards_received += 1;
+                    let decoder = self.fec_rx.get_or_insert_with(super::fec::decoder);
+                    decoder.forget_before(self.reorder.expected());
+                    let rebuilt = decoder.on_parity(frame).map_err(|_| DropReason::BadRecovery)?;
+                    self.accept_rebuilt(now, rebuilt);
+                    return Ok(());
+                }
+                link.stats.rx_frames += 1;
                 let joined;
                 let frame = if header.fragment == FRAGMENT_PIECE {
                     let piece = Piece::parse(frame).map_err(|_| DropReason::BadPayload)?;
@@ -141,6 +153,10 @@ impl Session {
                         self.recovery.gaps.on_frame(now, seq, expected, spread);
                     }
                     Arrival::Duplicate | Arrival::Late => {}
+                }
+                // Kept for rebuilding its block's lost frames, once the peer sends recovery.
+                if let Some(rebuilt) = self.fec_rx.as_mut().map(|d| d.on_frame(seq, frame)) {
+                    self.accept_rebuilt(now, rebuilt);
                 }
                 tracing::trace!(link = %via, seq, "frame");
                 self.recovery.gaps.forget_below(self.reorder.expected());
@@ -244,13 +260,7 @@ mod tests {
     use crate::session::{LinkConfig, SessionConfig};
     use crate::testing::key_pair;
 
-    const GATEWAY: &str = "192.0.2.1:4754";
-    const RIG: &str = "198.51.100.7:40000";
-
-    #[allow(clippy::disallowed_methods)]
-    fn start() -> Instant {
-        Instant::now()
-    }
+    use crate::session::tests_support::{GATEWAY, RIG, start};
 
     /// An edge with two links and the gateway's session for it, keyed alike.
     fn pair(now: Instant) -> (Session, Session) {

@@ -201,6 +201,7 @@ impl Session {
             self.stats.mss_clamped += 1;
         }
         self.queue.push_back(Pending::new(seq, buf, chosen));
+        self.fec_push(now, seq, self.queue.len() - 1);
         Ok(())
     }
 
@@ -301,7 +302,12 @@ impl Session {
                 return Some(t);
             }
         }
-        while let Some(pending) = self.queue.front_mut() {
+        loop {
+            // A block's recovery shards go out as soon as its frames have.
+            if let Some(t) = self.next_recovery(now, buf) {
+                return Some(t);
+            }
+            let Some(pending) = self.queue.front_mut() else { break };
             // One link at a time, each piece of the frame in turn.
             let links = &self.links;
             let max_datagram = |id: LinkId| id.index().and_then(|i| links[i].as_ref()).map(|l| l.pmtu.current());
@@ -432,7 +438,7 @@ impl Session {
         }
     }
 
-    fn seal(
+    pub(super) fn seal(
         &mut self,
         now: Instant,
         slot: usize,

@@ -33,6 +33,8 @@ pub enum TimerKind {
     Handshake,
     /// The LAN's addresses are due to be announced through a new gateway (edge only).
     Announce,
+    /// The open block of frames is due to close and send its recovery shards.
+    Fec,
 }
 
 /// The earliest of the deadlines it is shown; of equal ones, the first shown.
@@ -107,6 +109,9 @@ impl Session {
         if let Some(at) = self.keys.retire_at() {
             best.consider(at, TimerKind::KeyRetire);
         }
+        if let Some(at) = self.fec_tx.as_ref().and_then(|f| f.close_at()) {
+            best.consider(at, TimerKind::Fec);
+        }
         best.get()
     }
 
@@ -135,6 +140,7 @@ impl Session {
             self.resend_in_flight(now, id, Swallowed::BlackHole);
         }
         self.keys.retire(now);
+        self.fec_tick(now);
         self.reorder.set_hold_from_delays(
             self.links
                 .iter()
@@ -150,6 +156,9 @@ impl Session {
         self.reorder.handle_timeout(now);
         self.recovery.gaps.forget_below(self.reorder.expected());
         self.reassembly.expire(now, self.config.latency_budget, self.reorder.expected());
+        if let Some(decoder) = self.fec_rx.as_mut() {
+            decoder.forget_before(self.reorder.expected());
+        }
         let pool = &mut self.pool;
         self.recovery.sent.expire(now, |buf| pool.push(buf));
         self.pool.truncate(MAX_POOLED);

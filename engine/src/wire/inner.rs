@@ -6,6 +6,9 @@ use super::{CONTROL_HEADER_LEN, DATA_HEADER_LEN, WireError, field, read_u32};
 pub const FLAG_RETRANSMIT: u8 = 0x01;
 /// [`DataHeader::fragment`]: the payload is a piece of a frame ([`crate::fragment`]).
 pub const FRAGMENT_PIECE: u8 = 1;
+/// [`DataHeader::fragment`]: the payload is a recovery shard ([`crate::fec`]), and the frame
+/// sequence is the one its block ends before.
+pub const FEC_RECOVERY: u8 = 2;
 
 /// The header in front of an Ethernet frame inside a sealed data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,7 +19,8 @@ pub struct DataHeader {
     pub send_ts: u32,
     /// Flags ([`FLAG_RETRANSMIT`]); bits braid does not know are ignored.
     pub flags: u8,
-    /// 0 for a whole frame, [`FRAGMENT_PIECE`] for a piece of one; other values are refused.
+    /// 0 for a whole frame, [`FRAGMENT_PIECE`] for a piece of one, [`FEC_RECOVERY`] for a
+    /// recovery shard; other values are refused.
     pub fragment: u8,
 }
 
@@ -35,7 +39,7 @@ impl DataHeader {
             flags: payload[field::DATA_FLAGS],
             fragment: payload[field::DATA_FRAGMENT],
         };
-        if header.fragment > FRAGMENT_PIECE {
+        if header.fragment > FEC_RECOVERY {
             return Err(WireError::Malformed);
         }
         Ok((header, &payload[DATA_HEADER_LEN..]))

@@ -38,7 +38,7 @@ mod inner;
 
 pub use control::{ControlMessage, ControlMessages, LinkReport, Placement, emit_padding};
 pub use gre::{GrePacket, GreRepr};
-pub use inner::{ControlHeader, DataHeader, FLAG_RETRANSMIT, FRAGMENT_PIECE};
+pub use inner::{ControlHeader, DataHeader, FEC_RECOVERY, FLAG_RETRANSMIT, FRAGMENT_PIECE};
 
 use crate::stats::DropReason;
 use crate::{LinkId, SessionIndex};
