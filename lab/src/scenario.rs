@@ -714,7 +714,7 @@ pub static ALL: &[Scenario] = &[
         describe: "bond at 40% of the sum over links with 2% random loss, with forward error correction: a lost frame is rebuilt before its NAK could return",
         mode: Mode::Bond,
         links: ["preset=dsl loss=0.02", "preset=lte-good loss=0.02", "preset=lte-bad loss=0.02"],
-        stream: Stream::Udp { mbps: 15.0, secs: 20 },
+        stream: Stream::Udp { mbps: 15.0, secs: 15 },
         fec: Some(FecConfig { block: 16, parity: 2, max_delay: Duration::from_millis(10) }),
         bounds: &[
             SENT_IN_FULL,
@@ -755,7 +755,7 @@ pub static ALL: &[Scenario] = &[
         describe: "auto with forward error correction, and bursts of about ten consecutive losses on the link that carries the stream about once a second: nothing lost, the added p99 within the links' spread plus 30 ms",
         mode: Mode::Auto,
         links: ["preset=dsl burst=0.002,0.1,1", "preset=lte-good", "preset=lte-bad"],
-        stream: Stream::Udp { mbps: 6.0, secs: 20 },
+        stream: Stream::Udp { mbps: 6.0, secs: 15 },
         fec: Some(FecConfig { block: 16, parity: 2, max_delay: Duration::from_millis(10) }),
         bounds: &[SENT_IN_FULL, zero("lost"), Bound { figure: "added_p99_ms", test: Test::AtMostFigure("bound_ms") }],
         reported: &["gw_rebuilt", "gw_recovered", "fec_pct", "extra_pct"],
