@@ -302,6 +302,9 @@ counters! {
         fec_bytes,
         /// Recovery shards never sent: no link had room for them before their block's time.
         fec_shards_dropped,
+        /// Recovery shards not sent because every frame of their block went out on two links or
+        /// more (duplicates protect it already).
+        fec_shards_unneeded,
         /// Recovery shards received from the peer.
         fec_shards_received,
         /// Frames lost on their way and rebuilt from the peer's recovery shards.

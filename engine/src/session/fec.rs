@@ -1,8 +1,9 @@
 //! Forward error correction in the session ([`crate::fec`]). The frames this end sends are
 //! grouped into blocks as they come in; a block's recovery shards go out right behind its last
-//! frame, spread over the links that deliver earliest. The peer keeps the frames it received a
-//! moment, and rebuilds from them and the shards a frame lost on its way, before a NAK could
-//! return, into the reorder buffer like any frame.
+//! frame, spread over the links that deliver earliest, unless every frame of the block went out
+//! on two links or more (`auto`'s duplicates on spare capacity protect it already). The peer
+//! keeps the frames it received a moment, and rebuilds from them and the shards a frame lost on
+//! its way, before a NAK could return, into the reorder buffer like any frame.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -42,13 +43,16 @@ pub(super) struct FecSend {
     /// Recovery shards ready to go (header and shard), each with the sequence its block ends
     /// before, and its index among its block's shards.
     ready: VecDeque<(u64, usize, Vec<u8>)>,
+    /// Frames of the open block that went out as one copy: a block whose every frame went on
+    /// two links or more (`auto`'s duplicates) is protected already, and its shards are not sent.
+    single_copies: usize,
 }
 
 impl FecSend {
     /// The sending side for `config`, which [`super::SessionConfig::validate`] has checked.
     pub(super) fn new(config: super::FecConfig) -> Option<Self> {
         let encoder = FecEncoder::new(usize::from(config.block), usize::from(config.parity)).ok()?;
-        Some(Self { encoder, max_delay: config.max_delay, opened: None, ready: VecDeque::new() })
+        Some(Self { encoder, max_delay: config.max_delay, opened: None, ready: VecDeque::new(), single_copies: 0 })
     }
 
     /// When the open block is due to close.
@@ -56,11 +60,16 @@ impl FecSend {
         self.opened.map(|at| at + self.max_delay)
     }
 
-    /// Queues the recovery shards of a block that ends before `end`: how many older ones
+    /// Queues the recovery shards of a block that ends before `end`, unless every frame of it
+    /// went out on two links or more: how many shards were left unsent, and how many older ones
     /// were dropped for them.
-    fn take(&mut self, end: u64, shards: Vec<Vec<u8>>) -> u64 {
-        if !shards.is_empty() {
-            self.opened = None;
+    fn take(&mut self, end: u64, shards: Vec<Vec<u8>>) -> (u64, u64) {
+        if shards.is_empty() {
+            return (0, 0);
+        }
+        self.opened = None;
+        if std::mem::take(&mut self.single_copies) == 0 {
+            return (shards.len() as u64, 0);
         }
         self.ready.extend(shards.into_iter().enumerate().map(|(i, shard)| (end, i, shard)));
         let mut dropped = 0;
@@ -68,21 +77,23 @@ impl FecSend {
             self.ready.pop_front();
             dropped += 1;
         }
-        dropped
+        (0, dropped)
     }
 }
 
 impl Session {
-    /// Adds frame `seq`, queued at `frame_at`, to the open block.
-    pub(super) fn fec_push(&mut self, now: Instant, seq: u64, frame_at: usize) {
+    /// Adds frame `seq`, queued at `frame_at` to go out as `copies` copies, to the open block.
+    pub(super) fn fec_push(&mut self, now: Instant, seq: u64, frame_at: usize, copies: usize) {
         let max_shard = self.fec_max_shard();
         let Some(fec) = self.fec_tx.as_mut() else { return };
         let Some(frame) = self.queue.get(frame_at).map(|p| &p.frame) else { return };
         fec.encoder.set_max_shard(max_shard);
         fec.opened.get_or_insert(now);
+        fec.single_copies += usize::from(copies < 2);
         match fec.encoder.push(seq, frame) {
             Ok(shards) => {
-                let dropped = fec.take(seq + 1, shards);
+                let (unneeded, dropped) = fec.take(seq + 1, shards);
+                self.stats.fec_shards_unneeded += unneeded;
                 self.stats.fec_shards_dropped += dropped;
             }
             Err(error) => tracing::debug!(%error, seq, "frame left out of forward error correction"),
@@ -98,7 +109,8 @@ impl Session {
         }
         match fec.encoder.close() {
             Ok(shards) => {
-                let dropped = fec.take(end, shards);
+                let (unneeded, dropped) = fec.take(end, shards);
+                self.stats.fec_shards_unneeded += unneeded;
                 self.stats.fec_shards_dropped += dropped;
             }
             Err(error) => tracing::debug!(%error, "block left without recovery"),
@@ -219,6 +231,10 @@ mod tests {
     /// An edge on `links` protecting its frames (`block` frames, one frame's worth of
     /// recovery), without retransmission so that only recovery can fill a gap.
     fn edge(now: Instant, block: u8, links: &[u8], max_datagram: usize) -> Session {
+        edge_in(Mode::Bond, now, block, links, max_datagram)
+    }
+
+    fn edge_in(mode: Mode, now: Instant, block: u8, links: &[u8], max_datagram: usize) -> Session {
         let link = |&id: &u8| LinkConfig {
             id: LinkId::new(id),
             priority: id,
@@ -227,7 +243,7 @@ mod tests {
         };
         let fec = FecConfig { block, parity: 1, max_delay: Duration::from_millis(10) };
         let config = SessionConfig {
-            mode: Mode::Bond,
+            mode,
             links: links.iter().map(link).collect(),
             fec: Some(fec),
             retransmit: false,
@@ -310,6 +326,18 @@ mod tests {
         delivers(&mut gateway, now, &frames[4..]).unwrap();
         assert_eq!((gateway.stats().frames_rebuilt, gateway.stats().fec_shards_received), (1, 2));
         assert!(edge.stats().fec_bytes > 0 && edge.stats().data_bytes_extra >= edge.stats().fec_bytes);
+    }
+
+    #[test]
+    fn a_block_whose_every_frame_went_on_two_links_sends_no_recovery() {
+        let now = start();
+        let mut edge = edge_in(Mode::Redundant, now, 4, &[0, 1], 1452);
+        for i in 0..4 {
+            edge.handle_frame(now, &frame(i, 300)).unwrap();
+            drain(&mut edge, now);
+        }
+        let stats = edge.stats();
+        assert_eq!((stats.fec_shards_sent, stats.fec_shards_unneeded, stats.fec_bytes), (0, 1, 0));
     }
 
     #[test]

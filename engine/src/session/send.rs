@@ -200,8 +200,9 @@ impl Session {
         if self.config.clamp_mss && crate::mss::clamp(&mut buf, self.mss_datagram()).is_some() {
             self.stats.mss_clamped += 1;
         }
+        let copies = chosen.len();
         self.queue.push_back(Pending::new(seq, buf, chosen));
-        self.fec_push(now, seq, self.queue.len() - 1);
+        self.fec_push(now, seq, self.queue.len() - 1, copies);
         Ok(())
     }
 
