@@ -8,15 +8,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::send::{Views, charge_views};
+use super::send::{Views, charge_views, emit_data_header};
 use super::{Session, Transmit};
+use crate::LinkId;
 use crate::fec::{FecDecoder, FecEncoder, PARITY_HEADER_LEN};
 use crate::monitor::LinkState;
 use crate::reorder::Arrival;
 #[cfg(test)]
 use crate::stats::DropReason;
+use crate::stats::SessionStats;
 use crate::wire::{DATA_OVERHEAD, DataHeader, FEC_RECOVERY, Protocol};
-use crate::{LinkId, MAX_LINKS};
 
 /// Recovery shards waiting to go out, at most; past it the oldest is dropped (its block's time
 /// has passed anyway).
@@ -61,23 +62,22 @@ impl FecSend {
     }
 
     /// Queues the recovery shards of a block that ends before `end`, unless every frame of it
-    /// went out on two links or more: how many shards were left unsent, and how many older ones
-    /// were dropped for them.
-    fn take(&mut self, end: u64, shards: Vec<Vec<u8>>) -> (u64, u64) {
+    /// went out on two links or more; the shards left unsent, and older ones dropped for these,
+    /// are counted in `stats`.
+    fn take(&mut self, end: u64, shards: Vec<Vec<u8>>, stats: &mut SessionStats) {
         if shards.is_empty() {
-            return (0, 0);
+            return;
         }
         self.opened = None;
         if std::mem::take(&mut self.single_copies) == 0 {
-            return (shards.len() as u64, 0);
+            stats.fec_shards_unneeded += shards.len() as u64;
+            return;
         }
         self.ready.extend(shards.into_iter().enumerate().map(|(i, shard)| (end, i, shard)));
-        let mut dropped = 0;
         while self.ready.len() > MAX_READY_SHARDS {
             self.ready.pop_front();
-            dropped += 1;
+            stats.fec_shards_dropped += 1;
         }
-        (0, dropped)
     }
 }
 
@@ -91,11 +91,7 @@ impl Session {
         fec.opened.get_or_insert(now);
         fec.single_copies += usize::from(copies < 2);
         match fec.encoder.push(seq, frame) {
-            Ok(shards) => {
-                let (unneeded, dropped) = fec.take(seq + 1, shards);
-                self.stats.fec_shards_unneeded += unneeded;
-                self.stats.fec_shards_dropped += dropped;
-            }
+            Ok(shards) => fec.take(seq + 1, shards, &mut self.stats),
             Err(error) => tracing::debug!(%error, seq, "frame left out of forward error correction"),
         }
     }
@@ -108,11 +104,7 @@ impl Session {
             return;
         }
         match fec.encoder.close() {
-            Ok(shards) => {
-                let (unneeded, dropped) = fec.take(end, shards);
-                self.stats.fec_shards_unneeded += unneeded;
-                self.stats.fec_shards_dropped += dropped;
-            }
+            Ok(shards) => fec.take(end, shards, &mut self.stats),
             Err(error) => tracing::debug!(%error, "block left without recovery"),
         }
         fec.opened = None;
@@ -167,7 +159,7 @@ impl Session {
         candidates.retain(|(arrival, _)| *arrival <= earliest + FEC_SPREAD);
         let (_, id) = candidates[index % candidates.len()];
         charge_views(&mut self.views, [id].into_iter().collect(), len);
-        id.index().filter(|&slot| slot < MAX_LINKS)
+        id.index()
     }
 
     fn seal_recovery(
@@ -181,10 +173,7 @@ impl Session {
         let ts = Self::timestamp(self.epoch, now);
         let header = DataHeader { frame_seq: end as u32, send_ts: ts, flags: 0, fragment: FEC_RECOVERY };
         let build = |buf: &mut Vec<u8>| {
-            let aad_len = buf.len();
-            buf.resize(aad_len + crate::wire::DATA_HEADER_LEN, 0);
-            // The buffer was just sized for the header, so emitting cannot fail.
-            let _ = header.emit(&mut buf[aad_len..]);
+            let aad_len = emit_data_header(buf, &header);
             buf.extend_from_slice(shard);
             aad_len
         };
@@ -194,9 +183,7 @@ impl Session {
         self.stats.fec_bytes += bytes;
         self.stats.fec_shards_sent += 1;
         if let Some(link) = self.links[slot].as_mut() {
-            let pn = link.tx.next_pn - 1;
-            link.monitor.on_data_sent(now, pn, link.backlog_delay());
-            link.log_sent(now, pn);
+            link.data_sent(now);
         }
         Some(transmit)
     }

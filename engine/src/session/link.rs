@@ -259,6 +259,14 @@ impl Link {
         self.tx.backlog_bytes += (len + crate::wire::DATA_OVERHEAD) as f64;
     }
 
+    /// Notes that the packet just sealed on the link carried data: the monitor awaits its
+    /// answer (after the link's own modelled queue), and the controller its report.
+    pub(super) fn data_sent(&mut self, now: Instant) {
+        let pn = self.tx.next_pn - 1;
+        self.monitor.on_data_sent(now, pn, self.backlog_delay());
+        self.log_sent(now, pn);
+    }
+
     /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
     pub(super) fn log_sent(&mut self, now: Instant, pn: u64) {
         let log = &mut self.tx.sent_log;

@@ -393,10 +393,7 @@ impl Session {
         let frame = &pending.frame;
         let range = split.range(piece);
         let build = |buf: &mut Vec<u8>| {
-            let aad_len = buf.len();
-            buf.resize(aad_len + crate::wire::DATA_HEADER_LEN, 0);
-            // The buffer was just sized for the header, so emitting cannot fail.
-            let _ = header.emit(&mut buf[aad_len..]);
+            let aad_len = emit_data_header(buf, &header);
             if !whole {
                 emit_piece_header(range.start, frame.len(), buf);
             }
@@ -426,9 +423,7 @@ impl Session {
                 if let Some(link) = self.links[slot].as_mut() {
                     link.stats.tx_frames += u64::from(first_piece);
                     link.stats.retransmits += u64::from(retransmit && first_piece);
-                    let pn = link.tx.next_pn - 1;
-                    link.monitor.on_data_sent(now, pn, link.backlog_delay());
-                    link.log_sent(now, pn);
+                    link.data_sent(now);
                 }
                 t
             }
@@ -464,6 +459,16 @@ impl Session {
             }
         }
     }
+}
+
+/// Appends a data packet's inner header to `buf`, which holds its associated data: the
+/// associated data's length.
+pub(super) fn emit_data_header(buf: &mut Vec<u8>, header: &DataHeader) -> usize {
+    let aad_len = buf.len();
+    buf.resize(aad_len + crate::wire::DATA_HEADER_LEN, 0);
+    // The buffer was just sized for the header, so emitting cannot fail.
+    let _ = header.emit(&mut buf[aad_len..]);
+    aad_len
 }
 
 /// Writes GRE header + body into `buf` and seals it on the link in `slot`. `Ok(None)` when the
