@@ -7,8 +7,13 @@
 //! moment late never bounce an edge between gateways. It is made again only when the gateway or
 //! the standby it names leaves the fleet. While etcd is unreachable nothing new is placed: the
 //! gateway keeps the edges it has, and their standbys.
+//!
+//! A stream that comes from a standby session here (its gateway died, or another member sent
+//! it here) stays if this member accepts it: the standby was chosen for it, and two members
+//! placing at once on the same stale reports would otherwise send it on again. Planned moves
+//! even out what is left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::member::{FleetView, MemberRecord};
@@ -21,8 +26,25 @@ use crate::wire::Placement;
 pub struct EdgeNow<'a> {
     /// Its name.
     pub name: &'a str,
-    /// Its session here carries its stream (not a standby).
-    pub carried: bool,
+    /// Its session here.
+    pub here: Here,
+}
+
+/// An edge's session with this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Here {
+    /// It carries the edge's stream.
+    Carried,
+    /// A standby: the edge's stream goes through another gateway.
+    Standby,
+    /// No session.
+    Absent,
+}
+
+impl EdgeNow<'_> {
+    fn carried(&self) -> bool {
+        self.here == Here::Carried
+    }
 }
 
 /// Where an edge was placed, by member names.
@@ -30,6 +52,8 @@ pub struct EdgeNow<'a> {
 struct Decision {
     gateway: String,
     standby: Option<String>,
+    /// When it was made.
+    since: Instant,
 }
 
 /// How long an edge sent to another member counts toward that member's load before its
@@ -48,6 +72,8 @@ pub struct Placer {
     pending: BTreeMap<String, (String, Instant)>,
     /// When the next planned move may be made.
     next_rebalance: Option<Instant>,
+    /// The edges with a standby session here at the last placement.
+    standing_by: BTreeSet<String>,
 }
 
 impl Placer {
@@ -65,21 +91,34 @@ impl Placer {
     ) -> Vec<Option<Placement>> {
         let names: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
         let member = |name: &str| view.members.iter().find(|m| m.name == name);
-        self.decided.retain(|edge, _| edges.iter().any(|e| e.carried && e.name == edge));
+        self.decided.retain(|edge, _| edges.iter().any(|e| e.carried() && e.name == edge));
         // This gateway's own edges are counted from its decisions, not from its report, which
         // may not have caught up yet.
         let mut members: Vec<Member> = view.members.iter().map(|m| to_member(m, now, now_unix_ms)).collect();
+        let mut unfollowed = Vec::new();
         self.pending.retain(|edge, (to, at)| {
-            now.saturating_duration_since(*at) < PENDING_FOR
-                && !view.members.iter().any(|m| m.name == *to && m.carrying.contains(edge))
+            let arrived = view.members.iter().any(|m| m.name == *to && m.carrying.contains(edge));
+            let expired = now.saturating_duration_since(*at) >= PENDING_FOR;
+            if expired && !arrived {
+                unfollowed.push(edge.clone());
+            }
+            !expired && !arrived
         });
         for (to, _) in self.pending.values() {
             if let Some(member) = members.iter_mut().find(|m| m.name == *to) {
                 member.edges += 1;
             }
         }
+        // An edge sent away that is still here when its move is no longer pending did not
+        // follow (it moved too often to move again, or cannot reach the member): it stays, with
+        // a standby chosen again below, and the next planned move takes another edge.
+        for edge in unfollowed {
+            if let Some(decision) = self.decided.get_mut(&edge) {
+                *decision = Decision { gateway: me.to_owned(), standby: None, since: now };
+            }
+        }
         let mine = |decided: &BTreeMap<String, Decision>| decided.values().filter(|d| d.gateway == me).count() as u32;
-        for edge in edges.iter().filter(|e| e.carried) {
+        for edge in edges.iter().filter(|e| e.carried()) {
             let kept = self.decided.get(edge.name).filter(|d| names.contains(&d.gateway.as_str()));
             let standby_gone = kept.is_some_and(|d| {
                 d.standby.as_deref().is_some_and(|s| !names.contains(&s)) || (d.standby.is_none() && names.len() > 1)
@@ -91,17 +130,27 @@ impl Placer {
                 // Its gateway stays; only its standby is chosen again.
                 let gateway = kept.map(|d| d.gateway.clone()).unwrap_or_default();
                 let standby = rules.standby(&members, &gateway, 0.0, now).map(str::to_owned);
-                self.decided.insert(edge.name.to_owned(), Decision { gateway, standby });
+                let since = kept.map_or(now, |d| d.since);
+                self.decided.insert(edge.name.to_owned(), Decision { gateway, standby, since });
                 continue;
             }
             self.decided.remove(edge.name);
             if let Some(own) = members.iter_mut().find(|m| m.name == me) {
                 own.edges = mine(&self.decided);
             }
-            let decision = match rules.answer(me, &members, 0.0, now) {
-                Answer::Accept { standby } => Decision { gateway: me.to_owned(), standby: standby.map(str::to_owned) },
+            let own = members.iter().find(|m| m.name == me);
+            let arrived = self.standing_by.contains(edge.name) && own.is_some_and(|m| rules.accepts(m, 0.0, now));
+            let answer = if arrived {
+                Answer::Accept { standby: rules.standby(&members, me, 0.0, now) }
+            } else {
+                rules.answer(me, &members, 0.0, now)
+            };
+            let decision = match answer {
+                Answer::Accept { standby } => {
+                    Decision { gateway: me.to_owned(), standby: standby.map(str::to_owned), since: now }
+                }
                 Answer::Redirect(p) => {
-                    Decision { gateway: p.gateway.to_owned(), standby: p.standby.map(str::to_owned) }
+                    Decision { gateway: p.gateway.to_owned(), standby: p.standby.map(str::to_owned), since: now }
                 }
                 // No member takes it: this gateway carries it anyway, and says nothing.
                 Answer::Overloaded => continue,
@@ -119,33 +168,31 @@ impl Placer {
             }
             self.rebalance(rules, me, &members, now);
         }
+        self.standing_by = edges.iter().filter(|e| e.here == Here::Standby).map(|e| e.name.to_owned()).collect();
         let key = |name: &str| member(name).and_then(|m| PublicKey::from_base64(&m.public_key).ok()).map(|k| k.0);
         edges
             .iter()
             .map(|edge| {
-                let decision = self.decided.get(edge.name).filter(|_| edge.carried)?;
+                let decision = self.decided.get(edge.name).filter(|_| edge.carried())?;
                 Some(Placement { gateway: key(&decision.gateway)?, standby: decision.standby.as_deref().and_then(key) })
             })
             .collect()
     }
 
-    /// The fleet's next planned move, if it is from this member: its last edges by name go to
-    /// the member the rule names, make-before-break (the edge follows its new placement), one
-    /// step every [`REBALANCE_EVERY`], so that a returned member gets edges back in small steps.
+    /// The fleet's next planned move, if it is from this member: the edges here longest (of
+    /// equals, the last by name) go to the member the rule names, make-before-break (the edge
+    /// follows its new placement), one step every [`REBALANCE_EVERY`], so that a returned member
+    /// gets edges back in small steps. An edge that has just moved, and may not move again so
+    /// soon ([`crate::endpoint::edge::MAX_REDIRECTS`]), is the last to be asked.
     fn rebalance(&mut self, rules: &Rules, me: &str, members: &[Member], now: Instant) {
         let Some(step) = rules.rebalance(members, now).filter(|m| m.from == me) else { return };
-        let moving: Vec<String> = self
-            .decided
-            .iter()
-            .rev()
-            .filter(|(_, d)| d.gateway == me)
-            .take(step.edges as usize)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let mut here: Vec<(&String, &Decision)> = self.decided.iter().filter(|(_, d)| d.gateway == me).collect();
+        here.sort_by_key(|(name, d)| (d.since, std::cmp::Reverse(*name)));
+        let moving: Vec<String> = here.iter().take(step.edges as usize).map(|(name, _)| (*name).clone()).collect();
         for name in moving {
             tracing::info!(edge = %name, to = step.to, "rebalancing: the edge moves to a member with more room");
             let standby = Some(me.to_owned());
-            self.decided.insert(name.clone(), Decision { gateway: step.to.to_owned(), standby });
+            self.decided.insert(name.clone(), Decision { gateway: step.to.to_owned(), standby, since: now });
             self.pending.insert(name, (step.to.to_owned(), now));
         }
         self.next_rebalance = Some(now + REBALANCE_EVERY);
@@ -214,10 +261,10 @@ mod tests {
         let fleet = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10), record("gw3", 3, 0, 10)]);
         let mut placer = Placer::default();
         let edges = [
-            EdgeNow { name: "a", carried: true },
-            EdgeNow { name: "b", carried: true },
-            EdgeNow { name: "c", carried: true },
-            EdgeNow { name: "s", carried: false },
+            EdgeNow { name: "a", here: Here::Carried },
+            EdgeNow { name: "b", here: Here::Carried },
+            EdgeNow { name: "c", here: Here::Carried },
+            EdgeNow { name: "s", here: Here::Standby },
         ];
         let placed = placer.place(&rules, "gw1", &fleet, &edges, now, NOW_MS);
         let gateways: Vec<Option<[u8; 32]>> = placed.iter().map(|p| p.map(|p| p.gateway)).collect();
@@ -226,7 +273,7 @@ mod tests {
         // The edges sent away count toward their gateways until their reports show them: a
         // fourth edge placed a moment later, on the same stale reports, spreads on.
         let mut later = edges.to_vec();
-        later.push(EdgeNow { name: "d", carried: true });
+        later.push(EdgeNow { name: "d", here: Here::Carried });
         let fourth = placer.place(&rules, "gw1", &fleet, &later, now + Duration::from_secs(1), NOW_MS + 1000);
         assert_eq!(&fourth[..4], &placed[..], "the first decisions stand");
         let gateway = fourth[4].map(|p| p.gateway);
@@ -241,7 +288,7 @@ mod tests {
         let rules = Rules::default();
         let now = start();
         let mut placer = Placer::default();
-        let edges = [EdgeNow { name: "a", carried: true }];
+        let edges = [EdgeNow { name: "a", here: Here::Carried }];
         let two = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10)]);
         let first = placer.place(&rules, "gw1", &two, &edges, now, NOW_MS)[0].unwrap();
         assert_eq!((first.gateway, first.standby), (key(1), Some(key(2))));
@@ -256,11 +303,68 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_comes_from_a_standby_session_stays_where_a_new_one_would_be_sent_on() {
+        let rules = Rules::default();
+        let now = start();
+        let mut placer = Placer::default();
+        // gw2 stands by for "a" while gw1 carries it; gw1 dies (its report still shows), and
+        // "a" takes over here. On the reports, gw1 (first by name) has as much room as gw2.
+        let fleet = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10)]);
+        let standby = [EdgeNow { name: "a", here: Here::Standby }, EdgeNow { name: "b", here: Here::Absent }];
+        assert_eq!(
+            placer.place(&rules, "gw2", &fleet, &standby, now, NOW_MS),
+            [None, None],
+            "standbys are told nothing"
+        );
+        let carried = [EdgeNow { name: "a", here: Here::Carried }, EdgeNow { name: "b", here: Here::Carried }];
+        let placed = placer.place(&rules, "gw2", &fleet, &carried, now + Duration::from_secs(1), NOW_MS + 1000);
+        let a = placed[0].expect("the stream that came from a standby is placed");
+        assert_eq!((a.gateway, a.standby), (key(2), Some(key(1))), "kept where it came, with a standby");
+        assert_eq!(placed[1].map(|p| p.gateway), Some(key(1)), "a new stream goes where the rule puts it");
+        // A member that does not accept it (at capacity) sends it on.
+        let mut placer = Placer::default();
+        let full = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 1)]);
+        placer.place(&rules, "gw2", &full, &standby[..1], now, NOW_MS);
+        let placed = placer.place(&rules, "gw2", &full, &carried[..1], now, NOW_MS)[0];
+        assert_eq!(placed.map(|p| p.gateway), Some(key(1)), "gw2 cannot take it: sent on");
+    }
+
+    #[test]
+    fn a_planned_move_takes_the_edge_here_longest_and_one_that_does_not_follow_stays() {
+        let rules = Rules::default();
+        let now = start();
+        let mut placer = Placer::default();
+        let carried = |names: &[&'static str]| -> Vec<EdgeNow<'static>> {
+            names.iter().map(|&name| EdgeNow { name, here: Here::Carried }).collect()
+        };
+        let mut joined = record("gw2", 2, 0, 10);
+        joined.since_unix_ms = NOW_MS;
+        let fleet = view(vec![record("gw1", 1, 0, 10), joined]);
+        // gw2 is held down: gw1 keeps "a", then "b" and "z" a second later.
+        placer.place(&rules, "gw1", &fleet, &carried(&["a"]), now, NOW_MS);
+        let all = carried(&["a", "b", "z"]);
+        placer.place(&rules, "gw1", &fleet, &all, now + Duration::from_secs(1), NOW_MS + 1000);
+        let on = |placed: &[Option<Placement>]| -> Vec<u8> {
+            placed.iter().map(|p| if p.is_some_and(|p| p.gateway == key(2)) { 2 } else { 1 }).collect()
+        };
+        let later = now + HOLD_DOWN + Duration::from_secs(1);
+        let later_ms = NOW_MS + HOLD_DOWN.as_millis() as u64 + 1000;
+        let placed = placer.place(&rules, "gw1", &fleet, &all, later, later_ms);
+        assert_eq!(on(&placed), [2, 1, 1], "the edge here longest moves first, though first by name");
+        // "a" does not follow (it moved too often): once its move is no longer pending it stays,
+        // and the next move takes another edge.
+        let next = later + PENDING_FOR.max(REBALANCE_EVERY);
+        let placed = placer.place(&rules, "gw1", &fleet, &all, next, later_ms + 10_000);
+        assert_eq!(on(&placed), [1, 1, 2], "a stays; of b and z, here as long, the last by name moves");
+        assert!(placed[0].is_some_and(|p| p.standby == Some(key(2))), "a keeps a standby");
+    }
+
+    #[test]
     fn a_gateway_at_capacity_redirects_and_a_new_member_waits_out_the_hold_down() {
         let rules = Rules::default();
         let now = start();
         let mut placer = Placer::default();
-        let edges = [EdgeNow { name: "a", carried: true }];
+        let edges = [EdgeNow { name: "a", here: Here::Carried }];
         // gw1 takes one edge (a second would be past the threshold); gw2 joined a minute ago.
         let mut fresh = record("gw2", 2, 0, 10);
         fresh.since_unix_ms = NOW_MS - 1000;
@@ -277,7 +381,8 @@ mod tests {
         let rules = Rules::default();
         let now = start();
         let mut placer = Placer::default();
-        let edges: Vec<EdgeNow<'_>> = ["a", "b", "c", "d"].iter().map(|name| EdgeNow { name, carried: true }).collect();
+        let edges: Vec<EdgeNow<'_>> =
+            ["a", "b", "c", "d"].iter().map(|name| EdgeNow { name, here: Here::Carried }).collect();
         let mut back = record("gw3", 3, 0, 10);
         back.since_unix_ms = NOW_MS;
         let fleet = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 3, 10), back.clone()]);

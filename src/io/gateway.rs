@@ -18,7 +18,7 @@ use crate::config::{FleetSettings, GatewaySettings, TapSettings, load_gateway};
 use crate::endpoint::gateway::{Gateway, PeerId};
 use crate::fleet::member::{self, Agent, FleetEdge, Load};
 use crate::fleet::placement::Rules;
-use crate::fleet::placer::{EdgeNow, Placer};
+use crate::fleet::placer::{EdgeNow, Here, Placer};
 use crate::session::{Event, Transmit};
 
 enum Input {
@@ -234,8 +234,16 @@ impl Fleet {
     /// fleet puts it.
     fn tick(&mut self, gateway: &mut Gateway, names: &[String]) {
         let load = self.load.measure(gateway, names);
-        let edges: Vec<EdgeNow<'_>> =
-            names.iter().map(|name| EdgeNow { name, carried: load.carrying.contains(name) }).collect();
+        let here = |name: &String| {
+            if load.carrying.contains(name) {
+                Here::Carried
+            } else if load.standby_for.contains(name) {
+                Here::Standby
+            } else {
+                Here::Absent
+            }
+        };
+        let edges: Vec<EdgeNow<'_>> = names.iter().map(|name| EdgeNow { name, here: here(name) }).collect();
         let view = self.agent.view.borrow().clone();
         let placements = self.placer.place(&self.rules, &self.name, &view, &edges, now(), super::unix_millis());
         for (i, placement) in placements.into_iter().enumerate() {
