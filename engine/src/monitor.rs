@@ -75,7 +75,9 @@ pub const DEGRADED_LOSS: f64 = 0.10;
 pub const LOSS_CONFIDENCE_Z: f64 = 1.96;
 /// Probes answered in time, in a row, that end a delay spike (about 150 ms of probing).
 pub const CALM_PROBES: u32 = 3;
-/// A link whose smoothed RTT rises this far above its minimum is degraded (a filling buffer).
+/// A link whose smoothed RTT rises this far above its minimum, beyond what its jitter alone
+/// shows ([`crate::cc::FIFO_JITTER`] times it, as the congestion controller allows), is
+/// degraded (a filling buffer).
 pub const DEGRADED_RTT_RISE: Duration = Duration::from_millis(150);
 /// Loss is judged only once this many packets were expected in the window.
 pub const MIN_LOSS_SAMPLES: u64 = 20;
@@ -799,8 +801,15 @@ impl LinkMonitor {
         [self.rx_window.loss(&self.tuning), self.tx_window.loss(&self.tuning)].into_iter().flatten()
     }
 
+    /// How far above the minimum RTT a round trip may be and still be in time: the degraded
+    /// rise, plus what the link's jitter alone shows. The minimum is the luckiest sample, so on
+    /// a jittery link the mean sits its jitter above it with no queue at all.
+    fn rise_allowed(&self) -> Duration {
+        self.tuning.degraded_rtt_rise + self.jitter().mul_f64(crate::cc::FIFO_JITTER)
+    }
+
     fn rtt_risen(&self) -> bool {
-        matches!((self.srtt, self.min_rtt), (Some(s), Some(m)) if s > m + self.tuning.degraded_rtt_rise)
+        matches!((self.srtt, self.min_rtt), (Some(s), Some(m)) if s > m + self.rise_allowed())
     }
 
     fn quality_is_bad(&self) -> bool {
@@ -811,12 +820,12 @@ impl LinkMonitor {
         self.calm_probes.is_none() && self.losses().all(|l| l.upper < self.tuning.degraded_loss) && !self.rtt_risen()
     }
 
-    /// During a delay spike, counts the probes answered in time (within the degraded rise of
+    /// During a delay spike, counts the probes answered in time ([`Self::rise_allowed`] above
     /// the minimum RTT) since the last late one; at [`CALM_PROBES`] the spike is over, and the
     /// smoothed RTT restarts from the path's delay as it is now.
     fn count_calm(&mut self, rtt: Duration) {
         let Some(calm) = self.calm_probes else { return };
-        let in_time = self.min_rtt.is_some_and(|m| rtt <= m + self.tuning.degraded_rtt_rise);
+        let in_time = self.min_rtt.is_some_and(|m| rtt <= m + self.rise_allowed());
         if !in_time {
             self.calm_probes = Some(0);
         } else if calm + 1 >= CALM_PROBES {
@@ -1064,6 +1073,42 @@ mod tests {
         }
         let back = up_at.map(|at| at - end);
         assert!(back.is_some_and(|b| b <= PROBE_INTERVAL * 4), "up {back:?} after the spike ended");
+    }
+
+    #[test]
+    fn round_trips_that_swing_by_the_links_jitter_keep_it_up_and_a_standing_rise_degrades_it() {
+        let t0 = start();
+        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
+        let mut t = bring_up(&mut m, t0);
+        // One way 15 or 195 ms in turn: the smoothed RTT settles about 180 ms above the
+        // minimum (30 ms), past the degraded rise, and all of it is the path's jitter.
+        let answer = |m: &mut LinkMonitor, t: &mut Instant, seq: u64, one_way_ms: u64| {
+            let rtt = Duration::from_millis(2 * one_way_ms);
+            m.on_probe_sent(*t, seq);
+            m.on_packet_received(*t + rtt, seq, 100, one_way_ms as i64 * 1000);
+            m.on_probe_reply(*t + rtt, seq as u32);
+            m.handle_timeout(*t + rtt);
+            *t += rtt + Duration::from_millis(5);
+        };
+        for seq in 10_000..10_200 {
+            answer(&mut m, &mut t, seq, if seq % 2 == 0 { 15 } else { 195 });
+            assert_eq!(m.state(), LinkState::Up, "degraded by its jitter alone at probe {seq}: {:?}", m.quality());
+        }
+        let swing = m.quality();
+        assert!(
+            swing.srtt.is_some_and(|s| s > RTT + DEGRADED_RTT_RISE),
+            "the test means something only if the smoothed RTT passed the rise: {swing:?}"
+        );
+        // The same mean, steady: a standing queue of about 200 ms, and no jitter to explain it.
+        let mut degraded = false;
+        for seq in 20_000..20_200 {
+            answer(&mut m, &mut t, seq, 115);
+            if m.state() == LinkState::Degraded {
+                degraded = true;
+                break;
+            }
+        }
+        assert!(degraded, "a steady 200 ms rise left the link {:?}: {:?}", m.state(), m.quality());
     }
 
     #[test]

@@ -178,7 +178,8 @@ section! {
         degraded_loss: f64 = monitor::DEGRADED_LOSS,
         /// The z-score of the loss confidence interval (1.96: 95%).
         loss_confidence_z: f64 = monitor::LOSS_CONFIDENCE_Z,
-        /// A link is degraded when its smoothed RTT stands this far above its lowest.
+        /// A link is degraded when its smoothed RTT stands this far above its lowest, beyond
+        /// three times its jitter.
         degraded_rtt_rise: Duration = monitor::DEGRADED_RTT_RISE,
         /// Fewer expected packets than this tell nothing of loss.
         min_loss_samples: u64 = monitor::MIN_LOSS_SAMPLES,
