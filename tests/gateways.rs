@@ -461,3 +461,33 @@ fn a_fleet_placement_moves_the_stream_to_a_pinned_gateway_make_before_break_and_
     assert_eq!(r.duplicated, 0, "make-before-break sends nothing twice: {r}");
     assert!(stall <= Duration::from_millis(50), "the stream stalled {stall:?}");
 }
+
+/// Datagrams the edge has sent toward the first gateway, on all uplinks.
+fn sent_to_first_gateway(sim: &PairSim) -> u64 {
+    sim.links.iter().map(|l| l.up.stats().offered).sum()
+}
+
+#[test]
+fn a_dead_gateway_gets_no_burst_of_re_sends_on_the_uplinks_the_stream_moves_to() {
+    for seed in [21, 22, 23] {
+        let mut sim = with_standby(seed, Mode::Auto);
+        sim.stream(1.0, 7.0, 6.0, 1200);
+        sim.schedule(4.0, Action::GatewayCut);
+        sim.run_until(4.0);
+        // The last 5 ms before the move, which still carry the stream, and 500 ms after it.
+        let mut before = sent_to_first_gateway(&sim);
+        let mut t = 4.0;
+        while sim.edge.active_gateway() == sim.gateway_addr && t < 5.0 {
+            before = sent_to_first_gateway(&sim);
+            t += 0.005;
+            sim.run_until(t);
+        }
+        assert_eq!(sim.edge.active_gateway(), standby_addr(&sim), "seed {seed}: the stream did not move");
+        sim.run_until(t + 0.5);
+        let sent = sent_to_first_gateway(&sim) - before;
+        // The stream's 5 ms on three links (625 frames a second, a copy on each: ~10), and the
+        // dead gateway's probes and handshake attempts (a few a second on each link).
+        println!("seed {seed}: {sent} datagrams to the dead gateway in the 505 ms around the move");
+        assert!(sent <= 40, "seed {seed}: {sent} datagrams went to the dead gateway as the stream moved away from it");
+    }
+}

@@ -436,6 +436,13 @@ impl Session {
         let base = link.pmtu.current();
         self.refresh_views(now, Views::Sendable);
         let usable: LinkSet = self.views.iter().filter(|v| v.state.is_usable()).map(|v| v.id).collect();
+        if usable.is_empty() {
+            // The last link went: no link would carry the copies (the scheduler's fallback would
+            // put them back on the links that just failed). The frames stay kept, for the peer's
+            // NAKs once a link is back, or for another gateway's session taking the stream.
+            tracing::debug!(link = %lost_on, ?why, "nothing re-sent: no link is usable");
+            return;
+        }
         let frames = self.resend_kept(now, |sent| {
             let safe = match why {
                 Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
@@ -474,6 +481,11 @@ impl Session {
             .map(|s| s.frame)
             .collect();
         frames.extend(self.take_queued());
+        // The re-sent copies still queued are of frames that either moved above or were
+        // confirmed: sent to this peer now, they would only crowd the uplinks the stream moves to.
+        for pending in self.queue.drain(..) {
+            self.pool.push(pending.frame);
+        }
         self.recovery.delayed.clear();
         frames
     }
