@@ -76,8 +76,8 @@ pub const LOSS_CONFIDENCE_Z: f64 = 1.96;
 /// Probes answered in time, in a row, that end a delay spike (about 150 ms of probing).
 pub const CALM_PROBES: u32 = 3;
 /// A link whose smoothed RTT rises this far above its minimum, beyond what its jitter alone
-/// shows ([`crate::cc::FIFO_JITTER`] times it, as the congestion controller allows), is
-/// degraded (a filling buffer).
+/// shows (the congestion controller's `fifo_jitter` times it, [`crate::cc::FIFO_JITTER`] by
+/// default, as the controller allows), is degraded (a filling buffer).
 pub const DEGRADED_RTT_RISE: Duration = Duration::from_millis(150);
 /// Loss is judged only once this many packets were expected in the window.
 pub const MIN_LOSS_SAMPLES: u64 = 20;
@@ -358,6 +358,9 @@ pub struct LinkMonitor {
     /// late one. [`CALM_PROBES`] of them in a row end the spike.
     calm_probes: Option<u32>,
     tuning: MonitorTuning,
+    /// How many times its jitter a busy link's RTTs stand above its idle ones with no queue,
+    /// as the congestion controller reckons it ([`crate::tuning::CcTuning::fifo_jitter`]).
+    fifo_jitter: f64,
     outstanding: VecDeque<Outstanding>,
     last_rx: Instant,
     srtt: Option<Duration>,
@@ -399,6 +402,7 @@ impl LinkMonitor {
     pub fn new(now: Instant, tuning: MonitorTuning) -> Self {
         Self {
             tuning,
+            fifo_jitter: crate::cc::FIFO_JITTER,
             last_rx: now,
             state: LinkState::Probing,
             carrier: true,
@@ -431,6 +435,14 @@ impl LinkMonitor {
             faster_interval: None,
             carrying_interval: tuning.probe_interval,
         }
+    }
+
+    /// Allows a busy link's RTTs `factor` times its jitter above the minimum before a rise
+    /// counts, as the congestion controller does (its `fifo_jitter`): the two keep one measure.
+    #[must_use]
+    pub const fn with_fifo_jitter(mut self, factor: f64) -> Self {
+        self.fifo_jitter = factor;
+        self
     }
 
     /// Probes come every `interval` from now on (a session that became or stopped being a
@@ -726,7 +738,7 @@ impl LinkMonitor {
     fn data_deadline(&self) -> Option<Instant> {
         // Before an RTT is measured nothing says when an answer is due.
         self.srtt?;
-        let jitter = Duration::from_micros(self.delay.jitter_us as u64);
+        let jitter = self.jitter();
         // Never below one probe interval: on a link with a tiny RTT, a busy host's scheduling
         // would otherwise pass for a dead link.
         let interval = self.tuning.probe_interval;
@@ -805,7 +817,7 @@ impl LinkMonitor {
     /// rise, plus what the link's jitter alone shows. The minimum is the luckiest sample, so on
     /// a jittery link the mean sits its jitter above it with no queue at all.
     fn rise_allowed(&self) -> Duration {
-        self.tuning.degraded_rtt_rise + self.jitter().mul_f64(crate::cc::FIFO_JITTER)
+        self.tuning.degraded_rtt_rise + self.jitter().mul_f64(self.fifo_jitter)
     }
 
     fn rtt_risen(&self) -> bool {
@@ -1109,6 +1121,14 @@ mod tests {
             }
         }
         assert!(degraded, "a steady 200 ms rise left the link {:?}: {:?}", m.state(), m.quality());
+        // The allowance is the congestion controller's: with none, the same swing degrades it.
+        let mut strict = LinkMonitor::new(t0, MonitorTuning::default()).with_fifo_jitter(0.0);
+        let mut t = bring_up(&mut strict, t0);
+        let degraded = (10_000..10_200).any(|seq| {
+            answer(&mut strict, &mut t, seq, if seq % 2 == 0 { 15 } else { 195 });
+            strict.state() == LinkState::Degraded
+        });
+        assert!(degraded, "a swing of 180 ms with no jitter allowed left the link {:?}", strict.state());
     }
 
     #[test]

@@ -135,12 +135,16 @@ impl Placer {
                 continue;
             }
             self.decided.remove(edge.name);
-            if let Some(own) = members.iter_mut().find(|m| m.name == me) {
-                own.edges = mine(&self.decided);
-            }
-            let own = members.iter().find(|m| m.name == me);
-            let arrived = self.standing_by.contains(edge.name) && own.is_some_and(|m| rules.accepts(m, 0.0, now));
-            let answer = if arrived {
+            let accepts = match members.iter_mut().find(|m| m.name == me) {
+                Some(own) => {
+                    own.edges = mine(&self.decided);
+                    rules.accepts(own, 0.0, now)
+                }
+                None => false,
+            };
+            // It came from a standby session here (a takeover, or a move another member sent).
+            let took_over = self.standing_by.contains(edge.name) && accepts;
+            let answer = if took_over {
                 Answer::Accept { standby: rules.standby(&members, me, 0.0, now) }
             } else {
                 rules.answer(me, &members, 0.0, now)
@@ -168,7 +172,12 @@ impl Placer {
             }
             self.rebalance(rules, me, &members, now);
         }
-        self.standing_by = edges.iter().filter(|e| e.here == Here::Standby).map(|e| e.name.to_owned()).collect();
+        // A stream that came from a standby session here keeps the mark until it is placed:
+        // etcd may be out of reach when it comes.
+        let decided = &self.decided;
+        self.standing_by
+            .retain(|name| !decided.contains_key(name) && edges.iter().any(|e| e.carried() && e.name == name));
+        self.standing_by.extend(edges.iter().filter(|e| e.here == Here::Standby).map(|e| e.name.to_owned()));
         let key = |name: &str| member(name).and_then(|m| PublicKey::from_base64(&m.public_key).ok()).map(|k| k.0);
         edges
             .iter()
@@ -327,6 +336,15 @@ mod tests {
         placer.place(&rules, "gw2", &full, &standby[..1], now, NOW_MS);
         let placed = placer.place(&rules, "gw2", &full, &carried[..1], now, NOW_MS)[0];
         assert_eq!(placed.map(|p| p.gateway), Some(key(1)), "gw2 cannot take it: sent on");
+        // A takeover while etcd is out of reach is placed once it is back, as one.
+        let mut placer = Placer::default();
+        let mut offline = view(vec![record("gw1", 1, 0, 10), record("gw2", 2, 0, 10)]);
+        offline.etcd_reachable = false;
+        placer.place(&rules, "gw2", &fleet, &standby[..1], now, NOW_MS);
+        placer.place(&rules, "gw2", &offline, &carried[..1], now + Duration::from_secs(1), NOW_MS + 1000);
+        placer.place(&rules, "gw2", &offline, &carried[..1], now + Duration::from_secs(2), NOW_MS + 2000);
+        let placed = placer.place(&rules, "gw2", &fleet, &carried[..1], now + Duration::from_secs(3), NOW_MS + 3000)[0];
+        assert_eq!(placed.map(|p| p.gateway), Some(key(2)), "etcd back: kept where it came");
     }
 
     #[test]
