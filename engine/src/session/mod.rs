@@ -185,10 +185,9 @@ pub enum Event {
 /// says so on every probe, every link's probe interval).
 pub const DRAINING_HEARD: Duration = Duration::from_secs(1);
 /// A standby session (the edge keeps it ready while another gateway carries the stream) is
-/// probed this many times less often, at both ends (`monitor.standby_probe_factor`). 1 by
-/// default: at 5, the session that takes a stream over judged its links by what it heard at
-/// the slow pace and lost frames in the lab's takeovers.
-pub const STANDBY_PROBE_FACTOR: u32 = 1;
+/// probed this many times less often, at both ends (`monitor.standby_probe_factor`): its
+/// per-link health stays known at a fifth of the carrying session's probe traffic.
+pub const STANDBY_PROBE_FACTOR: u32 = 5;
 
 /// The share of what the links carry that [`Session::safe_bitrate`] advises the stream to use:
 /// headroom for the rate estimates' error, retransmissions, and the tunnel's and the stream's
