@@ -22,7 +22,7 @@
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
 #
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
-# scratch directory, so two labs can coexist); BIN (prebuilt binaries: skips the build);
+# scratch directory, so two labs can coexist; a second lab with a prefix in use refuses to start); BIN (prebuilt binaries: skips the build);
 # LAB_TUNE (engine tunables for both daemons, space-separated section.field=value, as `--tune`;
 # `braid-edge tuning` lists them).
 set -euo pipefail
@@ -53,6 +53,14 @@ log() { printf '[lab %s] %s\n' "$(date +%T)" "$*"; }
 die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "needs root (namespaces, TAP, NAT): run it with sudo"; }
+
+# One lab per namespace prefix at a time: a second would tear down and reuse the first's
+# namespaces, and both would measure the other's traffic. The lock goes with the process.
+lock_prefix() {
+    mkdir -p /run/lock
+    exec 9>"/run/lock/braid-lab-$P.lock"
+    flock -n 9 || die "another lab with the namespace prefix '$P' is running; wait for it, or give this one its own LAB_PREFIX and LAB_RUN"
+}
 
 ensure_tools() {
     local missing=() cmd
@@ -1069,16 +1077,16 @@ case ${1:-} in
     list)
         if [[ -n $BIN ]]; then labtool list; else cargo run -q --release -p braid-lab --bin braid-labtool -- list; fi
         ;;
-    down) need_root; down; log "down" ;;
+    down) need_root; lock_prefix; down; log "down" ;;
     up)
-        need_root; ensure_tools; build; configure "${2:-redundant-cuts}"
+        need_root; lock_prefix; ensure_tools; build; configure "${2:-redundant-cuts}"
         [[ $OWN_TOPOLOGY == 0 ]] || die "${2} builds its own topology for its run only: scripts/lab.sh run ${2}"
         up; log "running; 'scripts/lab.sh down' removes it. Logs: $RUN"
         ;;
     run)
         shift
         [[ $# -gt 0 ]] || die "run which scenario? (scripts/lab.sh list names them)"
-        need_root; ensure_tools; build
+        need_root; lock_prefix; ensure_tools; build
         for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
         trap down EXIT
         failed=()
@@ -1098,7 +1106,7 @@ case ${1:-} in
         times=$1
         shift
         [[ $# -gt 0 ]] || die "repeat which scenarios? (scripts/lab.sh list names them)"
-        need_root; ensure_tools; build
+        need_root; lock_prefix; ensure_tools; build
         for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
         trap down EXIT
         tally=() all_passed=1
@@ -1125,7 +1133,7 @@ case ${1:-} in
         [[ $all_passed == 1 ]] || die "not every run held its bounds"
         ;;
     demo)
-        need_root; ensure_tools; build
+        need_root; lock_prefix; ensure_tools; build
         trap down EXIT
         configure redundant-cuts
         up

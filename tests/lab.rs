@@ -173,3 +173,35 @@ fn every_scenario_has_a_lab_test() {
     let names: Vec<&str> = braid_lab::scenario::ALL.iter().map(|s| s.name).collect();
     assert_eq!(TESTED, names.as_slice(), "tests/lab.rs's lab_tests! must list the scenario table, in order");
 }
+
+/// A second lab started with the namespace prefix of one that runs stops at once and says so,
+/// rather than tear down and reuse the first's namespaces.
+#[test]
+fn a_lab_with_a_namespace_prefix_in_use_refuses_to_start() {
+    if !e2e::root_or_skip("a_lab_with_a_namespace_prefix_in_use_refuses_to_start") {
+        return;
+    }
+    let tag = format!("brk{}", std::process::id());
+    std::fs::create_dir_all("/run/lock").unwrap();
+    let lock = format!("/run/lock/braid-lab-{tag}.lock");
+    // The first lab, as far as its lock goes.
+    let mut first = Command::new("flock").args([lock.as_str(), "sleep", "30"]).spawn().expect("running flock");
+    let held = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        Command::new("flock").args(["-n", lock.as_str(), "true"]).status().is_ok_and(|s| !s.success())
+    });
+    let second = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
+        .arg("down")
+        .env("LAB_PREFIX", &tag)
+        .env("LAB_RUN", std::env::temp_dir().join(&tag))
+        .output()
+        .expect("running scripts/lab.sh");
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_file(&lock);
+    assert!(held, "the first lab's lock was not taken within 2 s");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second lab with the prefix {tag} in use ran: {stderr}");
+    assert!(stderr.contains(&format!("another lab with the namespace prefix '{tag}' is running")), "{stderr}");
+}
