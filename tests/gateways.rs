@@ -491,3 +491,27 @@ fn a_dead_gateway_gets_no_burst_of_re_sends_on_the_uplinks_the_stream_moves_to()
         assert!(sent <= 40, "seed {seed}: {sent} datagrams went to the dead gateway as the stream moved away from it");
     }
 }
+
+#[test]
+fn a_gateway_that_takes_an_overloaded_stream_over_never_wakes_for_a_nak_it_would_not_send() {
+    // 20 Mbit/s in auto, and at the cut dsl (on both gateways' paths) drops to 12 Mbit/s: the
+    // standby takes over a stream its links cannot all carry, with many frames missing. Its
+    // NAK wake-up was once timed with every link that ever carried data counted, and a frame
+    // came due that the recently carrying links had not passed: the gateway woke for it at
+    // the same instant without end (the simulation stops a run that does not move on).
+    for factor in [1, 5] {
+        for seed in [21, 22] {
+            let mut config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+            config.tuning.monitor.standby_probe_factor = factor;
+            let mut sim = Sim::secure_with_standby(seed, config, &field_links(), &Security::new());
+            sim.stream(1.0, 7.0, 20.0, 1200);
+            sim.schedule(4.0, Action::GatewayCut);
+            sim.schedule(4.0, Action::SetProfile(0, Profile::dsl().rate_mbps(12.0)));
+            sim.run_until(8.0);
+            let standby = &sim.standby.as_ref().unwrap().gateway;
+            let next = standby.poll_timeout().map(|(at, _)| at);
+            assert!(next.is_none_or(|at| at > sim.now), "factor {factor} seed {seed}: the standby is due in the past");
+            println!("factor {factor} seed {seed}: {}", sim.report());
+        }
+    }
+}

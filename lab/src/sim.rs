@@ -200,6 +200,7 @@ pub enum Action {
     Restore(u8),
     /// The ISP's NAT gives the link a new public port.
     Rebind(u8),
+    /// The uplink's profile changes, on its paths to both gateways.
     SetProfile(u8, Profile),
     /// Nothing reaches the first gateway any more, nor comes from it (killed, or cut off from
     /// the internet); it keeps running.
@@ -211,7 +212,7 @@ pub enum Action {
 }
 
 /// A second gateway, the edge's standby, on paths of its own over the same uplinks (another
-/// datacenter): the uplink's carrier and blackhole hold for both.
+/// datacenter): the uplink's carrier, blackhole and profile hold for both.
 #[derive(Debug)]
 pub struct StandbyPeer<G> {
     pub gateway: G,
@@ -772,6 +773,14 @@ impl<E: End, G: End> Sim<E, G> {
                 let link = &mut self.links[usize::from(l)];
                 link.up.set_profile(profile);
                 link.down.set_profile(profile);
+                // The uplink's: it holds on the paths to the standby too.
+                if let Some(standby) = self.standby.as_mut() {
+                    for path in [&mut standby.up, &mut standby.down] {
+                        if let Some(path) = path.get_mut(usize::from(l)) {
+                            path.set_profile(profile);
+                        }
+                    }
+                }
             }
             Action::GatewayCut => self.gateway_reachable = false,
             Action::GatewayRestore => self.gateway_reachable = true,

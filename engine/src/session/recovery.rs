@@ -56,6 +56,8 @@ pub(super) struct Recovery {
     second_naks: VecDeque<(Instant, Vec<ControlMessage>)>,
     /// NAK ranges in one control packet.
     max_per_packet: usize,
+    /// When the missing frames were last checked for NAKs due ([`Session::collect_naks`]).
+    pub(super) checked_at: Option<Instant>,
 }
 
 impl Recovery {
@@ -68,6 +70,7 @@ impl Recovery {
             feedback_links: LinkSet::default(),
             second_naks: VecDeque::new(),
             max_per_packet,
+            checked_at: None,
         }
     }
 
@@ -238,21 +241,39 @@ impl Session {
         }
     }
 
-    /// How missing frames are timed, from the links as they measure now. Only links that are up
-    /// count as having passed a frame while one carries data: a degraded one (a delay spike)
-    /// brings its copies later than a NAK's answer would. When only degraded links carry data,
-    /// they count: there is nothing faster to wait for. With `now`, only links that carried
-    /// data within [`DATA_RECENT`] count; without it (for a wake-up time) every link that ever
-    /// carried data counts, which can only make a NAK later.
-    pub(super) fn nak_timing(&self, now: Option<Instant>) -> NakTiming {
+    /// When missing frames are next due for a NAK: timed as [`Session::collect_naks`] timed them
+    /// when it last ran (so a wake-up is never one it would not act on: with the links that
+    /// ever carried data counted, a frame came due that the recent ones did not pass, and the
+    /// gateway woke for it without end), or when a link that counted then stops counting as
+    /// carrying data, which changes that timing.
+    pub(super) fn next_nak_check(&self) -> Option<Instant> {
+        let checked = self.recovery.checked_at.filter(|_| self.config.retransmit && !self.recovery.gaps.is_empty())?;
+        let recent = self.config.tuning.recovery.data_recent;
+        let carrying_ends = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state().is_usable())
+            .filter_map(|l| l.rx.last_data)
+            .map(|at| at + recent + Duration::from_nanos(1))
+            .filter(|&end| end > checked)
+            .min();
+        [self.recovery.gaps.next_due(&self.nak_timing(checked)), carrying_ends].into_iter().flatten().min()
+    }
+
+    /// How missing frames are timed, from the links as they measure at `now`. Only links that
+    /// carried data within [`DATA_RECENT`] count as having passed a frame, and of those only
+    /// links that are up while one is: a degraded one (a delay spike) brings its copies later
+    /// than a NAK's answer would. When only degraded links carry data, they count: there is
+    /// nothing faster to wait for.
+    pub(super) fn nak_timing(&self, now: Instant) -> NakTiming {
         let tuning = self.config.tuning.recovery;
-        let carrying = self.links.iter().flatten().filter(|l| l.monitor.state().is_usable()).filter(|l| {
-            match (now, l.rx.last_data) {
-                (Some(now), Some(at)) => now.saturating_duration_since(at) <= tuning.data_recent,
-                (None, Some(_)) => true,
-                (_, None) => false,
-            }
-        });
+        let carrying = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.monitor.state().is_usable())
+            .filter(|l| l.rx.last_data.is_some_and(|at| now.saturating_duration_since(at) <= tuning.data_recent));
         let passed = |up_only: bool| {
             carrying
                 .clone()
@@ -300,10 +321,11 @@ impl Session {
 
     /// Moves the missing frames that are due into the NAK to send.
     pub(super) fn collect_naks(&mut self, now: Instant) {
+        self.recovery.checked_at = Some(now);
         if !self.config.retransmit || self.recovery.gaps.is_empty() {
             return;
         }
-        let timing = self.nak_timing(Some(now));
+        let timing = self.nak_timing(now);
         let (mut due, mut again) = (Vec::new(), Vec::new());
         self.recovery.gaps.take_due(now, &timing, &mut due, &mut again);
         let Some(last) = due.last().max(again.last()).copied() else { return };

@@ -95,9 +95,7 @@ impl Session {
         {
             best.consider(ready.min(next.overdue_at(self.config.latency_budget)), TimerKind::Release);
         }
-        if self.config.retransmit
-            && let Some(at) = self.recovery.gaps.next_due(&self.nak_timing(None))
-        {
+        if let Some(at) = self.next_nak_check() {
             best.consider(at, TimerKind::Nak);
         }
         if let Some((at, _)) = self.recovery.delayed.front() {
