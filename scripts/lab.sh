@@ -22,7 +22,8 @@
 # Needs root. Impairment is braid-impair (userspace, seeded): this kernel has no netem.
 #
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
-# scratch directory, so two labs can coexist; a second lab with a prefix in use refuses to start); BIN (prebuilt binaries: skips the build);
+# scratch directory, so two labs can coexist; a second lab with a prefix in use refuses to
+# start); BIN (prebuilt binaries: skips the build);
 # LAB_TUNE (engine tunables for both daemons, space-separated section.field=value, as `--tune`;
 # `braid-edge tuning` lists them).
 set -euo pipefail

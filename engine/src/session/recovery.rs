@@ -242,10 +242,8 @@ impl Session {
     }
 
     /// When missing frames are next due for a NAK: timed as [`Session::collect_naks`] timed them
-    /// when it last ran (so a wake-up is never one it would not act on: with the links that
-    /// ever carried data counted, a frame came due that the recent ones did not pass, and the
-    /// gateway woke for it without end), or when a link that counted then stops counting as
-    /// carrying data, which changes that timing.
+    /// when it last ran, so a wake-up is never one it would not act on, or when a link that
+    /// counted then stops counting as carrying data, which changes that timing.
     pub(super) fn next_nak_check(&self) -> Option<Instant> {
         let checked = self.recovery.checked_at.filter(|_| self.config.retransmit && !self.recovery.gaps.is_empty())?;
         let recent = self.config.tuning.recovery.data_recent;
