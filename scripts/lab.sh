@@ -623,10 +623,10 @@ app_lost() { jq -r '.end.sum.lost_packets // "-"' "$RUN/iperf-server.json" 2>/de
 engine_losses() {
     local edge gw
     edge=$(edge_status |
-        jq -r '.session.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",")' 2>/dev/null)
+        jq -r '.session | (.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",") | if . == "" then "none" else . end) + " edge_resent=\(.frames_retransmitted // "-") edge_naks_early=\(.naks_early // "-")"' 2>/dev/null)
     gw=$(gateway_status "$GW_NS" |
         jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-") gw_rebuilt=\(.frames_rebuilt // "-")"' 2>/dev/null)
-    echo "edge_drops=${edge:-none} ${gw:-gw_lost=-}"
+    echo "edge_drops=${edge:-none edge_resent=- edge_naks_early=-} ${gw:-gw_lost=-}"
 }
 
 measure_baseline() {

@@ -1021,6 +1021,8 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     let drops: Vec<String> =
         edge.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{}:{n}", r.as_str())).collect();
     figures.set("edge_drops", if drops.is_empty() { "none".to_owned() } else { drops.join(",") });
+    figures.set("edge_resent", edge.frames_retransmitted);
+    figures.set("edge_naks_early", edge.naks_early);
     let gateway = sim.gateway.stats();
     figures.set("gw_lost", gateway.frames_lost);
     figures.set("gw_late", gateway.frames_late);
