@@ -104,6 +104,13 @@ down() {
     done
 }
 
+# On exit, however it comes: the teardown itself is not cut short by a second signal (`timeout`
+# and a user's Ctrl-C may each send one).
+cleanup() {
+    trap '' INT TERM HUP
+    down
+}
+
 veth() { # ns_a dev_a addr_a ns_b dev_b addr_b
     ip -n "$(ns "$1")" link add "$2" type veth peer name "$5" netns "$(ns "$4")"
     [[ -n $3 ]] && ip -n "$(ns "$1")" addr add "$3" dev "$2"
@@ -1089,7 +1096,7 @@ case ${1:-} in
         [[ $# -gt 0 ]] || die "run which scenario? (scripts/lab.sh list names them)"
         need_root; lock_prefix; ensure_tools; build
         for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
-        trap down EXIT
+        trap cleanup EXIT
         failed=()
         for name in "$@"; do
             configure "$name"
@@ -1109,7 +1116,7 @@ case ${1:-} in
         [[ $# -gt 0 ]] || die "repeat which scenarios? (scripts/lab.sh list names them)"
         need_root; lock_prefix; ensure_tools; build
         for name in "$@"; do labtool plan "$name" >/dev/null || die "no scenario $name (try: scripts/lab.sh list)"; done
-        trap down EXIT
+        trap cleanup EXIT
         tally=() all_passed=1
         for name in "$@"; do
             passed=0 failed_seeds=""
@@ -1135,7 +1142,7 @@ case ${1:-} in
         ;;
     demo)
         need_root; lock_prefix; ensure_tools; build
-        trap down EXIT
+        trap cleanup EXIT
         configure redundant-cuts
         up
         log "streaming 4 Mbit/s of UDP over ${PROFILES[*]} in redundant mode for 30 s:"

@@ -174,6 +174,88 @@ fn every_scenario_has_a_lab_test() {
     assert_eq!(TESTED, names.as_slice(), "tests/lab.rs's lab_tests! must list the scenario table, in order");
 }
 
+/// A lab stopped by signals mid-run (a harness's `timeout`, then a user's Ctrl-C, each a signal
+/// of its own) still removes every namespace and process it started.
+#[test]
+fn a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind() {
+    let name = "a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind";
+    if !e2e::root_or_skip(name) {
+        return;
+    }
+    let missing: Vec<&str> = LAB_TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
+    assert!(
+        missing.is_empty() || std::env::var("CI").as_deref() != Ok("true"),
+        "{name}: skipped in CI: {missing:?} missing"
+    );
+    if !missing.is_empty() {
+        println!("SKIP {name}: {missing:?} missing (scripts/test.sh installs them)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bin = e2e::binary("braid-labtool").parent().expect("the binaries' folder").to_path_buf();
+    let tag = format!("brs{}", std::process::id());
+    let run = std::env::temp_dir().join(&tag);
+    let mut lab = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
+        .args(["run", "bond-cut"])
+        .env("BIN", &bin)
+        .env("LAB_PREFIX", &tag)
+        .env("LAB_RUN", &run)
+        .env("LAB_RESULTS", std::env::temp_dir().join(format!("{tag}-results")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running scripts/lab.sh");
+    let namespaces = || {
+        let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{tag}-"))).count()
+    };
+    let matching = |pattern: String| {
+        let out = Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let processes = || matching(format!("{}/", run.display()));
+    // Mid-run: the topology is up and the edge runs (its config is in the run folder).
+    let started = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        namespaces() >= 5 && matching(format!("{}/edge.yaml", run.display())) > 0
+    });
+    let signal = |sig: &str| {
+        let _ = Command::new("kill").args([sig, &lab.id().to_string()]).status();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    signal("-TERM");
+    signal("-TERM");
+    signal("-INT");
+    let exited = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        lab.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = lab.kill();
+        let _ = lab.wait();
+    }
+    let (left_ns, left_procs) = (namespaces(), processes());
+    println!("{name}: started {started}, exited {exited}, left {left_ns} namespaces and {left_procs} processes");
+    // Whatever the verdict, nothing of this test may outlive it (by hand: what is left of the
+    // lab may still hold its lock).
+    let _ = Command::new("pkill").args(["-KILL", "-f", &format!("{}/", run.display())]).status();
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
+        if ns.starts_with(&format!("{tag}-")) {
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output().expect("ip netns pids");
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&run);
+    assert!(started, "the lab did not come up within 60 s");
+    assert!(exited, "the lab did not exit within 30 s of the signals");
+    assert_eq!((left_ns, left_procs), (0, 0), "namespaces and processes the stopped lab left behind");
+}
+
 /// A second lab started with the namespace prefix of one that runs stops at once and says so,
 /// rather than tear down and reuse the first's namespaces.
 #[test]
