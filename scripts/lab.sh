@@ -625,8 +625,9 @@ stream_result() { # name extra
 app_lost() { jq -r '.end.sum.lost_packets // "-"' "$RUN/iperf-server.json" 2>/dev/null || echo -; }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
-# entry: over_capacity, queue_full, ...), and the gateway's frames given up (lost: a gap never
-# filled; late: arrived after its gap was released), NAKs sent and gaps filled.
+# entry: over_capacity, queue_full, ...), the copies it re-sent for NAKs and the NAKs it left
+# unanswered as early; the gateway's frames given up (lost: a gap never filled; late: arrived
+# after its gap was released), NAKs sent and gaps filled.
 engine_losses() {
     local edge gw
     edge=$(edge_status |
