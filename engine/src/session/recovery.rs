@@ -248,15 +248,21 @@ impl Session {
         let checked = self.recovery.checked_at.filter(|_| self.config.retransmit && !self.recovery.gaps.is_empty())?;
         let recent = self.config.tuning.recovery.data_recent;
         let carrying_ends = self
-            .links
+            .carrying_data(checked)
+            .filter_map(|l| l.rx.last_data)
+            .map(|at| at + recent + Duration::from_nanos(1))
+            .min();
+        [self.recovery.gaps.next_due(&self.nak_timing(checked)), carrying_ends].into_iter().flatten().min()
+    }
+
+    /// The usable links that carried data within [`DATA_RECENT`] of `now`.
+    fn carrying_data(&self, now: Instant) -> impl Iterator<Item = &Link> + Clone {
+        let recent = self.config.tuning.recovery.data_recent;
+        self.links
             .iter()
             .flatten()
             .filter(|l| l.monitor.state().is_usable())
-            .filter_map(|l| l.rx.last_data)
-            .map(|at| at + recent + Duration::from_nanos(1))
-            .filter(|&end| end > checked)
-            .min();
-        [self.recovery.gaps.next_due(&self.nak_timing(checked)), carrying_ends].into_iter().flatten().min()
+            .filter(move |l| l.rx.last_data.is_some_and(|at| now.saturating_duration_since(at) <= recent))
     }
 
     /// How missing frames are timed, from the links as they measure at `now`. Only links that
@@ -266,12 +272,7 @@ impl Session {
     /// nothing faster to wait for.
     pub(super) fn nak_timing(&self, now: Instant) -> NakTiming {
         let tuning = self.config.tuning.recovery;
-        let carrying = self
-            .links
-            .iter()
-            .flatten()
-            .filter(|l| l.monitor.state().is_usable())
-            .filter(|l| l.rx.last_data.is_some_and(|at| now.saturating_duration_since(at) <= tuning.data_recent));
+        let carrying = self.carrying_data(now);
         let passed = |up_only: bool| {
             carrying
                 .clone()
