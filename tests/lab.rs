@@ -28,19 +28,27 @@ fn tools_of(name: &str) -> &'static [&'static str] {
     if name == "fleet" { &["etcd", "etcdctl"] } else { &[] }
 }
 
-/// Runs `scripts/lab.sh run NAME` on the binaries this test run built, and returns the JSON
-/// records it wrote; `None` if the test is skipped. The run fails if a bound failed.
-fn scenario(name: &str) -> Option<Vec<serde_json::Value>> {
+/// Whether the test `name` can run the lab: as root, with [`LAB_TOOLS`] and `tools` installed.
+/// If not, it prints SKIP and the reason, and under `CI=true` fails.
+fn lab_or_skip(name: &str, tools: &[&str]) -> bool {
     if !e2e::root_or_skip(name) {
-        return None;
+        return false;
     }
-    let missing: Vec<&str> = LAB_TOOLS.iter().chain(tools_of(name)).copied().filter(|t| !on_path(t)).collect();
+    let missing: Vec<&str> = LAB_TOOLS.iter().chain(tools).copied().filter(|t| !on_path(t)).collect();
     assert!(
         missing.is_empty() || std::env::var("CI").as_deref() != Ok("true"),
         "{name}: skipped in CI: {missing:?} missing (scripts/test.sh installs them)"
     );
     if !missing.is_empty() {
         println!("SKIP {name}: {missing:?} missing (scripts/test.sh installs them)");
+    }
+    missing.is_empty()
+}
+
+/// Runs `scripts/lab.sh run NAME` on the binaries this test run built, and returns the JSON
+/// records it wrote; `None` if the test is skipped. The run fails if a bound failed.
+fn scenario(name: &str) -> Option<Vec<serde_json::Value>> {
+    if !lab_or_skip(name, tools_of(name)) {
         return None;
     }
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -178,17 +186,7 @@ fn every_scenario_has_a_lab_test() {
 /// of its own) still removes every namespace and process it started.
 #[test]
 fn a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind() {
-    let name = "a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind";
-    if !e2e::root_or_skip(name) {
-        return;
-    }
-    let missing: Vec<&str> = LAB_TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
-    assert!(
-        missing.is_empty() || std::env::var("CI").as_deref() != Ok("true"),
-        "{name}: skipped in CI: {missing:?} missing"
-    );
-    if !missing.is_empty() {
-        println!("SKIP {name}: {missing:?} missing (scripts/test.sh installs them)");
+    if !lab_or_skip("a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind", &[]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -206,9 +204,15 @@ fn a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("running scripts/lab.sh");
-    let namespaces = || {
+    // The lab's namespaces by name (`ip netns list` may add an id after it).
+    let namespaces = || -> Vec<String> {
         let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{tag}-"))).count()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|ns| ns.starts_with(&format!("{tag}-")))
+            .map(str::to_owned)
+            .collect()
     };
     let matching = |pattern: String| {
         let out = Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep");
@@ -218,7 +222,7 @@ fn a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind() {
     // Mid-run: the topology is up and the edge runs (its config is in the run folder).
     let started = (0..600).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        namespaces() >= 5 && matching(format!("{}/edge.yaml", run.display())) > 0
+        namespaces().len() >= 5 && matching(format!("{}/edge.yaml", run.display())) > 0
     });
     let signal = |sig: &str| {
         let _ = Command::new("kill").args([sig, &lab.id().to_string()]).status();
@@ -235,20 +239,18 @@ fn a_lab_stopped_by_signals_mid_run_leaves_no_namespace_or_process_behind() {
         let _ = lab.kill();
         let _ = lab.wait();
     }
-    let (left_ns, left_procs) = (namespaces(), processes());
-    println!("{name}: started {started}, exited {exited}, left {left_ns} namespaces and {left_procs} processes");
+    let left = namespaces();
+    let (left_ns, left_procs) = (left.len(), processes());
+    println!("started {started}, exited {exited}, left {left_ns} namespaces and {left_procs} processes");
     // Whatever the verdict, nothing of this test may outlive it (by hand: what is left of the
     // lab may still hold its lock).
     let _ = Command::new("pkill").args(["-KILL", "-f", &format!("{}/", run.display())]).status();
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
-        if ns.starts_with(&format!("{tag}-")) {
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output().expect("ip netns pids");
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    for ns in &left {
+        let pids = Command::new("ip").args(["netns", "pids", ns]).output().expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
     }
     let _ = std::fs::remove_dir_all(&run);
     assert!(started, "the lab did not come up within 60 s");
