@@ -68,12 +68,17 @@ ensure_tools() {
     for cmd in ip nft iperf3 ping jq ffmpeg ffprobe tshark dumpcap srt-live-transmit conntrack keepalived; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
+    # The build needs protoc and the well-known types Debian ships apart (etcd-client's gRPC code).
+    if [[ -z $BIN ]] && ! { command -v protoc >/dev/null 2>&1 && [[ -f /usr/include/google/protobuf/descriptor.proto ]]; }; then
+        missing+=(protoc)
+    fi
     [[ ${#missing[@]} -eq 0 ]] && return 0
     log "installing what provides ${missing[*]}"
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        iproute2 nftables iperf3 iputils-ping jq ffmpeg tshark srt-tools conntrack keepalived >/dev/null
+        iproute2 nftables iperf3 iputils-ping jq ffmpeg tshark srt-tools conntrack keepalived \
+        protobuf-compiler libprotobuf-dev >/dev/null
 }
 
 build() {

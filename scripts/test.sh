@@ -96,15 +96,18 @@ ensure_rust_components() {
     fi
 }
 
-# etcd-client's build generates its gRPC code with protoc.
+# etcd-client's build generates its gRPC code with protoc, which needs the well-known types
+# (google/protobuf/*.proto) that Debian ships apart, in libprotobuf-dev.
+PROTO_PACKAGES=(protobuf-compiler libprotobuf-dev)
 ensure_protoc() {
-    command -v protoc >/dev/null 2>&1 && return 0
-    [[ $(id -u) -eq 0 ]] || fail "protoc not found: the build needs it (apt-get install protobuf-compiler)"
-    echo "installing protobuf-compiler with apt-get (the build needs protoc)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null 2>&1 ||
+    command -v protoc >/dev/null 2>&1 && [[ -f /usr/include/google/protobuf/descriptor.proto ]] && return 0
+    [[ $(id -u) -eq 0 ]] ||
+        fail "protoc or its well-known types not found: the build needs them (apt-get install ${PROTO_PACKAGES[*]})"
+    echo "installing ${PROTO_PACKAGES[*]} with apt-get (the build needs protoc)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PROTO_PACKAGES[@]}" >/dev/null 2>&1 ||
         { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null 2>&1; } ||
-        fail "installing protobuf-compiler failed: the build needs protoc"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PROTO_PACKAGES[@]}" >/dev/null 2>&1; } ||
+        fail "installing ${PROTO_PACKAGES[*]} failed: the build needs protoc"
 }
 
 # Runs `cargo test` with the given target selection, keeps its output, and adds its per-binary
