@@ -24,6 +24,8 @@ const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
+/// A NAK's body with its attempt; one without it (six bytes) is an attempt not said.
+const NAK_ATTEMPT_LEN: usize = 7;
 const SENT_LEN: usize = 4;
 const MTU_LEN: usize = 2;
 const KEY_LEN: usize = 32;
@@ -77,6 +79,10 @@ pub enum ControlMessage {
         first: u32,
         /// How many consecutive frames from `first` are missing (at least 1).
         count: u16,
+        /// Which time the receiver asks for these frames (1 for the first NAK), the same in every
+        /// copy of one NAK, so that the sender answers each attempt once whatever link brings
+        /// it. 0: not said.
+        attempt: u8,
     },
     /// Asks again for frames whose re-sent copies were lost: a copy re-sent after them has
     /// come, and the sender re-sends in order. Answered at once, even where a copy could
@@ -86,6 +92,8 @@ pub enum ControlMessage {
         first: u32,
         /// How many consecutive frames from `first` (at least 1).
         count: u16,
+        /// As for [`ControlMessage::Nak`].
+        attempt: u8,
     },
     /// Answers a NAK: these frames will not come (no longer kept, or too late to be useful), so
     /// the receiver stops waiting for them.
@@ -181,13 +189,15 @@ impl ControlMessage {
                 }
             }
             Self::Standby => out.extend_from_slice(&[STANDBY, 0]),
-            Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
-                let kind = match self {
-                    Self::Nak { .. } => NAK,
-                    Self::NakAgain { .. } => NAK_AGAIN,
-                    _ => GONE,
-                };
-                out.extend_from_slice(&[kind, NAK_LEN as u8]);
+            Self::Nak { first, count, attempt } | Self::NakAgain { first, count, attempt } => {
+                let kind = if matches!(self, Self::Nak { .. }) { NAK } else { NAK_AGAIN };
+                out.extend_from_slice(&[kind, NAK_ATTEMPT_LEN as u8]);
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+                out.push(attempt);
+            }
+            Self::Gone { first, count } => {
+                out.extend_from_slice(&[GONE, NAK_LEN as u8]);
                 out.extend_from_slice(&first.to_be_bytes());
                 out.extend_from_slice(&count.to_be_bytes());
             }
@@ -200,7 +210,8 @@ impl ControlMessage {
             Self::Probe { .. } => PROBE_LEN,
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
-            Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
+            Self::Nak { .. } | Self::NakAgain { .. } => NAK_ATTEMPT_LEN,
+            Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
             Self::Draining | Self::Standby => 0,
@@ -267,13 +278,17 @@ impl ControlMessage {
                 }
             }
             NAK | NAK_AGAIN | GONE => {
-                exact(NAK_LEN)?;
+                let attempt = match (kind, body.len()) {
+                    (_, NAK_LEN) => 0,
+                    (NAK | NAK_AGAIN, NAK_ATTEMPT_LEN) => body[6],
+                    _ => return Err(WireError::Malformed),
+                };
                 let first = read_u32(body, 0..4);
                 let count = u16::from_be_bytes([body[4], body[5]]);
                 match (kind, count) {
                     (_, 0) => return Err(WireError::Malformed),
-                    (NAK, _) => Self::Nak { first, count },
-                    (NAK_AGAIN, _) => Self::NakAgain { first, count },
+                    (NAK, _) => Self::Nak { first, count, attempt },
+                    (NAK_AGAIN, _) => Self::NakAgain { first, count, attempt },
                     _ => Self::Gone { first, count },
                 }
             }
@@ -337,8 +352,8 @@ mod tests {
             ControlMessage::Probe { priority: 3 },
             ControlMessage::ProbeReply { echo_seq: 9, echo_ts: 77 },
             ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
-            ControlMessage::Nak { first: u32::MAX, count: 3 },
-            ControlMessage::NakAgain { first: 9, count: 2 },
+            ControlMessage::Nak { first: u32::MAX, count: 3, attempt: 1 },
+            ControlMessage::NakAgain { first: 9, count: 2, attempt: 3 },
             ControlMessage::Gone { first: 7, count: 1 },
             ControlMessage::Sent { next: 99 },
             ControlMessage::MtuProbe { size: 1452 },
@@ -377,6 +392,17 @@ mod tests {
     fn a_nak_for_no_frames_is_malformed() {
         let out = [NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 0];
         assert_eq!(ControlMessages::new(&out).next(), Some(Err(WireError::Malformed)));
+    }
+
+    #[test]
+    fn a_nak_without_its_attempt_is_one_not_said_and_only_naks_carry_one() {
+        let nak = [NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 2];
+        assert_eq!(ControlMessages::new(&nak).next(), Some(Ok(ControlMessage::Nak { first: 7, count: 2, attempt: 0 })));
+        let again = [NAK_AGAIN, NAK_ATTEMPT_LEN as u8, 0, 0, 0, 7, 0, 2, 4];
+        let expected = ControlMessage::NakAgain { first: 7, count: 2, attempt: 4 };
+        assert_eq!(ControlMessages::new(&again).next(), Some(Ok(expected)));
+        let gone = [GONE, NAK_ATTEMPT_LEN as u8, 0, 0, 0, 7, 0, 2, 4];
+        assert_eq!(ControlMessages::new(&gone).next(), Some(Err(WireError::Malformed)));
     }
 
     #[test]
