@@ -66,12 +66,11 @@ impl Mode {
         match self {
             Self::Redundant => Box::new(Redundant),
             Self::ActiveBackup => Box::new(ActiveBackup::new(tuning.scheduler.failback_hold)),
-            Self::Bond => Box::new(Bond::tuned(tuning)),
+            Self::Bond => Box::new(Bond { spare_queue: tuning.scheduler.spare_queue }),
             Self::Auto => Box::new(Auto {
                 spare_queue: tuning.scheduler.spare_queue,
                 trending_loss: tuning.scheduler.trending_loss,
                 second_copy_queue: tuning.send.max_queue_delay,
-                bond: Bond::tuned(tuning),
             }),
         }
     }
@@ -284,23 +283,13 @@ impl Scheduler for ActiveBackup {
 /// queued on it. Degraded links are used only when no link is up.
 #[derive(Debug, Clone, Copy)]
 pub struct Bond {
-    /// A re-sent frame's copy on the next-earliest link goes only if that link's queue is at
-    /// most this (the queue past which new frames are refused).
-    second_copy_queue: Duration,
-    /// A re-sent frame's copy on the link its NAK came in on goes only if that link's queue is
-    /// shorter than this.
+    /// A re-sent frame's copies beyond the first go only to links whose queue is shorter.
     spare_queue: Duration,
 }
 
 impl Default for Bond {
     fn default() -> Self {
-        Self { second_copy_queue: crate::session::MAX_QUEUE_DELAY, spare_queue: SPARE_QUEUE }
-    }
-}
-
-impl Bond {
-    fn tuned(tuning: &Tuning) -> Self {
-        Self { second_copy_queue: tuning.send.max_queue_delay, spare_queue: tuning.scheduler.spare_queue }
+        Self { spare_queue: SPARE_QUEUE }
     }
 }
 
@@ -322,20 +311,21 @@ impl Scheduler for Bond {
         }
     }
 
-    /// The usable link where the copy arrives first; the next-earliest, unless its queue is past
-    /// the second-copy queue; and `via` if it has spare room. A second loss on one link then does
-    /// not lose the frame again, and the copy that arrives first does not hang on one link's
-    /// model of its queue. On links that are full the copies beyond the first would delay first
-    /// copies, which would come late, be asked for and be re-sent in turn.
+    /// The usable link where the copy arrives first; and, where they have spare room (a queue
+    /// shorter than the spare queue), the next-earliest and `via`, so that a second loss on one
+    /// link does not lose the frame again. A link without room gets no copy beyond the first:
+    /// on full links each re-sent copy delays first copies, which come late, are asked for, and
+    /// are re-sent in turn.
     fn retransmit(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
         let mut usable: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable()).collect();
         if usable.is_empty() {
             return fallback(links);
         }
         usable.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
-        let next = usable.iter().skip(1).take(1).filter(|l| l.queue_delay <= self.second_copy_queue);
-        let via = usable.iter().filter(|l| Some(l.id) == via && l.queue_delay < self.spare_queue);
-        usable.iter().take(1).chain(next).chain(via).map(|l| l.id).collect()
+        let spare = |l: &&LinkView| l.queue_delay < self.spare_queue;
+        let next = usable.iter().skip(1).take(1);
+        let via = usable.iter().filter(|l| Some(l.id) == via);
+        usable.iter().take(1).chain(next.chain(via).filter(|l| spare(l))).map(|l| l.id).collect()
     }
 }
 
@@ -364,8 +354,6 @@ pub struct Auto {
     trending_loss: f64,
     /// The second copy goes only to a link whose queue is at most this.
     second_copy_queue: Duration,
-    /// How re-sent frames go out.
-    bond: Bond,
 }
 
 impl Default for Auto {
@@ -374,7 +362,6 @@ impl Default for Auto {
             spare_queue: SPARE_QUEUE,
             trending_loss: TRENDING_LOSS,
             second_copy_queue: crate::session::MAX_QUEUE_DELAY,
-            bond: Bond::default(),
         }
     }
 }
@@ -408,7 +395,7 @@ impl Scheduler for Auto {
     }
 
     fn retransmit(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
-        self.bond.retransmit(now, frame, links, via)
+        Bond { spare_queue: self.spare_queue }.retransmit(now, frame, links, via)
     }
 }
 
@@ -453,24 +440,17 @@ mod tests {
     }
 
     #[test]
-    fn bond_resends_beyond_the_first_copy_only_on_links_with_room() {
-        let full = crate::session::MAX_QUEUE_DELAY + Duration::from_millis(1);
-        let ids = |set: LinkSet| set.iter().map(|id| id.index().unwrap_or(99)).collect::<Vec<_>>();
-        let mut links = [view(0, LinkState::Up, 0, 10), view(1, LinkState::Up, 0, 20), view(2, LinkState::Up, 0, 80)];
-        let via = Some(LinkId::new(2));
-        assert_eq!(ids(Bond::default().retransmit(now(), &FRAME, &links, via)), [0, 1, 2], "room everywhere");
+    fn bond_resends_beyond_the_first_copy_only_on_links_with_spare_room() {
+        let mut links = [view(0, LinkState::Up, 0, 80), view(1, LinkState::Up, 0, 10), view(2, LinkState::Up, 0, 20)];
+        links[0].queue_delay = SPARE_QUEUE;
         links[2].queue_delay = SPARE_QUEUE;
+        let set = Bond::default().retransmit(now(), &FRAME, &links, Some(LinkId::new(0)));
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![LinkId::new(1)], "the others' queues are full");
+        links[1].queue_delay = Duration::from_millis(40);
+        let set = Bond::default().retransmit(now(), &FRAME, &links, None);
         assert_eq!(
-            ids(Bond::default().retransmit(now(), &FRAME, &links, via)),
-            [0, 1],
-            "the NAK's link has no spare room"
-        );
-        (links[1].queue_delay, links[2].queue_delay) = (full, full);
-        assert_eq!(ids(Bond::default().retransmit(now(), &FRAME, &links, None)), [0], "the next-earliest is full");
-        links[0].queue_delay = full + full;
-        assert_eq!(
-            ids(Bond::default().retransmit(now(), &FRAME, &links, None)),
-            [1],
+            set.iter().collect::<Vec<_>>(),
+            vec![LinkId::new(2)],
             "the first copy goes where it arrives first, room or not"
         );
     }

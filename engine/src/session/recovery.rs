@@ -207,11 +207,9 @@ pub(super) struct Resend {
 impl Resend {
     /// Adds a second copy, [`RESEND_SPACING`] after the first, so that one loss burst does not
     /// take both: on `via` if it is one of the links picked (the freshest proof that a link
-    /// works), else on the first; charged to its view like the first. None on a link whose
-    /// queue is past `room`: there it would delay first copies.
-    fn spaced(mut self, views: &mut [LinkView], via: Option<LinkId>, len: usize, room: Duration) -> Self {
-        let link = via.filter(|&id| self.links.contains(id)).or_else(|| self.links.iter().next());
-        self.second = link.filter(|&id| views.iter().any(|v| v.id == id && v.queue_delay <= room));
+    /// works), else on the first; charged to its view like the first.
+    fn spaced(mut self, views: &mut [LinkView], via: Option<LinkId>, len: usize) -> Self {
+        self.second = via.filter(|&id| self.links.contains(id)).or_else(|| self.links.iter().next());
         if let Some(id) = self.second {
             charge_views(views, [id].into_iter().collect(), len);
         }
@@ -459,13 +457,7 @@ impl Session {
                 continue;
             }
             let len = sent.frame.len();
-            let room = self.config.tuning.send.max_queue_delay;
-            resent.push(commit_resend(&mut self.views, sent, now, links, arrival).spaced(
-                &mut self.views,
-                via,
-                len,
-                room,
-            ));
+            resent.push(commit_resend(&mut self.views, sent, now, links, arrival).spaced(&mut self.views, via, len));
         }
         if !gone.is_empty() {
             self.queue_feedback(&gone, |first, count| ControlMessage::Gone { first, count });
@@ -706,15 +698,11 @@ mod tests {
         let one = Duration::from_secs_f64((1250 + crate::wire::DATA_OVERHEAD) as f64 * 8.0 / 10e6);
         assert!(views[0].queue_delay.is_zero());
         assert_eq!((views[1].queue_delay, views[2].queue_delay), (one, one));
-        let room = Duration::from_millis(100);
-        let spaced = resend.spaced(&mut views, Some(LinkId::new(2)), 1250, room);
+        let spaced = resend.spaced(&mut views, Some(LinkId::new(2)), 1250);
         assert_eq!(spaced.second, Some(LinkId::new(2)), "the second copy goes on the link the NAK came in on");
         assert_eq!((views[1].queue_delay, views[2].queue_delay), (one, one * 2));
-        let unasked = resend.spaced(&mut views, None, 1250, room);
+        let unasked = resend.spaced(&mut views, None, 1250);
         assert_eq!(unasked.second, Some(LinkId::new(1)), "without a NAK's link, on the first link picked");
-        views[1].queue_delay = room + Duration::from_millis(1);
-        let full = resend.spaced(&mut views, None, 1250, room);
-        assert_eq!(full.second, None, "none on a link whose queue is past the room");
     }
 
     /// An edge in `bond` over two links that has sent frames 0 and 1 and keeps them.

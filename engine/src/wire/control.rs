@@ -19,13 +19,15 @@ const NAK_AGAIN: u8 = 11;
 const DRAINING: u8 = 12;
 const STANDBY: u8 = 13;
 const PLACEMENT: u8 = 14;
+/// The attempt of the NAK (or `NakAgain`) right after it, in a message of its own so that a peer
+/// that does not know it skips it and still reads the NAK.
+const NAK_ATTEMPT: u8 = 15;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
-/// A NAK's body with its attempt; one without it (six bytes) is an attempt not said.
-const NAK_ATTEMPT_LEN: usize = 7;
+const NAK_ATTEMPT_LEN: usize = 1;
 const SENT_LEN: usize = 4;
 const MTU_LEN: usize = 2;
 const KEY_LEN: usize = 32;
@@ -81,7 +83,7 @@ pub enum ControlMessage {
         count: u16,
         /// Which time the receiver asks for these frames (1 for the first NAK), the same in every
         /// copy of one NAK, so that the sender answers each attempt once whatever link brings
-        /// it. 0: not said.
+        /// it. 0: not said. On the wire, a message of its own just before the NAK.
         attempt: u8,
     },
     /// Asks again for frames whose re-sent copies were lost: a copy re-sent after them has
@@ -190,11 +192,13 @@ impl ControlMessage {
             }
             Self::Standby => out.extend_from_slice(&[STANDBY, 0]),
             Self::Nak { first, count, attempt } | Self::NakAgain { first, count, attempt } => {
+                if attempt != 0 {
+                    out.extend_from_slice(&[NAK_ATTEMPT, NAK_ATTEMPT_LEN as u8, attempt]);
+                }
                 let kind = if matches!(self, Self::Nak { .. }) { NAK } else { NAK_AGAIN };
-                out.extend_from_slice(&[kind, NAK_ATTEMPT_LEN as u8]);
+                out.extend_from_slice(&[kind, NAK_LEN as u8]);
                 out.extend_from_slice(&first.to_be_bytes());
                 out.extend_from_slice(&count.to_be_bytes());
-                out.push(attempt);
             }
             Self::Gone { first, count } => {
                 out.extend_from_slice(&[GONE, NAK_LEN as u8]);
@@ -210,8 +214,10 @@ impl ControlMessage {
             Self::Probe { .. } => PROBE_LEN,
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
-            Self::Nak { .. } | Self::NakAgain { .. } => NAK_ATTEMPT_LEN,
-            Self::Gone { .. } => NAK_LEN,
+            Self::Nak { attempt, .. } | Self::NakAgain { attempt, .. } if *attempt != 0 => {
+                NAK_LEN + 2 + NAK_ATTEMPT_LEN
+            }
+            Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
             Self::Draining | Self::Standby => 0,
@@ -278,17 +284,13 @@ impl ControlMessage {
                 }
             }
             NAK | NAK_AGAIN | GONE => {
-                let attempt = match (kind, body.len()) {
-                    (_, NAK_LEN) => 0,
-                    (NAK | NAK_AGAIN, NAK_ATTEMPT_LEN) => body[6],
-                    _ => return Err(WireError::Malformed),
-                };
+                exact(NAK_LEN)?;
                 let first = read_u32(body, 0..4);
                 let count = u16::from_be_bytes([body[4], body[5]]);
                 match (kind, count) {
                     (_, 0) => return Err(WireError::Malformed),
-                    (NAK, _) => Self::Nak { first, count, attempt },
-                    (NAK_AGAIN, _) => Self::NakAgain { first, count, attempt },
+                    (NAK, _) => Self::Nak { first, count, attempt: 0 },
+                    (NAK_AGAIN, _) => Self::NakAgain { first, count, attempt: 0 },
                     _ => Self::Gone { first, count },
                 }
             }
@@ -303,12 +305,14 @@ impl ControlMessage {
 #[derive(Debug, Clone)]
 pub struct ControlMessages<'a> {
     rest: &'a [u8],
+    /// The attempt said for the next message, if it is a NAK.
+    attempt: u8,
 }
 
 impl<'a> ControlMessages<'a> {
     /// Iterates over the messages in `bytes`.
     pub const fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
+        Self { rest: bytes, attempt: 0 }
     }
 }
 
@@ -330,7 +334,22 @@ impl Iterator for ControlMessages<'_> {
                 return Some(Err(WireError::Truncated));
             };
             self.rest = rest;
+            if *kind == NAK_ATTEMPT {
+                let [attempt] = body else {
+                    self.rest = &[];
+                    return Some(Err(WireError::Malformed));
+                };
+                self.attempt = *attempt;
+                continue;
+            }
+            let said = core::mem::take(&mut self.attempt);
             match ControlMessage::parse(*kind, body) {
+                Ok(Some(ControlMessage::Nak { first, count, .. })) => {
+                    return Some(Ok(ControlMessage::Nak { first, count, attempt: said }));
+                }
+                Ok(Some(ControlMessage::NakAgain { first, count, .. })) => {
+                    return Some(Ok(ControlMessage::NakAgain { first, count, attempt: said }));
+                }
                 Ok(Some(message)) => return Some(Ok(message)),
                 Ok(None) => continue,
                 Err(error) => {
@@ -395,14 +414,27 @@ mod tests {
     }
 
     #[test]
-    fn a_nak_without_its_attempt_is_one_not_said_and_only_naks_carry_one() {
-        let nak = [NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 2];
-        assert_eq!(ControlMessages::new(&nak).next(), Some(Ok(ControlMessage::Nak { first: 7, count: 2, attempt: 0 })));
-        let again = [NAK_AGAIN, NAK_ATTEMPT_LEN as u8, 0, 0, 0, 7, 0, 2, 4];
-        let expected = ControlMessage::NakAgain { first: 7, count: 2, attempt: 4 };
-        assert_eq!(ControlMessages::new(&again).next(), Some(Ok(expected)));
-        let gone = [GONE, NAK_ATTEMPT_LEN as u8, 0, 0, 0, 7, 0, 2, 4];
-        assert_eq!(ControlMessages::new(&gone).next(), Some(Err(WireError::Malformed)));
+    fn a_naks_attempt_goes_before_it_and_says_nothing_of_any_other_message() {
+        let mut out = Vec::new();
+        ControlMessage::Nak { first: 7, count: 2, attempt: 4 }.emit(&mut out);
+        assert_eq!(out, [NAK_ATTEMPT, 1, 4, NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 2]);
+        // A peer that does not know the attempt skips it as a type it does not know (as this
+        // parser of one message does), and reads the NAK after it.
+        assert_eq!(ControlMessage::parse(NAK_ATTEMPT, &[4]), Ok(None));
+        assert_eq!(
+            ControlMessage::parse(NAK, &out[5..]),
+            Ok(Some(ControlMessage::Nak { first: 7, count: 2, attempt: 0 }))
+        );
+        // An attempt before anything but a NAK is forgotten, and never reaches the NAK after.
+        let mut stray = vec![NAK_ATTEMPT, 1, 4];
+        ControlMessage::Sent { next: 9 }.emit(&mut stray);
+        ControlMessage::NakAgain { first: 7, count: 2, attempt: 0 }.emit(&mut stray);
+        let parsed: Vec<_> = ControlMessages::new(&stray).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            parsed,
+            [ControlMessage::Sent { next: 9 }, ControlMessage::NakAgain { first: 7, count: 2, attempt: 0 }]
+        );
+        assert_eq!(ControlMessages::new(&[NAK_ATTEMPT, 2, 4, 4]).next(), Some(Err(WireError::Malformed)));
     }
 
     #[test]
