@@ -630,16 +630,16 @@ stream_result() { # name extra
 app_lost() { jq -r '.end.sum.lost_packets // "-"' "$RUN/iperf-server.json" 2>/dev/null || echo -; }
 
 # Where the stream's losses went, by the engines' own counts: the edge's drops by reason (at the
-# entry: over_capacity, queue_full, ...), the copies it re-sent for NAKs, the NAKs it left
-# unanswered as early and the copies of NAKs it had already judged; the gateway's frames given up (lost: a gap never filled; late: arrived
+# entry: over_capacity, queue_full, ...), the copies it re-sent for NAKs and the NAKs it left
+# unanswered as early; the gateway's frames given up (lost: a gap never filled; late: arrived
 # after its gap was released), NAKs sent and gaps filled.
 engine_losses() {
     local edge gw
     edge=$(edge_status |
-        jq -r '.session | (.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",") | if . == "" then "none" else . end) + " edge_resent=\(.frames_retransmitted // "-") edge_naks_early=\(.naks_early // "-") edge_nak_copies=\(.nak_copies // "-")"' 2>/dev/null)
+        jq -r '.session | (.drops_by_reason // {} | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(",") | if . == "" then "none" else . end) + " edge_resent=\(.frames_retransmitted // "-") edge_naks_early=\(.naks_early // "-")"' 2>/dev/null)
     gw=$(gateway_status "$GW_NS" |
         jq -r '.edges[0].session // {} | "gw_lost=\(.frames_lost // "-") gw_late=\(.frames_late // "-") gw_nacked=\(.frames_nacked // "-") gw_recovered=\(.frames_recovered // "-") gw_rebuilt=\(.frames_rebuilt // "-")"' 2>/dev/null)
-    echo "edge_drops=${edge:-none edge_resent=- edge_naks_early=- edge_nak_copies=-} ${gw:-gw_lost=-}"
+    echo "edge_drops=${edge:-none edge_resent=- edge_naks_early=-} ${gw:-gw_lost=-}"
 }
 
 measure_baseline() {

@@ -39,16 +39,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
         (any::<u8>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(link, highest, received, bytes)| {
             ControlMessage::Report(LinkReport { link: LinkId::new(link), highest, received, received_bytes: bytes })
         }),
-        (any::<u32>(), 1..=u16::MAX, any::<u8>()).prop_map(|(first, count, attempt)| ControlMessage::Nak {
-            first,
-            count,
-            attempt
-        }),
-        (any::<u32>(), 1..=u16::MAX, any::<u8>()).prop_map(|(first, count, attempt)| ControlMessage::NakAgain {
-            first,
-            count,
-            attempt
-        }),
+        (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Nak { first, count }),
         (any::<u32>(), 1..=u16::MAX).prop_map(|(first, count)| ControlMessage::Gone { first, count }),
         any::<u32>().prop_map(|next| ControlMessage::Sent { next }),
         any::<u16>().prop_map(|size| ControlMessage::MtuProbe { size }),

@@ -41,9 +41,6 @@ pub struct Sent {
     pub resent_at: Option<Instant>,
     /// When that copy is expected at the peer, behind the queue it joined.
     pub resent_due: Option<Instant>,
-    /// The peer's latest NAK attempt for it that was answered or left for the next one: later
-    /// copies of that attempt are not answered again.
-    pub asked: u8,
     /// The links it went out on.
     pub links: LinkSet,
     /// The frame.
@@ -63,7 +60,7 @@ impl SentFrames {
             return Some(frame);
         }
         self.bytes += frame.len();
-        self.frames.push_back(Sent { seq, at: now, resent_at: None, resent_due: None, asked: 0, links, frame });
+        self.frames.push_back(Sent { seq, at: now, resent_at: None, resent_due: None, links, frame });
         None
     }
 
@@ -217,17 +214,15 @@ impl Gaps {
         self.highest = None;
     }
 
-    /// Marks every frame due at `now` as NAKed and appends it with its attempt (1 for its first
-    /// NAK), in ascending order, to `again` if the answer to its last NAK was overtaken (lost: to
-    /// be re-sent at once), else to `out`.
-    pub fn take_due(&mut self, now: Instant, timing: &NakTiming, out: &mut Vec<(u64, u8)>, again: &mut Vec<(u64, u8)>) {
+    /// Marks every frame due at `now` as NAKed and appends it, in ascending order, to `again`
+    /// if the answer to its last NAK was overtaken (lost: to be re-sent at once), else to `out`.
+    pub fn take_due(&mut self, now: Instant, timing: &NakTiming, out: &mut Vec<u64>, again: &mut Vec<u64>) {
         for (&seq, missing) in &mut self.missing {
             match Self::due_at(seq, missing, timing) {
                 Some(at) if at <= now => {
                     missing.naks += 1;
                     missing.last_nak = Some(now);
-                    let asked = (seq, missing.naks);
-                    if missing.overtaken.take().is_some() { again.push(asked) } else { out.push(asked) }
+                    if missing.overtaken.take().is_some() { again.push(seq) } else { out.push(seq) }
                 }
                 _ => {}
             }
@@ -285,7 +280,7 @@ mod tests {
         gaps.on_frame(now, 3, 1, None);
         let mut due = Vec::new();
         gaps.take_due(now, &timing(3), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(1, 1), (2, 1)]);
+        assert_eq!(due, vec![1, 2]);
     }
 
     #[test]
@@ -296,7 +291,7 @@ mod tests {
         gaps.on_frame(now, 4, 1, None);
         let mut due = Vec::new();
         gaps.take_due(now, &timing(4), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(due, vec![1, 2, 3]);
         // The answers come in order: 2's arrives, 1's does not; 3's may still be on its way.
         let later = now + 10 * MS;
         gaps.on_frame(later, 2, 1, Some(Duration::ZERO));
@@ -304,7 +299,7 @@ mod tests {
         let mut again = Vec::new();
         gaps.take_due(later, &timing(5), &mut due, &mut again);
         assert!(due.is_empty(), "{due:?}");
-        assert_eq!(again, vec![(1, 2)], "1 asked for again before its RTO, marked lost; 3 not");
+        assert_eq!(again, vec![1], "1 asked for again before its RTO, marked lost; 3 not");
         assert_eq!(gaps.next_due(&timing(5)), Some(now + 100 * MS), "3 waits for its RTO");
         // First copies overtake nothing, even late: the answer to 1 may still be on its way.
         let mut fresh = Gaps::default();
@@ -328,7 +323,7 @@ mod tests {
         gaps.take_due(now + 39 * MS, &timing(3), &mut due, &mut again);
         assert!(again.is_empty());
         gaps.take_due(now + 40 * MS, &timing(3), &mut due, &mut again);
-        assert_eq!(again, vec![(1, 2)]);
+        assert_eq!(again, vec![1]);
     }
 
     #[test]
@@ -341,7 +336,7 @@ mod tests {
         assert!(due.is_empty());
         assert_eq!(gaps.next_due(&timing(0)), Some(now + 50 * MS));
         gaps.take_due(now + 50 * MS, &timing(0), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(0, 1), (1, 1)]);
+        assert_eq!(due, vec![0, 1]);
     }
 
     #[test]
@@ -352,11 +347,11 @@ mod tests {
         let mut due = Vec::new();
         gaps.take_due(now, &timing(1), &mut due, &mut Vec::new());
         gaps.take_due(now + 99 * MS, &timing(1), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(0, 1)]);
+        assert_eq!(due, vec![0]);
         gaps.take_due(now + 100 * MS, &timing(1), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(0, 1), (0, 2)]);
+        assert_eq!(due, vec![0, 0]);
         gaps.take_due(now + 200 * MS, &timing(1), &mut due, &mut Vec::new());
-        assert_eq!(due, vec![(0, 1), (0, 2), (0, 3)], "the third NAK at 200 ms is still useful");
+        assert_eq!(due, vec![0, 0, 0], "the third NAK at 200 ms is still useful");
         assert_eq!(gaps.next_due(&timing(1)), None, "at most {MAX_NAKS_PER_FRAME} NAKs");
     }
 

@@ -66,7 +66,7 @@ impl Mode {
         match self {
             Self::Redundant => Box::new(Redundant),
             Self::ActiveBackup => Box::new(ActiveBackup::new(tuning.scheduler.failback_hold)),
-            Self::Bond => Box::new(Bond { spare_queue: tuning.scheduler.spare_queue }),
+            Self::Bond => Box::new(Bond),
             Self::Auto => Box::new(Auto {
                 spare_queue: tuning.scheduler.spare_queue,
                 trending_loss: tuning.scheduler.trending_loss,
@@ -281,17 +281,8 @@ impl Scheduler for ActiveBackup {
 /// Earliest delivery: each frame on the usable link where it is expected to arrive first, from
 /// the link's one-way delay, the rate its congestion controller allows and what is already
 /// queued on it. Degraded links are used only when no link is up.
-#[derive(Debug, Clone, Copy)]
-pub struct Bond {
-    /// A re-sent frame's copies beyond the first go only to links whose queue is shorter.
-    spare_queue: Duration,
-}
-
-impl Default for Bond {
-    fn default() -> Self {
-        Self { spare_queue: SPARE_QUEUE }
-    }
-}
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Bond;
 
 impl Bond {
     /// The link where a frame of `len` bytes arrives first: an up link if any, else a degraded one.
@@ -311,21 +302,17 @@ impl Scheduler for Bond {
         }
     }
 
-    /// The usable link where the copy arrives first; and, where they have spare room (a queue
-    /// shorter than the spare queue), the next-earliest and `via`, so that a second loss on one
-    /// link does not lose the frame again. A link without room gets no copy beyond the first:
-    /// on full links each re-sent copy delays first copies, which come late, are asked for, and
-    /// are re-sent in turn.
+    /// The two usable links where the copy arrives first, and `via`: a second loss on one link
+    /// does not lose the frame again.
     fn retransmit(&mut self, _now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
         let mut usable: Vec<&LinkView> = links.iter().filter(|l| l.state.is_usable()).collect();
         if usable.is_empty() {
             return fallback(links);
         }
         usable.sort_by_key(|l| (l.expected_arrival(frame.len), l.priority, l.id));
-        let spare = |l: &&LinkView| l.queue_delay < self.spare_queue;
-        let next = usable.iter().skip(1).take(1);
-        let via = usable.iter().filter(|l| Some(l.id) == via);
-        usable.iter().take(1).chain(next.chain(via).filter(|l| spare(l))).map(|l| l.id).collect()
+        let mut set: LinkSet = usable.iter().take(2).map(|l| l.id).collect();
+        set.extend(via);
+        set
     }
 }
 
@@ -395,7 +382,7 @@ impl Scheduler for Auto {
     }
 
     fn retransmit(&mut self, now: Instant, frame: &FrameMeta, links: &[LinkView], via: Option<LinkId>) -> LinkSet {
-        Bond { spare_queue: self.spare_queue }.retransmit(now, frame, links, via)
+        Bond.retransmit(now, frame, links, via)
     }
 }
 
@@ -433,26 +420,10 @@ mod tests {
     #[test]
     fn bond_resends_on_the_two_links_where_a_copy_arrives_first() {
         let links = [view(0, LinkState::Up, 0, 80), view(1, LinkState::Up, 0, 10), view(2, LinkState::Degraded, 0, 20)];
-        let set = Bond::default().retransmit(now(), &FRAME, &links, None);
+        let set = Bond.retransmit(now(), &FRAME, &links, None);
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![LinkId::new(1), LinkId::new(2)]);
-        let set = Bond::default().retransmit(now(), &FRAME, &links, Some(LinkId::new(0)));
+        let set = Bond.retransmit(now(), &FRAME, &links, Some(LinkId::new(0)));
         assert_eq!(set.len(), 3, "the link the NAK came in on proved it works");
-    }
-
-    #[test]
-    fn bond_resends_beyond_the_first_copy_only_on_links_with_spare_room() {
-        let mut links = [view(0, LinkState::Up, 0, 80), view(1, LinkState::Up, 0, 10), view(2, LinkState::Up, 0, 20)];
-        links[0].queue_delay = SPARE_QUEUE;
-        links[2].queue_delay = SPARE_QUEUE;
-        let set = Bond::default().retransmit(now(), &FRAME, &links, Some(LinkId::new(0)));
-        assert_eq!(set.iter().collect::<Vec<_>>(), vec![LinkId::new(1)], "the others' queues are full");
-        links[1].queue_delay = Duration::from_millis(40);
-        let set = Bond::default().retransmit(now(), &FRAME, &links, None);
-        assert_eq!(
-            set.iter().collect::<Vec<_>>(),
-            vec![LinkId::new(2)],
-            "the first copy goes where it arrives first, room or not"
-        );
     }
 
     #[test]
@@ -501,8 +472,8 @@ mod tests {
     #[test]
     fn bond_picks_the_earliest_expected_arrival() {
         let mut links = [view(0, LinkState::Up, 0, 20), view(1, LinkState::Up, 0, 80)];
-        assert!(Bond::default().schedule(now(), &FRAME, &links).contains(LinkId::new(0)));
+        assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(0)));
         links[0].queue_delay = Duration::from_millis(61);
-        assert!(Bond::default().schedule(now(), &FRAME, &links).contains(LinkId::new(1)));
+        assert!(Bond.schedule(now(), &FRAME, &links).contains(LinkId::new(1)));
     }
 }

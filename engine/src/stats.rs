@@ -285,9 +285,6 @@ counters! {
         mss_clamped,
         /// NAKs for frames whose first copy could not have arrived yet, left unanswered.
         naks_early,
-        /// Copies of a NAK attempt already judged, not answered again: a NAK goes out on two
-        /// links, and the copy on the slower one comes later.
-        nak_copies,
         /// Frames re-sent to a peer that had lost the session (it restarted), because it may not
         /// have delivered them: the most the far side can see twice.
         frames_resent_to_new_peer,

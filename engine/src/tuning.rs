@@ -243,8 +243,7 @@ section! {
     SchedulerTuning {
         /// Active-backup fails back to a better link once it has been usable this long.
         failback_hold: Duration = scheduler::FAILBACK_HOLD,
-        /// Auto gives a spare copy to every link whose queue is shorter than this; bond and auto
-        /// send a re-sent frame's copies beyond the first only to such links.
+        /// Auto gives a spare copy to every link whose queue is shorter than this.
         spare_queue: Duration = scheduler::SPARE_QUEUE,
         /// Auto sends critical frames twice when the first link loses more than this share.
         trending_loss: f64 = scheduler::TRENDING_LOSS,

@@ -1023,7 +1023,6 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
     figures.set("edge_drops", if drops.is_empty() { "none".to_owned() } else { drops.join(",") });
     figures.set("edge_resent", edge.frames_retransmitted);
     figures.set("edge_naks_early", edge.naks_early);
-    figures.set("edge_nak_copies", edge.nak_copies);
     let gateway = sim.gateway.stats();
     figures.set("gw_lost", gateway.frames_lost);
     figures.set("gw_late", gateway.frames_late);

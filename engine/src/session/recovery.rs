@@ -31,16 +31,6 @@ pub const RESEND_SPACING: Duration = Duration::from_millis(10);
 /// NAK ranges in one control packet.
 pub const MAX_NAKS_PER_PACKET: usize = 32;
 
-/// A range of frames the peer asks for ([`ControlMessage::Nak`] or [`ControlMessage::NakAgain`]).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct NakRange {
-    pub(super) first: u32,
-    pub(super) count: u16,
-    pub(super) attempt: u8,
-    /// A `NakAgain`: the peer saw a copy re-sent after these come.
-    pub(super) again: bool,
-}
-
 /// Why a link's recent frames are taken for lost ([`Session::resend_in_flight`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Swallowed {
@@ -151,29 +141,20 @@ fn pop_if_due<T>(queue: &mut VecDeque<(Instant, T)>, now: Instant) -> Option<T> 
 
 /// Ascending frame sequences as ranges of `message`.
 fn ranges(seqs: &[u64], message: fn(u32, u16) -> ControlMessage) -> Vec<ControlMessage> {
-    let seqs: Vec<(u64, u8)> = seqs.iter().map(|&seq| (seq, 0)).collect();
-    attempt_ranges(&seqs, |first, count, _| message(first, count))
-}
-
-/// Ascending frame sequences, each with its NAK attempt, as ranges of `message`: one range holds
-/// consecutive frames of one attempt.
-fn attempt_ranges(seqs: &[(u64, u8)], message: impl Fn(u32, u16, u8) -> ControlMessage) -> Vec<ControlMessage> {
     let mut out = Vec::new();
-    let mut run: Option<(u64, u16, u8)> = None;
-    for &(seq, attempt) in seqs {
+    let mut run: Option<(u64, u16)> = None;
+    for &seq in seqs {
         run = match run {
-            Some((first, count, a)) if a == attempt && first + u64::from(count) == seq && count < u16::MAX => {
-                Some((first, count + 1, a))
+            Some((first, count)) if first + u64::from(count) == seq && count < u16::MAX => Some((first, count + 1)),
+            Some((first, count)) => {
+                out.push(message(first as u32, count));
+                Some((seq, 1))
             }
-            Some((first, count, a)) => {
-                out.push(message(first as u32, count, a));
-                Some((seq, 1, attempt))
-            }
-            None => Some((seq, 1, attempt)),
+            None => Some((seq, 1)),
         };
     }
-    if let Some((first, count, attempt)) = run {
-        out.push(message(first as u32, count, attempt));
+    if let Some((first, count)) = run {
+        out.push(message(first as u32, count));
     }
     out
 }
@@ -346,16 +327,12 @@ impl Session {
         let timing = self.nak_timing(now);
         let (mut due, mut again) = (Vec::new(), Vec::new());
         self.recovery.gaps.take_due(now, &timing, &mut due, &mut again);
-        let Some((last, _)) = due.last().max(again.last()).copied() else { return };
+        let Some(last) = due.last().max(again.last()).copied() else { return };
         self.reorder.await_retransmit(last);
         self.stats.frames_nacked += due.len() as u64;
         tracing::trace!(frames = due.len(), again = again.len(), "nak");
-        let mut messages = attempt_ranges(&due, |first, count, attempt| ControlMessage::Nak { first, count, attempt });
-        messages.extend(attempt_ranges(&again, |first, count, attempt| ControlMessage::NakAgain {
-            first,
-            count,
-            attempt,
-        }));
+        let mut messages = ranges(&due, |first, count| ControlMessage::Nak { first, count });
+        messages.extend(ranges(&again, |first, count| ControlMessage::NakAgain { first, count }));
         // On a lone link, a second copy a little later: one loss burst must not take the NAK and
         // leave the frame waiting a whole retransmission timeout.
         if nak_route(&self.links).len() == 1 {
@@ -395,11 +372,8 @@ impl Session {
     /// scheduler's retransmission policy picks; and a second copy [`RESEND_SPACING`] later, on
     /// `via` if the policy picked it, else on the first link picked. Frames that cannot be
     /// re-sent are answered with `Gone`, so the peer stops waiting for them. A NAK that asks
-    /// `again` (the peer saw a later re-sent copy come) is never taken for early. Each
-    /// `attempt` of the peer's is judged once, on its first copy to come: the copy on a slower
-    /// link comes later, but was asked no later (0, an attempt not said, is judged each time).
-    pub(super) fn answer_nak(&mut self, now: Instant, via: usize, nak: NakRange) {
-        let NakRange { first, count, attempt, again } = nak;
+    /// `again` (the peer saw a later re-sent copy come) is never taken for early.
+    pub(super) fn answer_nak(&mut self, now: Instant, via: usize, first: u32, count: u16, again: bool) {
         if !self.config.retransmit {
             return;
         }
@@ -420,13 +394,6 @@ impl Session {
                 }
                 continue;
             };
-            if attempt != 0 {
-                if attempt <= sent.asked {
-                    self.stats.nak_copies += 1;
-                    continue;
-                }
-                sent.asked = attempt;
-            }
             // A NAK for a first copy that cannot have arrived yet is the peer's guess (it did
             // not know the link carried data), not a loss: the copy is still on its way, and
             // the peer asks again after its RTO if it never comes.
@@ -666,7 +633,7 @@ mod tests {
     }
 
     fn sent(seq: u64, at: Instant, len: usize) -> Sent {
-        Sent { seq, at, resent_at: None, resent_due: None, asked: 0, links: LinkSet::EMPTY, frame: vec![0; len] }
+        Sent { seq, at, resent_at: None, resent_due: None, links: LinkSet::EMPTY, frame: vec![0; len] }
     }
 
     #[test]
@@ -705,60 +672,12 @@ mod tests {
         assert_eq!(unasked.second, Some(LinkId::new(1)), "without a NAK's link, on the first link picked");
     }
 
-    /// An edge in `bond` over two links that has sent frames 0 and 1 and keeps them.
-    fn edge_that_sent_two_frames(now: Instant) -> Session {
-        use crate::session::tests_support::GATEWAY;
-        use crate::session::{LinkConfig, Role, SessionConfig};
-        let (keys, _) = crate::testing::key_pair(1, crate::crypto::Cipher::ChaCha20Poly1305);
-        let link =
-            |id: u8| LinkConfig { id: LinkId::new(id), priority: id, rate_bps: None, remote: GATEWAY.parse().unwrap() };
-        let config = SessionConfig { mode: Mode::Bond, links: vec![link(0), link(1)], ..SessionConfig::default() };
-        let mut edge = Session::new(Role::Edge, config, keys, now, 1).unwrap();
-        let mut frame = vec![0u8; 200];
-        frame[12] = 0x08;
-        let mut buf = Vec::new();
-        for _ in 0..2 {
-            edge.handle_frame(now, &frame).unwrap();
-            while edge.poll_transmit(now, &mut buf).is_some() {}
-        }
-        assert_eq!(edge.recovery.sent.len(), 2, "both frames are kept");
-        edge
-    }
-
-    #[test]
-    fn each_nak_attempt_is_judged_once_whatever_link_brings_its_copies() {
-        let now = start();
-        let mut edge = edge_that_sent_two_frames(now);
-        let later = now + Duration::from_millis(300);
-        let nak = |attempt| NakRange { first: 0, count: 1, attempt, again: false };
-        edge.answer_nak(later, 0, nak(1));
-        assert_eq!(edge.stats.nak_copies, 0);
-        edge.answer_nak(later + Duration::from_millis(40), 1, nak(1));
-        assert_eq!(edge.stats.nak_copies, 1, "the copy of attempt 1 on the other link is not judged again");
-        let second = later + Duration::from_millis(200);
-        edge.answer_nak(second, 0, nak(2));
-        edge.answer_nak(second, 1, nak(1));
-        assert_eq!(edge.stats.nak_copies, 2, "attempt 2 is judged; a copy of attempt 1 coming after it is not");
-        edge.answer_nak(second, 0, nak(0));
-        edge.answer_nak(second, 1, nak(0));
-        assert_eq!(edge.stats.nak_copies, 2, "a NAK that does not say its attempt is judged each time");
-        edge.answer_nak(second, 0, NakRange { first: 1, count: 1, attempt: 1, again: false });
-        assert_eq!(edge.stats.nak_copies, 2, "each frame's attempts are its own");
-    }
-
     #[test]
     fn feedback_goes_out_in_ranges_once_on_each_link_of_its_route() {
         let mut recovery = Recovery::new(Duration::from_millis(500), MAX_NAKS_PER_PACKET);
         let route: LinkSet = [LinkId::new(2), LinkId::new(5)].into_iter().collect();
-        recovery.queue_feedback(
-            &[3, 4, 5, 9],
-            |first, count| ControlMessage::Nak { first, count, attempt: 1 },
-            || route,
-        );
-        let expected = vec![
-            ControlMessage::Nak { first: 3, count: 3, attempt: 1 },
-            ControlMessage::Nak { first: 9, count: 1, attempt: 1 },
-        ];
+        recovery.queue_feedback(&[3, 4, 5, 9], |first, count| ControlMessage::Nak { first, count }, || route);
+        let expected = vec![ControlMessage::Nak { first: 3, count: 3 }, ControlMessage::Nak { first: 9, count: 1 }];
         assert_eq!(recovery.next_feedback(|| route), Some((LinkId::new(2), expected.clone())));
         assert_eq!(recovery.next_feedback(|| route), Some((LinkId::new(5), expected)));
         assert_eq!(recovery.next_feedback(|| route), None);
@@ -777,7 +696,7 @@ mod tests {
         let mut recovery = Recovery::new(Duration::from_millis(500), MAX_NAKS_PER_PACKET);
         let route: LinkSet = [LinkId::new(0)].into_iter().collect();
         let seqs: Vec<u64> = (0..MAX_NAKS_PER_PACKET as u64 + 5).map(|i| i * 2).collect();
-        recovery.queue_feedback(&seqs, |first, count| ControlMessage::Nak { first, count, attempt: 1 }, || route);
+        recovery.queue_feedback(&seqs, |first, count| ControlMessage::Nak { first, count }, || route);
         let (_, first) = recovery.next_feedback(|| route).unwrap();
         let (_, second) = recovery.next_feedback(|| route).unwrap();
         assert_eq!((first.len(), second.len()), (MAX_NAKS_PER_PACKET, 5));

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::link::Link;
-use super::recovery::NakRange;
 use super::{Event, Role, Session};
 use crate::crypto::PathNonce;
 use crate::fragment::{Joined, Piece};
@@ -209,12 +208,8 @@ impl Session {
                         self.emit_transition(now, id, transition);
                     }
                 }
-                ControlMessage::Nak { first, count, attempt } => {
-                    self.answer_nak(now, slot, NakRange { first, count, attempt, again: false });
-                }
-                ControlMessage::NakAgain { first, count, attempt } => {
-                    self.answer_nak(now, slot, NakRange { first, count, attempt, again: true });
-                }
+                ControlMessage::Nak { first, count } => self.answer_nak(now, slot, first, count, false),
+                ControlMessage::NakAgain { first, count } => self.answer_nak(now, slot, first, count, true),
                 ControlMessage::MtuProbe { size } => {
                     if let Some(link) = self.links[slot].as_mut() {
                         link.owed.mtu_ack = Some(size);

@@ -19,15 +19,11 @@ const NAK_AGAIN: u8 = 11;
 const DRAINING: u8 = 12;
 const STANDBY: u8 = 13;
 const PLACEMENT: u8 = 14;
-/// The attempt of the NAK (or `NakAgain`) right after it, in a message of its own so that a peer
-/// that does not know it skips it and still reads the NAK.
-const NAK_ATTEMPT: u8 = 15;
 
 const PROBE_LEN: usize = 1;
 const PROBE_REPLY_LEN: usize = 8;
 const REPORT_LEN: usize = 13;
 const NAK_LEN: usize = 6;
-const NAK_ATTEMPT_LEN: usize = 1;
 const SENT_LEN: usize = 4;
 const MTU_LEN: usize = 2;
 const KEY_LEN: usize = 32;
@@ -81,10 +77,6 @@ pub enum ControlMessage {
         first: u32,
         /// How many consecutive frames from `first` are missing (at least 1).
         count: u16,
-        /// Which time the receiver asks for these frames (1 for the first NAK), the same in every
-        /// copy of one NAK, so that the sender answers each attempt once whatever link brings
-        /// it. 0: not said. On the wire, a message of its own just before the NAK.
-        attempt: u8,
     },
     /// Asks again for frames whose re-sent copies were lost: a copy re-sent after them has
     /// come, and the sender re-sends in order. Answered at once, even where a copy could
@@ -94,8 +86,6 @@ pub enum ControlMessage {
         first: u32,
         /// How many consecutive frames from `first` (at least 1).
         count: u16,
-        /// As for [`ControlMessage::Nak`].
-        attempt: u8,
     },
     /// Answers a NAK: these frames will not come (no longer kept, or too late to be useful), so
     /// the receiver stops waiting for them.
@@ -191,17 +181,13 @@ impl ControlMessage {
                 }
             }
             Self::Standby => out.extend_from_slice(&[STANDBY, 0]),
-            Self::Nak { first, count, attempt } | Self::NakAgain { first, count, attempt } => {
-                if attempt != 0 {
-                    out.extend_from_slice(&[NAK_ATTEMPT, NAK_ATTEMPT_LEN as u8, attempt]);
-                }
-                let kind = if matches!(self, Self::Nak { .. }) { NAK } else { NAK_AGAIN };
+            Self::Nak { first, count } | Self::NakAgain { first, count } | Self::Gone { first, count } => {
+                let kind = match self {
+                    Self::Nak { .. } => NAK,
+                    Self::NakAgain { .. } => NAK_AGAIN,
+                    _ => GONE,
+                };
                 out.extend_from_slice(&[kind, NAK_LEN as u8]);
-                out.extend_from_slice(&first.to_be_bytes());
-                out.extend_from_slice(&count.to_be_bytes());
-            }
-            Self::Gone { first, count } => {
-                out.extend_from_slice(&[GONE, NAK_LEN as u8]);
                 out.extend_from_slice(&first.to_be_bytes());
                 out.extend_from_slice(&count.to_be_bytes());
             }
@@ -214,9 +200,6 @@ impl ControlMessage {
             Self::Probe { .. } => PROBE_LEN,
             Self::ProbeReply { .. } => PROBE_REPLY_LEN,
             Self::Report(_) => REPORT_LEN,
-            Self::Nak { attempt, .. } | Self::NakAgain { attempt, .. } if *attempt != 0 => {
-                NAK_LEN + 2 + NAK_ATTEMPT_LEN
-            }
             Self::Nak { .. } | Self::NakAgain { .. } | Self::Gone { .. } => NAK_LEN,
             Self::Sent { .. } | Self::Excused { .. } => SENT_LEN,
             Self::MtuProbe { .. } | Self::MtuAck { .. } => MTU_LEN,
@@ -289,8 +272,8 @@ impl ControlMessage {
                 let count = u16::from_be_bytes([body[4], body[5]]);
                 match (kind, count) {
                     (_, 0) => return Err(WireError::Malformed),
-                    (NAK, _) => Self::Nak { first, count, attempt: 0 },
-                    (NAK_AGAIN, _) => Self::NakAgain { first, count, attempt: 0 },
+                    (NAK, _) => Self::Nak { first, count },
+                    (NAK_AGAIN, _) => Self::NakAgain { first, count },
                     _ => Self::Gone { first, count },
                 }
             }
@@ -305,14 +288,12 @@ impl ControlMessage {
 #[derive(Debug, Clone)]
 pub struct ControlMessages<'a> {
     rest: &'a [u8],
-    /// The attempt said for the next message, if it is a NAK.
-    attempt: u8,
 }
 
 impl<'a> ControlMessages<'a> {
     /// Iterates over the messages in `bytes`.
     pub const fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes, attempt: 0 }
+        Self { rest: bytes }
     }
 }
 
@@ -334,22 +315,7 @@ impl Iterator for ControlMessages<'_> {
                 return Some(Err(WireError::Truncated));
             };
             self.rest = rest;
-            if *kind == NAK_ATTEMPT {
-                let [attempt] = body else {
-                    self.rest = &[];
-                    return Some(Err(WireError::Malformed));
-                };
-                self.attempt = *attempt;
-                continue;
-            }
-            let said = core::mem::take(&mut self.attempt);
             match ControlMessage::parse(*kind, body) {
-                Ok(Some(ControlMessage::Nak { first, count, .. })) => {
-                    return Some(Ok(ControlMessage::Nak { first, count, attempt: said }));
-                }
-                Ok(Some(ControlMessage::NakAgain { first, count, .. })) => {
-                    return Some(Ok(ControlMessage::NakAgain { first, count, attempt: said }));
-                }
                 Ok(Some(message)) => return Some(Ok(message)),
                 Ok(None) => continue,
                 Err(error) => {
@@ -371,8 +337,8 @@ mod tests {
             ControlMessage::Probe { priority: 3 },
             ControlMessage::ProbeReply { echo_seq: 9, echo_ts: 77 },
             ControlMessage::Report(LinkReport { link: LinkId::new(1), highest: 5, received: 4, received_bytes: 4000 }),
-            ControlMessage::Nak { first: u32::MAX, count: 3, attempt: 1 },
-            ControlMessage::NakAgain { first: 9, count: 2, attempt: 3 },
+            ControlMessage::Nak { first: u32::MAX, count: 3 },
+            ControlMessage::NakAgain { first: 9, count: 2 },
             ControlMessage::Gone { first: 7, count: 1 },
             ControlMessage::Sent { next: 99 },
             ControlMessage::MtuProbe { size: 1452 },
@@ -411,30 +377,6 @@ mod tests {
     fn a_nak_for_no_frames_is_malformed() {
         let out = [NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 0];
         assert_eq!(ControlMessages::new(&out).next(), Some(Err(WireError::Malformed)));
-    }
-
-    #[test]
-    fn a_naks_attempt_goes_before_it_and_says_nothing_of_any_other_message() {
-        let mut out = Vec::new();
-        ControlMessage::Nak { first: 7, count: 2, attempt: 4 }.emit(&mut out);
-        assert_eq!(out, [NAK_ATTEMPT, 1, 4, NAK, NAK_LEN as u8, 0, 0, 0, 7, 0, 2]);
-        // A peer that does not know the attempt skips it as a type it does not know (as this
-        // parser of one message does), and reads the NAK after it.
-        assert_eq!(ControlMessage::parse(NAK_ATTEMPT, &[4]), Ok(None));
-        assert_eq!(
-            ControlMessage::parse(NAK, &out[5..]),
-            Ok(Some(ControlMessage::Nak { first: 7, count: 2, attempt: 0 }))
-        );
-        // An attempt before anything but a NAK is forgotten, and never reaches the NAK after.
-        let mut stray = vec![NAK_ATTEMPT, 1, 4];
-        ControlMessage::Sent { next: 9 }.emit(&mut stray);
-        ControlMessage::NakAgain { first: 7, count: 2, attempt: 0 }.emit(&mut stray);
-        let parsed: Vec<_> = ControlMessages::new(&stray).collect::<Result<_, _>>().unwrap();
-        assert_eq!(
-            parsed,
-            [ControlMessage::Sent { next: 9 }, ControlMessage::NakAgain { first: 7, count: 2, attempt: 0 }]
-        );
-        assert_eq!(ControlMessages::new(&[NAK_ATTEMPT, 2, 4, 4]).next(), Some(Err(WireError::Malformed)));
     }
 
     #[test]
