@@ -141,10 +141,21 @@ restore_uplink() {
     in_ns edge ip route replace default via "192.168.$1.1" dev "up$1" metric "$(($1 * 10))"
 }
 
+# Changes an uplink's impairment, and sets APPLIED to the instant the impairer says the new
+# profile holds (empty if it did not say so within a second).
 set_profile() { # link text
+    local log="$RUN/impair$1.log" before line
     echo "$2" >"$(profile_file "$1")"
+    before=$(grep -c '^applied at=' "$log" 2>/dev/null || true)
     # This lab's impairer only (another lab may run beside it, under another LAB_RUN).
     pkill -HUP -f "braid-impair --a ta$1 .*$RUN/" || true
+    APPLIED=""
+    for _ in $(seq 100); do
+        line=$(grep '^applied at=' "$log" 2>/dev/null | sed -n "$((${before:-0} + 1))p")
+        [[ -n $line ]] && { APPLIED=${line#applied at=}; return 0; }
+        sleep 0.01
+    done
+    log "WARNING: uplink $1's impairer did not confirm its new profile"
 }
 
 # The ISP's NAT forgets its mappings: the uplink's next packet leaves from a new port (the
@@ -430,8 +441,11 @@ run_timeline() { # secs
             local when=${entry%%:*}
             [[ ${when%%.*} == $((t - 1)) ]] || continue
             at "$when"
+            APPLIED=""
             # shellcheck disable=SC2086 # the verb and its arguments
             act_${entry#*:}
+            # When an impairment change took hold, against its time on the timeline.
+            [[ -z $APPLIED ]] || echo "$when $APPLIED" >>"$RUN/applied.times"
         done
         at "$t"
         if [[ ${VIEW:-line} == table ]]; then
@@ -620,7 +634,7 @@ stream_result() { # name extra
     [[ -f $RUN/flap.packets ]] && flap=$(cat "$RUN/flap.packets")
     # Each spiked or cut uplink's return, from the edge's link state log.
     local back
-    back=$(labtool back "$1" --start "$T0" <"$RUN/edge.log" || true)
+    back=$(labtool back "$1" --start "$T0" --applied "$RUN/applied.times" <"$RUN/edge.log" || true)
     echo
     echo "RESULT scenario=$1 mode=$MODE $STREAM app_lost=$(app_lost) p50_ms=$p50 p99_ms=$p99 $(edge_data_bytes) impair_check=$IMPAIR_CHECK $(engine_losses)${flap:+ $flap}${back:+ $back}${2:+ $2}"
 }

@@ -6,7 +6,8 @@
 //! ```
 //! `--up` is the profile for frames from `a` to `b`, `--down` for `b` to `a` (see
 //! `braid_lab::Profile::parse`). SIGHUP re-reads both files, so a scenario changes a link
-//! mid-stream by rewriting a file; SIGUSR1 prints the counters so far (the lab checks that
+//! mid-stream by rewriting a file, and prints `applied at=EPOCH` (seconds) once the new profiles
+//! hold: the lab measures how the tunnel answers a change from that instant. SIGUSR1 prints the counters so far (the lab checks that
 //! every datagram of the tunnel went through the impairment); SIGINT or SIGTERM stops it and
 //! removes the TAPs.
 
@@ -75,6 +76,12 @@ fn now() -> Instant {
     Instant::now()
 }
 
+/// Seconds since the Unix epoch, as the lab's `date +%s.%N` reads them.
+#[allow(clippy::disallowed_methods)]
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn main() -> ExitCode {
     let result = args().and_then(|args| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -108,6 +115,7 @@ async fn run(args: Args) -> Result<(), String> {
                 (Ok(u), Ok(d)) => {
                     up.set_profile(u);
                     down.set_profile(d);
+                    eprintln!("applied at={:.6}", epoch_seconds());
                 }
                 (Err(e), _) | (_, Err(e)) => eprintln!("reload refused: {e}"),
             },

@@ -1065,6 +1065,13 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// When (seconds from the stream's start at the epoch `start`) the timeline's event at `offset`
+/// took hold, from the lab's record of impairment changes (`(offset, epoch)` pairs, from
+/// `braid-impair`'s own word); `offset` itself if the record has none for it.
+pub fn took_hold(applied: &[(f64, f64)], start: f64, offset: f64) -> f64 {
+    applied.iter().find(|(o, _)| (o - offset).abs() < 1e-3).map_or(offset, |(_, at)| at - start)
+}
+
 /// How long after `start` (ms) a link went down, from its state changes (seconds from the
 /// stream's start, new state); `None` if it did not before `until`.
 pub fn down_after(changes: &[(f64, &str)], start: f64, until: f64) -> Option<f64> {
@@ -1518,6 +1525,15 @@ mod tests {
         assert_eq!(back_after(&changes, 7.0, 30.0), 0.0);
         assert_eq!(back_after(&changes, 3.0, 30.0), 0.0);
         assert_eq!(back_after(&changes, 10.0, 30.0).round(), 20_000.0);
+    }
+
+    #[test]
+    fn a_window_starts_when_its_impairment_took_hold() {
+        let applied = [(10.0, 1_000_010.15), (15.0, 1_000_015.02)];
+        assert!((took_hold(&applied, 1_000_000.0, 10.0) - 10.15).abs() < 1e-6);
+        assert!((took_hold(&applied, 1_000_000.0, 15.0) - 15.02).abs() < 1e-6);
+        assert_eq!(took_hold(&applied, 1_000_000.0, 5.0), 5.0);
+        assert_eq!(took_hold(&[], 1_000_000.0, 10.0), 10.0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! braid-labtool plan NAME
 //! braid-labtool check NAME [--commit C] [--seed N] [--out DIR] < RESULT-lines
 //! braid-labtool report DIR
-//! braid-labtool back NAME --start EPOCH < edge-log
+//! braid-labtool back NAME --start EPOCH [--applied FILE] < edge-log
 //! braid-labtool ping FILE
 //! braid-labtool owd-limit --link-rtt-ms MS,MS,...
 //! braid-labtool stream --sent N --start EPOCH [--windows NAME:FROM:TO,...] [--marks NAME=EPOCH,...]
@@ -285,10 +285,15 @@ fn check(flags: &Flags) -> Result<(), String> {
 
 /// Prints `back_after_W_ms` (and `down_after_W_ms`) for the scenario's windows with an uplink,
 /// from the edge's log lines `TIMESTAMP INFO ... link state ... link="NAME" from="..."
-/// to="STATE"` on stdin.
+/// to="STATE"` on stdin. Each window is measured from when its impairment took hold, where
+/// `--applied FILE` (lines `OFFSET EPOCH`) says so, else from its time on the timeline.
 fn back(flags: &Flags) -> Result<(), String> {
     let scenario = find(flags.positional.first().ok_or("back NAME")?)?;
     let start: f64 = flags.text("start").ok_or("--start EPOCH")?.parse().map_err(|_| "--start: expected seconds")?;
+    let applied = match flags.text("applied") {
+        Some(path) => applied_times(path)?,
+        None => Vec::new(),
+    };
     let mut log = String::new();
     std::io::stdin().lock().read_to_string(&mut log).map_err(|e| format!("reading stdin: {e}"))?;
     let mut words = Vec::new();
@@ -305,14 +310,35 @@ fn back(flags: &Flags) -> Result<(), String> {
                 Some((at - start, to))
             })
             .collect();
-        let back = scenario::back_after(&changes, w.to, f64::from(scenario.secs()) + 1.0);
+        let (from, to) = (scenario::took_hold(&applied, start, w.from), scenario::took_hold(&applied, start, w.to));
+        let back = scenario::back_after(&changes, to, f64::from(scenario.secs()) + 1.0);
         words.push(format!("back_after_{}_ms={back:.0}", w.name));
-        if let Some(down) = scenario::down_after(&changes, w.from, w.to) {
+        if let Some(down) = scenario::down_after(&changes, from, to) {
             words.push(format!("down_after_{}_ms={down:.0}", w.name));
         }
     }
     println!("{}", words.join(" "));
     Ok(())
+}
+
+/// The lab's record of when each impairment change took hold: `OFFSET EPOCH` lines (none if the
+/// file is absent: the timeline changed no impairment).
+fn applied_times(path: &str) -> Result<Vec<(f64, f64)>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{path}: {e}")),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut words = l.split_whitespace().map(str::parse::<f64>);
+            match (words.next(), words.next(), words.next()) {
+                (Some(Ok(offset)), Some(Ok(at)), None) => Ok((offset, at)),
+                _ => Err(format!("{path}: expected `OFFSET EPOCH`, got {l:?}")),
+            }
+        })
+        .collect()
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC time as tracing writes it
