@@ -85,10 +85,6 @@ pub const MIN_LOSS_SAMPLES: u64 = 20;
 pub const DELAY_WINDOW: Duration = Duration::from_secs(2);
 /// Buckets of the delay window.
 pub const DELAY_BUCKETS: usize = 4;
-/// The least one-way delay, the path's own with no queue, is kept over this longer window (in
-/// [`DELAY_BUCKETS`] buckets): a queue that stands for seconds is still seen as a queue, and the
-/// peers' clocks drift apart by well under a millisecond in it.
-pub const DELAY_FLOOR_WINDOW: Duration = Duration::from_secs(30);
 
 /// Outstanding probes remembered per link.
 const MAX_OUTSTANDING: usize = 64;
@@ -304,28 +300,16 @@ impl LossEstimate {
     }
 }
 
-/// Windowed min and max of one-way delay samples (µs relative to a session base), and the min
-/// over [`DELAY_FLOOR_WINDOW`].
+/// Windowed min and max of one-way delay samples (µs relative to a session base).
 #[derive(Debug, Default)]
 struct DelayWindow {
     buckets: VecDeque<(Instant, i64, i64)>,
-    floor: VecDeque<(Instant, i64)>,
     last: Option<i64>,
     jitter_us: f64,
 }
 
 impl DelayWindow {
     fn push(&mut self, now: Instant, owd_us: i64) {
-        let floor_len = DELAY_FLOOR_WINDOW / DELAY_BUCKETS as u32;
-        match self.floor.back_mut() {
-            Some((start, least)) if now.saturating_duration_since(*start) < floor_len => *least = (*least).min(owd_us),
-            _ => {
-                self.floor.push_back((now, owd_us));
-                while self.floor.len() > DELAY_BUCKETS {
-                    self.floor.pop_front();
-                }
-            }
-        }
         let bucket_len = DELAY_WINDOW / DELAY_BUCKETS as u32;
         match self.buckets.back_mut() {
             Some((start, lo, hi)) if now.saturating_duration_since(*start) < bucket_len => {
@@ -344,14 +328,6 @@ impl DelayWindow {
             self.jitter_us += (d - self.jitter_us) / 16.0;
         }
         self.last = Some(owd_us);
-    }
-
-    fn floor(&self, now: Instant) -> Option<i64> {
-        self.floor
-            .iter()
-            .filter(|(start, _)| now.saturating_duration_since(*start) < DELAY_FLOOR_WINDOW)
-            .map(|&(_, least)| least)
-            .min()
     }
 
     fn range(&self, now: Instant) -> Option<(i64, i64)> {
@@ -411,7 +387,6 @@ pub struct LinkMonitor {
     tx_rebase: Rebase,
     /// The first packet sent since the peer last reported progress on this link, and when.
     unconfirmed: Option<Outstanding>,
-    /// When the newest report left the peer, on our clock (see [`Self::on_report`]).
     last_report: Option<Instant>,
     /// The first data packet sent since anything arrived on this link.
     data_unanswered: Option<Instant>,
@@ -549,14 +524,6 @@ impl LinkMonitor {
         self.delay.range(now)
     }
 
-    /// How long a packet that arrived with one-way delay `owd_us` (relative to the session's
-    /// base) waited in queues on its way: its delay above the least the link showed over
-    /// [`DELAY_FLOOR_WINDOW`].
-    pub fn queued(&self, now: Instant, owd_us: i64) -> Duration {
-        let least = self.delay.floor(now).unwrap_or(owd_us);
-        Duration::from_micros(owd_us.saturating_sub(least).max(0).unsigned_abs())
-    }
-
     /// Receive counters for a [`LinkReport`]: highest packet number, packets and bytes.
     pub const fn rx_counters(&self) -> (Option<u64>, u64, u64) {
         (self.rx_highest, self.rx_received, self.rx_bytes)
@@ -686,12 +653,8 @@ impl LinkMonitor {
         }
     }
 
-    /// Handles the peer's report of what it received from us on this link, in a packet that
-    /// left the peer at `sent` (on our clock, as near as the receiver can tell: its arrival less
-    /// the queue it met on the link it came by). A report that waited behind a queue, on this
-    /// link or another, tells what the peer had when it left, not at its arrival: feedback is
-    /// judged from then.
-    pub fn on_report(&mut self, now: Instant, report: &LinkReport, sent: Instant) -> Option<Transition> {
+    /// Handles the peer's report of what it received from us on this link.
+    pub fn on_report(&mut self, now: Instant, report: &LinkReport) -> Option<Transition> {
         let expand = |prev: Option<u64>, low: u32| expand_u32(prev.map_or(0, |p| p + 1), low);
         let previous = self.report;
         let sample = CounterSample {
@@ -714,7 +677,7 @@ impl LinkMonitor {
             }
             Rebase::AwaitSend | Rebase::AwaitReport(_) => {}
         }
-        self.last_report = Some(self.last_report.map_or(sent, |last| last.max(sent)));
+        self.last_report = Some(now);
         if self.unconfirmed.is_some_and(|d| sample.highest >= d.seq) {
             self.unconfirmed = None;
         }
@@ -798,8 +761,7 @@ impl LinkMonitor {
     }
 
     /// Whether the peer's reports, sent after our oldest unconfirmed packet should have reached
-    /// it (by when they left the peer), still leave that packet unconfirmed after the silence
-    /// timeout.
+    /// it, still leave that packet unconfirmed after the silence timeout.
     fn feedback_stalled(&self, now: Instant) -> bool {
         let Some(first) = self.unconfirmed else { return false };
         now >= first.departs + self.silence_timeout()
@@ -979,7 +941,7 @@ mod tests {
         // The peer has reported everything bring_up sent.
         let report = LinkReport { link: LinkId::new(0), highest: 999, received: 1000, received_bytes: 100_000 };
         m.on_packet_received(t, 4000, 100, 0);
-        assert_eq!(m.on_report(t, &report, t), None);
+        assert_eq!(m.on_report(t, &report), None);
         m.set_probe_interval(PROBE_INTERVAL * 5);
         // A probe at the slow pace; the peer's next report, 240 ms later, was sent before the
         // probe reached it (the peer reports at the slow pace too). Meanwhile the session went
@@ -988,7 +950,7 @@ mod tests {
         m.set_probe_interval(PROBE_INTERVAL);
         let later = t + Duration::from_millis(250);
         m.on_packet_received(later, 4001, 100, 0);
-        assert_eq!(m.on_report(later, &report, later), None, "the slow pace's probe took the link down");
+        assert_eq!(m.on_report(later, &report), None, "the slow pace's probe took the link down");
         assert_eq!(m.state(), LinkState::Up);
     }
 
@@ -1190,7 +1152,7 @@ mod tests {
         let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let mut t = bring_up(&mut m, t0);
         let report = |highest: u32| LinkReport { link: LinkId::new(0), highest, received: highest, received_bytes: 0 };
-        m.on_report(t, &report(3), t);
+        m.on_report(t, &report(3));
         let cut = t;
         let mut seq = 100;
         while m.state() != LinkState::Down && t < cut + Duration::from_secs(2) {
@@ -1198,73 +1160,12 @@ mod tests {
             m.on_probe_sent(t, seq);
             seq += 1;
             m.on_packet_received(t, seq, 100, 0);
-            m.on_report(t, &report(3), t);
+            m.on_report(t, &report(3));
             m.handle_timeout(t);
             t += Duration::from_millis(10);
         }
         assert_eq!(m.state(), LinkState::Down);
         assert!(t - cut <= Duration::from_millis(250), "detected after {:?}", t - cut);
-    }
-
-    #[test]
-    fn a_queue_that_stands_for_seconds_is_still_measured_as_a_queue() {
-        let t0 = start();
-        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
-        let mut t = t0;
-        let step = Duration::from_millis(10);
-        while t < t0 + Duration::from_secs(1) {
-            m.on_packet_received(t, 1, 100, 0);
-            t += step;
-        }
-        // 200 ms of queue from here on, for longer than the delay window.
-        while t < t0 + Duration::from_secs(5) {
-            m.on_packet_received(t, 1, 100, 200_000);
-            t += step;
-        }
-        assert_eq!(m.queued(t, 200_000), Duration::from_millis(200));
-        assert_eq!(m.queued(t, -5_000), Duration::ZERO, "below the floor is no queue");
-        // A delay that holds for the whole floor window is the path's own.
-        while t < t0 + Duration::from_secs(40) {
-            m.on_packet_received(t, 1, 100, 200_000);
-            t += step;
-        }
-        assert_eq!(m.queued(t, 200_000), Duration::ZERO);
-    }
-
-    #[test]
-    fn reports_that_waited_in_a_queue_on_their_way_do_not_take_the_link_down() {
-        // Our packets arrive, but the peer's reports come 300 ms late, behind a loaded uplink's
-        // queue: each says what the peer had when it left, which is all we had sent by then.
-        let t0 = start();
-        let mut m = LinkMonitor::new(t0, MonitorTuning::default());
-        let from = bring_up(&mut m, t0);
-        let queue = Duration::from_millis(300);
-        let report = |highest: u64| LinkReport {
-            link: LinkId::new(0),
-            highest: highest as u32,
-            received: highest as u32,
-            received_bytes: 0,
-        };
-        let mut sent = Vec::new();
-        let mut t = from;
-        let mut seq = 100;
-        while t < from + Duration::from_secs(2) {
-            m.on_probe_sent(t, seq);
-            sent.push((t, seq));
-            seq += 1;
-            m.on_packet_received(t, seq, 100, 0);
-            // The report leaving the peer now covers what crossed to it half an RTT ago; it
-            // arrives `queue` later.
-            if let Some(left) = t.checked_sub(queue) {
-                let covered = sent.iter().filter(|(at, _)| *at + RTT / 2 <= left).map(|(_, s)| *s).max();
-                if let Some(highest) = covered {
-                    m.on_report(t, &report(highest), left);
-                }
-            }
-            m.handle_timeout(t);
-            assert!(m.state().is_usable(), "went {:?} {:?} in", m.state(), t - from);
-            t += Duration::from_millis(10);
-        }
     }
 
     #[test]
@@ -1298,7 +1199,7 @@ mod tests {
         let mut m = LinkMonitor::new(t0, MonitorTuning::default());
         let sent = bring_up(&mut m, t0);
         let report = |highest: u32| LinkReport { link: LinkId::new(0), highest, received: highest, received_bytes: 0 };
-        m.on_report(sent, &report(3), sent);
+        m.on_report(sent, &report(3));
         let queued = Duration::from_millis(200);
         let mut t = sent;
         let mut seq = 100;
@@ -1307,7 +1208,7 @@ mod tests {
             m.on_data_sent(t, seq, queued.saturating_sub(t - sent));
             seq += 1;
             m.on_packet_received(t, seq, 100, 0);
-            m.on_report(t, &report(3), t);
+            m.on_report(t, &report(3));
             m.handle_timeout(t);
             assert!(m.state().is_usable(), "went {:?} {:?} after the burst, inside its own queue", m.state(), t - sent);
             t += Duration::from_millis(10);
@@ -1317,7 +1218,7 @@ mod tests {
             m.on_data_sent(t, seq, Duration::ZERO);
             seq += 1;
             m.on_packet_received(t, seq, 100, 0);
-            m.on_report(t, &report(3), t);
+            m.on_report(t, &report(3));
             m.handle_timeout(t);
             t += Duration::from_millis(10);
         }
@@ -1399,7 +1300,7 @@ mod tests {
         for i in 0..40u32 {
             let probe = 100 + 10 * i + 9;
             answered_probe(&mut m, t, u64::from(probe));
-            m.on_report(t + RTT, &report(probe, 8 * (i + 1)), t + RTT);
+            m.on_report(t + RTT, &report(probe, 8 * (i + 1)));
             t += PROBE_INTERVAL;
         }
         assert_eq!(m.state(), LinkState::Degraded);
@@ -1407,7 +1308,7 @@ mod tests {
         for i in 40..120u32 {
             let probe = 100 + 10 * i + 9;
             answered_probe(&mut m, t, u64::from(probe));
-            m.on_report(t + RTT, &report(probe, 320 + (i - 39) * 10), t + RTT);
+            m.on_report(t + RTT, &report(probe, 320 + (i - 39) * 10));
             t += PROBE_INTERVAL;
         }
         assert_eq!(m.state(), LinkState::Up);

@@ -98,8 +98,6 @@ impl Session {
         let base = *self.owd_base.get_or_insert(local_ts.wrapping_sub(send_ts));
         let owd_us = i64::from(local_ts.wrapping_sub(send_ts).wrapping_sub(base) as i32);
         link.monitor.on_packet_received(now, pn, datagram.len(), owd_us);
-        // When the packet left the peer, on this clock: its arrival less the queue it met.
-        let left_peer = now.checked_sub(link.monitor.queued(now, owd_us)).unwrap_or(now);
         link.stats.rx_packets += 1;
         link.stats.rx_bytes += datagram.len() as u64;
 
@@ -169,23 +167,15 @@ impl Session {
                 let messages: Vec<ControlMessage> = ControlMessages::new(messages)
                     .collect::<Result<_, WireError>>()
                     .map_err(|_| DropReason::BadPayload)?;
-                self.handle_control(now, slot, repr.sequence, send_ts, left_peer, &messages);
+                self.handle_control(now, slot, repr.sequence, send_ts, &messages);
                 Ok(())
             }
         }
     }
 
     /// Acts on the control messages of one packet that arrived on the link in `slot`, with
-    /// sequence `seq`, sent at `send_ts` on the peer's clock and at `left_peer` on ours.
-    fn handle_control(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        seq: u32,
-        send_ts: u32,
-        left_peer: Instant,
-        messages: &[ControlMessage],
-    ) {
+    /// sequence `seq` and sent at `send_ts` on the peer's clock.
+    fn handle_control(&mut self, now: Instant, slot: usize, seq: u32, send_ts: u32, messages: &[ControlMessage]) {
         if self.role == Role::Gateway && messages.iter().any(|m| matches!(m, ControlMessage::Probe { .. })) {
             self.set_peer_standby(now, messages.contains(&ControlMessage::Standby));
         }
@@ -210,7 +200,7 @@ impl Session {
                 ControlMessage::Report(report) => {
                     if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
                         let before = link.monitor.reported();
-                        let transition = link.monitor.on_report(now, &report, left_peer);
+                        let transition = link.monitor.on_report(now, &report);
                         if link.monitor.reported() != before {
                             link.on_report(now, send_ts);
                         }
