@@ -7,9 +7,9 @@
 //! `--up` is the profile for frames from `a` to `b`, `--down` for `b` to `a` (see
 //! `braid_lab::Profile::parse`). SIGHUP re-reads both files, so a scenario changes a link
 //! mid-stream by rewriting a file, and prints `applied at=EPOCH` (seconds) once the new profiles
-//! hold: the lab measures how the tunnel answers a change from that instant. SIGUSR1 prints the counters so far (the lab checks that
-//! every datagram of the tunnel went through the impairment); SIGINT or SIGTERM stops it and
-//! removes the TAPs.
+//! hold: the lab measures how the tunnel answers a change from that instant. SIGUSR1 prints the
+//! counters so far (the lab checks that every datagram of the tunnel went through the
+//! impairment); SIGINT or SIGTERM stops it and removes the TAPs.
 
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
