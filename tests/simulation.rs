@@ -509,6 +509,50 @@ fn what_a_dead_link_swallowed_is_re_sent_spread_over_the_survivors_each_copy_tim
 }
 
 #[test]
+fn a_run_of_losses_on_a_links_way_back_costs_no_frame_and_the_frames_on_its_way_in_are_not_asked_for() {
+    // The lab's bond-cut: dsl, lte-good and lte-bad carry 19.6 Mbit/s; lte-bad loses its carrier
+    // from 5 s to 10 s and lte-good is blackholed at 15 s. Then, as lte-bad's burst loss does in
+    // the lab, the gateway's next 20 packets on lte-bad are lost on their way to the edge: the
+    // gateway may take the link down (its reports stall), but lte-bad's way in still brings
+    // the edge's frames, on time. Asking for every frame still on its way in on it, as soon as
+    // dsl passed it, made the edge re-send ~1,500 copies onto full links and refuse 237 new
+    // frames at the entry (seed 7).
+    let (mut taken_down, mut resent) = (0, Vec::new());
+    for seed in 1..=8 {
+        let config =
+            SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(300), ..SessionConfig::default() };
+        let mut sim = Sim::unrated(seed, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
+        sim.stream(1.0, 21.0, 19.0 * 1.03, 1400);
+        sim.schedule(6.0, Action::CarrierDown(2));
+        sim.schedule(11.0, Action::CarrierUp(2));
+        sim.schedule(16.0, Action::Blackhole(1));
+        sim.schedule(16.2, Action::LoseDown(2, 20));
+        sim.run_until(16.2);
+        let mut down = false;
+        for step in 1..=400 {
+            sim.run_until(16.2 + 0.005 * f64::from(step));
+            down |= sim.gateway.link_state(braid::LinkId::new(2)) != Some(LinkState::Up);
+        }
+        sim.run_until(22.0);
+        let r = sim.report();
+        let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+        println!(
+            "seed={seed} {r} over_capacity={over} resent={} gateway_took_lte_bad_out_of_up={down}",
+            sim.edge.stats().frames_retransmitted
+        );
+        assert_eq!(r.lost, 0, "seed {seed}: {r}");
+        assert_eq!(over, 0, "seed {seed}: the entry refused {over} frames");
+        taken_down += u32::from(down);
+        resent.push(sim.edge.stats().frames_retransmitted);
+    }
+    println!("RESULT scenario=sim-lose-way-back seeds=8 gateway_took_lte_bad_out_of_up={taken_down} resent={resent:?}");
+    assert!(
+        taken_down >= 3,
+        "the loss run took lte-bad out of `up` at the gateway in {taken_down} of 8 seeds: the case is not exercised"
+    );
+}
+
+#[test]
 fn a_link_whose_capacity_falls_to_a_quarter_has_its_rate_follow_within_a_second_and_its_queue_drained() {
     // 12 Mbit/s over dsl (20) and lte-good (10); at 5 s dsl falls to 5 Mbit/s. The queue dsl
     // builds is the congestion signal: its rate must follow the capacity down, and the queue

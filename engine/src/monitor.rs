@@ -816,7 +816,7 @@ impl LinkMonitor {
     /// How far above the minimum RTT a round trip may be and still be in time: the degraded
     /// rise, plus what the link's jitter alone shows. The minimum is the luckiest sample, so on
     /// a jittery link the mean sits its jitter above it with no queue at all.
-    fn rise_allowed(&self) -> Duration {
+    pub fn rise_allowed(&self) -> Duration {
         self.tuning.degraded_rtt_rise + self.jitter().mul_f64(self.fifo_jitter)
     }
 

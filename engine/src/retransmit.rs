@@ -19,6 +19,9 @@ use crate::LinkSet;
 pub const MAX_SENT_BYTES: usize = 16 << 20;
 /// The most missing frames tracked at once: a gap wider than this is past saving by NAKs.
 pub const MAX_MISSING: usize = 512;
+/// Rises of the stream's highest frame kept to tell when a frame was first passed (a few
+/// seconds of a fast stream).
+pub const REACHED_KEPT: usize = 8192;
 /// How often one missing frame is asked for.
 pub const MAX_NAKS_PER_FRAME: u8 = 3;
 
@@ -155,6 +158,8 @@ pub struct NakTiming {
 pub struct Gaps {
     missing: BTreeMap<u64, Missing>,
     highest: Option<u64>,
+    /// When the stream's highest frame rose, and to what: the newest [`REACHED_KEPT`] rises.
+    reached: VecDeque<(u64, Instant)>,
 }
 
 impl Gaps {
@@ -186,7 +191,23 @@ impl Gaps {
         }
         if self.highest.is_none_or(|h| seq > h) {
             self.highest = Some(seq);
+            if self.reached.len() == REACHED_KEPT {
+                self.reached.pop_front();
+            }
+            self.reached.push_back((seq, now));
         }
+    }
+
+    /// How long ago the stream first passed frame `seq` (a frame at or above it arrived), at
+    /// `now`: zero if it has not yet, and at least as long ago as the oldest rise kept if it
+    /// passed it before that.
+    pub fn passed_ago(&self, now: Instant, seq: u64) -> Duration {
+        if self.highest.is_none_or(|h| seq > h) {
+            return Duration::ZERO;
+        }
+        let first = self.reached.partition_point(|&(reached, _)| reached < seq);
+        let at = self.reached.get(first).or(self.reached.front()).map_or(now, |&(_, at)| at);
+        now.saturating_duration_since(at)
     }
 
     /// Notes that the sender has sent every frame below `next`: those above the highest seen are
@@ -212,6 +233,7 @@ impl Gaps {
     pub fn clear(&mut self) {
         self.missing.clear();
         self.highest = None;
+        self.reached.clear();
     }
 
     /// Marks every frame due at `now` as NAKed and appends it, in ascending order, to `again`
@@ -270,6 +292,31 @@ mod tests {
 
     fn timing(passed: u64) -> NakTiming {
         NakTiming { passed_everywhere: passed, hold: 50 * MS, rto: 100 * MS, last_useful: 250 * MS }
+    }
+
+    #[test]
+    fn a_frame_was_passed_when_the_first_frame_at_or_above_it_arrived() {
+        let now = t0();
+        let mut gaps = Gaps::default();
+        assert_eq!(gaps.passed_ago(now, 0), Duration::ZERO, "nothing passed yet");
+        gaps.on_frame(now, 0, 0, None);
+        gaps.on_frame(now + 10 * MS, 5, 1, None);
+        gaps.on_frame(now + 20 * MS, 3, 1, None);
+        gaps.on_frame(now + 30 * MS, 9, 1, None);
+        let at = now + 100 * MS;
+        assert_eq!(gaps.passed_ago(at, 0), 100 * MS);
+        assert_eq!(gaps.passed_ago(at, 2), 90 * MS, "2 was passed by 5, not by 3 which came later");
+        assert_eq!(gaps.passed_ago(at, 5), 90 * MS);
+        assert_eq!(gaps.passed_ago(at, 6), 70 * MS);
+        assert_eq!(gaps.passed_ago(at, 9), 70 * MS);
+        assert_eq!(gaps.passed_ago(at, 10), Duration::ZERO, "not passed: a copy bringing it is first");
+        // Rises older than those kept count from the oldest kept.
+        for seq in 10..10 + REACHED_KEPT as u64 {
+            gaps.on_frame(at, seq, seq, None);
+        }
+        assert_eq!(gaps.passed_ago(at + 5 * MS, 1), 5 * MS, "at least as old as the oldest rise kept");
+        gaps.clear();
+        assert_eq!(gaps.passed_ago(at, 1), Duration::ZERO, "forgotten on a restart");
     }
 
     #[test]

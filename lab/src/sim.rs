@@ -185,6 +185,9 @@ pub struct VirtualLink {
     pub down: Link,
     pub carrier: bool,
     pub blackhole: bool,
+    /// How many of the next packets the gateway sends down this link are lost
+    /// ([`Action::LoseDown`]).
+    pub lose_down: u32,
     /// The address the gateway sees for this link (the ISP's NAT mapping).
     pub nat: SocketAddr,
     pub sent_up: u64,
@@ -198,6 +201,9 @@ pub enum Action {
     CarrierUp(u8),
     Blackhole(u8),
     Restore(u8),
+    /// The next packets the first gateway sends down the link are lost, this many in a row: a
+    /// one-way outage, as an LTE downlink has, while the uplink delivers.
+    LoseDown(u8, u32),
     /// The ISP's NAT gives the link a new public port.
     Rebind(u8),
     /// The uplink's profile changes, on its paths to both gateways.
@@ -535,6 +541,7 @@ impl<E: End, G: End> Sim<E, G> {
                 down: Link::new(*p, seed.wrapping_mul(31).wrapping_add(2 * i as u64 + 2)),
                 carrier: true,
                 blackhole: false,
+                lose_down: 0,
                 nat: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, i as u8 + 1), 40_000)),
                 sent_up: 0,
                 sent_down: 0,
@@ -763,6 +770,7 @@ impl<E: End, G: End> Sim<E, G> {
             }
             Action::Blackhole(l) => self.links[usize::from(l)].blackhole = true,
             Action::Restore(l) => self.links[usize::from(l)].blackhole = false,
+            Action::LoseDown(l, count) => self.links[usize::from(l)].lose_down = count,
             Action::Rebind(l) => {
                 let port = self.next_port;
                 self.next_port += 1;
@@ -823,6 +831,10 @@ impl<E: End, G: End> Sim<E, G> {
                     continue;
                 };
                 if link.carrier && !link.blackhole {
+                    if link.lose_down > 0 {
+                        link.lose_down -= 1;
+                        continue;
+                    }
                     link.sent_down += 1;
                     link.down.offer_sized(now, &buf, buf.len() + OUTER_HEADERS);
                 }

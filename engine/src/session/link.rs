@@ -76,6 +76,9 @@ pub(super) struct Receiver {
     pub(super) highest_frame: Option<u64>,
     /// When the last data came.
     pub(super) last_data: Option<Instant>,
+    /// How long after the stream first passed it the newest frame sent once came on this link:
+    /// its frames' lag behind the stream, whether they waited on the way or before it.
+    pub(super) behind: Duration,
 }
 
 /// What a link owes the peer, and when.
@@ -165,7 +168,12 @@ impl Link {
                 queue_over_since: None,
                 steered: false,
             },
-            rx: Receiver { replay: SeqWindow::new(PATH_REPLAY_WINDOW), highest_frame: None, last_data: None },
+            rx: Receiver {
+                replay: SeqWindow::new(PATH_REPLAY_WINDOW),
+                highest_frame: None,
+                last_data: None,
+                behind: Duration::ZERO,
+            },
             owed: Owed {
                 next_probe: first_probe,
                 probe: false,
@@ -419,6 +427,13 @@ impl Link {
             received: received as u32,
             received_bytes: bytes as u32,
         })
+    }
+
+    /// Whether the peer's data arrived on this link within `recent` of `now`, its carrier held:
+    /// the way in carries frames, whatever the link's state says of the way out (a link taken
+    /// down because the peer's reports stall still brings the peer's frames).
+    pub(super) fn brings_data(&self, now: Instant, recent: Duration) -> bool {
+        self.monitor.carrier() && self.rx.last_data.is_some_and(|at| now.saturating_duration_since(at) <= recent)
     }
 
     /// Half the link's lowest round trip: no copy sent on it arrives sooner.

@@ -255,28 +255,29 @@ impl Session {
         [self.recovery.gaps.next_due(&self.nak_timing(checked)), carrying_ends].into_iter().flatten().min()
     }
 
-    /// The usable links that carried data within [`DATA_RECENT`] of `now`.
+    /// The links that carried data within [`DATA_RECENT`] of `now`, whatever their state: it
+    /// judges the way out, and they are judged by what comes in.
     fn carrying_data(&self, now: Instant) -> impl Iterator<Item = &Link> + Clone {
         let recent = self.config.tuning.recovery.data_recent;
-        self.links
-            .iter()
-            .flatten()
-            .filter(|l| l.monitor.state().is_usable())
-            .filter(move |l| l.rx.last_data.is_some_and(|at| now.saturating_duration_since(at) <= recent))
+        self.links.iter().flatten().filter(move |l| l.brings_data(now, recent))
     }
 
     /// How missing frames are timed, from the links as they measure at `now`. Only links that
     /// carried data within [`DATA_RECENT`] count as having passed a frame, and of those only
-    /// links that are up while one is: a degraded one (a delay spike) brings its copies later
-    /// than a NAK's answer would. When only degraded links carry data, they count: there is
-    /// nothing faster to wait for.
+    /// links that are up while one is, or whose frames come on time: no further behind the
+    /// stream than a round trip may rise and still be in time. A degraded or down link whose
+    /// frames come that late (a delay spike, or frames that waited at the peer) brings its
+    /// copies later than a NAK's answer would; one down only because its way out fails still
+    /// brings the peer's frames on time. When no link qualifies, every link carrying data
+    /// counts: there is nothing faster to wait for.
     pub(super) fn nak_timing(&self, now: Instant) -> NakTiming {
         let tuning = self.config.tuning.recovery;
         let carrying = self.carrying_data(now);
-        let passed = |up_only: bool| {
+        let on_time = |l: &Link| l.monitor.state() == LinkState::Up || l.rx.behind <= l.monitor.rise_allowed();
+        let passed = |on_time_only: bool| {
             carrying
                 .clone()
-                .filter(|l| !up_only || l.monitor.state() == LinkState::Up)
+                .filter(|l| !on_time_only || on_time(l))
                 .map(|l| l.rx.highest_frame.map_or(0, |h| h + 1))
                 .min()
         };

@@ -111,6 +111,11 @@ impl Session {
                 let passed = if header.fragment == FEC_RECOVERY { seq.checked_sub(1) } else { Some(seq) };
                 link.rx.highest_frame = link.rx.highest_frame.max(passed);
                 link.rx.last_data = Some(now);
+                if header.flags & FLAG_RETRANSMIT == 0
+                    && let Some(passed) = passed
+                {
+                    link.rx.behind = self.recovery.gaps.passed_ago(now, passed);
+                }
                 link.owed.data_arrived();
                 if header.fragment == FEC_RECOVERY {
                     // A recovery shard: the frames it lets this end rebuild join the stream.

@@ -139,11 +139,13 @@ impl Session {
         }
         self.keys.retire(now);
         self.fec_tick(now);
+        // A link down for its way out still counts while the peer's data comes in on it.
+        let recent = self.config.tuning.recovery.data_recent;
         self.reorder.set_hold_from_delays(
             self.links
                 .iter()
                 .flatten()
-                .filter(|l| l.monitor.state() != crate::LinkState::Down)
+                .filter(|l| l.monitor.state() != crate::LinkState::Down || l.brings_data(now, recent))
                 .filter_map(|l| l.monitor.delay_range(now)),
         );
         while let Some(pending) = self.recovery.pop_due(now) {
