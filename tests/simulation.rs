@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use braid::monitor::{LinkState, PROBE_INTERVAL};
 use braid::{FecConfig, Mode, SessionConfig};
-use braid_lab::sim::{Action, Burst, Profile, Sim, ms};
+use braid_lab::sim::{Action, Burst, Profile, Sim, WARM_UP, ms, scenario_sim};
 
 /// The three field links, without `lte-bad`'s burst loss: redundancy cannot hide loss on the
 /// last link standing, and these scenarios are about cuts (loss has scenarios of its own).
@@ -510,27 +510,23 @@ fn what_a_dead_link_swallowed_is_re_sent_spread_over_the_survivors_each_copy_tim
 
 #[test]
 fn a_run_of_losses_on_a_links_way_back_costs_no_frame_and_the_frames_on_its_way_in_are_not_asked_for() {
-    // The lab's bond-cut: dsl, lte-good and lte-bad carry 19.6 Mbit/s; lte-bad loses its carrier
-    // from 5 s to 10 s and lte-good is blackholed at 15 s. Then, as lte-bad's burst loss does in
-    // the lab, the gateway's next 20 packets on lte-bad are lost on their way to the edge: the
-    // gateway may take the link down (its reports stall), but lte-bad's way in still brings
-    // the edge's frames, on time. Asking for every frame still on its way in on it, as soon as
-    // dsl passed it, made the edge re-send ~1,500 copies onto full links and refuse 237 new
-    // frames at the entry (seed 7).
+    // The lab's bond-cut (dsl, lte-good and lte-bad carry 19 Mbit/s; lte-bad loses its carrier
+    // from 5 s to 10 s and lte-good is blackholed at 15 s), and then, as lte-bad's burst loss
+    // does in the lab, the gateway's next 40 packets on lte-bad are lost on their way to the
+    // edge: the gateway may take the link down (its reports stall), but lte-bad's way in still
+    // brings the edge's frames, on time. Asking for every frame still on its way in on it, as
+    // soon as dsl passed it, makes the edge re-send well over a thousand copies onto full links
+    // and refuse hundreds of new frames at the entry.
+    let bond_cut = braid_lab::scenario::find("bond-cut").expect("bond-cut is a scenario");
+    let lose_at = WARM_UP + 15.2;
     let (mut taken_down, mut resent) = (0, Vec::new());
     for seed in 1..=8 {
-        let config =
-            SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(300), ..SessionConfig::default() };
-        let mut sim = Sim::unrated(seed, config, &[Profile::dsl(), Profile::lte_good(), Profile::lte_bad()]);
-        sim.stream(1.0, 21.0, 19.0 * 1.03, 1400);
-        sim.schedule(6.0, Action::CarrierDown(2));
-        sim.schedule(11.0, Action::CarrierUp(2));
-        sim.schedule(16.0, Action::Blackhole(1));
-        sim.schedule(16.2, Action::LoseDown(2, 20));
-        sim.run_until(16.2);
+        let mut sim = scenario_sim(bond_cut, seed).expect("bond-cut simulates");
+        sim.schedule(lose_at, Action::LoseDown(2, 40));
+        sim.run_until(lose_at);
         let mut down = false;
         for step in 1..=400 {
-            sim.run_until(16.2 + 0.005 * f64::from(step));
+            sim.run_until(lose_at + 0.005 * f64::from(step));
             down |= sim.gateway.link_state(braid::LinkId::new(2)) != Some(LinkState::Up);
         }
         sim.run_until(22.0);

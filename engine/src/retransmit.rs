@@ -205,9 +205,10 @@ impl Gaps {
         if self.highest.is_none_or(|h| seq > h) {
             return Duration::ZERO;
         }
+        // The newest rise kept is `highest`, at or above `seq`, so one is found: the first at or
+        // above `seq`, or the oldest kept if `seq` is older than all of them.
         let first = self.reached.partition_point(|&(reached, _)| reached < seq);
-        let at = self.reached.get(first).or(self.reached.front()).map_or(now, |&(_, at)| at);
-        now.saturating_duration_since(at)
+        self.reached.get(first).map_or(Duration::ZERO, |&(_, at)| now.saturating_duration_since(at))
     }
 
     /// Notes that the sender has sent every frame below `next`: those above the highest seen are

@@ -911,19 +911,19 @@ impl<E: End, G: End> Sim<E, G> {
 }
 
 /// How long the links run before a scenario's stream starts (the lab's tunnel is up first).
-const WARM_UP: f64 = 1.0;
+pub const WARM_UP: f64 = 1.0;
 
 /// An iperf3 datagram's Ethernet frame: its payload with UDP (8), IPv4 (20) and Ethernet (14)
 /// headers.
 const FRAME: usize = scenario::DATAGRAM + 42;
 
-/// Runs a scenario in simulation with a seed and returns its figures, named as the lab names
-/// them; an error says why the simulator cannot run it.
+/// A typed scenario's simulation, ready to run: its links, its stream (iperf3's frames from
+/// `WARM_UP`), its timeline shifted by `WARM_UP`, and its metered links. A test may add to its
+/// timeline before running it.
 ///
 /// # Errors
-/// The scenario's stream or an action the simulator does not model, or a profile that does not
-/// parse.
-pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
+/// As `simulate`.
+pub fn scenario_sim(scenario: &Scenario, seed: u64) -> Result<Sim, String> {
     if let Some(why) = scenario.unsimulated() {
         return Err(why);
     }
@@ -938,10 +938,8 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
         ..SessionConfig::default()
     };
     let mut sim = Sim::unrated(seed, config, &profiles);
-    let end = WARM_UP + f64::from(secs);
     // iperf3's rate is of its payload; the frames on the wire are larger.
-    sim.stream(WARM_UP, end, mbps * FRAME as f64 / scenario::DATAGRAM as f64, FRAME);
-    let mut flaps = Vec::new();
+    sim.stream(WARM_UP, WARM_UP + f64::from(secs), mbps * FRAME as f64 / scenario::DATAGRAM as f64, FRAME);
     for &(t, action) in scenario.timeline {
         let at = WARM_UP + t;
         match action {
@@ -959,7 +957,6 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
                     sim.schedule(at + 0.4 * f64::from(i), Action::Blackhole(link));
                     sim.schedule(at + 0.4 * f64::from(i) + 0.2, Action::Restore(link));
                 }
-                flaps.push((link, at, at + 0.4 * f64::from(times)));
             }
             scenario::Action::KillGateway
             | scenario::Action::KillMaster
@@ -971,6 +968,29 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
             }
         }
     }
+    for (i, _) in scenario.metered.iter().enumerate().filter(|(_, m)| **m) {
+        sim.edge.set_link_spend(LinkId::new(i as u8), braid_engine::scheduler::Spend::Metered);
+    }
+    Ok(sim)
+}
+
+/// Runs a scenario in simulation with a seed and returns its figures, named as the lab names
+/// them; an error says why the simulator cannot run it.
+///
+/// # Errors
+/// The scenario's stream or an action the simulator does not model, or a profile that does not
+/// parse.
+pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
+    let mut sim = scenario_sim(scenario, seed)?;
+    let Stream::Udp { secs, .. } = scenario.stream else {
+        return Err("not a UDP stream".to_owned());
+    };
+    let profiles = scenario.profiles().map_err(|e| e.to_string())?;
+    let end = WARM_UP + f64::from(secs);
+    let flaps = scenario.timeline.iter().filter_map(|&(t, action)| match action {
+        scenario::Action::Flap { link, times } => Some((link, WARM_UP + t, WARM_UP + t + 0.4 * f64::from(times))),
+        _ => None,
+    });
     // Run in stretches, to read the edge's packet count on a flapping link at each end.
     let mut flap_packets = 0;
     for (link, from, until) in flaps {
@@ -979,9 +999,6 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
         let before = tx(&sim);
         sim.run_until(until);
         flap_packets += tx(&sim) - before;
-    }
-    for (i, _) in scenario.metered.iter().enumerate().filter(|(_, m)| **m) {
-        sim.edge.set_link_spend(LinkId::new(i as u8), braid_engine::scheduler::Spend::Metered);
     }
     // The bitrate feed, as the edge would push it (its advice every 100 ms), and the uplinks'
     // bytes sent every second.
