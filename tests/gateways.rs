@@ -12,6 +12,7 @@ use braid::crypto::Cipher;
 use braid::endpoint::edge::{Edge, EdgeConfig, GatewayPeer};
 use braid::endpoint::gateway::{Gateway, PeerId};
 use braid::keys::PrivateKey;
+use braid::monitor::PROBE_INTERVAL;
 use braid::session::{DropReason, LinkConfig, SessionConfig, SetupError};
 use braid::{LinkId, LinkState, Mode};
 use braid_lab::sim::{Action, Profile, Security, Sim, ms};
@@ -513,5 +514,133 @@ fn a_gateway_that_takes_an_overloaded_stream_over_never_wakes_for_a_nak_it_would
             assert!(next.is_none_or(|at| at > sim.now), "factor {factor} seed {seed}: the standby is due in the past");
             println!("factor {factor} seed {seed}: {}", sim.report());
         }
+    }
+}
+
+/// One gateway, `edges` edges of one link each (5 ms each way), run in virtual time for
+/// `secs`: edge 0 sends a 1,200-byte frame every millisecond from 1 s to `secs` - 2, the others
+/// send nothing. Every endpoint's timers run when they are due, and only then. Returns the
+/// gateway, the edges, the frames edge 0 sent, and the longest a frame took from edge 0's entry
+/// to the gateway's exit.
+fn one_gateway_many_edges(edges: usize, secs: u64) -> (Gateway, Vec<Edge>, u64, Duration) {
+    use braid::endpoint::gateway::{EdgeEntry, GatewayConfig};
+    const DELAY: Duration = Duration::from_millis(5);
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let gateway_key = PrivateKey::from_bytes([0x22; 32]);
+    let gateway_addr: SocketAddr = "192.0.2.1:4754".parse().unwrap();
+    let key = |i: usize| PrivateKey::from_bytes([0x40 + i as u8; 32]);
+    let addr = |i: usize| -> SocketAddr { format!("198.51.100.{}:4000", i + 1).parse().unwrap() };
+    let session = SessionConfig { mode: Mode::Bond, ..SessionConfig::default() };
+    let config = GatewayConfig {
+        private_key: gateway_key.clone(),
+        edges: (0..edges)
+            .map(|i| EdgeEntry { name: format!("rig{i}"), public_key: key(i).public(), psk: None })
+            .collect(),
+        session: session.clone(),
+        handshake_rate: braid::endpoint::gateway::DEFAULT_HANDSHAKE_RATE,
+    };
+    let mut gateway = Gateway::new(config, start, [7; 32]).unwrap();
+    let mut rigs: Vec<Edge> = (0..edges)
+        .map(|i| {
+            let links = vec![LinkConfig { id: LinkId::new(0), priority: 0, rate_bps: None, remote: gateway_addr }];
+            let config = EdgeConfig {
+                private_key: key(i),
+                gateway_key: gateway_key.public(),
+                psk: None,
+                cipher: Cipher::ChaCha20Poly1305,
+                session: SessionConfig { links, ..session.clone() },
+                standbys: Vec::new(),
+                return_after: None,
+            };
+            Edge::new(config, start, 1_700_000_000_000_000_000, [i as u8 + 1; 32]).unwrap()
+        })
+        .collect();
+    // Datagrams on the way: when they arrive, to whom (None: the gateway), from where.
+    let mut wire: Vec<(Instant, Option<usize>, SocketAddr, Vec<u8>)> = Vec::new();
+    let (mut buf, frame, mut sent, mut slowest) = (Vec::new(), vec![0x5a; 1200], 0, Duration::ZERO);
+    for step in 0..secs * 1000 {
+        let now = start + Duration::from_millis(step);
+        if (1000..(secs - 2) * 1000).contains(&step) {
+            let mut frame = frame.clone();
+            frame[..8].copy_from_slice(&step.to_be_bytes());
+            rigs[0].handle_frame(now, &frame).unwrap();
+            sent += 1;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = wire.drain(..).partition(|(at, ..)| *at <= now);
+        wire = later;
+        for (_, to, from, bytes) in due {
+            let _ = match to {
+                Some(i) => rigs[i].handle_datagram(now, LinkId::new(0), from, &bytes),
+                None => gateway.handle_datagram(now, from, &bytes),
+            };
+        }
+        if gateway.poll_timeout().is_some_and(|(at, _)| at <= now) {
+            gateway.handle_timeout(now);
+        }
+        while let Some(t) = gateway.poll_transmit(now, &mut buf) {
+            let to = (0..edges).find(|&i| addr(i) == t.destination);
+            wire.push((now + DELAY, Some(to.expect("the gateway sends only to the rigs")), gateway_addr, buf.clone()));
+        }
+        while gateway.poll_frame(now, &mut buf).is_some() {
+            let entered = u64::from_be_bytes(buf[..8].try_into().unwrap());
+            slowest = slowest.max(now - (start + Duration::from_millis(entered)));
+        }
+        while gateway.poll_event().is_some() {}
+        for (i, rig) in rigs.iter_mut().enumerate() {
+            if rig.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                rig.handle_timeout(now);
+            }
+            while rig.poll_transmit(now, &mut buf).is_some() {
+                wire.push((now + DELAY, None, addr(i), buf.clone()));
+            }
+            while rig.poll_frame(now, &mut buf).is_some() {}
+            while rig.poll_event().is_some() {}
+        }
+    }
+    (gateway, rigs, sent, slowest)
+}
+
+#[test]
+fn one_gateway_keeps_every_idle_edges_session_on_its_own_timers_while_a_busy_edge_delivers_everything() {
+    // The gateway polls a session only after something changed it, and runs its timers only
+    // when they are due: the idle sessions must still probe on their own and stay up, and the
+    // busy one lose nothing.
+    let (edges, secs) = (8, 20);
+    let (gateway, rigs, sent, slowest) = one_gateway_many_edges(edges, secs);
+    let link = LinkId::new(0);
+    let session = |i: usize| gateway.session(PeerId(i)).unwrap_or_else(|| panic!("rig{i} has no live session"));
+    let delivered = session(0).stats().frames_delivered;
+    let probes: Vec<u64> = (0..edges).map(|i| session(i).link_stats(link).map_or(0, |s| s.probes_sent)).collect();
+    let srtt: Vec<f64> = rigs
+        .iter()
+        .map(|r| r.session().and_then(|s| s.link_quality(link)).and_then(|q| q.srtt).map_or(f64::NAN, ms))
+        .collect();
+    println!(
+        "RESULT scenario=sim-one-gateway-many-edges edges={edges} sent={sent} delivered={delivered} slowest_ms={:.1} edge_srtt_ms={srtt:?} gateway_probes={probes:?}",
+        ms(slowest)
+    );
+    assert_eq!(delivered, sent, "rig0 sent {sent} frames and the gateway delivered {delivered}");
+    // 5 ms on the wire, and the gateway answers and delivers as soon as a datagram comes: a
+    // session left unpolled after its input would hold them until its next timer.
+    assert!(slowest <= Duration::from_millis(6), "a frame took {:.1} ms through 5 ms of wire", ms(slowest));
+    assert!(
+        srtt.iter().all(|&rtt| rtt <= 12.0),
+        "an edge measured more than 12 ms round trips over 10 ms of wire: {srtt:?}"
+    );
+    // The gateway's own probes on an idle edge's link: one per PROBE_INTERVAL while up, from
+    // soon after the handshake.
+    let expected = (secs - 1) * 1000 / PROBE_INTERVAL.as_millis() as u64;
+    for (i, rig) in rigs.iter().enumerate() {
+        let at_gateway = session(i).link_state(link);
+        let at_edge = rig.session().and_then(|s| s.link_state(link));
+        assert_eq!(at_gateway, Some(LinkState::Up), "rig{i}'s link at the gateway");
+        assert_eq!(at_edge, Some(LinkState::Up), "rig{i}'s link at the edge");
+        let sent = probes[i];
+        assert!(
+            sent * 10 >= expected * 9,
+            "the gateway sent {sent} probes of its own to rig{i} in {secs} s: at least {} expected",
+            expected * 9 / 10
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! becomes *live* only when the edge proves it holds the keys with a packet that opens. Nothing is
 //! ever sent to an address that has not proven the key, except the small cookie reply.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -102,6 +103,58 @@ struct Peer {
     candidate: Option<(Session, u64, Instant)>,
     /// Where the fleet puts the edge, said on every probe.
     placement: Option<Placement>,
+    /// When its sessions next need [`Gateway::handle_timeout`], as last computed; `None` in
+    /// `wake_known` means it must be computed again (something changed them since).
+    wake: Cell<Option<(Instant, TimerKind)>>,
+    wake_known: Cell<bool>,
+    /// The outputs (`OUTPUT_*`) its live session may have that were not yet polled empty since
+    /// it last changed; a peer with any is in [`Gateway::active`].
+    unpolled: u8,
+}
+
+/// A transmit, a frame and an event: the outputs a session may have after it changed.
+const OUTPUT_TRANSMIT: u8 = 1;
+const OUTPUT_FRAME: u8 = 2;
+const OUTPUT_EVENT: u8 = 4;
+const OUTPUT_ALL: u8 = OUTPUT_TRANSMIT | OUTPUT_FRAME | OUTPUT_EVENT;
+
+impl Peer {
+    fn new(entry: EdgeEntry) -> Self {
+        Self {
+            entry,
+            last_timestamp: None,
+            live: None,
+            epoch: None,
+            candidate: None,
+            placement: None,
+            wake: Cell::new(None),
+            wake_known: Cell::new(false),
+            unpolled: 0,
+        }
+    }
+
+    /// When its sessions next need a timeout: the live one's own deadline and the end of its
+    /// keys, and how long a candidate may wait to prove its keys.
+    fn compute_wake(&self) -> Option<(Instant, TimerKind)> {
+        let mut best = Earliest::new();
+        if let Some(session) = &self.live {
+            best.consider_opt(session.poll_timeout());
+            best.consider(session.keys_created() + REJECT_AFTER_TIME, TimerKind::Handshake);
+        }
+        if let Some((_, _, at)) = &self.candidate {
+            best.consider(*at + CANDIDATE_TIMEOUT, TimerKind::Handshake);
+        }
+        best.get()
+    }
+
+    /// Its deadline, computed again only if its sessions changed since it last was.
+    fn wake(&self) -> Option<(Instant, TimerKind)> {
+        if !self.wake_known.get() {
+            self.wake.set(self.compute_wake());
+            self.wake_known.set(true);
+        }
+        self.wake.get()
+    }
 }
 
 /// A response sent, for copies of its initiation on other links.
@@ -169,6 +222,10 @@ pub struct Gateway {
     out: VecDeque<(Transmit, Vec<u8>)>,
     events: VecDeque<(PeerId, Event)>,
     stats: GatewayStats,
+    /// The peers whose live session may have output not yet polled (see [`Peer::unpolled`]):
+    /// only they are polled, so an input costs the same however many edges are idle.
+    active: Vec<usize>,
+    /// Where the next [`Gateway::poll_transmit`] starts in `active`.
     cursor: usize,
     /// Being drained: every session says so on every probe, and edges with a standby move.
     draining: bool,
@@ -199,18 +256,7 @@ impl Gateway {
             cookie_secret: rng.fork(),
             previous_cookie_secret: rng.fork(),
             rng,
-            peers: config
-                .edges
-                .into_iter()
-                .map(|entry| Peer {
-                    entry,
-                    last_timestamp: None,
-                    live: None,
-                    epoch: None,
-                    candidate: None,
-                    placement: None,
-                })
-                .collect(),
+            peers: config.edges.into_iter().map(Peer::new).collect(),
             by_key,
             by_index: BTreeMap::new(),
             cookie_rotated: now,
@@ -226,6 +272,7 @@ impl Gateway {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatewayStats::default(),
+            active: Vec::new(),
             cursor: 0,
             draining: false,
         })
@@ -268,7 +315,7 @@ impl Gateway {
                     peer.entry = entry;
                     peer
                 }
-                None => Peer { entry, last_timestamp: None, live: None, epoch: None, candidate: None, placement: None },
+                None => Peer::new(entry),
             };
             moved.push(previous.map(PeerId));
             self.peers.push(peer);
@@ -286,7 +333,12 @@ impl Gateway {
                 }
             }
         }
+        self.active.clear();
         self.cursor = 0;
+        for slot in 0..self.peers.len() {
+            self.peers[slot].unpolled = 0;
+            self.touch(slot);
+        }
         Ok(moved)
     }
 
@@ -305,10 +357,12 @@ impl Gateway {
     /// come back while the drain lasts. Edges without a standby stay.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
-        for peer in &mut self.peers {
+        for slot in 0..self.peers.len() {
+            let peer = &mut self.peers[slot];
             for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
                 session.set_draining(draining);
             }
+            self.touch(slot);
         }
     }
 
@@ -316,11 +370,13 @@ impl Gateway {
     /// the fleet puts it: the gateway to carry its stream and the standby to keep. An edge that
     /// pins the gateway named moves its stream there.
     pub fn set_placement(&mut self, peer: PeerId, placement: Option<Placement>) {
-        let Some(peer) = self.peers.get_mut(peer.0) else { return };
+        let slot = peer.0;
+        let Some(peer) = self.peers.get_mut(slot) else { return };
         peer.placement = placement;
         for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
             session.set_placement(placement);
         }
+        self.touch(slot);
     }
 
     /// Whether the gateway is being drained.
@@ -348,6 +404,7 @@ impl Gateway {
             self.answer_no_session(now, repr.key, from, datagram.len());
             return Err(self.drop(DropReason::UnknownSession));
         };
+        self.touch(slot);
         let peer = &mut self.peers[slot];
         if let Some((candidate, epoch, _)) = peer.candidate.as_mut()
             && candidate.local_indices().any(|i| i == repr.key.index)
@@ -379,12 +436,17 @@ impl Gateway {
     /// [`DropReason::NoSession`] if the edge has no live session, or the session's reason.
     pub fn handle_frame(&mut self, now: Instant, peer: PeerId, frame: &[u8]) -> Result<(), DropReason> {
         match self.peers.get_mut(peer.0).and_then(|p| p.live.as_mut()) {
-            Some(session) => session.handle_frame(now, frame),
+            Some(session) => {
+                let handled = session.handle_frame(now, frame);
+                self.touch(peer.0);
+                handled
+            }
             None => Err(self.drop(DropReason::NoSession)),
         }
     }
 
-    /// Runs what is due.
+    /// Runs what is due: the sessions whose deadline came (or that changed since it was
+    /// computed), and the cookie secret's rotation.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now.saturating_duration_since(self.cookie_rotated) >= COOKIE_ROTATION {
             self.previous_cookie_secret = self.cookie_secret;
@@ -392,7 +454,13 @@ impl Gateway {
             self.cookie_rotated = now;
             self.per_source.clear();
         }
-        for peer in &mut self.peers {
+        let mut ran = false;
+        for slot in 0..self.peers.len() {
+            let peer = &mut self.peers[slot];
+            if peer.wake().is_none_or(|(at, _)| at > now) {
+                continue;
+            }
+            ran = true;
             if let Some(session) = peer.live.as_mut() {
                 session.handle_timeout(now);
                 if now.saturating_duration_since(session.keys_created()) >= REJECT_AFTER_TIME {
@@ -405,6 +473,10 @@ impl Gateway {
             {
                 peer.candidate = None;
             }
+            self.touch(slot);
+        }
+        if !ran {
+            return;
         }
         // Forget indices whose keys retired or whose session ended.
         let peers = &self.peers;
@@ -423,23 +495,29 @@ impl Gateway {
             return Some(transmit);
         }
         // Round-robin, so one busy edge cannot starve the others.
-        let n = self.peers.len();
+        let n = self.active.len();
         for step in 0..n {
-            let slot = (self.cursor + step) % n;
-            if let Some(transmit) = self.peers[slot].live.as_mut().and_then(|s| s.poll_transmit(now, buf)) {
-                self.cursor = (slot + 1) % n;
+            let at = (self.cursor + step) % n;
+            let slot = self.active[at];
+            if let Some(transmit) = self.poll_output(slot, OUTPUT_TRANSMIT, |s| s.poll_transmit(now, buf)) {
+                self.cursor = (at + 1) % n;
                 return Some(transmit);
             }
         }
+        self.settle();
         None
     }
 
     /// The next frame from an edge, written into `buf`.
     pub fn poll_frame(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(PeerId, Delivered)> {
-        self.peers
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, p)| p.live.as_mut()?.poll_frame(now, buf).map(|d| (PeerId(i), d)))
+        for at in 0..self.active.len() {
+            let slot = self.active[at];
+            if let Some(delivered) = self.poll_output(slot, OUTPUT_FRAME, |s| s.poll_frame(now, buf)) {
+                return Some((PeerId(slot), delivered));
+            }
+        }
+        self.settle();
+        None
     }
 
     /// The next event, with the edge it concerns.
@@ -447,7 +525,14 @@ impl Gateway {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
-        self.peers.iter_mut().enumerate().find_map(|(i, p)| p.live.as_mut()?.poll_event().map(|e| (PeerId(i), e)))
+        for at in 0..self.active.len() {
+            let slot = self.active[at];
+            if let Some(event) = self.poll_output(slot, OUTPUT_EVENT, Session::poll_event) {
+                return Some((PeerId(slot), event));
+            }
+        }
+        self.settle();
+        None
     }
 
     /// When [`Gateway::handle_timeout`] is next due, and why.
@@ -455,15 +540,50 @@ impl Gateway {
         let mut best = Earliest::new();
         best.consider(self.cookie_rotated + COOKIE_ROTATION, TimerKind::Handshake);
         for peer in &self.peers {
-            if let Some(session) = &peer.live {
-                best.consider_opt(session.poll_timeout());
-                best.consider(session.keys_created() + REJECT_AFTER_TIME, TimerKind::Handshake);
-            }
-            if let Some((_, _, at)) = &peer.candidate {
-                best.consider(*at + CANDIDATE_TIMEOUT, TimerKind::Handshake);
-            }
+            best.consider_opt(peer.wake());
         }
         best.get()
+    }
+
+    /// Notes that `slot`'s sessions changed: its deadline is computed again, and its live
+    /// session is polled for every output until each comes back empty.
+    fn touch(&mut self, slot: usize) {
+        let Some(peer) = self.peers.get_mut(slot) else { return };
+        peer.wake_known.set(false);
+        if peer.unpolled == 0 {
+            self.active.push(slot);
+        }
+        peer.unpolled = OUTPUT_ALL;
+    }
+
+    /// Polls `slot`'s live session for one `output`, unless it came back empty since the
+    /// session last changed. Anything polled changes the session: it is touched again.
+    fn poll_output<T>(&mut self, slot: usize, output: u8, poll: impl FnOnce(&mut Session) -> Option<T>) -> Option<T> {
+        let peer = &mut self.peers[slot];
+        if peer.unpolled & output == 0 {
+            return None;
+        }
+        match peer.live.as_mut().and_then(poll) {
+            Some(out) => {
+                peer.wake_known.set(false);
+                peer.unpolled = OUTPUT_ALL;
+                Some(out)
+            }
+            None => {
+                peer.unpolled &= !output;
+                None
+            }
+        }
+    }
+
+    /// Takes the peers with nothing left to poll out of `active`.
+    fn settle(&mut self) {
+        let peers = &self.peers;
+        let before = self.active.len();
+        self.active.retain(|&slot| peers[slot].unpolled != 0);
+        if self.active.len() != before {
+            self.cursor = 0;
+        }
     }
 
     fn drop(&mut self, reason: DropReason) -> DropReason {
@@ -542,6 +662,7 @@ impl Gateway {
         };
         let sender_index = read.sender_index;
         let payload = read.payload;
+        self.touch(slot);
         let peer = &mut self.peers[slot];
         let resumed = peer.live.is_some() && peer.epoch == Some(payload.epoch);
         let next_frame_seq = if resumed { peer.live.as_ref().map_or(0, Session::next_frame_seq) } else { 0 };
