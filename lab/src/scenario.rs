@@ -624,6 +624,8 @@ pub static ALL: &[Scenario] = &[
             "delivered_mbps",
             "gateway_cpu_pct",
             "gateway_cpu_s_per_gbit",
+            "rigs_cpu_pct",
+            "rigs_cpu_s_per_gbit",
             "rigs_with_loss",
             "lost_max",
             "offered",

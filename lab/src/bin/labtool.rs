@@ -23,7 +23,7 @@
 //! braid-labtool rigs --gateway ADDR --gateway-key BASE64 --count N [--links L] --mbps R --secs S
 //!                    --ingest IP --ingest-mac MAC --port P [--seed N]
 //! braid-labtool sink --listen ADDR --count N --secs S
-//! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S]
+//! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S] [--up-to M [--step K]]
 //! ```
 //! * `list` names each scenario with its description; `plan` prints a scenario as shell
 //!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
@@ -63,7 +63,9 @@
 //! * `rigs` runs many edges in one process, each with its own key (`rig-keys` prints them for
 //!   the gateway's allowlist), sockets and real handshake, streaming at a set bitrate; `sink`
 //!   counts what each delivered; `many-rigs` runs the `many-rigs` scenario with them (50 rigs
-//!   at 2 Mbit/s for 15 s by default; see [`many_rigs`]).
+//!   at 2 Mbit/s for 15 s by default; see [`many_rigs`]); with `--up-to`, runs `--count` rigs,
+//!   then `--step` (50) more at a time up to `--up-to`, until one run loses a frame, and prints
+//!   the most rigs carried with nothing lost.
 //!
 //! Every sending loop stops after `--secs`, whatever happens.
 
@@ -238,7 +240,15 @@ fn run(args: &[String]) -> Result<(), String> {
             let out = flags.text("out").ok_or("--out DIR")?;
             let count = flags.number("count").unwrap_or(50).clamp(1, 1000) as usize;
             let mbps = flags.text("mbps").unwrap_or("2");
-            many_rigs::run("many-rigs", std::path::Path::new(out), count, mbps, flags.number("secs").unwrap_or(15))
+            let secs = flags.number("secs").unwrap_or(15);
+            match flags.number("up-to") {
+                None => many_rigs::run("many-rigs", std::path::Path::new(out), count, mbps, secs),
+                Some(up_to) => {
+                    let step = flags.number("step").unwrap_or(50).clamp(1, 1000) as usize;
+                    let up_to = up_to.clamp(1, 1000) as usize;
+                    many_rigs::most(std::path::Path::new(out), count, step, up_to, mbps, secs)
+                }
+            }
         }
         other => Err(format!(
             "no command {other:?}; expected list, plan, check, report, stream, ts, unhex, flood, replay, initiations, forge, fleet, rig-keys, rigs, sink or many-rigs"

@@ -21,6 +21,8 @@ use crate::e2e::{Lab, binary};
 const GATEWAY: &str = "10.230.0.1:4754";
 const INGEST: &str = "10.79.0.1";
 const PORT: &str = "9000";
+/// The most rigs of two links `rigs` runs (900 sockets).
+const MAX_RIGS: usize = 450;
 
 /// Runs `count` rigs of `links` links at `mbps` each for `secs`, prints the RESULT line of
 /// scenario `name`, and copies the logs into `out`.
@@ -28,6 +30,39 @@ const PORT: &str = "9000";
 /// # Errors
 /// What stopped it before it could measure.
 pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Result<(), String> {
+    run_once(name, out, count, mbps, secs).map(|_| ())
+}
+
+/// Runs `from` rigs, then `step` more at a time up to `up_to`, until a run loses a frame, and
+/// prints the most rigs carried with nothing lost (each run's RESULT line and logs under
+/// `out/N`): how many rigs the gateway carries on this machine, as far as the generator, which
+/// runs on one thread here too, can offer them (its `rigs_cpu_pct` says when it could not).
+///
+/// # Errors
+/// What stopped a run before it could measure.
+pub(crate) fn most(out: &Path, from: usize, step: usize, up_to: usize, mbps: &str, secs: u64) -> Result<(), String> {
+    if from == 0 || step == 0 || up_to < from {
+        return Err("--count, --step and --up-to: at least 1, and --up-to at least --count".into());
+    }
+    if up_to > MAX_RIGS {
+        return Err(format!("--up-to: at most {MAX_RIGS} rigs (two sockets each, within the rigs' 900)"));
+    }
+    let (mut most, mut tried) = (None, Vec::new());
+    for count in (from..=up_to).step_by(step) {
+        let carried = run_once("many-rigs", &out.join(count.to_string()), count, mbps, secs)?;
+        tried.push(format!("{count}:{}", if carried { "none_lost" } else { "lost" }));
+        if !carried {
+            break;
+        }
+        most = Some(count);
+    }
+    let most = most.map_or_else(|| "none".to_owned(), |n| n.to_string());
+    println!("\nmost rigs carried with nothing lost at {mbps} Mbit/s each: {most} (tried {})", tried.join(" "));
+    Ok(())
+}
+
+/// As [`run`], and whether every rig's every frame arrived.
+fn run_once(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Result<bool, String> {
     if !(1..=600).contains(&secs) {
         return Err("--secs: between 1 and 600".into());
     }
@@ -41,11 +76,12 @@ pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -
             }
         }
     }
-    println!("\nRESULT scenario={name} mode=bond {}", result?);
-    Ok(())
+    let (figures, carried) = result?;
+    println!("\nRESULT scenario={name} mode=bond {figures}");
+    Ok(carried)
 }
 
-fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String, String> {
+fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<(String, bool), String> {
     let mut figures = String::new();
     let mut put = |key: &str, value: &dyn std::fmt::Display| {
         let _ = write!(figures, "{key}={value} ");
@@ -156,23 +192,28 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<String,
     let delivered_bits = received.iter().sum::<u64>() as f64 * 1242.0 * 8.0;
     let gbps = delivered_bits / secs as f64 / 1e9;
     put("delivered_mbps", &format!("{:.1}", gbps * 1000.0));
-    match ticks {
-        Some(t) => {
-            let cpu_s = t as f64 / tick_hz;
-            put("gateway_cpu_pct", &format!("{:.1}", 100.0 * cpu_s / elapsed.max(1e-3)));
-            put("gateway_cpu_s_per_gbit", &format!("{:.2}", cpu_s / (delivered_bits / 1e9).max(1e-9)));
-        }
-        None => {
-            put("gateway_cpu_pct", &"-");
-            put("gateway_cpu_s_per_gbit", &"-");
+    // The rigs' own, over the same time (they run within it): on one thread, so a share near
+    // 100% says the generator, not the gateway, set the pace.
+    let rigs_ticks = field("rigs", "cpu_ticks").first().copied();
+    for (who, ticks) in [("gateway", ticks), ("rigs", rigs_ticks)] {
+        match ticks {
+            Some(t) => {
+                let cpu_s = t as f64 / tick_hz;
+                put(&format!("{who}_cpu_pct"), &format!("{:.1}", 100.0 * cpu_s / elapsed.max(1e-3)));
+                put(&format!("{who}_cpu_s_per_gbit"), &format!("{:.2}", cpu_s / (delivered_bits / 1e9).max(1e-9)));
+            }
+            None => {
+                put(&format!("{who}_cpu_pct"), &"-");
+                put(&format!("{who}_cpu_s_per_gbit"), &"-");
+            }
         }
     }
     put("panicked", &usize::from(lab.log("gateway").contains("panicked")));
-    Ok(figures.trim_end().to_owned())
+    Ok((figures.trim_end().to_owned(), lost.iter().all(|&l| l == 0)))
 }
 
 /// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')')?.1;

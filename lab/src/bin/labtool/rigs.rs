@@ -6,8 +6,9 @@
 //! connect, each sends `--mbps` of 1242-byte Ethernet frames (IPv4/UDP to `--ingest`, at its MAC
 //! `--ingest-mac`, port `--port`; 1200 bytes of payload that carry the rig's number and the
 //! frame's sequence) for `--secs`, then lingers a second for what is still in flight. It prints
-//! `connected=N offered=A,B,... sent=A,B,... send_errors=N`: the frames each rig offered its
-//! engine, those the engine took, and the datagrams the sockets refused.
+//! `connected=N offered=A,B,... sent=A,B,... send_errors=N cpu_ticks=T`: the frames each rig
+//! offered its engine, those the engine took, the datagrams the sockets refused, and the
+//! process's CPU time in clock ticks (all rigs share one thread).
 //!
 //! `sink` counts, for each rig, the distinct sequences that arrived on its port, until `--secs`
 //! pass: `received=A,B,... dup=N`.
@@ -124,8 +125,10 @@ pub(crate) fn run(flags: &Flags) -> Result<(), String> {
     })?;
     let list = |values: Vec<u64>| values.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let (offered, sent): (Vec<u64>, Vec<u64>) = sent.into_iter().unzip();
+    // Its own CPU, to tell a run the generator held back from one the gateway did.
+    let cpu_ticks = crate::many_rigs::cpu_ticks(std::process::id()).map_or("-".to_owned(), |t| t.to_string());
     println!(
-        "connected={} offered={} sent={} send_errors={}",
+        "connected={} offered={} sent={} send_errors={} cpu_ticks={cpu_ticks}",
         connected.get(),
         list(offered),
         list(sent),
