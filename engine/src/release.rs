@@ -24,6 +24,9 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(250);
 pub const MIN_RELEASE_BPS: f64 = 1_000_000.0;
 /// The bucket holds at least this long at the paced rate.
 const BURST_TIME: f64 = 0.010;
+/// The shortest age, seconds, the arrival rate's start-up scaling divides by: a microsecond,
+/// so that the first frame's rate is finite.
+const MIN_AGE: f64 = 1e-6;
 
 /// A token bucket refilled at a multiple of the arrival rate.
 #[derive(Debug, Clone)]
@@ -84,13 +87,14 @@ impl Pacer {
     }
 
     /// The arrival rate as of `now`. The average starts from nothing, so over the first windows
-    /// it is scaled up by the share of its weight it has had time to gather (at most 25 times):
-    /// a stream's start is paced no tighter than its middle.
+    /// it is scaled up by the share of its weight it has had time to gather: a stream's start is
+    /// paced no tighter than its middle. For a steady stream that gives its rate from the second
+    /// frame on (a little more, never less); the first frame alone reads as a very fast stream.
     fn arrival_at(&self, now: Instant) -> f64 {
         let (Some(first), Some(arrived)) = (self.first, self.arrived) else { return 0.0 };
         let window = self.tuning.rate_window.as_secs_f64();
         let since = now.saturating_duration_since(arrived).as_secs_f64();
-        let age = now.saturating_duration_since(first).as_secs_f64().max(window / 25.0);
+        let age = now.saturating_duration_since(first).as_secs_f64().max(MIN_AGE);
         self.arrival_bps * (-since / window).exp() / (1.0 - (-age / window).exp())
     }
 
@@ -133,6 +137,19 @@ mod tests {
         let t = steady(&mut p, start(), 6e6, 2.0);
         let paced = p.paced_bps(t);
         assert!((11e6..13e6).contains(&paced), "paced at {paced} bit/s, not about twice 6 Mbit/s");
+    }
+
+    #[test]
+    fn a_fast_steady_stream_never_waits_from_its_first_frame() {
+        // 1400-byte frames every 10 us: the 64 KiB bucket lasts under half a millisecond, so
+        // the rate must be known from the first frames, not grown into over the window.
+        let mut p = Pacer::new(ReleaseTuning::default());
+        let t0 = start();
+        for i in 0..5_000u32 {
+            let t = t0 + Duration::from_micros(10 * u64::from(i));
+            p.on_arrival(t, 1400);
+            assert!(p.take(t, 1400, false), "frame {i} of a steady 1.12 Gbit/s stream waited");
+        }
     }
 
     #[test]
