@@ -8,6 +8,11 @@
 //!   `poll_frame` (open, replay check, dedup, reorder).
 //! * `aead_seal_open`: the bare AEAD, seal then open, for both ciphers: the floor under the two
 //!   above.
+//! * `gateway_idle_edges`: one edge's 64-byte frame sealed by its `Edge` endpoint and taken
+//!   through a `Gateway` endpoint that also holds the sessions of N - 1 other edges, which
+//!   handshook and then went quiet, for N of 1, 64 and 256; each iteration drains both ends and
+//!   runs their timers when due, as a driver does. The edge's share is the same for every N:
+//!   what grows with N is what the gateway spends on edges that send nothing.
 //! * `fec_encode`, `fec_decode`: forward error correction per frame, for blocks of
 //!   [`FEC_ORIGINALS`] frames of 1316 bytes (MPEG-TS over UDP) with [`FEC_PARITY`] recovery
 //!   shards: encoding is each frame into the encoder plus its share of the block's recovery
@@ -22,7 +27,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use braid::crypto::{Aead, Cipher, PathNonce, Protection};
+use braid::endpoint::edge::{Edge, EdgeConfig};
 use braid::fec::{FecDecoder, FecEncoder};
+use braid::keys::PrivateKey;
 use braid::wire::GRE_HEADER_LEN;
 use braid::{FecConfig, LinkConfig, LinkId, PacketNumber, Role, Session, SessionConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -254,5 +261,122 @@ fn fec_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, edge_seal, edge_seal_fec, gateway_open, aead_seal_open, fec_encode, fec_decode);
+/// Edges behind the gateway in `gateway_idle_edges`.
+const EDGE_COUNTS: [usize; 3] = [1, 64, 256];
+
+/// A gateway endpoint and `count` edge endpoints of one link each, every one through a real
+/// handshake (datagrams handed across at once, in virtual time from `now`), and the instant
+/// they all had a live session; `None` if they did not within two virtual seconds.
+fn gateway_with_edges(now: Instant, count: usize) -> Option<(braid::endpoint::gateway::Gateway, Vec<Edge>, Instant)> {
+    use braid::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
+    let gateway_key = PrivateKey::from_bytes([0xee; 32]);
+    let key = |i: usize| {
+        let mut bytes = [7; 32];
+        bytes[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        PrivateKey::from_bytes(bytes)
+    };
+    let edges = (0..count).map(|i| EdgeEntry { name: format!("rig{i}"), public_key: key(i).public(), psk: None });
+    let config = GatewayConfig {
+        private_key: gateway_key.clone(),
+        edges: edges.collect(),
+        session: SessionConfig::default(),
+        handshake_rate: u32::MAX,
+    };
+    let mut gateway = Gateway::new(config, now, [3; 32]).expect("distinct keys");
+    let link = LinkConfig { id: LINK, priority: 0, rate_bps: Some(LINK_RATE_BPS), remote: GATEWAY };
+    let mut rigs: Vec<Edge> = (0..count)
+        .map(|i| {
+            let config = EdgeConfig {
+                private_key: key(i),
+                gateway_key: gateway_key.public(),
+                psk: None,
+                cipher: Cipher::ChaCha20Poly1305,
+                session: SessionConfig { links: vec![link], probe_mtu: false, ..SessionConfig::default() },
+                standbys: Vec::new(),
+                return_after: None,
+            };
+            Edge::new(config, now, 1_700_000_000_000_000_000, [i as u8; 32]).expect("a one-link edge config")
+        })
+        .collect();
+    let address = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_0000 + i as u32)), 40_000);
+    let mut now = now;
+    let (mut buf, mut replies) = (Vec::with_capacity(2048), Vec::new());
+    for _ in 0..2000 {
+        if (0..count).all(|i| gateway.session(PeerId(i)).is_some()) {
+            return Some((gateway, rigs, now));
+        }
+        now += Duration::from_millis(1);
+        for (i, rig) in rigs.iter_mut().enumerate() {
+            if rig.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                rig.handle_timeout(now);
+            }
+            while rig.poll_transmit(now, &mut buf).is_some() {
+                let _ = gateway.handle_datagram(now, address(i), &buf);
+            }
+        }
+        if gateway.poll_timeout().is_some_and(|(at, _)| at <= now) {
+            gateway.handle_timeout(now);
+        }
+        while let Some(t) = gateway.poll_transmit(now, &mut buf) {
+            replies.push((t.destination, buf.clone()));
+        }
+        for (to, datagram) in replies.drain(..) {
+            if let Some(rig) = (0..count).find(|&j| address(j) == to).and_then(|j| rigs.get_mut(j)) {
+                let _ = rig.handle_datagram(now, LINK, GATEWAY, &datagram);
+            }
+        }
+    }
+    None
+}
+
+fn gateway_idle_edges(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gateway_idle_edges");
+    for count in EDGE_COUNTS {
+        let (mut gateway, mut rigs, start) =
+            gateway_with_edges(base_time(), count).expect("every edge handshakes within two virtual seconds");
+        rigs.truncate(1);
+        let mut edge = rigs.pop().expect("one edge");
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_0000)), 40_000);
+        let frame = frame(64);
+        let (mut now, mut buf) = (start, Vec::with_capacity(2048));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| {
+                now += STEP;
+                let _ = edge.handle_frame(now, black_box(&frame));
+                if edge.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                    edge.handle_timeout(now);
+                }
+                while edge.poll_transmit(now, &mut buf).is_some() {
+                    let _ = gateway.handle_datagram(now, from, &buf);
+                }
+                while edge.poll_frame(now, &mut buf).is_some() {}
+                while edge.poll_event().is_some() {}
+                if gateway.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                    gateway.handle_timeout(now);
+                }
+                while let Some(t) = gateway.poll_transmit(now, &mut buf) {
+                    if t.destination == from {
+                        let _ = edge.handle_datagram(now, LINK, GATEWAY, &buf);
+                    }
+                }
+                while gateway.poll_frame(now, &mut buf).is_some() {}
+                while gateway.poll_event().is_some() {}
+                black_box(gateway.poll_timeout());
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    edge_seal,
+    edge_seal_fec,
+    gateway_open,
+    gateway_idle_edges,
+    aead_seal_open,
+    fec_encode,
+    fec_decode
+);
 criterion_main!(benches);
