@@ -103,8 +103,8 @@ struct Peer {
     candidate: Option<(Session, u64, Instant)>,
     /// Where the fleet puts the edge, said on every probe.
     placement: Option<Placement>,
-    /// When its sessions next need [`Gateway::handle_timeout`], as last computed; `None` in
-    /// `wake_known` means it must be computed again (something changed them since).
+    /// When its sessions next need [`Gateway::handle_timeout`], as last computed; while
+    /// `wake_known` is false it must be computed again (something changed them since).
     wake: Cell<Option<(Instant, TimerKind)>>,
     wake_known: Cell<bool>,
     /// The outputs (`OUTPUT_*`) its live session may have that were not yet polled empty since
