@@ -924,6 +924,18 @@ const FRAME: usize = scenario::DATAGRAM + 42;
 /// # Errors
 /// As `simulate`.
 pub fn scenario_sim(scenario: &Scenario, seed: u64) -> Result<Sim, String> {
+    prepare(scenario, seed).map(|prepared| prepared.sim)
+}
+
+/// A scenario's simulation ready to run, with what `simulate` reads of the scenario to report it.
+struct Prepared {
+    sim: Sim,
+    profiles: [Profile; 3],
+    /// The stream's length, seconds.
+    secs: u32,
+}
+
+fn prepare(scenario: &Scenario, seed: u64) -> Result<Prepared, String> {
     if let Some(why) = scenario.unsimulated() {
         return Err(why);
     }
@@ -971,7 +983,7 @@ pub fn scenario_sim(scenario: &Scenario, seed: u64) -> Result<Sim, String> {
     for (i, _) in scenario.metered.iter().enumerate().filter(|(_, m)| **m) {
         sim.edge.set_link_spend(LinkId::new(i as u8), braid_engine::scheduler::Spend::Metered);
     }
-    Ok(sim)
+    Ok(Prepared { sim, profiles, secs })
 }
 
 /// Runs a scenario in simulation with a seed and returns its figures, named as the lab names
@@ -981,11 +993,7 @@ pub fn scenario_sim(scenario: &Scenario, seed: u64) -> Result<Sim, String> {
 /// The scenario's stream or an action the simulator does not model, or a profile that does not
 /// parse.
 pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Figures, String> {
-    let mut sim = scenario_sim(scenario, seed)?;
-    let Stream::Udp { secs, .. } = scenario.stream else {
-        return Err("not a UDP stream".to_owned());
-    };
-    let profiles = scenario.profiles().map_err(|e| e.to_string())?;
+    let Prepared { mut sim, profiles, secs } = prepare(scenario, seed)?;
     let end = WARM_UP + f64::from(secs);
     let flaps = scenario.timeline.iter().filter_map(|&(t, action)| match action {
         scenario::Action::Flap { link, times } => Some((link, WARM_UP + t, WARM_UP + t + 0.4 * f64::from(times))),
