@@ -264,6 +264,11 @@ fn fec_decode(c: &mut Criterion) {
 /// Edges behind the gateway in `gateway_idle_edges`.
 const EDGE_COUNTS: [usize; 3] = [1, 64, 256];
 
+/// Where edge `i` of `gateway_idle_edges` sends from.
+fn rig_address(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_0000 + i as u32)), 40_000)
+}
+
 /// A gateway endpoint and `count` edge endpoints of one link each, every one through a real
 /// handshake (datagrams handed across at once, in virtual time from `now`), and the instant
 /// they all had a live session; `None` if they did not within two virtual seconds.
@@ -299,7 +304,6 @@ fn gateway_with_edges(now: Instant, count: usize) -> Option<(braid::endpoint::ga
             Edge::new(config, now, 1_700_000_000_000_000_000, [i as u8; 32]).expect("a one-link edge config")
         })
         .collect();
-    let address = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_0000 + i as u32)), 40_000);
     let mut now = now;
     let (mut buf, mut replies) = (Vec::with_capacity(2048), Vec::new());
     for _ in 0..2000 {
@@ -312,7 +316,7 @@ fn gateway_with_edges(now: Instant, count: usize) -> Option<(braid::endpoint::ga
                 rig.handle_timeout(now);
             }
             while rig.poll_transmit(now, &mut buf).is_some() {
-                let _ = gateway.handle_datagram(now, address(i), &buf);
+                let _ = gateway.handle_datagram(now, rig_address(i), &buf);
             }
         }
         if gateway.poll_timeout().is_some_and(|(at, _)| at <= now) {
@@ -322,7 +326,7 @@ fn gateway_with_edges(now: Instant, count: usize) -> Option<(braid::endpoint::ga
             replies.push((t.destination, buf.clone()));
         }
         for (to, datagram) in replies.drain(..) {
-            if let Some(rig) = (0..count).find(|&j| address(j) == to).and_then(|j| rigs.get_mut(j)) {
+            if let Some(rig) = (0..count).find(|&j| rig_address(j) == to).and_then(|j| rigs.get_mut(j)) {
                 let _ = rig.handle_datagram(now, LINK, GATEWAY, &datagram);
             }
         }
@@ -333,11 +337,10 @@ fn gateway_with_edges(now: Instant, count: usize) -> Option<(braid::endpoint::ga
 fn gateway_idle_edges(c: &mut Criterion) {
     let mut group = c.benchmark_group("gateway_idle_edges");
     for count in EDGE_COUNTS {
-        let (mut gateway, mut rigs, start) =
+        let (mut gateway, rigs, start) =
             gateway_with_edges(base_time(), count).expect("every edge handshakes within two virtual seconds");
-        rigs.truncate(1);
-        let mut edge = rigs.pop().expect("one edge");
-        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_0000)), 40_000);
+        let mut edge = rigs.into_iter().next().expect("one edge");
+        let from = rig_address(0);
         let frame = frame(64);
         let (mut now, mut buf) = (start, Vec::with_capacity(2048));
         group.throughput(Throughput::Elements(1));

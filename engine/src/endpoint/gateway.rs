@@ -445,8 +445,8 @@ impl Gateway {
         }
     }
 
-    /// Runs what is due: the sessions whose deadline came (or that changed since it was
-    /// computed), and the cookie secret's rotation.
+    /// Runs what is due: the sessions whose deadline came (worked out again for those that
+    /// changed since), and the cookie secret's rotation.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now.saturating_duration_since(self.cookie_rotated) >= COOKIE_ROTATION {
             self.previous_cookie_secret = self.cookie_secret;
