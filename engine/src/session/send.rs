@@ -145,13 +145,16 @@ impl Session {
         // RateControl::queue_limit) is the model's error, a rate not yet grown to the link's,
         // and the frame goes out, which is what lets the rate grow; a moment's real queue
         // (ENTRY_SUSTAIN) is waited out.
-        let overrun = |id: LinkId| queue_of(&self.views, id) > tuning.max_queue_delay && sustained.contains(id);
+        let full = |id: LinkId| queue_of(&self.views, id) > tuning.max_queue_delay;
+        let overrun = |id: LinkId| full(id) && sustained.contains(id);
         // Frames adopted from another session are a one-time backlog, not offered load: neither
         // they nor the frames that come while they drain are refused for the queue they make.
         let backlog = adopted || self.backlog_until.is_some_and(|until| now < until);
-        if !backlog && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(overrun) {
-            // A frame refused here is lost for certain: a degraded link with room (which the
-            // scheduler passes over while a link is up) takes it instead.
+        if !backlog && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(full) {
+            // The links chosen are full by the model: a degraded link with room (which the
+            // scheduler passes over while a link is up) takes the frame, where it may be lost
+            // and re-sent. Waiting for the path to agree first, as a refusal does, leaves the
+            // stream queued on links that cannot carry it, and then refused.
             let overflow = self
                 .views
                 .iter()
@@ -159,7 +162,8 @@ impl Session {
                 .min_by_key(|v| (v.expected_arrival(frame.len()), v.priority, v.id));
             match overflow {
                 Some(view) => chosen = [view.id].into_iter().collect(),
-                None => {
+                // A frame refused here is lost for certain.
+                None if chosen.iter().all(overrun) => {
                     if tracing::enabled!(tracing::Level::DEBUG) {
                         for id in chosen.iter() {
                             if let Some(l) = self.link(id) {
@@ -170,6 +174,7 @@ impl Session {
                     }
                     return Err(self.count(DropReason::OverCapacity));
                 }
+                None => {}
             }
         }
         for id in chosen.iter() {
