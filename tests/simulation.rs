@@ -785,6 +785,24 @@ fn bond_overflows_onto_a_degraded_link_rather_than_refuse_frames_at_the_entry() 
 }
 
 #[test]
+fn a_burst_that_opens_a_stream_on_an_idle_link_is_carried_not_refused_on_the_default_rate() {
+    // 250 kB in 30 ms (80 Mbit/s) and then 10 Mbit/s, over an idle 20 Mbit/s dsl: by the
+    // default rate (10 Mbit/s) the burst is a model queue past the entry's limit before the
+    // first round trip comes back, while the link carries it in 100 ms.
+    let config = SessionConfig { mode: Mode::Bond, ..SessionConfig::default() };
+    let mut sim = Sim::unrated(1, config, &[Profile::dsl().lossless()]);
+    sim.stream(1.0, 1.03, 80.0, 1200);
+    sim.run_until(1.03);
+    sim.stream(1.03, 6.0, 10.0, 1200);
+    sim.run_until(7.0);
+    let r = sim.report();
+    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    println!("{r} over_capacity={over}");
+    assert_eq!(over, 0, "the entry refused {over} frames with no round trip measured: {r}");
+    assert_eq!(r.lost, 0, "{r}");
+}
+
+#[test]
 fn bond_loses_nothing_when_a_link_the_stream_needs_turns_degraded() {
     // bond-udp-loss's stream (28.5 Mbit/s over the field links, 2% loss on each) needs all three
     // links. A loss burst on lte-bad (40% for 0.3 s) has it degraded for seconds after: dsl and

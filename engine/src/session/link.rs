@@ -336,11 +336,12 @@ impl Link {
             min_rtt = ?e.min_rtt, delivery = ?e.delivery_bps, model = self.tx.backlog_bytes, "rate");
     }
 
-    /// Whether the path's own round trips have shown a queue past its limit for `sustain`
-    /// (or show none at all, not yet measured), noting since when.
+    /// Whether the path's own round trips have shown a queue past its limit for `sustain`,
+    /// noting since when. A path with no recent round trip (a link that has only begun to
+    /// carry) shows nothing: its model queue comes from a rate not yet measured.
     pub(super) fn overrun_sustained(&mut self, now: Instant, sustain: Duration) -> bool {
         let Some(queue) = self.tx.cc.queue_delay() else {
-            return true;
+            return false;
         };
         if queue < self.tx.cc.queue_limit(self.monitor.jitter()) {
             self.tx.queue_over_since = None;
