@@ -123,6 +123,11 @@ fn frames_sent_on(sim: &Sim, link: u8) -> u64 {
     sim.edge.link_stats(braid::LinkId::new(link)).map_or(0, |s| s.tx_frames)
 }
 
+/// Frames the edge's entry refused for want of capacity.
+fn refused_at_entry(sim: &Sim) -> u64 {
+    sim.edge.stats().drops.get(braid::DropReason::OverCapacity)
+}
+
 #[test]
 fn active_backup_bridges_a_blackholed_primary_within_the_detection_time() {
     let mut worst = Duration::ZERO;
@@ -455,7 +460,7 @@ fn bond_spreads_three_quarters_of_the_links_sum_over_all_three_in_order_and_lose
     let r = sim.report();
     let on = [0, 1, 2].map(|l| frames_sent_on(&sim, l));
     let rates = [0, 1, 2].map(|l| sim.edge.link_estimate(braid::LinkId::new(l)).map_or(0, |e| e.rate_bps / 1000));
-    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    let over = refused_at_entry(&sim);
     let dropped = [0, 1, 2].map(|l| sim.links[l].up.stats().dropped);
     println!(
         "RESULT scenario=sim-bond-75pct mode=bond {r} frames_per_link={on:?} rates_kbps={rates:?} over_capacity={over} link_drops={dropped:?}"
@@ -529,9 +534,10 @@ fn a_run_of_losses_on_a_links_way_back_costs_no_frame_and_the_frames_on_its_way_
             sim.run_until(lose_at + 0.005 * f64::from(step));
             down |= sim.gateway.link_state(braid::LinkId::new(2)) != Some(LinkState::Up);
         }
-        sim.run_until(22.0);
+        let end = sim.stream_end().expect("the scenario streams");
+        sim.run_until(end + 1.0);
         let r = sim.report();
-        let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+        let over = refused_at_entry(&sim);
         println!(
             "seed={seed} {r} over_capacity={over} resent={} gateway_took_lte_bad_out_of_up={down}",
             sim.edge.stats().frames_retransmitted
@@ -567,7 +573,7 @@ fn a_link_whose_capacity_falls_to_a_quarter_has_its_rate_follow_within_a_second_
     sim.run_until(12.0);
     let r = sim.report();
     let tail_drops = sim.links[0].up.stats().dropped;
-    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    let over = refused_at_entry(&sim);
     println!(
         "RESULT scenario=sim-cc-capacity-drop mode=bond {r} rate_before_kbps={} rate_after_1s_kbps={} rate_at_10s_kbps={} queue_at_10s={:?} dsl_drops={tail_drops} over_capacity={over}",
         before / 1000,
@@ -768,7 +774,7 @@ fn bond_overflows_onto_a_degraded_link_rather_than_refuse_frames_at_the_entry() 
     sim.stream(1.0, 9.0, 12.0, 1200);
     sim.run_until(10.0);
     let r = sim.report();
-    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    let over = refused_at_entry(&sim);
     let on = [0, 1].map(|l| frames_sent_on(&sim, l));
     let state = sim.edge.link_state(braid::LinkId::new(1));
     println!("RESULT scenario=sim-bond-overflow mode=bond {r} over_capacity={over} frames_per_link={on:?}");
@@ -796,7 +802,7 @@ fn a_burst_that_opens_a_stream_on_an_idle_link_is_carried_not_refused_on_the_def
     sim.stream(1.03, 6.0, 10.0, 1200);
     sim.run_until(7.0);
     let r = sim.report();
-    let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+    let over = refused_at_entry(&sim);
     println!("{r} over_capacity={over}");
     assert_eq!(over, 0, "the entry refused {over} frames with no round trip measured: {r}");
     assert_eq!(r.lost, 0, "{r}");
@@ -816,9 +822,10 @@ fn bond_loses_nothing_when_a_link_the_stream_needs_turns_degraded() {
         sim.schedule(burst_at + 0.3, Action::SetProfile(2, Profile::lte_bad().loss(0.02)));
         sim.run_until(burst_at + 0.5);
         let state = sim.edge.link_state(braid::LinkId::new(2));
-        sim.run_until(WARM_UP + 21.0);
+        let end = sim.stream_end().expect("the scenario streams");
+        sim.run_until(end + 1.0);
         let r = sim.report();
-        let over = sim.edge.stats().drops.get(braid::DropReason::OverCapacity);
+        let over = refused_at_entry(&sim);
         println!("seed={seed} {r} over_capacity={over} lte_bad_after_the_burst={state:?}");
         assert_eq!(over, 0, "seed {seed}: the entry refused {over} frames: {r}");
         assert_eq!(r.lost, 0, "seed {seed}: {r}");

@@ -594,6 +594,11 @@ impl<E: End, G: End> Sim<E, G> {
         self.source = Some(Source { interval, size, next_at: self.at(from), until: self.at(until) });
     }
 
+    /// When the stream set by [`Sim::stream`] ends, in seconds after the start.
+    pub fn stream_end(&self) -> Option<f64> {
+        self.source.as_ref().map(|source| (source.until - self.start).as_secs_f64())
+    }
+
     /// Streams from the gateway to the edge as well (its frames land in [`Sim::reverse`]).
     pub fn stream_reverse(&mut self, from: f64, until: f64, mbps: f64, size: usize) {
         let interval = Duration::from_secs_f64(size as f64 * 8.0 / (mbps * 1e6));
