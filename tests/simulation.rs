@@ -659,6 +659,31 @@ fn auto_loses_nothing_through_the_labs_cuts_over_8_seeds_and_reports_its_overhea
 }
 
 #[test]
+fn a_cut_link_leaves_the_others_rates_alone_though_the_reports_come_back_slower() {
+    // The lab's auto-cut: every link carries the whole 6 Mbit/s stream until dsl loses carrier at
+    // 5 s; the reports then come back on the LTE links, so every round trip lengthens, but no
+    // link's forward path holds a queue. lte-good (10 Mbit/s) and lte-bad (8) keep a rate above
+    // what they carry until lte-good is blackholed at 10 s, so lte-bad can take the stream.
+    let auto_cut = braid_lab::scenario::find("auto-cut").expect("auto-cut is a scenario");
+    for seed in 1..=4 {
+        let mut sim = scenario_sim(auto_cut, seed).expect("auto-cut simulates");
+        let (mut lowest, mut longest) = ([u64::MAX; 2], [Duration::ZERO; 2]);
+        for step in 0..90 {
+            sim.run_until(WARM_UP + 5.5 + 0.05 * f64::from(step));
+            for (i, link) in [1u8, 2].into_iter().enumerate() {
+                let e = sim.edge.link_estimate(braid::LinkId::new(link)).expect("an LTE link");
+                lowest[i] = lowest[i].min(e.rate_bps);
+                longest[i] = longest[i].max(e.queue_delay.unwrap_or_default());
+            }
+        }
+        assert!(
+            lowest.iter().all(|&r| r >= 7_000_000),
+            "seed {seed}: lte-good's and lte-bad's rates fell to {lowest:?} bit/s with queues of at most {longest:?}"
+        );
+    }
+}
+
+#[test]
 fn uplinks_removed_and_added_while_streaming_lose_nothing_and_a_mode_change_takes_at_once() {
     use braid::LinkId;
     use braid::session::LinkConfig;

@@ -7,9 +7,13 @@
 //! * the **delivery rate**: bytes the peer received on the link over the last
 //!   [`DELIVERY_WINDOW`], timed by the peer's own clock (its reports carry their send time), so
 //!   the way back's jitter does not distort it;
-//! * the **queueing delay**: the lowest RTT of the last [`RECENT_WINDOW`] minus the lowest over
-//!   [`MIN_RTT_WINDOW`]. Taking the lowest of recent samples filters the link's jitter; what is
-//!   left is a standing queue.
+//! * the **queueing delay**: the lowest forward delay of the last [`RECENT_WINDOW`] minus the
+//!   lowest over [`MIN_RTT_WINDOW`]. Taking the lowest of recent samples filters the link's
+//!   jitter; what is left is a standing queue. The forward delay is the peer's send time of the
+//!   report less ours of the newest packet it covers: the two clocks' offset is the same in both
+//!   minimums and cancels, and the way back is not in it. A report comes back on whichever link
+//!   delivers it first, so a round trip would change with the other links: when the fast one is
+//!   cut, every other link's RTT lengthens by the slower way back, and that is no queue of theirs.
 //!
 //! Every [`UPDATE_INTERVAL`]:
 //! * a queue above the target ([`BASE_QUEUE_TARGET`] plus [`JITTER_ALLOWANCE`] times the link's
@@ -159,10 +163,15 @@ pub struct RateControl {
     ceiling_bps: Option<f64>,
     /// Per-bucket minimum RTTs, oldest first: (bucket start, minimum).
     min_rtt: VecDeque<(Instant, Duration)>,
-    recent: VecDeque<(Instant, Duration)>,
+    /// Per-bucket minimum delays in microseconds (see [`Self::on_rtt`]), oldest first.
+    min_delay: VecDeque<(Instant, i64)>,
+    /// The delays of the last [`RECENT_WINDOW`], in microseconds.
+    recent: VecDeque<(Instant, i64)>,
+    /// The first forward delay on the peer's clock less ours, which the others are taken from.
+    forward_base: Option<u32>,
     /// The RTT samples' EWMA (1/8, as RFC 6298).
     smoothed: Option<Duration>,
-    /// The spread of the RTT samples within a recent window, smoothed (1/16 per update).
+    /// The spread of the delays within a recent window, smoothed (1/16 per update).
     spread: Duration,
     /// (peer time in microseconds, bytes the peer received in total).
     delivered: VecDeque<(u64, u64)>,
@@ -187,7 +196,9 @@ impl RateControl {
             rate_bps: ceiling_bps.unwrap_or(initial_bps as f64).max(tuning.min_rate_bps),
             ceiling_bps,
             min_rtt: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
+            min_delay: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
             recent: VecDeque::new(),
+            forward_base: None,
             smoothed: None,
             spread: Duration::ZERO,
             delivered: VecDeque::new(),
@@ -205,7 +216,8 @@ impl RateControl {
     /// Starts again from `rate_bps`, what another controller measured on the same uplink (the
     /// stream moved to this session's peer from another's): what this one kept from when it
     /// last carried is stale. It starts as a new controller would, but at that rate and keeping
-    /// its own path's RTT measurements (its minimum, smoothed RTT and spread).
+    /// its own path's RTT measurements (its minimum, smoothed RTT and spread). The forward delays
+    /// start again: they were read against the other peer's clock.
     pub fn adopt_rate(&mut self, now: Instant, rate_bps: u64) {
         let rate = (rate_bps as f64).min(self.ceiling_bps.unwrap_or(f64::INFINITY)).max(self.tuning.min_rate_bps);
         *self = Self {
@@ -249,10 +261,11 @@ impl RateControl {
         self.smoothed
     }
 
-    /// The standing queue: the lowest recent RTT above the minimum.
+    /// The standing queue: the lowest recent delay above the minimum.
     pub fn queue_delay(&self) -> Option<Duration> {
-        let recent = self.recent.iter().map(|&(_, rtt)| rtt).min()?;
-        Some(recent.saturating_sub(self.min_rtt()?))
+        let recent = self.recent.iter().map(|&(_, d)| d).min()?;
+        let min = self.min_delay.iter().map(|&(_, d)| d).min()?;
+        Some(Duration::from_micros(recent.saturating_sub(min).max(0) as u64))
     }
 
     /// The bytes per second the peer received over the last [`DELIVERY_WINDOW`], once measured.
@@ -273,7 +286,7 @@ impl RateControl {
 
     /// The standing queue a link may keep: [`BASE_QUEUE_TARGET`], plus its jitter as the larger
     /// of [`JITTER_ALLOWANCE`] times the measured jitter (`jitter`, the peer's packets) and the
-    /// usual spread of our own RTT samples within a [`RECENT_WINDOW`]. On a jittery link a
+    /// usual spread of our own delay samples within a [`RECENT_WINDOW`]. On a jittery link a
     /// packet that is held back holds back those behind it, so under load even the lowest recent
     /// sample sits well above the link's minimum: the spread covers that. It is smoothed over
     /// many windows, so the ramp of a queue building up does not raise the target with it.
@@ -288,21 +301,35 @@ impl RateControl {
         self.tuning.max_queue_target + jitter.mul_f64(self.tuning.fifo_jitter)
     }
 
-    /// Takes in an RTT sample (a probe's reply, or a report covering a data packet).
-    pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+    /// Takes in an RTT sample from a report covering a data packet, with `forward`, the
+    /// report's send time on the peer's clock less the packet's on ours (both in microseconds,
+    /// wrapping at 2³²). The queue is measured on the forward delays; a controller given none
+    /// (`None`: only its unit tests) measures it on the round trips.
+    pub fn on_rtt(&mut self, now: Instant, rtt: Duration, forward: Option<u32>) {
         let bucket = self.tuning.min_rtt_window / MIN_RTT_BUCKETS as u32;
-        match self.min_rtt.back_mut() {
-            Some((start, min)) if now.saturating_duration_since(*start) < bucket => *min = (*min).min(rtt),
-            _ => self.min_rtt.push_back((now, rtt)),
-        }
-        while self.min_rtt.len() > MIN_RTT_BUCKETS {
-            self.min_rtt.pop_front();
-        }
+        Self::keep_min(&mut self.min_rtt, now, rtt, bucket);
+        let delay = match forward {
+            // Within ±35 minutes of the first: far more than any path's delay moves.
+            Some(forward) => i64::from(forward.wrapping_sub(*self.forward_base.get_or_insert(forward)) as i32),
+            None => rtt.as_micros() as i64,
+        };
+        Self::keep_min(&mut self.min_delay, now, delay, bucket);
         if self.recent.len() == MAX_SAMPLES {
             self.recent.pop_front();
         }
-        self.recent.push_back((now, rtt));
+        self.recent.push_back((now, delay));
         self.smoothed = Some(self.smoothed.map_or(rtt, |s| (s * 7 + rtt) / 8));
+    }
+
+    /// Keeps the minimum of each `bucket` of time, over [`MIN_RTT_BUCKETS`] buckets.
+    fn keep_min<T: Ord + Copy>(mins: &mut VecDeque<(Instant, T)>, now: Instant, sample: T, bucket: Duration) {
+        match mins.back_mut() {
+            Some((start, min)) if now.saturating_duration_since(*start) < bucket => *min = (*min).min(sample),
+            _ => mins.push_back((now, sample)),
+        }
+        while mins.len() > MIN_RTT_BUCKETS {
+            mins.pop_front();
+        }
     }
 
     /// Takes in the peer's count of bytes received on the link, with the peer's send time of the
@@ -356,7 +383,7 @@ impl RateControl {
         let lo = self.recent.iter().map(|&(_, r)| r).min();
         let hi = self.recent.iter().map(|&(_, r)| r).max();
         if let (Some(lo), Some(hi)) = (lo, hi) {
-            self.spread = (self.spread * 15 + (hi - lo)) / 16;
+            self.spread = (self.spread * 15 + Duration::from_micros(hi.saturating_sub(lo).max(0) as u64)) / 16;
         }
         let Some(queue) = self.queue_delay() else {
             return true;
@@ -478,7 +505,7 @@ mod tests {
                 settled_queue = settled_queue.max(queue);
                 settled_bits += served;
             }
-            cc.on_rtt(now, base + queue);
+            cc.on_rtt(now, base + queue, None);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
             cc.on_timeout(now, LinkSample { srtt: Some(base + queue), tx_bytes: sent_bytes, ..LinkSample::default() });
         }
@@ -522,7 +549,7 @@ mod tests {
             queue_bits -= served;
             delivered_bytes += (served / 8.0) as u64;
             let queue = Duration::from_secs_f64(queue_bits / capacity);
-            cc.on_rtt(now, Duration::from_millis(30) + queue);
+            cc.on_rtt(now, Duration::from_millis(30) + queue, None);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
             let sample = LinkSample {
                 srtt: Some(Duration::from_millis(30) + queue),
@@ -564,9 +591,47 @@ mod tests {
         let t0 = start();
         let mut cc = RateControl::new(t0, 10_000_000, Some(8_000_000), CcTuning::default());
         assert_eq!(cc.rate_bps(), 8_000_000);
-        cc.on_rtt(t0, Duration::from_millis(20));
+        cc.on_rtt(t0, Duration::from_millis(20), None);
         cc.on_busy();
         cc.on_timeout(t0 + UPDATE_INTERVAL, LinkSample::default());
         assert_eq!(cc.rate_bps(), 8_000_000);
+    }
+
+    /// A link that carries 8 Mbit/s of which 7.5 arrive (so a queue over the target would be
+    /// drained), with a forward delay of 40 ms throughout; its reports come back in 15 ms for 2 s
+    /// (on a fast link) and then in 70 ms (that link was cut). Returns the controller, given the
+    /// forward delays or only the round trips.
+    fn way_back_lengthens(forward_delays: bool) -> RateControl {
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 10_000_000, None, CcTuning::default());
+        let (step, forward) = (Duration::from_millis(10), Duration::from_millis(40));
+        // The peer's clock started long before ours.
+        let offset_us = 3_000_000_000u64;
+        for i in 1..=400u32 {
+            let now = t0 + step * i;
+            let back = Duration::from_millis(if i <= 200 { 15 } else { 70 });
+            let peer_now = ((now - t0).as_micros() as u64 + offset_us) as u32;
+            let raw = (forward.as_micros() as u64 + offset_us) as u32;
+            cc.on_rtt(now, forward + back, forward_delays.then_some(raw));
+            cc.on_delivered(peer_now, u64::from(i) * 7_500_000 / 8 / 100);
+            let sample = LinkSample {
+                srtt: cc.smoothed_rtt(),
+                tx_bytes: u64::from(i) * 8_000_000 / 8 / 100,
+                ..LinkSample::default()
+            };
+            cc.on_timeout(now, sample);
+        }
+        cc
+    }
+
+    #[test]
+    fn a_longer_way_back_is_no_queue() {
+        let cc = way_back_lengthens(true);
+        assert!(cc.queue_delay() < Some(Duration::from_millis(1)), "queue read as {:?}", cc.queue_delay());
+        assert_eq!(cc.rate_bps(), 10_000_000, "the rate was cut ({:?})", cc.phase());
+        // What the test guards against: the round trips alone read the way back as a queue.
+        let rtt_only = way_back_lengthens(false);
+        assert!(rtt_only.queue_delay() >= Some(Duration::from_millis(50)), "{:?}", rtt_only.queue_delay());
+        assert!(rtt_only.rate_bps() < 10_000_000);
     }
 }

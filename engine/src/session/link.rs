@@ -21,11 +21,11 @@ use crate::wire::LinkReport;
 
 /// Per-path replay windows cover reordering within one link only.
 pub const PATH_REPLAY_WINDOW: usize = 4096;
-/// A link's sent packets are sampled for RTT at most this often.
+/// A link's sent packets are sampled for delay at most this often.
 pub const SENT_LOG_SPACING: Duration = Duration::from_millis(1);
 /// Sampled sent packets kept per link.
 const MAX_SENT_LOG: usize = 1024;
-/// How long the path's own round trips must have shown a queue past its limit
+/// How long the path's own delays must have shown a queue past its limit
 /// ([`RateControl::queue_limit`]) before a frame is dropped at the entry: a sustained overload
 /// keeps it there, while the burst of re-sent frames after a cut (a real queue of 110-120 ms
 /// for a moment) passes, and the latency budget waits it out.
@@ -275,7 +275,7 @@ impl Link {
         self.log_sent(now, pn);
     }
 
-    /// Notes packet `pn` sent at `now`, for an RTT sample when a report covers it.
+    /// Notes packet `pn` sent at `now`, for a delay sample when a report covers it.
     pub(super) fn log_sent(&mut self, now: Instant, pn: u64) {
         let log = &mut self.tx.sent_log;
         if log.back().is_some_and(|s| now.saturating_duration_since(s.at) < SENT_LOG_SPACING) {
@@ -288,8 +288,8 @@ impl Link {
     }
 
     /// Takes in the peer's report on this link, sent at `peer_ts` on its clock: the delivery
-    /// rate and an RTT sample for the controller.
-    pub(super) fn on_report(&mut self, now: Instant, peer_ts: u32) {
+    /// rate and a delay sample for the controller (`epoch` is the start of our own clock).
+    pub(super) fn on_report(&mut self, now: Instant, peer_ts: u32, epoch: Instant) {
         let Some((highest, bytes)) = self.monitor.reported() else { return };
         self.tx.cc.on_delivered(peer_ts, bytes);
         let mut newest = None;
@@ -298,11 +298,12 @@ impl Link {
         }
         let Some(sample) = newest else { return };
         self.tx.confirmed_until = Some(sample.at);
-        // The raw round trip, queue included: the controller's minimum filter finds the path's
-        // own delay, and what lies above it is the real queue (the model's guess of the queue
-        // must not be subtracted: a rate estimated too low would make every sample look short
-        // and poison the minimum).
-        self.tx.cc.on_rtt(now, now.saturating_duration_since(sample.at));
+        // The raw delays, queue included: the controller's minimum filter finds the path's own
+        // delay, and what lies above it is the real queue (the model's guess of the queue must
+        // not be subtracted: a rate estimated too low would make every sample look short and
+        // poison the minimum).
+        let forward = peer_ts.wrapping_sub(super::Session::timestamp(epoch, sample.at));
+        self.tx.cc.on_rtt(now, now.saturating_duration_since(sample.at), Some(forward));
         // What was sent after the newest packet the peer has is all that can be queued: the
         // model never holds more (a rate estimated too low would otherwise build a queue that
         // exists only in the model).
@@ -336,9 +337,9 @@ impl Link {
             min_rtt = ?e.min_rtt, delivery = ?e.delivery_bps, model = self.tx.backlog_bytes, "rate");
     }
 
-    /// Whether the path's own round trips have shown a queue past its limit for `sustain`,
-    /// noting since when. A path with no recent round trip (a link that has only begun to
-    /// carry) shows nothing: its model queue comes from a rate not yet measured.
+    /// Whether the path's own delays have shown a queue past its limit for `sustain`, noting
+    /// since when. A path with no recent delay sample (a link that has only begun to carry)
+    /// shows nothing: its model queue comes from a rate not yet measured.
     pub(super) fn overrun_sustained(&mut self, now: Instant, sustain: Duration) -> bool {
         let Some(queue) = self.tx.cc.queue_delay() else {
             return false;
@@ -552,7 +553,7 @@ mod tests {
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
         let mut l = link(t0);
-        l.tx.cc.on_rtt(t0 + Duration::from_secs(1), Duration::from_secs(1));
+        l.tx.cc.on_rtt(t0 + Duration::from_secs(1), Duration::from_secs(1), None);
         let mut t = t0 + Duration::from_secs(1);
         for seq in 0..20 {
             l.monitor.on_probe_sent(t, seq);

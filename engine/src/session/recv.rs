@@ -203,11 +203,12 @@ impl Session {
                     self.emit_transition(now, id, transition);
                 }
                 ControlMessage::Report(report) => {
+                    let epoch = self.epoch;
                     if let Some(link) = report.link.index().and_then(|i| self.links[i].as_mut()) {
                         let before = link.monitor.reported();
                         let transition = link.monitor.on_report(now, &report);
                         if link.monitor.reported() != before {
-                            link.on_report(now, send_ts);
+                            link.on_report(now, send_ts, epoch);
                         }
                         let id = link.id;
                         self.emit_transition(now, id, transition);
