@@ -44,6 +44,8 @@ pub struct Sent {
     pub resent_at: Option<Instant>,
     /// When that copy is expected at the peer, behind the queue it joined.
     pub resent_due: Option<Instant>,
+    /// The links that copy went out on.
+    pub resent_on: LinkSet,
     /// The links it went out on.
     pub links: LinkSet,
     /// The frame.
@@ -63,7 +65,15 @@ impl SentFrames {
             return Some(frame);
         }
         self.bytes += frame.len();
-        self.frames.push_back(Sent { seq, at: now, resent_at: None, resent_due: None, links, frame });
+        self.frames.push_back(Sent {
+            seq,
+            at: now,
+            resent_at: None,
+            resent_due: None,
+            resent_on: LinkSet::EMPTY,
+            links,
+            frame,
+        });
         None
     }
 

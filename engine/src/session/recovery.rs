@@ -159,19 +159,34 @@ fn ranges(seqs: &[u64], message: fn(u32, u16) -> ControlMessage) -> Vec<ControlM
     out
 }
 
-/// Where and when a copy of kept frame `sent` would go if re-sent at `now`: the links the
-/// scheduler's retransmission policy picks, and when the first copy can arrive. `None` if no
-/// copy can arrive within `budget` of the frame's first sending.
+/// Which copies a re-send of a kept frame makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Copies {
+    /// The peer asked for the frame (a NAK that came in on `via`, if known), or may have lost
+    /// everything it had: the copies the scheduler's retransmission policy picks.
+    Asked(Option<LinkId>),
+    /// Unasked, for a link that probably swallowed the frame: one copy where the mode would send
+    /// the frame new. Most such frames did arrive, so more copies would mostly load the links
+    /// left; a copy lost in turn is asked for like any frame.
+    Unasked,
+}
+
+/// Where and when a copy of kept frame `sent` would go if re-sent at `now`: the links `copies`
+/// picks, and when the first copy can arrive. `None` if no copy can arrive within `budget` of
+/// the frame's first sending.
 pub(super) fn resend_plan(
     scheduler: &mut dyn Scheduler,
     views: &[LinkView],
     now: Instant,
     sent: &Sent,
-    via: Option<LinkId>,
+    copies: Copies,
     budget: Duration,
 ) -> Option<(LinkSet, Duration)> {
     let meta = FrameMeta { seq: FrameSeq(sent.seq), len: sent.frame.len(), critical: false };
-    let links = scheduler.retransmit(now, &meta, views, via);
+    let links = match copies {
+        Copies::Asked(via) => scheduler.retransmit(now, &meta, views, via),
+        Copies::Unasked => scheduler.schedule(now, &meta, views),
+    };
     let arrival = views.iter().filter(|v| links.contains(v.id)).map(|v| v.resend_arrival(meta.len)).min()?;
     (now.saturating_duration_since(sent.at) + arrival <= budget).then_some((links, arrival))
 }
@@ -209,6 +224,7 @@ pub(super) fn commit_resend(
 ) -> Resend {
     sent.resent_at = Some(now);
     sent.resent_due = Some(now + arrival);
+    sent.resent_on = links;
     charge_views(views, links, sent.frame.len());
     Resend { seq: sent.seq, links, second: None }
 }
@@ -417,7 +433,9 @@ impl Session {
                 self.stats.naks_early += 1;
                 continue;
             }
-            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, via, budget) else {
+            let Some((links, arrival)) =
+                resend_plan(&mut *self.scheduler, &self.views, now, sent, Copies::Asked(via), budget)
+            else {
                 gone.push(seq);
                 continue;
             };
@@ -434,10 +452,11 @@ impl Session {
     }
 
     /// A link went down, or its path stopped carrying the size in use: the frames it carried in
-    /// the time it takes to notice are probably lost, so they are re-sent now, on the links the
-    /// scheduler's retransmission policy picks, without waiting for the peer's NAK a round trip
-    /// later (a NAK's answer on a black-holed link, before the black hole is found, is swallowed
-    /// too). Copies that did arrive are dropped by the peer's dedup.
+    /// the time it takes to notice are probably lost, so they are re-sent now, without waiting
+    /// for the peer's NAK a round trip later (a NAK's answer on a black-holed link, before the
+    /// black hole is found, is swallowed too). Copies that did arrive are dropped by the peer's
+    /// dedup. A black hole took every frame too big for it: those are re-sent as if asked for.
+    /// A link that went down may have delivered most of what it carried: one copy each.
     pub(super) fn resend_in_flight(&mut self, now: Instant, lost_on: LinkId, why: Swallowed) {
         let Some(link) = self.link(lost_on) else { return };
         if !self.config.retransmit || self.recovery.sent.is_empty() {
@@ -465,9 +484,15 @@ impl Session {
             tracing::debug!(link = %lost_on, ?why, "nothing re-sent: no link is usable");
             return;
         }
-        let frames = self.resend_kept(now, |sent| {
+        let copies = match why {
+            Swallowed::Down(_) => Copies::Unasked,
+            Swallowed::BlackHole => Copies::Asked(None),
+        };
+        let frames = self.resend_kept(now, copies, |sent| {
             let safe = match why {
-                Swallowed::Down(_) => sent.links.iter().any(|id| usable.contains(id)),
+                // A copy on a link still usable may yet arrive: a first copy, or a copy re-sent
+                // for a NAK (what a loss burst took before the link went down).
+                Swallowed::Down(_) => sent.links.iter().chain(sent.resent_on.iter()).any(|id| usable.contains(id)),
                 // Another link's path may have shrunk too, not yet found: each is re-sent, even
                 // what a NAK already had re-sent (at the old size, maybe on this link). Copies
                 // the peer already has cost bandwidth once, within the latency budget.
@@ -555,7 +580,7 @@ impl Session {
     pub fn resend_to_new_peer(&mut self, now: Instant, first: u64) {
         let resent = if self.config.retransmit {
             self.refresh_views(now, Views::Sendable);
-            self.resend_kept(now, |sent| sent.seq >= first)
+            self.resend_kept(now, Copies::Asked(None), |sent| sent.seq >= first)
         } else {
             Vec::new()
         };
@@ -575,13 +600,14 @@ impl Session {
     }
 
     /// Re-sends, without waiting for a NAK, every kept frame `wanted` picks that can still arrive
-    /// within the budget, on the links the retransmission policy picks from the views (fresh
-    /// from the caller), each timed behind the ones before; returns their sequences, ascending.
-    fn resend_kept(&mut self, now: Instant, wanted: impl Fn(&Sent) -> bool) -> Vec<u64> {
+    /// within the budget, with the `copies` picked from the views (fresh from the caller), each
+    /// timed behind the ones before; returns their sequences, ascending.
+    fn resend_kept(&mut self, now: Instant, copies: Copies, wanted: impl Fn(&Sent) -> bool) -> Vec<u64> {
         let budget = self.config.latency_budget;
         let mut resend = Vec::new();
         for sent in self.recovery.sent.iter_mut().filter(|s| wanted(s)) {
-            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, None, budget) else {
+            let Some((links, arrival)) = resend_plan(&mut *self.scheduler, &self.views, now, sent, copies, budget)
+            else {
                 continue;
             };
             resend.push(commit_resend(&mut self.views, sent, now, links, arrival));
@@ -634,7 +660,15 @@ mod tests {
     }
 
     fn sent(seq: u64, at: Instant, len: usize) -> Sent {
-        Sent { seq, at, resent_at: None, resent_due: None, links: LinkSet::EMPTY, frame: vec![0; len] }
+        Sent {
+            seq,
+            at,
+            resent_at: None,
+            resent_due: None,
+            resent_on: LinkSet::EMPTY,
+            links: LinkSet::EMPTY,
+            frame: vec![0; len],
+        }
     }
 
     #[test]
@@ -644,12 +678,16 @@ mod tests {
         let mut scheduler = Mode::Bond.scheduler(&crate::Tuning::default());
         let budget = Duration::from_millis(100);
         let young = sent(1, now - Duration::from_millis(10), 1000);
-        let (links, arrival) = resend_plan(&mut *scheduler, &views, now, &young, None, budget).unwrap();
+        let (links, arrival) = resend_plan(&mut *scheduler, &views, now, &young, Copies::Asked(None), budget).unwrap();
         assert!(!links.is_empty());
         assert!(arrival >= Duration::from_millis(20), "no copy beats the fastest path: {arrival:?}");
         let old = sent(2, now - Duration::from_millis(95), 1000);
-        assert_eq!(resend_plan(&mut *scheduler, &views, now, &old, None, budget), None);
-        assert_eq!(resend_plan(&mut *scheduler, &[], now, &young, None, budget), None, "no link, no plan");
+        assert_eq!(resend_plan(&mut *scheduler, &views, now, &old, Copies::Asked(None), budget), None);
+        assert_eq!(
+            resend_plan(&mut *scheduler, &[], now, &young, Copies::Asked(None), budget),
+            None,
+            "no link, no plan"
+        );
     }
 
     #[test]
