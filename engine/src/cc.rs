@@ -167,8 +167,9 @@ pub struct RateControl {
     min_delay: VecDeque<(Instant, i64)>,
     /// The delays of the last [`RECENT_WINDOW`], in microseconds.
     recent: VecDeque<(Instant, i64)>,
-    /// The first forward delay on the peer's clock less ours, which the others are taken from.
-    forward_base: Option<u32>,
+    /// The last forward delay as given (wrapping) and as kept (the sum of the steps between
+    /// them since the first, so it never wraps however far the two clocks drift apart).
+    forward_last: Option<(u32, i64)>,
     /// The RTT samples' EWMA (1/8, as RFC 6298).
     smoothed: Option<Duration>,
     /// The spread of the delays within a recent window, smoothed (1/16 per update).
@@ -198,7 +199,7 @@ impl RateControl {
             min_rtt: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
             min_delay: VecDeque::with_capacity(MIN_RTT_BUCKETS + 1),
             recent: VecDeque::new(),
-            forward_base: None,
+            forward_last: None,
             smoothed: None,
             spread: Duration::ZERO,
             delivered: VecDeque::new(),
@@ -309,8 +310,13 @@ impl RateControl {
         let bucket = self.tuning.min_rtt_window / MIN_RTT_BUCKETS as u32;
         Self::keep_min(&mut self.min_rtt, now, rtt, bucket);
         let delay = match forward {
-            // Within ±35 minutes of the first: far more than any path's delay moves.
-            Some(forward) => i64::from(forward.wrapping_sub(*self.forward_base.get_or_insert(forward)) as i32),
+            Some(forward) => {
+                // A step of less than ±35 minutes from the last: far more than a path's delay moves.
+                let (last_raw, last) = self.forward_last.unwrap_or((forward, 0));
+                let delay = last + i64::from(forward.wrapping_sub(last_raw) as i32);
+                self.forward_last = Some((forward, delay));
+                delay
+            }
             None => rtt.as_micros() as i64,
         };
         Self::keep_min(&mut self.min_delay, now, delay, bucket);
@@ -622,6 +628,22 @@ mod tests {
             cc.on_timeout(now, sample);
         }
         cc
+    }
+
+    #[test]
+    fn clocks_that_drift_apart_by_an_hour_show_no_queue() {
+        // The peer's clock loses 20 minutes against ours between samples 11 s apart (each alone
+        // in its minimum's bucket): past ±2³¹ µs from the first, where a wrapping difference
+        // taken from the first sample would jump by 71 minutes.
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 10_000_000, None, CcTuning::default());
+        let twenty_minutes = 1_200_000_000u32;
+        for i in 0..4u32 {
+            let now = t0 + Duration::from_secs(11) * i;
+            cc.on_rtt(now, Duration::from_millis(50), Some(0u32.wrapping_sub(twenty_minutes * i)));
+            cc.on_timeout(now + UPDATE_INTERVAL, LinkSample::default());
+            assert_eq!(cc.queue_delay(), Some(Duration::ZERO), "sample {i}");
+        }
     }
 
     #[test]
