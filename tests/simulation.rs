@@ -674,6 +674,24 @@ fn a_cut_link_leaves_the_others_rates_alone_though_the_reports_come_back_slower(
 }
 
 #[test]
+fn a_link_back_from_a_black_hole_reads_no_queue_from_before_it() {
+    // The lab's auto-cut blackholes lte-good from 10 s to 15 s. The first report after it covers
+    // packets sent before it: timed from their sending, they would read as a queue of 5 s and
+    // swell the link's smoothed RTT and delay spread. Only packets sent since it was down count.
+    let auto_cut = braid_lab::scenario::find("auto-cut").expect("auto-cut is a scenario");
+    for seed in 1..=3 {
+        let mut sim = scenario_sim(auto_cut, seed).expect("auto-cut simulates");
+        let mut longest = Duration::ZERO;
+        for step in 0..100 {
+            sim.run_until(WARM_UP + 15.0 + 0.02 * f64::from(step));
+            let e = sim.edge.link_estimate(braid::LinkId::new(1)).expect("lte-good");
+            longest = longest.max(e.queue_delay.unwrap_or_default());
+        }
+        assert!(longest < Duration::from_secs(1), "seed {seed}: lte-good read a queue of {longest:?} once back");
+    }
+}
+
+#[test]
 fn uplinks_removed_and_added_while_streaming_lose_nothing_and_a_mode_change_takes_at_once() {
     use braid::LinkId;
     use braid::session::LinkConfig;

@@ -287,6 +287,20 @@ impl Link {
         log.push_back(SentSample { pn, at: now, tx_bytes: self.stats.tx_bytes });
     }
 
+    /// Notes that the link went down. What it sent before is no delay sample: a report covering
+    /// it comes after the outage, which would read as a queue.
+    pub(super) fn went_down(&mut self) {
+        self.pmtu.stop();
+        self.owed.mtu_probe = None;
+        self.tx.sent_log.clear();
+    }
+
+    /// Notes that the link is back from down at `now`: it may have a new path, whose MTU is
+    /// searched for again.
+    pub(super) fn came_back(&mut self, now: Instant) {
+        self.pmtu.restart(now);
+    }
+
     /// Takes in the peer's report on this link, sent at `peer_ts` on its clock: the delivery
     /// rate and a delay sample for the controller (`epoch` is the start of our own clock).
     pub(super) fn on_report(&mut self, now: Instant, peer_ts: u32, epoch: Instant) {

@@ -718,12 +718,10 @@ impl Session {
     fn emit_transition(&mut self, now: Instant, link: LinkId, transition: Option<Transition>) {
         let Some(transition) = transition else { return };
         if let Some(l) = self.link_mut(link) {
-            // A link back from down may have a new path: its MTU is searched for again.
             if transition.to == LinkState::Down {
-                l.pmtu.stop();
-                l.owed.mtu_probe = None;
+                l.went_down();
             } else if transition.from == LinkState::Down {
-                l.pmtu.restart(now);
+                l.came_back(now);
             }
         }
         if transition.to == LinkState::Down {
