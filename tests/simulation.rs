@@ -892,9 +892,8 @@ fn bond_loses_nothing_when_a_link_the_stream_needs_is_cut_off_for_a_moment() {
     // bond-udp-loss's stream needs all three links. lte-bad carries nothing either way for
     // 120 ms: the gateway asks for what it lost there, then the edge takes the link down and
     // re-sends what it carried meanwhile onto dsl and lte-good, which have no room to spare.
-    // Only what is not on its way already is re-sent, once: before, every frame went again in
-    // two copies (about 600 in 75 ms), and the entry refused what followed (261 and 359 frames
-    // in seeds 1 and 5).
+    // Only what is not on its way already is re-sent, once, so the entry has room for what
+    // follows: nothing is lost, in any of six seeds.
     let cut_at = WARM_UP + 10.0;
     let cut = [(cut_at, Action::Blackhole(2)), (cut_at + 0.12, Action::Restore(2))];
     let went_down = (1..=6)

@@ -313,7 +313,7 @@ impl RateControl {
             Some(forward) => {
                 // A step of less than ±35 minutes from the last: far more than a path's delay moves.
                 let (last_raw, last) = self.forward_last.unwrap_or((forward, 0));
-                let delay = last + i64::from(forward.wrapping_sub(last_raw) as i32);
+                let delay = last.saturating_add(i64::from(forward.wrapping_sub(last_raw) as i32));
                 self.forward_last = Some((forward, delay));
                 delay
             }

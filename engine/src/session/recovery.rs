@@ -484,22 +484,19 @@ impl Session {
             tracing::debug!(link = %lost_on, ?why, "nothing re-sent: no link is usable");
             return;
         }
-        let copies = match why {
-            Swallowed::Down(_) => Copies::Unasked,
-            Swallowed::BlackHole => Copies::Asked(None),
+        // A copy on a link still usable may yet arrive: a first copy, or a copy re-sent for a NAK
+        // (what a loss burst took before the link went down).
+        let on_its_way = |sent: &Sent| sent.links.iter().chain(sent.resent_on.iter()).any(|id| usable.contains(id));
+        // Another link's path may have shrunk too, not yet found: each is re-sent, even what a
+        // NAK already had re-sent (at the old size, maybe on this link). Copies the peer already
+        // has cost bandwidth once, within the latency budget.
+        let fits = |sent: &Sent| Split::new(sent.frame.len(), base).pieces() == 1;
+        let (copies, safe): (Copies, &dyn Fn(&Sent) -> bool) = match why {
+            Swallowed::Down(_) => (Copies::Unasked, &on_its_way),
+            Swallowed::BlackHole => (Copies::Asked(None), &fits),
         };
-        let frames = self.resend_kept(now, copies, |sent| {
-            let safe = match why {
-                // A copy on a link still usable may yet arrive: a first copy, or a copy re-sent
-                // for a NAK (what a loss burst took before the link went down).
-                Swallowed::Down(_) => sent.links.iter().chain(sent.resent_on.iter()).any(|id| usable.contains(id)),
-                // Another link's path may have shrunk too, not yet found: each is re-sent, even
-                // what a NAK already had re-sent (at the old size, maybe on this link). Copies
-                // the peer already has cost bandwidth once, within the latency budget.
-                Swallowed::BlackHole => Split::new(sent.frame.len(), base).pieces() == 1,
-            };
-            sent.at >= since && sent.links.contains(lost_on) && !safe
-        });
+        let frames =
+            self.resend_kept(now, copies, |sent| sent.at >= since && sent.links.contains(lost_on) && !safe(sent));
         tracing::debug!(link = %lost_on, frames = frames.len(), ?why, "re-sending what a link swallowed");
     }
 
