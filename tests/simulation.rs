@@ -871,17 +871,17 @@ fn loses_nothing<T>(
 #[test]
 fn bond_loses_nothing_when_a_link_the_stream_needs_turns_degraded() {
     // bond-udp-loss's stream (28.5 Mbit/s over the field links, 2% loss on each) needs all three
-    // links. A loss burst on lte-bad (40% for 0.3 s) has it degraded for seconds after: dsl and
+    // links. A loss burst on lte-bad (40% for 0.5 s) has it degraded for seconds after: dsl and
     // lte-good fill, and the frames they have no room for go to lte-bad.
     let burst_at = WARM_UP + 10.0;
     let burst = [
         (burst_at, Action::SetProfile(2, Profile::lte_bad().loss(0.4))),
-        (burst_at + 0.3, Action::SetProfile(2, Profile::lte_bad().loss(0.02))),
+        (burst_at + 0.5, Action::SetProfile(2, Profile::lte_bad().loss(0.02))),
     ];
     let degraded = (1..=5)
         .filter(|&seed| {
             let look = |sim: &mut Sim| sim.edge.link_state(braid::LinkId::new(2));
-            loses_nothing("bond-udp-loss", seed, &burst, burst_at + 0.5, look).0 == Some(LinkState::Degraded)
+            loses_nothing("bond-udp-loss", seed, &burst, burst_at + 0.7, look).0 == Some(LinkState::Degraded)
         })
         .count();
     assert!(degraded >= 2, "lte-bad was degraded after the burst in {degraded} of 5 seeds: the case is not exercised");

@@ -24,7 +24,8 @@
 //!   its jitter, and changes nothing;
 //! * a short queue while the scheduler kept the link busy (it had to wait for the link, so demand
 //!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`], to at
-//!   most [`MAX_LEAD`] times what the link carried;
+//!   most [`PROBE_LEAD`] times what the link carried ([`MAX_LEAD`] in startup, while no queue
+//!   shows);
 //! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
 //!   capacity.
 //!
@@ -76,6 +77,10 @@ pub const STARTUP_DELIVERY: f64 = 0.8;
 /// the queue it built cuts it to half. Capacity that is there shows as delivery and lifts the
 /// cap with it.
 pub const MAX_LEAD: f64 = 1.15;
+/// ... and to at most this many times once a queue shows (past [`STARTUP_QUEUE`]): the rate
+/// then sits near the capacity, and each step past it builds a queue that a drain takes back,
+/// so a small step keeps the rate, and the queue, from swinging.
+pub const PROBE_LEAD: f64 = 1.05;
 /// After a queue is seen, the rate is at most this share of what the link delivered...
 pub const DRAIN_FACTOR: f64 = 0.9;
 /// ... and lower for a longer queue, so the excess over the target drains in about this long...
@@ -450,8 +455,8 @@ impl RateControl {
             // Not past what the link shows it carries (what it delivered, and what its own loss
             // took on the way: a lossy link must still grow), but never below where the rate was.
             let carried = delivered / (1.0 - loss.clamp(0.0, 0.5));
-            self.rate_bps =
-                if delivered > 0.0 { grown.min((carried * self.tuning.max_lead).max(self.rate_bps)) } else { grown };
+            let lead = if fast { self.tuning.max_lead } else { self.tuning.probe_lead };
+            self.rate_bps = if delivered > 0.0 { grown.min((carried * lead).max(self.rate_bps)) } else { grown };
             self.phase = Phase::Probing;
         } else {
             self.phase = Phase::Holding;
@@ -482,14 +487,22 @@ mod tests {
         settled_queue: Duration,
         /// The longest queue over the whole run.
         worst_queue: Duration,
+        /// The lowest and the highest rate over the run's last half, bits per second.
+        settled_rates: (u64, u64),
     }
 
     /// A link of `capacity` bits per second and `base` RTT, fed with `demand` bits per second or
     /// the controller's rate if lower, with a queue that grows when the feed exceeds the
     /// capacity: a fluid model, stepped every 5 ms, with RTT samples and reports every step.
     fn run(capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
+        run_tuned(CcTuning::default(), capacity, base, initial, secs, demand)
+    }
+
+    /// [`run`], with the controller tuned by `tuning`.
+    fn run_tuned(tuning: CcTuning, capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
         let t0 = start();
-        let mut cc = RateControl::new(t0, initial, None, CcTuning::default());
+        let mut cc = RateControl::new(t0, initial, None, tuning);
+        let mut settled_rates = (u64::MAX, 0);
         let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
         let (mut worst_queue, mut settled_queue, mut settled_bits) = (Duration::ZERO, Duration::ZERO, 0.0);
         let step = Duration::from_millis(5);
@@ -510,6 +523,7 @@ mod tests {
             if i > steps / 2 {
                 settled_queue = settled_queue.max(queue);
                 settled_bits += served;
+                settled_rates = (settled_rates.0.min(cc.rate_bps()), settled_rates.1.max(cc.rate_bps()));
             }
             cc.on_rtt(now, base + queue, None);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
@@ -517,7 +531,7 @@ mod tests {
         }
         let utilization = settled_bits / (capacity * secs / 2.0);
         println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
-        Run { cc, utilization, settled_queue, worst_queue }
+        Run { cc, utilization, settled_queue, worst_queue, settled_rates }
     }
 
     #[test]
@@ -569,6 +583,23 @@ mod tests {
             }
         }
         peak
+    }
+
+    #[test]
+    fn a_link_given_all_its_rate_allows_keeps_the_rate_steady() {
+        // Past startup the rate sits near the capacity: each step past what the link carries
+        // builds a queue that a drain takes back, so the steps are small.
+        let swing = |tuning| {
+            let r = run_tuned(tuning, 20e6, Duration::from_millis(30), 5_000_000, 10.0, 100e6);
+            let (lo, hi) = r.settled_rates;
+            println!("rate {:.1}..{:.1} Mbit/s, used {:.3}", lo as f64 / 1e6, hi as f64 / 1e6, r.utilization);
+            (hi as f64 / lo as f64, r.utilization)
+        };
+        let (steady, used) = swing(CcTuning::default());
+        let (wide, _) = swing(CcTuning { probe_lead: MAX_LEAD, ..CcTuning::default() });
+        assert!(steady <= 1.2, "the rate swings by {steady:.3}x (with steps as large as startup's: {wide:.3}x)");
+        assert!(wide > 1.2, "with steps as large as startup's the rate swings by {wide:.3}x: the test shows nothing");
+        assert!(used >= 0.9, "used {used:.3} of the capacity");
     }
 
     #[test]
