@@ -24,8 +24,8 @@
 //!   its jitter, and changes nothing;
 //! * a short queue while the scheduler kept the link busy (it had to wait for the link, so demand
 //!   exceeded the rate) means the link may carry more: the rate grows by [`PROBE_GAIN`], to at
-//!   most [`PROBE_LEAD`] times what the link carried ([`MAX_LEAD`] in startup, while no queue
-//!   shows);
+//!   most [`PROBE_LEAD`] times what the link carried ([`MAX_LEAD`] while it grows at
+//!   [`STARTUP_GAIN`]: no queue, and the link delivers what it is given);
 //! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
 //!   capacity.
 //!
@@ -71,15 +71,15 @@ pub const STARTUP_GAIN: f64 = 1.25;
 pub const STARTUP_QUEUE: Duration = Duration::from_millis(5);
 /// ... and the link delivers at least this share of the rate.
 pub const STARTUP_DELIVERY: f64 = 0.8;
-/// A busy link's rate grows to at most this many times what it carried (what it delivered, and
-/// what its own loss took on the way). The queue shows only a window or two late, and a jittery
-/// link's target is wide, so without this a rate can keep growing well past the capacity until
-/// the queue it built cuts it to half. Capacity that is there shows as delivery and lifts the
-/// cap with it.
+/// A busy link's rate grows at [`STARTUP_GAIN`] to at most this many times what it carried
+/// (what it delivered, and what its own loss took on the way). The queue shows only a window or
+/// two late, and a jittery link's target is wide, so without this a rate can keep growing well
+/// past the capacity until the queue it built cuts it to half. Capacity that is there shows as
+/// delivery and lifts the cap with it.
 pub const MAX_LEAD: f64 = 1.15;
-/// ... and to at most this many times once a queue shows (past [`STARTUP_QUEUE`]): the rate
-/// then sits near the capacity, and each step past it builds a queue that a drain takes back,
-/// so a small step keeps the rate, and the queue, from swinging.
+/// ... and at [`PROBE_GAIN`] (a queue shows, or the link delivers less than it is given) to at
+/// most this many times: the rate then sits near the capacity, and each step past it builds a
+/// queue that a drain takes back, so a small step keeps the rate, and the queue, from swinging.
 pub const PROBE_LEAD: f64 = 1.05;
 /// After a queue is seen, the rate is at most this share of what the link delivered...
 pub const DRAIN_FACTOR: f64 = 0.9;

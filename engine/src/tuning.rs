@@ -215,9 +215,10 @@ section! {
         startup_queue: Duration = cc::STARTUP_QUEUE,
         /// ... and the link delivers at least this share of its rate.
         startup_delivery: f64 = cc::STARTUP_DELIVERY,
-        /// In startup (no queue), the rate never leads what the link carries by more than this...
+        /// Growing at the startup gain, the rate never leads what the link carries by more than
+        /// this...
         max_lead: f64 = cc::MAX_LEAD,
-        /// ... and by at most this factor once a queue shows.
+        /// ... and at the probe gain, by at most this.
         probe_lead: f64 = cc::PROBE_LEAD,
         /// A drain multiplies the rate by at most this.
         drain_factor: f64 = cc::DRAIN_FACTOR,

@@ -235,6 +235,7 @@ impl Link {
         let carrier = self.monitor.carrier();
         self.rx.replay = SeqWindow::new(PATH_REPLAY_WINDOW);
         self.tx.next_pn = 0;
+        self.tx.sent_log.clear();
         self.owed.reply = None;
         self.monitor = LinkMonitor::new(now, tuning.monitor);
         self.monitor.set_probe_interval(probe_interval);
@@ -547,12 +548,14 @@ mod tests {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let mut l = link(now);
+        l.log_sent(now, 98);
         l.tx.next_pn = 99;
         l.rx.replay.mark(42);
         l.owed.reply = Some((1, 2));
         l.monitor.on_carrier(now, false);
         l.restart(now + Duration::from_secs(1), &Tuning::default(), PROBE_INTERVAL);
         assert_eq!(l.tx.next_pn, 0);
+        assert!(l.tx.sent_log.is_empty(), "packet 98 of the old numbering would stand before the new ones");
         assert_eq!(l.rx.replay.highest(), None);
         assert_eq!(l.owed.reply, None);
         assert!(!l.monitor.carrier(), "a link without carrier stays without it");
