@@ -29,6 +29,11 @@
 //! * a short queue on a link the stream does not fill changes nothing: an idle link proves no
 //!   capacity.
 //!
+//! A link that carries all it is given may never empty its queue, and then its delays never
+//! show the path's own: the minimum over [`MIN_RTT_WINDOW`] would take the standing queue for
+//! path. A loaded link whose delays have not come near their floor for [`REFRESH_AFTER`] is
+//! refreshed: its rate drops until they do.
+//!
 //! A configured rate is the ceiling (a modem's plan); without one the rate starts at
 //! [`crate::scheduler::DEFAULT_LINK_RATE_BPS`] and finds its level within a second or two.
 
@@ -104,6 +109,20 @@ pub const RISING_MIN: Duration = Duration::from_millis(4);
 pub const MIN_DRAIN_USE: f64 = 0.5;
 /// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
 pub const MIN_RATE_BPS: f64 = 200_000.0;
+/// A loaded link whose delays have not come down near their floor (the lowest since the last
+/// refresh) for this long is refreshed: its rate drops to [`REFRESH_FACTOR`] until the queue is
+/// gone and the floor shows again. A link that never empties its queue would otherwise read
+/// the standing queue as its path once the old minimum leaves the window, and keep that much
+/// more after it, again each window (as BBR's ProbeRTT). Less than [`MIN_RTT_WINDOW`], so the
+/// minimum is confirmed before it leaves.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(8);
+/// While refreshed, the rate is this share of what the link delivered: the queue drains at
+/// 15% of the rate, and the other links take no more than that from it...
+pub const REFRESH_FACTOR: f64 = 0.85;
+/// ... for at most this long and a round trip (45 ms of queue drains in it); if the delays are
+/// still above the floor then, the path itself got longer, and what the refresh saw is the
+/// new floor.
+pub const REFRESH_TIME: Duration = Duration::from_millis(300);
 
 /// Samples kept per window, whatever the packet rate.
 const MAX_SAMPLES: usize = 512;
@@ -119,6 +138,9 @@ pub enum Phase {
     Holding,
     /// A queue built up: the rate dropped below the delivery rate.
     Draining,
+    /// The delays had not shown the path's minimum for long: the rate dropped, for about a
+    /// round trip, until they do ([`REFRESH_AFTER`]).
+    Refreshing,
 }
 
 impl Phase {
@@ -129,6 +151,7 @@ impl Phase {
             Self::Probing => "probing",
             Self::Holding => "holding",
             Self::Draining => "draining",
+            Self::Refreshing => "refreshing",
         }
     }
 }
@@ -190,6 +213,21 @@ pub struct RateControl {
     queues: VecDeque<Duration>,
     next_update: Instant,
     last_drain: Option<Instant>,
+    /// The lowest delay since the last refresh, or what the last refresh saw if it could not
+    /// reach it (the path got longer): the path's own delay, which the window's minimum is
+    /// checked against.
+    floor: Option<i64>,
+    /// The lowest delay seen during the current refresh.
+    refresh_floor: Option<i64>,
+    /// When the lowest recent delay last came within [`STARTUP_QUEUE`] and the jitter of the
+    /// floor.
+    confirmed_at: Option<Instant>,
+    /// While refreshing: until when at most, and the rate to go back to.
+    refresh: Option<(Instant, f64)>,
+    last_refresh: Option<Instant>,
+    /// The queue is empty because a refresh drained it, not because the link has room: the
+    /// rate does not grow at [`STARTUP_GAIN`] until a queue shows again.
+    emptied_by_refresh: bool,
     phase: Phase,
     tuning: CcTuning,
 }
@@ -214,6 +252,12 @@ impl RateControl {
             queues: VecDeque::with_capacity(tuning.rising_updates + 1),
             next_update: now + tuning.update_interval,
             last_drain: None,
+            floor: None,
+            refresh_floor: None,
+            confirmed_at: None,
+            refresh: None,
+            last_refresh: None,
+            emptied_by_refresh: false,
             phase: Phase::Starting,
             tuning,
         }
@@ -325,6 +369,10 @@ impl RateControl {
             None => rtt.as_micros() as i64,
         };
         Self::keep_min(&mut self.min_delay, now, delay, bucket);
+        if self.refresh.is_some() {
+            self.refresh_floor = Some(self.refresh_floor.map_or(delay, |f| f.min(delay)));
+        }
+        self.floor = Some(self.floor.map_or(delay, |f| f.min(delay)));
         if self.recent.len() == MAX_SAMPLES {
             self.recent.pop_front();
         }
@@ -341,6 +389,42 @@ impl RateControl {
         while mins.len() > MIN_RTT_BUCKETS {
             mins.pop_front();
         }
+    }
+
+    /// Starts, keeps or ends a refresh ([`REFRESH_AFTER`]); whether the link is refreshing, so
+    /// that the rate stays where the refresh put it. A refresh ends once the recent delays come
+    /// near the floor, or after [`REFRESH_TIME`] and a round trip (the path itself got longer),
+    /// and the rate goes back to where it was.
+    fn refreshed(&mut self, now: Instant, rtt: Duration) -> bool {
+        if let Some((until, restore)) = self.refresh {
+            let confirmed = self.last_refresh.is_some_and(|at| self.confirmed_at.is_some_and(|c| c > at));
+            if !confirmed && now < until {
+                return true;
+            }
+            self.refresh = None;
+            self.rate_bps = restore;
+            self.queues.clear();
+            self.emptied_by_refresh = true;
+            // Not confirmed: the path itself is longer now, and what the refresh saw is its delay.
+            let seen = self.refresh_floor.take();
+            if !confirmed {
+                self.floor = seen.or(self.floor);
+            }
+            return false;
+        }
+        let stale =
+            |at: Option<Instant>| at.is_none_or(|at| now.saturating_duration_since(at) >= self.tuning.refresh_after);
+        let Some(delivered) = self.delivery_rate().map(|d| d * 8.0) else { return false };
+        let loaded =
+            delivered >= self.tuning.min_drain_evidence_bps && delivered >= self.rate_bps * self.tuning.min_drain_use;
+        if !loaded || !stale(self.confirmed_at) || !stale(self.last_refresh) {
+            return false;
+        }
+        self.refresh = Some((now + rtt + self.tuning.refresh_time, self.rate_bps));
+        self.last_refresh = Some(now);
+        self.rate_bps = (self.rate_bps.min(delivered) * self.tuning.refresh_factor).max(self.tuning.min_rate_bps);
+        self.phase = Phase::Refreshing;
+        true
     }
 
     /// Takes in the peer's count of bytes received on the link, with the peer's send time of the
@@ -396,9 +480,17 @@ impl RateControl {
         if let (Some(lo), Some(hi)) = (lo, hi) {
             self.spread = (self.spread * 15 + Duration::from_micros(hi.saturating_sub(lo).max(0) as u64)) / 16;
         }
+        let near = (self.tuning.startup_queue + jitter).as_micros() as i64;
+        if lo.zip(self.floor).is_some_and(|(lo, floor)| lo <= floor.saturating_add(near)) {
+            self.confirmed_at = Some(now);
+        }
         let Some(queue) = self.queue_delay() else {
             return true;
         };
+        let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
+        if self.refreshed(now, rtt) {
+            return true;
+        }
         self.queues.push_back(queue);
         if self.queues.len() > self.tuning.rising_updates + 1 {
             self.queues.pop_front();
@@ -411,7 +503,9 @@ impl RateControl {
                 .zip(self.queues.front())
                 .is_some_and(|(&last, &first)| last.saturating_sub(first) >= self.tuning.rising_min);
         let target = self.queue_target(jitter);
-        let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
+        if queue >= self.tuning.startup_queue {
+            self.emptied_by_refresh = false;
+        }
         if queue > target {
             // One cut per RTT and window: the queue the last cut drains takes that long to show.
             if self.last_drain.is_some_and(|at| now.saturating_duration_since(at) < rtt + self.tuning.recent_window) {
@@ -449,7 +543,9 @@ impl RateControl {
             // Fast growth while the path shows no queue at all and carries what it is given (the
             // queue shows only a window late): at the start, and whenever a link suddenly
             // has to carry more than the share its rate was set for (the others were cut).
-            let fast = queue < self.tuning.startup_queue && delivered >= self.rate_bps * self.tuning.startup_delivery;
+            let fast = queue < self.tuning.startup_queue
+                && delivered >= self.rate_bps * self.tuning.startup_delivery
+                && !self.emptied_by_refresh;
             let grown =
                 self.rate_bps.max(delivered) * if fast { self.tuning.startup_gain } else { self.tuning.probe_gain };
             // Not past what the link shows it carries (what it delivered, and what its own loss
@@ -487,7 +583,8 @@ mod tests {
         settled_queue: Duration,
         /// The longest queue over the whole run.
         worst_queue: Duration,
-        /// The lowest and the highest rate over the run's last half, bits per second.
+        /// The lowest and the highest rate over the run's last half, bits per second, outside
+        /// refreshes (a refresh lowers the rate on purpose).
         settled_rates: (u64, u64),
     }
 
@@ -523,7 +620,9 @@ mod tests {
             if i > steps / 2 {
                 settled_queue = settled_queue.max(queue);
                 settled_bits += served;
-                settled_rates = (settled_rates.0.min(cc.rate_bps()), settled_rates.1.max(cc.rate_bps()));
+                if cc.phase() != Phase::Refreshing {
+                    settled_rates = (settled_rates.0.min(cc.rate_bps()), settled_rates.1.max(cc.rate_bps()));
+                }
             }
             cc.on_rtt(now, base + queue, None);
             cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
@@ -532,6 +631,50 @@ mod tests {
         let utilization = settled_bits / (capacity * secs / 2.0);
         println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
         Run { cc, utilization, settled_queue, worst_queue, settled_rates }
+    }
+
+    #[test]
+    fn a_path_that_gets_longer_for_good_is_refreshed_once_and_then_taken_as_it_is() {
+        // A 20 Mbit/s link carries a 15 Mbit/s stream with no queue, and its path lengthens by
+        // 30 ms at 10 s, for good (a route change). Its delays never come back down to the floor,
+        // so one refresh drains the link; what it sees is the path's new delay, so no second
+        // refresh follows (taking the old floor as the path's, one would follow every
+        // REFRESH_AFTER), and once the old minimum has left the window the link reads no queue
+        // and carries the stream as before.
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 5_000_000, None, CcTuning::default());
+        let (capacity, step) = (20e6, Duration::from_millis(5));
+        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
+        let mut refreshes = Vec::new();
+        for i in 1..=8000u32 {
+            let now = t0 + step * i;
+            let base = Duration::from_millis(if now - t0 < Duration::from_secs(10) { 30 } else { 60 });
+            let offered = 15e6f64.min(cc.rate_bps() as f64) * step.as_secs_f64();
+            if 15e6 > cc.rate_bps() as f64 {
+                cc.on_busy();
+            }
+            queue_bits += offered;
+            sent_bytes += (offered / 8.0) as u64;
+            let served = queue_bits.min(capacity * step.as_secs_f64());
+            queue_bits -= served;
+            delivered_bytes += (served / 8.0) as u64;
+            let rtt = base + Duration::from_secs_f64(queue_bits / capacity);
+            cc.on_rtt(now, rtt, None);
+            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
+            let before = cc.phase();
+            cc.on_timeout(now, LinkSample { srtt: Some(rtt), tx_bytes: sent_bytes, ..LinkSample::default() });
+            if cc.phase() == Phase::Refreshing && before != Phase::Refreshing {
+                refreshes.push((now - t0).as_secs_f64());
+            }
+        }
+        let late: Vec<&f64> = refreshes.iter().filter(|&&t| t > 10.0).collect();
+        assert_eq!(late.len(), 1, "refreshes after the path changed, at (s): {late:?}");
+        assert!(
+            cc.queue_delay() < Some(Duration::from_millis(5)),
+            "the longer path reads as {:?} of queue",
+            cc.queue_delay()
+        );
+        assert!(cc.rate_bps() >= 15_000_000, "the rate is {:.1} Mbit/s for 15", cc.rate_bps() as f64 / 1e6);
     }
 
     #[test]

@@ -238,6 +238,13 @@ section! {
         min_drain_use: f64 = cc::MIN_DRAIN_USE,
         /// The rate never falls below this, bits per second.
         min_rate_bps: f64 = cc::MIN_RATE_BPS,
+        /// A loaded link whose delays have not come down to their minimum for this long is
+        /// refreshed.
+        refresh_after: Duration = cc::REFRESH_AFTER,
+        /// While refreshed, the rate is this share of what the link delivered...
+        refresh_factor: f64 = cc::REFRESH_FACTOR,
+        /// ... for at most this long and a round trip.
+        refresh_time: Duration = cc::REFRESH_TIME,
     }
 }
 

@@ -321,6 +321,12 @@ impl Link {
         true
     }
 
+    /// How long a frame offered at `now` waits behind the frames before it to leave: the
+    /// link's queue, as its sender would see it if it could.
+    pub fn backlog(&self, now: Instant) -> Duration {
+        self.busy_until.map_or(Duration::ZERO, |b| b.saturating_duration_since(now))
+    }
+
     /// Frames in flight.
     pub fn in_flight(&self) -> usize {
         self.queue.len()
