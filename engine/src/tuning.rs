@@ -88,6 +88,24 @@ impl Tunable for f64 {
 /// Why a tunable's value is refused when it is zero or below.
 const NOT_POSITIVE: &str = "must be greater than zero";
 
+/// The tunables that must lie in a range, not only above zero: (key, lowest, highest, why).
+const RANGES: &[(&str, f64, f64, &str)] = &[
+    ("monitor.degraded_loss", 0.0, 1.0, "a share of the packets: at most 1"),
+    ("scheduler.trending_loss", 0.0, 1.0, "a share of the packets: at most 1"),
+    ("send.mtu_suspect_loss", 0.0, 1.0, "a share of the packets: at most 1"),
+    ("cc.startup_delivery", 0.0, 1.0, "a share of the rate: at most 1"),
+    ("cc.min_drain_use", 0.0, 1.0, "a share of the rate: at most 1"),
+    ("cc.drain_factor", 0.0, 1.0, "a drain lowers the rate: at most 1"),
+    ("cc.min_drain_factor", 0.0, 1.0, "a drain lowers the rate: at most 1"),
+    ("cc.refresh_factor", 0.0, 1.0, "a refresh lowers the rate: at most 1"),
+    ("cc.probe_gain", 1.0, f64::INFINITY, "a growth: at least 1"),
+    ("cc.startup_gain", 1.0, f64::INFINITY, "a growth: at least 1"),
+    ("cc.max_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
+    ("cc.probe_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
+    ("cc.overload_ratio", 1.0, f64::INFINITY, "what was sent over what arrived: at least 1"),
+    ("release.rate_factor", 1.0, f64::INFINITY, "held frames must leave as fast as the stream comes: at least 1"),
+];
+
 /// A tunable that could not be set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TuningError {
@@ -97,7 +115,7 @@ pub enum TuningError {
     /// No such tunable.
     #[error("{0:?} is not a tunable (`braid-edge tuning` lists them)")]
     Unknown(String),
-    /// A value that does not parse, or is not above zero.
+    /// A value that does not parse, is not above zero, or is out of its range.
     #[error("{key}: {problem}")]
     Value {
         /// The tunable, `section.field`.
@@ -396,13 +414,27 @@ impl Tuning {
     /// Sets `key` (`section.field`) from `value`.
     ///
     /// # Errors
-    /// [`TuningError`] for an unknown key, or a value that does not parse or is not above zero.
+    /// [`TuningError`] for an unknown key, or a value that does not parse, is not above zero or
+    /// is out of its range; nothing is set then.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), TuningError> {
         let unknown = || TuningError::Unknown(key.to_owned());
         let (section, field) = key.split_once('.').ok_or_else(unknown)?;
+        let before = *self;
         self.set_in(section, field, value)
             .ok_or_else(unknown)?
-            .map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
+            .map_err(|problem| TuningError::Value { key: key.to_owned(), problem })?;
+        if let Some(problem) = self.out_of_range(key) {
+            *self = before;
+            return Err(TuningError::Value { key: key.to_owned(), problem: problem.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Why `key`'s value is out of its range ([`RANGES`]), if it is.
+    fn out_of_range(&self, key: &str) -> Option<&'static str> {
+        let &(_, lowest, highest, why) = RANGES.iter().find(|(k, ..)| *k == key)?;
+        let value: f64 = self.get(key)?.parse().ok()?;
+        (!(lowest..=highest).contains(&value)).then_some(why)
     }
 
     /// Applies `section.field=value`.
@@ -431,13 +463,16 @@ impl Tuning {
         })
     }
 
-    /// Checks that every tunable is above zero, as [`Tuning::set`] would.
+    /// Checks that every tunable is above zero and in its range, as [`Tuning::set`] would.
     ///
     /// # Errors
     /// [`TuningError::Value`] for the first that is not.
     pub fn validate(&self) -> Result<(), TuningError> {
-        match self.not_positive() {
-            Some(key) => Err(TuningError::Value { key, problem: NOT_POSITIVE.into() }),
+        if let Some(key) = self.not_positive() {
+            return Err(TuningError::Value { key, problem: NOT_POSITIVE.into() });
+        }
+        match RANGES.iter().find_map(|&(key, ..)| Some((key, self.out_of_range(key)?))) {
+            Some((key, problem)) => Err(TuningError::Value { key: key.to_owned(), problem: problem.to_owned() }),
             None => Ok(()),
         }
     }
@@ -494,7 +529,25 @@ mod tests {
         assert_eq!(error, "monitor.probe_interval: must be greater than zero");
         assert!(tuning.set("cc.probe_gain", "NaN").is_err());
         assert!(tuning.set("cc.probe_gain", "-1").is_err());
+        let error = tuning.set("cc.probe_gain", "0.9").unwrap_err().to_string();
+        assert_eq!(error, "cc.probe_gain: a growth: at least 1");
+        let error = tuning.set("cc.drain_factor", "1.2").unwrap_err().to_string();
+        assert_eq!(error, "cc.drain_factor: a drain lowers the rate: at most 1");
+        assert!(tuning.set("monitor.degraded_loss", "1.5").is_err());
         assert_eq!(tuning, Tuning::default(), "nothing refused was set");
+        tuning.set("cc.drain_factor", "1").expect("the ends of a range are in it");
+    }
+
+    #[test]
+    fn every_range_names_a_tunable_whose_default_is_in_it() {
+        for &(key, ..) in RANGES {
+            assert!(Tuning::default().get(key).is_some(), "{key} is not a tunable");
+        }
+        assert_eq!(Tuning::default().validate(), Ok(()));
+        let mut tuning = Tuning::default();
+        tuning.cc.probe_lead = 0.5;
+        let error = tuning.validate().unwrap_err().to_string();
+        assert_eq!(error, "cc.probe_lead: how far the rate may lead what the link carries: at least 1");
     }
 
     #[test]
