@@ -323,12 +323,14 @@ pub fn check_against_running(path: &Path, tune: &[String], dir: Option<PathBuf>)
     }
 }
 
-/// Applies `--tune section.field=value` arguments, in order, over `tuning`.
+/// Applies `--tune section.field=value` arguments, in order, over `tuning`, and checks the
+/// tunables that bound one another once all are set.
 ///
 /// # Errors
 /// The first argument refused, and why.
 pub fn apply_tune(tuning: &mut Tuning, tune: &[String]) -> Result<(), String> {
-    tune.iter().try_for_each(|t| tuning.apply(t).map_err(|error| format!("--tune {t}: {error}")))
+    tune.iter().try_for_each(|t| tuning.apply(t).map_err(|error| format!("--tune {t}: {error}")))?;
+    tuning.validate().map_err(|error| format!("--tune: {error}"))
 }
 
 /// An edge config with `--tune` applied.
@@ -647,6 +649,15 @@ mod tests {
     use super::*;
     use crate::endpoint::edge::EdgeStats;
     use crate::io::status::{Body, EdgeView, Flat, GatewayBody, Safety, Status};
+
+    #[test]
+    fn tune_arguments_that_bound_one_another_are_checked_once_all_are_set() {
+        let mut tuning = Tuning::default();
+        let pair = ["cc.min_drain_factor=0.95".to_owned(), "cc.drain_factor=0.97".to_owned()];
+        assert_eq!(apply_tune(&mut tuning, &pair), Ok(()));
+        let error = apply_tune(&mut Tuning::default(), &pair[..1]).unwrap_err();
+        assert_eq!(error, "--tune: cc.min_drain_factor: at most cc.drain_factor");
+    }
 
     /// An edge's snapshot for the table.
     fn edge_status(

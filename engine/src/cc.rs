@@ -109,15 +109,16 @@ pub const RISING_MIN: Duration = Duration::from_millis(4);
 pub const MIN_DRAIN_USE: f64 = 0.5;
 /// The lowest rate a link is given, in bits per second: enough for probes and a trickle.
 pub const MIN_RATE_BPS: f64 = 200_000.0;
-/// A loaded link whose delays have not come down near their floor (the lowest since the last
-/// refresh) for this long is refreshed: its rate drops to [`REFRESH_FACTOR`] until the queue is
-/// gone and the floor shows again. A link that never empties its queue would otherwise read
+/// A loaded link whose delays have not come down near their floor (the lowest seen since the
+/// last refresh that could not reach it) for this long is refreshed: its rate drops to
+/// [`REFRESH_FACTOR`] until the queue is gone and the floor shows again. A link that never empties its queue would otherwise read
 /// the standing queue as its path once the old minimum leaves the window, and keep that much
 /// more after it, again each window (as BBR's ProbeRTT). Less than [`MIN_RTT_WINDOW`], so the
 /// minimum is confirmed before it leaves.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(8);
-/// While refreshed, the rate is this share of what the link delivered: the queue drains at
-/// 15% of the rate, and the other links take no more than that from it...
+/// While refreshed, the rate is this share of what the link delivered (or of its rate, if
+/// lower): the queue drains at 15% of the rate, and the other links take no more than that
+/// from it...
 pub const REFRESH_FACTOR: f64 = 0.85;
 /// ... for at most this long and a round trip (45 ms of queue drains in it); if the delays are
 /// still above the floor then, the path itself got longer, and what the refresh saw is the
@@ -138,8 +139,8 @@ pub enum Phase {
     Holding,
     /// A queue built up: the rate dropped below the delivery rate.
     Draining,
-    /// The delays had not shown the path's minimum for long: the rate dropped, for about a
-    /// round trip, until they do ([`REFRESH_AFTER`]).
+    /// The delays had not shown the path's minimum for long: the rate dropped until they do,
+    /// for at most [`REFRESH_TIME`] and a round trip ([`REFRESH_AFTER`]).
     Refreshing,
 }
 
@@ -213,21 +214,7 @@ pub struct RateControl {
     queues: VecDeque<Duration>,
     next_update: Instant,
     last_drain: Option<Instant>,
-    /// The lowest delay since the last refresh, or what the last refresh saw if it could not
-    /// reach it (the path got longer): the path's own delay, which the window's minimum is
-    /// checked against.
-    floor: Option<i64>,
-    /// The lowest delay seen during the current refresh.
-    refresh_floor: Option<i64>,
-    /// When the lowest recent delay last came within [`STARTUP_QUEUE`] and the jitter of the
-    /// floor.
-    confirmed_at: Option<Instant>,
-    /// While refreshing: until when at most, and the rate to go back to.
-    refresh: Option<(Instant, f64)>,
-    last_refresh: Option<Instant>,
-    /// The queue is empty because a refresh drained it, not because the link has room: the
-    /// rate does not grow at [`STARTUP_GAIN`] until a queue shows again.
-    emptied_by_refresh: bool,
+    refresh: Refresh,
     phase: Phase,
     tuning: CcTuning,
 }
@@ -252,12 +239,7 @@ impl RateControl {
             queues: VecDeque::with_capacity(tuning.rising_updates + 1),
             next_update: now + tuning.update_interval,
             last_drain: None,
-            floor: None,
-            refresh_floor: None,
-            confirmed_at: None,
-            refresh: None,
-            last_refresh: None,
-            emptied_by_refresh: false,
+            refresh: Refresh::default(),
             phase: Phase::Starting,
             tuning,
         }
@@ -369,10 +351,7 @@ impl RateControl {
             None => rtt.as_micros() as i64,
         };
         Self::keep_min(&mut self.min_delay, now, delay, bucket);
-        if self.refresh.is_some() {
-            self.refresh_floor = Some(self.refresh_floor.map_or(delay, |f| f.min(delay)));
-        }
-        self.floor = Some(self.floor.map_or(delay, |f| f.min(delay)));
+        self.refresh.on_delay(delay);
         if self.recent.len() == MAX_SAMPLES {
             self.recent.pop_front();
         }
@@ -392,37 +371,40 @@ impl RateControl {
     }
 
     /// Starts, keeps or ends a refresh ([`REFRESH_AFTER`]); whether the link is refreshing, so
-    /// that the rate stays where the refresh put it. A refresh ends once the recent delays come
-    /// near the floor, or after [`REFRESH_TIME`] and a round trip (the path itself got longer),
-    /// and the rate goes back to where it was.
-    fn refreshed(&mut self, now: Instant, rtt: Duration) -> bool {
-        if let Some((until, restore)) = self.refresh {
-            let confirmed = self.last_refresh.is_some_and(|at| self.confirmed_at.is_some_and(|c| c > at));
-            if !confirmed && now < until {
+    /// that the rate stays where the refresh put it. A refresh starts only on a queue within
+    /// its `target` (a longer one is drained instead), and ends once the recent delays come near
+    /// the floor, after [`REFRESH_TIME`] and a round trip (the path itself got longer), or on a
+    /// queue past its `limit` (to be drained); the rate then goes back to where it was.
+    fn refreshed(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        queue: Option<Duration>,
+        target: Duration,
+        limit: Duration,
+    ) -> bool {
+        if let Some(restore) = self.refresh.restore() {
+            let overloaded = queue.is_some_and(|q| q > limit);
+            let confirmed = self.refresh.confirmed();
+            if !confirmed && !overloaded && !self.refresh.overdue(now) {
                 return true;
             }
-            self.refresh = None;
+            self.refresh.end(!confirmed && !overloaded);
             self.rate_bps = restore;
             self.queues.clear();
-            self.emptied_by_refresh = true;
-            // Not confirmed: the path itself is longer now, and what the refresh saw is its delay.
-            let seen = self.refresh_floor.take();
-            if !confirmed {
-                self.floor = seen.or(self.floor);
-            }
             return false;
         }
-        let stale =
-            |at: Option<Instant>| at.is_none_or(|at| now.saturating_duration_since(at) >= self.tuning.refresh_after);
         let Some(delivered) = self.delivery_rate().map(|d| d * 8.0) else { return false };
         let loaded =
             delivered >= self.tuning.min_drain_evidence_bps && delivered >= self.rate_bps * self.tuning.min_drain_use;
-        if !loaded || !stale(self.confirmed_at) || !stale(self.last_refresh) {
+        let lowered = self.rate_bps.min(delivered) * self.tuning.refresh_factor;
+        let short = queue.is_some_and(|q| q <= target);
+        if !loaded || !short || lowered <= self.tuning.min_rate_bps || !self.refresh.due(now, self.tuning.refresh_after)
+        {
             return false;
         }
-        self.refresh = Some((now + rtt + self.tuning.refresh_time, self.rate_bps));
-        self.last_refresh = Some(now);
-        self.rate_bps = (self.rate_bps.min(delivered) * self.tuning.refresh_factor).max(self.tuning.min_rate_bps);
+        self.refresh.start(now, now + rtt + self.tuning.refresh_time, self.rate_bps);
+        self.rate_bps = lowered;
         self.phase = Phase::Refreshing;
         true
     }
@@ -480,17 +462,17 @@ impl RateControl {
         if let (Some(lo), Some(hi)) = (lo, hi) {
             self.spread = (self.spread * 15 + Duration::from_micros(hi.saturating_sub(lo).max(0) as u64)) / 16;
         }
-        let near = (self.tuning.startup_queue + jitter).as_micros() as i64;
-        if lo.zip(self.floor).is_some_and(|(lo, floor)| lo <= floor.saturating_add(near)) {
-            self.confirmed_at = Some(now);
+        // Near the floor: within what startup counts as no queue, and what a loaded link's
+        // jitter alone holds its delays above their minimum.
+        self.refresh.on_recent(now, lo, self.tuning.startup_queue + jitter.mul_f64(self.tuning.jitter_allowance));
+        let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
+        let target = self.queue_target(jitter);
+        if self.refreshed(now, rtt, self.queue_delay(), target, self.queue_limit(jitter)) {
+            return true;
         }
         let Some(queue) = self.queue_delay() else {
             return true;
         };
-        let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
-        if self.refreshed(now, rtt) {
-            return true;
-        }
         self.queues.push_back(queue);
         if self.queues.len() > self.tuning.rising_updates + 1 {
             self.queues.pop_front();
@@ -502,9 +484,8 @@ impl RateControl {
                 .back()
                 .zip(self.queues.front())
                 .is_some_and(|(&last, &first)| last.saturating_sub(first) >= self.tuning.rising_min);
-        let target = self.queue_target(jitter);
         if queue >= self.tuning.startup_queue {
-            self.emptied_by_refresh = false;
+            self.refresh.emptied = false;
         }
         if queue > target {
             // One cut per RTT and window: the queue the last cut drains takes that long to show.
@@ -545,7 +526,7 @@ impl RateControl {
             // has to carry more than the share its rate was set for (the others were cut).
             let fast = queue < self.tuning.startup_queue
                 && delivered >= self.rate_bps * self.tuning.startup_delivery
-                && !self.emptied_by_refresh;
+                && !self.refresh.emptied;
             let grown =
                 self.rate_bps.max(delivered) * if fast { self.tuning.startup_gain } else { self.tuning.probe_gain };
             // Not past what the link shows it carries (what it delivered, and what its own loss
@@ -562,6 +543,90 @@ impl RateControl {
             self.rate_bps = self.rate_bps.min(ceiling);
         }
         true
+    }
+}
+
+/// The refresh of a link's delay floor ([`REFRESH_AFTER`]): the floor, when the delays last
+/// came near it, and the refresh under way.
+#[derive(Debug, Clone, Default)]
+struct Refresh {
+    /// The lowest delay seen since the last refresh that could not come down to it: the path's
+    /// own delay.
+    floor: Option<i64>,
+    /// When the lowest recent delay last came near the floor.
+    confirmed_at: Option<Instant>,
+    /// When the last refresh began.
+    began: Option<Instant>,
+    /// The refresh under way.
+    active: Option<ActiveRefresh>,
+    /// The queue is empty because a refresh drained it, not because the link has room: the
+    /// rate does not grow at [`STARTUP_GAIN`] until a queue shows again.
+    emptied: bool,
+}
+
+/// A refresh under way.
+#[derive(Debug, Clone, Copy)]
+struct ActiveRefresh {
+    /// When it ends at the latest.
+    until: Instant,
+    /// The rate to go back to.
+    restore: f64,
+    /// The lowest delay seen since it began.
+    lowest: Option<i64>,
+}
+
+impl Refresh {
+    /// Takes in a delay sample (microseconds, as [`RateControl::on_rtt`] keeps them).
+    fn on_delay(&mut self, delay: i64) {
+        self.floor = Some(self.floor.map_or(delay, |f| f.min(delay)));
+        if let Some(active) = self.active.as_mut() {
+            active.lowest = Some(active.lowest.map_or(delay, |l| l.min(delay)));
+        }
+    }
+
+    /// Takes in the lowest recent delay: within `near` of the floor, the floor is confirmed.
+    fn on_recent(&mut self, now: Instant, lowest: Option<i64>, near: Duration) {
+        let near = i64::try_from(near.as_micros()).unwrap_or(i64::MAX);
+        if lowest.zip(self.floor).is_some_and(|(lowest, floor)| lowest <= floor.saturating_add(near)) {
+            self.confirmed_at = Some(now);
+        }
+    }
+
+    /// Whether a refresh is due: none under way, and neither a confirmation nor a refresh for
+    /// `after`.
+    fn due(&self, now: Instant, after: Duration) -> bool {
+        let stale = |at: Option<Instant>| at.is_none_or(|at| now.saturating_duration_since(at) >= after);
+        self.active.is_none() && stale(self.confirmed_at) && stale(self.began)
+    }
+
+    fn start(&mut self, now: Instant, until: Instant, restore: f64) {
+        self.began = Some(now);
+        self.active = Some(ActiveRefresh { until, restore, lowest: None });
+    }
+
+    /// The rate to go back to, while a refresh is under way.
+    fn restore(&self) -> Option<f64> {
+        self.active.map(|a| a.restore)
+    }
+
+    /// Whether the floor was confirmed since the refresh began.
+    fn confirmed(&self) -> bool {
+        self.began.zip(self.confirmed_at).is_some_and(|(began, confirmed)| confirmed > began)
+    }
+
+    fn overdue(&self, now: Instant) -> bool {
+        self.active.is_some_and(|a| now >= a.until)
+    }
+
+    /// Ends the refresh under way; with `longer` (it ran its course and the delays never came
+    /// near the floor: the path itself got longer), the lowest delay it saw is the new floor.
+    fn end(&mut self, longer: bool) {
+        if let Some(active) = self.active.take()
+            && longer
+        {
+            self.floor = active.lowest.or(self.floor);
+        }
+        self.emptied = true;
     }
 }
 
@@ -633,6 +698,75 @@ mod tests {
         Run { cc, utilization, settled_queue, worst_queue, settled_rates }
     }
 
+    /// A 20 Mbit/s link stepped every [`FLUID_STEP`], fed `demand` bits per second or the
+    /// controller's rate if lower, over a path of `base` RTT: a fluid model, with an RTT sample
+    /// and a report each step. Returns whether the controller was refreshing after each step.
+    fn fluid(
+        cc: &mut RateControl,
+        t0: Instant,
+        steps: u32,
+        demand: f64,
+        base: impl Fn(Instant) -> Duration,
+    ) -> Vec<bool> {
+        let capacity = 20e6;
+        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
+        let mut refreshing = Vec::new();
+        for i in 1..=steps {
+            let now = t0 + FLUID_STEP * i;
+            let offered = demand.min(cc.rate_bps() as f64) * FLUID_STEP.as_secs_f64();
+            if demand > cc.rate_bps() as f64 {
+                cc.on_busy();
+            }
+            queue_bits += offered;
+            sent_bytes += (offered / 8.0) as u64;
+            let served = queue_bits.min(capacity * FLUID_STEP.as_secs_f64());
+            queue_bits -= served;
+            delivered_bytes += (served / 8.0) as u64;
+            let rtt = base(now) + Duration::from_secs_f64(queue_bits / capacity);
+            cc.on_rtt(now, rtt, None);
+            cc.on_delivered((FLUID_STEP * i).as_micros() as u32, delivered_bytes);
+            cc.on_timeout(now, LinkSample { srtt: Some(rtt), tx_bytes: sent_bytes, ..LinkSample::default() });
+            refreshing.push(cc.phase() == Phase::Refreshing);
+        }
+        refreshing
+    }
+
+    /// [`fluid`]'s step.
+    const FLUID_STEP: Duration = Duration::from_millis(5);
+
+    /// The refreshes in a [`fluid`] run: when each began and how long it lasted.
+    fn refreshes(refreshing: &[bool]) -> Vec<(Duration, Duration)> {
+        let mut found = Vec::new();
+        let mut began = None;
+        for (i, &on) in refreshing.iter().enumerate() {
+            let at = FLUID_STEP * (i as u32 + 1);
+            match (on, began) {
+                (true, None) => began = Some(at),
+                (false, Some(from)) => {
+                    found.push((from, at - from));
+                    began = None;
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_refresh_ends_as_soon_as_the_floor_shows() {
+        // A busy 20 Mbit/s link keeps a standing queue, so it is refreshed; the path has not
+        // changed, so the drained queue shows the floor well before REFRESH_TIME, and the rate
+        // goes back at once rather than staying low for the whole of it.
+        let t0 = start();
+        let mut cc = RateControl::new(t0, 5_000_000, None, CcTuning::default());
+        let lasted: Vec<Duration> =
+            refreshes(&fluid(&mut cc, t0, 6000, 100e6, |_| Duration::from_millis(30))).iter().map(|r| r.1).collect();
+        assert!(!lasted.is_empty(), "a link that keeps a standing queue for 30 s was never refreshed");
+        for d in &lasted {
+            assert!(*d < REFRESH_TIME, "a refresh lasted {d:?} though the path never changed: {lasted:?}");
+        }
+    }
+
     #[test]
     fn a_path_that_gets_longer_for_good_is_refreshed_once_and_then_taken_as_it_is() {
         // A 20 Mbit/s link carries a 15 Mbit/s stream with no queue, and its path lengthens by
@@ -643,30 +777,9 @@ mod tests {
         // and carries the stream as before.
         let t0 = start();
         let mut cc = RateControl::new(t0, 5_000_000, None, CcTuning::default());
-        let (capacity, step) = (20e6, Duration::from_millis(5));
-        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
-        let mut refreshes = Vec::new();
-        for i in 1..=8000u32 {
-            let now = t0 + step * i;
-            let base = Duration::from_millis(if now - t0 < Duration::from_secs(10) { 30 } else { 60 });
-            let offered = 15e6f64.min(cc.rate_bps() as f64) * step.as_secs_f64();
-            if 15e6 > cc.rate_bps() as f64 {
-                cc.on_busy();
-            }
-            queue_bits += offered;
-            sent_bytes += (offered / 8.0) as u64;
-            let served = queue_bits.min(capacity * step.as_secs_f64());
-            queue_bits -= served;
-            delivered_bytes += (served / 8.0) as u64;
-            let rtt = base + Duration::from_secs_f64(queue_bits / capacity);
-            cc.on_rtt(now, rtt, None);
-            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
-            let before = cc.phase();
-            cc.on_timeout(now, LinkSample { srtt: Some(rtt), tx_bytes: sent_bytes, ..LinkSample::default() });
-            if cc.phase() == Phase::Refreshing && before != Phase::Refreshing {
-                refreshes.push((now - t0).as_secs_f64());
-            }
-        }
+        let base = |now: Instant| Duration::from_millis(if now - t0 < Duration::from_secs(10) { 30 } else { 60 });
+        let refreshes: Vec<f64> =
+            refreshes(&fluid(&mut cc, t0, 8000, 15e6, base)).iter().map(|r| r.0.as_secs_f64()).collect();
         let late: Vec<&f64> = refreshes.iter().filter(|&&t| t > 10.0).collect();
         assert_eq!(late.len(), 1, "refreshes after the path changed, at (s): {late:?}");
         assert!(

@@ -102,7 +102,7 @@ const RANGES: &[(&str, f64, f64, &str)] = &[
     ("cc.startup_gain", 1.0, f64::INFINITY, "a growth: at least 1"),
     ("cc.max_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
     ("cc.probe_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
-    ("cc.overload_ratio", 1.0, f64::INFINITY, "what was sent over what arrived: at least 1"),
+    ("cc.overload_ratio", 1.0, f64::INFINITY, "what was put on the link over what it delivered: at least 1"),
     ("release.rate_factor", 1.0, f64::INFINITY, "held frames must leave as fast as the stream comes: at least 1"),
 ];
 
@@ -463,7 +463,8 @@ impl Tuning {
         })
     }
 
-    /// Checks that every tunable is above zero and in its range, as [`Tuning::set`] would.
+    /// Checks that every tunable is above zero and in its range, as [`Tuning::set`] would, and
+    /// that the tunables that bound one another do (which `set` cannot check one at a time).
     ///
     /// # Errors
     /// [`TuningError::Value`] for the first that is not.
@@ -471,7 +472,16 @@ impl Tuning {
         if let Some(key) = self.not_positive() {
             return Err(TuningError::Value { key, problem: NOT_POSITIVE.into() });
         }
-        match RANGES.iter().find_map(|&(key, ..)| Some((key, self.out_of_range(key)?))) {
+        let unordered = [
+            (self.cc.min_drain_factor > self.cc.drain_factor, "cc.min_drain_factor", "at most cc.drain_factor"),
+            (
+                self.cc.refresh_after >= self.cc.min_rtt_window,
+                "cc.refresh_after",
+                "less than cc.min_rtt_window: the floor is confirmed before the minimum leaves its window",
+            ),
+        ];
+        let out_of_range = RANGES.iter().find_map(|&(key, ..)| Some((key, self.out_of_range(key)?)));
+        match out_of_range.or_else(|| unordered.into_iter().find_map(|(bad, key, why)| bad.then_some((key, why)))) {
             Some((key, problem)) => Err(TuningError::Value { key: key.to_owned(), problem: problem.to_owned() }),
             None => Ok(()),
         }
@@ -548,6 +558,22 @@ mod tests {
         tuning.cc.probe_lead = 0.5;
         let error = tuning.validate().unwrap_err().to_string();
         assert_eq!(error, "cc.probe_lead: how far the rate may lead what the link carries: at least 1");
+    }
+
+    #[test]
+    fn tunables_that_bound_one_another_are_checked_together() {
+        // A drain's lowest factor above its highest made the controller's clamp panic at the
+        // first drain; each is in its range alone.
+        let mut tuning = Tuning::default();
+        tuning.apply("cc.min_drain_factor=0.95").expect("in its range alone");
+        let error = tuning.validate().unwrap_err().to_string();
+        assert_eq!(error, "cc.min_drain_factor: at most cc.drain_factor");
+        tuning.apply("cc.drain_factor=0.97").expect("in its range alone");
+        assert_eq!(tuning.validate(), Ok(()), "set in either order, the pair holds at the end");
+        tuning.apply("cc.refresh_after=10s").expect("above zero");
+        assert!(
+            tuning.validate().unwrap_err().to_string().starts_with("cc.refresh_after: less than cc.min_rtt_window")
+        );
     }
 
     #[test]

@@ -698,9 +698,9 @@ pub static ALL: &[Scenario] = &[
         bounds: &[SENT_IN_FULL],
         goals: &[Goal {
             bound: Bound { figure: "added_p99_ms", test: Test::AtMostFigure("bound_ms") },
-            why: "the stream's start, while the links' rates are still unknown (in a lab run, seed 1, about a third of the \
-                  datagrams over the bound were sent in its first 0.5 s, about two thirds in its first 2.5 s), and each \
-                  burst loss on lte-bad after it, which holds the stream for a re-sent copy, a round trip past the bound",
+            why: "most of the datagrams over the bound are sent in the stream's first seconds, while the links' rates \
+                  are still being found; after that, each burst loss on lte-bad holds the stream for a re-sent copy, a \
+                  round trip past the bound",
         }],
         ..BASE
     },
