@@ -23,6 +23,9 @@ pub trait Tunable: Copy {
 
     /// Whether the value is usable for a tunable: every one must be above zero.
     fn positive(&self) -> bool;
+
+    /// The value as a number, to hold against a [`Range`].
+    fn number(&self) -> f64;
 }
 
 impl Tunable for Duration {
@@ -48,6 +51,10 @@ impl Tunable for Duration {
     fn positive(&self) -> bool {
         !self.is_zero()
     }
+
+    fn number(&self) -> f64 {
+        self.as_secs_f64()
+    }
 }
 
 macro_rules! integer_tunable {
@@ -63,6 +70,10 @@ macro_rules! integer_tunable {
 
             fn positive(&self) -> bool {
                 *self > 0
+            }
+
+            fn number(&self) -> f64 {
+                *self as f64
             }
         }
     )*};
@@ -83,28 +94,41 @@ impl Tunable for f64 {
     fn positive(&self) -> bool {
         self.is_finite() && *self > 0.0
     }
+
+    fn number(&self) -> f64 {
+        *self
+    }
 }
 
 /// Why a tunable's value is refused when it is zero or below.
 const NOT_POSITIVE: &str = "must be greater than zero";
 
-/// The tunables that must lie in a range, not only above zero: (key, lowest, highest, why).
-const RANGES: &[(&str, f64, f64, &str)] = &[
-    ("monitor.degraded_loss", 0.0, 1.0, "a share of the packets: at most 1"),
-    ("scheduler.trending_loss", 0.0, 1.0, "a share of the packets: at most 1"),
-    ("send.mtu_suspect_loss", 0.0, 1.0, "a share of the packets: at most 1"),
-    ("cc.startup_delivery", 0.0, 1.0, "a share of the rate: at most 1"),
-    ("cc.min_drain_use", 0.0, 1.0, "a share of the rate: at most 1"),
-    ("cc.drain_factor", 0.0, 1.0, "a drain lowers the rate: at most 1"),
-    ("cc.min_drain_factor", 0.0, 1.0, "a drain lowers the rate: at most 1"),
-    ("cc.refresh_factor", 0.0, 1.0, "a refresh lowers the rate: at most 1"),
-    ("cc.probe_gain", 1.0, f64::INFINITY, "a growth: at least 1"),
-    ("cc.startup_gain", 1.0, f64::INFINITY, "a growth: at least 1"),
-    ("cc.max_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
-    ("cc.probe_lead", 1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1"),
-    ("cc.overload_ratio", 1.0, f64::INFINITY, "what was put on the link over what it delivered: at least 1"),
-    ("release.rate_factor", 1.0, f64::INFINITY, "held frames must leave as fast as the stream comes: at least 1"),
-];
+/// The range a tunable's value must lie in besides being above zero: lowest, highest, and
+/// why, as the refusal says it.
+#[derive(Debug, Clone, Copy)]
+struct Range(f64, f64, &'static str);
+
+/// A share of the packets.
+const PACKET_SHARE: Range = Range(0.0, 1.0, "a share of the packets: at most 1");
+/// A share of the rate.
+const RATE_SHARE: Range = Range(0.0, 1.0, "a share of the rate: at most 1");
+/// A factor that lowers the rate in a drain.
+const DRAIN: Range = Range(0.0, 1.0, "a drain lowers the rate: at most 1");
+/// A factor that lowers the rate in a refresh.
+const REFRESH: Range = Range(0.0, 1.0, "a refresh lowers the rate: at most 1");
+/// A factor that grows the rate.
+const GROWTH: Range = Range(1.0, f64::INFINITY, "a growth: at least 1");
+/// How far the rate may lead what the link carries.
+const LEAD: Range = Range(1.0, f64::INFINITY, "how far the rate may lead what the link carries: at least 1");
+
+/// Why `value` is not usable for a tunable: not above zero, or outside its `range`.
+fn problem<T: Tunable>(value: &T, range: Option<Range>) -> Option<&'static str> {
+    if !value.positive() {
+        return Some(NOT_POSITIVE);
+    }
+    let Range(lowest, highest, why) = range?;
+    (!(lowest..=highest).contains(&value.number())).then_some(why)
+}
 
 /// A tunable that could not be set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,9 +149,10 @@ pub enum TuningError {
     },
 }
 
-/// Declares one section of [`Tuning`]: each field with its doc, its type and its default.
+/// Declares one section of [`Tuning`]: each field with its doc, its type, its default and,
+/// after a `;`, the [`Range`] its value must lie in.
 macro_rules! section {
-    ($(#[$meta:meta])* $name:ident { $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr, )* }) => {
+    ($(#[$meta:meta])* $name:ident { $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr $(; $range:expr)?, )* }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq)]
         pub struct $name {
@@ -147,7 +172,10 @@ macro_rules! section {
             fn set(&mut self, field: &str, value: &str) -> Option<Result<(), String>> {
                 match field {
                     $( stringify!($field) => Some(<$ty as Tunable>::parse(value).and_then(|v| {
-                        if v.positive() { self.$field = v; Ok(()) } else { Err(NOT_POSITIVE.into()) }
+                        match problem(&v, None $(.or(Some($range)))?) {
+                            None => { self.$field = v; Ok(()) }
+                            Some(problem) => Err(problem.into()),
+                        }
                     })), )*
                     _ => None,
                 }
@@ -160,9 +188,11 @@ macro_rules! section {
                 }
             }
 
-            /// The first field that is not above zero.
-            fn not_positive(&self) -> Option<&'static str> {
-                $( if !Tunable::positive(&self.$field) { return Some(stringify!($field)); } )*
+            /// The first field whose value is not usable, and why.
+            fn unusable(&self) -> Option<(&'static str, &'static str)> {
+                $( if let Some(why) = problem(&self.$field, None $(.or(Some($range)))?) {
+                    return Some((stringify!($field), why));
+                } )*
                 None
             }
         }
@@ -193,7 +223,7 @@ section! {
         /// ... up to this long.
         max_quality_window: Duration = monitor::MAX_QUALITY_WINDOW,
         /// A link is degraded when its loss is confidently at least this share (0..1).
-        degraded_loss: f64 = monitor::DEGRADED_LOSS,
+        degraded_loss: f64 = monitor::DEGRADED_LOSS; PACKET_SHARE,
         /// The z-score of the loss confidence interval (1.96: 95%).
         loss_confidence_z: f64 = monitor::LOSS_CONFIDENCE_Z,
         /// A link is degraded when its smoothed RTT stands this far above its lowest, beyond
@@ -226,41 +256,41 @@ section! {
         /// Past the most the queue target allows, a queue this many jitters high is overload.
         fifo_jitter: f64 = cc::FIFO_JITTER,
         /// Growth per update once past startup.
-        probe_gain: f64 = cc::PROBE_GAIN,
+        probe_gain: f64 = cc::PROBE_GAIN; GROWTH,
         /// Growth per update in startup (no queue, carrying what it is given).
-        startup_gain: f64 = cc::STARTUP_GAIN,
+        startup_gain: f64 = cc::STARTUP_GAIN; GROWTH,
         /// Startup lasts while the queue stays below this.
         startup_queue: Duration = cc::STARTUP_QUEUE,
         /// ... and the link delivers at least this share of its rate.
-        startup_delivery: f64 = cc::STARTUP_DELIVERY,
+        startup_delivery: f64 = cc::STARTUP_DELIVERY; RATE_SHARE,
         /// Growing at the startup gain, the rate never leads what the link carries by more than
         /// this...
-        max_lead: f64 = cc::MAX_LEAD,
+        max_lead: f64 = cc::MAX_LEAD; LEAD,
         /// ... and at the probe gain, by at most this.
-        probe_lead: f64 = cc::PROBE_LEAD,
+        probe_lead: f64 = cc::PROBE_LEAD; LEAD,
         /// A drain multiplies the rate by at most this.
-        drain_factor: f64 = cc::DRAIN_FACTOR,
+        drain_factor: f64 = cc::DRAIN_FACTOR; DRAIN,
         /// A drain aims to clear the excess queue within this.
         drain_time: Duration = cc::DRAIN_TIME,
         /// A drain multiplies the rate by at least this.
-        min_drain_factor: f64 = cc::MIN_DRAIN_FACTOR,
+        min_drain_factor: f64 = cc::MIN_DRAIN_FACTOR; DRAIN,
         /// A drain needs a measured delivery of at least this many bits per second.
         min_drain_evidence_bps: f64 = cc::MIN_DRAIN_EVIDENCE_BPS,
         /// Arrivals above delivery by this factor, on a loaded link, call for a drain.
-        overload_ratio: f64 = cc::OVERLOAD_RATIO,
+        overload_ratio: f64 = cc::OVERLOAD_RATIO; Range(1.0, f64::INFINITY, "what was put on the link over what it delivered: at least 1"),
         /// A queue rising over this many updates calls for a drain...
         rising_updates: usize = cc::RISING_UPDATES,
         /// ... if it rose by at least this.
         rising_min: Duration = cc::RISING_MIN,
         /// A link is loaded when it delivers at least this share of its rate.
-        min_drain_use: f64 = cc::MIN_DRAIN_USE,
+        min_drain_use: f64 = cc::MIN_DRAIN_USE; RATE_SHARE,
         /// The rate never falls below this, bits per second.
         min_rate_bps: f64 = cc::MIN_RATE_BPS,
-        /// A loaded link whose delays have not come down to their minimum for this long is
+        /// A loaded link whose delays have not come near their floor for this long is
         /// refreshed.
         refresh_after: Duration = cc::REFRESH_AFTER,
         /// While refreshed, the rate is this share of what the link delivered...
-        refresh_factor: f64 = cc::REFRESH_FACTOR,
+        refresh_factor: f64 = cc::REFRESH_FACTOR; REFRESH,
         /// ... for at most this long and a round trip.
         refresh_time: Duration = cc::REFRESH_TIME,
     }
@@ -274,7 +304,7 @@ section! {
         /// Auto gives a spare copy to every link whose queue is shorter than this.
         spare_queue: Duration = scheduler::SPARE_QUEUE,
         /// Auto sends critical frames twice when the first link loses more than this share.
-        trending_loss: f64 = scheduler::TRENDING_LOSS,
+        trending_loss: f64 = scheduler::TRENDING_LOSS; PACKET_SHARE,
     }
 }
 
@@ -291,7 +321,7 @@ section! {
         /// Frames queued for sending before the oldest is dropped.
         max_queued_frames: usize = session::MAX_QUEUED_FRAMES,
         /// A link losing this share of what it sends has its path MTU checked at once.
-        mtu_suspect_loss: f64 = session::MTU_SUSPECT_LOSS,
+        mtu_suspect_loss: f64 = session::MTU_SUSPECT_LOSS; PACKET_SHARE,
     }
 }
 
@@ -315,7 +345,7 @@ section! {
     /// The release of in-order frames to the local side ([`crate::release`]).
     ReleaseTuning {
         /// Past the burst, frames leave at this multiple of the stream's recent arrival rate.
-        rate_factor: f64 = release::RELEASE_RATE_FACTOR,
+        rate_factor: f64 = release::RELEASE_RATE_FACTOR; Range(1.0, f64::INFINITY, "held frames must leave as fast as the stream comes: at least 1"),
         /// Bytes that may leave back to back.
         burst: usize = release::RELEASE_BURST,
         /// The arrival rate is averaged over about this long.
@@ -370,10 +400,10 @@ macro_rules! tuning {
                 }
             }
 
-            /// The first tunable that is not above zero, as `section.field`.
-            fn not_positive(&self) -> Option<String> {
-                $( if let Some(field) = self.$section.not_positive() {
-                    return Some(format!("{}.{field}", stringify!($section)));
+            /// The first tunable whose value is not usable, as `section.field`, and why.
+            fn unusable(&self) -> Option<(String, &'static str)> {
+                $( if let Some((field, why)) = self.$section.unusable() {
+                    return Some((format!("{}.{field}", stringify!($section)), why));
                 } )*
                 None
             }
@@ -419,22 +449,9 @@ impl Tuning {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), TuningError> {
         let unknown = || TuningError::Unknown(key.to_owned());
         let (section, field) = key.split_once('.').ok_or_else(unknown)?;
-        let before = *self;
         self.set_in(section, field, value)
             .ok_or_else(unknown)?
-            .map_err(|problem| TuningError::Value { key: key.to_owned(), problem })?;
-        if let Some(problem) = self.out_of_range(key) {
-            *self = before;
-            return Err(TuningError::Value { key: key.to_owned(), problem: problem.to_owned() });
-        }
-        Ok(())
-    }
-
-    /// Why `key`'s value is out of its range ([`RANGES`]), if it is.
-    fn out_of_range(&self, key: &str) -> Option<&'static str> {
-        let &(_, lowest, highest, why) = RANGES.iter().find(|(k, ..)| *k == key)?;
-        let value: f64 = self.get(key)?.parse().ok()?;
-        (!(lowest..=highest).contains(&value)).then_some(why)
+            .map_err(|problem| TuningError::Value { key: key.to_owned(), problem })
     }
 
     /// Applies `section.field=value`.
@@ -469,8 +486,8 @@ impl Tuning {
     /// # Errors
     /// [`TuningError::Value`] for the first that is not.
     pub fn validate(&self) -> Result<(), TuningError> {
-        if let Some(key) = self.not_positive() {
-            return Err(TuningError::Value { key, problem: NOT_POSITIVE.into() });
+        if let Some((key, why)) = self.unusable() {
+            return Err(TuningError::Value { key, problem: why.into() });
         }
         let unordered = [
             (self.cc.min_drain_factor > self.cc.drain_factor, "cc.min_drain_factor", "at most cc.drain_factor"),
@@ -480,8 +497,7 @@ impl Tuning {
                 "less than cc.min_rtt_window: the floor is confirmed before the minimum leaves its window",
             ),
         ];
-        let out_of_range = RANGES.iter().find_map(|&(key, ..)| Some((key, self.out_of_range(key)?)));
-        match out_of_range.or_else(|| unordered.into_iter().find_map(|(bad, key, why)| bad.then_some((key, why)))) {
+        match unordered.into_iter().find_map(|(bad, key, why)| bad.then_some((key, why))) {
             Some((key, problem)) => Err(TuningError::Value { key: key.to_owned(), problem: problem.to_owned() }),
             None => Ok(()),
         }
@@ -549,15 +565,15 @@ mod tests {
     }
 
     #[test]
-    fn every_range_names_a_tunable_whose_default_is_in_it() {
-        for &(key, ..) in RANGES {
-            assert!(Tuning::default().get(key).is_some(), "{key} is not a tunable");
-        }
+    fn every_default_is_usable_and_a_value_out_of_its_range_is_not() {
         assert_eq!(Tuning::default().validate(), Ok(()));
         let mut tuning = Tuning::default();
         tuning.cc.probe_lead = 0.5;
         let error = tuning.validate().unwrap_err().to_string();
         assert_eq!(error, "cc.probe_lead: how far the rate may lead what the link carries: at least 1");
+        tuning.cc.probe_lead = 1.0;
+        tuning.release.rate_factor = f64::NAN;
+        assert_eq!(tuning.validate().unwrap_err().to_string(), "release.rate_factor: must be greater than zero");
     }
 
     #[test]
