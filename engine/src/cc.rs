@@ -359,6 +359,15 @@ impl RateControl {
         self.smoothed = Some(self.smoothed.map_or(rtt, |s| (s * 7 + rtt) / 8));
     }
 
+    /// What the link delivers, bits per second, if it carries enough to read a queue from: at
+    /// least [`MIN_DRAIN_EVIDENCE_BPS`] and [`MIN_DRAIN_USE`] of the rate. On a link given far
+    /// less than its rate, the delivery and the sends over one window are noise.
+    fn loaded_delivery(&self) -> Option<f64> {
+        let delivered = self.delivery_rate()? * 8.0;
+        (delivered >= self.tuning.min_drain_evidence_bps && delivered >= self.rate_bps * self.tuning.min_drain_use)
+            .then_some(delivered)
+    }
+
     /// Keeps the minimum of each `bucket` of time, over [`MIN_RTT_BUCKETS`] buckets.
     fn keep_min<T: Ord + Copy>(mins: &mut VecDeque<(Instant, T)>, now: Instant, sample: T, bucket: Duration) {
         match mins.back_mut() {
@@ -394,13 +403,10 @@ impl RateControl {
             self.queues.clear();
             return false;
         }
-        let Some(delivered) = self.delivery_rate().map(|d| d * 8.0) else { return false };
-        let loaded =
-            delivered >= self.tuning.min_drain_evidence_bps && delivered >= self.rate_bps * self.tuning.min_drain_use;
+        let Some(delivered) = self.loaded_delivery() else { return false };
         let lowered = self.rate_bps.min(delivered) * self.tuning.refresh_factor;
         let short = queue.is_some_and(|q| q <= target);
-        if !loaded || !short || lowered <= self.tuning.min_rate_bps || !self.refresh.due(now, self.tuning.refresh_after)
-        {
+        if !short || lowered <= self.tuning.min_rate_bps || !self.refresh.due(now, self.tuning.refresh_after) {
             return false;
         }
         self.refresh.start(now, now + rtt + self.tuning.refresh_time, self.rate_bps);
@@ -467,10 +473,11 @@ impl RateControl {
         self.refresh.on_recent(now, lo, self.tuning.startup_queue + jitter.mul_f64(self.tuning.jitter_allowance));
         let rtt = srtt.unwrap_or(self.tuning.recent_window).max(self.tuning.update_interval);
         let target = self.queue_target(jitter);
-        if self.refreshed(now, rtt, self.queue_delay(), target, self.queue_limit(jitter)) {
+        let queue = self.queue_delay();
+        if self.refreshed(now, rtt, queue, target, self.queue_limit(jitter)) {
             return true;
         }
-        let Some(queue) = self.queue_delay() else {
+        let Some(queue) = queue else {
             return true;
         };
         self.queues.push_back(queue);
@@ -501,8 +508,7 @@ impl RateControl {
             // sign of a queue. A queue past the limit (queue_limit) is drained whatever its cause.
             let delivered = self.delivery_rate().map(|d| d * 8.0).filter(|&d| d >= self.tuning.min_drain_evidence_bps);
             let arrived = self.send_rate_bps().map(|sent| sent * (1.0 - loss.clamp(0.0, 0.5)));
-            // On a link given far less than its rate, the two rates over one window are noise.
-            let loaded = delivered.is_some_and(|d| d >= self.rate_bps * self.tuning.min_drain_use);
+            let loaded = self.loaded_delivery().is_some();
             if let (Some(delivered), Some(arrived)) = (delivered, arrived)
                 && ((loaded && (rising || arrived > delivered * self.tuning.overload_ratio))
                     || queue > self.queue_limit(jitter))
@@ -653,9 +659,66 @@ mod tests {
         settled_rates: (u64, u64),
     }
 
-    /// A link of `capacity` bits per second and `base` RTT, fed with `demand` bits per second or
-    /// the controller's rate if lower, with a queue that grows when the feed exceeds the
-    /// capacity: a fluid model, stepped every 5 ms, with RTT samples and reports every step.
+    /// A modelled link: `capacity` bits per second, losing `loss` of what is put on it on the
+    /// way, with a queue that grows when the feed exceeds the capacity. A fluid model, stepped
+    /// every [`FLUID_STEP`], with an RTT sample and a report each step.
+    struct Fluid {
+        capacity: f64,
+        loss: f64,
+        queue_bits: f64,
+        delivered_bytes: u64,
+        sent_bytes: u64,
+    }
+
+    impl Fluid {
+        fn new(capacity: f64, loss: f64) -> Self {
+            Self { capacity, loss, queue_bits: 0.0, delivered_bytes: 0, sent_bytes: 0 }
+        }
+
+        /// Step `i` (ending at `t0` + `i` steps): `offered` bits per second are put on the link
+        /// over a path of `base` RTT, and `cc` is told what it would see. Returns the bits the
+        /// link delivered and the queue it holds.
+        fn step(&mut self, cc: &mut RateControl, t0: Instant, i: u32, offered: f64, base: Duration) -> (f64, Duration) {
+            let now = t0 + FLUID_STEP * i;
+            let bits = offered * FLUID_STEP.as_secs_f64();
+            self.sent_bytes += (bits / 8.0) as u64;
+            self.queue_bits += bits * (1.0 - self.loss);
+            let served = self.queue_bits.min(self.capacity * FLUID_STEP.as_secs_f64());
+            self.queue_bits -= served;
+            self.delivered_bytes += (served / 8.0) as u64;
+            let queue = Duration::from_secs_f64(self.queue_bits / self.capacity);
+            let rtt = base + queue;
+            cc.on_rtt(now, rtt, None);
+            cc.on_delivered((FLUID_STEP * i).as_micros() as u32, self.delivered_bytes);
+            let sample =
+                LinkSample { srtt: Some(rtt), tx_bytes: self.sent_bytes, loss: self.loss, ..LinkSample::default() };
+            cc.on_timeout(now, sample);
+            (served, queue)
+        }
+
+        /// [`Fluid::step`], fed `demand` bits per second or the controller's rate if lower (the
+        /// scheduler finds the link busy when the demand is higher).
+        fn demand(
+            &mut self,
+            cc: &mut RateControl,
+            t0: Instant,
+            i: u32,
+            demand: f64,
+            base: Duration,
+        ) -> (f64, Duration) {
+            let rate = cc.rate_bps() as f64;
+            if demand > rate {
+                cc.on_busy();
+            }
+            self.step(cc, t0, i, demand.min(rate), base)
+        }
+    }
+
+    /// [`Fluid`]'s step.
+    const FLUID_STEP: Duration = Duration::from_millis(5);
+
+    /// A [`Fluid`] link of `capacity` and `base` RTT fed `demand` for `secs`, the controller
+    /// starting at `initial`.
     fn run(capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
         run_tuned(CcTuning::default(), capacity, base, initial, secs, demand)
     }
@@ -664,23 +727,12 @@ mod tests {
     fn run_tuned(tuning: CcTuning, capacity: f64, base: Duration, initial: u64, secs: f64, demand: f64) -> Run {
         let t0 = start();
         let mut cc = RateControl::new(t0, initial, None, tuning);
+        let mut link = Fluid::new(capacity, 0.0);
         let mut settled_rates = (u64::MAX, 0);
-        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
         let (mut worst_queue, mut settled_queue, mut settled_bits) = (Duration::ZERO, Duration::ZERO, 0.0);
-        let step = Duration::from_millis(5);
-        let steps = (secs / step.as_secs_f64()) as u32;
+        let steps = (secs / FLUID_STEP.as_secs_f64()) as u32;
         for i in 1..=steps {
-            let now = t0 + step * i;
-            let offered = demand.min(cc.rate_bps() as f64);
-            if demand > cc.rate_bps() as f64 {
-                cc.on_busy();
-            }
-            queue_bits += offered * step.as_secs_f64();
-            sent_bytes += (offered * step.as_secs_f64() / 8.0) as u64;
-            let served = queue_bits.min(capacity * step.as_secs_f64());
-            queue_bits -= served;
-            delivered_bytes += (served / 8.0) as u64;
-            let queue = Duration::from_secs_f64(queue_bits / capacity);
+            let (served, queue) = link.demand(&mut cc, t0, i, demand, base);
             worst_queue = worst_queue.max(queue);
             if i > steps / 2 {
                 settled_queue = settled_queue.max(queue);
@@ -689,18 +741,14 @@ mod tests {
                     settled_rates = (settled_rates.0.min(cc.rate_bps()), settled_rates.1.max(cc.rate_bps()));
                 }
             }
-            cc.on_rtt(now, base + queue, None);
-            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
-            cc.on_timeout(now, LinkSample { srtt: Some(base + queue), tx_bytes: sent_bytes, ..LinkSample::default() });
         }
         let utilization = settled_bits / (capacity * secs / 2.0);
         println!("utilization {utilization:.3}, queue settled {settled_queue:?}, worst {worst_queue:?}");
         Run { cc, utilization, settled_queue, worst_queue, settled_rates }
     }
 
-    /// A 20 Mbit/s link stepped every [`FLUID_STEP`], fed `demand` bits per second or the
-    /// controller's rate if lower, over a path of `base` RTT: a fluid model, with an RTT sample
-    /// and a report each step. Returns whether the controller was refreshing after each step.
+    /// A 20 Mbit/s [`Fluid`] link fed `demand` for `steps`, over a path whose RTT is `base` at
+    /// each step's end. Returns whether the controller was refreshing after each step.
     fn fluid(
         cc: &mut RateControl,
         t0: Instant,
@@ -708,31 +756,14 @@ mod tests {
         demand: f64,
         base: impl Fn(Instant) -> Duration,
     ) -> Vec<bool> {
-        let capacity = 20e6;
-        let (mut queue_bits, mut delivered_bytes, mut sent_bytes) = (0.0f64, 0u64, 0u64);
-        let mut refreshing = Vec::new();
-        for i in 1..=steps {
-            let now = t0 + FLUID_STEP * i;
-            let offered = demand.min(cc.rate_bps() as f64) * FLUID_STEP.as_secs_f64();
-            if demand > cc.rate_bps() as f64 {
-                cc.on_busy();
-            }
-            queue_bits += offered;
-            sent_bytes += (offered / 8.0) as u64;
-            let served = queue_bits.min(capacity * FLUID_STEP.as_secs_f64());
-            queue_bits -= served;
-            delivered_bytes += (served / 8.0) as u64;
-            let rtt = base(now) + Duration::from_secs_f64(queue_bits / capacity);
-            cc.on_rtt(now, rtt, None);
-            cc.on_delivered((FLUID_STEP * i).as_micros() as u32, delivered_bytes);
-            cc.on_timeout(now, LinkSample { srtt: Some(rtt), tx_bytes: sent_bytes, ..LinkSample::default() });
-            refreshing.push(cc.phase() == Phase::Refreshing);
-        }
-        refreshing
+        let mut link = Fluid::new(20e6, 0.0);
+        (1..=steps)
+            .map(|i| {
+                link.demand(cc, t0, i, demand, base(t0 + FLUID_STEP * i));
+                cc.phase() == Phase::Refreshing
+            })
+            .collect()
     }
-
-    /// [`fluid`]'s step.
-    const FLUID_STEP: Duration = Duration::from_millis(5);
 
     /// The refreshes in a [`fluid`] run: when each began and how long it lasted.
     fn refreshes(refreshing: &[bool]) -> Vec<(Duration, Duration)> {
@@ -805,35 +836,20 @@ mod tests {
         assert!(r.settled_queue <= Duration::from_millis(60), "the queue reached {:?} once settled", r.settled_queue);
     }
 
-    /// A busy link of `capacity` with `loss` on the way, fed for `secs` at `load` bits per
-    /// second or, without one, at the controller's rate: the highest rate over the run's second
-    /// half. The scheduler finds the link busy at every update (a bursty load reaches the rate
-    /// now and then even when its average does not).
+    /// A busy [`Fluid`] link of `capacity` with `loss` on the way and a 30 ms RTT, fed for `secs`
+    /// at `load` bits per second or, without one, at the controller's rate: the highest rate over
+    /// the run's second half. The scheduler finds the link busy at every update (a bursty load
+    /// reaches the rate now and then even when its average does not).
     fn peak_rate(capacity: f64, loss: f64, load: Option<f64>, secs: f64) -> f64 {
         let t0 = start();
         let mut cc = RateControl::new(t0, 5_000_000, None, CcTuning::default());
-        let (mut queue_bits, mut delivered_bytes, mut sent_bytes, mut peak) = (0.0f64, 0u64, 0u64, 0.0f64);
-        let step = Duration::from_millis(5);
-        let steps = (secs / step.as_secs_f64()) as u32;
+        let mut link = Fluid::new(capacity, loss);
+        let steps = (secs / FLUID_STEP.as_secs_f64()) as u32;
+        let mut peak = 0.0f64;
         for i in 1..=steps {
-            let now = t0 + step * i;
-            let offered = load.unwrap_or(cc.rate_bps() as f64) * step.as_secs_f64();
             cc.on_busy();
-            sent_bytes += (offered / 8.0) as u64;
-            queue_bits += offered * (1.0 - loss);
-            let served = queue_bits.min(capacity * step.as_secs_f64());
-            queue_bits -= served;
-            delivered_bytes += (served / 8.0) as u64;
-            let queue = Duration::from_secs_f64(queue_bits / capacity);
-            cc.on_rtt(now, Duration::from_millis(30) + queue, None);
-            cc.on_delivered((step * i).as_micros() as u32, delivered_bytes);
-            let sample = LinkSample {
-                srtt: Some(Duration::from_millis(30) + queue),
-                tx_bytes: sent_bytes,
-                loss,
-                ..LinkSample::default()
-            };
-            cc.on_timeout(now, sample);
+            let offered = load.unwrap_or(cc.rate_bps() as f64);
+            link.step(&mut cc, t0, i, offered, Duration::from_millis(30));
             if i > steps / 2 {
                 peak = peak.max(cc.rate_bps() as f64);
             }
