@@ -323,7 +323,7 @@ EOF
     in_ns edge "$BIN/braid-edge" run --config "$RUN/edge.yaml" "${TUNE_ARGS[@]}" >"$RUN/edge.log" 2>&1 &
     for _ in $(seq 100); do in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 && break; sleep 0.2; done
     in_ns cam ping -c1 -W1 "$INGEST" >/dev/null 2>&1 || {
-        tail -20 "$RUN/edge.log" "$RUN/gateway.log" >&2
+        tail -n 20 "$RUN/edge.log" "$RUN/gateway.log" >&2
         die "the tunnel did not come up"
     }
     if [[ $PAIR == 2 ]]; then
@@ -656,9 +656,11 @@ engine_losses() {
     echo "edge_drops=${edge:-none edge_resent=- edge_naks_early=-} ${gw:-gw_lost=-}"
 }
 
-measure_baseline() {
+# One TCP stream through the tunnel in the scenario's mode, then the same over the direct path
+# beside it, and ping both ways: what the tunnel costs a flow (baseline, bond-uncapped).
+tunnel_beside_direct() { # scenario
     local tunnel direct ping_t ping_d
-    log "TCP through braid (redundant over 3 unimpaired, uncapped uplinks), then the direct path"
+    log "TCP through braid ($MODE over 3 unimpaired, uncapped uplinks), then the direct path"
     in_ns ing iperf3 -s -D
     sleep 0.3
     tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second // "-"')
@@ -669,8 +671,11 @@ measure_baseline() {
     ping_d=$(ping_percentiles "$RUN/ping-direct.txt")
     local p50 p99
     read -r p50 p99 <<<"$ping_t"
-    result baseline "p50_ms=$p50 p99_ms=$p99 goodput_bps=$tunnel direct_goodput_bps=$direct direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
+    result "$1" "p50_ms=$p50 p99_ms=$p99 goodput_bps=$tunnel direct_goodput_bps=$direct direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
 }
+
+measure_baseline() { tunnel_beside_direct baseline; }
+measure_bond_uncapped() { tunnel_beside_direct bond-uncapped; }
 
 # A UDP stream scenario: the plan's RATE for SECS seconds through its timeline. A scenario may
 # measure something first (`before_NAME`) and add figures of its own (`extra_NAME` prints

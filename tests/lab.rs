@@ -135,6 +135,7 @@ macro_rules! lab_tests {
 
 lab_tests! {
     baseline_carries_200_mbit_s_of_tcp_with_a_ping_p99_under_10_ms_on_unimpaired_links => "baseline";
+    one_tcp_stream_through_bond_on_unimpaired_links_carries_200_mbit_s => "bond-uncapped";
     redundant_cuts_lose_reorder_and_duplicate_nothing => "redundant-cuts";
     active_backup_fails_over_within_300_ms_of_a_blackhole_and_100_ms_of_a_carrier_loss_and_ignores_a_flapping_primary,
         goals active_backup_stalls_at_most_300_ms_after_a_blackhole => "active-backup-cuts";

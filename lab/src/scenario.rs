@@ -354,6 +354,22 @@ pub static ALL: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "bond-uncapped",
+        describe: "one TCP stream through bond and beside it, unimpaired links: the most one flow gets through",
+        mode: Mode::Bond,
+        links: ["preset=clean"; 3],
+        topology: Topology::DirectBeside,
+        stream: Stream::Custom,
+        // As baseline, with one copy of each frame: what a single flow's goodput costs in the
+        // tunnel's own work, on a 2-core machine that also runs the links and both ends.
+        bounds: &[
+            at_least("goodput_mbps", 200.0),
+            Bound { figure: "direct_goodput_mbps", test: Test::Above("goodput_mbps") },
+        ],
+        reported: &["goodput_ratio", "p50_ms", "p99_ms"],
+        ..BASE
+    },
+    Scenario {
         name: "redundant-cuts",
         describe: "the demo's timeline: a carrier cut, a blackhole, both back, a NAT rebind; nothing may be lost",
         timeline: CUTS,
