@@ -186,6 +186,11 @@ ensure_cargo_deb() {
     fi
 }
 
+# The [profile.dev*] sections of a manifest, without comments or blank lines.
+dev_profile() {
+    awk '/^\[/ { on = /^\[profile\.dev/ } on && NF && !/^#/' "$1"
+}
+
 fuzz_smoke() {
     local reason=""
     if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -225,6 +230,9 @@ ensure_protoc
 banner "cargo fmt --check"
 cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check)
+if ! diff <(dev_profile Cargo.toml) <(dev_profile fuzz/Cargo.toml); then
+    fail "fuzz/Cargo.toml's [profile.dev] sections differ from Cargo.toml's (above): copy them, so that the fuzz crate's clippy reuses the workspace's build"
+fi
 
 banner "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
