@@ -11,23 +11,12 @@
 # The other revision is checked out in a scratch worktree, removed on exit. Needs jq.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ $# -ge 1 ]] || { echo "usage: $0 REV [ROUNDS]" >&2; exit 2; }
-REV=$1
-ROUNDS=${2:-5}
-[[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1-99" >&2; exit 2; }
 command -v jq >/dev/null || { echo "jq is needed (apt-get install jq)" >&2; exit 2; }
-git rev-parse --verify --quiet "$REV^{commit}" >/dev/null || { echo "$REV is not a revision here" >&2; exit 2; }
-
-SCRATCH=$(mktemp -d)
-cleanup() {
-    git worktree remove --force "$SCRATCH/base" >/dev/null 2>&1 || true
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
-git worktree add --detach "$SCRATCH/base" "$REV" >/dev/null
+DEFAULT_ROUNDS=5
+# shellcheck source=lib/other-revision.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/other-revision.sh"
 # Both run this checkout's benchmark code, so that only the engine under it differs.
-cp benches/engine.rs "$SCRATCH/base/benches/engine.rs"
+cp benches/engine.rs "$SCRATCH/other/benches/engine.rs"
 
 # The bench executable of the checkout in $1, built into the target directory $2.
 bench_binary() {
@@ -36,7 +25,7 @@ bench_binary() {
         tail -n 1
 }
 echo "building $REV and this checkout"
-BASE_BIN=$(bench_binary "$SCRATCH/base" "$SCRATCH/target-base")
+BASE_BIN=$(bench_binary "$SCRATCH/other" "$SCRATCH/target-base")
 HEAD_BIN=$(bench_binary "$PWD" "${CARGO_TARGET_DIR:-$PWD/target}")
 [[ -x $BASE_BIN ]] || { echo "benches/engine.rs does not build against $REV" >&2; exit 1; }
 [[ -x $HEAD_BIN ]] || { echo "benches/engine.rs does not build" >&2; exit 1; }
@@ -56,9 +45,9 @@ run_once() {
 : >"$SCRATCH/ratios"
 for round in $(seq "$ROUNDS"); do
     echo "round $round of $ROUNDS"
-    run_once "$BASE_BIN" | sort >"$SCRATCH/base.txt"
+    run_once "$BASE_BIN" | sort >"$SCRATCH/other.txt"
     run_once "$HEAD_BIN" | sort >"$SCRATCH/head.txt"
-    join "$SCRATCH/base.txt" "$SCRATCH/head.txt" | awk '{ printf "%s %.4f\n", $1, $3 / $2 }' >>"$SCRATCH/ratios"
+    join "$SCRATCH/other.txt" "$SCRATCH/head.txt" | awk '{ printf "%s %.4f\n", $1, $3 / $2 }' >>"$SCRATCH/ratios"
 done
 
 echo

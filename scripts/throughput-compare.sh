@@ -15,21 +15,10 @@
 # second comparison skips the build). BIN, as the lab's, gives this checkout's binaries prebuilt.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ $# -ge 1 ]] || { echo "usage: $0 REV [ROUNDS]" >&2; exit 2; }
-REV=$1
-ROUNDS=${2:-3}
-[[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1-99" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "needs root (the lab builds network namespaces)" >&2; exit 2; }
-git rev-parse --verify --quiet "$REV^{commit}" >/dev/null || { echo "$REV is not a revision here" >&2; exit 2; }
-
-SCRATCH=$(mktemp -d)
-cleanup() {
-    git worktree remove --force "$SCRATCH/other" >/dev/null 2>&1 || true
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
-git worktree add --detach "$SCRATCH/other" "$REV" >/dev/null
+DEFAULT_ROUNDS=3
+# shellcheck source=lib/other-revision.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/other-revision.sh"
 OTHER_TARGET=${OTHER_TARGET:-$SCRATCH/target-other}
 
 echo "building $REV and this checkout (release)"
