@@ -315,6 +315,16 @@ const SPIKE_WINDOWS: &[Window] = &[
 
 const NOTHING_LOST: [Bound; 3] = [zero("lost"), zero("dup"), zero("reordered")];
 
+/// One TCP stream over three unimpaired, uncapped links, the direct path (kernel routing) beside
+/// it as the reference.
+const UNCAPPED: Scenario =
+    Scenario { links: ["preset=clean"; 3], topology: Topology::DirectBeside, stream: Stream::Custom, ..BASE };
+
+/// The least goodput one stream over [`UNCAPPED`] links may show on a 2-core machine, and below
+/// the direct path's.
+const UNCAPPED_GOODPUT: [Bound; 2] =
+    [at_least("goodput_mbps", 200.0), Bound { figure: "direct_goodput_mbps", test: Test::Above("goodput_mbps") }];
+
 const BASE: Scenario = Scenario {
     name: "",
     describe: "",
@@ -340,34 +350,19 @@ pub static ALL: &[Scenario] = &[
     Scenario {
         name: "baseline",
         describe: "iperf3 through the tunnel and beside it, unimpaired links: what the tunnel costs",
-        links: ["preset=clean"; 3],
-        topology: Topology::DirectBeside,
-        stream: Stream::Custom,
-        // One TCP stream over unimpaired, uncapped links: the least goodput and the most ping
-        // latency a build may show on a 2-core machine; the direct path (kernel routing) is
-        // the reference beside it.
-        bounds: &[
-            at_least("goodput_mbps", 200.0),
-            Bound { figure: "direct_goodput_mbps", test: Test::Above("goodput_mbps") },
-            at_most("p99_ms", 10.0),
-        ],
-        ..BASE
+        // The most ping latency a build may show besides.
+        bounds: &[UNCAPPED_GOODPUT[0], UNCAPPED_GOODPUT[1], at_most("p99_ms", 10.0)],
+        ..UNCAPPED
     },
     Scenario {
         name: "bond-uncapped",
         describe: "one TCP stream through bond and beside it, unimpaired links: the most one flow gets through",
-        mode: Mode::Bond,
-        links: ["preset=clean"; 3],
-        topology: Topology::DirectBeside,
-        stream: Stream::Custom,
         // As baseline, with one copy of each frame: what a single flow's goodput costs in the
         // tunnel's own work, on a 2-core machine that also runs the links and both ends.
-        bounds: &[
-            at_least("goodput_mbps", 200.0),
-            Bound { figure: "direct_goodput_mbps", test: Test::Above("goodput_mbps") },
-        ],
+        mode: Mode::Bond,
+        bounds: &UNCAPPED_GOODPUT,
         reported: &["goodput_ratio", "p50_ms", "p99_ms"],
-        ..BASE
+        ..UNCAPPED
     },
     Scenario {
         name: "redundant-cuts",
