@@ -169,10 +169,18 @@ macro_rules! section {
             /// Every field: its name and what it tunes.
             pub const FIELDS: &'static [(&'static str, &'static str)] = &[$( (stringify!($field), concat!($($doc),+)) ),*];
 
+            /// The range a field's value must lie in, if it has one.
+            fn range(field: &str) -> Option<Range> {
+                match field {
+                    $( stringify!($field) => None $(.or(Some($range)))?, )*
+                    _ => None,
+                }
+            }
+
             fn set(&mut self, field: &str, value: &str) -> Option<Result<(), String>> {
                 match field {
                     $( stringify!($field) => Some(<$ty as Tunable>::parse(value).and_then(|v| {
-                        match problem(&v, None $(.or(Some($range)))?) {
+                        match problem(&v, Self::range(field)) {
                             None => { self.$field = v; Ok(()) }
                             Some(problem) => Err(problem.into()),
                         }
@@ -190,7 +198,7 @@ macro_rules! section {
 
             /// The first field whose value is not usable, and why.
             fn unusable(&self) -> Option<(&'static str, &'static str)> {
-                $( if let Some(why) = problem(&self.$field, None $(.or(Some($range)))?) {
+                $( if let Some(why) = problem(&self.$field, Self::range(stringify!($field))) {
                     return Some((stringify!($field), why));
                 } )*
                 None
