@@ -368,10 +368,11 @@ impl Gateway {
 
     /// Says to `peer`'s edge, on every probe of its session from now on (or no longer), where
     /// the fleet puts it: the gateway to carry its stream and the standby to keep. An edge that
-    /// pins the gateway named moves its stream there.
+    /// pins the gateway named moves its stream there. The placement it already has changes
+    /// nothing (a fleet sets every edge's on each of its rounds).
     pub fn set_placement(&mut self, peer: PeerId, placement: Option<Placement>) {
         let slot = peer.0;
-        let Some(peer) = self.peers.get_mut(slot) else { return };
+        let Some(peer) = self.peers.get_mut(slot).filter(|p| p.placement != placement) else { return };
         peer.placement = placement;
         for session in peer.live.iter_mut().chain(peer.candidate.iter_mut().map(|(s, _, _)| s)) {
             session.set_placement(placement);
