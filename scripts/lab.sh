@@ -24,6 +24,9 @@
 # Environment: SEED (impairment seed, default 1); LAB_PREFIX and LAB_RUN (namespace prefix and
 # scratch directory, so two labs can coexist; a second lab with a prefix in use refuses to
 # start); BIN (prebuilt binaries: skips the build);
+# LAB_TCP_CC (the congestion control of every TCP stream the camera sends, rather than the
+# machine's default, so that a TCP figure means the same on every machine: cubic, Linux's and
+# Windows' default, unless set; bbr, say, to try another);
 # LAB_TUNE (engine tunables for both daemons, space-separated section.field=value, as `--tune`;
 # `braid-edge tuning` lists them).
 set -euo pipefail
@@ -35,6 +38,7 @@ TUNE_ARGS=()
 for tune in ${LAB_TUNE:-}; do TUNE_ARGS+=(--tune "$tune"); done
 RUN=${LAB_RUN:-/tmp/braid-lab}     # configs, keys, logs, captures
 BIN=${BIN:-}
+TCP_CC=${LAB_TCP_CC:-cubic}
 UPLINKS=3
 PROFILES=(dsl lte-good lte-bad)
 SEED=${SEED:-1}
@@ -165,6 +169,8 @@ rebind_uplink() {
 }
 
 up() {
+    grep -qw -- "$TCP_CC" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+        die "LAB_TCP_CC=$TCP_CC: this kernel's TCP has $(cat /proc/sys/net/ipv4/tcp_available_congestion_control) (modprobe tcp_$TCP_CC may add it)"
     down
     rm -rf "$RUN" && mkdir -p "$RUN"
     for n in inet gw edge cam ing attacker; do add_ns "$n"; done
@@ -663,15 +669,15 @@ tunnel_beside_direct() { # scenario
     log "TCP through braid ($MODE over 3 unimpaired, uncapped uplinks), then the direct path"
     in_ns ing iperf3 -s -D
     sleep 0.3
-    tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -J | jq '.end.sum_received.bits_per_second // "-"')
-    direct=$(in_ns cam timeout 30 iperf3 -c 10.79.0.20 -t 8 -J | jq '.end.sum_received.bits_per_second // "-"')
+    tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -C "$TCP_CC" -J | jq '.end.sum_received.bits_per_second // "-"')
+    direct=$(in_ns cam timeout 30 iperf3 -c 10.79.0.20 -t 8 -C "$TCP_CC" -J | jq '.end.sum_received.bits_per_second // "-"')
     in_ns cam ping -c 300 -i 0.01 -s 1200 "$INGEST" >"$RUN/ping-tunnel.txt"
     in_ns cam ping -c 300 -i 0.01 -s 1200 10.79.0.20 >"$RUN/ping-direct.txt"
     ping_t=$(ping_percentiles "$RUN/ping-tunnel.txt")
     ping_d=$(ping_percentiles "$RUN/ping-direct.txt")
     local p50 p99
     read -r p50 p99 <<<"$ping_t"
-    result "$1" "p50_ms=$p50 p99_ms=$p99 goodput_bps=$tunnel direct_goodput_bps=$direct direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* }"
+    result "$1" "p50_ms=$p50 p99_ms=$p99 goodput_bps=$tunnel direct_goodput_bps=$direct direct_p50_ms=${ping_d% *} direct_p99_ms=${ping_d#* } tcp_cc=$TCP_CC"
 }
 
 measure_baseline() { tunnel_beside_direct baseline; }
@@ -921,7 +927,7 @@ measure_mtu() {
     in_ns edge ip link set up1 down
     in_ns edge ip link set up3 down
     sleep 1
-    result mtu "ping_1500_df_loss_pct=${loss:-100} probed_datagram=${probed:--} path_datagram=1392 link=${PROFILES[1]} link_rate_mbps=10 goodput_bps=$(tcp_goodput 5214 8) tcp_mss=$(tcp_mss 5214)"
+    result mtu "ping_1500_df_loss_pct=${loss:-100} probed_datagram=${probed:--} path_datagram=1392 link=${PROFILES[1]} link_rate_mbps=10 goodput_bps=$(tcp_goodput 5214 8) tcp_mss=$(tcp_mss 5214) tcp_cc=$TCP_CC"
 }
 
 # The largest datagram (UDP payload) each edge link's probing found, comma-separated, with "?"
@@ -949,7 +955,7 @@ tcp_goodput() { # port secs [iperf3 client flags...]
     in_ns ing timeout $((secs + 20)) iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
     local server=$!
     sleep 0.5
-    in_ns cam timeout $((secs + 15)) iperf3 -c "$INGEST" -p "$port" -t "$secs" -J "$@" >"$RUN/iperf-tcp-$port.json" 2>/dev/null || true
+    in_ns cam timeout $((secs + 15)) iperf3 -c "$INGEST" -p "$port" -t "$secs" -C "$TCP_CC" -J "$@" >"$RUN/iperf-tcp-$port.json" 2>/dev/null || true
     wait "$server" || true
     jq '.end.sum_received.bits_per_second // "-"' "$RUN/iperf-tcp-$port.json" 2>/dev/null || echo -
 }
@@ -989,7 +995,7 @@ measure_bond_tcp() {
     local retr1 rtt1 retr4 rtt4
     read -r retr1 rtt1 <<<"$(tcp_view 5211)"
     read -r retr4 rtt4 <<<"$(tcp_view 5212)"
-    result bond-tcp "goodput_bps=$g1 goodput4_bps=$g4 single_bps=$single single_link=${PROFILES[0]} tcp_mss=$(tcp_mss 5211) tcp_retr1=$retr1 tcp_rtt1_us=$rtt1 tcp_retr4=$retr4 tcp_rtt4_us=$rtt4 impair_check=$IMPAIR_CHECK"
+    result bond-tcp "goodput_bps=$g1 goodput4_bps=$g4 single_bps=$single single_link=${PROFILES[0]} tcp_mss=$(tcp_mss 5211) tcp_retr1=$retr1 tcp_rtt1_us=$rtt1 tcp_retr4=$retr4 tcp_rtt4_us=$rtt4 impair_check=$IMPAIR_CHECK tcp_cc=$TCP_CC"
 }
 
 # Each uplink's own round trip, with no stream yet: ping from the edge out of upN to its ISP's

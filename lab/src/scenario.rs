@@ -352,6 +352,7 @@ pub static ALL: &[Scenario] = &[
         describe: "iperf3 through the tunnel and beside it, unimpaired links: what the tunnel costs",
         // The most ping latency a build may show besides.
         bounds: &[UNCAPPED_GOODPUT[0], UNCAPPED_GOODPUT[1], at_most("p99_ms", 10.0)],
+        reported: &["tcp_cc"],
         ..UNCAPPED
     },
     Scenario {
@@ -361,7 +362,7 @@ pub static ALL: &[Scenario] = &[
         // tunnel's own work, on a 2-core machine that also runs the links and both ends.
         mode: Mode::Bond,
         bounds: &UNCAPPED_GOODPUT,
-        reported: &["goodput_ratio", "p50_ms", "p99_ms"],
+        reported: &["goodput_ratio", "p50_ms", "p99_ms", "tcp_cc"],
         ..UNCAPPED
     },
     Scenario {
@@ -682,6 +683,7 @@ pub static ALL: &[Scenario] = &[
             bound: at_least("goodput_share", 0.90),
             why: "the headers leave a ceiling of 0.898 of the link's rate (wire_ceiling)",
         }],
+        reported: &["tcp_cc"],
         ..BASE
     },
     Scenario {
@@ -699,6 +701,7 @@ pub static ALL: &[Scenario] = &[
                 why: "0.92 is above the 0.902 of the sum the headers leave (wire_ceiling)",
             },
         ],
+        reported: &["tcp_cc"],
         ..BASE
     },
     Scenario {
