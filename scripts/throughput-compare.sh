@@ -20,6 +20,10 @@ DEFAULT_ROUNDS=3
 # shellcheck source=lib/other-revision.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/other-revision.sh"
 OTHER_TARGET=${OTHER_TARGET:-$SCRATCH/target-other}
+# The machine's own TCP congestion control on both sides: older labs know no LAB_TCP_CC and
+# leave their streams to it.
+LAB_TCP_CC=$(sysctl -n net.ipv4.tcp_congestion_control)
+export LAB_TCP_CC
 
 echo "building $REV and this checkout (release)"
 (cd "$SCRATCH/other" && CARGO_TARGET_DIR=$OTHER_TARGET cargo build --release --workspace --bins --quiet)
