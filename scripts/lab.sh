@@ -967,18 +967,24 @@ tcp_mss() { # port
     jq '.start.tcp_mss_default // "-"' "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo -
 }
 
-# TCP's own view of its run on `port`, from iperf3's JSON: segments retransmitted (all streams)
-# and the mean smoothed RTT (µs, first stream), "retr rtt_us" ("- -" without a run).
+# TCP's own view of its run on `port`, from iperf3's JSON: segments retransmitted (all streams),
+# then the first stream's mean, least and most smoothed RTT (µs) and the largest congestion and
+# receive windows it had (bytes), "retr rtt_us min_us max_us cwnd rwnd" ("-" for each without a
+# run).
 tcp_view() { # port
-    jq -r '"\(.end.sum_sent.retransmits // "-") \(.end.streams[0].sender.mean_rtt // "-")"' \
-        "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo "- -"
+    jq -r '.end.streams[0].sender as $s | [.end.sum_sent.retransmits, $s.mean_rtt, $s.min_rtt, $s.max_rtt,
+        $s.max_snd_cwnd, $s.max_snd_wnd] | map(. // "-") | join(" ")' \
+        "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo "- - - - - -"
 }
 
 # Issue #6: bonded TCP. One stream for 15 s over all three links, then four in parallel, then
 # the best single link (`dsl`, 20 Mbit/s) alone, the other two without carrier: the figures a
 # bond must beat. Shares are of the links' 38 Mbit/s sum; `wire_ceiling` is the share the
 # overhead leaves at best, and `of_ceiling1`/`of_ceiling4` are the goodputs as shares of that;
-# `tcp_retr1`/`tcp_retr4` and `tcp_rtt1_ms`/`tcp_rtt4_ms` are what TCP itself saw (tcp_view).
+# `tcp_retr1`/`tcp_retr4` and `tcp_rtt1_ms`/`tcp_rtt4_ms` are what TCP itself saw (tcp_view);
+# for the one stream, its RTT's range (`tcp_rtt1_min_ms`, `tcp_rtt1_max_ms`), its largest
+# windows and which held it (`tcp_window1`: `cwnd`, its own congestion window, or `rwnd`, the
+# receiver's, whichever grew less).
 measure_bond_tcp() {
     local g1 g4 single
     log "TCP, 1 stream, 15 s, bond over ${PROFILES[*]}"
@@ -992,10 +998,13 @@ measure_bond_tcp() {
     sleep 2
     log "links: $(link_states)"
     single=$(tcp_goodput 5213 15)
-    local retr1 rtt1 retr4 rtt4
-    read -r retr1 rtt1 <<<"$(tcp_view 5211)"
-    read -r retr4 rtt4 <<<"$(tcp_view 5212)"
-    result bond-tcp "goodput_bps=$g1 goodput4_bps=$g4 single_bps=$single single_link=${PROFILES[0]} tcp_mss=$(tcp_mss 5211) tcp_retr1=$retr1 tcp_rtt1_us=$rtt1 tcp_retr4=$retr4 tcp_rtt4_us=$rtt4 impair_check=$IMPAIR_CHECK tcp_cc=$TCP_CC"
+    local retr1 rtt1 retr4 rtt4 rtt1_min rtt1_max cwnd1 rwnd1 held1=-
+    read -r retr1 rtt1 rtt1_min rtt1_max cwnd1 rwnd1 <<<"$(tcp_view 5211)"
+    read -r retr4 rtt4 _ <<<"$(tcp_view 5212)"
+    if [[ $cwnd1 =~ ^[0-9]+$ && $rwnd1 =~ ^[0-9]+$ ]]; then
+        held1=$([[ $cwnd1 -lt $rwnd1 ]] && echo cwnd || echo rwnd)
+    fi
+    result bond-tcp "goodput_bps=$g1 goodput4_bps=$g4 single_bps=$single single_link=${PROFILES[0]} tcp_mss=$(tcp_mss 5211) tcp_retr1=$retr1 tcp_rtt1_us=$rtt1 tcp_retr4=$retr4 tcp_rtt4_us=$rtt4 tcp_rtt1_min_us=$rtt1_min tcp_rtt1_max_us=$rtt1_max tcp_cwnd1_max_bytes=$cwnd1 tcp_rwnd1_max_bytes=$rwnd1 tcp_window1=$held1 impair_check=$IMPAIR_CHECK tcp_cc=$TCP_CC"
 }
 
 # Each uplink's own round trip, with no stream yet: ping from the edge out of upN to its ISP's

@@ -701,7 +701,7 @@ pub static ALL: &[Scenario] = &[
                 why: "0.92 is above the 0.902 of the sum the headers leave (wire_ceiling)",
             },
         ],
-        reported: &["tcp_cc"],
+        reported: &["tcp_cc", "tcp_window1", "tcp_rtt1_min_ms", "tcp_rtt1_max_ms"],
         ..BASE
     },
     Scenario {
