@@ -667,10 +667,8 @@ engine_losses() {
 tunnel_beside_direct() { # scenario
     local tunnel direct ping_t ping_d
     log "TCP through braid ($MODE over 3 unimpaired, uncapped uplinks), then the direct path"
-    in_ns ing iperf3 -s -D
-    sleep 0.3
-    tunnel=$(in_ns cam timeout 30 iperf3 -c "$INGEST" -t 8 -C "$TCP_CC" -J | jq '.end.sum_received.bits_per_second // "-"')
-    direct=$(in_ns cam timeout 30 iperf3 -c 10.79.0.20 -t 8 -C "$TCP_CC" -J | jq '.end.sum_received.bits_per_second // "-"')
+    tunnel=$(tcp_goodput 5215 8)
+    direct=$(tcp_goodput_to 10.79.0.20 5216 8)
     in_ns cam ping -c 300 -i 0.01 -s 1200 "$INGEST" >"$RUN/ping-tunnel.txt"
     in_ns cam ping -c 300 -i 0.01 -s 1200 10.79.0.20 >"$RUN/ping-direct.txt"
     ping_t=$(ping_percentiles "$RUN/ping-tunnel.txt")
@@ -947,22 +945,28 @@ edge_data_bytes() {
         echo "data_bytes_extra=- data_bytes_first=- fec_bytes=-"
 }
 
-# iperf3 TCP goodput cam → ingest at the receiver, bit/s ("-" if the test failed). A server of
-# its own on PORT for each test, and both ends bounded in time however the tunnel behaves.
-tcp_goodput() { # port secs [iperf3 client flags...]
-    local port=$1 secs=$2
-    shift 2
+# iperf3 TCP goodput cam → ingest at the receiver, bit/s ("-" if the test failed, and iperf3's
+# error in the log). A server of its own on PORT for each test, and both ends bounded in time
+# however the tunnel behaves. tcp_goodput_to names the ingest's address (the direct path's,
+# say); tcp_goodput sends through the tunnel.
+tcp_goodput_to() { # host port secs [iperf3 client flags...]
+    local host=$1 port=$2 secs=$3 json
+    shift 3
+    json=$RUN/iperf-tcp-$port.json
     in_ns ing timeout $((secs + 20)) iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
     local server=$!
     sleep 0.5
-    in_ns cam timeout $((secs + 15)) iperf3 -c "$INGEST" -p "$port" -t "$secs" -C "$TCP_CC" -J "$@" >"$RUN/iperf-tcp-$port.json" 2>/dev/null || true
+    in_ns cam timeout $((secs + 15)) iperf3 -c "$host" -p "$port" -t "$secs" -C "$TCP_CC" -J "$@" >"$json" 2>/dev/null || true
     wait "$server" || true
-    jq '.end.sum_received.bits_per_second // "-"' "$RUN/iperf-tcp-$port.json" 2>/dev/null || echo -
+    if ! jq -e '.end.sum_received.bits_per_second' "$json" >/dev/null 2>&1; then
+        log "iperf3 to $host:$port failed: $(jq -r '.error // "no result"' "$json" 2>/dev/null || echo "no JSON")" >&2
+        echo -
+        return
+    fi
+    jq '.end.sum_received.bits_per_second' "$json"
 }
+tcp_goodput() { tcp_goodput_to "$INGEST" "$@"; } # port secs [iperf3 client flags...]
 
-# The MSS iperf3 reports from its run on `port`: `braid-labtool check` makes the most goodput
-# the headers leave of it (wire_ceiling: each segment of `mss` payload bytes takes `mss` + 146
-# on the wire; docs/lab.md, "Bounds that cannot be met as first asked").
 tcp_mss() { # port
     jq '.start.tcp_mss_default // "-"' "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo -
 }
