@@ -967,6 +967,9 @@ tcp_goodput_to() { # host port secs [iperf3 client flags...]
 }
 tcp_goodput() { tcp_goodput_to "$INGEST" "$@"; } # port secs [iperf3 client flags...]
 
+# The MSS iperf3 reports from its run on `port`: `braid-labtool check` makes the most goodput
+# the headers leave of it (wire_ceiling: each segment of `mss` payload bytes takes `mss` + 146
+# on the wire; docs/lab.md, "Bounds that cannot be met as first asked").
 tcp_mss() { # port
     jq '.start.tcp_mss_default // "-"' "$RUN/iperf-tcp-$1.json" 2>/dev/null || echo -
 }
