@@ -1,10 +1,13 @@
-//! The Debian packages: `cargo deb` builds `braid-edge` and `braid-gateway` from the release
-//! binaries, lintian finds no error in them, and dpkg installs them into a scratch root whose
+//! The Debian packages: `cargo deb` packages the `braid-edge` and `braid-gateway` binaries this
+//! test run built (the lab tests' build; the README's commands package a release build with the same
+//! manifests), lintian finds no error in them, and dpkg installs them into a scratch root whose
 //! installed binaries then run `--version` and `check-config` on the shipped examples. Needs
 //! root (dpkg), cargo-deb and lintian (scripts/test.sh installs both); without them it prints
 //! why it skips, and under `CI=true` a skip fails.
 
 #![allow(clippy::disallowed_methods, clippy::panic, clippy::unwrap_used)]
+
+mod e2e;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -86,11 +89,19 @@ fn the_debian_packages_build_pass_lintian_install_and_check_their_shipped_exampl
     if !can_run() {
         return;
     }
-    // The release build the lab uses; `cargo deb --no-build` packages it as it is.
-    succeeds("cargo build --release", cargo().args(["build", "--release", "--workspace", "--quiet"]));
+    let scratch = Scratch(std::env::temp_dir().join(format!("braid-packages-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&scratch.0);
+    // `cargo deb --no-build` packages what it finds in a target directory's `release/`: there, in
+    // a scratch target, the binaries beside this test, rather than a release build of its own.
+    let target = scratch.0.join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
     let mut debs = Vec::new();
     for package in PACKAGES {
-        let out = succeeds(&format!("cargo deb -p {package}"), cargo().args(["deb", "--no-build", "-p", package]));
+        std::fs::copy(e2e::binary(package), target.join("release").join(package)).unwrap();
+        let out = succeeds(
+            &format!("cargo deb -p {package}"),
+            cargo().env("CARGO_TARGET_DIR", &target).args(["deb", "--no-build", "-p", package]),
+        );
         let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
         assert!(path.ends_with(".deb") && Path::new(&path).is_file(), "cargo deb printed no package: {path:?}");
         debs.push(path);
@@ -98,8 +109,6 @@ fn the_debian_packages_build_pass_lintian_install_and_check_their_shipped_exampl
     // Warnings (no manual page, ...) are reported; an error fails.
     succeeds("lintian", Command::new("lintian").args(["--fail-on", "error", "--info"]).args(&debs));
 
-    let scratch = Scratch(std::env::temp_dir().join(format!("braid-packages-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
     let (root, stubs) = scratch_root(&scratch.0);
     let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap_or_default());
     // Chrootless: the scripts run here with DPKG_ROOT set, and the scratch root has no libc
