@@ -14,6 +14,7 @@ use crate::LinkId;
 use crate::fec::{FecDecoder, FecEncoder, PARITY_HEADER_LEN};
 use crate::monitor::LinkState;
 use crate::reorder::Arrival;
+use crate::scheduler::{LinkView, Spend};
 #[cfg(test)]
 use crate::stats::DropReason;
 use crate::stats::SessionStats;
@@ -142,22 +143,10 @@ impl Session {
         }
     }
 
-    /// The link for shard `index` of a block: of the links not down, with room (a queue below
-    /// [`super::MAX_QUEUE_DELAY`]) that deliver within [`FEC_SPREAD`] of the earliest, the
-    /// `index`-th in turn, earliest first.
+    /// The link for shard `index` of a block ([`recovery_choice`]), charged with it.
     fn recovery_link(&mut self, now: Instant, len: usize, index: usize) -> Option<usize> {
         self.refresh_views(now, Views::Sendable);
-        let max_queue = self.config.tuning.send.max_queue_delay;
-        let mut candidates: Vec<(Duration, LinkId)> = self
-            .views
-            .iter()
-            .filter(|v| v.state != LinkState::Down && v.queue_delay <= max_queue)
-            .map(|v| (v.expected_arrival(len), v.id))
-            .collect();
-        candidates.sort();
-        let earliest = candidates.first()?.0;
-        candidates.retain(|(arrival, _)| *arrival <= earliest + FEC_SPREAD);
-        let (_, id) = candidates[index % candidates.len()];
+        let id = recovery_choice(&self.views, len, index, self.config.tuning.send.max_queue_delay)?;
         charge_views(&mut self.views, [id].into_iter().collect(), len);
         id.index()
     }
@@ -200,6 +189,25 @@ impl Session {
             }
         }
     }
+}
+
+/// The link for shard `index` of a block: of the links not down and with room (a queue of at
+/// most `max_queue`), and of those the free ones if any (a metered link carries extras only
+/// when no free link can, as with `auto`'s duplicates), the `index`-th in turn, earliest first,
+/// of those that deliver within [`FEC_SPREAD`] of the earliest.
+fn recovery_choice(views: &[LinkView], len: usize, index: usize, max_queue: Duration) -> Option<LinkId> {
+    let room = |v: &&LinkView| v.state != LinkState::Down && v.queue_delay <= max_queue;
+    let free = views.iter().filter(room).any(|v| v.spend == Spend::Free);
+    let mut candidates: Vec<(Duration, LinkId)> = views
+        .iter()
+        .filter(room)
+        .filter(|v| v.spend == Spend::Free || !free)
+        .map(|v| (v.expected_arrival(len), v.id))
+        .collect();
+    candidates.sort();
+    let earliest = candidates.first()?.0;
+    candidates.retain(|(arrival, _)| *arrival <= earliest + FEC_SPREAD);
+    Some(candidates[index % candidates.len()].1)
 }
 
 #[cfg(test)]
@@ -325,6 +333,29 @@ mod tests {
         }
         let stats = edge.stats();
         assert_eq!((stats.fec_shards_sent, stats.fec_shards_unneeded, stats.fec_bytes), (0, 1, 0));
+    }
+
+    #[test]
+    fn recovery_shards_keep_off_a_metered_link_while_a_free_link_has_room() {
+        let max_queue = Duration::from_millis(100);
+        let view = |id: u8, owd_ms: u64, spend: Spend| LinkView {
+            spend,
+            ..crate::scheduler::view_for_test(id, LinkState::Up, id, owd_ms)
+        };
+        let choose = |views: &[LinkView]| {
+            (0..4)
+                .map(|index| recovery_choice(views, 500, index, max_queue).and_then(LinkId::index))
+                .collect::<Vec<_>>()
+        };
+        let free = [view(0, 15, Spend::Free), view(1, 20, Spend::Free)];
+        assert_eq!(choose(&free), [Some(0), Some(1), Some(0), Some(1)], "two free links take turns");
+        let metered = [view(0, 15, Spend::Metered), view(1, 20, Spend::Free)];
+        assert_eq!(choose(&metered), [Some(1); 4], "the free link takes every shard");
+        let full = [view(0, 15, Spend::Metered), LinkView { queue_delay: max_queue * 2, ..view(1, 20, Spend::Free) }];
+        assert_eq!(choose(&full), [Some(0); 4], "the free link is full: the metered link takes them");
+        let down = [view(0, 15, Spend::Metered), view(1, 20, Spend::Free), view(2, 5, Spend::Free)]
+            .map(|v| if v.id == LinkId::new(2) { LinkView { state: LinkState::Down, ..v } } else { v });
+        assert_eq!(choose(&down), [Some(1); 4], "a link down takes none");
     }
 
     #[test]
