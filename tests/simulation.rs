@@ -973,3 +973,25 @@ fn forward_error_correction_rebuilds_random_losses_before_a_nak_could_return_ove
         assert!(overhead <= 0.15, "seed {seed}: recovery cost {overhead:.3} of the first copies");
     }
 }
+
+#[test]
+fn redundant_refuses_at_its_entry_a_stream_larger_than_its_fastest_link_rather_than_queue_it_late() {
+    // 26 Mbit/s in redundant over dsl (20 Mbit/s) and lte-good (10): every frame goes on both,
+    // and neither carries the stream. Queued, it would wait until the budget took it at the far
+    // end (p50 715 ms, a quarter of the frames late); refused at the entry, what is carried
+    // arrives within the budget.
+    let config = SessionConfig { mode: Mode::Redundant, ..SessionConfig::default() };
+    let budget = config.latency_budget;
+    let mut sim = Sim::unrated(1, config, &[Profile::dsl().lossless(), Profile::lte_good().lossless()]);
+    sim.stream(1.0, 11.0, 26.0, 1200);
+    sim.run_until(12.0);
+    let r = sim.report();
+    let over = refused_at_entry(&sim);
+    let late = sim.gateway.stats().frames_late + sim.gateway.stats().frames_lost;
+    println!(
+        "RESULT scenario=sim-redundant-over-capacity mode=redundant {r} over_capacity={over} gw_late_or_lost={late}"
+    );
+    assert!(over > 0, "nothing refused at the entry: {r}");
+    assert!(r.p99 < budget, "what was carried came later than the {budget:?} budget: {r}");
+    assert_eq!(late, 0, "frames the edge sent came too late or never: {r}");
+}

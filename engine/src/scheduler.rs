@@ -44,8 +44,8 @@ impl Mode {
         }
     }
 
-    /// Whether the mode spreads frames by the links' capacity (and so drops at the tunnel's
-    /// entry what no link has room for).
+    /// Whether the mode spreads frames by the links' capacity (and so sends a frame that the
+    /// links chosen for it have no room for on a degraded link with room).
     pub const fn spreads_by_capacity(self) -> bool {
         matches!(self, Self::Bond | Self::Auto)
     }

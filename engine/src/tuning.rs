@@ -321,8 +321,8 @@ section! {
     SendTuning {
         /// A link whose model queue is at least this long is busy: its rate may grow.
         busy_queue: Duration = session::BUSY_QUEUE,
-        /// In the modes that spread by capacity, a frame is dropped at the entry rather than
-        /// queued behind more than this on every link chosen for it...
+        /// A frame is dropped at the entry rather than queued behind more than this on every
+        /// link chosen for it...
         max_queue_delay: Duration = session::MAX_QUEUE_DELAY,
         /// ... once the path's own round trips have shown a queue past its limit this long.
         entry_sustain: Duration = session::ENTRY_SUSTAIN,
@@ -612,7 +612,7 @@ mod tests {
             assert_eq!(copy, tuning, "{key}={value} reads back as its default");
         }
         assert!(tuning.changed().is_empty());
-        assert!(tuning.to_string().contains("send.max_queue_delay = 100ms  # In the modes"));
+        assert!(tuning.to_string().contains("send.max_queue_delay = 100ms  # A frame is dropped"));
     }
 
     #[test]

@@ -21,10 +21,9 @@ use crate::{FrameSeq, LinkId, LinkSet, MAX_LINKS, PacketNumber};
 /// A frame given to a link whose model queue is at least this long finds the link busy: the
 /// demand reached its rate, which may then grow.
 pub const BUSY_QUEUE: Duration = Duration::from_millis(2);
-/// In the modes that spread frames by capacity, a frame is dropped at the tunnel's entry
-/// rather than queued behind more than this on the link chosen for it (the modem's buffer is
-/// not to fill: inner TCP sees the drop and backs off at once), if the path agrees
-/// ([`super::ENTRY_SUSTAIN`]).
+/// A frame is dropped at the tunnel's entry rather than queued behind more than this on every
+/// link chosen for it (the modem's buffer is not to fill: inner TCP sees the drop and backs off
+/// at once), if the path agrees ([`super::ENTRY_SUSTAIN`]).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(100);
 /// Frames queued for sending before the oldest is dropped.
 pub const MAX_QUEUED_FRAMES: usize = 4096;
@@ -150,14 +149,16 @@ impl Session {
         // Frames adopted from another session are a one-time backlog, not offered load: neither
         // they nor the frames that come while they drain are refused for the queue they make.
         let backlog = adopted || self.backlog_until.is_some_and(|until| now < until);
-        if !backlog && self.config.mode.spreads_by_capacity() && !chosen.is_empty() && chosen.iter().all(full) {
-            // The links chosen are full by the model: a degraded link with room (which the
-            // scheduler passes over while a link is up) takes the frame, where it may be lost
-            // and re-sent. Waiting for the path to agree first, as a refusal does, leaves the
-            // stream queued on links that cannot carry it, and then refused.
+        if !backlog && !chosen.is_empty() && chosen.iter().all(full) {
+            // The links chosen are full by the model: in the modes that spread by capacity, a
+            // degraded link with room (which the scheduler passes over while a link is up)
+            // takes the frame, where it may be lost and re-sent. Waiting for the path to agree
+            // first, as a refusal does, leaves the stream queued on links that cannot carry it,
+            // and then refused.
             let overflow = self
                 .views
                 .iter()
+                .filter(|_| self.config.mode.spreads_by_capacity())
                 .filter(|v| v.state == LinkState::Degraded && v.queue_delay <= tuning.max_queue_delay)
                 .min_by_key(|v| (v.expected_arrival(frame.len()), v.priority, v.id));
             match overflow {
