@@ -680,10 +680,13 @@ pub static ALL: &[Scenario] = &[
             Bound { figure: "probed_datagram", test: Test::EachWithin { n: 3, lo: 1384.0, hi: 1392.0 } },
         ],
         goals: &[Goal {
-            bound: at_least("goodput_share", 0.90),
-            why: "the headers leave a ceiling of 0.898 of the link's rate (wire_ceiling)",
+            bound: at_least("of_ceiling", 0.97),
+            why: "one CUBIC stream fills lte-good's queue: the edge refuses frames at its entry once that queue \
+                  has stood past its limit for 200 ms, and at times the link's 200 ms queue overflows first \
+                  (braid-impair dropped 6 and 113 of some 8,400 frames in two runs), which braid repairs by NAK \
+                  and TCP sees as a round trip's stall rather than a loss",
         }],
-        reported: &["tcp_cc"],
+        reported: &["tcp_cc", "goodput_share"],
         ..BASE
     },
     Scenario {
@@ -693,15 +696,19 @@ pub static ALL: &[Scenario] = &[
         stream: Stream::Custom,
         goals: &[
             Goal {
-                bound: at_least("share1", 0.90),
-                why: "one TCP stream is held by its own window, and 0.90 is about the 0.902 of the sum the headers leave (wire_ceiling)",
+                bound: at_least("of_ceiling1", 0.90),
+                why: "one CUBIC stream is held by its congestion window (tcp_window1): bond's drops at the entry, where \
+                      a link's queue stands, cost it about 400 retransmissions in 15 s, and its frames ride links of \
+                      15, 40 and 70 ms, which swing its smoothed RTT between about 60 and 170 ms",
             },
             Goal {
-                bound: at_least("share4", 0.92),
-                why: "0.92 is above the 0.902 of the sum the headers leave (wire_ceiling)",
+                bound: at_least("of_ceiling4", 0.97),
+                why: "the links' congestion control leaves lte-bad, under its burst loss, short of its 8 Mbit/s (a \
+                      rate of 3.6-8.5 Mbit/s under one stream, seed 1), and what it does not carry the others have \
+                      no room for",
             },
         ],
-        reported: &["tcp_cc", "tcp_window1", "tcp_rtt1_min_ms", "tcp_rtt1_max_ms"],
+        reported: &["tcp_cc", "share1", "share4", "tcp_window1", "tcp_rtt1_min_ms", "tcp_rtt1_max_ms"],
         ..BASE
     },
     Scenario {
