@@ -384,18 +384,38 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         .map(|(uplink, link)| {
             let source = uplink.source.map(|ip| format!(" from {ip}")).unwrap_or_default();
             let rate = link.rate_bps.map(|bps| format!(", {} Mbit/s", bps as f64 / 1e6)).unwrap_or_default();
-            format!("{} on {}{source} ({}, priority {}{rate})", uplink.name, uplink.interface, uplink.id, link.priority)
+            let spend = match uplink.cap {
+                Some(cap) => format!(", metered, cap {} MB a {}", cap.bytes as f64 / 1e6, cap.period.as_str()),
+                None if uplink.metered => ", metered".to_owned(),
+                None => String::new(),
+            };
+            format!(
+                "{} on {}{source} ({}, priority {}{rate}{spend})",
+                uplink.name, uplink.interface, uplink.id, link.priority
+            )
         })
         .collect();
+    let standbys: String = edge
+        .standbys
+        .iter()
+        .map(|g| format!("; standby gateway {} (key {}{})", g.address, g.public_key, psk_note(g.psk.is_some())))
+        .collect();
     format!(
-        "{}: OK. Edge to gateway {gateway} (key {}{}), mode {}, cipher {}, latency budget {} ms; {}; {} uplink{}: {}; \
-         status {}{}.",
+        "{}: OK. Edge to gateway {gateway} (key {}{}){standbys}; mode {}, cipher {}, latency budget {} ms{}{}; {}; {} \
+         uplink{}: {}; status {}{}.",
         settings.path.display(),
         edge.gateway_key,
-        if edge.psk.is_some() { ", with a PSK" } else { "" },
+        psk_note(edge.psk.is_some()),
         edge.session.mode.as_str(),
         cipher_name(edge.cipher),
         edge.session.latency_budget.as_millis(),
+        if edge.session.retransmit { "" } else { ", no retransmission" },
+        edge.session.fec.map_or_else(String::new, |f| format!(
+            ", forward error correction of {} frames' worth per {} (a block closed after {} ms)",
+            f.parity,
+            f.block,
+            f.max_delay.as_millis()
+        )),
         tap_summary(&settings.tap),
         uplinks.len(),
         if uplinks.len() == 1 { "" } else { "s" },
@@ -403,6 +423,10 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         status_summary(&settings.status),
         tuned(&edge.session.tuning),
     )
+}
+
+fn psk_note(psk: bool) -> &'static str {
+    if psk { ", with a PSK" } else { "" }
 }
 
 /// One paragraph saying what a gateway would run with.

@@ -988,3 +988,31 @@ fn forward_error_correction_is_off_unless_asked_for_and_its_counts_are_checked()
     let unknown = scratch.edge(&(edge_yaml() + "fec: {blocks: 8}\n")).unwrap_err().to_string();
     assert!(unknown.contains("blocks"), "{unknown}");
 }
+
+#[test]
+fn check_configs_summary_names_the_standby_gateways_fec_retransmission_and_metered_uplinks() {
+    let scratch = Scratch::new("edge-summary");
+    let plain = crate::cli::edge_summary(&scratch.edge(&edge_yaml()).unwrap());
+    for absent in ["standby", "forward error correction", "retransmission", "metered"] {
+        assert!(!plain.contains(absent), "{absent:?} in a plain config's summary: {plain}");
+    }
+    let yaml = edge_yaml_with_gateways(&format!(
+        "  - address: 203.0.113.10\n    public_key: {}\n  - address: 203.0.113.20\n    public_key: {}\n",
+        key(2),
+        key(5)
+    ))
+    .replace("    interface: eth1\n", "    interface: eth1\n    metered: true\n")
+    .replace("    interface: wwan0\n", "    interface: wwan0\n    cap_mb: 5000\n    cap_period: day\n")
+        + "retransmit: false\nfec: {}\n";
+    let summary = crate::cli::edge_summary(&scratch.edge(&yaml).unwrap());
+    for present in [
+        format!("; standby gateway 203.0.113.20:4754 (key {})", key(5)),
+        "latency budget 500 ms, no retransmission, forward error correction of 2 frames' worth per 16 (a block \
+         closed after 10 ms);"
+            .to_owned(),
+        "dsl on eth1 (link0, priority 0, metered)".to_owned(),
+        "lte on wwan0 (link1, priority 1, metered, cap 5000 MB a day)".to_owned(),
+    ] {
+        assert!(summary.contains(&present), "{present:?} not in: {summary}");
+    }
+}
