@@ -411,7 +411,7 @@ pub fn edge_summary(settings: &EdgeSettings) -> String {
         edge.session.latency_budget.as_millis(),
         if edge.session.retransmit { "" } else { ", no retransmission" },
         edge.session.fec.map_or_else(String::new, |f| format!(
-            ", forward error correction of {} frames' worth per {} (a block closed after {} ms)",
+            ", forward error correction: {} frames' worth of recovery per {} (blocks closed after {} ms)",
             f.parity,
             f.block,
             f.max_delay.as_millis()

@@ -1,7 +1,7 @@
 //! The Debian packages: `cargo deb` packages the `braid-edge` and `braid-gateway` binaries this
-//! test run built (the lab tests' build; the README's commands package a release build with the same
-//! manifests), lintian finds no error in them, and dpkg installs them into a scratch root whose
-//! installed binaries then run `--version` and `check-config` on the shipped examples. Needs
+//! test run built (the lab tests' build; the README's commands package a release build with the
+//! same manifests), lintian finds no error in them, and dpkg installs them into a scratch root
+//! whose installed binaries then run `--version` and `check-config` on the shipped examples. Needs
 //! root (dpkg), cargo-deb and lintian (scripts/test.sh installs both); without them it prints
 //! why it skips, and under `CI=true` a skip fails.
 

@@ -697,9 +697,9 @@ pub static ALL: &[Scenario] = &[
         goals: &[
             Goal {
                 bound: at_least("of_ceiling1", 0.90),
-                why: "one CUBIC stream is held by its congestion window (tcp_window1): bond's drops at the entry, where \
-                      a link's queue stands, cost it about 400 retransmissions in 15 s, and its frames ride links of \
-                      15, 40 and 70 ms, which swing its smoothed RTT between about 60 and 170 ms",
+                why: "one CUBIC stream is held by its congestion window (tcp_window1): bond's drops at the entry, \
+                      where a link's queue stands, cost it about 400 retransmissions in 15 s, and its frames ride \
+                      links of 15, 40 and 70 ms, which swing its smoothed RTT between about 60 and 170 ms",
             },
             Goal {
                 bound: at_least("of_ceiling4", 0.97),

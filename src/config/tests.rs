@@ -1007,8 +1007,8 @@ fn check_configs_summary_names_the_standby_gateways_fec_retransmission_and_meter
     let summary = crate::cli::edge_summary(&scratch.edge(&yaml).unwrap());
     for present in [
         format!("; standby gateway 203.0.113.20:4754 (key {})", key(5)),
-        "latency budget 500 ms, no retransmission, forward error correction of 2 frames' worth per 16 (a block \
-         closed after 10 ms);"
+        "latency budget 500 ms, no retransmission, forward error correction: 2 frames' worth of recovery per 16 \
+         (blocks closed after 10 ms);"
             .to_owned(),
         "dsl on eth1 (link0, priority 0, metered)".to_owned(),
         "lte on wwan0 (link1, priority 1, metered, cap 5000 MB a day)".to_owned(),

@@ -155,11 +155,11 @@ impl Session {
             // takes the frame, where it may be lost and re-sent. Waiting for the path to agree
             // first, as a refusal does, leaves the stream queued on links that cannot carry it,
             // and then refused.
+            let spreads = self.config.mode.spreads_by_capacity();
             let overflow = self
                 .views
                 .iter()
-                .filter(|_| self.config.mode.spreads_by_capacity())
-                .filter(|v| v.state == LinkState::Degraded && v.queue_delay <= tuning.max_queue_delay)
+                .filter(|v| spreads && v.state == LinkState::Degraded && v.queue_delay <= tuning.max_queue_delay)
                 .min_by_key(|v| (v.expected_arrival(frame.len()), v.priority, v.id));
             match overflow {
                 Some(view) => chosen = [view.id].into_iter().collect(),
