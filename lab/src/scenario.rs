@@ -862,13 +862,12 @@ pub static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "metered",
-        describe: "auto mode with forward error correction through the cuts, both LTE links metered: duplicates and recovery shards go on dsl, not on LTE",
+        describe: "auto mode through the cuts with both LTE links metered: duplicates go on dsl, not on LTE",
         mode: Mode::Auto,
         stream: Stream::Udp { mbps: 6.0, secs: 30 },
         timeline: CUTS,
         metered: [false, true, true],
-        fec: Some(FecConfig { block: 16, parity: 2, max_delay: Duration::from_millis(10) }),
-        reported: &["link_mbytes", "extra_pct", "fec_pct"],
+        reported: &["link_mbytes", "extra_pct"],
         bounds: &[
             SENT_IN_FULL,
             zero("lost"),
