@@ -958,12 +958,12 @@ tcp_goodput_to() { # host port secs [iperf3 client flags...]
     sleep 0.5
     in_ns cam timeout $((secs + 15)) iperf3 -c "$host" -p "$port" -t "$secs" -C "$TCP_CC" -J "$@" >"$json" 2>/dev/null || true
     wait "$server" || true
-    if ! jq -e '.end.sum_received.bits_per_second' "$json" >/dev/null 2>&1; then
+    local bps
+    if ! bps=$(jq -e '.end.sum_received.bits_per_second' "$json" 2>/dev/null); then
         log "iperf3 to $host:$port failed: $(jq -r '.error // "no result"' "$json" 2>/dev/null || echo "no JSON")" >&2
-        echo -
-        return
+        bps=-
     fi
-    jq '.end.sum_received.bits_per_second' "$json"
+    echo "$bps"
 }
 tcp_goodput() { tcp_goodput_to "$INGEST" "$@"; } # port secs [iperf3 client flags...]
 

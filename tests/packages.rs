@@ -14,13 +14,6 @@ use std::process::{Command, Output};
 
 const PACKAGES: [&str; 2] = ["braid-edge", "braid-gateway"];
 
-fn root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
-
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -33,7 +26,7 @@ fn runs(command: &mut Command) -> bool {
 
 /// Whether the test can run; prints why not, and fails under CI.
 fn can_run() -> bool {
-    let why = if !root() {
+    let why = if !e2e::is_root() {
         "needs root for dpkg"
     } else if !runs(cargo().args(["deb", "--version"])) {
         "cargo-deb is missing (cargo install cargo-deb --locked; scripts/test.sh does)"

@@ -19,13 +19,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether the test can run; prints why not, and fails under CI.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY-free check: /proc/self/status carries the effective uid.
-    let root = std::fs::read_to_string("/proc/self/status")
+/// Whether the test runs as root: /proc/self/status carries the effective uid.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Whether the test can run; prints why not, and fails under CI.
+pub fn root_or_skip(test: &str) -> bool {
+    let root = is_root();
     let tools = ["ip", "nft", "iperf3", "ping", "tshark"].iter().all(|t| which(t));
     if root && tools {
         return true;
