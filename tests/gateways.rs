@@ -644,3 +644,51 @@ fn one_gateway_keeps_every_idle_edges_session_on_its_own_timers_while_a_busy_edg
         );
     }
 }
+
+#[test]
+fn a_gateway_of_several_workers_carries_an_edge_on_the_worker_that_owns_it_through_a_rekey_losing_nothing() {
+    use braid::endpoint::edge::REKEY_AFTER_TIME;
+    use braid::endpoint::gateway::{steer, worker_of};
+    use braid_lab::sim::Workers;
+    for (seed, count) in [(31, 2), (32, 3)] {
+        let config = SessionConfig { mode: Mode::Auto, ..SessionConfig::default() };
+        // An edge key that a worker other than 0 owns (the owner is a hash of the key).
+        let edge_key = (0x11..=0xff)
+            .map(|b| PrivateKey::from_bytes([b; 32]))
+            .find(|k| worker_of(&k.public(), count) != 0)
+            .unwrap();
+        let security = Security { edge_key, ..Security::new() };
+        let mut sim: Sim<Edge, Workers> = Sim::secure_workers(seed, config, &field_links(), &security, count);
+        let end = REKEY_AFTER_TIME.as_secs_f64() + 10.0;
+        sim.stream(1.0, end, 4.0, 1000);
+        sim.stream_reverse(1.0, end, 1.0, 1000);
+        sim.run_until(end + 1.0);
+        let (up, down) = (sim.report(), sim.reverse_report());
+        let owner = sim.gateway.owner();
+        let workers = &sim.gateway.workers;
+        let stats: Vec<_> = workers.iter().map(Gateway::stats).collect();
+        let counts: Vec<_> = stats.iter().map(|s| (s.handshakes, s.handshakes_forwarded)).collect();
+        println!(
+            "RESULT scenario=sim-workers workers={count} owner={owner} up: {up} down: {down} (answered, handed over): {counts:?}"
+        );
+        assert_eq!(owner, worker_of(&security.edge_key.public(), count));
+        assert_ne!(owner, 0, "seed {seed}: the test needs an edge that worker 0 hands over");
+        assert!(sim.edge.stats().handshakes_completed >= 2, "seed {seed}: rekeyed: {:?}", sim.edge.stats());
+        assert_eq!((up.lost, up.duplicated, up.out_of_order), (0, 0, 0), "seed {seed}, {count} workers, up: {up}");
+        assert_eq!((down.lost, down.duplicated), (0, 0), "seed {seed}, {count} workers, down: {down}");
+        for (w, worker) in workers.iter().enumerate() {
+            assert_eq!(worker.session(PeerId(0)).is_some(), w == owner, "seed {seed}: worker {w} of {count}");
+        }
+        // Every initiation reached worker 0 (index 0) and was handed over; the owner answered.
+        assert!(stats[0].handshakes_forwarded >= 2, "seed {seed}: {:?}", stats[0]);
+        assert_eq!(stats[0].handshakes, 0, "seed {seed}: worker 0 answered for an edge it does not own");
+        assert!(stats[owner].handshakes >= 2, "seed {seed}: {:?}", stats[owner]);
+        let session = workers[owner].session(PeerId(0)).unwrap();
+        for index in session.local_indices() {
+            assert_eq!(index.get() as usize % count, owner, "seed {seed}: index {index:?} steers elsewhere");
+        }
+        let drops: u64 = stats.iter().map(|s| s.drops.total()).sum();
+        assert_eq!(drops, 0, "seed {seed}: {stats:?}");
+        assert_eq!(steer(&[0; 7], count), 0, "a datagram too short for a Key goes to worker 0");
+    }
+}

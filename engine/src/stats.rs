@@ -118,6 +118,13 @@ impl DropCounts {
         self.0[reason.slot()]
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn add_all(&mut self, other: &Self) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+
     /// All drops.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use braid_engine::crypto::Cipher;
 use braid_engine::endpoint::edge::{Edge, EdgeConfig, GatewayPeer};
-use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId};
+use braid_engine::endpoint::gateway::{EdgeEntry, Gateway, GatewayConfig, PeerId, Shard, steer};
 use braid_engine::keys::{PrivateKey, Psk};
 use braid_engine::monitor::LinkState;
 use braid_engine::session::{
@@ -98,6 +98,82 @@ impl End for Gateway {
     }
     fn deadline(&self) -> Option<Instant> {
         self.poll_timeout().map(|(t, _)| t)
+    }
+}
+
+/// A gateway of several workers, as the gateway process runs them: each datagram goes to the
+/// worker its session index names ([`steer`], as the kernel's steering program does), an
+/// initiation goes to worker 0 and on to the worker that owns the edge, and the edge's frames
+/// from the LAN go to that worker.
+#[derive(Debug)]
+pub struct Workers {
+    pub workers: Vec<Gateway>,
+}
+
+impl Workers {
+    /// `count` workers, each a gateway made by `make` and given its place.
+    pub fn new(count: usize, mut make: impl FnMut(usize) -> Gateway) -> Self {
+        let workers = (0..count)
+            .map(|worker| {
+                let mut gateway = make(worker);
+                gateway.set_shard(Shard { worker, count });
+                gateway
+            })
+            .collect();
+        Self { workers }
+    }
+
+    /// The worker that owns the simulation's edge (the allowlist's first).
+    pub fn owner(&self) -> usize {
+        self.workers.first().map_or(0, |w| w.worker_of(PeerId(0)))
+    }
+
+    fn hand_over(&mut self, now: Instant) {
+        for _ in 0..self.workers.len() {
+            let forwards: Vec<_> =
+                self.workers.iter_mut().flat_map(|w| std::iter::from_fn(|| w.poll_forward())).collect();
+            if forwards.is_empty() {
+                return;
+            }
+            for forward in forwards {
+                if let Some(worker) = self.workers.get_mut(forward.worker) {
+                    let _ = worker.handle_forwarded(now, forward.from, &forward.datagram);
+                }
+            }
+        }
+    }
+}
+
+impl End for Workers {
+    fn frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), DropReason> {
+        let owner = self.owner();
+        self.workers[owner].handle_frame(now, PeerId(0), frame)
+    }
+    fn datagram(&mut self, now: Instant, _link: LinkId, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        let worker = steer(bytes, self.workers.len());
+        let result = self.workers[worker].handle_datagram(now, from, bytes);
+        self.hand_over(now);
+        result
+    }
+    fn link_event(&mut self, _now: Instant, _link: LinkId, _event: LinkEvent) {}
+    fn timeout(&mut self, now: Instant) {
+        for worker in &mut self.workers {
+            if worker.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                worker.handle_timeout(now);
+            }
+        }
+    }
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.workers.iter_mut().find_map(|w| w.poll_transmit(now, buf))
+    }
+    fn deliver(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Delivered> {
+        self.workers.iter_mut().find_map(|w| w.poll_frame(now, buf).map(|(_, d)| d))
+    }
+    fn event(&mut self) -> Option<Event> {
+        self.workers.iter_mut().find_map(|w| w.poll_event().map(|(_, e)| e))
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(|w| w.poll_timeout().map(|(t, _)| t)).min()
     }
 }
 
@@ -475,6 +551,22 @@ impl Sim<Edge, Gateway> {
             delivered_at: Vec::new(),
         });
         sim
+    }
+}
+
+impl Sim<Edge, Workers> {
+    /// As [`Sim::secure`], with a gateway of `count` workers ([`Workers`]).
+    pub fn secure_workers(
+        seed: u64,
+        config: SessionConfig,
+        profiles: &[Profile],
+        security: &Security,
+        count: usize,
+    ) -> Self {
+        let start = origin();
+        let edge = secure_edge(seed, start, &config, profiles, security, true, Vec::new());
+        let workers = Workers::new(count, |w| security.gateway(&config, start, seed ^ (w as u64) << 32));
+        Self::assemble(seed, start, edge, workers, profiles)
     }
 }
 

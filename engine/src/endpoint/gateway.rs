@@ -90,6 +90,8 @@ crate::counters! {
         cookies_sent,
         /// Sessions that became live.
         sessions_started,
+        /// Initiations handed to the worker that owns their edge.
+        handshakes_forwarded,
     }
     with drops
 }
@@ -229,6 +231,65 @@ pub struct Gateway {
     cursor: usize,
     /// Being drained: every session says so on every probe, and edges with a standby move.
     draining: bool,
+    /// This gateway's place among the gateway process's workers.
+    shard: Shard,
+    /// Initiations for edges another worker owns, to hand to it.
+    forwards: VecDeque<Forward>,
+}
+
+/// One worker's place among `count` workers that share a gateway's port. Each edge belongs to
+/// one worker ([`worker_of`]), and each worker hands out session indices that are its own
+/// modulo `count`, so the kernel can steer every datagram by its GRE Key alone (index 0, an
+/// initiation's, goes to worker 0, which hands it to the edge's worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This worker, below `count`.
+    pub worker: usize,
+    /// How many workers there are.
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { worker: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Whether `index` is one this worker hands out.
+    pub fn owns_index(self, index: u32) -> bool {
+        index as usize % self.count.max(1) == self.worker
+    }
+}
+
+/// The worker, of `count`, that a datagram goes to: its session index (the GRE Key's upper 24
+/// bits) modulo `count`; a datagram too short to hold a Key goes to worker 0. The gateway's
+/// I/O has the kernel steer by the same rule (a classic BPF program on the port's sockets).
+pub fn steer(datagram: &[u8], count: usize) -> usize {
+    match datagram.get(4..8) {
+        Some(&[a, b, c, _]) => (u32::from_be_bytes([0, a, b, c]) as usize) % count.max(1),
+        _ => 0,
+    }
+}
+
+/// The worker, of `count`, that owns the edge whose public key is `key`: a hash of the key, so
+/// it stays the same while the edge is allowed, whatever a reload renames or reorders.
+pub fn worker_of(key: &PublicKey, count: usize) -> usize {
+    // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+    let hash = key.0.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash % count.max(1) as u64) as usize
+}
+
+/// An initiation for an edge another worker owns: hand it to that worker's
+/// [`Gateway::handle_forwarded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The worker that owns the edge.
+    pub worker: usize,
+    /// Where the initiation came from.
+    pub from: SocketAddr,
+    /// The whole datagram.
+    pub datagram: Vec<u8>,
 }
 
 impl Gateway {
@@ -275,7 +336,41 @@ impl Gateway {
             active: Vec::new(),
             cursor: 0,
             draining: false,
+            shard: Shard::default(),
+            forwards: VecDeque::new(),
         })
+    }
+
+    /// Makes this gateway one worker of several (see [`Shard`]): it hands out only its own
+    /// session indices, and hands initiations for edges it does not own to their worker.
+    pub fn set_shard(&mut self, shard: Shard) {
+        self.shard = Shard { worker: shard.worker.min(shard.count.max(1) - 1), count: shard.count.max(1) };
+    }
+
+    /// The worker that owns an edge (0 for one not allowed).
+    pub fn worker_of(&self, peer: PeerId) -> usize {
+        self.peers.get(peer.0).map_or(0, |p| worker_of(&p.entry.public_key, self.shard.count))
+    }
+
+    /// The next initiation to hand to another worker.
+    pub fn poll_forward(&mut self) -> Option<Forward> {
+        self.forwards.pop_front()
+    }
+
+    /// Takes in an initiation another worker handed over ([`Gateway::poll_forward`]): that
+    /// worker already let it through the rate limit, so it is not counted against this one's.
+    ///
+    /// # Errors
+    /// The [`DropReason`] if it was dropped.
+    pub fn handle_forwarded(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<(), DropReason> {
+        let outcome = match wire::classify(datagram) {
+            Ok((repr, Kind::Handshake(ControlType::HandshakeInitiation, body))) => {
+                self.handle_initiation(now, repr.key.link, from, body, Admission::Forwarded)
+            }
+            Ok(_) => Err(DropReason::UnexpectedHandshake),
+            Err(reason) => Err(reason),
+        };
+        outcome.map_err(|reason| self.drop(reason))
     }
 
     /// The gateway's public key (what edges pin).
@@ -394,7 +489,9 @@ impl Gateway {
             Err(reason) => return Err(self.drop(reason)),
             Ok((repr, Kind::Handshake(kind, body))) => {
                 let outcome = match kind {
-                    ControlType::HandshakeInitiation => self.handle_initiation(now, repr.key.link, from, body),
+                    ControlType::HandshakeInitiation => {
+                        self.handle_initiation(now, repr.key.link, from, body, Admission::Received(datagram))
+                    }
                     _ => Err(DropReason::UnexpectedHandshake),
                 };
                 return outcome.map_err(|reason| self.drop(reason));
@@ -598,6 +695,7 @@ impl Gateway {
         link: LinkId,
         from: SocketAddr,
         body: &[u8],
+        admission: Admission<'_>,
     ) -> Result<(), DropReason> {
         if body.len() != handshake::INIT_LEN {
             return Err(DropReason::HandshakeFailed);
@@ -628,7 +726,8 @@ impl Gateway {
             self.queue_control(link, index, from, &response);
             return Ok(());
         }
-        if !self.global.take(now, self.handshake_rate) {
+        let received = matches!(admission, Admission::Received(_));
+        if received && !self.global.take(now, self.handshake_rate) {
             // Under load: only senders that prove they receive at their address get through,
             // and each of those only so often.
             let cookie_ok = [self.cookie_secret, self.previous_cookie_secret]
@@ -652,12 +751,20 @@ impl Gateway {
             self.log_unknown(now, read.peer, from);
             return Err(DropReason::UnknownPeer);
         };
+        let owner = self.worker_of(PeerId(slot));
+        if let Admission::Received(datagram) = admission
+            && owner != self.shard.worker
+        {
+            self.forwards.push_back(Forward { worker: owner, from, datagram: datagram.to_vec() });
+            self.stats.handshakes_forwarded += 1;
+            return Ok(());
+        }
         if self.peers[slot].last_timestamp.is_some_and(|last| read.payload.timestamp <= last) {
             return Err(DropReason::HandshakeReplay);
         }
         let local_index = loop {
             let index = self.rng.session_index();
-            if !self.by_index.contains_key(&index.get()) {
+            if index.get() != 0 && self.shard.owns_index(index.get()) && !self.by_index.contains_key(&index.get()) {
                 break index;
             }
         };
@@ -785,4 +892,12 @@ impl Gateway {
             self.out.push_back((Transmit { link, destination: to }, bytes));
         }
     }
+}
+
+/// How an initiation reached this worker: from the network (the whole datagram, to hand over
+/// if another worker owns the edge), or handed over by the worker that received it.
+#[derive(Debug, Clone, Copy)]
+enum Admission<'a> {
+    Received(&'a [u8]),
+    Forwarded,
 }
