@@ -907,6 +907,12 @@ measure_many_rigs() {
     labtool many-rigs --out "$RUN/many-rigs" --count 50 --mbps 2 --secs 15
 }
 
+# The same through a gateway of two workers (`workers: 2`).
+measure_many_rigs_workers() {
+    log "many-rigs-workers: 50 rigs of two links at 2 Mbit/s for 15 s through a gateway of two workers"
+    labtool many-rigs --name many-rigs-workers --out "$RUN/many-rigs-workers" --count 50 --mbps 2 --secs 15 --workers 2
+}
+
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
 # when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at
 # its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
@@ -1108,7 +1114,7 @@ configure() { # name
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
     PAIR=0 OWN_TOPOLOGY=0
     case $TOPOLOGY in
-        fleet | many-rigs) OWN_TOPOLOGY=1 ;;
+        fleet | many-rigs | many-rigs-workers) OWN_TOPOLOGY=1 ;;
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
         vrrp-pair) PAIR=1 ;;

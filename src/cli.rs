@@ -437,15 +437,14 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         .edges
         .iter()
         .zip(&settings.taps)
-        .map(|(edge, tap)| {
-            format!("{} on {}{}", edge.name, tap_summary(tap), if edge.psk.is_some() { " with a PSK" } else { "" })
-        })
+        .map(|(edge, tap)| format!("{} on {}{}", edge.name, tap_summary(tap), psk_note(edge.psk.is_some())))
         .collect();
     format!(
-        "{}: OK. Gateway listening on {}, mode {}, latency budget {} ms, {} handshakes/s before cookies; \
-         {} allowed edge{}: {}; status {}{}.",
+        "{}: OK. Gateway listening on {} with {}, mode {}, latency budget {} ms, {} handshakes/s before \
+         cookies; {} allowed edge{}: {}; status {}{}.",
         settings.path.display(),
         listen.join(" and "),
+        workers_summary(settings.workers),
         gateway.session.mode.as_str(),
         gateway.session.latency_budget.as_millis(),
         gateway.handshake_rate,
@@ -455,6 +454,14 @@ pub fn gateway_summary(settings: &GatewaySettings) -> String {
         status_summary(&settings.status),
         tuned(&gateway.session.tuning),
     )
+}
+
+fn workers_summary(workers: crate::config::Workers) -> String {
+    match (workers, workers.count()) {
+        (crate::config::Workers::Auto, n) => format!("one worker per core ({n} here)"),
+        (_, 1) => "one worker".into(),
+        (_, n) => format!("{n} workers"),
+    }
 }
 
 fn status_summary(status: &crate::config::StatusSettings) -> String {

@@ -152,6 +152,7 @@ lab_tests! {
     three_gateways_on_etcd_place_six_rigs_evenly_ignore_a_forged_redirect_and_lose_nothing_to_a_dead_gateway_or_etcd
         => "fleet";
     fifty_rigs_at_2_mbit_s_each_through_one_gateway_lose_nothing => "many-rigs";
+    fifty_rigs_through_a_gateway_of_two_workers_lose_nothing_and_each_rig_stays_on_its_worker => "many-rigs-workers";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

@@ -497,3 +497,92 @@ fn the_impairment_forwarder_delays_and_drops_as_set_between_real_namespaces() {
     let out = lab.try_exec("a", &["ping", "-c", "5", "-i", "0.1", "-W", "1", "10.9.0.2"]);
     assert_eq!(ping_summary(&String::from_utf8_lossy(&out.stdout)).0, 100.0, "the blackhole let pings through");
 }
+
+/// Gives `rig` fresh keys until worker `worker` of a gateway of `count` owns it (the owner is a
+/// hash of the edge's public key).
+fn owned_by(lab: &Lab, rig: &mut e2e::Rig, worker: usize, count: usize) {
+    use braid::endpoint::gateway::worker_of;
+    use braid::keys::PublicKey;
+    for attempt in 0..64 {
+        if worker_of(&PublicKey::from_base64(&rig.public_key).unwrap(), count) == worker {
+            return;
+        }
+        let (path, public) = lab.keygen(&format!("{}-{attempt}", rig.name));
+        let text: String = std::fs::read_to_string(&rig.config)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("private_key_file:") {
+                    format!("private_key_file: {}\n", path.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&rig.config, text).unwrap();
+        rig.public_key = public;
+    }
+    panic!("64 keys and none owned by worker {worker} of {count}");
+}
+
+#[test]
+fn a_gateway_of_two_workers_carries_an_edge_on_each_and_a_reload_adds_one_to_the_second_without_disturbing_the_first() {
+    if !root_or_skip("netns gateway workers") {
+        return;
+    }
+    let mut lab = Lab::new("w");
+    internet(&mut lab);
+    let (gateway_key, gateway_public) = lab.keygen("gateway");
+    let mut rig1 = rig(&mut lab, 1, 2, &gateway_public);
+    let mut rig2 = rig(&mut lab, 2, 2, &gateway_public);
+    owned_by(&lab, &mut rig1, 0, 2);
+    owned_by(&lab, &mut rig2, 1, 2);
+    let with_workers = |lab: &Lab, rigs: &[&e2e::Rig]| {
+        let config = gateway_config(lab, &gateway_key, rigs);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{text}workers: 2\n")).unwrap();
+        config
+    };
+    let config = with_workers(&lab, &[&rig1]);
+    let gateway = binary("braid-gateway");
+    lab.spawn("gw", "gateway", &[gateway.to_str().unwrap(), "run", "--config", config.to_str().unwrap()]);
+    let edge = binary("braid-edge");
+    for r in [&rig1, &rig2] {
+        lab.spawn(&r.name, &r.name, &[edge.to_str().unwrap(), "run", "--config", r.config.to_str().unwrap()]);
+    }
+    assert!(ping_until(&lab, "cam1", &rig1.ingest, Duration::from_secs(15)), "rig 1\n{}", lab.log("gateway"));
+    assert!(lab.log("gateway").contains("workers=2"), "{}", lab.log("gateway"));
+
+    // Rig 2 (worker 1's) is allowed by a reload while rig 1 (worker 0's) streams: worker 0
+    // opens its TAP and hands it to worker 1, and hands worker 1 rig 2's initiations.
+    lab.spawn("cam1", "ping1", &["ping", "-i", "0.05", "-c", "200", &rig1.ingest]);
+    with_workers(&lab, &[&rig1, &rig2]);
+    lab.signal("gateway", "HUP");
+    assert!(
+        ping_until(&lab, "cam2", &rig2.ingest, Duration::from_secs(15)),
+        "rig 2 not carried by worker 1 after the reload\n{}",
+        lab.log("gateway")
+    );
+    assert!(lab.wait_for(Duration::from_secs(15), || lab.log("ping1").contains("packet loss")), "ping did not finish");
+    let ping1 = lab.log("ping1");
+    assert!(ping1.contains(" 0% packet loss"), "rig 1's stream was disturbed by the reload: {ping1}");
+    let link = String::from_utf8(lab.exec("gw", &["ip", "link", "show", "braid-r2"]).stdout).unwrap();
+    assert!(link.contains("master br-ing2"), "braid-r2: {link}");
+
+    // The status endpoint tells both sessions, whichever worker carries them, and the counters
+    // of both workers.
+    let carried = lab.wait_for(Duration::from_secs(5), || {
+        let out = lab.try_exec("gw", &[gateway.to_str().unwrap(), "status", "--json", "-c", config.to_str().unwrap()]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let live = |i: usize| !status["edges"][i]["session"].is_null();
+        status["sessions"] == 2 && live(0) && live(1) && status["handshakes_forwarded"].as_u64() >= Some(1)
+    });
+    let out = lab.try_exec("gw", &[gateway.to_str().unwrap(), "status", "--json", "-c", config.to_str().unwrap()]);
+    assert!(carried, "the status does not tell both workers' sessions: {}", String::from_utf8_lossy(&out.stdout));
+
+    // On SIGTERM every worker stops and removes its TAPs.
+    assert!(lab.stop("gateway"), "the gateway did not exit on SIGTERM");
+    for tap in ["braid-r1", "braid-r2"] {
+        assert!(!lab.try_exec("gw", &["ip", "link", "show", tap]).status.success(), "{tap} outlived the gateway");
+    }
+}

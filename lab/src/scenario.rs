@@ -262,6 +262,44 @@ pub struct Scenario {
     pub fec: Option<FecConfig>,
 }
 
+/// 50 rigs through one gateway of one worker (`braid-labtool many-rigs`).
+const MANY_RIGS: Scenario = Scenario {
+    name: "many-rigs",
+    describe: "50 rigs of two links at 2 Mbit/s each through one gateway",
+    topology: Topology::ManyRigs,
+    mode: Mode::Bond,
+    stream: Stream::Custom,
+    // Each rig is the engine's edge with its own key, sockets and handshake (all in one
+    // `braid-labtool rigs` process); after 3 s to connect, each offers 2 Mbit/s of 1242-byte
+    // frames for 15 s (3,020 frames) to a sink on the ingest host, which counts each rig's
+    // distinct sequences: lost is what was offered and never arrived, whether the tunnel
+    // refused it (refused) or lost it on the way. The gateway's CPU over the run is reported,
+    // as a share of one core and per Gbit/s delivered.
+    bounds: &[
+        Bound { figure: "connected", test: Test::OneOf(&["50"]) },
+        at_least("offered_min", 2868.0),
+        zero("refused"),
+        zero("lost"),
+        zero("dup"),
+        zero("panicked"),
+    ],
+    reported: &[
+        "delivered_mbps",
+        "gateway_cpu_pct",
+        "gateway_cpu_s_per_gbit",
+        "rigs_cpu_pct",
+        "rigs_cpu_s_per_gbit",
+        "rigs_with_loss",
+        "lost_max",
+        "offered",
+        "send_errors",
+        "workers",
+        "handshakes_forwarded",
+        "sessions",
+    ],
+    ..BASE
+};
+
 const FIELD: [&str; 3] = ["preset=dsl", "preset=lte-good", "preset=lte-bad"];
 
 /// A carrier cut, a blackhole, both back, a NAT rebind.
@@ -612,23 +650,23 @@ pub static ALL: &[Scenario] = &[
         ],
         ..BASE
     },
+    MANY_RIGS,
     Scenario {
-        name: "many-rigs",
-        describe: "50 rigs of two links at 2 Mbit/s each through one gateway",
-        topology: Topology::ManyRigs,
-        mode: Mode::Bond,
-        stream: Stream::Custom,
-        // Each rig is the engine's edge with its own key, sockets and handshake (all in one
-        // `braid-labtool rigs` process); after 3 s to connect, each offers 2 Mbit/s of 1242-byte
-        // frames for 15 s (3,020 frames) to a sink on the ingest host, which counts each rig's
-        // distinct sequences: lost is what was offered and never arrived, whether the tunnel
-        // refused it (refused) or lost it on the way. The gateway's CPU over the run is
-        // reported, as a share of one core and per Gbit/s delivered.
+        name: "many-rigs-workers",
+        describe: "many-rigs through a gateway of two workers",
+        // As many-rigs, with the gateway's `workers: 2`: each rig's session lives on the worker
+        // its key hashes to, the kernel steers each datagram by its session index, and worker 0
+        // hands the other's initiations over (handshakes_forwarded). A datagram steered to the
+        // wrong worker finds no session there and is lost, so lost = 0 over 50 rigs says the
+        // steering holds.
         bounds: &[
+            Bound { figure: "workers", test: Test::OneOf(&["2"]) },
+            Bound { figure: "sessions", test: Test::OneOf(&["50"]) },
+            at_least("handshakes_forwarded", 1.0),
             Bound { figure: "connected", test: Test::OneOf(&["50"]) },
             at_least("offered_min", 2868.0),
-            zero("refused"),
             zero("lost"),
+            zero("refused"),
             zero("dup"),
             zero("panicked"),
         ],
@@ -643,7 +681,7 @@ pub static ALL: &[Scenario] = &[
             "offered",
             "send_errors",
         ],
-        ..BASE
+        ..MANY_RIGS
     },
     Scenario {
         name: "hostile",

@@ -95,6 +95,7 @@ pub(super) struct GatewayFile {
     pub(super) path_mtu: Option<i64>,
     pub(super) mss_clamp: Option<bool>,
     pub(super) handshake_rate: Option<i64>,
+    pub(super) workers: Option<Scalar>,
     #[serde(default)]
     pub(super) edges: Vec<AllowedEdgeFile>,
     pub(super) status: Option<StatusFile>,

@@ -150,6 +150,8 @@ pub struct GatewaySettings {
     /// Whether the listen addresses are bound even when this host does not hold them (yet): a
     /// virtual IP that keepalived moves between a pair of gateways.
     pub nonlocal_bind: bool,
+    /// How many workers share the sessions.
+    pub workers: Workers,
     /// One TAP per allowed edge, in allowlist order (index = `PeerId`).
     pub taps: Vec<TapSettings>,
     /// The status, metrics and dashboard endpoint.
@@ -222,6 +224,7 @@ impl GatewaySettings {
             ("nonlocal_bind", self.nonlocal_bind.to_string()),
             ("private_key_file", self.gateway.private_key.public().to_base64()),
             ("handshake_rate", self.gateway.handshake_rate.to_string()),
+            ("workers", self.workers.to_string()),
             ("mode", s.mode.as_str().to_owned()),
             ("latency_budget_ms", s.latency_budget.as_millis().to_string()),
             ("path_mtu", s.max_datagram.to_string()),
@@ -336,6 +339,39 @@ pub const LATENCY_BUDGET_MS_RANGE: core::ops::RangeInclusive<i64> = 1..=5000;
 pub const GATEWAY_RETURN_AFTER_S_RANGE: core::ops::RangeInclusive<i64> = 0..=86_400;
 /// The hold-down when the config sets none.
 pub const DEFAULT_GATEWAY_RETURN_AFTER_S: u32 = 60;
+/// How many workers a gateway may run.
+pub const WORKERS_RANGE: core::ops::RangeInclusive<i64> = 1..=64;
+
+/// How many worker threads a gateway runs, each with its own sockets on the listen port, its
+/// own engine and its own edges' TAPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per core the process may run on (at most the range's top).
+    Auto,
+    /// This many.
+    Count(usize),
+}
+
+impl Workers {
+    /// How many, on this machine.
+    pub fn count(self) -> usize {
+        let most = *WORKERS_RANGE.end() as usize;
+        match self {
+            Self::Auto => std::thread::available_parallelism().map_or(1, usize::from).min(most),
+            Self::Count(n) => n.clamp(1, most),
+        }
+    }
+}
+
+impl std::fmt::Display for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// The handshake rates a config may set, per second.
 pub const HANDSHAKE_RATE_RANGE: core::ops::RangeInclusive<i64> = 1..=100_000;
 /// The largest uplink rate a config may set, in Mbit/s (1 Tbit/s; keeps bits per second in a `u64`).

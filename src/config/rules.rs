@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::file::{Advanced, EdgeFile, FecFile, GatewayEntryFile, GatewayFile, PeerFile, StatusFile};
+use super::file::{Advanced, EdgeFile, FecFile, GatewayEntryFile, GatewayFile, PeerFile, Scalar, StatusFile};
 use super::locate::Document;
 use super::secrets::{read_private_key, read_psk, read_token};
 use super::*;
@@ -53,6 +53,7 @@ pub(super) fn expected(key: &str) -> String {
         "parity" => range_rule(&FEC_PARITY_RANGE, "frames' worth of recovery per block"),
         "max_delay_ms" => range_rule(&FEC_MAX_DELAY_MS_RANGE, "milliseconds"),
         "handshake_rate" => range_rule(&HANDSHAKE_RATE_RANGE, "handshakes per second"),
+        "workers" => format!("auto (one per core) or {}", range_rule(&WORKERS_RANGE, "threads")),
         "tap" if key == "tap" => "a mapping with name, mtu, mac and bridge (all optional)".into(),
         "name" if key == "tap.name" => format!("an interface name of {INTERFACE_RULE}"),
         "tap" | "interface" | "bridge" => format!("an interface name of {INTERFACE_RULE}"),
@@ -302,6 +303,18 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         None => Some(DEFAULT_HANDSHAKE_RATE),
         Some(rate) => problems.check(in_range("handshake_rate", rate, &HANDSHAKE_RATE_RANGE, "handshakes per second")),
     };
+    let workers = match &file.workers {
+        None => Some(Workers::Auto),
+        Some(Scalar::Text(text)) if text == "auto" => Some(Workers::Auto),
+        Some(Scalar::Int(n)) => problems.check(in_range("workers", *n, &WORKERS_RANGE, "threads").map(Workers::Count)),
+        Some(other) => {
+            problems.push(problem(
+                "workers",
+                format!("{:?} is not a number; expected {}", other.text(), expected("workers")),
+            ));
+            None
+        }
+    };
     // A fleet member may start with no edge of its own: the fleet's allowlist admits them.
     let fleet = file.fleet.map(|fleet| super::fleet::fleet(doc, &mut problems, fleet, &listen));
     if file.edges.is_empty() && fleet.is_none() {
@@ -338,8 +351,8 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         }
     }
     let status = problems.check(status(doc, file.status, DEFAULT_GATEWAY_STATUS));
-    let (Some(private_key), Some(session), Some(handshake_rate), Some(status)) =
-        (private_key, session, handshake_rate, status)
+    let (Some(private_key), Some(session), Some(handshake_rate), Some(status), Some(workers)) =
+        (private_key, session, handshake_rate, status, workers)
     else {
         return Err(problems.0);
     };
@@ -351,6 +364,7 @@ pub(super) fn gateway_settings(doc: &Document, file: GatewayFile) -> Result<Gate
         gateway: GatewayConfig { private_key, edges, session, handshake_rate },
         listen,
         nonlocal_bind: file.nonlocal_bind.unwrap_or(false),
+        workers,
         taps,
         status,
         fleet: fleet.flatten(),

@@ -547,7 +547,7 @@ fn a_full_gateway_config_fills_every_setting() {
     let scratch = Scratch::new("gateway-full");
     PrivateKey::from_bytes([6; 32]).write_file(&scratch.dir.join("van.psk")).unwrap();
     let yaml = gateway_yaml().replace("- name: van-2\n", "- name: van-2\n  psk_file: van.psk\n  tap: ingest2\n  mtu: 1400\n  mac: 02:00:00:00:00:02\n  bridge: br-ingest\n")
-        + "listen: [\"0.0.0.0:4754\", \"[::]:4755\"]\nnonlocal_bind: true\nmode: bond\nlatency_budget_ms: 80\nhandshake_rate: 9\nstatus:\n  listen: 127.0.0.1:1\n";
+        + "listen: [\"0.0.0.0:4754\", \"[::]:4755\"]\nnonlocal_bind: true\nmode: bond\nlatency_budget_ms: 80\nhandshake_rate: 9\nworkers: 3\nstatus:\n  listen: 127.0.0.1:1\n";
     let settings = scratch.gateway(&yaml).unwrap();
     let gateway = &settings.gateway;
     assert_eq!(gateway.private_key, PrivateKey::from_bytes([1; 32]));
@@ -563,6 +563,7 @@ fn a_full_gateway_config_fills_every_setting() {
         SessionConfig { mode: Mode::Bond, latency_budget: Duration::from_millis(80), ..SessionConfig::default() }
     );
     assert_eq!(gateway.handshake_rate, 9);
+    assert_eq!(settings.workers, Workers::Count(3));
     assert_eq!(settings.listen, ["0.0.0.0:4754".parse().unwrap(), "[::]:4755".parse().unwrap()]);
     assert!(settings.nonlocal_bind);
     assert_eq!(
@@ -587,6 +588,8 @@ fn a_minimal_gateway_config_takes_the_defaults() {
     assert_eq!(settings.listen, [DEFAULT_GATEWAY_LISTEN]);
     assert!(!settings.nonlocal_bind);
     assert_eq!(settings.gateway.handshake_rate, DEFAULT_HANDSHAKE_RATE);
+    assert_eq!(settings.workers, Workers::Auto, "one worker per core");
+    assert_eq!(Workers::Auto.count(), std::thread::available_parallelism().map_or(1, usize::from).min(64));
     assert_eq!(settings.gateway.session, SessionConfig::default());
     assert_eq!(settings.taps.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["braid-0", "braid-1"]);
     assert_eq!(settings.status.listen, DEFAULT_GATEWAY_STATUS);
@@ -620,6 +623,18 @@ fn gateway_rules_refuse_duplicates_empty_lists_and_bad_addresses() {
         (gateway_yaml() + "listen: []\n", Some(7), "listen", "the list is empty"),
         (gateway_yaml() + "listen:\n  - 0.0.0.0:1\n  - 0.0.0.0:1\n", Some(9), "listen[1]", "0.0.0.0:1 is listed twice"),
         (gateway_yaml() + "handshake_rate: 0\n", Some(7), "handshake_rate", "expected an integer from 1 to 100000"),
+        (
+            gateway_yaml() + "workers: 0\n",
+            Some(7),
+            "workers",
+            "0 is out of range; expected an integer from 1 to 64 (threads)",
+        ),
+        (
+            gateway_yaml() + "workers: many\n",
+            Some(7),
+            "workers",
+            "\"many\" is not a number; expected auto (one per core) or an integer from 1 to 64 (threads)",
+        ),
         (
             "private_key_file: key.key\nedges: []\n".into(),
             Some(2),

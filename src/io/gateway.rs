@@ -2,24 +2,24 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::task::{Context, Poll};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tun_rs::AsyncDevice;
 
 use super::batch::{BatchSocket, poll_recv_any};
-use super::driver::{self, Buffers, Sinks};
+use super::driver::{self, Buffers};
 use super::netlink::Netlink;
-use super::status::{Body, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
-use super::udp::bind_listen;
+use super::status::{Body, EdgeView, Flat, GatewayBody, Observer, Recorder, Status, by_reason, tick};
+use super::udp::{bind_listen_workers, register};
+use super::workers::{self, Command, Crew, EdgesUpdate, PartLoad, Plant, Seat, link_name, poll_recv_taps};
 use super::{IoError, now, os_seed, shutdown_signal, sleep_until, tap};
 use crate::config::{FleetSettings, GatewaySettings, TapSettings, load_gateway};
-use crate::endpoint::gateway::{Gateway, PeerId};
+use crate::endpoint::gateway::{EdgeEntry, Gateway, GatewayStats, PeerId, Shard, worker_of};
 use crate::fleet::member::{self, Agent, FleetEdge, Load};
 use crate::fleet::placement::Rules;
 use crate::fleet::placer::{EdgeNow, Here, Placer};
-use crate::session::{Event, Transmit};
+use crate::stats::Counters;
 
 enum Input {
     Shutdown(&'static str),
@@ -28,6 +28,8 @@ enum Input {
     Timeout,
     Tap(usize, io::Result<usize>),
     Udp(io::Result<usize>),
+    Worker(Command),
+    WorkerFailed(usize, IoError),
     Snapshot,
     FleetEdges(Vec<FleetEdge>),
     FleetTick,
@@ -45,12 +47,50 @@ pub fn run(settings: GatewaySettings) -> Result<(), IoError> {
     driver::run(settings.gateway.session.tuning, drive(settings))
 }
 
-async fn open_taps(settings: &[TapSettings], netlink: &Netlink) -> Result<Vec<AsyncDevice>, IoError> {
+/// TAPs opened for a worker to register, by allowlist position.
+type Opened = Vec<Option<tun_rs::SyncDevice>>;
+
+/// Opens the TAPs of the edges `new` says, for their workers to register.
+async fn open_taps(
+    settings: &[TapSettings],
+    new: impl Fn(usize) -> bool,
+    netlink: &Netlink,
+) -> Result<Opened, IoError> {
     let mut taps = Vec::with_capacity(settings.len());
-    for tap in settings {
-        taps.push(tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?);
+    for (slot, tap) in settings.iter().enumerate() {
+        taps.push(match new(slot) {
+            true => Some(tap::open_unregistered(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?),
+            false => None,
+        });
     }
     Ok(taps)
+}
+
+/// Hands out TAPs just opened (by allowlist position) to the workers that own their edges:
+/// worker 0's registered here, the others' in one list per worker.
+fn deal_taps(
+    opened: Vec<Option<tun_rs::SyncDevice>>,
+    edges: &[EdgeEntry],
+    settings: &[TapSettings],
+    count: usize,
+) -> Result<(Vec<Option<AsyncDevice>>, Vec<Opened>), IoError> {
+    let mut others: Vec<Opened> =
+        (1..count).map(|_| std::iter::repeat_with(|| None).take(opened.len()).collect()).collect();
+    let mut own = Vec::with_capacity(opened.len());
+    for (slot, device) in opened.into_iter().enumerate() {
+        let owner = edges.get(slot).map_or(0, |e| worker_of(&e.public_key, count));
+        match (device, owner) {
+            (Some(device), 0) => own.push(Some(tap::register(&settings[slot].name, device)?)),
+            (Some(device), owner) => {
+                own.push(None);
+                if let Some(place) = others.get_mut(owner - 1).and_then(|o| o.get_mut(slot)) {
+                    *place = Some(device);
+                }
+            }
+            (None, _) => own.push(None),
+        }
+    }
+    Ok((own, others))
 }
 
 async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
@@ -63,19 +103,39 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
         signal(SignalKind::user_defined2()).map_err(|e| IoError::new("installing the SIGUSR2 handler", e))?;
     let netlink = Netlink::open()?;
     let forget = netlink.forgetter();
-    let mut taps: Vec<Option<AsyncDevice>> = open_taps(&settings.taps, &netlink).await?.into_iter().map(Some).collect();
+    let count = settings.workers.count();
     let mut names: Vec<String> = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
-    let sockets: Vec<Option<BatchSocket>> = settings
+    // Each listen address's sockets, one per worker; worker w takes the w-th of each.
+    let mut bound: Vec<std::vec::IntoIter<socket2::Socket>> = settings
         .listen
         .iter()
-        .map(|&a| {
-            bind_listen(a, settings.nonlocal_bind)
-                .and_then(|s| BatchSocket::new(s).map(Some).map_err(|e| IoError::new("enabling batched I/O", e)))
-        })
+        .map(|&a| bind_listen_workers(a, settings.nonlocal_bind, count).map(Vec::into_iter))
         .collect::<Result<_, _>>()?;
+    let mut take_sockets = || bound.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>();
+    let sockets: Vec<Option<BatchSocket>> = take_sockets()
+        .into_iter()
+        .map(|s| register(s).and_then(BatchSocket::new).map(Some).map_err(|e| IoError::new("enabling batched I/O", e)))
+        .collect::<Result<_, _>>()?;
+    let opened = open_taps(&settings.taps, |_| true, &netlink).await?;
+    let (mut taps, dealt) = deal_taps(opened, &settings.gateway.edges, &settings.taps, count)?;
+    let mut observer = driver::observer(&settings.status, "gateway")?;
+    let seats: Vec<Seat> = dealt
+        .into_iter()
+        .enumerate()
+        .map(|(i, opened)| Seat {
+            shard: Shard { worker: i + 1, count },
+            config: settings.gateway.clone(),
+            taps: settings.taps.clone(),
+            sockets: take_sockets(),
+            opened,
+            observed: observer.is_some(),
+            forget: forget.clone(),
+        })
+        .collect();
+    let mut crew = Crew::start(seats)?;
     let mut gateway = Gateway::new(settings.gateway.clone(), now(), os_seed()?)
         .map_err(|e| IoError::new("starting the gateway", io::Error::other(e)))?;
-    let mut observer = driver::observer(&settings.status, "gateway")?;
+    gateway.set_shard(Shard { worker: 0, count });
     // What the file says; what runs is it with the fleet's allowlist after its own edges.
     let mut file_settings = settings.clone();
     let mut fleet_edges: Vec<FleetEdge> = Vec::new();
@@ -84,19 +144,21 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
     record_restart_only(&settings);
     record_pid();
     let mut recorders: Vec<Recorder> = names.iter().map(|_| Recorder::new()).collect();
-    info!(listen = ?settings.listen, edges = names.len(), public_key = %gateway.public_key(), "gateway running");
+    info!(listen = ?settings.listen, edges = names.len(), workers = count, public_key = %gateway.public_key(), "gateway running");
 
     let mut buffers = Buffers::default();
-    let Buffers { tap: tap_buf, batch, sends, out } = &mut buffers;
     let (mut tap_cursor, mut udp_cursor) = (0, 0);
-    loop {
+    let outcome = loop {
         let deadline = gateway.poll_timeout().map(|(at, _)| at);
+        let Buffers { tap: tap_buf, batch, .. } = &mut buffers;
         let input = tokio::select! {
             biased;
             signal = &mut shutdown => Input::Shutdown(signal),
             _ = hangup.recv() => Input::Reload,
             _ = drain.recv() => Input::Drain(true),
             _ = undrain.recv() => Input::Drain(false),
+            Some((worker, error)) = crew.failures.recv() => Input::WorkerFailed(worker, error),
+            Some(command) = crew.inbox.recv() => Input::Worker(command),
             () = sleep_until(deadline) => Input::Timeout,
             () = tick(&mut observer) => Input::Snapshot,
             Some(edges) = fleet_allowlist(&mut fleet) => Input::FleetEdges(edges),
@@ -104,18 +166,33 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             (slot, result) = poll_fn(|cx| poll_recv_taps(cx, &taps, tap_buf, &mut tap_cursor)) => Input::Tap(slot, result),
             (_, result) = poll_fn(|cx| poll_recv_any(cx, &sockets, batch, &mut udp_cursor)) => Input::Udp(result),
         };
+        let Buffers { tap: tap_buf, batch, .. } = &mut buffers;
         match input {
             Input::Shutdown(signal) => {
                 info!(signal, "shutting down");
-                break;
+                break Ok(());
             }
+            Input::WorkerFailed(worker, error) => {
+                tracing::error!(worker, %error, "a worker stopped; shutting down");
+                break Err(error);
+            }
+            Input::Worker(Command::Forward(forward)) => {
+                let _ = gateway.handle_forwarded(now(), forward.from, &forward.datagram);
+            }
+            Input::Worker(_) => {}
             Input::Reload => {
                 let loaded = load_gateway(&settings.path)
                     .map_err(|e| IoError::new("reloading", io::Error::other(e.to_string())));
                 let applied = match loaded {
                     Ok(loaded) => {
                         let merged = with_fleet(&loaded, &fleet_edges);
-                        let result = apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await;
+                        let mut running = Running {
+                            settings: &mut settings,
+                            gateway: &mut gateway,
+                            taps: &mut taps,
+                            names: &mut names,
+                        };
+                        let result = apply(&mut running, merged, &crew, &netlink).await;
                         if result.is_ok() {
                             file_settings = loaded;
                         }
@@ -128,18 +205,23 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             Input::FleetEdges(edges) => {
                 fleet_edges = edges;
                 let merged = with_fleet(&file_settings, &fleet_edges);
-                let applied = apply(&mut settings, merged, &mut gateway, &mut taps, &mut names, &netlink).await;
+                let mut running =
+                    Running { settings: &mut settings, gateway: &mut gateway, taps: &mut taps, names: &mut names };
+                let applied = apply(&mut running, merged, &crew, &netlink).await;
                 let refused = "the fleet's allowlist could not be applied";
                 recorders = applied_or_warned(applied, recorders, &names, "allowlist changed by the fleet", refused);
             }
             Input::FleetTick => {
                 if let Some(fleet) = &mut fleet {
-                    fleet.tick(&mut gateway, &names);
+                    fleet.tick(&mut gateway, &crew, &names);
                 }
             }
             Input::Drain(on) => {
                 if on != gateway.draining() {
-                    let live = (0..names.len()).filter(|&i| gateway.session(PeerId(i)).is_some()).count();
+                    let live = std::iter::once(PartLoad::of(&gateway))
+                        .chain(crew.reports().into_iter().map(|r| r.load))
+                        .map(|l| l.carrying.len() + l.standby_for.len())
+                        .sum::<usize>();
                     if on {
                         info!(edges = live, "draining: edges with a standby gateway move their streams there");
                     } else {
@@ -147,6 +229,7 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
                     }
                 }
                 gateway.set_draining(on);
+                crew.broadcast(|| Command::Drain(on));
             }
             Input::Timeout => gateway.handle_timeout(now()),
             Input::Tap(slot, Ok(len)) => {
@@ -170,35 +253,24 @@ async fn drive(mut settings: GatewaySettings) -> Result<(), IoError> {
             Input::Snapshot => {
                 if let Some(observer) = &observer {
                     let fleet = fleet.as_ref().map(|f| f.agent.view.borrow().clone());
-                    observer.board.publish(snapshot(observer, &gateway, &names, &mut recorders, fleet));
+                    let parts = Parts { gateway: &gateway, names: &names, reports: crew.reports() };
+                    observer.board.publish(snapshot(observer, parts, &mut recorders, fleet));
                 }
             }
         }
-        let sinks = Sinks {
+        let plant = Plant {
             sockets: &sockets,
-            // Answer from a socket of the destination's family.
-            socket_for: |transmit: &Transmit| {
-                sockets.iter().position(|s| {
-                    s.as_ref().is_some_and(|s| s.local_addr().is_ipv6() == transmit.destination.is_ipv6())
-                })
-            },
-            tap: |peer| taps.get(peer).and_then(Option::as_ref),
-            name: |peer| names.get(peer).map_or("?", String::as_str),
-            link_name,
+            taps: &taps,
+            names: &names,
+            tap_settings: &settings.taps,
             recorders: if observer.is_some() { Some(&mut recorders[..]) } else { None },
-            on_event: Some(&mut |peer, event| {
-                // A rig that keeps this gateway as a standby is reached through another: the
-                // bridge forgets where it learned the rig's addresses.
-                if let Event::PeerStandby { standby: true } = event
-                    && let Some(tap) = settings.taps.get(peer).filter(|t| t.bridge.is_some())
-                {
-                    let _ = forget.send(tap.name.clone());
-                }
-            }),
+            forget: &forget,
+            crew: crew.senders(),
         };
-        driver::drain(&mut gateway, out, sends, sinks);
-    }
-    Ok(())
+        workers::drain(&mut gateway, &mut buffers, plant);
+    };
+    crew.stop();
+    outcome
 }
 
 /// How often the data plane reports its load to the fleet agent.
@@ -232,8 +304,9 @@ impl Fleet {
 
     /// Reports the gateway's load to the agent, and says to each edge it carries where the
     /// fleet puts it.
-    fn tick(&mut self, gateway: &mut Gateway, names: &[String]) {
-        let load = self.load.measure(gateway, names);
+    fn tick(&mut self, gateway: &mut Gateway, crew: &Crew, names: &[String]) {
+        let parts = std::iter::once(PartLoad::of(gateway)).chain(crew.reports().into_iter().map(|r| r.load));
+        let load = self.load.measure(parts, gateway.draining());
         let here = |name: &String| {
             if load.carrying.contains(name) {
                 Here::Carried
@@ -247,7 +320,10 @@ impl Fleet {
         let view = self.agent.view.borrow().clone();
         let placements = self.placer.place(&self.rules, &self.name, &view, &edges, now(), super::unix_millis());
         for (i, placement) in placements.into_iter().enumerate() {
-            gateway.set_placement(PeerId(i), placement);
+            match gateway.worker_of(PeerId(i)) {
+                0 => gateway.set_placement(PeerId(i), placement),
+                owner => crew.send(owner, Command::Placement(i, placement)),
+            }
         }
         self.agent.load.send_replace(load);
     }
@@ -294,14 +370,13 @@ struct LoadMeter {
 }
 
 impl LoadMeter {
-    fn measure(&mut self, gateway: &Gateway, names: &[String]) -> Load {
+    fn measure(&mut self, parts: impl Iterator<Item = PartLoad>, draining: bool) -> Load {
         let (mut carrying, mut standby_for, mut rx, mut tx) = (Vec::new(), Vec::new(), 0, 0);
-        for (name, session) in names.iter().enumerate().filter_map(|(i, n)| Some((n, gateway.session(PeerId(i))?))) {
-            if session.is_standby() { &mut standby_for } else { &mut carrying }.push(name.clone());
-            for stats in session.links().filter_map(|l| session.link_stats(l)) {
-                rx += stats.rx_bytes;
-                tx += stats.tx_bytes;
-            }
+        for part in parts {
+            carrying.extend(part.carrying);
+            standby_for.extend(part.standby_for);
+            rx += part.rx_bytes;
+            tx += part.tx_bytes;
         }
         let now = now();
         let mbps = |after: u64, before: u64, secs: f64| after.saturating_sub(before) as f64 * 8.0 / secs / 1e6;
@@ -313,7 +388,7 @@ impl LoadMeter {
             None => (0.0, 0.0),
         };
         self.last = Some((now, rx, tx));
-        Load { carrying, standby_for, mbps_in, mbps_out, draining: gateway.draining() }
+        Load { carrying, standby_for, mbps_in, mbps_out, draining }
     }
 }
 
@@ -322,43 +397,38 @@ impl LoadMeter {
 /// TAPs and sessions; removed edges' TAPs are closed (and so removed). Every other key that
 /// changed needs a restart: a WARN names each. `running` follows what the gateway runs with.
 async fn apply(
-    running: &mut GatewaySettings,
+    running: &mut Running<'_>,
     settings: GatewaySettings,
-    gateway: &mut Gateway,
-    taps: &mut Vec<Option<AsyncDevice>>,
-    names: &mut Vec<String>,
+    crew: &Crew,
     netlink: &Netlink,
 ) -> Result<Vec<Option<PeerId>>, IoError> {
     let refused = |e: String| IoError::new("reloading", io::Error::other(e));
+    let Running { settings: current, gateway, taps, names } = running;
     let previous: Vec<Option<PeerId>> = settings.gateway.edges.iter().map(|e| gateway.peer_of(&e.public_key)).collect();
-    let mut opened = Vec::with_capacity(previous.len());
-    for (slot, before) in previous.iter().enumerate() {
-        opened.push(match before {
-            Some(_) => None,
-            None => {
-                let tap = &settings.taps[slot];
-                Some(tap::open(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?)
-            }
-        });
-    }
+    let opened = open_taps(&settings.taps, |slot| previous[slot].is_none(), netlink).await?;
     let moved = gateway.set_edges(settings.gateway.edges.clone()).map_err(|e| refused(e.to_string()))?;
-    let mut old = std::mem::take(taps);
-    *taps = moved
+    let (own, dealt) = deal_taps(opened, &settings.gateway.edges, &settings.taps, crew.count)?;
+    let mut old = std::mem::take(*taps);
+    **taps = moved
         .iter()
-        .zip(opened)
+        .zip(own)
         .map(|(before, new)| new.or_else(|| before.and_then(|PeerId(i)| old.get_mut(i)?.take())))
         .collect();
-    *names = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
-    let ignored = running.restart_needed(&settings);
+    **names = settings.gateway.edges.iter().map(|e| e.name.clone()).collect();
+    let ignored = current.restart_needed(&settings);
     // Kept edges run on with their TAPs as they were opened.
     let taps_running: Vec<TapSettings> = moved
         .iter()
         .zip(&settings.taps)
-        .map(|(before, new)| before.and_then(|PeerId(i)| running.taps.get(i).cloned()).unwrap_or_else(|| new.clone()))
+        .map(|(before, new)| before.and_then(|PeerId(i)| current.taps.get(i).cloned()).unwrap_or_else(|| new.clone()))
         .collect();
-    running.gateway.edges = settings.gateway.edges;
-    running.taps = taps_running;
-    record_restart_only(running);
+    for (i, opened) in dealt.into_iter().enumerate() {
+        let update = EdgesUpdate { edges: settings.gateway.edges.clone(), taps: taps_running.clone(), opened };
+        crew.send(i + 1, Command::Edges(update));
+    }
+    current.gateway.edges = settings.gateway.edges;
+    current.taps = taps_running;
+    record_restart_only(current);
     if !ignored.is_empty() {
         warn!(
             keys = %ignored.join(", "),
@@ -366,6 +436,15 @@ async fn apply(
         );
     }
     Ok(moved)
+}
+
+/// What an allowlist change changes in worker 0: what it runs with, its engine, its TAPs and
+/// the edges' names.
+struct Running<'a> {
+    settings: &'a mut GatewaySettings,
+    gateway: &'a mut Gateway,
+    taps: &'a mut Vec<Option<AsyncDevice>>,
+    names: &'a mut Vec<String>,
 }
 
 /// Records what the gateway runs with that a reload cannot change in its runtime directory,
@@ -398,35 +477,38 @@ fn record_runtime_file(name: &str, text: &str, reader: &str) {
     }
 }
 
-fn poll_recv_taps(
-    cx: &mut Context<'_>,
-    taps: &[Option<AsyncDevice>],
-    buf: &mut [u8],
-    cursor: &mut usize,
-) -> Poll<(usize, io::Result<usize>)> {
-    super::poll_round_robin(cx, taps, cursor, |tap, cx| tap.poll_recv(cx, buf))
+/// Worker 0's engine and the other workers' latest reports.
+struct Parts<'a> {
+    gateway: &'a Gateway,
+    names: &'a [String],
+    reports: Vec<workers::Report>,
 }
 
-fn link_name(link: crate::LinkId) -> &'static str {
-    LINK_NAMES.get(usize::from(link.get())).copied().unwrap_or("link?")
-}
-
-/// The gateway's status as of now: every allowed edge and its live session.
+/// The gateway's status as of now: every allowed edge and its live session (from the worker
+/// that owns it), and the counters of every worker summed.
 fn snapshot(
     observer: &Observer,
-    gateway: &Gateway,
-    names: &[String],
+    parts: Parts<'_>,
     recorders: &mut [Recorder],
     fleet: Option<crate::fleet::member::FleetView>,
 ) -> Status {
     let now = now();
-    let edges: Vec<_> = names
+    let Parts { gateway, names, reports } = parts;
+    let edges: Vec<EdgeView> = names
         .iter()
         .zip(recorders.iter_mut())
         .enumerate()
-        .map(|(i, (name, recorder))| recorder.view(now, name, gateway.session(PeerId(i)), link_name))
+        .map(|(i, (name, recorder))| {
+            let owner = gateway.worker_of(PeerId(i));
+            let reported = owner.checked_sub(1).and_then(|r| reports.get(r)?.views.iter().find(|v| v.name == *name));
+            match (owner, reported) {
+                (0, _) => recorder.view(now, name, gateway.session(PeerId(i)), link_name),
+                (_, Some(view)) => view.clone(),
+                (_, None) => recorder.view(now, name, None, link_name),
+            }
+        })
         .collect();
-    let stats = gateway.stats();
+    let stats = summed(std::iter::once(gateway.stats()).chain(reports.iter().map(|r| r.stats)));
     observer.status(
         now,
         Body::Gateway(Box::new(GatewayBody {
@@ -441,8 +523,14 @@ fn snapshot(
     )
 }
 
-/// The gateway knows links by number only (the edge names them).
-const LINK_NAMES: [&str; 16] = [
-    "link0", "link1", "link2", "link3", "link4", "link5", "link6", "link7", "link8", "link9", "link10", "link11",
-    "link12", "link13", "link14", "link15",
-];
+/// The workers' counters, summed.
+fn summed(parts: impl Iterator<Item = GatewayStats>) -> GatewayStats {
+    let mut sum = GatewayStats::default();
+    for part in parts {
+        for i in 0..GatewayStats::DEFS.len() {
+            sum.set(i, sum.get(i) + part.get(i));
+        }
+        sum.drops.add_all(&part.drops);
+    }
+    sum
+}

@@ -4,7 +4,7 @@
 //! * [`udp`]: one UDP socket per uplink, bound to its interface (SO_BINDTODEVICE) and/or source
 //!   address, and the gateway's listening sockets;
 //! * [`netlink`]: carrier, operstate and address changes of the uplinks, from rtnetlink;
-//! * [`edge`] and [`gateway`]: the driver loops. Each `select!`s over its TAPs, sockets, netlink
+//! * [`edge`] and [`gateway`]: the driver loops ([`workers`]: the gateway's, one per worker). Each `select!`s over its TAPs, sockets, netlink
 //!   and `sleep_until(poll_timeout)`, and drains the engine's `poll_*` outputs after every input,
 //!   with reused buffers and no per-packet tasks or channels;
 //! * [`status`], [`metrics`] and [`http`]: the snapshot the drivers publish every 250 ms, its
@@ -23,6 +23,7 @@ pub mod status;
 pub mod tap;
 pub mod udp;
 pub mod usage;
+pub mod workers;
 
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -23,7 +23,8 @@
 //! braid-labtool rigs --gateway ADDR --gateway-key BASE64 --count N [--links L] --mbps R --secs S
 //!                    --ingest IP --ingest-mac MAC --port P [--seed N]
 //! braid-labtool sink --listen ADDR --count N --secs S
-//! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S] [--up-to M [--step K]]
+//! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S] [--workers W] [--name SCENARIO]
+//!                          [--up-to M [--step K]]
 //! ```
 //! * `list` names each scenario with its description; `plan` prints a scenario as shell
 //!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
@@ -65,7 +66,8 @@
 //!   counts what each delivered; `many-rigs` runs the `many-rigs` scenario with them (50 rigs
 //!   at 2 Mbit/s for 15 s by default; see [`many_rigs`]); with `--up-to`, runs `--count` rigs,
 //!   then `--step` (50) more at a time up to `--up-to`, until one run loses a frame, and prints
-//!   the most rigs carried with nothing lost.
+//!   the most rigs carried with nothing lost. `--workers` sets the gateway's `workers:` (1), and
+//!   `--name` the scenario its RESULT line names (`many-rigs-workers` with two).
 //!
 //! Every sending loop stops after `--secs`, whatever happens.
 
@@ -241,12 +243,14 @@ fn run(args: &[String]) -> Result<(), String> {
             let count = flags.number("count").unwrap_or(50).clamp(1, 1000) as usize;
             let mbps = flags.text("mbps").unwrap_or("2");
             let secs = flags.number("secs").unwrap_or(15);
+            let workers = flags.number("workers").unwrap_or(1).clamp(1, 64) as usize;
+            let name = flags.text("name").unwrap_or("many-rigs");
             match flags.number("up-to") {
-                None => many_rigs::run("many-rigs", std::path::Path::new(out), count, mbps, secs),
+                None => many_rigs::run(name, std::path::Path::new(out), count, mbps, secs, workers),
                 Some(up_to) => {
                     let step = flags.number("step").unwrap_or(50).clamp(1, 1000) as usize;
                     let up_to = up_to.clamp(1, 1000) as usize;
-                    many_rigs::most(std::path::Path::new(out), count, step, up_to, mbps, secs)
+                    many_rigs::most(std::path::Path::new(out), (count, step, up_to), mbps, secs, workers)
                 }
             }
         }

@@ -29,8 +29,8 @@ const MAX_RIGS: usize = 450;
 ///
 /// # Errors
 /// What stopped it before it could measure.
-pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Result<(), String> {
-    run_once(name, out, count, mbps, secs).map(|_| ())
+pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64, workers: usize) -> Result<(), String> {
+    run_once(name, out, count, (mbps, secs), workers).map(|_| ())
 }
 
 /// Runs `from` rigs, then `step` more at a time up to `up_to`, until a run loses a frame, and
@@ -40,7 +40,13 @@ pub(crate) fn run(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -
 ///
 /// # Errors
 /// What stopped a run before it could measure.
-pub(crate) fn most(out: &Path, from: usize, step: usize, up_to: usize, mbps: &str, secs: u64) -> Result<(), String> {
+pub(crate) fn most(
+    out: &Path,
+    (from, step, up_to): (usize, usize, usize),
+    mbps: &str,
+    secs: u64,
+    workers: usize,
+) -> Result<(), String> {
     if from == 0 || step == 0 || up_to < from {
         return Err("--count, --step and --up-to: at least 1, and --up-to at least --count".into());
     }
@@ -49,7 +55,7 @@ pub(crate) fn most(out: &Path, from: usize, step: usize, up_to: usize, mbps: &st
     }
     let (mut most, mut tried) = (None, Vec::new());
     for count in (from..=up_to).step_by(step) {
-        let carried = run_once("many-rigs", &out.join(count.to_string()), count, mbps, secs)?;
+        let carried = run_once("many-rigs", &out.join(count.to_string()), count, (mbps, secs), workers)?;
         tried.push(format!("{count}:{}", if carried { "none_lost" } else { "lost" }));
         if !carried {
             break;
@@ -62,12 +68,12 @@ pub(crate) fn most(out: &Path, from: usize, step: usize, up_to: usize, mbps: &st
 }
 
 /// As [`run`], and whether every rig's every frame arrived.
-fn run_once(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Result<bool, String> {
+fn run_once(name: &str, out: &Path, count: usize, (mbps, secs): (&str, u64), workers: usize) -> Result<bool, String> {
     if !(1..=600).contains(&secs) {
         return Err("--secs: between 1 and 600".into());
     }
     let mut lab = Lab::new("rigs");
-    let result = measure(&mut lab, count, mbps, secs);
+    let result = measure(&mut lab, count, (mbps, secs), workers);
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     if let Ok(entries) = std::fs::read_dir(&lab.dir) {
         for entry in entries.flatten() {
@@ -81,7 +87,7 @@ fn run_once(name: &str, out: &Path, count: usize, mbps: &str, secs: u64) -> Resu
     Ok(carried)
 }
 
-fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<(String, bool), String> {
+fn measure(lab: &mut Lab, count: usize, (mbps, secs): (&str, u64), workers: usize) -> Result<(String, bool), String> {
     let mut figures = String::new();
     let mut put = |key: &str, value: &dyn std::fmt::Display| {
         let _ = write!(figures, "{key}={value} ");
@@ -107,7 +113,10 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<(String
     let (gateway_key, gateway_public) = lab.keygen("gateway");
     let config = lab.write(
         "gateway.yaml",
-        &format!("private_key_file: {}\nlisten: [\"{GATEWAY}\"]\nedges:\n{edges}", gateway_key.display()),
+        &format!(
+            "private_key_file: {}\nlisten: [\"{GATEWAY}\"]\nworkers: {workers}\nedges:\n{edges}",
+            gateway_key.display()
+        ),
     );
     let gateway = binary("braid-gateway");
     let gateway = gateway.to_str().ok_or("a binary path that is not UTF-8")?;
@@ -170,7 +179,15 @@ fn measure(lab: &mut Lab, count: usize, mbps: &str, secs: u64) -> Result<(String
     let (offered, sent, received) = (field("rigs", "offered"), field("rigs", "sent"), field("sink", "received"));
     let first = |log: &str, key: &str| field(log, key).first().map_or("-".into(), ToString::to_string);
     put("rigs", &count);
+    put("workers", &workers);
     put("connected", &first("rigs", "connected"));
+    // Initiations worker 0 handed to the worker that owns their rig (none with one worker).
+    let status = lab.try_exec("gw", &[gateway, "status", "--json", "-c", config]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    let number = |key: &str| status[key].as_u64().map_or("-".into(), |n| n.to_string());
+    put("handshakes_forwarded", &number("handshakes_forwarded"));
+    // Sessions as the status endpoint tells them, from every worker.
+    put("sessions", &number("sessions"));
     if offered.len() != count || sent.len() != count || received.len() != count {
         return Err(format!("rigs said {:?}, the sink {:?}", lab.log("rigs"), lab.log("sink")));
     }
