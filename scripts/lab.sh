@@ -913,6 +913,12 @@ measure_many_rigs_workers() {
     labtool many-rigs --name many-rigs-workers --out "$RUN/many-rigs-workers" --count 50 --mbps 2 --secs 15 --workers 2
 }
 
+# 50 rigs at 28 Mbit/s each through a gateway of one worker, then of two, twice over.
+measure_workers_gain() {
+    log "workers-gain: 50 rigs at 28 Mbit/s for 10 s, through one worker then two, twice"
+    labtool many-rigs --name workers-gain --out "$RUN/workers-gain" --count 50 --mbps 28 --secs 10 --workers 2 --rounds 2
+}
+
 # Every uplink's path carries at most 1420-byte IP packets (an LTE path; larger ones vanish, as
 # when ICMP is filtered), and braid is not told: each link probes its path (`path_mtu` stays at
 # its 1500 default, the ceiling). A full 1500-byte packet must cross the TAP's 1500-byte MTU with
@@ -1114,7 +1120,7 @@ configure() { # name
     IMPAIR=1 DIRECT=0 CAPTURE_TUNNEL=0 PATH_MTU=1500
     PAIR=0 OWN_TOPOLOGY=0
     case $TOPOLOGY in
-        fleet | many-rigs | many-rigs-workers) OWN_TOPOLOGY=1 ;;
+        fleet | many-rigs | many-rigs-workers | workers-gain) OWN_TOPOLOGY=1 ;;
         direct) IMPAIR=0 DIRECT=1 ;;
         captured) CAPTURE_TUNNEL=1 ;;
         vrrp-pair) PAIR=1 ;;

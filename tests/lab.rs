@@ -153,6 +153,8 @@ lab_tests! {
         => "fleet";
     fifty_rigs_at_2_mbit_s_each_through_one_gateway_lose_nothing => "many-rigs";
     fifty_rigs_through_a_gateway_of_two_workers_lose_nothing_and_each_rig_stays_on_its_worker => "many-rigs-workers";
+    two_gateway_workers_and_one_each_carry_fifty_rigs_at_1_gbit_s_in_turns,
+        goals two_gateway_workers_carry_1_7_times_what_one_does => "workers-gain";
     a_hostile_internet_costs_the_stream_nothing_and_every_drop_has_a_reason => "hostile";
     a_link_flapping_every_200_ms_under_redundant_mode_loses_nothing => "flap";
     each_link_finds_a_1420_byte_path_by_probing_and_a_1500_byte_packet_with_df_crosses_it,

@@ -24,7 +24,7 @@
 //!                    --ingest IP --ingest-mac MAC --port P [--seed N]
 //! braid-labtool sink --listen ADDR --count N --secs S
 //! braid-labtool many-rigs --out DIR [--count N] [--mbps R] [--secs S] [--workers W] [--name SCENARIO]
-//!                          [--up-to M [--step K]]
+//!                          [--up-to M [--step K] | --rounds R]
 //! ```
 //! * `list` names each scenario with its description; `plan` prints a scenario as shell
 //!   assignments for `scripts/lab.sh` (mode, budget, links, stream, timeline, windows).
@@ -67,7 +67,9 @@
 //!   at 2 Mbit/s for 15 s by default; see [`many_rigs`]); with `--up-to`, runs `--count` rigs,
 //!   then `--step` (50) more at a time up to `--up-to`, until one run loses a frame, and prints
 //!   the most rigs carried with nothing lost. `--workers` sets the gateway's `workers:` (1), and
-//!   `--name` the scenario its RESULT line names (`many-rigs-workers` with two).
+//!   `--name` the scenario its RESULT line names (`many-rigs-workers` with two); with
+//!   `--rounds`, runs one worker and `--workers` in turns, that many times each, and prints
+//!   what each delivered and their ratio (`workers-gain`).
 //!
 //! Every sending loop stops after `--secs`, whatever happens.
 
@@ -245,6 +247,10 @@ fn run(args: &[String]) -> Result<(), String> {
             let secs = flags.number("secs").unwrap_or(15);
             let workers = flags.number("workers").unwrap_or(1).clamp(1, 64) as usize;
             let name = flags.text("name").unwrap_or("many-rigs");
+            if let Some(rounds) = flags.number("rounds") {
+                let rounds = rounds.clamp(1, 20) as usize;
+                return many_rigs::compare(name, std::path::Path::new(out), count, (mbps, secs), workers, rounds);
+            }
             match flags.number("up-to") {
                 None => many_rigs::run(name, std::path::Path::new(out), count, mbps, secs, workers),
                 Some(up_to) => {

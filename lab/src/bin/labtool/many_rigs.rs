@@ -68,7 +68,15 @@ pub(crate) fn most(
 }
 
 /// As [`run`], and whether every rig's every frame arrived.
-fn run_once(name: &str, out: &Path, count: usize, (mbps, secs): (&str, u64), workers: usize) -> Result<bool, String> {
+fn run_once(name: &str, out: &Path, count: usize, rate: (&str, u64), workers: usize) -> Result<bool, String> {
+    let (figures, carried) = run_logged(out, count, rate, workers)?;
+    println!("\nRESULT scenario={name} mode=bond {figures}");
+    Ok(carried)
+}
+
+/// Measures one run, with its logs copied into `out`: its figures, and whether every rig's
+/// every frame arrived.
+fn run_logged(out: &Path, count: usize, (mbps, secs): (&str, u64), workers: usize) -> Result<(String, bool), String> {
     if !(1..=600).contains(&secs) {
         return Err("--secs: between 1 and 600".into());
     }
@@ -82,9 +90,60 @@ fn run_once(name: &str, out: &Path, count: usize, (mbps, secs): (&str, u64), wor
             }
         }
     }
-    let (figures, carried) = result?;
+    result
+}
+
+/// Runs `count` rigs through a gateway of one worker and of `workers`, in turns, `rounds`
+/// times, and prints the RESULT line of scenario `name`: what each delivered and lost, the
+/// gateway's CPU per Gbit/s, and the ratio of the mean delivered (`workers_ratio`). Each run's
+/// logs go under `out/ROUND-WORKERS`.
+///
+/// # Errors
+/// What stopped a run before it could measure.
+pub(crate) fn compare(
+    name: &str,
+    out: &Path,
+    count: usize,
+    rate: (&str, u64),
+    workers: usize,
+    rounds: usize,
+) -> Result<(), String> {
+    let mut runs: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (side, w) in [1, workers].into_iter().enumerate() {
+            let (figures, _) = run_logged(&out.join(format!("{round}-{w}")), count, rate, w)?;
+            println!("run {round}, {w} worker(s): {figures}");
+            runs[side].push(figures);
+        }
+    }
+    let value = |figures: &str, key: &str| -> Option<f64> {
+        figures.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))?.parse().ok())
+    };
+    let each = |side: usize, key: &str| -> Vec<f64> { runs[side].iter().filter_map(|f| value(f, key)).collect() };
+    let list = |values: &[f64]| values.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",");
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let mut figures = format!("rigs={count} mbps_each={} workers={workers} rounds={rounds}", rate.0);
+    let connected: Vec<f64> =
+        (0..rounds).flat_map(|r| [0, 1].map(|side| value(&runs[side][r], "connected"))).flatten().collect();
+    let _ = write!(figures, " connected_each={}", list(&connected));
+    for (side, label) in [(0, "one"), (1, "many")] {
+        let lost_pct: Vec<f64> = runs[side]
+            .iter()
+            .filter_map(|f| Some((100.0 * value(f, "lost")? / value(f, "offered")?.max(1.0) * 1000.0).round() / 1000.0))
+            .collect();
+        let _ = write!(
+            figures,
+            " delivered_mbps_{label}={} lost_pct_{label}={} gateway_cpu_s_per_gbit_{label}={} rigs_cpu_pct_{label}={}",
+            list(&each(side, "delivered_mbps")),
+            list(&lost_pct),
+            list(&each(side, "gateway_cpu_s_per_gbit")),
+            list(&each(side, "rigs_cpu_pct")),
+        );
+    }
+    let ratio = mean(&each(1, "delivered_mbps")) / mean(&each(0, "delivered_mbps")).max(1e-9);
+    let _ = write!(figures, " workers_ratio={ratio:.3}");
     println!("\nRESULT scenario={name} mode=bond {figures}");
-    Ok(carried)
+    Ok(())
 }
 
 fn measure(lab: &mut Lab, count: usize, (mbps, secs): (&str, u64), workers: usize) -> Result<(String, bool), String> {
