@@ -35,11 +35,12 @@ enum Input {
     FleetTick,
 }
 
-/// Runs a gateway until SIGINT or SIGTERM, on a current-thread tokio runtime. SIGHUP reloads the
-/// allowlist from the config file without disturbing the other edges' sessions; SIGUSR1 starts a
-/// drain (edges with a standby gateway move their streams there) and SIGUSR2 ends it. Its PID is
-/// written to its runtime directory, for `braid-gateway drain`. The TAPs are removed on the way
-/// out.
+/// Runs a gateway until SIGINT or SIGTERM: worker 0 (which also answers the signals) on a
+/// current-thread tokio runtime here, each other worker on a thread of its own
+/// ([`super::workers`]). SIGHUP reloads the allowlist from the config file without disturbing
+/// the other edges' sessions; SIGUSR1 starts a drain (edges with a standby gateway move their
+/// streams there) and SIGUSR2 ends it. Its PID is written to its runtime directory, for
+/// `braid-gateway drain`. The TAPs are removed on the way out.
 ///
 /// # Errors
 /// [`IoError`] if a socket, a TAP or the runtime cannot be set up.
@@ -58,10 +59,12 @@ async fn open_taps(
 ) -> Result<Opened, IoError> {
     let mut taps = Vec::with_capacity(settings.len());
     for (slot, tap) in settings.iter().enumerate() {
-        taps.push(match new(slot) {
-            true => Some(tap::open_unregistered(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?),
-            false => None,
-        });
+        let opened = if new(slot) {
+            Some(tap::open_unregistered(&tap.name, tap.mtu, tap.mac, tap.bridge.as_deref(), netlink).await?)
+        } else {
+            None
+        };
+        taps.push(opened);
     }
     Ok(taps)
 }

@@ -42,8 +42,9 @@ pub fn bind_listen(address: SocketAddr, nonlocal: bool) -> Result<UdpSocket, IoE
 
 /// `count` listening sockets on one address, one per gateway worker, in worker order; with more
 /// than one, they share the port (SO_REUSEPORT) and the kernel steers each datagram to the
-/// socket of the worker its GRE Key names, by the rule of [`steer`](crate::endpoint::gateway::steer). They are registered with
-/// no runtime yet: each worker registers its own ([`register`]).
+/// socket of the worker its GRE Key names, by the rule of
+/// [`steer`](crate::endpoint::gateway::steer). They are registered with no runtime yet: each
+/// worker registers its own ([`register`]).
 ///
 /// # Errors
 /// [`IoError`] if the address cannot be bound or the steering program attached.
@@ -53,13 +54,12 @@ pub fn bind_listen_workers(address: SocketAddr, nonlocal: bool, count: usize) ->
     // Sockets that share a port join whatever group already holds it (another process of the
     // same user): a socket that does not share it first finds the port taken, as with one
     // worker, and fixes the port the group binds if the address leaves it to the kernel.
-    let address = match shared {
-        true => {
-            let probe = listen_socket(address, nonlocal, false)?;
-            probe.bind(&address.into()).map_err(|e| IoError::new(what(), e))?;
-            probe.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(address)
-        }
-        false => address,
+    let address = if shared {
+        let probe = listen_socket(address, nonlocal, false)?;
+        probe.bind(&address.into()).map_err(|e| IoError::new(what(), e))?;
+        probe.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(address)
+    } else {
+        address
     };
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count {
@@ -102,9 +102,9 @@ fn listen_socket(address: SocketAddr, nonlocal: bool, shared: bool) -> Result<So
 }
 
 /// Has the kernel hand each datagram arriving on `socket`'s port to the socket of the group
-/// (in the order they were bound) that [`steer`](crate::endpoint::gateway::steer) names: a classic BPF program, which the kernel
-/// runs with the UDP payload at offset 0. A datagram too short for the load ends the program
-/// with 0: worker 0's socket, as `steer` says.
+/// (in the order they were bound) that [`steer`](crate::endpoint::gateway::steer) names: a
+/// classic BPF program, which the kernel runs with the UDP payload at offset 0. A datagram too
+/// short for the load ends the program with 0: worker 0's socket, as `steer` says.
 fn attach_steering(socket: &Socket, count: usize) -> io::Result<()> {
     use nix::libc::{sock_filter, sock_fprog};
     use nix::sys::socket::{setsockopt, sockopt::AttachReusePortCbpf};

@@ -237,7 +237,7 @@ async fn serve(
                 .map_err(|e| IoError::new("setting up a worker's socket", e))
         })
         .collect::<Result<_, _>>()?;
-    let mut taps = register_taps(opened, &tap_settings)?;
+    let mut taps = register_taps(opened, &tap_settings).into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut names: Vec<String> = config.edges.iter().map(|e| e.name.clone()).collect();
     let mut gateway = Gateway::new(config, now(), os_seed()?)
         .map_err(|e| IoError::new("starting a worker", std::io::Error::other(e)))?;
@@ -261,10 +261,15 @@ async fn serve(
                     };
                     // A TAP that cannot be registered leaves its edge without one, as a TAP
                     // that fails to read does; the others carry on.
-                    let mut opened = register_taps(update.opened, &update.taps).unwrap_or_else(|error| {
-                        tracing::error!(worker = shard.worker, %error, "a TAP the reload opened cannot be used");
-                        Vec::new()
-                    });
+                    let mut opened: Vec<Option<AsyncDevice>> = register_taps(update.opened, &update.taps)
+                        .into_iter()
+                        .map(|tap| {
+                            tap.unwrap_or_else(|error| {
+                                tracing::error!(worker = shard.worker, %error, "a TAP the reload opened cannot be used");
+                                None
+                            })
+                        })
+                        .collect();
                     let mut old_taps = std::mem::take(&mut taps);
                     taps = moved
                         .iter()
@@ -340,11 +345,11 @@ async fn serve(
     Ok(())
 }
 
-/// Registers the TAPs opened for a worker on its runtime.
+/// Registers the TAPs opened for a worker on its runtime, each on its own.
 fn register_taps(
     opened: Vec<Option<SyncDevice>>,
     settings: &[TapSettings],
-) -> Result<Vec<Option<AsyncDevice>>, IoError> {
+) -> Vec<Result<Option<AsyncDevice>, IoError>> {
     opened
         .into_iter()
         .enumerate()
