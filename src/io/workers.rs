@@ -56,7 +56,7 @@ pub struct PartLoad {
     pub carrying: Vec<String>,
     /// Edges that keep the gateway as their standby.
     pub standby_for: Vec<String>,
-    /// Bytes received from and sent to edges so far.
+    /// Bytes received from edges so far.
     pub rx_bytes: u64,
     /// Bytes sent to edges so far.
     pub tx_bytes: u64,
